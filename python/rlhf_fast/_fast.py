@@ -1,0 +1,180 @@
+"""The lesson's functions backed by the Rust core: same names, arguments and numbers.
+
+Each function here is a thin adapter over ``rlhf_fast._core``: it picks the kernel for the
+input's type (a list or a numpy array), turns an int seed into the key CPython's
+``random.Random`` seeds MT19937 with, and raises the same warnings as the reference.
+Plumbing that has nothing to compute (the constants, ``make_pair``, row conversion, the
+controller classes) is the reference's own.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import _core
+from ._core import PreferenceSet
+from .reference import (
+    BAD_WORDS,
+    GOOD_WORDS,
+    PROMPTS,
+    VOCAB,
+    AdaptiveKLController,
+    DoublingKLController,
+    FixedKLController,
+    KLWarning,
+    init_policy,
+    make_kl_controller,
+    make_pair,
+    pairs_to_rows,
+    policy_logits,
+    rows_to_pairs,
+)
+from .reference import __all__ as _reference_all
+
+__all__ = [*_reference_all, "PreferenceSet", "seed_key"]
+
+bag = _core.bag
+dot = _core.dot
+sigmoid = _core.sigmoid
+rm_train_step = _core.rm_train_step
+train_rm = _core.train_rm
+pairwise_accuracy = _core.pairwise_accuracy
+kl_k1 = _core.kl_k1
+kl_k2 = _core.kl_k2
+kl_k3 = _core.kl_k3
+sample = _core.sample
+clipped_surrogate = _core.clipped_surrogate
+clipped_surrogate_grad = _core.clipped_surrogate_grad
+rlhf_step = _core.rlhf_step
+dpo_step = _core.dpo_step
+expected_score = _core.expected_score
+
+_REEXPORTED = (
+    BAD_WORDS,
+    GOOD_WORDS,
+    PROMPTS,
+    VOCAB,
+    AdaptiveKLController,
+    DoublingKLController,
+    FixedKLController,
+    init_policy,
+    make_kl_controller,
+    make_pair,
+    pairs_to_rows,
+    policy_logits,
+    rows_to_pairs,
+)
+
+
+def seed_key(seed: int) -> list[int]:
+    """The key ``random.Random(seed)`` feeds MT19937's ``init_by_array``: ``abs(seed)`` in 32-bit words."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    magnitude = abs(int(seed))
+    key = []
+    while magnitude:
+        key.append(magnitude & 0xFFFFFFFF)
+        magnitude >>= 32
+    return key or [0]
+
+
+def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """``n`` synthetic preference pairs, the very ones ``random.Random(seed)`` draws."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    return _core.make_dataset(int(n), seed_key(seed))
+
+
+def _rows_kernel(z, one_row, rows):
+    if isinstance(z, np.ndarray):
+        array = np.ascontiguousarray(z, dtype=np.float64)
+        if array.ndim == 1:
+            return rows(array[None, :])[0]
+        if array.ndim == 2:
+            return rows(array)
+        raise ValueError(f"z must be 1-D or 2-D, got {array.ndim}-D")
+    return one_row(z)
+
+
+def softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+    """``exp(z - max z)`` normalised; a numpy array gets a numpy array back (2-D: row-wise)."""
+    return _rows_kernel(z, _core.softmax, _core.softmax_rows)
+
+
+def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+    """``z - logsumexp(z)``; a numpy array gets a numpy array back (2-D: row-wise)."""
+    return _rows_kernel(z, _core.log_softmax, _core.log_softmax_rows)
+
+
+def kl(p: Sequence[float], q: Sequence[float]) -> float:
+    """Exact ``KL(p || q)`` with ``0 log 0 = 0``."""
+    return _core.kl(p, q)
+
+
+def _check_threshold(kl_threshold: float) -> float:
+    if isinstance(kl_threshold, bool) or not isinstance(kl_threshold, numbers.Real):
+        raise TypeError(f"kl_threshold must be a real number, got {type(kl_threshold).__name__}")
+    if not kl_threshold > 0 or kl_threshold == float("inf"):
+        raise ValueError(f"kl_threshold must be finite and > 0, got {kl_threshold!r}")
+    return float(kl_threshold)
+
+
+def _int_arg(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def train_rlhf(
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Mapping[str, Sequence[float]] | np.ndarray,
+    w: Mapping[str, float],
+    steps: int,
+    seed: int,
+    eps: float = 0.2,
+    beta: float = 0.1,
+    lr: float = 0.05,
+    ppo_epochs: int = 4,
+    kl_ctl: str = "fixed",
+    target: float = 6.0,
+    horizon: float = 10000.0,
+    kl_threshold: float = 5.0,
+) -> dict[str, np.ndarray]:
+    """``steps`` PPO-RLHF steps on ``random.Random(seed)``'s stream, run entirely in Rust.
+
+    Same arguments and numbers as :func:`rlhf_fast.reference.train_rlhf`; ``theta`` (a dict
+    of lists or a float64 ``[3, 8]`` array) is updated in place. Returns the per-step
+    history as numpy arrays: ``prompt``, ``token``, ``score``, ``kl``, ``reward``,
+    ``clip_frac``, the ``beta`` used and the running ``mean_kl``; warns with
+    :class:`KLWarning` once the running mean KL passes ``kl_threshold``.
+    """
+    key = seed_key(seed)
+    kl_threshold = _check_threshold(kl_threshold)
+    history = _core.train_rlhf(
+        theta,
+        ref,
+        w,
+        _int_arg("steps", steps),
+        key,
+        eps,
+        beta,
+        lr,
+        _int_arg("ppo_epochs", ppo_epochs),
+        kl_ctl,
+        target,
+        horizon,
+    )
+    over = np.flatnonzero(history["mean_kl"] > kl_threshold)
+    if over.size:
+        t = int(over[0])
+        warnings.warn(
+            f"mean KL(pi_theta || pi_ref) = {history['mean_kl'][t]:.3g} passed {kl_threshold:g} at step {t}: "
+            "the policy is drifting from the reference (raise beta or stop early)",
+            KLWarning,
+            stacklevel=2,
+        )
+    return history

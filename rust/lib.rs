@@ -1,0 +1,24 @@
+//! The toy RLHF pipeline's hot loops, exact to the pure-Python reference.
+//!
+//! Plain Rust with no Python in it: `cargo test` exercises it alone. Every public function
+//! here has a twin of the same name in `rlhf_fast.reference`, and follows it operation for
+//! operation (sums left to right, the same libm calls), so that a fused loop seeded like
+//! `random.Random(seed)` draws the same tokens and lands on the same floats.
+//! The PyO3 bindings live in `python/` behind the `python` feature.
+
+pub mod bradley_terry;
+pub mod data;
+pub mod dpo;
+pub mod error;
+pub mod kl;
+pub mod kl_control;
+pub mod ppo;
+pub mod rng;
+pub mod sampling;
+pub mod softmax;
+pub mod train;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

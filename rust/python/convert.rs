@@ -1,0 +1,201 @@
+//! Python values in and out: policies (dict of lists or a float64 `[P, V]` array), reward
+//! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
+
+use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyMapping, PyString};
+
+use crate::data::{PROMPTS, VOCAB};
+use crate::error::{self, py_float};
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// A sequence of floats (list, tuple, 1-D array, any iterable of numbers).
+pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a sequence of floats, got str"
+        )));
+    }
+    obj.extract::<Vec<f64>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a sequence of floats, got {}",
+            type_name(obj)
+        ))
+    })
+}
+
+/// `PROMPTS.index(prompt)`, or an error naming `prompt`.
+pub fn prompt_index(prompt: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let text: String = prompt.extract().map_err(|_| {
+        PyTypeError::new_err(format!("prompt must be a str, got {}", type_name(prompt)))
+    })?;
+    PROMPTS.iter().position(|&p| p == text).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "prompt {} is unknown; known prompts: ['help me', 'answer me', 'explain this']",
+            prompt.repr().map(|r| r.to_string()).unwrap_or(text)
+        ))
+    })
+}
+
+/// A policy as a validated, row-major `[len(PROMPTS), len(VOCAB)]` table.
+pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let (p, v) = (PROMPTS.len(), VOCAB.len());
+    let table: Vec<f64> = if policy.is_instance_of::<PyUntypedArray>() {
+        let array: PyReadonlyArray2<'_, f64> = policy.extract().map_err(|_| {
+            let dtype = policy.getattr("dtype").and_then(|d| d.str()).map(|s| s.to_string()).unwrap_or_default();
+            let ndim = policy.getattr("ndim").map(|d| d.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!(
+                "{name} must be a 2-D float64 array, got a {ndim}-D {dtype} array (use .astype(float))"
+            ))
+        })?;
+        if array.shape() != [p, v] {
+            return Err(PyValueError::new_err(format!(
+                "{name} must have shape ({p}, {v}), got {:?}",
+                array.shape()
+            )));
+        }
+        array.as_array().iter().copied().collect()
+    } else if policy.is_instance_of::<PyDict>() || policy.is_instance_of::<PyMapping>() {
+        let mut table = Vec::with_capacity(p * v);
+        for prompt in PROMPTS {
+            let row = policy.get_item(prompt).map_err(|_| {
+                PyValueError::new_err(format!("{name} has no logits for prompt '{prompt}'"))
+            })?;
+            let row_name = format!("{name}['{prompt}']");
+            let row = f64_vec(&row_name, &row)?;
+            if row.len() != v {
+                return Err(PyValueError::new_err(format!(
+                    "{row_name} must have {v} entries, got {}",
+                    row.len()
+                )));
+            }
+            table.extend(row);
+        }
+        table
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a dict prompt -> list of logits or a float64 array of shape ({p}, {v}), got {}",
+            type_name(policy)
+        )));
+    };
+    for (i, &value) in table.iter().enumerate() {
+        if !value.is_finite() {
+            let (row, col) = (i / v, i % v);
+            return Err(PyValueError::new_err(format!(
+                "{name}['{}'][{col}] must be finite, got {}",
+                PROMPTS[row],
+                py_float(value)
+            )));
+        }
+    }
+    Ok(table)
+}
+
+/// Writes one prompt's logits back into the caller's policy, in place.
+pub fn write_back_row(policy: &Bound<'_, PyAny>, row: usize, logits: &[f64]) -> PyResult<()> {
+    if policy.is_instance_of::<PyUntypedArray>() {
+        let mut array: PyReadwriteArray2<'_, f64> = policy.extract()?;
+        let mut view = array.as_array_mut();
+        for (dst, &value) in view.row_mut(row).iter_mut().zip(logits) {
+            *dst = value;
+        }
+    } else {
+        let target = policy.get_item(PROMPTS[row])?;
+        for (j, &value) in logits.iter().enumerate() {
+            target.set_item(j, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a whole `[P, V]` table back into the caller's policy, in place.
+pub fn write_back_table(policy: &Bound<'_, PyAny>, table: &[f64]) -> PyResult<()> {
+    for (row, logits) in table.chunks_exact(VOCAB.len()).enumerate() {
+        write_back_row(policy, row, logits)?;
+    }
+    Ok(())
+}
+
+/// A reward-weight dict, every value checked finite.
+pub fn checked_weights<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMapping>> {
+    let mapping = w.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "w must be a dict token -> weight, got {}",
+            type_name(w)
+        ))
+    })?;
+    for item in mapping.items()?.iter() {
+        let (token, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+        let label = format!("w[{}]", token.repr()?);
+        let value: f64 = value.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{label} must be a real number, got {}",
+                type_name(&value)
+            ))
+        })?;
+        error::finite(&label, value)?;
+    }
+    Ok(mapping.clone())
+}
+
+/// `w.get(token, 0.0)` for `token` in `VOCAB`, after checking every weight.
+pub fn vocab_weights(w: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let mapping = checked_weights(w)?;
+    VOCAB
+        .iter()
+        .map(|token| weight_of(&mapping, token))
+        .collect()
+}
+
+/// `w.get(token, 0.0)` of an already checked mapping.
+pub fn weight_of(w: &Bound<'_, PyMapping>, token: &str) -> PyResult<f64> {
+    match w.get_item(token) {
+        Ok(value) => value.extract(),
+        Err(_) => Ok(0.0),
+    }
+}
+
+/// Python's `str.split()` with no argument: runs of white space separate tokens.
+pub fn split_tokens(text: &str) -> impl Iterator<Item = &str> {
+    // Python also counts the ASCII separators \x1c..\x1f as white space; Rust does not.
+    text.split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+        .filter(|t| !t.is_empty())
+}
+
+/// A response's tokens: a string split on white space, or a sequence of token strings.
+pub fn tokens_of(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if let Ok(text) = y.cast::<PyString>() {
+        return Ok(split_tokens(&text.to_cow()?).map(str::to_owned).collect());
+    }
+    y.extract::<Vec<String>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a str or a sequence of token strings, got {}",
+            type_name(y)
+        ))
+    })
+}
+
+/// A DPO response as `VOCAB` ids; every token must be in `VOCAB`.
+pub fn response_tokens(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    let tokens = tokens_of(name, y)?;
+    if tokens.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must have at least one token"
+        )));
+    }
+    tokens
+        .iter()
+        .map(|t| {
+            VOCAB.iter().position(|v| v == t).ok_or_else(|| {
+                PyValueError::new_err(format!("{name} has token '{t}' outside VOCAB"))
+            })
+        })
+        .collect()
+}

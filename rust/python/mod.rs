@@ -1,0 +1,351 @@
+//! PyO3 glue: convert Python inputs, validate them, release the GIL around the loops, and
+//! turn core errors into `ValueError` / `TypeError` / `FloatingPointError`. No numerics here.
+
+mod convert;
+mod preferences;
+
+use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
+use pyo3::exceptions::{PyFloatingPointError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::bradley_terry as bt;
+use crate::data::VOCAB;
+use crate::error::{self, Error};
+use crate::kl as core_kl;
+use crate::kl_control::KlController;
+use crate::ppo::{PpoParams, StepScratch};
+use crate::softmax as core_softmax;
+use crate::{dpo, ppo, train};
+
+use convert::{
+    f64_vec, policy_table, prompt_index, vocab_weights, write_back_row, write_back_table,
+};
+use preferences::PreferenceSet;
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        match err {
+            Error::InvalidArgument(message) => PyValueError::new_err(message),
+            Error::Diverged(message) => PyFloatingPointError::new_err(message),
+        }
+    }
+}
+
+/// Logistic function, stable for any input.
+#[pyfunction]
+fn sigmoid(z: f64) -> PyResult<f64> {
+    if z.is_nan() {
+        return Err(PyValueError::new_err("z must not be NaN"));
+    }
+    Ok(bt::sigmoid(z))
+}
+
+/// `exp(z - max z)` normalised, for one row of logits.
+#[pyfunction]
+fn softmax(z: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    Ok(core_softmax::softmax(&f64_vec("z", z)?)?)
+}
+
+/// `z - logsumexp(z)` for one row of logits.
+#[pyfunction]
+fn log_softmax(z: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    Ok(core_softmax::log_softmax(&f64_vec("z", z)?)?)
+}
+
+fn map_rows<'py>(
+    z: PyReadonlyArray2<'py, f64>,
+    kernel: fn(&[f64], &mut [f64]),
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let py = z.py();
+    let view = z.as_array();
+    let (rows, cols) = view.dim();
+    if cols == 0 {
+        return Err(PyValueError::new_err("z must not be empty"));
+    }
+    let flat: Vec<f64> = view.iter().copied().collect();
+    error::finite_slice("z", &flat)?;
+    let out = py.detach(|| {
+        let mut out = vec![0.0; flat.len()];
+        for (row, dst) in flat.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+            kernel(row, dst);
+        }
+        out
+    });
+    out.into_pyarray(py).reshape([rows, cols])
+}
+
+/// Row-wise softmax of a float64 matrix.
+#[pyfunction]
+fn softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    map_rows(z, core_softmax::softmax_into)
+}
+
+/// Row-wise log-softmax of a float64 matrix.
+#[pyfunction]
+fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    map_rows(z, core_softmax::log_softmax_into)
+}
+
+/// Exact `KL(p || q)` with `0 log 0 = 0`.
+#[pyfunction]
+fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
+    Ok(core_kl::kl(&f64_vec("p", p)?, &f64_vec("q", q)?)?)
+}
+
+/// Schulman's k1 estimator of KL for a sampled token: `log p(a) - log q(a)`.
+#[pyfunction]
+fn kl_k1(logp: f64, logq: f64) -> PyResult<f64> {
+    Ok(core_kl::kl_k1(logp, logq)?)
+}
+
+/// Schulman's k2 estimator: `(log q(a) - log p(a))^2 / 2`.
+#[pyfunction]
+fn kl_k2(logp: f64, logq: f64) -> PyResult<f64> {
+    Ok(core_kl::kl_k2(logp, logq)?)
+}
+
+/// Schulman's k3 estimator: `(r - 1) - log r`, `r = q(a) / p(a)`.
+#[pyfunction]
+fn kl_k3(logp: f64, logq: f64) -> PyResult<f64> {
+    Ok(core_kl::kl_k3(logp, logq)?)
+}
+
+/// Inverse-CDF draw of an index from `probs` with one `rng.random()`.
+#[pyfunction]
+fn sample(probs: &Bound<'_, PyAny>, rng: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let probs = f64_vec("probs", probs)?;
+    error::probabilities("probs", &probs)?;
+    let u: f64 = rng.call_method0("random")?.extract()?;
+    Ok(crate::sampling::sample_index(&probs, u))
+}
+
+fn token_index(a: i64, vocab_size: usize) -> PyResult<usize> {
+    usize::try_from(a)
+        .ok()
+        .filter(|&a| a < vocab_size)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "a must be a token index in [0, {vocab_size}), got {a}"
+            ))
+        })
+}
+
+/// PPO's clipped objective for token `a`.
+#[pyfunction]
+fn clipped_surrogate(
+    logits: &Bound<'_, PyAny>,
+    a: i64,
+    p_old_a: f64,
+    advantage: f64,
+    eps: f64,
+) -> PyResult<f64> {
+    let logits = f64_vec("logits", logits)?;
+    Ok(ppo::clipped_surrogate(
+        &logits,
+        token_index(a, logits.len())?,
+        p_old_a,
+        advantage,
+        eps,
+    )?)
+}
+
+/// Gradient of the clipped objective in the logits (zero where clipped).
+#[pyfunction]
+fn clipped_surrogate_grad(
+    logits: &Bound<'_, PyAny>,
+    a: i64,
+    p_old_a: f64,
+    advantage: f64,
+    eps: f64,
+) -> PyResult<Vec<f64>> {
+    let logits = f64_vec("logits", logits)?;
+    Ok(ppo::clipped_surrogate_grad(
+        &logits,
+        token_index(a, logits.len())?,
+        p_old_a,
+        advantage,
+        eps,
+    )?)
+}
+
+/// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record.
+#[pyfunction]
+#[pyo3(signature = (theta, r#ref, w, prompt, rng, eps=0.2, beta=0.1, lr=0.05, ppo_epochs=4))]
+#[allow(clippy::too_many_arguments)]
+fn rlhf_step<'py>(
+    theta: &Bound<'py, PyAny>,
+    r#ref: &Bound<'py, PyAny>,
+    w: &Bound<'py, PyAny>,
+    prompt: &Bound<'py, PyAny>,
+    rng: &Bound<'py, PyAny>,
+    eps: f64,
+    beta: f64,
+    lr: f64,
+    ppo_epochs: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = theta.py();
+    let theta_table = policy_table("theta", theta)?;
+    let ref_table = policy_table("ref", r#ref)?;
+    let weights = vocab_weights(w)?;
+    let x = prompt_index(prompt)?;
+    let params = PpoParams::new(eps, lr, ppo_epochs)?;
+    let beta = error::non_negative("beta", beta)?;
+    let u: f64 = rng.call_method0("random")?.extract()?;
+
+    let v = VOCAB.len();
+    let mut logits = theta_table[x * v..(x + 1) * v].to_vec();
+    let mut ref_probs = vec![0.0; v];
+    core_softmax::softmax_into(&ref_table[x * v..(x + 1) * v], &mut ref_probs);
+    let out = ppo::rlhf_step(
+        &mut logits,
+        &ref_probs,
+        &weights,
+        u,
+        beta,
+        &params,
+        &mut StepScratch::new(v),
+    );
+    write_back_row(theta, x, &logits)?;
+
+    let record = PyDict::new(py);
+    record.set_item("token", out.token)?;
+    record.set_item("score", out.score)?;
+    record.set_item("kl", out.kl)?;
+    record.set_item("reward", out.reward)?;
+    record.set_item("clip_frac", out.clip_frac)?;
+    Ok(record)
+}
+
+fn kl_controller(kl_ctl: &str, beta: f64, target: f64, horizon: f64) -> PyResult<KlController> {
+    Ok(match kl_ctl {
+        "fixed" => KlController::fixed(beta)?,
+        "adaptive" => KlController::adaptive(beta, target, horizon)?,
+        "doubling" => KlController::doubling(beta, target)?,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "kl_ctl must be one of ('fixed', 'adaptive', 'doubling'), got '{other}'"
+            )))
+        }
+    })
+}
+
+/// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`; `seed_key` is the
+/// seed's `init_by_array` key. Updates `theta` in place and returns the history arrays.
+#[pyfunction]
+#[pyo3(signature = (theta, r#ref, w, steps, seed_key, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon))]
+#[allow(clippy::too_many_arguments)]
+fn train_rlhf<'py>(
+    theta: &Bound<'py, PyAny>,
+    r#ref: &Bound<'py, PyAny>,
+    w: &Bound<'py, PyAny>,
+    steps: i64,
+    seed_key: Vec<u32>,
+    eps: f64,
+    beta: f64,
+    lr: f64,
+    ppo_epochs: i64,
+    kl_ctl: &str,
+    target: f64,
+    horizon: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = theta.py();
+    let mut table = policy_table("theta", theta)?;
+    let ref_table = policy_table("ref", r#ref)?;
+    let weights = vocab_weights(w)?;
+    if steps < 1 {
+        return Err(PyValueError::new_err(format!(
+            "steps must be >= 1, got {steps}"
+        )));
+    }
+    let params = PpoParams::new(eps, lr, ppo_epochs)?;
+    let controller = kl_controller(kl_ctl, beta, target, horizon)?;
+
+    let history = py.detach(|| {
+        train::train_rlhf(
+            &mut table,
+            &ref_table,
+            &weights,
+            steps as usize,
+            &seed_key,
+            &params,
+            controller,
+        )
+    })?;
+    write_back_table(theta, &table)?;
+
+    let out = PyDict::new(py);
+    let as_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
+    out.set_item("prompt", as_i64(history.prompt).into_pyarray(py))?;
+    out.set_item("token", as_i64(history.token).into_pyarray(py))?;
+    out.set_item("score", history.score.into_pyarray(py))?;
+    out.set_item("kl", history.kl.into_pyarray(py))?;
+    out.set_item("reward", history.reward.into_pyarray(py))?;
+    out.set_item("clip_frac", history.clip_frac.into_pyarray(py))?;
+    out.set_item("beta", history.beta.into_pyarray(py))?;
+    out.set_item("mean_kl", history.mean_kl.into_pyarray(py))?;
+    Ok(out)
+}
+
+/// One DPO (sigmoid loss) step on `theta[x]`, updated in place; returns the loss before it.
+#[pyfunction]
+#[pyo3(signature = (theta, r#ref, x, y_pos, y_neg, beta=0.1, lr=0.05))]
+fn dpo_step(
+    theta: &Bound<'_, PyAny>,
+    r#ref: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    y_pos: &Bound<'_, PyAny>,
+    y_neg: &Bound<'_, PyAny>,
+    beta: f64,
+    lr: f64,
+) -> PyResult<f64> {
+    let theta_table = policy_table("theta", theta)?;
+    let ref_table = policy_table("ref", r#ref)?;
+    let row = prompt_index(x)?;
+    let chosen = convert::response_tokens("y_pos", y_pos)?;
+    let rejected = convert::response_tokens("y_neg", y_neg)?;
+    let v = VOCAB.len();
+    let mut logits = theta_table[row * v..(row + 1) * v].to_vec();
+    let loss = dpo::dpo_step(
+        &mut logits,
+        &ref_table[row * v..(row + 1) * v],
+        &chosen,
+        &rejected,
+        beta,
+        lr,
+    )?;
+    write_back_row(theta, row, &logits)?;
+    Ok(loss)
+}
+
+/// Exact expected RM score of the policy, averaged over the prompts.
+#[pyfunction]
+fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f64> {
+    Ok(train::expected_score(
+        &policy_table("theta", theta)?,
+        &vocab_weights(w)?,
+    )?)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PreferenceSet>()?;
+    m.add_function(wrap_pyfunction!(sigmoid, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(log_softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(log_softmax_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kl, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_k1, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_k2, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_k3, m)?)?;
+    m.add_function(wrap_pyfunction!(sample, m)?)?;
+    m.add_function(wrap_pyfunction!(clipped_surrogate, m)?)?;
+    m.add_function(wrap_pyfunction!(clipped_surrogate_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(rlhf_step, m)?)?;
+    m.add_function(wrap_pyfunction!(train_rlhf, m)?)?;
+    m.add_function(wrap_pyfunction!(dpo_step, m)?)?;
+    m.add_function(wrap_pyfunction!(expected_score, m)?)?;
+    preferences::register(m)?;
+    Ok(())
+}

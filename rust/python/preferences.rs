@@ -1,0 +1,378 @@
+//! The reward-model side: tokenised preference sets, bags, the BT step and training.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
+
+use super::convert::{checked_weights, tokens_of, weight_of};
+use crate::bradley_terry::{self as bt, Preferences};
+use crate::data::{self, PROMPTS, VOCAB};
+use crate::error;
+
+/// A preference set tokenised once: `(prompt, chosen, rejected)` triples as bags of token ids.
+///
+/// Ids `0..8` are `VOCAB`; other words get the next ids in first-seen order. Build one from
+/// pairs or rows with `PreferenceSet(pairs)`, or draw `make_dataset` straight into one with
+/// `PreferenceSet.make_dataset(n, seed)`; `train_rm` and `pairwise_accuracy` take it as is.
+#[pyclass(module = "rlhf_fast._core", frozen)]
+pub struct PreferenceSet {
+    prefs: Preferences,
+    prompts: Vec<String>,
+    vocab: Vec<String>,
+}
+
+struct Interner {
+    vocab: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn new() -> Self {
+        let vocab: Vec<String> = VOCAB.iter().map(|&t| t.to_owned()).collect();
+        let index = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Interner { vocab, index }
+    }
+
+    fn id(&mut self, token: &str) -> u32 {
+        if let Some(&id) = self.index.get(token) {
+            return id;
+        }
+        let id = self.vocab.len() as u32;
+        self.vocab.push(token.to_owned());
+        self.index.insert(token.to_owned(), id);
+        id
+    }
+}
+
+impl PreferenceSet {
+    fn tokenise(pairs: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let mut interner = Interner::new();
+        let mut prompt_ids: HashMap<String, u32> = HashMap::new();
+        let mut prompts = Vec::new();
+        let mut prefs = Preferences::new();
+        let iter = pairs.try_iter().map_err(|_| {
+            PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)")
+        })?;
+        for (i, item) in iter.enumerate() {
+            let item = item?;
+            let (x, chosen, rejected) = if let Ok(row) = item.cast::<PyMapping>() {
+                let field = |key: &str| {
+                    row.get_item(key)
+                        .map_err(|_| PyValueError::new_err(format!("pairs[{i}] lacks '{key}'")))
+                };
+                (field("prompt")?, field("chosen")?, field("rejected")?)
+            } else {
+                item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+                    .map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "pairs[{i}] must be a (prompt, chosen, rejected) triple or row"
+                        ))
+                    })?
+            };
+            let x: String = x
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str")))?;
+            let next = prompt_ids.len() as u32;
+            let prompt = *prompt_ids.entry(x.clone()).or_insert_with(|| {
+                prompts.push(x);
+                next
+            });
+            let chosen: Vec<u32> = tokens_of("chosen", &chosen)?
+                .iter()
+                .map(|t| interner.id(t))
+                .collect();
+            let rejected: Vec<u32> = tokens_of("rejected", &rejected)?
+                .iter()
+                .map(|t| interner.id(t))
+                .collect();
+            prefs.push(prompt, &chosen, &rejected);
+        }
+        Ok(PreferenceSet {
+            prefs,
+            prompts,
+            vocab: interner.vocab,
+        })
+    }
+
+    /// Which token ids occur in some response.
+    fn used_tokens(&self) -> Vec<bool> {
+        let mut used = vec![false; self.vocab.len()];
+        for &(token, _) in &self.prefs.entries {
+            used[token as usize] = true;
+        }
+        used
+    }
+
+    fn response(&self, bag: &[bt::BagEntry]) -> String {
+        let mut words = Vec::new();
+        for &(token, count) in bag {
+            for _ in 0..count as usize {
+                words.push(self.vocab[token as usize].as_str());
+            }
+        }
+        words.join(" ")
+    }
+}
+
+/// `pairs` as a tokenised set: a `PreferenceSet` as is, anything else tokenised now.
+fn with_preferences<T>(
+    pairs: &Bound<'_, PyAny>,
+    f: impl FnOnce(&PreferenceSet) -> PyResult<T>,
+) -> PyResult<T> {
+    match pairs.cast::<PreferenceSet>() {
+        Ok(set) => f(set.get()),
+        Err(_) => f(&PreferenceSet::tokenise(pairs)?),
+    }
+}
+
+#[pymethods]
+impl PreferenceSet {
+    #[new]
+    fn new(pairs: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::tokenise(pairs)
+    }
+
+    /// `make_dataset(n, seed)` drawn and tokenised in Rust; `seed_key` is the seed's
+    /// `init_by_array` key (see `rlhf_fast.seed_key`).
+    #[staticmethod]
+    fn from_seed_key(py: Python<'_>, n: i64, seed_key: Vec<u32>) -> PyResult<Self> {
+        if n < 0 {
+            return Err(PyValueError::new_err(format!("n must be >= 0, got {n}")));
+        }
+        let prefs = py.detach(|| {
+            let mut rng = crate::rng::Mt19937::from_key(&seed_key);
+            let mut prefs = Preferences::new();
+            for _ in 0..n {
+                let (prompt, good, bad) = data::make_pair(&mut rng);
+                prefs.push(prompt, &good, &bad);
+            }
+            prefs
+        });
+        Ok(PreferenceSet {
+            prefs,
+            prompts: PROMPTS.iter().map(|&p| p.to_owned()).collect(),
+            vocab: VOCAB.iter().map(|&t| t.to_owned()).collect(),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.prefs.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PreferenceSet({} pairs, {} tokens)",
+            self.prefs.len(),
+            self.vocab.len()
+        )
+    }
+
+    /// Token strings by id.
+    #[getter]
+    fn vocab(&self) -> Vec<String> {
+        self.vocab.clone()
+    }
+
+    /// The pairs as `(prompt, chosen, rejected)` strings, each response rebuilt from its bag.
+    fn to_pairs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let prompts: Vec<Bound<'py, PyString>> =
+            self.prompts.iter().map(|p| PyString::new(py, p)).collect();
+        let mut memo: HashMap<(usize, usize), Bound<'py, PyString>> = HashMap::new();
+        let mut text = |start: usize, end: usize| {
+            memo.entry((start, end))
+                .or_insert_with(|| {
+                    PyString::new(py, &self.response(&self.prefs.entries[start..end]))
+                })
+                .clone()
+        };
+        let out = PyList::empty(py);
+        for i in 0..self.prefs.len() {
+            let b = &self.prefs.bounds[2 * i..2 * i + 3];
+            let (a, m, e) = (b[0] as usize, b[1] as usize, b[2] as usize);
+            // Equal bags share one string: the lesson's 16 chosen and 16 rejected responses.
+            let chosen = if m - a <= 2 {
+                text(a, m)
+            } else {
+                PyString::new(py, &self.response(&self.prefs.entries[a..m]))
+            };
+            let rejected = if e - m <= 2 {
+                text(m, e)
+            } else {
+                PyString::new(py, &self.response(&self.prefs.entries[m..e]))
+            };
+            out.append(PyTuple::new(
+                py,
+                [
+                    prompts[self.prefs.prompts[i] as usize].clone(),
+                    chosen,
+                    rejected,
+                ],
+            )?)?;
+        }
+        Ok(out)
+    }
+}
+
+/// `make_dataset(n, seed)` as Python tuples of strings, drawn in Rust.
+#[pyfunction]
+fn make_dataset<'py>(py: Python<'py>, n: i64, seed_key: Vec<u32>) -> PyResult<Bound<'py, PyList>> {
+    PreferenceSet::from_seed_key(py, n, seed_key)?.to_pairs(py)
+}
+
+/// Token counts of a response, in first-seen order.
+#[pyfunction]
+fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let counts = PyDict::new(y.py());
+    for token in tokens_of("y", y)? {
+        let count: i64 = match counts.get_item(&token)? {
+            Some(c) => c.extract::<i64>()? + 1,
+            None => 1,
+        };
+        counts.set_item(token, count)?;
+    }
+    Ok(counts)
+}
+
+/// `sum w.get(tok, 0) * cnt` over the bag.
+#[pyfunction]
+fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let w = w
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err("w must be a dict token -> weight"))?;
+    let b = b
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err("b must be a dict token -> count"))?;
+    let mut total = 0.0;
+    for item in b.items()?.iter() {
+        let (token, count): (Bound<'_, PyAny>, f64) = item.extract()?;
+        let weight: f64 = match w.get_item(&token) {
+            Ok(value) => value.extract()?,
+            Err(_) => 0.0,
+        };
+        total += weight * count;
+    }
+    Ok(total)
+}
+
+/// One Bradley-Terry SGD step; mutates `w` and returns the loss before the step.
+#[pyfunction]
+fn rm_train_step(
+    w: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    y_pos: &Bound<'_, PyAny>,
+    y_neg: &Bound<'_, PyAny>,
+    lr: f64,
+) -> PyResult<f64> {
+    let _ = x; // the prompt is not a feature of this reward model
+    let w = checked_weights(w)?;
+    let lr = error::positive("lr", lr)?;
+    let mut interner_tokens: Vec<String> = Vec::new();
+    let mut id_of = |token: String| match interner_tokens.iter().position(|t| *t == token) {
+        Some(i) => i as u32,
+        None => {
+            interner_tokens.push(token);
+            interner_tokens.len() as u32 - 1
+        }
+    };
+    let chosen: Vec<u32> = tokens_of("y_pos", y_pos)?
+        .into_iter()
+        .map(&mut id_of)
+        .collect();
+    let rejected: Vec<u32> = tokens_of("y_neg", y_neg)?
+        .into_iter()
+        .map(&mut id_of)
+        .collect();
+    let mut prefs = Preferences::new();
+    prefs.push(0, &chosen, &rejected);
+    let mut weights = interner_tokens
+        .iter()
+        .map(|t| weight_of(&w, t))
+        .collect::<PyResult<Vec<f64>>>()?;
+    let (chosen, rejected) = prefs.pair(0);
+    let loss = bt::rm_train_step(&mut weights, chosen, rejected, lr);
+    for (token, value) in interner_tokens.iter().zip(&weights) {
+        w.set_item(token, value)?;
+    }
+    Ok(loss)
+}
+
+/// `epochs` SGD passes over the pairs (a `PreferenceSet`, pairs or rows); returns `w`.
+#[pyfunction]
+#[pyo3(signature = (pairs, epochs=5, lr=0.1, w=None))]
+fn train_rm<'py>(
+    py: Python<'py>,
+    pairs: &Bound<'py, PyAny>,
+    epochs: i64,
+    lr: f64,
+    w: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if epochs < 0 {
+        return Err(PyValueError::new_err(format!(
+            "epochs must be >= 0, got {epochs}"
+        )));
+    }
+    let lr = error::positive("lr", lr)?;
+    let w = match w {
+        Some(w) => {
+            checked_weights(w)?;
+            w.clone()
+        }
+        None => {
+            let fresh = PyDict::new(py);
+            for token in VOCAB {
+                fresh.set_item(token, 0.0)?;
+            }
+            fresh.into_any()
+        }
+    };
+    let mapping = w.cast::<PyMapping>()?.clone();
+    with_preferences(pairs, |set| {
+        let mut weights = set
+            .vocab
+            .iter()
+            .map(|t| weight_of(&mapping, t))
+            .collect::<PyResult<Vec<f64>>>()?;
+        py.detach(|| bt::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
+        let used = set.used_tokens();
+        for (id, token) in set.vocab.iter().enumerate() {
+            let present = mapping.contains(token.as_str())?;
+            if present || (epochs > 0 && used[id]) {
+                mapping.set_item(token, weights[id])?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(w)
+}
+
+/// Share of pairs with `R(chosen) > R(rejected)` strictly.
+#[pyfunction]
+fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let mapping = w
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err("w must be a dict token -> weight"))?;
+    with_preferences(pairs, |set| {
+        let weights = set
+            .vocab
+            .iter()
+            .map(|t| weight_of(mapping, t))
+            .collect::<PyResult<Vec<f64>>>()?;
+        Ok(bt::pairwise_accuracy(&weights, &set.prefs)?)
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(make_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(bag, m)?)?;
+    m.add_function(wrap_pyfunction!(dot, m)?)?;
+    m.add_function(wrap_pyfunction!(rm_train_step, m)?)?;
+    m.add_function(wrap_pyfunction!(train_rm, m)?)?;
+    m.add_function(wrap_pyfunction!(pairwise_accuracy, m)?)?;
+    Ok(())
+}
