@@ -40,6 +40,12 @@ pub fn dot(w: &[f64], bag: &[BagEntry]) -> f64 {
 /// One SGD step on the BT loss; returns the loss before the step. Token ids must index `w`.
 #[inline]
 pub fn rm_train_step(w: &mut [f64], chosen: &[BagEntry], rejected: &[BagEntry], lr: f64) -> f64 {
+    softplus(-rm_update(w, chosen, rejected, lr))
+}
+
+/// [`rm_train_step`] without the loss (training loops never read it); returns the margin.
+#[inline]
+pub fn rm_update(w: &mut [f64], chosen: &[BagEntry], rejected: &[BagEntry], lr: f64) -> f64 {
     let margin = dot(w, chosen) - dot(w, rejected);
     let grad = sigmoid(-margin); // 1 - sigmoid(margin) without the cancellation
     for &(token, count) in chosen {
@@ -48,7 +54,7 @@ pub fn rm_train_step(w: &mut [f64], chosen: &[BagEntry], rejected: &[BagEntry], 
     for &(token, count) in rejected {
         w[token as usize] -= lr * grad * count;
     }
-    softplus(-margin)
+    margin
 }
 
 /// A tokenised preference set: for pair `i`, the chosen bag is
@@ -126,7 +132,7 @@ pub fn train_rm(pairs: &Preferences, epochs: usize, lr: f64, w: &mut [f64]) -> R
     for _ in 0..epochs {
         for i in 0..pairs.len() {
             let (chosen, rejected) = pairs.pair(i);
-            rm_train_step(w, chosen, rejected, lr);
+            rm_update(w, chosen, rejected, lr);
         }
     }
     Ok(())

@@ -8,6 +8,8 @@ pub enum Error {
     InvalidArgument(String),
     /// Training produced non-finite logits (Python: `FloatingPointError`).
     Diverged(String),
+    /// A caller asked a long computation to stop (Python: the pending `KeyboardInterrupt`).
+    Cancelled,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -22,6 +24,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidArgument(message) | Error::Diverged(message) => f.write_str(message),
+            Error::Cancelled => f.write_str("cancelled"),
         }
     }
 }

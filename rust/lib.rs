@@ -10,12 +10,14 @@ pub mod bradley_terry;
 pub mod data;
 pub mod dpo;
 pub mod error;
+pub mod fastmath;
 pub mod kl;
 pub mod kl_control;
 pub mod ppo;
 pub mod rng;
 pub mod sampling;
 pub mod softmax;
+pub mod sweep;
 pub mod train;
 
 #[cfg(feature = "python")]

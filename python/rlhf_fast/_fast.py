@@ -1,8 +1,7 @@
 """The lesson's functions backed by the Rust core: same names, arguments and numbers.
 
-Each function here is a thin adapter over ``rlhf_fast._core``: it picks the kernel for the
-input's type (a list or a numpy array), turns an int seed into the key CPython's
-``random.Random`` seeds MT19937 with, and raises the same warnings as the reference.
+Most names here are ``rlhf_fast._core`` functions themselves; the few adapters pick the
+kernel for the input's type (a list or a numpy array) and raise the reference's warnings.
 Plumbing that has nothing to compute (the constants, ``make_pair``, row conversion, the
 controller classes) is the reference's own.
 """
@@ -16,8 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _core
-from ._core import PreferenceSet
-from .reference import (
+from ._core import PreferenceSet  # noqa: F401
+from .reference import (  # noqa: F401  (plumbing with nothing to compute: the reference's own)
     BAD_WORDS,
     GOOD_WORDS,
     PROMPTS,
@@ -35,8 +34,10 @@ from .reference import (
 )
 from .reference import __all__ as _reference_all
 
-__all__ = [*_reference_all, "PreferenceSet", "seed_key"]
+__all__ = list(_reference_all)
 
+seed_key = _core.seed_key
+make_dataset = _core.make_dataset
 bag = _core.bag
 dot = _core.dot
 sigmoid = _core.sigmoid
@@ -52,42 +53,6 @@ clipped_surrogate_grad = _core.clipped_surrogate_grad
 rlhf_step = _core.rlhf_step
 dpo_step = _core.dpo_step
 expected_score = _core.expected_score
-
-_REEXPORTED = (
-    BAD_WORDS,
-    GOOD_WORDS,
-    PROMPTS,
-    VOCAB,
-    AdaptiveKLController,
-    DoublingKLController,
-    FixedKLController,
-    init_policy,
-    make_kl_controller,
-    make_pair,
-    pairs_to_rows,
-    policy_logits,
-    rows_to_pairs,
-)
-
-
-def seed_key(seed: int) -> list[int]:
-    """The key ``random.Random(seed)`` feeds MT19937's ``init_by_array``: ``abs(seed)`` in 32-bit words."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    magnitude = abs(int(seed))
-    key = []
-    while magnitude:
-        key.append(magnitude & 0xFFFFFFFF)
-        magnitude >>= 32
-    return key or [0]
-
-
-def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
-    """``n`` synthetic preference pairs, the very ones ``random.Random(seed)`` draws."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    return _core.make_dataset(int(n), seed_key(seed))
-
 
 def _rows_kernel(z, one_row, rows):
     if isinstance(z, np.ndarray):
@@ -152,14 +117,13 @@ def train_rlhf(
     ``clip_frac``, the ``beta`` used and the running ``mean_kl``; warns with
     :class:`KLWarning` once the running mean KL passes ``kl_threshold``.
     """
-    key = seed_key(seed)
     kl_threshold = _check_threshold(kl_threshold)
     history = _core.train_rlhf(
         theta,
         ref,
         w,
         _int_arg("steps", steps),
-        key,
+        seed,
         eps,
         beta,
         lr,

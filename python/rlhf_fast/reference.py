@@ -24,8 +24,10 @@ __all__ = [
     "BAD_WORDS",
     "VOCAB",
     "KLWarning",
+    "seed_key",
     "make_pair",
     "make_dataset",
+    "PreferenceSet",
     "pairs_to_rows",
     "rows_to_pairs",
     "bag",
@@ -181,6 +183,17 @@ def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return [make_pair(rng) for _ in range(n)]
 
 
+def seed_key(seed: int) -> list[int]:
+    """The key ``random.Random(seed)`` seeds MT19937 with (``init_by_array``): ``abs(seed)``
+    in 32-bit little-endian words, ``[0]`` for 0 (SPEC section 3)."""
+    magnitude = abs(_seed(seed))
+    key = []
+    while magnitude:
+        key.append(magnitude & 0xFFFFFFFF)
+        magnitude >>= 32
+    return key or [0]
+
+
 def pairs_to_rows(pairs: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
     """Pairs as ``{"prompt", "chosen", "rejected"}`` rows (the TRL / HF datasets format)."""
     return [{"prompt": x, "chosen": y_pos, "rejected": y_neg} for x, y_pos, y_neg in pairs]
@@ -195,6 +208,58 @@ def rows_to_pairs(rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str, str
             raise ValueError(f"rows[{i}] lacks {sorted(missing)}")
         pairs.append((row["prompt"], row["chosen"], row["rejected"]))
     return pairs
+
+
+class PreferenceSet:
+    """A preference set tokenised once: each pair's prompt and its responses as bags.
+
+    ``PreferenceSet(pairs)`` takes ``(prompt, chosen, rejected)`` triples or TRL rows;
+    ``PreferenceSet.make_dataset(n, seed)`` is ``PreferenceSet(make_dataset(n, seed))``.
+    :func:`train_rm` and :func:`pairwise_accuracy` take it in place of pairs.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
+        self.prompts: list[str] = []
+        self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
+        for i, item in enumerate(pairs):
+            if isinstance(item, Mapping):
+                missing = {"prompt", "chosen", "rejected"} - set(item)
+                if missing:
+                    raise ValueError(f"pairs[{i}] lacks {sorted(missing)}")
+                item = (item["prompt"], item["chosen"], item["rejected"])
+            x, y_pos, y_neg = item
+            self.prompts.append(x)
+            self.bags.append((bag(y_pos), bag(y_neg)))
+
+    @classmethod
+    def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
+        return cls(make_dataset(n, seed))
+
+    def __len__(self) -> int:
+        return len(self.bags)
+
+    @property
+    def vocab(self) -> list[str]:
+        """``VOCAB``, then every other token in first-seen order."""
+        seen = dict.fromkeys(VOCAB)
+        for b_pos, b_neg in self.bags:
+            seen.update(dict.fromkeys(b_pos))
+            seen.update(dict.fromkeys(b_neg))
+        return list(seen)
+
+    def to_pairs(self) -> list[tuple[str, str, str]]:
+        """The pairs, each response rebuilt from its bag (tokens grouped in first-seen order)."""
+
+        def text(b: dict[str, int]) -> str:
+            return " ".join(tok for tok, cnt in b.items() for _ in range(cnt))
+
+        return [(x, text(b_pos), text(b_neg)) for x, (b_pos, b_neg) in zip(self.prompts, self.bags)]
+
+
+def _bags(pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> list[tuple[dict[str, int], dict[str, int]]]:
+    if isinstance(pairs, PreferenceSet):
+        return pairs.bags
+    return [(bag(y_pos), bag(y_neg)) for _, y_pos, y_neg in pairs]
 
 
 # ------------------------------------------------------------------------- reward model
@@ -259,7 +324,7 @@ def _rm_train_step(w: dict[str, float], b_pos: dict[str, int], b_neg: dict[str, 
 
 
 def train_rm(
-    pairs: Sequence[tuple[str, str, str]],
+    pairs: Sequence[tuple[str, str, str]] | PreferenceSet,
     epochs: int = 5,
     lr: float = 0.1,
     w: dict[str, float] | None = None,
@@ -274,22 +339,23 @@ def train_rm(
         w = {tok: 0.0 for tok in VOCAB}
     else:
         _weights(w)
-    bags = [(bag(y_pos), bag(y_neg)) for _, y_pos, y_neg in pairs]
+    bags = _bags(pairs)
     for _ in range(epochs):
         for b_pos, b_neg in bags:
             _rm_train_step(w, b_pos, b_neg, lr)
     return w
 
 
-def pairwise_accuracy(w: Mapping[str, float], pairs: Sequence[tuple[str, str, str]]) -> float:
+def pairwise_accuracy(w: Mapping[str, float], pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> float:
     """Share of pairs the reward model orders strictly right: ``R(y+) > R(y-)``."""
-    if len(pairs) == 0:
+    bags = _bags(pairs)
+    if not bags:
         raise ValueError("pairs must not be empty")
     right = 0
-    for _, y_pos, y_neg in pairs:
-        if dot(w, bag(y_pos)) > dot(w, bag(y_neg)):
+    for b_pos, b_neg in bags:
+        if dot(w, b_pos) > dot(w, b_neg):
             right += 1
-    return right / len(pairs)
+    return right / len(bags)
 
 
 # ----------------------------------------------------------------------------- policy

@@ -4,7 +4,7 @@
 use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyMapping, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyMapping, PyString};
 
 use crate::data::{PROMPTS, VOCAB};
 use crate::error::{self, py_float};
@@ -29,6 +29,34 @@ pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
             type_name(obj)
         ))
     })
+}
+
+/// The key `random.Random(seed)` feeds MT19937's `init_by_array`: `abs(seed)` in 32-bit
+/// little-endian words (`[0]` for 0), for an int seed of any size.
+pub fn seed_key(seed: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if seed.is_instance_of::<PyBool>() || !seed.is_instance_of::<PyInt>() {
+        let index = seed
+            .call_method0("__index__")
+            .ok()
+            .filter(|_| !seed.is_instance_of::<PyBool>());
+        return match index {
+            Some(int) => seed_key(&int),
+            None => Err(PyTypeError::new_err(format!(
+                "seed must be an int, got {}",
+                type_name(seed)
+            ))),
+        };
+    }
+    let magnitude = seed.call_method0("__abs__")?;
+    let bits: usize = magnitude.call_method0("bit_length")?.extract()?;
+    let words = bits.div_ceil(32).max(1);
+    let bytes: Vec<u8> = magnitude
+        .call_method1("to_bytes", (words * 4, "little"))?
+        .extract()?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 /// `PROMPTS.index(prompt)`, or an error naming `prompt`.

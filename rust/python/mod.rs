@@ -3,9 +3,10 @@
 
 mod convert;
 mod preferences;
+mod sweep;
 
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
-use pyo3::exceptions::{PyFloatingPointError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -28,6 +29,8 @@ impl From<Error> for PyErr {
         match err {
             Error::InvalidArgument(message) => PyValueError::new_err(message),
             Error::Diverged(message) => PyFloatingPointError::new_err(message),
+            // Only raised after the interrupt itself was taken; callers return that instead.
+            Error::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
         }
     }
 }
@@ -217,7 +220,12 @@ fn rlhf_step<'py>(
     Ok(record)
 }
 
-fn kl_controller(kl_ctl: &str, beta: f64, target: f64, horizon: f64) -> PyResult<KlController> {
+pub(crate) fn kl_controller(
+    kl_ctl: &str,
+    beta: f64,
+    target: f64,
+    horizon: f64,
+) -> PyResult<KlController> {
     Ok(match kl_ctl {
         "fixed" => KlController::fixed(beta)?,
         "adaptive" => KlController::adaptive(beta, target, horizon)?,
@@ -230,17 +238,17 @@ fn kl_controller(kl_ctl: &str, beta: f64, target: f64, horizon: f64) -> PyResult
     })
 }
 
-/// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`; `seed_key` is the
-/// seed's `init_by_array` key. Updates `theta` in place and returns the history arrays.
+/// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`. Updates `theta` in
+/// place and returns the history arrays.
 #[pyfunction]
-#[pyo3(signature = (theta, r#ref, w, steps, seed_key, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon))]
+#[pyo3(signature = (theta, r#ref, w, steps, seed, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon))]
 #[allow(clippy::too_many_arguments)]
 fn train_rlhf<'py>(
     theta: &Bound<'py, PyAny>,
     r#ref: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
     steps: i64,
-    seed_key: Vec<u32>,
+    seed: &Bound<'py, PyAny>,
     eps: f64,
     beta: f64,
     lr: f64,
@@ -250,6 +258,7 @@ fn train_rlhf<'py>(
     horizon: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
+    let seed_key = convert::seed_key(seed)?;
     let mut table = policy_table("theta", theta)?;
     let ref_table = policy_table("ref", r#ref)?;
     let weights = vocab_weights(w)?;
@@ -346,6 +355,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_rlhf, m)?)?;
     m.add_function(wrap_pyfunction!(dpo_step, m)?)?;
     m.add_function(wrap_pyfunction!(expected_score, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep::sweep_rlhf, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep::simd_paths, m)?)?;
     preferences::register(m)?;
     Ok(())
 }

@@ -6,10 +6,14 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 
-use super::convert::{checked_weights, tokens_of, weight_of};
+use numpy::{IntoPyArray, PyArray2, PyArrayMethods};
+
+use super::convert::{checked_weights, seed_key as convert_seed_key, tokens_of, weight_of};
+use super::sweep::run_detached;
 use crate::bradley_terry::{self as bt, Preferences};
 use crate::data::{self, PROMPTS, VOCAB};
 use crate::error;
+use crate::sweep::{self, Monitor, RmSpec};
 
 /// A preference set tokenised once: `(prompt, chosen, rejected)` triples as bags of token ids.
 ///
@@ -138,10 +142,14 @@ impl PreferenceSet {
         Self::tokenise(pairs)
     }
 
-    /// `make_dataset(n, seed)` drawn and tokenised in Rust; `seed_key` is the seed's
-    /// `init_by_array` key (see `rlhf_fast.seed_key`).
+    /// `PreferenceSet(make_dataset(n, seed))`, drawn and tokenised in Rust.
     #[staticmethod]
-    fn from_seed_key(py: Python<'_>, n: i64, seed_key: Vec<u32>) -> PyResult<Self> {
+    #[pyo3(signature = (n, seed=None))]
+    fn make_dataset(py: Python<'_>, n: i64, seed: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let seed_key = match seed {
+            Some(seed) => convert_seed_key(seed)?,
+            None => vec![0],
+        };
         if n < 0 {
             return Err(PyValueError::new_err(format!("n must be >= 0, got {n}")));
         }
@@ -219,10 +227,21 @@ impl PreferenceSet {
     }
 }
 
-/// `make_dataset(n, seed)` as Python tuples of strings, drawn in Rust.
+/// `n` synthetic preference pairs, the very ones `random.Random(seed)` draws.
 #[pyfunction]
-fn make_dataset<'py>(py: Python<'py>, n: i64, seed_key: Vec<u32>) -> PyResult<Bound<'py, PyList>> {
-    PreferenceSet::from_seed_key(py, n, seed_key)?.to_pairs(py)
+#[pyo3(signature = (n, seed=None))]
+fn make_dataset<'py>(
+    py: Python<'py>,
+    n: i64,
+    seed: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    PreferenceSet::make_dataset(py, n, seed)?.to_pairs(py)
+}
+
+/// The key `random.Random(seed)` seeds MT19937 with: `abs(seed)` in 32-bit words.
+#[pyfunction]
+fn seed_key(seed: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    convert_seed_key(seed)
 }
 
 /// Token counts of a response, in first-seen order.
@@ -367,12 +386,67 @@ fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult
     })
 }
 
+/// Many reward models at once: one per `(lr, epochs, start, stop)` spec, each SGD from `w`
+/// (zeros when `None`) over `pairs[start:stop]`, in parallel. Returns `(weights [spec,
+/// token], vocab)`.
+#[pyfunction]
+#[pyo3(signature = (pairs, specs, w=None, n_threads=None, progress=None))]
+fn sweep_rm<'py>(
+    py: Python<'py>,
+    pairs: &Bound<'py, PyAny>,
+    specs: Vec<(f64, i64, i64, i64)>,
+    w: Option<&Bound<'py, PyAny>>,
+    n_threads: Option<usize>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyArray2<f64>>, Vec<String>)> {
+    let specs = specs
+        .into_iter()
+        .map(|(lr, epochs, start, stop)| {
+            let count = |name: &str, value: i64| {
+                usize::try_from(value)
+                    .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+            };
+            Ok(RmSpec {
+                lr,
+                epochs: count("epochs", epochs)?,
+                start: count("start", start)?,
+                stop: count("stop", stop)?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let w = match w {
+        Some(w) => Some(checked_weights(w)?),
+        None => None,
+    };
+    with_preferences(pairs, |set| {
+        let w0 = match &w {
+            Some(mapping) => set
+                .vocab
+                .iter()
+                .map(|t| weight_of(mapping, t))
+                .collect::<PyResult<Vec<f64>>>()?,
+            None => vec![0.0; set.vocab.len()],
+        };
+        let monitor = Monitor::default();
+        let weights = run_detached(py, &monitor, n_threads, progress, || {
+            sweep::sweep_rm(&set.prefs, &w0, &specs, &monitor)
+        })?;
+        let n = specs.len();
+        Ok((
+            weights.into_pyarray(py).reshape([n, set.vocab.len()])?,
+            set.vocab.clone(),
+        ))
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(make_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(seed_key, m)?)?;
     m.add_function(wrap_pyfunction!(bag, m)?)?;
     m.add_function(wrap_pyfunction!(dot, m)?)?;
     m.add_function(wrap_pyfunction!(rm_train_step, m)?)?;
     m.add_function(wrap_pyfunction!(train_rm, m)?)?;
     m.add_function(wrap_pyfunction!(pairwise_accuracy, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep_rm, m)?)?;
     Ok(())
 }

@@ -1,0 +1,891 @@
+//! Thousands of PPO-RLHF runs at once.
+//!
+//! Runs advance in groups of [`LANES`] in lock-step: every quantity of a step is an array
+//! with one entry per run, so each operation of the lesson's step becomes one vector
+//! instruction over the group (8 runs fill an AVX-512 register of f64, two AVX2 ones). Each
+//! run keeps its own CPython-compatible stream, its own hyper-parameters and controller, and
+//! no operation mixes lanes, so a run's numbers do not depend on which group, lane, thread
+//! or CPU it ran on. Groups are spread over threads with rayon.
+//!
+//! The arithmetic is the reference's, in its order, with two substitutions that stay within
+//! an ulp or two: `exp` and `ln` from [`crate::fastmath`] (vectorisable), and `ln p_i`
+//! taken as `(z_i - max z) - ln(sum)` (one logarithm per step instead of one per token).
+//! Runs stay within 1e-9 of the reference as long as they are well conditioned; a run whose
+//! KL coefficient explodes (the doubling rule below the KL the policy settles at) amplifies
+//! those ulps, and `SweepSpec::exact` then gives libm's functions and bit-identical floats.
+//! The frozen reference's `ln q` is computed once; an epoch after a clipped one is skipped
+//! when every lane of the group is clipped, since a clipped epoch leaves the logits as
+//! they are.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::bradley_terry::{rm_update, Preferences};
+use crate::error::{finite_slice, positive, py_float, Error, Result};
+use crate::fastmath::{exp_nonpositive, ln_positive};
+use crate::kl::kl_unchecked;
+use crate::kl_control::KlController;
+use crate::ppo::{is_clipped, PpoParams};
+use crate::rng::Mt19937;
+use crate::softmax::softmax_into;
+use crate::train::expected_score;
+
+/// Runs per group: one AVX-512 register of f64, two AVX2 ones.
+pub const LANES: usize = 8;
+/// The engine's vocabulary size: the lesson's `VOCAB`.
+pub const VOCAB_SIZE: usize = 8;
+/// Steps between two looks at the cancel flag (and two progress reports).
+const CHUNK: usize = 256;
+
+/// Per-run results kept whatever the history setting, in this order.
+pub const SUMMARY_FIELDS: [&str; 7] = [
+    "final_score",
+    "final_kl",
+    "mean_score",
+    "mean_reward",
+    "mean_kl",
+    "clip_frac",
+    "final_beta",
+];
+
+/// One run of a sweep: its stream (the seed's `init_by_array` key), PPO settings and controller.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub seed_key: Vec<u32>,
+    pub params: PpoParams,
+    pub controller: KlController,
+}
+
+/// What every run of a sweep shares.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepSpec<'a> {
+    /// The starting policy, `n_prompts x VOCAB_SIZE` row-major.
+    pub theta0: &'a [f64],
+    /// The frozen reference policy, same shape.
+    pub reference: &'a [f64],
+    /// The reward model's weight of each token.
+    pub weights: &'a [f64],
+    pub steps: usize,
+    /// Keep steps `k-1, 2k-1, ...` of the history; 0 keeps none (summaries only).
+    pub record_every: usize,
+    /// Use libm's `exp` and `ln` per token, as the reference does: every float bit-identical
+    /// to `train_rlhf`'s, at a fraction of the speed of the vectorised functions.
+    pub exact: bool,
+}
+
+impl SweepSpec<'_> {
+    pub fn n_prompts(&self) -> usize {
+        self.theta0.len() / VOCAB_SIZE
+    }
+
+    pub fn n_recorded(&self) -> usize {
+        self.steps.checked_div(self.record_every).unwrap_or(0)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.weights.len() != VOCAB_SIZE {
+            return Err(Error::invalid(format!(
+                "w must give {VOCAB_SIZE} token weights"
+            )));
+        }
+        finite_slice("w", self.weights)?;
+        for (name, table) in [("theta", self.theta0), ("ref", self.reference)] {
+            if table.is_empty()
+                || table.len() % VOCAB_SIZE != 0
+                || table.len() / VOCAB_SIZE > u32::MAX as usize
+            {
+                return Err(Error::invalid(format!(
+                    "{name} must hold whole rows of {VOCAB_SIZE} logits"
+                )));
+            }
+            finite_slice(name, table)?;
+        }
+        if self.theta0.len() != self.reference.len() {
+            return Err(Error::invalid("ref must have the same shape as theta"));
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid("steps must be >= 1, got 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Which vector unit the lane loops are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// The target's baseline (SSE2 on x86-64): runs anywhere.
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+
+    /// Every level this CPU can run, best last.
+    pub fn available() -> Vec<Simd> {
+        let mut levels = vec![Simd::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                levels.push(Simd::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                levels.push(Simd::Avx512);
+            }
+        }
+        levels
+    }
+
+    /// The best level this CPU can run.
+    pub fn detect() -> Simd {
+        *Simd::available().last().unwrap_or(&Simd::Portable)
+    }
+}
+
+/// Progress and cancellation shared with whoever waits for the sweep.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    /// Run-steps finished so far.
+    pub steps_done: AtomicU64,
+    /// Set to make every group stop at its next chunk boundary.
+    pub cancel: AtomicBool,
+}
+
+/// Everything a sweep returns; per-run arrays are run-major (`[run, ...]`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SweepOutput {
+    pub n_runs: usize,
+    pub n_recorded: usize,
+    pub prompt: Vec<u8>,
+    pub token: Vec<u8>,
+    pub score: Vec<f64>,
+    pub kl: Vec<f64>,
+    pub reward: Vec<f64>,
+    pub clip_frac: Vec<f64>,
+    pub beta: Vec<f64>,
+    pub mean_kl: Vec<f64>,
+    /// `[run, prompt, token]` final logits.
+    pub final_theta: Vec<f64>,
+    /// `[run, field]` with the fields of [`SUMMARY_FIELDS`].
+    pub summary: Vec<f64>,
+}
+
+/// One group's share of the outputs.
+struct GroupOut<'a> {
+    prompt: &'a mut [u8],
+    token: &'a mut [u8],
+    score: &'a mut [f64],
+    kl: &'a mut [f64],
+    reward: &'a mut [f64],
+    clip_frac: &'a mut [f64],
+    beta: &'a mut [f64],
+    mean_kl: &'a mut [f64],
+    final_theta: &'a mut [f64],
+    summary: &'a mut [f64],
+}
+
+/// Runs every spec of `runs` from `spec`, in parallel on the current rayon pool.
+pub fn sweep_rlhf(
+    spec: &SweepSpec<'_>,
+    runs: &[RunSpec],
+    simd: Simd,
+    monitor: &Monitor,
+) -> Result<SweepOutput> {
+    spec.check()?;
+    if runs.is_empty() {
+        return Err(Error::invalid("a sweep needs at least one run"));
+    }
+    if !Simd::available().contains(&simd) {
+        return Err(Error::invalid(format!(
+            "this CPU cannot run the {} path",
+            simd.name()
+        )));
+    }
+    let n_runs = runs.len();
+    let rec = spec.n_recorded();
+    let table = spec.theta0.len();
+    let mut out = SweepOutput {
+        n_runs,
+        n_recorded: rec,
+        prompt: vec![0; n_runs * rec],
+        token: vec![0; n_runs * rec],
+        score: vec![0.0; n_runs * rec],
+        kl: vec![0.0; n_runs * rec],
+        reward: vec![0.0; n_runs * rec],
+        clip_frac: vec![0.0; n_runs * rec],
+        beta: vec![0.0; n_runs * rec],
+        mean_kl: vec![0.0; n_runs * rec],
+        final_theta: vec![0.0; n_runs * table],
+        summary: vec![0.0; n_runs * SUMMARY_FIELDS.len()],
+    };
+
+    // Carve every output into per-group pieces; `max(1)` keeps chunking valid when rec == 0.
+    let group_rec = (LANES * rec).max(1);
+    let mut groups: Vec<(usize, &[RunSpec], GroupOut<'_>)> =
+        Vec::with_capacity(n_runs.div_ceil(LANES));
+    let mut prompt = out.prompt.chunks_mut(group_rec);
+    let mut token = out.token.chunks_mut(group_rec);
+    let mut score = out.score.chunks_mut(group_rec);
+    let mut kl = out.kl.chunks_mut(group_rec);
+    let mut reward = out.reward.chunks_mut(group_rec);
+    let mut clip_frac = out.clip_frac.chunks_mut(group_rec);
+    let mut beta = out.beta.chunks_mut(group_rec);
+    let mut mean_kl = out.mean_kl.chunks_mut(group_rec);
+    let mut final_theta = out.final_theta.chunks_mut(LANES * table);
+    let mut summary = out.summary.chunks_mut(LANES * SUMMARY_FIELDS.len());
+    for (g, group_runs) in runs.chunks(LANES).enumerate() {
+        let mut next = || -> &mut [f64] { &mut [] };
+        groups.push((
+            g * LANES,
+            group_runs,
+            GroupOut {
+                prompt: prompt.next().unwrap_or(&mut []),
+                token: token.next().unwrap_or(&mut []),
+                score: score.next().unwrap_or_else(&mut next),
+                kl: kl.next().unwrap_or_else(&mut next),
+                reward: reward.next().unwrap_or_else(&mut next),
+                clip_frac: clip_frac.next().unwrap_or_else(&mut next),
+                beta: beta.next().unwrap_or_else(&mut next),
+                mean_kl: mean_kl.next().unwrap_or_else(&mut next),
+                final_theta: final_theta.next().unwrap_or_else(&mut next),
+                summary: summary.next().unwrap_or_else(&mut next),
+            },
+        ));
+    }
+
+    groups
+        .into_par_iter()
+        .map(|(first_run, group_runs, mut group_out)| {
+            run_group_on(simd, spec, group_runs, first_run, &mut group_out, monitor)
+        })
+        .collect::<Result<Vec<()>>>()?;
+    Ok(out)
+}
+
+fn run_group_on(
+    simd: Simd,
+    spec: &SweepSpec<'_>,
+    runs: &[RunSpec],
+    first_run: usize,
+    out: &mut GroupOut<'_>,
+    monitor: &Monitor,
+) -> Result<()> {
+    if spec.exact {
+        // libm's exp and ln are calls the vector units cannot take over: one path serves.
+        return run_group::<true>(spec, runs, first_run, out, monitor);
+    }
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `sweep_rlhf` only accepts a level `Simd::available()` detected on this CPU.
+        Simd::Avx512 => unsafe { run_group_avx512(spec, runs, first_run, out, monitor) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => unsafe { run_group_avx2(spec, runs, first_run, out, monitor) },
+        _ => run_group::<false>(spec, runs, first_run, out, monitor),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_group_avx2(
+    spec: &SweepSpec<'_>,
+    runs: &[RunSpec],
+    first_run: usize,
+    out: &mut GroupOut<'_>,
+    monitor: &Monitor,
+) -> Result<()> {
+    run_group::<false>(spec, runs, first_run, out, monitor)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+fn run_group_avx512(
+    spec: &SweepSpec<'_>,
+    runs: &[RunSpec],
+    first_run: usize,
+    out: &mut GroupOut<'_>,
+    monitor: &Monitor,
+) -> Result<()> {
+    run_group::<false>(spec, runs, first_run, out, monitor)
+}
+
+type Lanes = [f64; LANES];
+type Rows = [Lanes; VOCAB_SIZE];
+
+/// Lane-wise softmax of `z` into `p`; leaves the shifted logits `z - max z` in `shifted`
+/// and returns each lane's normaliser. `EXACT` takes libm's `exp`, as the reference does.
+#[inline(always)]
+fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) -> Lanes {
+    let mut max = z[0];
+    for row in &z[1..] {
+        for l in 0..LANES {
+            max[l] = if row[l] > max[l] { row[l] } else { max[l] };
+        }
+    }
+    let mut total = [0.0; LANES];
+    for v in 0..VOCAB_SIZE {
+        for l in 0..LANES {
+            shifted[v][l] = z[v][l] - max[l];
+            p[v][l] = if EXACT {
+                shifted[v][l].exp()
+            } else {
+                exp_nonpositive(shifted[v][l])
+            };
+            total[l] += p[v][l];
+        }
+    }
+    for row in p.iter_mut() {
+        for l in 0..LANES {
+            row[l] /= total[l];
+        }
+    }
+    total
+}
+
+/// One group: up to `LANES` runs (padded with copies of the first, whose results are dropped).
+#[inline(always)]
+fn run_group<const EXACT: bool>(
+    spec: &SweepSpec<'_>,
+    runs: &[RunSpec],
+    first_run: usize,
+    out: &mut GroupOut<'_>,
+    monitor: &Monitor,
+) -> Result<()> {
+    let n_real = runs.len();
+    let lane_run = |l: usize| &runs[if l < n_real { l } else { 0 }];
+    let n_prompts = spec.n_prompts();
+    let rec = spec.n_recorded();
+
+    let mut theta: Vec<Rows> = vec![[[0.0; LANES]; VOCAB_SIZE]; n_prompts];
+    for (x, rows) in theta.iter_mut().enumerate() {
+        for (v, lanes) in rows.iter_mut().enumerate() {
+            *lanes = [spec.theta0[x * VOCAB_SIZE + v]; LANES];
+        }
+    }
+    // The frozen reference never changes: its log-probabilities once, with libm's ln.
+    let mut ln_ref = vec![[0.0; VOCAB_SIZE]; n_prompts];
+    let mut q = [0.0; VOCAB_SIZE];
+    for (x, ln_row) in ln_ref.iter_mut().enumerate() {
+        softmax_into(
+            &spec.reference[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
+            &mut q,
+        );
+        for v in 0..VOCAB_SIZE {
+            ln_row[v] = q[v].ln();
+        }
+    }
+
+    let mut rngs: Vec<Mt19937> = (0..LANES)
+        .map(|l| Mt19937::from_key(&lane_run(l).seed_key))
+        .collect();
+    let mut controllers: Vec<KlController> = (0..LANES).map(|l| lane_run(l).controller).collect();
+    let eps: Lanes = std::array::from_fn(|l| lane_run(l).params.eps);
+    let lr: Lanes = std::array::from_fn(|l| lane_run(l).params.lr);
+    let epochs: [u32; LANES] = std::array::from_fn(|l| lane_run(l).params.ppo_epochs);
+    let max_epochs = epochs.iter().copied().max().unwrap_or(1);
+
+    let mut kl_sum = [0.0; LANES];
+    let mut score_sum = [0.0; LANES];
+    let mut reward_sum = [0.0; LANES];
+    let mut clip_sum = [0.0; LANES];
+    let zeros: Rows = [[0.0; LANES]; VOCAB_SIZE];
+    let (mut z, mut p_old, mut shifted, mut onehot, mut ln_q) = (zeros, zeros, zeros, zeros, zeros);
+
+    for t in 0..spec.steps {
+        if t % CHUNK == 0 && t > 0 {
+            monitor
+                .steps_done
+                .fetch_add((CHUNK * n_real) as u64, Ordering::Relaxed);
+            if monitor.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+        }
+        // The reference's draws, in its order: rng.choice(PROMPTS), then rng.random().
+        let mut prompt = [0usize; LANES];
+        let mut u = [0.0; LANES];
+        let mut beta = [0.0; LANES];
+        for l in 0..LANES {
+            prompt[l] = rngs[l].randbelow(n_prompts as u32) as usize;
+            u[l] = rngs[l].random();
+            beta[l] = controllers[l].value();
+        }
+        for v in 0..VOCAB_SIZE {
+            for l in 0..LANES {
+                z[v][l] = theta[prompt[l]][v][l];
+                ln_q[v][l] = ln_ref[prompt[l]][v];
+            }
+        }
+
+        let total = softmax_lanes::<EXACT>(&z, &mut p_old, &mut shifted);
+        // Inverse-CDF sampling: the running sum is non-decreasing, so the first index whose
+        // running sum exceeds u is the number of indices whose running sum does not.
+        let mut running = [0.0; LANES];
+        let mut below = [0usize; LANES];
+        for row in &p_old {
+            for l in 0..LANES {
+                running[l] += row[l];
+                below[l] += (running[l] <= u[l]) as usize;
+            }
+        }
+        let token: [usize; LANES] = std::array::from_fn(|l| below[l].min(VOCAB_SIZE - 1));
+        for (v, row) in onehot.iter_mut().enumerate() {
+            for l in 0..LANES {
+                row[l] = if token[l] == v { 1.0 } else { 0.0 };
+            }
+        }
+
+        let mut kl = [0.0; LANES];
+        let ln_total: Lanes =
+            std::array::from_fn(|l| if EXACT { 0.0 } else { ln_positive(total[l]) });
+        for v in 0..VOCAB_SIZE {
+            for l in 0..LANES {
+                let ln_p = if EXACT {
+                    p_old[v][l].ln()
+                } else {
+                    shifted[v][l] - ln_total[l]
+                };
+                let term = p_old[v][l] * (ln_p - ln_q[v][l]);
+                kl[l] += if p_old[v][l] > 0.0 { term } else { 0.0 };
+            }
+        }
+        let mut advantage = [0.0; LANES];
+        let mut score = [0.0; LANES];
+        let mut p_old_a = [0.0; LANES];
+        for l in 0..LANES {
+            score[l] = spec.weights[token[l]];
+            advantage[l] = score[l] - beta[l] * kl[l]; // the reward: KL enters it only; no baseline
+            p_old_a[l] = p_old[token[l]][l];
+        }
+
+        let mut p = p_old;
+        let mut live = [true; LANES];
+        let mut clipped = [0u32; LANES];
+        for epoch in 0..max_epochs {
+            if epoch > 0 {
+                softmax_lanes::<EXACT>(&z, &mut p, &mut shifted);
+            }
+            let mut step = [0.0; LANES];
+            for l in 0..LANES {
+                let ratio = p[token[l]][l] / p_old_a[l];
+                live[l] &= epoch < epochs[l];
+                if live[l] && is_clipped(advantage[l], ratio, eps[l]) {
+                    // A clipped epoch leaves the logits as they are, so every later one is clipped too.
+                    clipped[l] = epochs[l] - epoch;
+                    live[l] = false;
+                }
+                step[l] = if live[l] {
+                    lr[l] * advantage[l] * ratio
+                } else {
+                    0.0
+                };
+            }
+            if !live.iter().any(|&x| x) {
+                break;
+            }
+            for v in 0..VOCAB_SIZE {
+                for l in 0..LANES {
+                    z[v][l] += step[l] * (onehot[v][l] - p[v][l]);
+                }
+            }
+        }
+
+        for v in 0..VOCAB_SIZE {
+            for l in 0..LANES {
+                theta[prompt[l]][v][l] = z[v][l];
+            }
+        }
+        for l in 0..n_real {
+            if !(0..VOCAB_SIZE).all(|v| z[v][l].is_finite()) {
+                return Err(Error::Diverged(format!(
+                    "sweep run {} diverged at step {t}: non-finite logits (beta={})",
+                    first_run + l,
+                    py_float(beta[l])
+                )));
+            }
+        }
+
+        let keep = rec > 0 && (t + 1) % spec.record_every == 0;
+        let slot = if keep {
+            (t + 1) / spec.record_every - 1
+        } else {
+            0
+        };
+        for l in 0..n_real {
+            let clip_frac = f64::from(clipped[l]) / f64::from(epochs[l]);
+            kl_sum[l] += kl[l];
+            score_sum[l] += score[l];
+            reward_sum[l] += advantage[l];
+            clip_sum[l] += clip_frac;
+            if keep {
+                let i = l * rec + slot;
+                out.prompt[i] = prompt[l] as u8;
+                out.token[i] = token[l] as u8;
+                out.score[i] = score[l];
+                out.kl[i] = kl[l];
+                out.reward[i] = advantage[l];
+                out.clip_frac[i] = clip_frac;
+                out.beta[i] = beta[l];
+                out.mean_kl[i] = kl_sum[l] / (t + 1) as f64;
+            }
+        }
+        for l in 0..n_real {
+            controllers[l].update(kl[l], 1.0);
+        }
+    }
+    monitor.steps_done.fetch_add(
+        ((spec.steps - 1) % CHUNK + 1) as u64 * n_real as u64,
+        Ordering::Relaxed,
+    );
+
+    let table = n_prompts * VOCAB_SIZE;
+    let steps = spec.steps as f64;
+    let mut final_row = vec![0.0; table];
+    let mut ref_probs = vec![0.0; table];
+    for x in 0..n_prompts {
+        softmax_into(
+            &spec.reference[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
+            &mut ref_probs[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
+        );
+    }
+    for l in 0..n_real {
+        for x in 0..n_prompts {
+            for v in 0..VOCAB_SIZE {
+                final_row[x * VOCAB_SIZE + v] = theta[x][v][l];
+            }
+        }
+        out.final_theta[l * table..(l + 1) * table].copy_from_slice(&final_row);
+        let mut final_kl = 0.0;
+        let mut probs = [0.0; VOCAB_SIZE];
+        for x in 0..n_prompts {
+            softmax_into(&final_row[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE], &mut probs);
+            final_kl += kl_unchecked(&probs, &ref_probs[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE]);
+        }
+        let summary = [
+            expected_score(&final_row, spec.weights)?,
+            final_kl / n_prompts as f64,
+            score_sum[l] / steps,
+            reward_sum[l] / steps,
+            kl_sum[l] / steps,
+            clip_sum[l] / steps,
+            controllers[l].value(),
+        ];
+        out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()]
+            .copy_from_slice(&summary);
+    }
+    Ok(())
+}
+
+/// One reward model of an RM sweep: SGD on `pairs[start..stop]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmSpec {
+    pub lr: f64,
+    pub epochs: usize,
+    pub start: usize,
+    pub stop: usize,
+}
+
+/// Trains one reward model per spec from `w0`, in parallel; returns `[spec, token]` weights.
+pub fn sweep_rm(
+    pairs: &Preferences,
+    w0: &[f64],
+    specs: &[RmSpec],
+    monitor: &Monitor,
+) -> Result<Vec<f64>> {
+    if specs.is_empty() {
+        return Err(Error::invalid("a sweep needs at least one reward model"));
+    }
+    for spec in specs {
+        positive("lr", spec.lr)?;
+        if spec.start > spec.stop || spec.stop > pairs.len() {
+            return Err(Error::invalid(format!(
+                "pair range {}..{} is outside the {} pairs",
+                spec.start,
+                spec.stop,
+                pairs.len()
+            )));
+        }
+    }
+    if pairs.vocab_size() > w0.len() {
+        return Err(Error::invalid("w does not cover every token of pairs"));
+    }
+    let vocab = w0.len();
+    let mut weights = vec![0.0; specs.len() * vocab];
+    weights
+        .par_chunks_mut(vocab.max(1))
+        .zip(specs.par_iter())
+        .map(|(w, spec)| {
+            w.copy_from_slice(w0);
+            for _ in 0..spec.epochs {
+                if monitor.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                for i in spec.start..spec.stop {
+                    let (chosen, rejected) = pairs.pair(i);
+                    rm_update(w, chosen, rejected, spec.lr);
+                }
+                monitor
+                    .steps_done
+                    .fetch_add((spec.stop - spec.start) as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .collect::<Result<Vec<()>>>()?;
+    Ok(weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seed_key;
+    use crate::train::{train_rlhf, RlhfHistory};
+
+    const WEIGHTS: [f64; 8] = [1.54, 1.51, -1.68, -1.54, 1.56, 1.59, -1.51, -1.47];
+    const ZEROS: [f64; 24] = [0.0; 24];
+
+    fn runs(n: usize) -> Vec<RunSpec> {
+        (0..n)
+            .map(|i| RunSpec {
+                seed_key: seed_key(i as i128 * 7919),
+                params: PpoParams::new(
+                    [0.2, 0.1, 0.3][i % 3],
+                    [0.05, 0.2][i % 2],
+                    1 + (i % 5) as i64,
+                )
+                .unwrap(),
+                controller: match i % 3 {
+                    0 => KlController::fixed(0.0).unwrap(),
+                    1 => KlController::adaptive(0.5, 0.3, 50.0).unwrap(),
+                    _ => KlController::doubling(0.2, 1.0).unwrap(),
+                },
+            })
+            .collect()
+    }
+
+    fn spec(steps: usize, record_every: usize) -> SweepSpec<'static> {
+        SweepSpec {
+            theta0: &ZEROS,
+            reference: &ZEROS,
+            weights: &WEIGHTS,
+            steps,
+            record_every,
+            exact: false,
+        }
+    }
+
+    fn single_runs(runs: &[RunSpec], steps: usize) -> Vec<(Vec<f64>, RlhfHistory)> {
+        runs.iter()
+            .map(|run| {
+                let mut theta = ZEROS.to_vec();
+                let history = train_rlhf(
+                    &mut theta,
+                    &ZEROS,
+                    &WEIGHTS,
+                    steps,
+                    &run.seed_key,
+                    &run.params,
+                    run.controller,
+                )
+                .unwrap();
+                (theta, history)
+            })
+            .collect()
+    }
+
+    fn assert_close(fast: &[f64], exact: &[f64], tolerance: f64, what: &str) {
+        for (a, b) in fast.iter().zip(exact) {
+            assert!(
+                (a - b).abs() <= tolerance * b.abs().max(1.0),
+                "{what}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn exact_sweep_is_bit_identical_to_the_single_run_loop_even_when_beta_explodes() {
+        let runs = runs(19);
+        let exact_spec = SweepSpec {
+            exact: true,
+            ..spec(400, 1)
+        };
+        let out = sweep_rlhf(&exact_spec, &runs, Simd::detect(), &Monitor::default()).unwrap();
+        for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
+            let row = r * 400..(r + 1) * 400;
+            assert!(out.token[row.clone()]
+                .iter()
+                .zip(&history.token)
+                .all(|(&a, &b)| u32::from(a) == b));
+            assert_eq!(out.kl[row.clone()], history.kl[..], "run {r}");
+            assert_eq!(out.reward[row.clone()], history.reward[..], "run {r}");
+            assert_eq!(out.mean_kl[row], history.mean_kl[..], "run {r}");
+            assert_eq!(out.final_theta[r * 24..(r + 1) * 24], theta[..], "run {r}");
+        }
+    }
+
+    #[test]
+    fn fast_sweep_stays_within_1e9_of_the_single_run_loop() {
+        // Well-conditioned runs: the doubling rule's exploding coefficients left out.
+        let runs: Vec<RunSpec> = runs(19)
+            .into_iter()
+            .filter(|r| !matches!(r.controller, KlController::Doubling { .. }))
+            .collect();
+        let out = sweep_rlhf(&spec(400, 1), &runs, Simd::detect(), &Monitor::default()).unwrap();
+        for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
+            let row = r * 400..(r + 1) * 400;
+            let tokens: Vec<u32> = out.token[row.clone()]
+                .iter()
+                .map(|&t| u32::from(t))
+                .collect();
+            assert_eq!(tokens, history.token, "run {r}");
+            assert_close(&out.score[row.clone()], &history.score, 1e-9, "score");
+            assert_close(&out.kl[row.clone()], &history.kl, 1e-9, "kl");
+            assert_close(&out.reward[row.clone()], &history.reward, 1e-9, "reward");
+            assert_close(
+                &out.clip_frac[row.clone()],
+                &history.clip_frac,
+                1e-9,
+                "clip_frac",
+            );
+            assert_close(&out.beta[row.clone()], &history.beta, 1e-9, "beta");
+            assert_close(&out.mean_kl[row], &history.mean_kl, 1e-9, "mean_kl");
+            assert_close(
+                &out.final_theta[r * 24..(r + 1) * 24],
+                &theta,
+                1e-9,
+                "theta",
+            );
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_vector_unit_or_the_thread_count() {
+        let runs = runs(21);
+        let reference =
+            sweep_rlhf(&spec(300, 1), &runs, Simd::Portable, &Monitor::default()).unwrap();
+        for simd in Simd::available() {
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let out = pool
+                    .install(|| sweep_rlhf(&spec(300, 1), &runs, simd, &Monitor::default()))
+                    .unwrap();
+                assert_eq!(out, reference, "{simd:?} on {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn record_every_keeps_every_kth_step_and_summaries_stay() {
+        let runs = runs(5);
+        let full = sweep_rlhf(&spec(100, 1), &runs, Simd::detect(), &Monitor::default()).unwrap();
+        let thin = sweep_rlhf(&spec(100, 7), &runs, Simd::detect(), &Monitor::default()).unwrap();
+        let none = sweep_rlhf(&spec(100, 0), &runs, Simd::detect(), &Monitor::default()).unwrap();
+        assert_eq!((thin.n_recorded, none.n_recorded), (14, 0));
+        for r in 0..5 {
+            for k in 0..14 {
+                assert_eq!(thin.score[r * 14 + k], full.score[r * 100 + 7 * k + 6]);
+                assert_eq!(thin.mean_kl[r * 14 + k], full.mean_kl[r * 100 + 7 * k + 6]);
+            }
+        }
+        assert_eq!(thin.summary, full.summary);
+        assert_eq!(none.final_theta, full.final_theta);
+        assert!(none.score.is_empty());
+    }
+
+    #[test]
+    fn summaries_are_the_means_of_the_history() {
+        let out = sweep_rlhf(&spec(250, 1), &runs(3), Simd::detect(), &Monitor::default()).unwrap();
+        let fields = SUMMARY_FIELDS.len();
+        for r in 0..3 {
+            let mean = |v: &[f64]| v[r * 250..(r + 1) * 250].iter().sum::<f64>() / 250.0;
+            let summary = &out.summary[r * fields..(r + 1) * fields];
+            assert!((summary[2] - mean(&out.score)).abs() < 1e-12);
+            assert!((summary[4] - out.mean_kl[r * 250 + 249]).abs() < 1e-12);
+            assert!((summary[5] - mean(&out.clip_frac)).abs() < 1e-12);
+            let theta = &out.final_theta[r * 24..(r + 1) * 24];
+            assert_eq!(summary[0], expected_score(theta, &WEIGHTS).unwrap());
+        }
+    }
+
+    #[test]
+    fn cancelling_stops_the_sweep_and_progress_counts_every_step() {
+        let monitor = Monitor::default();
+        sweep_rlhf(&spec(1000, 0), &runs(10), Simd::detect(), &monitor).unwrap();
+        assert_eq!(monitor.steps_done.load(Ordering::Relaxed), 10_000);
+        let cancelled = Monitor::default();
+        cancelled.cancel.store(true, Ordering::Relaxed);
+        assert_eq!(
+            sweep_rlhf(&spec(1000, 0), &runs(10), Simd::detect(), &cancelled),
+            Err(Error::Cancelled)
+        );
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused() {
+        let monitor = Monitor::default();
+        assert!(sweep_rlhf(&spec(10, 1), &[], Simd::Portable, &monitor).is_err());
+        assert!(sweep_rlhf(&spec(0, 1), &runs(1), Simd::Portable, &monitor).is_err());
+        let short = SweepSpec {
+            weights: &WEIGHTS[..4],
+            ..spec(10, 1)
+        };
+        assert!(sweep_rlhf(&short, &runs(1), Simd::Portable, &monitor).is_err());
+    }
+
+    #[test]
+    fn rm_sweep_matches_sequential_training() {
+        let pairs = crate::data::make_dataset(300, 0);
+        let specs = [
+            RmSpec {
+                lr: 0.1,
+                epochs: 5,
+                start: 0,
+                stop: 300,
+            },
+            RmSpec {
+                lr: 0.01,
+                epochs: 2,
+                start: 0,
+                stop: 100,
+            },
+            RmSpec {
+                lr: 0.5,
+                epochs: 0,
+                start: 0,
+                stop: 300,
+            },
+        ];
+        let weights = sweep_rm(&pairs, &[0.0; 8], &specs, &Monitor::default()).unwrap();
+        for (k, spec) in specs.iter().enumerate() {
+            let mut w = [0.0; 8];
+            let mut subset = Preferences::new();
+            for i in spec.start..spec.stop {
+                let (chosen, rejected) = pairs.pair(i);
+                let ids = |bag: &[crate::bradley_terry::BagEntry]| {
+                    bag.iter()
+                        .flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize))
+                        .collect::<Vec<_>>()
+                };
+                subset.push(0, &ids(chosen), &ids(rejected));
+            }
+            crate::bradley_terry::train_rm(&subset, spec.epochs, spec.lr, &mut w).unwrap();
+            assert_eq!(&weights[k * 8..(k + 1) * 8], &w);
+        }
+        let bad = [RmSpec {
+            lr: 0.1,
+            epochs: 1,
+            start: 0,
+            stop: 301,
+        }];
+        assert!(sweep_rm(&pairs, &[0.0; 8], &bad, &Monitor::default()).is_err());
+    }
+}
