@@ -68,11 +68,7 @@ pub struct Preferences {
 
 impl Preferences {
     pub fn new() -> Self {
-        Preferences {
-            prompts: Vec::new(),
-            entries: Vec::new(),
-            bounds: vec![0],
-        }
+        Preferences { prompts: Vec::new(), entries: Vec::new(), bounds: vec![0] }
     }
 
     pub fn len(&self) -> usize {
@@ -101,21 +97,13 @@ impl Preferences {
     /// The chosen and rejected bags of pair `i`.
     #[inline]
     pub fn pair(&self, i: usize) -> (&[BagEntry], &[BagEntry]) {
-        let (a, b, c) = (
-            self.bounds[2 * i] as usize,
-            self.bounds[2 * i + 1] as usize,
-            self.bounds[2 * i + 2] as usize,
-        );
+        let (a, b, c) = (self.bounds[2 * i] as usize, self.bounds[2 * i + 1] as usize, self.bounds[2 * i + 2] as usize);
         (&self.entries[a..b], &self.entries[b..c])
     }
 
     /// The largest token id used, plus one (0 for an empty set).
     pub fn vocab_size(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|&(t, _)| t as usize + 1)
-            .max()
-            .unwrap_or(0)
+        self.entries.iter().map(|&(t, _)| t as usize + 1).max().unwrap_or(0)
     }
 }
 
@@ -214,10 +202,7 @@ mod tests {
         train_rm(&prefs, 50, 0.1, &mut w).unwrap();
         assert!(w[0] > 0.0 && w[2] < 0.0);
         assert_eq!(pairwise_accuracy(&w, &prefs).unwrap(), 1.0);
-        assert!(train_rm(&prefs, 1, f64::NAN, &mut w)
-            .unwrap_err()
-            .to_string()
-            .contains("lr"));
+        assert!(train_rm(&prefs, 1, f64::NAN, &mut w).unwrap_err().to_string().contains("lr"));
         assert!(train_rm(&prefs, 1, 0.1, &mut [0.0; 2]).is_err());
         assert!(pairwise_accuracy(&w, &Preferences::new()).is_err());
     }

@@ -5,9 +5,7 @@ use crate::rng::Mt19937;
 
 pub const PROMPTS: [&str; 3] = ["help me", "answer me", "explain this"];
 /// `VOCAB = sorted(GOOD_WORDS + BAD_WORDS)`: the policy's actions and the RM's first ids.
-pub const VOCAB: [&str; 8] = [
-    "clear", "kind", "rude", "short", "specific", "thorough", "vague", "wrong",
-];
+pub const VOCAB: [&str; 8] = ["clear", "kind", "rude", "short", "specific", "thorough", "vague", "wrong"];
 /// `GOOD_WORDS` in the reference's order, as ids into [`VOCAB`].
 pub const GOOD_WORDS: [u32; 4] = [0, 1, 4, 5];
 /// `BAD_WORDS` in the reference's order, as ids into [`VOCAB`].
@@ -17,14 +15,8 @@ pub const BAD_WORDS: [u32; 4] = [2, 3, 6, 7];
 #[inline]
 pub fn make_pair(rng: &mut Mt19937) -> (u32, [u32; 2], [u32; 2]) {
     let prompt = rng.randbelow(PROMPTS.len() as u32);
-    let good = [
-        GOOD_WORDS[rng.randbelow(4) as usize],
-        GOOD_WORDS[rng.randbelow(4) as usize],
-    ];
-    let bad = [
-        BAD_WORDS[rng.randbelow(4) as usize],
-        BAD_WORDS[rng.randbelow(4) as usize],
-    ];
+    let good = [GOOD_WORDS[rng.randbelow(4) as usize], GOOD_WORDS[rng.randbelow(4) as usize]];
+    let bad = [BAD_WORDS[rng.randbelow(4) as usize], BAD_WORDS[rng.randbelow(4) as usize]];
     (prompt, good, bad)
 }
 

@@ -22,14 +22,10 @@ pub fn dpo_step(
     let vocab_size = logits.len();
     for (name, tokens) in [("y_pos", chosen), ("y_neg", rejected)] {
         if tokens.is_empty() {
-            return Err(Error::invalid(format!(
-                "{name} must have at least one token"
-            )));
+            return Err(Error::invalid(format!("{name} must have at least one token")));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab_size) {
-            return Err(Error::invalid(format!(
-                "{name} has token id {bad} outside the vocabulary"
-            )));
+            return Err(Error::invalid(format!("{name} has token id {bad} outside the vocabulary")));
         }
     }
     let mut logp = vec![0.0; vocab_size];
@@ -62,13 +58,7 @@ pub fn dpo_step(
 mod tests {
     use super::*;
 
-    fn loss(
-        logits: &[f64],
-        reference: &[f64],
-        chosen: &[usize],
-        rejected: &[usize],
-        beta: f64,
-    ) -> f64 {
+    fn loss(logits: &[f64], reference: &[f64], chosen: &[usize], rejected: &[usize], beta: f64) -> f64 {
         let mut probe = logits.to_vec();
         dpo_step(&mut probe, reference, chosen, rejected, beta, 1e-300).unwrap()
     }
@@ -96,27 +86,15 @@ mod tests {
     #[test]
     fn loss_is_log_two_at_the_reference() {
         let mut theta = [0.0; 3];
-        assert!(
-            (dpo_step(&mut theta, &[0.0; 3], &[0], &[1], 0.1, 0.1).unwrap() - 2f64.ln()).abs()
-                < 1e-15
-        );
+        assert!((dpo_step(&mut theta, &[0.0; 3], &[0], &[1], 0.1, 0.1).unwrap() - 2f64.ln()).abs() < 1e-15);
         assert!(theta[0] > 0.0 && theta[1] < 0.0);
     }
 
     #[test]
     fn rejects_bad_responses_and_coefficients() {
         let mut theta = [0.0; 3];
-        assert!(dpo_step(&mut theta, &[0.0; 3], &[], &[1], 0.1, 0.1)
-            .unwrap_err()
-            .to_string()
-            .contains("y_pos"));
-        assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[5], 0.1, 0.1)
-            .unwrap_err()
-            .to_string()
-            .contains("y_neg"));
-        assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[1], -0.1, 0.1)
-            .unwrap_err()
-            .to_string()
-            .contains("beta"));
+        assert!(dpo_step(&mut theta, &[0.0; 3], &[], &[1], 0.1, 0.1).unwrap_err().to_string().contains("y_pos"));
+        assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[5], 0.1, 0.1).unwrap_err().to_string().contains("y_neg"));
+        assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[1], -0.1, 0.1).unwrap_err().to_string().contains("beta"));
     }
 }

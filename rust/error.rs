@@ -36,10 +36,7 @@ pub fn finite(name: &str, value: f64) -> Result<f64> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(Error::invalid(format!(
-            "{name} must be finite, got {}",
-            py_float(value)
-        )))
+        Err(Error::invalid(format!("{name} must be finite, got {}", py_float(value))))
     }
 }
 
@@ -49,10 +46,7 @@ pub fn positive(name: &str, value: f64) -> Result<f64> {
     if value > 0.0 {
         Ok(value)
     } else {
-        Err(Error::invalid(format!(
-            "{name} must be > 0, got {}",
-            py_float(value)
-        )))
+        Err(Error::invalid(format!("{name} must be > 0, got {}", py_float(value))))
     }
 }
 
@@ -62,10 +56,7 @@ pub fn non_negative(name: &str, value: f64) -> Result<f64> {
     if value >= 0.0 {
         Ok(value)
     } else {
-        Err(Error::invalid(format!(
-            "{name} must be >= 0, got {}",
-            py_float(value)
-        )))
+        Err(Error::invalid(format!("{name} must be >= 0, got {}", py_float(value))))
     }
 }
 
@@ -86,18 +77,12 @@ pub fn probabilities(name: &str, probs: &[f64]) -> Result<()> {
     let mut total = 0.0;
     for &p in probs {
         if p < 0.0 {
-            return Err(Error::invalid(format!(
-                "{name} must be non-negative, got {}",
-                py_float(p)
-            )));
+            return Err(Error::invalid(format!("{name} must be non-negative, got {}", py_float(p))));
         }
         total += p;
     }
     if (total - 1.0).abs() > 1e-6 {
-        return Err(Error::invalid(format!(
-            "{name} must sum to 1 (within 1e-6), got {}",
-            py_float(total)
-        )));
+        return Err(Error::invalid(format!("{name} must sum to 1 (within 1e-6), got {}", py_float(total))));
     }
     Ok(())
 }

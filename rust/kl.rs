@@ -11,11 +11,19 @@ pub fn kl_unchecked(p: &[f64], q: &[f64]) -> f64 {
     let mut total = 0.0;
     for (&pi, &qi) in p.iter().zip(q) {
         if pi > 0.0 {
-            total += if qi > 0.0 {
-                pi * (pi.ln() - qi.ln())
-            } else {
-                f64::INFINITY
-            };
+            total += if qi > 0.0 { pi * (pi.ln() - qi.ln()) } else { f64::INFINITY };
+        }
+    }
+    total
+}
+
+/// `KL(p || q)` from `ln q`: finite where `q` underflows to 0 but its logarithm does not.
+#[inline]
+pub fn kl_to_log(p: &[f64], ln_q: &[f64]) -> f64 {
+    let mut total = 0.0;
+    for (&pi, &ln_qi) in p.iter().zip(ln_q) {
+        if pi > 0.0 {
+            total += pi * (pi.ln() - ln_qi);
         }
     }
     total
@@ -26,11 +34,7 @@ pub fn kl(p: &[f64], q: &[f64]) -> Result<f64> {
     probabilities("p", p)?;
     probabilities("q", q)?;
     if p.len() != q.len() {
-        return Err(Error::invalid(format!(
-            "p and q must have the same length, got {} and {}",
-            p.len(),
-            q.len()
-        )));
+        return Err(Error::invalid(format!("p and q must have the same length, got {} and {}", p.len(), q.len())));
     }
     Ok(kl_unchecked(p, q))
 }
@@ -46,6 +50,9 @@ pub fn kl_k2(logp: f64, logq: f64) -> Result<f64> {
 
 pub fn kl_k3(logp: f64, logq: f64) -> Result<f64> {
     let log_ratio = finite("logq", logq)? - finite("logp", logp)?;
+    if log_ratio > 709.0 {
+        return Ok(f64::INFINITY); // e^710 overflows: the reference says infinity too
+    }
     Ok(log_ratio.exp_m1() - log_ratio)
 }
 
@@ -83,15 +90,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_probabilities() {
-        assert!(kl(&[0.5, 0.6], &[0.5, 0.5])
-            .unwrap_err()
-            .to_string()
-            .contains("p must sum to 1"));
+        assert!(kl(&[0.5, 0.6], &[0.5, 0.5]).unwrap_err().to_string().contains("p must sum to 1"));
         assert!(kl(&[1.0], &[0.5, 0.5]).is_err());
-        assert!(kl(&[1.5, -0.5], &[0.5, 0.5])
-            .unwrap_err()
-            .to_string()
-            .contains("non-negative"));
+        assert!(kl(&[1.5, -0.5], &[0.5, 0.5]).unwrap_err().to_string().contains("non-negative"));
         assert!(kl_k3(f64::NAN, 0.0).is_err());
     }
 }

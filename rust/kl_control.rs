@@ -22,9 +22,7 @@ pub enum KlController {
 
 impl KlController {
     pub fn fixed(beta: f64) -> Result<Self> {
-        Ok(KlController::Fixed {
-            value: non_negative("beta", beta)?,
-        })
+        Ok(KlController::Fixed { value: non_negative("beta", beta)? })
     }
 
     pub fn adaptive(init_kl_coef: f64, target: f64, horizon: f64) -> Result<Self> {
@@ -36,10 +34,7 @@ impl KlController {
     }
 
     pub fn doubling(init_kl_coef: f64, target: f64) -> Result<Self> {
-        Ok(KlController::Doubling {
-            value: non_negative("beta", init_kl_coef)?,
-            target: positive("target", target)?,
-        })
+        Ok(KlController::Doubling { value: non_negative("beta", init_kl_coef)?, target: positive("target", target)? })
     }
 
     /// The coefficient in force.
@@ -57,11 +52,7 @@ impl KlController {
     pub fn update(&mut self, current: f64, n_steps: f64) {
         match self {
             KlController::Fixed { .. } => {}
-            KlController::Adaptive {
-                value,
-                target,
-                horizon,
-            } => {
+            KlController::Adaptive { value, target, horizon } => {
                 let proportional_error = (current / *target - 1.0).clamp(-0.2, 0.2);
                 let mult = 1.0 + proportional_error * n_steps / *horizon;
                 *value *= mult;
@@ -109,17 +100,8 @@ mod tests {
         let mut c = KlController::fixed(0.1).unwrap();
         c.update(100.0, 1.0);
         assert_eq!(c.value(), 0.1);
-        assert!(KlController::fixed(-1.0)
-            .unwrap_err()
-            .to_string()
-            .contains("beta"));
-        assert!(KlController::adaptive(0.1, 0.0, 1.0)
-            .unwrap_err()
-            .to_string()
-            .contains("target"));
-        assert!(KlController::adaptive(0.1, 1.0, f64::NAN)
-            .unwrap_err()
-            .to_string()
-            .contains("horizon"));
+        assert!(KlController::fixed(-1.0).unwrap_err().to_string().contains("beta"));
+        assert!(KlController::adaptive(0.1, 0.0, 1.0).unwrap_err().to_string().contains("target"));
+        assert!(KlController::adaptive(0.1, 1.0, f64::NAN).unwrap_err().to_string().contains("horizon"));
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fastmath;
 pub mod kl;
 pub mod kl_control;
+pub mod lanes;
 pub mod ppo;
 pub mod rng;
 pub mod sampling;

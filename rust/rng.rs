@@ -38,9 +38,7 @@ impl Mt19937 {
         let mut state = [0u32; N];
         state[0] = 19_650_218;
         for i in 1..N {
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(state[i - 1] ^ (state[i - 1] >> 30))
-                .wrapping_add(i as u32);
+            state[i] = 1_812_433_253u32.wrapping_mul(state[i - 1] ^ (state[i - 1] >> 30)).wrapping_add(i as u32);
         }
         let key_len = key.len().max(1);
         let key_at = |j: usize| key.get(j).copied().unwrap_or(0);
@@ -60,9 +58,8 @@ impl Mt19937 {
             }
         }
         for _ in 0..N - 1 {
-            state[i] = (state[i]
-                ^ (state[i - 1] ^ (state[i - 1] >> 30)).wrapping_mul(1_566_083_941))
-            .wrapping_sub(i as u32);
+            state[i] =
+                (state[i] ^ (state[i - 1] ^ (state[i - 1] >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
             i += 1;
             if i >= N {
                 state[0] = state[N - 1];

@@ -83,10 +83,7 @@ mod tests {
     #[test]
     fn rejects_empty_and_non_finite() {
         assert!(softmax(&[]).is_err());
-        assert!(softmax(&[1.0, f64::NAN])
-            .unwrap_err()
-            .to_string()
-            .contains("z[1]"));
+        assert!(softmax(&[1.0, f64::NAN]).unwrap_err().to_string().contains("z[1]"));
         assert!(log_softmax(&[f64::INFINITY]).is_err());
     }
 }

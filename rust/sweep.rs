@@ -17,37 +17,32 @@
 //! when every lane of the group is clipped, since a clipped epoch leaves the logits as
 //! they are.
 
+// Index loops over lanes are the shape LLVM turns into vector instructions.
+#![allow(clippy::needless_range_loop)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
 use crate::bradley_terry::{rm_update, Preferences};
 use crate::error::{finite_slice, positive, py_float, Error, Result};
-use crate::fastmath::{exp_nonpositive, ln_positive};
-use crate::kl::kl_unchecked;
+use crate::fastmath::{exp_nonpositive_rows, ln_positive};
 use crate::kl_control::KlController;
-use crate::ppo::{is_clipped, PpoParams};
+pub use crate::lanes::LANES;
+use crate::lanes::{F64s, Mask};
+use crate::ppo::PpoParams;
 use crate::rng::Mt19937;
-use crate::softmax::softmax_into;
-use crate::train::expected_score;
+use crate::softmax::log_softmax_into;
+use crate::train::{expected_score, policy_kl};
 
-/// Runs per group: one AVX-512 register of f64, two AVX2 ones.
-pub const LANES: usize = 8;
 /// The engine's vocabulary size: the lesson's `VOCAB`.
 pub const VOCAB_SIZE: usize = 8;
 /// Steps between two looks at the cancel flag (and two progress reports).
 const CHUNK: usize = 256;
 
 /// Per-run results kept whatever the history setting, in this order.
-pub const SUMMARY_FIELDS: [&str; 7] = [
-    "final_score",
-    "final_kl",
-    "mean_score",
-    "mean_reward",
-    "mean_kl",
-    "clip_frac",
-    "final_beta",
-];
+pub const SUMMARY_FIELDS: [&str; 7] =
+    ["final_score", "final_kl", "mean_score", "mean_reward", "mean_kl", "clip_frac", "final_beta"];
 
 /// One run of a sweep: its stream (the seed's `init_by_array` key), PPO settings and controller.
 #[derive(Clone, Debug)]
@@ -85,19 +80,12 @@ impl SweepSpec<'_> {
 
     fn check(&self) -> Result<()> {
         if self.weights.len() != VOCAB_SIZE {
-            return Err(Error::invalid(format!(
-                "w must give {VOCAB_SIZE} token weights"
-            )));
+            return Err(Error::invalid(format!("w must give {VOCAB_SIZE} token weights")));
         }
         finite_slice("w", self.weights)?;
         for (name, table) in [("theta", self.theta0), ("ref", self.reference)] {
-            if table.is_empty()
-                || table.len() % VOCAB_SIZE != 0
-                || table.len() / VOCAB_SIZE > u32::MAX as usize
-            {
-                return Err(Error::invalid(format!(
-                    "{name} must hold whole rows of {VOCAB_SIZE} logits"
-                )));
+            if table.is_empty() || table.len() % VOCAB_SIZE != 0 || table.len() / VOCAB_SIZE > u32::MAX as usize {
+                return Err(Error::invalid(format!("{name} must hold whole rows of {VOCAB_SIZE} logits")));
             }
             finite_slice(name, table)?;
         }
@@ -193,21 +181,13 @@ struct GroupOut<'a> {
 }
 
 /// Runs every spec of `runs` from `spec`, in parallel on the current rayon pool.
-pub fn sweep_rlhf(
-    spec: &SweepSpec<'_>,
-    runs: &[RunSpec],
-    simd: Simd,
-    monitor: &Monitor,
-) -> Result<SweepOutput> {
+pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &Monitor) -> Result<SweepOutput> {
     spec.check()?;
     if runs.is_empty() {
         return Err(Error::invalid("a sweep needs at least one run"));
     }
     if !Simd::available().contains(&simd) {
-        return Err(Error::invalid(format!(
-            "this CPU cannot run the {} path",
-            simd.name()
-        )));
+        return Err(Error::invalid(format!("this CPU cannot run the {} path", simd.name())));
     }
     let n_runs = runs.len();
     let rec = spec.n_recorded();
@@ -229,8 +209,7 @@ pub fn sweep_rlhf(
 
     // Carve every output into per-group pieces; `max(1)` keeps chunking valid when rec == 0.
     let group_rec = (LANES * rec).max(1);
-    let mut groups: Vec<(usize, &[RunSpec], GroupOut<'_>)> =
-        Vec::with_capacity(n_runs.div_ceil(LANES));
+    let mut groups: Vec<(usize, &[RunSpec], GroupOut<'_>)> = Vec::with_capacity(n_runs.div_ceil(LANES));
     let mut prompt = out.prompt.chunks_mut(group_rec);
     let mut token = out.token.chunks_mut(group_rec);
     let mut score = out.score.chunks_mut(group_rec);
@@ -317,34 +296,33 @@ fn run_group_avx512(
     run_group::<false>(spec, runs, first_run, out, monitor)
 }
 
-type Lanes = [f64; LANES];
-type Rows = [Lanes; VOCAB_SIZE];
+type Rows = [F64s; VOCAB_SIZE];
 
 /// Lane-wise softmax of `z` into `p`; leaves the shifted logits `z - max z` in `shifted`
 /// and returns each lane's normaliser. `EXACT` takes libm's `exp`, as the reference does.
 #[inline(always)]
-fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) -> Lanes {
+fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) -> F64s {
     let mut max = z[0];
-    for row in &z[1..] {
-        for l in 0..LANES {
-            max[l] = if row[l] > max[l] { row[l] } else { max[l] };
-        }
+    for &row in &z[1..] {
+        max = max.max(row);
     }
-    let mut total = [0.0; LANES];
     for v in 0..VOCAB_SIZE {
-        for l in 0..LANES {
-            shifted[v][l] = z[v][l] - max[l];
-            p[v][l] = if EXACT {
-                shifted[v][l].exp()
-            } else {
-                exp_nonpositive(shifted[v][l])
-            };
-            total[l] += p[v][l];
-        }
+        shifted[v] = z[v] - max;
     }
-    for row in p.iter_mut() {
-        for l in 0..LANES {
-            row[l] /= total[l];
+    *p = if EXACT { shifted.map(|row| row.map(f64::exp)) } else { exp_nonpositive_rows(shifted) };
+    let mut total = F64s::ZERO;
+    for &row in p.iter() {
+        total += row;
+    }
+    if EXACT {
+        for row in p.iter_mut() {
+            *row = *row / total;
+        }
+    } else {
+        // One division per lane instead of one per token; within an ulp of e / total.
+        let inverse = F64s::splat(1.0) / total;
+        for row in p.iter_mut() {
+            *row = *row * inverse;
         }
     }
     total
@@ -364,221 +342,182 @@ fn run_group<const EXACT: bool>(
     let n_prompts = spec.n_prompts();
     let rec = spec.n_recorded();
 
-    let mut theta: Vec<Rows> = vec![[[0.0; LANES]; VOCAB_SIZE]; n_prompts];
-    for (x, rows) in theta.iter_mut().enumerate() {
-        for (v, lanes) in rows.iter_mut().enumerate() {
-            *lanes = [spec.theta0[x * VOCAB_SIZE + v]; LANES];
-        }
-    }
-    // The frozen reference never changes: its log-probabilities once, with libm's ln.
-    let mut ln_ref = vec![[0.0; VOCAB_SIZE]; n_prompts];
-    let mut q = [0.0; VOCAB_SIZE];
-    for (x, ln_row) in ln_ref.iter_mut().enumerate() {
-        softmax_into(
-            &spec.reference[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
-            &mut q,
-        );
-        for v in 0..VOCAB_SIZE {
-            ln_row[v] = q[v].ln();
-        }
-    }
-
-    let mut rngs: Vec<Mt19937> = (0..LANES)
-        .map(|l| Mt19937::from_key(&lane_run(l).seed_key))
+    let mut theta: Vec<Rows> =
+        (0..n_prompts).map(|x| std::array::from_fn(|v| F64s::splat(spec.theta0[x * VOCAB_SIZE + v]))).collect();
+    // The frozen reference never changes: its log-probabilities once (exactly as the reference).
+    let mut ln_row = [0.0; VOCAB_SIZE];
+    let ln_ref: Vec<[f64; VOCAB_SIZE]> = spec
+        .reference
+        .chunks_exact(VOCAB_SIZE)
+        .map(|row| {
+            log_softmax_into(row, &mut ln_row);
+            ln_row
+        })
         .collect();
-    let mut controllers: Vec<KlController> = (0..LANES).map(|l| lane_run(l).controller).collect();
-    let eps: Lanes = std::array::from_fn(|l| lane_run(l).params.eps);
-    let lr: Lanes = std::array::from_fn(|l| lane_run(l).params.lr);
-    let epochs: [u32; LANES] = std::array::from_fn(|l| lane_run(l).params.ppo_epochs);
-    let max_epochs = epochs.iter().copied().max().unwrap_or(1);
 
-    let mut kl_sum = [0.0; LANES];
-    let mut score_sum = [0.0; LANES];
-    let mut reward_sum = [0.0; LANES];
-    let mut clip_sum = [0.0; LANES];
-    let zeros: Rows = [[0.0; LANES]; VOCAB_SIZE];
-    let (mut z, mut p_old, mut shifted, mut onehot, mut ln_q) = (zeros, zeros, zeros, zeros, zeros);
+    let mut rngs: Vec<Mt19937> = (0..LANES).map(|l| Mt19937::from_key(&lane_run(l).seed_key)).collect();
+    let mut controllers: Vec<KlController> = (0..LANES).map(|l| lane_run(l).controller).collect();
+    let eps = F64s::from_fn(|l| lane_run(l).params.eps);
+    let lr = F64s::from_fn(|l| lane_run(l).params.lr);
+    let epochs = F64s::from_fn(|l| f64::from(lane_run(l).params.ppo_epochs));
+    let max_epochs = (0..LANES).map(|l| lane_run(l).params.ppo_epochs).max().unwrap_or(1);
+    let last_token = F64s::splat((VOCAB_SIZE - 1) as f64);
+
+    let (mut kl_sum, mut score_sum, mut reward_sum, mut clip_sum) = (F64s::ZERO, F64s::ZERO, F64s::ZERO, F64s::ZERO);
+    let zeros: Rows = [F64s::ZERO; VOCAB_SIZE];
+    let (mut p_old, mut shifted, mut onehot) = (zeros, zeros, [Mask::NONE; VOCAB_SIZE]);
 
     for t in 0..spec.steps {
         if t % CHUNK == 0 && t > 0 {
-            monitor
-                .steps_done
-                .fetch_add((CHUNK * n_real) as u64, Ordering::Relaxed);
+            monitor.steps_done.fetch_add((CHUNK * n_real) as u64, Ordering::Relaxed);
             if monitor.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
         }
         // The reference's draws, in its order: rng.choice(PROMPTS), then rng.random().
-        let mut prompt = [0usize; LANES];
-        let mut u = [0.0; LANES];
-        let mut beta = [0.0; LANES];
+        // Indices travel as f64 so that comparisons and selects stay in vector registers.
+        let mut prompt = F64s::ZERO;
+        let mut u = F64s::ZERO;
+        let mut beta = F64s::ZERO;
         for l in 0..LANES {
-            prompt[l] = rngs[l].randbelow(n_prompts as u32) as usize;
-            u[l] = rngs[l].random();
-            beta[l] = controllers[l].value();
+            prompt.0[l] = f64::from(rngs[l].randbelow(n_prompts as u32));
+            u.0[l] = rngs[l].random();
+            beta.0[l] = controllers[l].value();
         }
-        for v in 0..VOCAB_SIZE {
-            for l in 0..LANES {
-                z[v][l] = theta[prompt[l]][v][l];
-                ln_q[v][l] = ln_ref[prompt[l]][v];
+        // Each lane's prompt row, picked by blends rather than gathers.
+        let mut z = theta[0];
+        let mut ln_q: Rows = std::array::from_fn(|v| F64s::splat(ln_ref[0][v]));
+        for x in 1..n_prompts {
+            let here = prompt.eq(F64s::splat(x as f64));
+            for v in 0..VOCAB_SIZE {
+                z[v] = here.select(theta[x][v], z[v]);
+                ln_q[v] = here.select(F64s::splat(ln_ref[x][v]), ln_q[v]);
             }
         }
 
         let total = softmax_lanes::<EXACT>(&z, &mut p_old, &mut shifted);
         // Inverse-CDF sampling: the running sum is non-decreasing, so the first index whose
-        // running sum exceeds u is the number of indices whose running sum does not.
-        let mut running = [0.0; LANES];
-        let mut below = [0usize; LANES];
-        for row in &p_old {
-            for l in 0..LANES {
-                running[l] += row[l];
-                below[l] += (running[l] <= u[l]) as usize;
-            }
+        // running sum exceeds u is the number of indices whose running sum does not (or the
+        // last index, if rounding left none).
+        let mut running = F64s::ZERO;
+        let mut token = F64s::ZERO;
+        for &row in &p_old {
+            running += row;
+            token += running.le(u).to_unit();
         }
-        let token: [usize; LANES] = std::array::from_fn(|l| below[l].min(VOCAB_SIZE - 1));
-        for (v, row) in onehot.iter_mut().enumerate() {
-            for l in 0..LANES {
-                row[l] = if token[l] == v { 1.0 } else { 0.0 };
-            }
+        token = token.min(last_token);
+        let mut score = F64s::ZERO;
+        let mut p_old_a = F64s::ZERO;
+        for v in 0..VOCAB_SIZE {
+            onehot[v] = token.eq(F64s::splat(v as f64));
+            score = onehot[v].select(F64s::splat(spec.weights[v]), score);
+            p_old_a = onehot[v].select(p_old[v], p_old_a);
         }
 
-        let mut kl = [0.0; LANES];
-        let ln_total: Lanes =
-            std::array::from_fn(|l| if EXACT { 0.0 } else { ln_positive(total[l]) });
+        // KL(p_old || q) = sum p (ln p - ln q), with 0 ln 0 = 0.
+        let ln_total = if EXACT { F64s::ZERO } else { total.map(ln_positive) };
+        let mut kl = F64s::ZERO;
         for v in 0..VOCAB_SIZE {
-            for l in 0..LANES {
-                let ln_p = if EXACT {
-                    p_old[v][l].ln()
-                } else {
-                    shifted[v][l] - ln_total[l]
-                };
-                let term = p_old[v][l] * (ln_p - ln_q[v][l]);
-                kl[l] += if p_old[v][l] > 0.0 { term } else { 0.0 };
-            }
+            let ln_p = if EXACT { p_old[v].map(f64::ln) } else { shifted[v] - ln_total };
+            kl += p_old[v].gt(F64s::ZERO).select(p_old[v] * (ln_p - ln_q[v]), F64s::ZERO);
         }
-        let mut advantage = [0.0; LANES];
-        let mut score = [0.0; LANES];
-        let mut p_old_a = [0.0; LANES];
-        for l in 0..LANES {
-            score[l] = spec.weights[token[l]];
-            advantage[l] = score[l] - beta[l] * kl[l]; // the reward: KL enters it only; no baseline
-            p_old_a[l] = p_old[token[l]][l];
-        }
+        // The reward is the advantage: the KL enters it only, and there is no baseline.
+        let advantage = score - beta * kl;
+        let pushes_up = advantage.ge(F64s::ZERO);
+        let (upper, lower) = (F64s::splat(1.0) + eps, F64s::splat(1.0) - eps);
 
         let mut p = p_old;
-        let mut live = [true; LANES];
-        let mut clipped = [0u32; LANES];
+        let mut live = Mask::ALL;
+        let mut clipped = F64s::ZERO;
         for epoch in 0..max_epochs {
+            let epoch_f = F64s::splat(f64::from(epoch));
             if epoch > 0 {
                 softmax_lanes::<EXACT>(&z, &mut p, &mut shifted);
             }
-            let mut step = [0.0; LANES];
-            for l in 0..LANES {
-                let ratio = p[token[l]][l] / p_old_a[l];
-                live[l] &= epoch < epochs[l];
-                if live[l] && is_clipped(advantage[l], ratio, eps[l]) {
-                    // A clipped epoch leaves the logits as they are, so every later one is clipped too.
-                    clipped[l] = epochs[l] - epoch;
-                    live[l] = false;
-                }
-                step[l] = if live[l] {
-                    lr[l] * advantage[l] * ratio
-                } else {
-                    0.0
-                };
+            let mut p_a = F64s::ZERO;
+            for v in 0..VOCAB_SIZE {
+                p_a = onehot[v].select(p[v], p_a);
             }
-            if !live.iter().any(|&x| x) {
+            let ratio = p_a / p_old_a;
+            let running = live & epoch_f.lt(epochs);
+            // Flat clipped surrogate: this epoch changes nothing, so neither will any later one.
+            let clip = running & ((pushes_up & ratio.gt(upper)) | (!pushes_up & ratio.lt(lower)));
+            clipped = clip.select(epochs - epoch_f, clipped);
+            live = running & !clip;
+            if !live.any() {
                 break;
             }
+            let step = live.select(lr * advantage * ratio, F64s::ZERO);
             for v in 0..VOCAB_SIZE {
-                for l in 0..LANES {
-                    z[v][l] += step[l] * (onehot[v][l] - p[v][l]);
-                }
+                z[v] += step * (onehot[v].to_unit() - p[v]);
             }
         }
 
-        for v in 0..VOCAB_SIZE {
-            for l in 0..LANES {
-                theta[prompt[l]][v][l] = z[v][l];
+        for (x, rows) in theta.iter_mut().enumerate() {
+            let here = prompt.eq(F64s::splat(x as f64));
+            for v in 0..VOCAB_SIZE {
+                rows[v] = here.select(z[v], rows[v]);
             }
         }
-        for l in 0..n_real {
-            if !(0..VOCAB_SIZE).all(|v| z[v][l].is_finite()) {
-                return Err(Error::Diverged(format!(
-                    "sweep run {} diverged at step {t}: non-finite logits (beta={})",
-                    first_run + l,
-                    py_float(beta[l])
-                )));
-            }
+        // 0 * z is 0 for finite logits and NaN otherwise.
+        let mut non_finite = F64s::ZERO;
+        for &row in &z {
+            non_finite += F64s::ZERO * row;
+        }
+        if let Some(l) = (0..n_real).find(|&l| non_finite.0[l].is_nan()) {
+            return Err(Error::Diverged(format!(
+                "sweep run {} diverged at step {t}: non-finite logits (beta={})",
+                first_run + l,
+                py_float(beta.0[l])
+            )));
         }
 
-        let keep = rec > 0 && (t + 1) % spec.record_every == 0;
-        let slot = if keep {
-            (t + 1) / spec.record_every - 1
-        } else {
-            0
-        };
-        for l in 0..n_real {
-            let clip_frac = f64::from(clipped[l]) / f64::from(epochs[l]);
-            kl_sum[l] += kl[l];
-            score_sum[l] += score[l];
-            reward_sum[l] += advantage[l];
-            clip_sum[l] += clip_frac;
-            if keep {
+        let clip_frac = clipped / epochs;
+        kl_sum += kl;
+        score_sum += score;
+        reward_sum += advantage;
+        clip_sum += clip_frac;
+        if rec > 0 && (t + 1) % spec.record_every == 0 {
+            let slot = (t + 1) / spec.record_every - 1;
+            let mean_kl = kl_sum / F64s::splat((t + 1) as f64);
+            for l in 0..n_real {
                 let i = l * rec + slot;
-                out.prompt[i] = prompt[l] as u8;
-                out.token[i] = token[l] as u8;
-                out.score[i] = score[l];
-                out.kl[i] = kl[l];
-                out.reward[i] = advantage[l];
-                out.clip_frac[i] = clip_frac;
-                out.beta[i] = beta[l];
-                out.mean_kl[i] = kl_sum[l] / (t + 1) as f64;
+                out.prompt[i] = prompt.0[l] as u8;
+                out.token[i] = token.0[l] as u8;
+                out.score[i] = score.0[l];
+                out.kl[i] = kl.0[l];
+                out.reward[i] = advantage.0[l];
+                out.clip_frac[i] = clip_frac.0[l];
+                out.beta[i] = beta.0[l];
+                out.mean_kl[i] = mean_kl.0[l];
             }
         }
         for l in 0..n_real {
-            controllers[l].update(kl[l], 1.0);
+            controllers[l].update(kl.0[l], 1.0);
         }
     }
-    monitor.steps_done.fetch_add(
-        ((spec.steps - 1) % CHUNK + 1) as u64 * n_real as u64,
-        Ordering::Relaxed,
-    );
+    monitor.steps_done.fetch_add(((spec.steps - 1) % CHUNK + 1) as u64 * n_real as u64, Ordering::Relaxed);
 
     let table = n_prompts * VOCAB_SIZE;
     let steps = spec.steps as f64;
     let mut final_row = vec![0.0; table];
-    let mut ref_probs = vec![0.0; table];
-    for x in 0..n_prompts {
-        softmax_into(
-            &spec.reference[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
-            &mut ref_probs[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE],
-        );
-    }
     for l in 0..n_real {
         for x in 0..n_prompts {
             for v in 0..VOCAB_SIZE {
-                final_row[x * VOCAB_SIZE + v] = theta[x][v][l];
+                final_row[x * VOCAB_SIZE + v] = theta[x][v].0[l];
             }
         }
         out.final_theta[l * table..(l + 1) * table].copy_from_slice(&final_row);
-        let mut final_kl = 0.0;
-        let mut probs = [0.0; VOCAB_SIZE];
-        for x in 0..n_prompts {
-            softmax_into(&final_row[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE], &mut probs);
-            final_kl += kl_unchecked(&probs, &ref_probs[x * VOCAB_SIZE..(x + 1) * VOCAB_SIZE]);
-        }
         let summary = [
             expected_score(&final_row, spec.weights)?,
-            final_kl / n_prompts as f64,
-            score_sum[l] / steps,
-            reward_sum[l] / steps,
-            kl_sum[l] / steps,
-            clip_sum[l] / steps,
+            policy_kl(&final_row, spec.reference, VOCAB_SIZE)?,
+            score_sum.0[l] / steps,
+            reward_sum.0[l] / steps,
+            kl_sum.0[l] / steps,
+            clip_sum.0[l] / steps,
             controllers[l].value(),
         ];
-        out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()]
-            .copy_from_slice(&summary);
+        out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()].copy_from_slice(&summary);
     }
     Ok(())
 }
@@ -593,12 +532,7 @@ pub struct RmSpec {
 }
 
 /// Trains one reward model per spec from `w0`, in parallel; returns `[spec, token]` weights.
-pub fn sweep_rm(
-    pairs: &Preferences,
-    w0: &[f64],
-    specs: &[RmSpec],
-    monitor: &Monitor,
-) -> Result<Vec<f64>> {
+pub fn sweep_rm(pairs: &Preferences, w0: &[f64], specs: &[RmSpec], monitor: &Monitor) -> Result<Vec<f64>> {
     if specs.is_empty() {
         return Err(Error::invalid("a sweep needs at least one reward model"));
     }
@@ -631,9 +565,7 @@ pub fn sweep_rm(
                     let (chosen, rejected) = pairs.pair(i);
                     rm_update(w, chosen, rejected, spec.lr);
                 }
-                monitor
-                    .steps_done
-                    .fetch_add((spec.stop - spec.start) as u64, Ordering::Relaxed);
+                monitor.steps_done.fetch_add((spec.stop - spec.start) as u64, Ordering::Relaxed);
             }
             Ok(())
         })
@@ -654,12 +586,7 @@ mod tests {
         (0..n)
             .map(|i| RunSpec {
                 seed_key: seed_key(i as i128 * 7919),
-                params: PpoParams::new(
-                    [0.2, 0.1, 0.3][i % 3],
-                    [0.05, 0.2][i % 2],
-                    1 + (i % 5) as i64,
-                )
-                .unwrap(),
+                params: PpoParams::new([0.2, 0.1, 0.3][i % 3], [0.05, 0.2][i % 2], 1 + (i % 5) as i64).unwrap(),
                 controller: match i % 3 {
                     0 => KlController::fixed(0.0).unwrap(),
                     1 => KlController::adaptive(0.5, 0.3, 50.0).unwrap(),
@@ -670,30 +597,16 @@ mod tests {
     }
 
     fn spec(steps: usize, record_every: usize) -> SweepSpec<'static> {
-        SweepSpec {
-            theta0: &ZEROS,
-            reference: &ZEROS,
-            weights: &WEIGHTS,
-            steps,
-            record_every,
-            exact: false,
-        }
+        SweepSpec { theta0: &ZEROS, reference: &ZEROS, weights: &WEIGHTS, steps, record_every, exact: false }
     }
 
     fn single_runs(runs: &[RunSpec], steps: usize) -> Vec<(Vec<f64>, RlhfHistory)> {
         runs.iter()
             .map(|run| {
                 let mut theta = ZEROS.to_vec();
-                let history = train_rlhf(
-                    &mut theta,
-                    &ZEROS,
-                    &WEIGHTS,
-                    steps,
-                    &run.seed_key,
-                    &run.params,
-                    run.controller,
-                )
-                .unwrap();
+                let history =
+                    train_rlhf(&mut theta, &ZEROS, &WEIGHTS, steps, &run.seed_key, &run.params, run.controller)
+                        .unwrap();
                 (theta, history)
             })
             .collect()
@@ -701,27 +614,18 @@ mod tests {
 
     fn assert_close(fast: &[f64], exact: &[f64], tolerance: f64, what: &str) {
         for (a, b) in fast.iter().zip(exact) {
-            assert!(
-                (a - b).abs() <= tolerance * b.abs().max(1.0),
-                "{what}: {a} vs {b}"
-            );
+            assert!((a - b).abs() <= tolerance * b.abs().max(1.0), "{what}: {a} vs {b}");
         }
     }
 
     #[test]
     fn exact_sweep_is_bit_identical_to_the_single_run_loop_even_when_beta_explodes() {
         let runs = runs(19);
-        let exact_spec = SweepSpec {
-            exact: true,
-            ..spec(400, 1)
-        };
+        let exact_spec = SweepSpec { exact: true, ..spec(400, 1) };
         let out = sweep_rlhf(&exact_spec, &runs, Simd::detect(), &Monitor::default()).unwrap();
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             let row = r * 400..(r + 1) * 400;
-            assert!(out.token[row.clone()]
-                .iter()
-                .zip(&history.token)
-                .all(|(&a, &b)| u32::from(a) == b));
+            assert!(out.token[row.clone()].iter().zip(&history.token).all(|(&a, &b)| u32::from(a) == b));
             assert_eq!(out.kl[row.clone()], history.kl[..], "run {r}");
             assert_eq!(out.reward[row.clone()], history.reward[..], "run {r}");
             assert_eq!(out.mean_kl[row], history.mean_kl[..], "run {r}");
@@ -732,52 +636,31 @@ mod tests {
     #[test]
     fn fast_sweep_stays_within_1e9_of_the_single_run_loop() {
         // Well-conditioned runs: the doubling rule's exploding coefficients left out.
-        let runs: Vec<RunSpec> = runs(19)
-            .into_iter()
-            .filter(|r| !matches!(r.controller, KlController::Doubling { .. }))
-            .collect();
+        let runs: Vec<RunSpec> =
+            runs(19).into_iter().filter(|r| !matches!(r.controller, KlController::Doubling { .. })).collect();
         let out = sweep_rlhf(&spec(400, 1), &runs, Simd::detect(), &Monitor::default()).unwrap();
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             let row = r * 400..(r + 1) * 400;
-            let tokens: Vec<u32> = out.token[row.clone()]
-                .iter()
-                .map(|&t| u32::from(t))
-                .collect();
+            let tokens: Vec<u32> = out.token[row.clone()].iter().map(|&t| u32::from(t)).collect();
             assert_eq!(tokens, history.token, "run {r}");
             assert_close(&out.score[row.clone()], &history.score, 1e-9, "score");
             assert_close(&out.kl[row.clone()], &history.kl, 1e-9, "kl");
             assert_close(&out.reward[row.clone()], &history.reward, 1e-9, "reward");
-            assert_close(
-                &out.clip_frac[row.clone()],
-                &history.clip_frac,
-                1e-9,
-                "clip_frac",
-            );
+            assert_close(&out.clip_frac[row.clone()], &history.clip_frac, 1e-9, "clip_frac");
             assert_close(&out.beta[row.clone()], &history.beta, 1e-9, "beta");
             assert_close(&out.mean_kl[row], &history.mean_kl, 1e-9, "mean_kl");
-            assert_close(
-                &out.final_theta[r * 24..(r + 1) * 24],
-                &theta,
-                1e-9,
-                "theta",
-            );
+            assert_close(&out.final_theta[r * 24..(r + 1) * 24], &theta, 1e-9, "theta");
         }
     }
 
     #[test]
     fn results_do_not_depend_on_the_vector_unit_or_the_thread_count() {
         let runs = runs(21);
-        let reference =
-            sweep_rlhf(&spec(300, 1), &runs, Simd::Portable, &Monitor::default()).unwrap();
+        let reference = sweep_rlhf(&spec(300, 1), &runs, Simd::Portable, &Monitor::default()).unwrap();
         for simd in Simd::available() {
             for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let out = pool
-                    .install(|| sweep_rlhf(&spec(300, 1), &runs, simd, &Monitor::default()))
-                    .unwrap();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let out = pool.install(|| sweep_rlhf(&spec(300, 1), &runs, simd, &Monitor::default())).unwrap();
                 assert_eq!(out, reference, "{simd:?} on {threads} threads");
             }
         }
@@ -823,10 +706,7 @@ mod tests {
         assert_eq!(monitor.steps_done.load(Ordering::Relaxed), 10_000);
         let cancelled = Monitor::default();
         cancelled.cancel.store(true, Ordering::Relaxed);
-        assert_eq!(
-            sweep_rlhf(&spec(1000, 0), &runs(10), Simd::detect(), &cancelled),
-            Err(Error::Cancelled)
-        );
+        assert_eq!(sweep_rlhf(&spec(1000, 0), &runs(10), Simd::detect(), &cancelled), Err(Error::Cancelled));
     }
 
     #[test]
@@ -834,10 +714,7 @@ mod tests {
         let monitor = Monitor::default();
         assert!(sweep_rlhf(&spec(10, 1), &[], Simd::Portable, &monitor).is_err());
         assert!(sweep_rlhf(&spec(0, 1), &runs(1), Simd::Portable, &monitor).is_err());
-        let short = SweepSpec {
-            weights: &WEIGHTS[..4],
-            ..spec(10, 1)
-        };
+        let short = SweepSpec { weights: &WEIGHTS[..4], ..spec(10, 1) };
         assert!(sweep_rlhf(&short, &runs(1), Simd::Portable, &monitor).is_err());
     }
 
@@ -845,24 +722,9 @@ mod tests {
     fn rm_sweep_matches_sequential_training() {
         let pairs = crate::data::make_dataset(300, 0);
         let specs = [
-            RmSpec {
-                lr: 0.1,
-                epochs: 5,
-                start: 0,
-                stop: 300,
-            },
-            RmSpec {
-                lr: 0.01,
-                epochs: 2,
-                start: 0,
-                stop: 100,
-            },
-            RmSpec {
-                lr: 0.5,
-                epochs: 0,
-                start: 0,
-                stop: 300,
-            },
+            RmSpec { lr: 0.1, epochs: 5, start: 0, stop: 300 },
+            RmSpec { lr: 0.01, epochs: 2, start: 0, stop: 100 },
+            RmSpec { lr: 0.5, epochs: 0, start: 0, stop: 300 },
         ];
         let weights = sweep_rm(&pairs, &[0.0; 8], &specs, &Monitor::default()).unwrap();
         for (k, spec) in specs.iter().enumerate() {
@@ -871,21 +733,14 @@ mod tests {
             for i in spec.start..spec.stop {
                 let (chosen, rejected) = pairs.pair(i);
                 let ids = |bag: &[crate::bradley_terry::BagEntry]| {
-                    bag.iter()
-                        .flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize))
-                        .collect::<Vec<_>>()
+                    bag.iter().flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize)).collect::<Vec<_>>()
                 };
                 subset.push(0, &ids(chosen), &ids(rejected));
             }
             crate::bradley_terry::train_rm(&subset, spec.epochs, spec.lr, &mut w).unwrap();
             assert_eq!(&weights[k * 8..(k + 1) * 8], &w);
         }
-        let bad = [RmSpec {
-            lr: 0.1,
-            epochs: 1,
-            start: 0,
-            stop: 301,
-        }];
+        let bad = [RmSpec { lr: 0.1, epochs: 1, start: 0, stop: 301 }];
         assert!(sweep_rm(&pairs, &[0.0; 8], &bad, &Monitor::default()).is_err());
     }
 }

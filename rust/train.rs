@@ -2,10 +2,11 @@
 //! reference's loop draws.
 
 use crate::error::{finite_slice, Error, Result};
+use crate::kl::kl_to_log;
 use crate::kl_control::KlController;
 use crate::ppo::{rlhf_step, PpoParams, StepScratch};
 use crate::rng::Mt19937;
-use crate::softmax::softmax_into;
+use crate::softmax::{log_softmax_into, softmax_into};
 
 /// A policy table: `n_prompts` rows of `vocab_size` logits, row-major.
 fn check_policy(name: &str, logits: &[f64], vocab_size: usize) -> Result<usize> {
@@ -74,13 +75,10 @@ pub fn train_rlhf(
         return Err(Error::invalid("steps must be >= 1, got 0"));
     }
 
-    // The frozen reference's softmax never changes: compute it once per prompt.
-    let mut ref_probs = vec![0.0; reference.len()];
-    for (row, out) in reference
-        .chunks_exact(vocab_size)
-        .zip(ref_probs.chunks_exact_mut(vocab_size))
-    {
-        softmax_into(row, out);
+    // The frozen reference never changes: its log-probabilities once per prompt.
+    let mut ref_log_probs = vec![0.0; reference.len()];
+    for (row, out) in reference.chunks_exact(vocab_size).zip(ref_log_probs.chunks_exact_mut(vocab_size)) {
+        log_softmax_into(row, out);
     }
     let mut rng = Mt19937::from_key(seed_key);
     let mut scratch = StepScratch::new(vocab_size);
@@ -91,15 +89,8 @@ pub fn train_rlhf(
         let row = prompt * vocab_size..(prompt + 1) * vocab_size;
         let beta = controller.value();
         let u = rng.random();
-        let out = rlhf_step(
-            &mut theta[row.clone()],
-            &ref_probs[row.clone()],
-            weights,
-            u,
-            beta,
-            params,
-            &mut scratch,
-        );
+        let out =
+            rlhf_step(&mut theta[row.clone()], &ref_log_probs[row.clone()], weights, u, beta, params, &mut scratch);
         if !theta[row].iter().all(|v| v.is_finite()) {
             return Err(Error::Diverged(format!(
                 "train_rlhf diverged at step {t}: non-finite logits (beta={})",
@@ -118,6 +109,22 @@ pub fn train_rlhf(
         controller.update(out.kl, 1.0);
     }
     Ok(history)
+}
+
+/// Exact `KL(pi_theta || pi_ref)` averaged over the prompts, in log space.
+pub fn policy_kl(theta: &[f64], reference: &[f64], vocab_size: usize) -> Result<f64> {
+    let n_prompts = check_policy("theta", theta, vocab_size)?;
+    if check_policy("ref", reference, vocab_size)? != n_prompts {
+        return Err(Error::invalid("ref must have the same shape as theta"));
+    }
+    let (mut p, mut ln_q) = (vec![0.0; vocab_size], vec![0.0; vocab_size]);
+    let mut total = 0.0;
+    for (row, ref_row) in theta.chunks_exact(vocab_size).zip(reference.chunks_exact(vocab_size)) {
+        softmax_into(row, &mut p);
+        log_softmax_into(ref_row, &mut ln_q);
+        total += kl_to_log(&p, &ln_q);
+    }
+    Ok(total / n_prompts as f64)
 }
 
 /// Exact expected RM score of a policy: `sum_x sum_a pi(a|x) w[a] / n_prompts`.
@@ -192,20 +199,10 @@ mod tests {
         let fixed = KlController::fixed(0.1).unwrap();
         let mut theta = vec![0.0; 24];
         assert!(train_rlhf(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &params, fixed).is_err());
-        assert!(train_rlhf(
-            &mut [0.0; 20],
-            &[0.0; 20],
-            &WEIGHTS,
-            10,
-            &[0],
-            &params,
-            fixed
-        )
-        .is_err());
+        assert!(train_rlhf(&mut [0.0; 20], &[0.0; 20], &WEIGHTS, 10, &[0], &params, fixed).is_err());
         assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed).is_err());
         theta[3] = f64::NAN;
-        let err =
-            train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed).unwrap_err();
+        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed).unwrap_err();
         assert!(err.to_string().contains("theta[3]"), "{err}");
     }
 
@@ -215,16 +212,7 @@ mod tests {
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
         let mut theta = vec![0.0; 24];
         let runaway = KlController::doubling(1.0, 1e-12).unwrap();
-        let err = train_rlhf(
-            &mut theta,
-            &[0.0; 24],
-            &WEIGHTS,
-            5000,
-            &[0],
-            &params,
-            runaway,
-        )
-        .unwrap_err();
+        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 5000, &[0], &params, runaway).unwrap_err();
         assert!(matches!(err, Error::Diverged(_)), "{err}");
     }
 }

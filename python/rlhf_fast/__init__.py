@@ -12,12 +12,18 @@ from . import reference
 from ._backend import BACKEND
 
 if BACKEND == "rust":
+    from ._core import simd_paths
     from ._fast import *  # noqa: F403
     from ._fast import __all__ as _api
 else:
     from .reference import *  # noqa: F403
     from .reference import __all__ as _api
-from ._core import simd_paths
+
+    def simd_paths() -> list[str]:
+        """The sweep engine's vector paths: the reference backend has none."""
+        return ["python"]
+
+
 from .sweep import RMSweepResult, SweepResult, sweep_rlhf, sweep_rm
 
 __all__ = ["BACKEND", "reference", *_api, "sweep_rlhf", "SweepResult", "sweep_rm", "RMSweepResult", "simd_paths"]

@@ -53,9 +53,12 @@ clipped_surrogate_grad = _core.clipped_surrogate_grad
 rlhf_step = _core.rlhf_step
 dpo_step = _core.dpo_step
 expected_score = _core.expected_score
+policy_kl = _core.policy_kl
 
 def _rows_kernel(z, one_row, rows):
     if isinstance(z, np.ndarray):
+        if z.dtype.kind not in "biuf":
+            raise TypeError(f"z must be an array of real numbers, got dtype {z.dtype}")
         array = np.ascontiguousarray(z, dtype=np.float64)
         if array.ndim == 1:
             return rows(array[None, :])[0]

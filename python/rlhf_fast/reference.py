@@ -55,6 +55,7 @@ __all__ = [
     "make_kl_controller",
     "dpo_step",
     "expected_score",
+    "policy_kl",
 ]
 
 # Sorted tuples, not the lesson's sets: a set of strings iterates in a hash-randomised
@@ -111,8 +112,14 @@ def _seed(value: int) -> int:
     return int(value)
 
 
+def _sequence(name: str, values: Iterable, what: str = "a sequence of floats") -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be {what}, got {type(values).__name__}")
+    return list(values)
+
+
 def _logits(name: str, row: Sequence[float], size: int | None = None) -> list[float]:
-    row = [_finite(f"{name}[{i}]", v) for i, v in enumerate(row)]
+    row = [_finite(f"{name}[{i}]", v) for i, v in enumerate(_sequence(name, row))]
     if not row:
         raise ValueError(f"{name} must not be empty")
     if size is not None and len(row) != size:
@@ -132,13 +139,35 @@ def _probabilities(name: str, probs: Sequence[float]) -> list[float]:
     return probs
 
 
-def _policy(name: str, policy: Mapping[str, Sequence[float]]) -> None:
+def _policy(name: str, policy: Mapping[str, Sequence[float]], updated: bool = False) -> None:
     if not isinstance(policy, Mapping):
         raise TypeError(f"{name} must be a dict prompt -> list of logits, got {type(policy).__name__}")
     for prompt in PROMPTS:
         if prompt not in policy:
             raise ValueError(f"{name} has no logits for prompt {prompt!r}")
         _logits(f"{name}[{prompt!r}]", policy[prompt], len(VOCAB))
+        if updated and not isinstance(policy[prompt], list):
+            raise TypeError(
+                f"{name}[{prompt!r}] must be a list (it is updated in place), got {type(policy[prompt]).__name__}"
+            )
+
+
+def _frozen_copy(theta: Mapping[str, Sequence[float]], ref: Mapping[str, Sequence[float]]) -> None:
+    """The SPEC's rule: ``ref`` never shares storage with ``theta``."""
+    if ref is theta or any(ref[x] is theta[x] for x in PROMPTS):
+        raise ValueError("ref must be a frozen copy of the policy; it shares storage with theta")
+
+
+def _rng(rng: random.Random) -> random.Random:
+    if not callable(getattr(rng, "random", None)):
+        raise TypeError(f"rng must be a random.Random (anything with a random() method), got {type(rng).__name__}")
+    return rng
+
+
+def _tokens(name: str, y: str | Sequence[str]) -> list[str]:
+    if isinstance(y, str):
+        return y.split()
+    return _sequence(name, y, "a str or a sequence of token strings")
 
 
 def _token(a: int, size: int) -> int:
@@ -158,11 +187,11 @@ def _prompt(prompt: str, policy: Mapping[str, Sequence[float]]) -> str:
     return prompt
 
 
-def _weights(w: Mapping[str, float]) -> None:
+def _weights(w: Mapping[str, float], name: str = "w") -> None:
     if not isinstance(w, Mapping):
-        raise TypeError(f"w must be a dict token -> weight, got {type(w).__name__}")
+        raise TypeError(f"{name} must be a dict token -> weight, got {type(w).__name__}")
     for tok, value in w.items():
-        _finite(f"w[{tok!r}]", value)
+        _finite(f"{name}[{tok!r}]", value)
 
 
 # --------------------------------------------------------------------------------- data
@@ -170,6 +199,8 @@ def _weights(w: Mapping[str, float]) -> None:
 
 def make_pair(rng: random.Random) -> tuple[str, str, str]:
     """One synthetic preference ``(prompt, chosen, rejected)``: two good words beat two bad ones."""
+    if not callable(getattr(rng, "choice", None)):
+        raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
     x = rng.choice(PROMPTS)
     y_good = rng.choice(GOOD_WORDS) + " " + rng.choice(GOOD_WORDS)
     y_bad = rng.choice(BAD_WORDS) + " " + rng.choice(BAD_WORDS)
@@ -221,15 +252,10 @@ class PreferenceSet:
     def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
         self.prompts: list[str] = []
         self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
-        for i, item in enumerate(pairs):
-            if isinstance(item, Mapping):
-                missing = {"prompt", "chosen", "rejected"} - set(item)
-                if missing:
-                    raise ValueError(f"pairs[{i}] lacks {sorted(missing)}")
-                item = (item["prompt"], item["chosen"], item["rejected"])
-            x, y_pos, y_neg = item
+        for i, item in enumerate(_sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected)")):
+            x, y_pos, y_neg = _triple(i, item)
             self.prompts.append(x)
-            self.bags.append((bag(y_pos), bag(y_neg)))
+            self.bags.append((_bag(_tokens("chosen", y_pos)), _bag(_tokens("rejected", y_neg))))
 
     @classmethod
     def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
@@ -256,10 +282,23 @@ class PreferenceSet:
         return [(x, text(b_pos), text(b_neg)) for x, (b_pos, b_neg) in zip(self.prompts, self.bags)]
 
 
+def _triple(i: int, item: tuple[str, str, str] | Mapping[str, str]) -> tuple[str, str, str]:
+    if isinstance(item, Mapping):
+        missing = {"prompt", "chosen", "rejected"} - set(item)
+        if missing:
+            raise ValueError(f"pairs[{i}] lacks {sorted(missing)}")
+        return item["prompt"], item["chosen"], item["rejected"]
+    if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
+        raise TypeError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple or row, got {type(item).__name__}")
+    if len(item) != 3:
+        raise ValueError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len(item)} items")
+    return item[0], item[1], item[2]
+
+
 def _bags(pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> list[tuple[dict[str, int], dict[str, int]]]:
     if isinstance(pairs, PreferenceSet):
         return pairs.bags
-    return [(bag(y_pos), bag(y_neg)) for _, y_pos, y_neg in pairs]
+    return PreferenceSet(pairs).bags
 
 
 # ------------------------------------------------------------------------- reward model
@@ -267,7 +306,10 @@ def _bags(pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> list[tuple[d
 
 def bag(y: str | Sequence[str]) -> dict[str, int]:
     """Token counts of a response (a string split on white space, or a list of tokens)."""
-    tokens = y.split() if isinstance(y, str) else y
+    return _bag(_tokens("y", y))
+
+
+def _bag(tokens: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for tok in tokens:
         counts[tok] = counts.get(tok, 0) + 1
@@ -276,6 +318,12 @@ def bag(y: str | Sequence[str]) -> dict[str, int]:
 
 def dot(w: Mapping[str, float], b: Mapping[str, int]) -> float:
     """``sum(w[tok] * cnt)`` over the bag, tokens missing from ``w`` weighing 0."""
+    _weights(w)
+    _weights(b, "b")
+    return _dot(w, b)
+
+
+def _dot(w: Mapping[str, float], b: Mapping[str, int]) -> float:
     total = 0.0
     for tok, cnt in b.items():
         total += w.get(tok, 0.0) * cnt
@@ -309,11 +357,11 @@ def rm_train_step(w: dict[str, float], x: str, y_pos: str, y_neg: str, lr: float
     Mutates ``w`` and returns the loss before the step. The prompt ``x`` is not a feature.
     """
     _weights(w)
-    return _rm_train_step(w, bag(y_pos), bag(y_neg), _positive("lr", lr))
+    return _rm_train_step(w, _bag(_tokens("y_pos", y_pos)), _bag(_tokens("y_neg", y_neg)), _positive("lr", lr))
 
 
 def _rm_train_step(w: dict[str, float], b_pos: dict[str, int], b_neg: dict[str, int], lr: float) -> float:
-    margin = dot(w, b_pos) - dot(w, b_neg)
+    margin = _dot(w, b_pos) - _dot(w, b_neg)
     loss = _softplus(-margin)
     grad = _sigmoid(-margin)  # 1 - sigmoid(margin), without the cancellation
     for tok, cnt in b_pos.items():
@@ -348,12 +396,13 @@ def train_rm(
 
 def pairwise_accuracy(w: Mapping[str, float], pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> float:
     """Share of pairs the reward model orders strictly right: ``R(y+) > R(y-)``."""
+    _weights(w)
     bags = _bags(pairs)
     if not bags:
         raise ValueError("pairs must not be empty")
     right = 0
     for b_pos, b_neg in bags:
-        if dot(w, b_pos) > dot(w, b_neg):
+        if _dot(w, b_pos) > _dot(w, b_neg):
             right += 1
     return right / len(bags)
 
@@ -388,7 +437,10 @@ def _softmax(z: Sequence[float]) -> list[float]:
 
 def log_softmax(z: Sequence[float]) -> list[float]:
     """``z - logsumexp(z)``, with the max subtracted before exponentiating."""
-    z = _logits("z", z)
+    return _log_softmax(_logits("z", z))
+
+
+def _log_softmax(z: Sequence[float]) -> list[float]:
     m = max(z)
     shifted = [v - m for v in z]
     total = 0.0
@@ -415,6 +467,25 @@ def _kl(p: Sequence[float], q: Sequence[float]) -> float:
     return total
 
 
+def _kl_to_log(p: Sequence[float], log_q: Sequence[float]) -> float:
+    """``KL(p || q)`` from ``log q``: finite even where ``q`` underflows to 0 (logits of 1e4)."""
+    total = 0.0
+    for pi, log_qi in zip(p, log_q):
+        if pi > 0.0:
+            total += pi * (math.log(pi) - log_qi)
+    return total
+
+
+def policy_kl(theta: Mapping[str, Sequence[float]], ref: Mapping[str, Sequence[float]]) -> float:
+    """Exact ``KL(pi_theta || pi_ref)`` averaged over ``PROMPTS``, in log space."""
+    _policy("theta", theta)
+    _policy("ref", ref)
+    total = 0.0
+    for x in PROMPTS:
+        total += _kl_to_log(_softmax(theta[x]), _log_softmax(ref[x]))
+    return total / len(PROMPTS)
+
+
 # Schulman's sampled KL estimators, for a token drawn from the policy: with
 # log r = log q(a) - log p(a), k1 = -log r, k2 = (log r)^2 / 2, k3 = (r - 1) - log r.
 
@@ -433,12 +504,14 @@ def kl_k2(logp: float, logq: float) -> float:
 def kl_k3(logp: float, logq: float) -> float:
     """Unbiased, low-variance, never negative: ``(r - 1) - log r`` with ``r = q(a) / p(a)``."""
     log_ratio = _finite("logq", logq) - _finite("logp", logp)
+    if log_ratio > 709.0:  # e^710 overflows: the estimate is infinite
+        return math.inf
     return math.expm1(log_ratio) - log_ratio
 
 
 def sample(probs: Sequence[float], rng: random.Random) -> int:
     """Inverse-CDF draw: the first index whose running sum exceeds ``rng.random()``."""
-    return _sample(_probabilities("probs", probs), rng.random())
+    return _sample(_probabilities("probs", probs), _rng(rng).random())
 
 
 def _sample(probs: Sequence[float], u: float) -> int:
@@ -502,8 +575,9 @@ def rlhf_step(
     ``pi(a) / pi_old(a)``; an epoch whose ratio is outside the clip region on the side the
     advantage pushes to is clipped and changes nothing. Mutates ``theta[prompt]``.
     """
-    _policy("theta", theta)
+    _policy("theta", theta, updated=True)
     _policy("ref", ref)
+    _frozen_copy(theta, ref)
     _weights(w)
     _prompt(prompt, theta)
     return _rlhf_step(
@@ -511,7 +585,7 @@ def rlhf_step(
         ref,
         w,
         prompt,
-        rng.random,
+        _rng(rng).random,
         _positive("eps", eps),
         _non_negative("beta", beta),
         _positive("lr", lr),
@@ -523,8 +597,7 @@ def _rlhf_step(theta, ref, w, prompt, random_, eps, beta, lr, ppo_epochs):
     logits = theta[prompt]
     p_old = _softmax(logits)
     a = _sample(p_old, random_())
-    q = _softmax(ref[prompt])
-    kl_t = _kl(p_old, q)
+    kl_t = _kl_to_log(p_old, _log_softmax(ref[prompt]))
     score = dot(w, bag([VOCAB[a]]))
     reward = score - beta * kl_t  # the KL enters the reward only
     advantage = reward  # the reward is the return; no baseline
@@ -628,8 +701,9 @@ def train_rlhf(
     ``clip_frac``, the ``beta`` used, and ``mean_kl``, the running mean of the KL: the
     lesson's monitor, which warns with :class:`KLWarning` once it passes ``kl_threshold``.
     """
-    _policy("theta", theta)
+    _policy("theta", theta, updated=True)
     _policy("ref", ref)
+    _frozen_copy(theta, ref)
     _weights(w)
     steps = _count("steps", steps, 1)
     rng = random.Random(_seed(seed))
@@ -671,7 +745,7 @@ def train_rlhf(
 
 
 def _response_tokens(name: str, y: str | Sequence[str]) -> list[int]:
-    tokens = y.split() if isinstance(y, str) else list(y)
+    tokens = _tokens(name, y)
     if not tokens:
         raise ValueError(f"{name} must have at least one token")
     for tok in tokens:
@@ -694,8 +768,9 @@ def dpo_step(
     ``log pi(y)`` is the sum of the tokens' log-probabilities under the prompt's policy, and
     the loss is ``-log sigmoid(beta * [(log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))])``.
     """
-    _policy("theta", theta)
+    _policy("theta", theta, updated=True)
     _policy("ref", ref)
+    _frozen_copy(theta, ref)
     _prompt(x, theta)
     pos = _response_tokens("y_pos", y_pos)
     neg = _response_tokens("y_neg", y_neg)

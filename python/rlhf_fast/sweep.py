@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, reference
+from . import reference
 from ._backend import BACKEND
 from .reference import KL_CONTROLLERS, PROMPTS, VOCAB, init_policy
 
@@ -274,14 +274,11 @@ def _reference_sweep_rlhf(
         )
         for name in HISTORY_FIELDS:
             out[name].append(history[name][kept])
-        final_kl = 0.0
-        for x in PROMPTS:
-            final_kl += reference.kl(reference.softmax(policy[x]), reference.softmax(frozen[x]))
         controller = reference.make_kl_controller(kl_ctl, history["beta"][-1], target, horizon)
         controller.update(history["kl"][-1], 1)
         out["summary"].append([
             reference.expected_score(policy, w),
-            final_kl / len(PROMPTS),
+            reference.policy_kl(policy, frozen),
             *(_left_to_right_mean(history[name]) for name in ("score", "reward", "kl", "clip_frac")),
             controller.value,
         ])
@@ -302,7 +299,6 @@ def _left_to_right_mean(values: Sequence[float]) -> float:
     return total / len(values)
 
 
-_sweep_engine = _core.sweep_rlhf if BACKEND == "rust" else _reference_sweep_rlhf
 
 
 def _shard_runs(theta, ref, w, steps, runs, record_every, exact, simd):
@@ -518,10 +514,13 @@ def _reference_sweep_rm(prefs, specs, n_threads=None, progress=None):
 
 
 if BACKEND == "rust":
+    from . import _core
+
+    _sweep_engine = _core.sweep_rlhf
     _PreferenceSet, _rm_engine, _accuracy = _core.PreferenceSet, _core.sweep_rm, _core.pairwise_accuracy
 else:
-    _PreferenceSet, _rm_engine = reference.PreferenceSet, _reference_sweep_rm
-    _accuracy = reference.pairwise_accuracy
+    _sweep_engine = _reference_sweep_rlhf
+    _PreferenceSet, _rm_engine, _accuracy = reference.PreferenceSet, _reference_sweep_rm, reference.pairwise_accuracy
 
 
 def sweep_rm(

@@ -4,66 +4,66 @@
 use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyMapping, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
 
 use crate::data::{PROMPTS, VOCAB};
 use crate::error::{self, py_float};
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_owned())
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned())
 }
 
 /// A sequence of floats (list, tuple, 1-D array, any iterable of numbers).
 pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be a sequence of floats, got str"
-        )));
+        return Err(PyTypeError::new_err(format!("{name} must be a sequence of floats, got str")));
     }
-    obj.extract::<Vec<f64>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name} must be a sequence of floats, got {}",
-            type_name(obj)
-        ))
-    })
+    obj.extract::<Vec<f64>>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a sequence of floats, got {}", type_name(obj))))
 }
 
 /// The key `random.Random(seed)` feeds MT19937's `init_by_array`: `abs(seed)` in 32-bit
 /// little-endian words (`[0]` for 0), for an int seed of any size.
 pub fn seed_key(seed: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if seed.is_none() {
+        return Err(PyTypeError::new_err("seed must be an int, got NoneType"));
+    }
     if seed.is_instance_of::<PyBool>() || !seed.is_instance_of::<PyInt>() {
-        let index = seed
-            .call_method0("__index__")
-            .ok()
-            .filter(|_| !seed.is_instance_of::<PyBool>());
+        let index = seed.call_method0("__index__").ok().filter(|_| !seed.is_instance_of::<PyBool>());
         return match index {
             Some(int) => seed_key(&int),
-            None => Err(PyTypeError::new_err(format!(
-                "seed must be an int, got {}",
-                type_name(seed)
-            ))),
+            None => Err(PyTypeError::new_err(format!("seed must be an int, got {}", type_name(seed)))),
         };
     }
     let magnitude = seed.call_method0("__abs__")?;
     let bits: usize = magnitude.call_method0("bit_length")?.extract()?;
     let words = bits.div_ceil(32).max(1);
-    let bytes: Vec<u8> = magnitude
-        .call_method1("to_bytes", (words * 4, "little"))?
-        .extract()?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    let bytes: Vec<u8> = magnitude.call_method1("to_bytes", (words * 4, "little"))?.extract()?;
+    Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// A seed argument, converted on the way in to the key `random.Random(seed)` would use.
+pub struct SeedKey(pub Vec<u32>);
+
+impl Default for SeedKey {
+    fn default() -> Self {
+        SeedKey(vec![0])
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SeedKey {
+    type Error = PyErr;
+
+    fn extract(seed: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(SeedKey(seed_key(&seed)?))
+    }
 }
 
 /// `PROMPTS.index(prompt)`, or an error naming `prompt`.
 pub fn prompt_index(prompt: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let text: String = prompt.extract().map_err(|_| {
-        PyTypeError::new_err(format!("prompt must be a str, got {}", type_name(prompt)))
-    })?;
+    let text: String = prompt
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("prompt must be a str, got {}", type_name(prompt))))?;
     PROMPTS.iter().position(|&p| p == text).ok_or_else(|| {
         PyValueError::new_err(format!(
             "prompt {} is unknown; known prompts: ['help me', 'answer me', 'explain this']",
@@ -72,8 +72,9 @@ pub fn prompt_index(prompt: &Bound<'_, PyAny>) -> PyResult<usize> {
     })
 }
 
-/// A policy as a validated, row-major `[len(PROMPTS), len(VOCAB)]` table.
-pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+/// A policy as a validated, row-major `[len(PROMPTS), len(VOCAB)]` table. A policy the
+/// call will update in place must be a writeable array or have list rows.
+pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>, updated: bool) -> PyResult<Vec<f64>> {
     let (p, v) = (PROMPTS.len(), VOCAB.len());
     let table: Vec<f64> = if policy.is_instance_of::<PyUntypedArray>() {
         let array: PyReadonlyArray2<'_, f64> = policy.extract().map_err(|_| {
@@ -84,27 +85,30 @@ pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>) -> PyResult<Vec<f64>>
             ))
         })?;
         if array.shape() != [p, v] {
-            return Err(PyValueError::new_err(format!(
-                "{name} must have shape ({p}, {v}), got {:?}",
-                array.shape()
-            )));
+            return Err(PyValueError::new_err(format!("{name} must have shape ({p}, {v}), got {:?}", array.shape())));
+        }
+        if updated && !policy.getattr("flags")?.getattr("writeable")?.is_truthy()? {
+            return Err(PyTypeError::new_err(format!("{name} must be a writeable array (it is updated in place)")));
         }
         array.as_array().iter().copied().collect()
     } else if policy.is_instance_of::<PyDict>() || policy.is_instance_of::<PyMapping>() {
         let mut table = Vec::with_capacity(p * v);
         for prompt in PROMPTS {
-            let row = policy.get_item(prompt).map_err(|_| {
-                PyValueError::new_err(format!("{name} has no logits for prompt '{prompt}'"))
-            })?;
+            let row = policy
+                .get_item(prompt)
+                .map_err(|_| PyValueError::new_err(format!("{name} has no logits for prompt '{prompt}'")))?;
             let row_name = format!("{name}['{prompt}']");
-            let row = f64_vec(&row_name, &row)?;
-            if row.len() != v {
-                return Err(PyValueError::new_err(format!(
-                    "{row_name} must have {v} entries, got {}",
-                    row.len()
+            let values = f64_vec(&row_name, &row)?;
+            if values.len() != v {
+                return Err(PyValueError::new_err(format!("{row_name} must have {v} entries, got {}", values.len())));
+            }
+            if updated && !row.is_instance_of::<PyList>() {
+                return Err(PyTypeError::new_err(format!(
+                    "{row_name} must be a list (it is updated in place), got {}",
+                    type_name(&row)
                 )));
             }
-            table.extend(row);
+            table.extend(values);
         }
         table
     } else {
@@ -124,6 +128,38 @@ pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>) -> PyResult<Vec<f64>>
         }
     }
     Ok(table)
+}
+
+/// The SPEC's rule: `ref` is a frozen copy that never shares storage with `theta`.
+pub fn frozen_copy(theta: &Bound<'_, PyAny>, reference: &Bound<'_, PyAny>) -> PyResult<()> {
+    let shared = if theta.is(reference) {
+        true
+    } else if theta.is_instance_of::<PyUntypedArray>() && reference.is_instance_of::<PyUntypedArray>() {
+        theta.py().import("numpy")?.call_method1("shares_memory", (theta, reference))?.is_truthy()?
+    } else if theta.is_instance_of::<PyUntypedArray>() || reference.is_instance_of::<PyUntypedArray>() {
+        false
+    } else {
+        let mut any = false;
+        for prompt in PROMPTS {
+            any |= theta.get_item(prompt)?.is(&reference.get_item(prompt)?);
+        }
+        any
+    };
+    if shared {
+        return Err(PyValueError::new_err("ref must be a frozen copy of the policy; it shares storage with theta"));
+    }
+    Ok(())
+}
+
+/// An object with a `random()` method, as `random.Random`.
+pub fn check_rng(rng: &Bound<'_, PyAny>) -> PyResult<()> {
+    match rng.getattr("random") {
+        Ok(method) if method.is_callable() => Ok(()),
+        _ => Err(PyTypeError::new_err(format!(
+            "rng must be a random.Random (anything with a random() method), got {}",
+            type_name(rng)
+        ))),
+    }
 }
 
 /// Writes one prompt's logits back into the caller's policy, in place.
@@ -152,22 +188,16 @@ pub fn write_back_table(policy: &Bound<'_, PyAny>, table: &[f64]) -> PyResult<()
 }
 
 /// A reward-weight dict, every value checked finite.
-pub fn checked_weights<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMapping>> {
-    let mapping = w.cast::<PyMapping>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "w must be a dict token -> weight, got {}",
-            type_name(w)
-        ))
-    })?;
+pub fn checked_weights<'py>(name: &str, w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMapping>> {
+    let mapping = w
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a dict token -> weight, got {}", type_name(w))))?;
     for item in mapping.items()?.iter() {
         let (token, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-        let label = format!("w[{}]", token.repr()?);
-        let value: f64 = value.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "{label} must be a real number, got {}",
-                type_name(&value)
-            ))
-        })?;
+        let label = format!("{name}[{}]", token.repr()?);
+        let value: f64 = value
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("{label} must be a real number, got {}", type_name(&value))))?;
         error::finite(&label, value)?;
     }
     Ok(mapping.clone())
@@ -175,11 +205,8 @@ pub fn checked_weights<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMapp
 
 /// `w.get(token, 0.0)` for `token` in `VOCAB`, after checking every weight.
 pub fn vocab_weights(w: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    let mapping = checked_weights(w)?;
-    VOCAB
-        .iter()
-        .map(|token| weight_of(&mapping, token))
-        .collect()
+    let mapping = checked_weights("w", w)?;
+    VOCAB.iter().map(|token| weight_of(&mapping, token)).collect()
 }
 
 /// `w.get(token, 0.0)` of an already checked mapping.
@@ -193,8 +220,7 @@ pub fn weight_of(w: &Bound<'_, PyMapping>, token: &str) -> PyResult<f64> {
 /// Python's `str.split()` with no argument: runs of white space separate tokens.
 pub fn split_tokens(text: &str) -> impl Iterator<Item = &str> {
     // Python also counts the ASCII separators \x1c..\x1f as white space; Rust does not.
-    text.split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
-        .filter(|t| !t.is_empty())
+    text.split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)).filter(|t| !t.is_empty())
 }
 
 /// A response's tokens: a string split on white space, or a sequence of token strings.
@@ -203,10 +229,7 @@ pub fn tokens_of(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         return Ok(split_tokens(&text.to_cow()?).map(str::to_owned).collect());
     }
     y.extract::<Vec<String>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name} must be a str or a sequence of token strings, got {}",
-            type_name(y)
-        ))
+        PyTypeError::new_err(format!("{name} must be a str or a sequence of token strings, got {}", type_name(y)))
     })
 }
 
@@ -214,16 +237,15 @@ pub fn tokens_of(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 pub fn response_tokens(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
     let tokens = tokens_of(name, y)?;
     if tokens.is_empty() {
-        return Err(PyValueError::new_err(format!(
-            "{name} must have at least one token"
-        )));
+        return Err(PyValueError::new_err(format!("{name} must have at least one token")));
     }
     tokens
         .iter()
         .map(|t| {
-            VOCAB.iter().position(|v| v == t).ok_or_else(|| {
-                PyValueError::new_err(format!("{name} has token '{t}' outside VOCAB"))
-            })
+            VOCAB
+                .iter()
+                .position(|v| v == t)
+                .ok_or_else(|| PyValueError::new_err(format!("{name} has token '{t}' outside VOCAB")))
         })
         .collect()
 }

@@ -20,7 +20,8 @@ use crate::softmax as core_softmax;
 use crate::{dpo, ppo, train};
 
 use convert::{
-    f64_vec, policy_table, prompt_index, vocab_weights, write_back_row, write_back_table,
+    check_rng, f64_vec, frozen_copy, policy_table, prompt_index, vocab_weights, write_back_row, write_back_table,
+    SeedKey,
 };
 use preferences::PreferenceSet;
 
@@ -56,10 +57,7 @@ fn log_softmax(z: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     Ok(core_softmax::log_softmax(&f64_vec("z", z)?)?)
 }
 
-fn map_rows<'py>(
-    z: PyReadonlyArray2<'py, f64>,
-    kernel: fn(&[f64], &mut [f64]),
-) -> PyResult<Bound<'py, PyArray2<f64>>> {
+fn map_rows<'py>(z: PyReadonlyArray2<'py, f64>, kernel: fn(&[f64], &mut [f64])) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let py = z.py();
     let view = z.as_array();
     let (rows, cols) = view.dim();
@@ -119,6 +117,7 @@ fn kl_k3(logp: f64, logq: f64) -> PyResult<f64> {
 fn sample(probs: &Bound<'_, PyAny>, rng: &Bound<'_, PyAny>) -> PyResult<usize> {
     let probs = f64_vec("probs", probs)?;
     error::probabilities("probs", &probs)?;
+    check_rng(rng)?;
     let u: f64 = rng.call_method0("random")?.extract()?;
     Ok(crate::sampling::sample_index(&probs, u))
 }
@@ -127,30 +126,15 @@ fn token_index(a: i64, vocab_size: usize) -> PyResult<usize> {
     usize::try_from(a)
         .ok()
         .filter(|&a| a < vocab_size)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "a must be a token index in [0, {vocab_size}), got {a}"
-            ))
-        })
+        .ok_or_else(|| PyValueError::new_err(format!("a must be a token index in [0, {vocab_size}), got {a}")))
 }
 
 /// PPO's clipped objective for token `a`.
 #[pyfunction]
-fn clipped_surrogate(
-    logits: &Bound<'_, PyAny>,
-    a: i64,
-    p_old_a: f64,
-    advantage: f64,
-    eps: f64,
-) -> PyResult<f64> {
+fn clipped_surrogate(logits: &Bound<'_, PyAny>, a: i64, p_old_a: f64, advantage: f64, eps: f64) -> PyResult<f64> {
     let logits = f64_vec("logits", logits)?;
-    Ok(ppo::clipped_surrogate(
-        &logits,
-        token_index(a, logits.len())?,
-        p_old_a,
-        advantage,
-        eps,
-    )?)
+    error::finite_slice("logits", &logits)?;
+    Ok(ppo::clipped_surrogate(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
 }
 
 /// Gradient of the clipped objective in the logits (zero where clipped).
@@ -163,13 +147,8 @@ fn clipped_surrogate_grad(
     eps: f64,
 ) -> PyResult<Vec<f64>> {
     let logits = f64_vec("logits", logits)?;
-    Ok(ppo::clipped_surrogate_grad(
-        &logits,
-        token_index(a, logits.len())?,
-        p_old_a,
-        advantage,
-        eps,
-    )?)
+    error::finite_slice("logits", &logits)?;
+    Ok(ppo::clipped_surrogate_grad(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
 }
 
 /// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record.
@@ -188,27 +167,22 @@ fn rlhf_step<'py>(
     ppo_epochs: i64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
-    let theta_table = policy_table("theta", theta)?;
-    let ref_table = policy_table("ref", r#ref)?;
+    let theta_table = policy_table("theta", theta, true)?;
+    let ref_table = policy_table("ref", r#ref, false)?;
+    frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
     let x = prompt_index(prompt)?;
-    let params = PpoParams::new(eps, lr, ppo_epochs)?;
+    check_rng(rng)?;
+    error::positive("eps", eps)?;
     let beta = error::non_negative("beta", beta)?;
+    let params = PpoParams::new(eps, lr, ppo_epochs)?;
     let u: f64 = rng.call_method0("random")?.extract()?;
 
     let v = VOCAB.len();
     let mut logits = theta_table[x * v..(x + 1) * v].to_vec();
-    let mut ref_probs = vec![0.0; v];
-    core_softmax::softmax_into(&ref_table[x * v..(x + 1) * v], &mut ref_probs);
-    let out = ppo::rlhf_step(
-        &mut logits,
-        &ref_probs,
-        &weights,
-        u,
-        beta,
-        &params,
-        &mut StepScratch::new(v),
-    );
+    let mut ref_log_probs = vec![0.0; v];
+    core_softmax::log_softmax_into(&ref_table[x * v..(x + 1) * v], &mut ref_log_probs);
+    let out = ppo::rlhf_step(&mut logits, &ref_log_probs, &weights, u, beta, &params, &mut StepScratch::new(v));
     write_back_row(theta, x, &logits)?;
 
     let record = PyDict::new(py);
@@ -220,12 +194,7 @@ fn rlhf_step<'py>(
     Ok(record)
 }
 
-pub(crate) fn kl_controller(
-    kl_ctl: &str,
-    beta: f64,
-    target: f64,
-    horizon: f64,
-) -> PyResult<KlController> {
+pub(crate) fn kl_controller(kl_ctl: &str, beta: f64, target: f64, horizon: f64) -> PyResult<KlController> {
     Ok(match kl_ctl {
         "fixed" => KlController::fixed(beta)?,
         "adaptive" => KlController::adaptive(beta, target, horizon)?,
@@ -248,7 +217,7 @@ fn train_rlhf<'py>(
     r#ref: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
     steps: i64,
-    seed: &Bound<'py, PyAny>,
+    seed: SeedKey,
     eps: f64,
     beta: f64,
     lr: f64,
@@ -258,30 +227,21 @@ fn train_rlhf<'py>(
     horizon: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
-    let seed_key = convert::seed_key(seed)?;
-    let mut table = policy_table("theta", theta)?;
-    let ref_table = policy_table("ref", r#ref)?;
+    let mut table = policy_table("theta", theta, true)?;
+    let ref_table = policy_table("ref", r#ref, false)?;
+    frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
     if steps < 1 {
-        return Err(PyValueError::new_err(format!(
-            "steps must be >= 1, got {steps}"
-        )));
+        return Err(PyValueError::new_err(format!("steps must be >= 1, got {steps}")));
     }
     let params = PpoParams::new(eps, lr, ppo_epochs)?;
     let controller = kl_controller(kl_ctl, beta, target, horizon)?;
 
-    let history = py.detach(|| {
-        train::train_rlhf(
-            &mut table,
-            &ref_table,
-            &weights,
-            steps as usize,
-            &seed_key,
-            &params,
-            controller,
-        )
-    })?;
+    let history =
+        py.detach(|| train::train_rlhf(&mut table, &ref_table, &weights, steps as usize, &seed.0, &params, controller));
+    // Like the reference, a run that diverges leaves theta as it stood at the failing step.
     write_back_table(theta, &table)?;
+    let history = history?;
 
     let out = PyDict::new(py);
     let as_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
@@ -308,21 +268,15 @@ fn dpo_step(
     beta: f64,
     lr: f64,
 ) -> PyResult<f64> {
-    let theta_table = policy_table("theta", theta)?;
-    let ref_table = policy_table("ref", r#ref)?;
+    let theta_table = policy_table("theta", theta, true)?;
+    let ref_table = policy_table("ref", r#ref, false)?;
+    frozen_copy(theta, r#ref)?;
     let row = prompt_index(x)?;
     let chosen = convert::response_tokens("y_pos", y_pos)?;
     let rejected = convert::response_tokens("y_neg", y_neg)?;
     let v = VOCAB.len();
     let mut logits = theta_table[row * v..(row + 1) * v].to_vec();
-    let loss = dpo::dpo_step(
-        &mut logits,
-        &ref_table[row * v..(row + 1) * v],
-        &chosen,
-        &rejected,
-        beta,
-        lr,
-    )?;
+    let loss = dpo::dpo_step(&mut logits, &ref_table[row * v..(row + 1) * v], &chosen, &rejected, beta, lr)?;
     write_back_row(theta, row, &logits)?;
     Ok(loss)
 }
@@ -330,10 +284,14 @@ fn dpo_step(
 /// Exact expected RM score of the policy, averaged over the prompts.
 #[pyfunction]
 fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f64> {
-    Ok(train::expected_score(
-        &policy_table("theta", theta)?,
-        &vocab_weights(w)?,
-    )?)
+    Ok(train::expected_score(&policy_table("theta", theta, false)?, &vocab_weights(w)?)?)
+}
+
+/// Exact `KL(pi_theta || pi_ref)` averaged over the prompts, in log space.
+#[pyfunction]
+fn policy_kl(theta: &Bound<'_, PyAny>, r#ref: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let theta_table = policy_table("theta", theta, false)?;
+    Ok(train::policy_kl(&theta_table, &policy_table("ref", r#ref, false)?, VOCAB.len())?)
 }
 
 #[pymodule]
@@ -355,6 +313,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_rlhf, m)?)?;
     m.add_function(wrap_pyfunction!(dpo_step, m)?)?;
     m.add_function(wrap_pyfunction!(expected_score, m)?)?;
+    m.add_function(wrap_pyfunction!(policy_kl, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::sweep_rlhf, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::simd_paths, m)?)?;
     preferences::register(m)?;

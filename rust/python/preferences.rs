@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyMapping, PySequence, PyString, PyTuple};
 
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods};
 
-use super::convert::{checked_weights, seed_key as convert_seed_key, tokens_of, weight_of};
+use super::convert::{checked_weights, seed_key as convert_seed_key, tokens_of, weight_of, SeedKey};
 use super::sweep::run_detached;
 use crate::bradley_terry::{self as bt, Preferences};
 use crate::data::{self, PROMPTS, VOCAB};
@@ -35,11 +35,7 @@ struct Interner {
 impl Interner {
     fn new() -> Self {
         let vocab: Vec<String> = VOCAB.iter().map(|&t| t.to_owned()).collect();
-        let index = vocab
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let index = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         Interner { vocab, index }
     }
 
@@ -60,48 +56,31 @@ impl PreferenceSet {
         let mut prompt_ids: HashMap<String, u32> = HashMap::new();
         let mut prompts = Vec::new();
         let mut prefs = Preferences::new();
-        let iter = pairs.try_iter().map_err(|_| {
-            PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)")
-        })?;
+        let iter = pairs
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)"))?;
         for (i, item) in iter.enumerate() {
             let item = item?;
             let (x, chosen, rejected) = if let Ok(row) = item.cast::<PyMapping>() {
                 let field = |key: &str| {
-                    row.get_item(key)
-                        .map_err(|_| PyValueError::new_err(format!("pairs[{i}] lacks '{key}'")))
+                    row.get_item(key).map_err(|_| PyValueError::new_err(format!("pairs[{i}] lacks '{key}'")))
                 };
                 (field("prompt")?, field("chosen")?, field("rejected")?)
             } else {
-                item.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>)>()
-                    .map_err(|_| {
-                        PyTypeError::new_err(format!(
-                            "pairs[{i}] must be a (prompt, chosen, rejected) triple or row"
-                        ))
-                    })?
+                triple(i, &item)?
             };
-            let x: String = x
-                .extract()
-                .map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str")))?;
+            let x: String =
+                x.extract().map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str")))?;
             let next = prompt_ids.len() as u32;
             let prompt = *prompt_ids.entry(x.clone()).or_insert_with(|| {
                 prompts.push(x);
                 next
             });
-            let chosen: Vec<u32> = tokens_of("chosen", &chosen)?
-                .iter()
-                .map(|t| interner.id(t))
-                .collect();
-            let rejected: Vec<u32> = tokens_of("rejected", &rejected)?
-                .iter()
-                .map(|t| interner.id(t))
-                .collect();
+            let chosen: Vec<u32> = tokens_of("chosen", &chosen)?.iter().map(|t| interner.id(t)).collect();
+            let rejected: Vec<u32> = tokens_of("rejected", &rejected)?.iter().map(|t| interner.id(t)).collect();
             prefs.push(prompt, &chosen, &rejected);
         }
-        Ok(PreferenceSet {
-            prefs,
-            prompts,
-            vocab: interner.vocab,
-        })
+        Ok(PreferenceSet { prefs, prompts, vocab: interner.vocab })
     }
 
     /// Which token ids occur in some response.
@@ -124,11 +103,28 @@ impl PreferenceSet {
     }
 }
 
+/// A `(prompt, chosen, rejected)` triple: a sequence of three.
+fn triple<'py>(
+    i: usize,
+    item: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let not_a_triple =
+        || PyTypeError::new_err(format!("pairs[{i}] must be a (prompt, chosen, rejected) triple or row"));
+    if item.is_instance_of::<PyString>() {
+        return Err(not_a_triple());
+    }
+    let sequence = item.cast::<PySequence>().map_err(|_| not_a_triple())?;
+    let len = sequence.len()?;
+    if len != 3 {
+        return Err(PyValueError::new_err(format!(
+            "pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len} items"
+        )));
+    }
+    Ok((sequence.get_item(0)?, sequence.get_item(1)?, sequence.get_item(2)?))
+}
+
 /// `pairs` as a tokenised set: a `PreferenceSet` as is, anything else tokenised now.
-fn with_preferences<T>(
-    pairs: &Bound<'_, PyAny>,
-    f: impl FnOnce(&PreferenceSet) -> PyResult<T>,
-) -> PyResult<T> {
+fn with_preferences<T>(pairs: &Bound<'_, PyAny>, f: impl FnOnce(&PreferenceSet) -> PyResult<T>) -> PyResult<T> {
     match pairs.cast::<PreferenceSet>() {
         Ok(set) => f(set.get()),
         Err(_) => f(&PreferenceSet::tokenise(pairs)?),
@@ -144,12 +140,9 @@ impl PreferenceSet {
 
     /// `PreferenceSet(make_dataset(n, seed))`, drawn and tokenised in Rust.
     #[staticmethod]
-    #[pyo3(signature = (n, seed=None))]
-    fn make_dataset(py: Python<'_>, n: i64, seed: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let seed_key = match seed {
-            Some(seed) => convert_seed_key(seed)?,
-            None => vec![0],
-        };
+    #[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
+    fn make_dataset(py: Python<'_>, n: i64, seed: SeedKey) -> PyResult<Self> {
+        let seed_key = seed.0;
         if n < 0 {
             return Err(PyValueError::new_err(format!("n must be >= 0, got {n}")));
         }
@@ -174,11 +167,7 @@ impl PreferenceSet {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "PreferenceSet({} pairs, {} tokens)",
-            self.prefs.len(),
-            self.vocab.len()
-        )
+        format!("PreferenceSet({} pairs, {} tokens)", self.prefs.len(), self.vocab.len())
     }
 
     /// Token strings by id.
@@ -189,39 +178,19 @@ impl PreferenceSet {
 
     /// The pairs as `(prompt, chosen, rejected)` strings, each response rebuilt from its bag.
     fn to_pairs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let prompts: Vec<Bound<'py, PyString>> =
-            self.prompts.iter().map(|p| PyString::new(py, p)).collect();
-        let mut memo: HashMap<(usize, usize), Bound<'py, PyString>> = HashMap::new();
-        let mut text = |start: usize, end: usize| {
-            memo.entry((start, end))
-                .or_insert_with(|| {
-                    PyString::new(py, &self.response(&self.prefs.entries[start..end]))
-                })
-                .clone()
+        let prompts: Vec<Bound<'py, PyString>> = self.prompts.iter().map(|p| PyString::new(py, p)).collect();
+        // Equal bags share one string (the lesson has 16 chosen and 16 rejected responses), so a
+        // million pairs cost a million tuples, not three million strings.
+        let mut memo: HashMap<Vec<(u32, u64)>, Bound<'py, PyString>> = HashMap::new();
+        let mut text = |bag: &[bt::BagEntry]| -> Bound<'py, PyString> {
+            let key: Vec<(u32, u64)> = bag.iter().map(|&(token, count)| (token, count.to_bits())).collect();
+            memo.entry(key).or_insert_with(|| PyString::new(py, &self.response(bag))).clone()
         };
         let out = PyList::empty(py);
         for i in 0..self.prefs.len() {
-            let b = &self.prefs.bounds[2 * i..2 * i + 3];
-            let (a, m, e) = (b[0] as usize, b[1] as usize, b[2] as usize);
-            // Equal bags share one string: the lesson's 16 chosen and 16 rejected responses.
-            let chosen = if m - a <= 2 {
-                text(a, m)
-            } else {
-                PyString::new(py, &self.response(&self.prefs.entries[a..m]))
-            };
-            let rejected = if e - m <= 2 {
-                text(m, e)
-            } else {
-                PyString::new(py, &self.response(&self.prefs.entries[m..e]))
-            };
-            out.append(PyTuple::new(
-                py,
-                [
-                    prompts[self.prefs.prompts[i] as usize].clone(),
-                    chosen,
-                    rejected,
-                ],
-            )?)?;
+            let (chosen, rejected) = self.prefs.pair(i);
+            let row = [prompts[self.prefs.prompts[i] as usize].clone(), text(chosen), text(rejected)];
+            out.append(PyTuple::new(py, row)?)?;
         }
         Ok(out)
     }
@@ -229,12 +198,8 @@ impl PreferenceSet {
 
 /// `n` synthetic preference pairs, the very ones `random.Random(seed)` draws.
 #[pyfunction]
-#[pyo3(signature = (n, seed=None))]
-fn make_dataset<'py>(
-    py: Python<'py>,
-    n: i64,
-    seed: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyList>> {
+#[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
+fn make_dataset<'py>(py: Python<'py>, n: i64, seed: SeedKey) -> PyResult<Bound<'py, PyList>> {
     PreferenceSet::make_dataset(py, n, seed)?.to_pairs(py)
 }
 
@@ -261,12 +226,8 @@ fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 /// `sum w.get(tok, 0) * cnt` over the bag.
 #[pyfunction]
 fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let w = w
-        .cast::<PyMapping>()
-        .map_err(|_| PyTypeError::new_err("w must be a dict token -> weight"))?;
-    let b = b
-        .cast::<PyMapping>()
-        .map_err(|_| PyTypeError::new_err("b must be a dict token -> count"))?;
+    let w = checked_weights("w", w)?;
+    let b = checked_weights("b", b)?;
     let mut total = 0.0;
     for item in b.items()?.iter() {
         let (token, count): (Bound<'_, PyAny>, f64) = item.extract()?;
@@ -289,7 +250,7 @@ fn rm_train_step(
     lr: f64,
 ) -> PyResult<f64> {
     let _ = x; // the prompt is not a feature of this reward model
-    let w = checked_weights(w)?;
+    let w = checked_weights("w", w)?;
     let lr = error::positive("lr", lr)?;
     let mut interner_tokens: Vec<String> = Vec::new();
     let mut id_of = |token: String| match interner_tokens.iter().position(|t| *t == token) {
@@ -299,20 +260,11 @@ fn rm_train_step(
             interner_tokens.len() as u32 - 1
         }
     };
-    let chosen: Vec<u32> = tokens_of("y_pos", y_pos)?
-        .into_iter()
-        .map(&mut id_of)
-        .collect();
-    let rejected: Vec<u32> = tokens_of("y_neg", y_neg)?
-        .into_iter()
-        .map(&mut id_of)
-        .collect();
+    let chosen: Vec<u32> = tokens_of("y_pos", y_pos)?.into_iter().map(&mut id_of).collect();
+    let rejected: Vec<u32> = tokens_of("y_neg", y_neg)?.into_iter().map(&mut id_of).collect();
     let mut prefs = Preferences::new();
     prefs.push(0, &chosen, &rejected);
-    let mut weights = interner_tokens
-        .iter()
-        .map(|t| weight_of(&w, t))
-        .collect::<PyResult<Vec<f64>>>()?;
+    let mut weights = interner_tokens.iter().map(|t| weight_of(&w, t)).collect::<PyResult<Vec<f64>>>()?;
     let (chosen, rejected) = prefs.pair(0);
     let loss = bt::rm_train_step(&mut weights, chosen, rejected, lr);
     for (token, value) in interner_tokens.iter().zip(&weights) {
@@ -332,14 +284,12 @@ fn train_rm<'py>(
     w: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if epochs < 0 {
-        return Err(PyValueError::new_err(format!(
-            "epochs must be >= 0, got {epochs}"
-        )));
+        return Err(PyValueError::new_err(format!("epochs must be >= 0, got {epochs}")));
     }
     let lr = error::positive("lr", lr)?;
     let w = match w {
         Some(w) => {
-            checked_weights(w)?;
+            checked_weights("w", w)?;
             w.clone()
         }
         None => {
@@ -352,11 +302,7 @@ fn train_rm<'py>(
     };
     let mapping = w.cast::<PyMapping>()?.clone();
     with_preferences(pairs, |set| {
-        let mut weights = set
-            .vocab
-            .iter()
-            .map(|t| weight_of(&mapping, t))
-            .collect::<PyResult<Vec<f64>>>()?;
+        let mut weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
         py.detach(|| bt::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
         let used = set.used_tokens();
         for (id, token) in set.vocab.iter().enumerate() {
@@ -373,15 +319,9 @@ fn train_rm<'py>(
 /// Share of pairs with `R(chosen) > R(rejected)` strictly.
 #[pyfunction]
 fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let mapping = w
-        .cast::<PyMapping>()
-        .map_err(|_| PyTypeError::new_err("w must be a dict token -> weight"))?;
+    let mapping = checked_weights("w", w)?;
     with_preferences(pairs, |set| {
-        let weights = set
-            .vocab
-            .iter()
-            .map(|t| weight_of(mapping, t))
-            .collect::<PyResult<Vec<f64>>>()?;
+        let weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
         Ok(bt::pairwise_accuracy(&weights, &set.prefs)?)
     })
 }
@@ -403,8 +343,7 @@ fn sweep_rm<'py>(
         .into_iter()
         .map(|(lr, epochs, start, stop)| {
             let count = |name: &str, value: i64| {
-                usize::try_from(value)
-                    .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+                usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
             };
             Ok(RmSpec {
                 lr,
@@ -415,27 +354,19 @@ fn sweep_rm<'py>(
         })
         .collect::<PyResult<Vec<_>>>()?;
     let w = match w {
-        Some(w) => Some(checked_weights(w)?),
+        Some(w) => Some(checked_weights("w", w)?),
         None => None,
     };
     with_preferences(pairs, |set| {
         let w0 = match &w {
-            Some(mapping) => set
-                .vocab
-                .iter()
-                .map(|t| weight_of(mapping, t))
-                .collect::<PyResult<Vec<f64>>>()?,
+            Some(mapping) => set.vocab.iter().map(|t| weight_of(mapping, t)).collect::<PyResult<Vec<f64>>>()?,
             None => vec![0.0; set.vocab.len()],
         };
         let monitor = Monitor::default();
-        let weights = run_detached(py, &monitor, n_threads, progress, || {
-            sweep::sweep_rm(&set.prefs, &w0, &specs, &monitor)
-        })?;
+        let weights =
+            run_detached(py, &monitor, n_threads, progress, || sweep::sweep_rm(&set.prefs, &w0, &specs, &monitor))?;
         let n = specs.len();
-        Ok((
-            weights.into_pyarray(py).reshape([n, set.vocab.len()])?,
-            set.vocab.clone(),
-        ))
+        Ok((weights.into_pyarray(py).reshape([n, set.vocab.len()])?, set.vocab.clone()))
     })
 }
 

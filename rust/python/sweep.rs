@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::convert::{policy_table, seed_key, vocab_weights};
+use super::convert::{policy_table, vocab_weights, SeedKey};
 use super::kl_controller;
 use crate::ppo::PpoParams;
 use crate::sweep::{self, Monitor, RunSpec, Simd, SweepSpec, SUMMARY_FIELDS};
@@ -79,8 +79,7 @@ pub fn run_detached<T: Send>(
     if let Some(err) = interrupted {
         return Err(err);
     }
-    let result =
-        outcome.map_err(|_| PyRuntimeError::new_err("internal error: a sweep worker panicked"))?;
+    let result = outcome.map_err(|_| PyRuntimeError::new_err("internal error: a sweep worker panicked"))?;
     if let (Some(callback), Ok(_)) = (&progress, &result) {
         let done = monitor.steps_done.load(Ordering::Relaxed);
         if done > reported {
@@ -94,14 +93,10 @@ fn simd_level(simd: Option<&str>) -> PyResult<Simd> {
     let Some(name) = simd else {
         return Ok(Simd::detect());
     };
-    let level = Simd::available()
-        .into_iter()
-        .find(|level| level.name() == name);
+    let level = Simd::available().into_iter().find(|level| level.name() == name);
     level.ok_or_else(|| {
         let names: Vec<&str> = Simd::available().iter().map(|l| l.name()).collect();
-        PyValueError::new_err(format!(
-            "simd must be one of {names:?} on this CPU, got '{name}'"
-        ))
+        PyValueError::new_err(format!("simd must be one of {names:?} on this CPU, got '{name}'"))
     })
 }
 
@@ -112,7 +107,7 @@ pub fn simd_paths() -> Vec<&'static str> {
 }
 
 /// One sweep run: `(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon)`.
-type RunTuple<'py> = (Bound<'py, PyAny>, f64, f64, i64, String, f64, f64, f64);
+type RunTuple = (SeedKey, f64, f64, i64, String, f64, f64, f64);
 
 /// Every run of `runs` from the same starting policy, in parallel. Returns run-major numpy
 /// arrays: the kept history `[run, kept_step]`, `final_theta [run, P, V]` and `summary
@@ -126,37 +121,31 @@ pub fn sweep_rlhf<'py>(
     r#ref: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
     steps: i64,
-    runs: Vec<RunTuple<'py>>,
+    runs: Vec<RunTuple>,
     record_every: i64,
     exact: bool,
     simd: Option<&str>,
     n_threads: Option<usize>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let theta0 = policy_table("theta", theta)?;
-    let reference = policy_table("ref", r#ref)?;
+    let theta0 = policy_table("theta", theta, false)?;
+    let reference = policy_table("ref", r#ref, false)?;
     let weights = vocab_weights(w)?;
     if steps < 1 {
-        return Err(PyValueError::new_err(format!(
-            "steps must be >= 1, got {steps}"
-        )));
+        return Err(PyValueError::new_err(format!("steps must be >= 1, got {steps}")));
     }
     if record_every < 0 {
-        return Err(PyValueError::new_err(format!(
-            "record_every must be >= 0, got {record_every}"
-        )));
+        return Err(PyValueError::new_err(format!("record_every must be >= 0, got {record_every}")));
     }
     let specs = runs
         .into_iter()
-        .map(
-            |(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon)| {
-                Ok(RunSpec {
-                    seed_key: seed_key(&seed)?,
-                    params: PpoParams::new(eps, lr, ppo_epochs)?,
-                    controller: kl_controller(&kl_ctl, beta, target, horizon)?,
-                })
-            },
-        )
+        .map(|(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon)| {
+            Ok(RunSpec {
+                seed_key: seed.0,
+                params: PpoParams::new(eps, lr, ppo_epochs)?,
+                controller: kl_controller(&kl_ctl, beta, target, horizon)?,
+            })
+        })
         .collect::<PyResult<Vec<_>>>()?;
     let spec = SweepSpec {
         theta0: &theta0,
@@ -168,9 +157,7 @@ pub fn sweep_rlhf<'py>(
     };
     let simd = simd_level(simd)?;
     let monitor = Monitor::default();
-    let out = run_detached(py, &monitor, n_threads, progress, || {
-        sweep::sweep_rlhf(&spec, &specs, simd, &monitor)
-    })?;
+    let out = run_detached(py, &monitor, n_threads, progress, || sweep::sweep_rlhf(&spec, &specs, simd, &monitor))?;
 
     let (n, kept) = (out.n_runs, out.n_recorded);
     let result = PyDict::new(py);
@@ -187,18 +174,8 @@ pub fn sweep_rlhf<'py>(
         result.set_item(name, values.into_pyarray(py).reshape([n, kept])?)?;
     }
     let prompts = theta0.len() / sweep::VOCAB_SIZE;
-    result.set_item(
-        "final_theta",
-        out.final_theta
-            .into_pyarray(py)
-            .reshape([n, prompts, sweep::VOCAB_SIZE])?,
-    )?;
-    result.set_item(
-        "summary",
-        out.summary
-            .into_pyarray(py)
-            .reshape([n, SUMMARY_FIELDS.len()])?,
-    )?;
+    result.set_item("final_theta", out.final_theta.into_pyarray(py).reshape([n, prompts, sweep::VOCAB_SIZE])?)?;
+    result.set_item("summary", out.summary.into_pyarray(py).reshape([n, SUMMARY_FIELDS.len()])?)?;
     result.set_item("summary_fields", PyList::new(py, SUMMARY_FIELDS)?)?;
     result.set_item("simd", simd.name())?;
     Ok(result)

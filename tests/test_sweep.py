@@ -1,0 +1,280 @@
+"""Sweeps against the reference: every run of a grid is a ``reference.train_rlhf`` run."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rlhf_fast as rl
+from rlhf_fast import reference
+
+W = reference.train_rm(reference.make_dataset(500, 0))
+FLOATS = ("score", "kl", "reward", "clip_frac", "beta", "mean_kl")
+
+
+def reference_run(steps, seed, **config):
+    theta = reference.init_policy()
+    history = reference.train_rlhf(theta, reference.init_policy(), W, steps, seed, kl_threshold=1e300, **config)
+    return theta, history
+
+
+def assert_run_matches(result, index, theta, history, rtol=1e-9):
+    for name in ("token", "prompt"):
+        np.testing.assert_array_equal(getattr(result, name)[index], history[name], err_msg=name)
+    for name in FLOATS:
+        np.testing.assert_allclose(getattr(result, name)[index], history[name], rtol=rtol, atol=1e-12, err_msg=name)
+    final = np.array([theta[x] for x in reference.PROMPTS])
+    np.testing.assert_allclose(result.final_theta[index], final, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(result.runs["final_score"][index], reference.expected_score(theta, W), rtol=rtol)
+
+
+@pytest.fixture(scope="module")
+def lesson_grid():
+    return rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500)
+
+
+def test_every_run_of_a_3x20x500_sweep_is_the_reference_run(lesson_grid):
+    assert lesson_grid.score.shape == (3, 20, 500)
+    for i, beta in enumerate([0.0, 0.1, 1.0]):
+        for seed in range(20):
+            theta, history = reference_run(500, seed, beta=beta)
+            assert_run_matches(lesson_grid, (i, seed), theta, history)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 4])
+def test_thread_count_changes_nothing(lesson_grid, n_threads):
+    again = rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, n_threads=n_threads)
+    for name in ("token", "prompt", *FLOATS, "final_theta"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(lesson_grid, name), err_msg=name)
+
+
+def test_every_vector_path_gives_the_same_arrays(lesson_grid):
+    for simd in rl.simd_paths():
+        again = rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, simd=simd)
+        for name in ("token", *FLOATS, "final_theta"):
+            np.testing.assert_array_equal(getattr(again, name), getattr(lesson_grid, name), err_msg=f"{simd}: {name}")
+
+
+def test_dask_executor_gives_the_same_arrays(lesson_grid):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        remote = rl.sweep_rlhf(
+            W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, executor=client.get_executor(), shards=5
+        )
+    for name in ("token", "prompt", *FLOATS, "final_theta"):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(lesson_grid, name), err_msg=name)
+    for name, values in lesson_grid.runs.items():
+        np.testing.assert_array_equal(remote.runs[name], values, err_msg=name)
+
+
+def test_exact_mode_is_bit_identical_even_when_the_doubling_rule_explodes_beta():
+    result = rl.sweep_rlhf(
+        W, betas=[0.2, 1.0], seeds=[3, 11], steps=400, kl_ctl=["adaptive", "doubling"], target=0.5,
+        horizon=50.0, ppo_epochs=5, exact=True,
+    )
+    for i, beta in enumerate([0.2, 1.0]):
+        for j, kl_ctl in enumerate(["adaptive", "doubling"]):
+            for k, seed in enumerate([3, 11]):
+                theta, history = reference_run(
+                    400, seed, beta=beta, kl_ctl=kl_ctl, target=0.5, horizon=50.0, ppo_epochs=5
+                )
+                assert_run_matches(result, (i, j, k), theta, history, rtol=0)
+
+
+@settings(max_examples=15)
+@given(
+    beta=st.floats(0.0, 2.0),
+    eps=st.floats(0.01, 0.5),
+    lr=st.floats(1e-3, 0.5),
+    ppo_epochs=st.integers(1, 8),
+    steps=st.integers(1, 300),
+    seed=st.integers(0, 2**64),
+    kl_ctl=st.sampled_from(["fixed", "adaptive"]),
+    target=st.floats(0.05, 6.0),
+    horizon=st.floats(10.0, 1e4),
+)
+def test_any_well_conditioned_run_matches_the_reference(beta, eps, lr, ppo_epochs, steps, seed, kl_ctl, target, horizon):
+    config = dict(eps=eps, lr=lr, ppo_epochs=ppo_epochs, kl_ctl=kl_ctl, target=target, horizon=horizon)
+    result = rl.sweep_rlhf(W, betas=[beta], seeds=[seed], steps=steps, **config)
+    theta, history = reference_run(steps, seed, beta=beta, **config)
+    assert_run_matches(result, (0, 0), theta, history)
+
+
+def test_grid_axes_follow_the_arguments_given_as_sequences():
+    result = rl.sweep_rlhf(W, betas=[0.1], seeds=2, steps=50, lr=[0.01, 0.1], ppo_epochs=[1, 4])
+    assert list(result.axes) == ["beta", "lr", "ppo_epochs", "seed"]
+    assert result.score.shape == (1, 2, 2, 2, 50)
+    theta, history = reference_run(50, 1, beta=0.1, lr=0.1, ppo_epochs=1)
+    assert_run_matches(result, (0, 1, 0, 1), theta, history)
+    np.testing.assert_array_equal(result.run(lr=0.1, ppo_epochs=1, seed=1)["token"], history["token"])
+
+
+def test_record_every_keeps_every_kth_step_and_the_summaries():
+    full = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=3, steps=100)
+    thin = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=3, steps=100, record_every=7)
+    none = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=3, steps=100, record_every=0)
+    np.testing.assert_array_equal(thin.steps, np.arange(6, 100, 7))
+    for name in ("token", *FLOATS):
+        np.testing.assert_array_equal(getattr(thin, name), getattr(full, name)[..., 6::7])
+    assert none.score.shape == (2, 3, 0)
+    for name, values in full.runs.items():
+        np.testing.assert_array_equal(none.runs[name], values)
+        np.testing.assert_array_equal(thin.runs[name], values)
+
+
+def test_run_summaries_are_what_their_names_say():
+    result = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=4, steps=300, kl_ctl="adaptive", target=0.5, horizon=100.0)
+    np.testing.assert_allclose(result.runs["mean_score"], result.score.mean(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(result.runs["clip_frac"], result.clip_frac.mean(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(result.runs["mean_kl"], result.mean_kl[..., -1], rtol=1e-12)
+    controller = reference.AdaptiveKLController(result.beta[1, 2, -1], 0.5, 100.0)
+    controller.update(result.kl[1, 2, -1], 1)
+    assert result.runs["final_beta"][1, 2] == pytest.approx(controller.value, rel=1e-12)
+    theta = {x: list(row) for x, row in zip(reference.PROMPTS, result.final_theta[0, 1])}
+    exact_kl = sum(
+        reference.kl(reference.softmax(theta[x]), reference.softmax([0.0] * 8)) for x in reference.PROMPTS
+    ) / 3
+    assert result.runs["final_kl"][0, 1] == pytest.approx(exact_kl, rel=1e-12)
+
+
+def test_summary_pools_seeds_with_their_spread():
+    result = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=5, steps=200)
+    rows = result.summary()
+    assert [row["beta"] for row in rows] == [0.0, 1.0]
+    for i, row in enumerate(rows):
+        assert row["final_score"] == pytest.approx(result.runs["final_score"][i].mean())
+        assert row["final_score_std"] == pytest.approx(result.runs["final_score"][i].std(ddof=1))
+    assert "final E[score]" in result.summary_table()
+
+
+def test_long_table_uses_trl_names():
+    pd = pytest.importorskip("pandas")
+    result = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=2, steps=30, record_every=3)
+    table = result.to_pandas()
+    assert isinstance(table, pd.DataFrame)
+    assert len(table) == 2 * 2 * 10
+    for name in ("objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg"):
+        assert name in table.columns
+    row = table[(table.beta == 1.0) & (table.seed == 1) & (table.step == 29)].iloc[0]
+    assert row["objective/kl"] == result.kl[1, 1, -1]
+
+
+def test_plot_draws_one_curve_per_beta(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=3, steps=200)
+    path = tmp_path / "sweep.png"
+    figure = result.plot(path)
+    assert path.stat().st_size > 10_000
+    front = figure.axes[2]
+    assert [line.get_label() for line in front.get_lines()] == ["β=0", "β=0.1", "β=1"]
+
+
+def test_progress_callback_counts_every_step():
+    counted = []
+    rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=10, steps=2000, progress=counted.append)
+    assert sum(counted) == 2 * 10 * 2000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(betas=[]), "betas"),
+        (dict(betas=[math.nan]), "betas"),
+        (dict(betas=[-0.1]), "betas"),
+        (dict(betas=0.1), "betas"),
+        (dict(steps=0), "steps"),
+        (dict(steps=-5), "steps"),
+        (dict(seeds=0), "seeds"),
+        (dict(seeds=[]), "seeds"),
+        (dict(eps=[0.2, 0.0]), "eps"),
+        (dict(lr=math.inf), "lr"),
+        (dict(kl_ctl="pid"), "kl_ctl"),
+        (dict(record_every=-1), "record_every"),
+        (dict(seeds=10_000, steps=10_000_000), "max_memory"),
+        (dict(n_threads=0), "n_threads"),
+    ],
+)
+def test_bad_grids_are_refused_before_any_work(kwargs, match):
+    args = dict(betas=[0.1], seeds=2, steps=10, progress=lambda n: pytest.fail("work started"))
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        rl.sweep_rlhf(W, **args)
+
+
+def test_ctrl_c_stops_a_long_sweep_quickly():
+    script = (
+        "import time, rlhf_fast as rl\n"
+        "w = rl.train_rm(rl.make_dataset(500, 0))\n"
+        "print('started', flush=True)\n"
+        "try:\n"
+        "    rl.sweep_rlhf(w, betas=[0.0, 0.1, 1.0], seeds=2000, steps=1_000_000, record_every=0)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    sent = time.perf_counter()
+    output, _ = child.communicate(timeout=30)
+    assert "interrupted" in output
+    # The sweep itself reacts within its 25 ms poll; the rest is interpreter shutdown.
+    assert time.perf_counter() - sent < 2.0
+
+
+def test_sweep_rm_matches_reference_training_per_grid_point():
+    pairs = rl.make_dataset(400, 3)
+    heldout = rl.make_dataset(100, 1)
+    result = rl.sweep_rm(pairs, lrs=[0.01, 0.1], epochs=[0, 1, 3], n_pairs=[50, 400], heldout=heldout)
+    assert result.weights.shape == (2, 3, 2, len(result.vocab))
+    for lr in (0.01, 0.1):
+        for epochs in (0, 1, 3):
+            for n in (50, 400):
+                w = reference.train_rm(pairs[:n], epochs=epochs, lr=lr)
+                got = result.w(lr=lr, epochs=epochs, n_pairs=n)
+                for token, value in w.items():
+                    assert got[token] == pytest.approx(value, rel=1e-12, abs=1e-15)
+                index = (result.axes["lr"].index(lr), result.axes["epochs"].index(epochs), [50, 400].index(n))
+                assert result.accuracy[index] == reference.pairwise_accuracy(w, heldout)
+
+
+def test_preference_set_is_make_dataset_tokenised():
+    generated = rl.PreferenceSet.make_dataset(1000, 7)
+    assert len(generated) == 1000
+    assert generated.to_pairs() == reference.make_dataset(1000, 7)
+    assert generated.vocab == list(reference.VOCAB)
+    assert rl.train_rm(generated, epochs=2) == pytest.approx(reference.train_rm(reference.make_dataset(1000, 7), 2))
+    rows = reference.pairs_to_rows(reference.make_dataset(20, 2))
+    assert rl.PreferenceSet(rows).to_pairs() == reference.make_dataset(20, 2)
+
+
+def test_cli_sweep_writes_the_tables_and_the_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pandas")
+    done = subprocess.run(
+        [sys.executable, "-m", "rlhf_fast", "sweep", "--betas", "0", "1", "--seeds", "3", "--steps", "100",
+         "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "final E[score]" in done.stdout
+    for name in ("summary.csv", "history.csv", "sweep.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3 * 100
+
+
+def test_cli_help_explains_every_flag():
+    done = subprocess.run([sys.executable, "-m", "rlhf_fast", "sweep", "--help"], capture_output=True, text=True)
+    for flag in ("--betas", "--seeds", "--steps", "--out", "--eps", "--lr", "--ppo-epochs", "--kl-ctl",
+                 "--target", "--horizon", "--record-every", "--threads", "--exact", "--quiet"):
+        assert flag in done.stdout
