@@ -1,14 +1,304 @@
 //! Direct Preference Optimisation on one prompt's logits, with the lesson's bag-of-tokens
 //! likelihood: `log pi(y)` is the sum of its tokens' log-probabilities.
+//!
+//! The loss family is TRL's (`loss_type` = `sigmoid`, `robust`, `ipo`, `hinge`, with cDPO's
+//! `label_smoothing`), written as METHODS.md section 2 writes it: a function of
+//! `u = (log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))` and its derivative in `u`,
+//! and `du / dlogit_j = (count_j(y+) - |y+| p_j) - (count_j(y-) - |y-| p_j)`.
+//! [`train_dpo`] is the fused loop over a tokenised preference set, optionally reshuffled
+//! every epoch exactly as CPython's `random.Random(seed).shuffle` would.
 
-use crate::bradley_terry::{sigmoid, softplus};
-use crate::error::{positive, Error, Result};
-use crate::softmax::{log_softmax_into, softmax_into};
+use crate::error::{finite, finite_slice, positive, py_float, Error, Result};
+use crate::mt_block::BlockMt;
+use crate::rng::Mt19937;
+use crate::softmax::log_softmax_into;
 
-/// One SGD step on `-log sigmoid(beta [(log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))])`.
+/// TRL's `loss_type` values this crate implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossType {
+    /// The DPO paper's `-log sigmoid(beta u)` (cDPO with label smoothing).
+    Sigmoid,
+    /// Robust DPO (Chowdhury et al. 2024): unbiased under label noise `ls`.
+    Robust,
+    /// IPO (Azar et al. 2023): `(u - 1 / (2 beta))^2`.
+    Ipo,
+    /// SLiC's hinge: `max(0, 1 - beta u)`.
+    Hinge,
+}
+
+impl LossType {
+    pub const ALL: [LossType; 4] = [LossType::Sigmoid, LossType::Robust, LossType::Ipo, LossType::Hinge];
+
+    /// TRL's name of the loss.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossType::Sigmoid => "sigmoid",
+            LossType::Robust => "robust",
+            LossType::Ipo => "ipo",
+            LossType::Hinge => "hinge",
+        }
+    }
+
+    /// The loss called `name`, or an error naming `loss_type`.
+    pub fn parse(name: &str) -> Result<Self> {
+        LossType::ALL.into_iter().find(|l| l.name() == name).ok_or_else(|| {
+            Error::invalid(format!("loss_type must be one of ('sigmoid', 'robust', 'ipo', 'hinge'), got '{name}'"))
+        })
+    }
+}
+
+/// The hyper-parameters of a DPO step, checked once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DpoParams {
+    pub beta: f64,
+    pub lr: f64,
+    pub loss_type: LossType,
+    pub label_smoothing: f64,
+}
+
+impl DpoParams {
+    /// `beta > 0`, `lr > 0`, `label_smoothing` in `[0, 0.5)` and non-zero only for the
+    /// `sigmoid` and `robust` losses.
+    pub fn new(beta: f64, lr: f64, loss_type: LossType, label_smoothing: f64) -> Result<Self> {
+        let beta = positive("beta", beta)?;
+        let lr = positive("lr", lr)?;
+        let ls = finite("label_smoothing", label_smoothing)?;
+        if !(0.0..0.5).contains(&ls) {
+            return Err(Error::invalid(format!("label_smoothing must be in [0, 0.5), got {}", py_float(ls))));
+        }
+        if ls != 0.0 && matches!(loss_type, LossType::Ipo | LossType::Hinge) {
+            return Err(Error::invalid(format!(
+                "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got {} with loss_type='{}'",
+                py_float(ls),
+                loss_type.name()
+            )));
+        }
+        Ok(DpoParams { beta, lr, loss_type, label_smoothing: ls })
+    }
+
+    /// The loss at `u` (TRL's "logits") and the SGD step `lr * dloss/du`, as the reference
+    /// computes them: for `sigmoid`, `lr * g * beta` with `dloss/du = g * beta` (the
+    /// multiplication order of the original sigmoid-only step), `lr * dloss/du` otherwise.
+    #[inline]
+    pub fn loss_and_step(&self, u: f64) -> (f64, f64) {
+        let (beta, ls, lr) = (self.beta, self.label_smoothing, self.lr);
+        let h = beta * u;
+        match self.loss_type {
+            LossType::Sigmoid => {
+                let f = Logistic::at(h);
+                let loss = (1.0 - ls) * f.softplus(-h) + ls * f.softplus(h);
+                let g = ls * f.sigmoid(h) - (1.0 - ls) * f.sigmoid(-h);
+                (loss, lr * g * beta)
+            }
+            LossType::Robust => {
+                let f = Logistic::at(h);
+                let loss = ((1.0 - ls) * f.softplus(-h) - ls * f.softplus(h)) / (1.0 - 2.0 * ls);
+                let dloss_du = -beta * ((1.0 - ls) * f.sigmoid(-h) + ls * f.sigmoid(h)) / (1.0 - 2.0 * ls);
+                (loss, lr * dloss_du)
+            }
+            LossType::Ipo => {
+                let t = u - 1.0 / (2.0 * beta);
+                (t * t, lr * (2.0 * t))
+            }
+            LossType::Hinge => {
+                let loss = if 1.0 - h > 0.0 { 1.0 - h } else { 0.0 };
+                (loss, lr * if h < 1.0 { -beta } else { 0.0 })
+            }
+        }
+    }
+}
+
+/// [`crate::bradley_terry::softplus`] and [`crate::bradley_terry::sigmoid`] at `h` and `-h`
+/// from one exponential: all four exponentiate `-|h|`, so sharing `e = exp(-|h|)` and
+/// `ln_1p(e)` gives each one's value bit for bit.
+#[derive(Clone, Copy)]
+struct Logistic {
+    e: f64,
+    ln_1p_e: f64,
+}
+
+impl Logistic {
+    #[inline(always)]
+    fn at(h: f64) -> Self {
+        let e = (-h.abs()).exp();
+        Logistic { e, ln_1p_e: e.ln_1p() }
+    }
+
+    /// `softplus(z)` for `z = h` or `z = -h`.
+    #[inline(always)]
+    fn softplus(self, z: f64) -> f64 {
+        z.max(0.0) + self.ln_1p_e
+    }
+
+    /// `sigmoid(z)` for `z = h` or `z = -h`.
+    #[inline(always)]
+    fn sigmoid(self, z: f64) -> f64 {
+        if z >= 0.0 {
+            1.0 / (1.0 + self.e)
+        } else {
+            self.e / (1.0 + self.e)
+        }
+    }
+}
+
+/// What one DPO step saw before it updated (TRL's `rewards/*` metrics).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DpoOutcome {
+    pub loss: f64,
+    /// `rewards/chosen = beta * (log pi(y+) - log ref(y+))`.
+    pub chosen: f64,
+    /// `rewards/rejected = beta * (log pi(y-) - log ref(y-))`.
+    pub rejected: f64,
+    /// `rewards/margins = chosen - rejected`.
+    pub margin: f64,
+    /// `rewards/accuracies`: 1.0 if `chosen > rejected` else 0.0.
+    pub accuracy: f64,
+}
+
+/// Scratch rows a step reuses: `log pi`, `pi`, and the token counts of both responses.
+#[derive(Clone, Debug)]
+pub struct DpoScratch {
+    logp: Vec<f64>,
+    p: Vec<f64>,
+    counts: Vec<(f64, f64)>,
+}
+
+impl DpoScratch {
+    pub fn new(vocab_size: usize) -> Self {
+        DpoScratch { logp: vec![0.0; vocab_size], p: vec![0.0; vocab_size], counts: vec![(0.0, 0.0); vocab_size] }
+    }
+}
+
+/// `sum over tokens a (left to right, repeats count) of logp[a] - logq[a]`.
+#[inline]
+fn log_ratio(logp: &[f64], logq: &[f64], tokens: &[u32]) -> f64 {
+    let mut total = 0.0;
+    for &a in tokens {
+        let a = a as usize;
+        total += logp[a] - logq[a];
+    }
+    total
+}
+
+/// [`crate::softmax::softmax_into`] and [`log_softmax_into`] of one row at once: both exponentiate `z - max z`
+/// and sum left to right, so one pass of `exp` serves both, bit for bit.
+#[inline]
+pub fn softmax_and_log_softmax_into(z: &[f64], p: &mut [f64], logp: &mut [f64]) {
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for ((&v, pi), lpi) in z.iter().zip(p.iter_mut()).zip(logp.iter_mut()) {
+        let shifted = v - m;
+        *lpi = shifted;
+        *pi = shifted.exp();
+        total += *pi;
+    }
+    let lse = total.ln();
+    for (pi, lpi) in p.iter_mut().zip(logp.iter_mut()) {
+        *lpi -= lse;
+        *pi /= total;
+    }
+}
+
+/// One DPO step on one prompt's logits, unchecked: `ref_log_probs` is the frozen reference's
+/// log-softmax for the prompt, `chosen`/`rejected` token ids below `logits.len()`, the
+/// scratch sized for the vocabulary. Mutates `logits`; returns what it saw before the update.
+#[inline]
+pub fn dpo_update(
+    logits: &mut [f64],
+    ref_log_probs: &[f64],
+    chosen: &[u32],
+    rejected: &[u32],
+    params: &DpoParams,
+    scratch: &mut DpoScratch,
+) -> DpoOutcome {
+    let DpoScratch { logp, p, counts } = scratch;
+    if logits.len() == 8 {
+        // The lesson's vocabulary: the same code with every row's length a constant, so the
+        // row loops unroll (no arithmetic changes).
+        let rows = (&mut logits[..8], &ref_log_probs[..8], &mut logp[..8], &mut p[..8], &mut counts[..8]);
+        return dpo_core(rows.0, rows.1, chosen, rejected, params, rows.2, rows.3, rows.4);
+    }
+    dpo_core(logits, ref_log_probs, chosen, rejected, params, logp, p, counts)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dpo_core(
+    logits: &mut [f64],
+    ref_log_probs: &[f64],
+    chosen: &[u32],
+    rejected: &[u32],
+    params: &DpoParams,
+    logp: &mut [f64],
+    p: &mut [f64],
+    counts: &mut [(f64, f64)],
+) -> DpoOutcome {
+    softmax_and_log_softmax_into(logits, p, logp);
+    let pos_logratio = log_ratio(logp, ref_log_probs, chosen);
+    let neg_logratio = log_ratio(logp, ref_log_probs, rejected);
+    let u = pos_logratio - neg_logratio;
+    let (loss, step) = params.loss_and_step(u);
+
+    counts.iter_mut().for_each(|c| *c = (0.0, 0.0));
+    for &a in chosen {
+        counts[a as usize].0 += 1.0;
+    }
+    for &a in rejected {
+        counts[a as usize].1 += 1.0;
+    }
+    let (len_pos, len_neg) = (chosen.len() as f64, rejected.len() as f64);
+    for ((logit, &pj), &(count_pos, count_neg)) in logits.iter_mut().zip(p.iter()).zip(counts.iter()) {
+        let du = (count_pos - len_pos * pj) - (count_neg - len_neg * pj);
+        *logit -= step * du;
+    }
+    let chosen_reward = params.beta * pos_logratio;
+    let rejected_reward = params.beta * neg_logratio;
+    DpoOutcome {
+        loss,
+        chosen: chosen_reward,
+        rejected: rejected_reward,
+        margin: chosen_reward - rejected_reward,
+        accuracy: if chosen_reward > rejected_reward { 1.0 } else { 0.0 },
+    }
+}
+
+fn check_response(name: &str, tokens: &[u32], vocab_size: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::invalid(format!("{name} must have at least one token")));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(Error::invalid(format!("{name} has token id {bad} outside the vocabulary")));
+    }
+    Ok(())
+}
+
+/// Checked [`dpo_update`] from the reference's logits: one step of any loss type, with the
+/// step's metrics. Mutates `logits` only when every argument is valid.
+pub fn dpo_step_metrics(
+    logits: &mut [f64],
+    ref_logits: &[f64],
+    chosen: &[u32],
+    rejected: &[u32],
+    params: &DpoParams,
+) -> Result<DpoOutcome> {
+    finite_slice("theta", logits)?;
+    finite_slice("ref", ref_logits)?;
+    if logits.len() != ref_logits.len() {
+        return Err(Error::invalid("ref must have the same shape as theta"));
+    }
+    check_response("y_pos", chosen, logits.len())?;
+    check_response("y_neg", rejected, logits.len())?;
+    let mut logq = vec![0.0; logits.len()];
+    log_softmax_into(ref_logits, &mut logq);
+    let mut scratch = DpoScratch::new(logits.len());
+    Ok(dpo_update(logits, &logq, chosen, rejected, params, &mut scratch))
+}
+
+/// One SGD step on the sigmoid DPO loss
+/// `-log sigmoid(beta [(log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))])`.
 ///
 /// `chosen` and `rejected` are token ids (repeats count twice); mutates `logits` and returns
-/// the loss before the step.
+/// the loss before the step. [`dpo_step_metrics`] takes every loss type and returns the metrics.
 pub fn dpo_step(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -17,74 +307,328 @@ pub fn dpo_step(
     beta: f64,
     lr: f64,
 ) -> Result<f64> {
-    let beta = positive("beta", beta)?;
-    let lr = positive("lr", lr)?;
-    let vocab_size = logits.len();
-    for (name, tokens) in [("y_pos", chosen), ("y_neg", rejected)] {
-        if tokens.is_empty() {
-            return Err(Error::invalid(format!("{name} must have at least one token")));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab_size) {
-            return Err(Error::invalid(format!("{name} has token id {bad} outside the vocabulary")));
-        }
-    }
-    let mut logp = vec![0.0; vocab_size];
-    let mut logq = vec![0.0; vocab_size];
-    log_softmax_into(logits, &mut logp);
-    log_softmax_into(ref_logits, &mut logq);
-    let log_ratio = |tokens: &[usize]| {
-        let mut total = 0.0;
-        for &a in tokens {
-            total += logp[a] - logq[a];
-        }
-        total
+    let params = DpoParams::new(beta, lr, LossType::Sigmoid, 0.0)?;
+    let ids = |name: &str, tokens: &[usize]| -> Result<Vec<u32>> {
+        tokens
+            .iter()
+            .map(|&t| {
+                u32::try_from(t).map_err(|_| Error::invalid(format!("{name} has token id {t} outside the vocabulary")))
+            })
+            .collect()
     };
-    let h = beta * (log_ratio(chosen) - log_ratio(rejected));
-    let loss = softplus(-h);
+    let (chosen, rejected) = (ids("y_pos", chosen)?, ids("y_neg", rejected)?);
+    Ok(dpo_step_metrics(logits, ref_logits, &chosen, &rejected, &params)?.loss)
+}
 
-    let mut p = vec![0.0; vocab_size];
-    softmax_into(logits, &mut p);
-    let scale = lr * sigmoid(-h) * beta;
-    let count = |tokens: &[usize], j: usize| tokens.iter().filter(|&&t| t == j).count() as f64;
-    for (j, logit) in logits.iter_mut().enumerate() {
-        let d_chosen = count(chosen, j) - chosen.len() as f64 * p[j];
-        let d_rejected = count(rejected, j) - rejected.len() as f64 * p[j];
-        *logit += scale * (d_chosen - d_rejected);
+/// CPython's `Random.shuffle`: `for i in reversed(range(1, n)): j = randbelow(i + 1); swap`.
+/// `order` must have fewer than 2^32 entries.
+pub fn shuffle<T>(order: &mut [T], rng: &mut Mt19937) {
+    debug_assert!(order.len() <= u32::MAX as usize);
+    for i in (1..order.len()).rev() {
+        let j = rng.randbelow((i + 1) as u32) as usize;
+        order.swap(i, j);
     }
-    Ok(loss)
+}
+
+/// A tokenised DPO preference set: for pair `i`, its prompt row `prompts[i]`, the chosen
+/// tokens `tokens[bounds[2i]..bounds[2i+1]]` and the rejected `tokens[bounds[2i+1]..bounds[2i+2]]`,
+/// in their order (the log-ratios are summed token by token, left to right).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpoPairs {
+    pub prompts: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub bounds: Vec<usize>,
+}
+
+impl Default for DpoPairs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DpoPairs {
+    pub fn new() -> Self {
+        DpoPairs { prompts: Vec::new(), tokens: Vec::new(), bounds: vec![0] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.prompts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+
+    pub fn push(&mut self, prompt: u32, chosen: &[u32], rejected: &[u32]) {
+        self.prompts.push(prompt);
+        self.tokens.extend_from_slice(chosen);
+        self.bounds.push(self.tokens.len());
+        self.tokens.extend_from_slice(rejected);
+        self.bounds.push(self.tokens.len());
+    }
+
+    /// The chosen and rejected tokens of pair `i`.
+    #[inline]
+    pub fn pair(&self, i: usize) -> (&[u32], &[u32]) {
+        let (a, b, c) = (self.bounds[2 * i], self.bounds[2 * i + 1], self.bounds[2 * i + 2]);
+        (&self.tokens[a..b], &self.tokens[b..c])
+    }
+
+    /// Every pair's prompt below `n_prompts`, every response non-empty and in the vocabulary.
+    pub fn check(&self, n_prompts: usize, vocab_size: usize) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::invalid("pairs must not be empty"));
+        }
+        if self.len() > u32::MAX as usize {
+            return Err(Error::invalid(format!("pairs must hold fewer than 2**32 pairs, got {}", self.len())));
+        }
+        if self.bounds.len() != 2 * self.len() + 1 || self.bounds.last() != Some(&self.tokens.len()) {
+            return Err(Error::invalid("pairs are malformed: bounds do not match the tokens"));
+        }
+        for i in 0..self.len() {
+            if self.prompts[i] as usize >= n_prompts {
+                return Err(Error::invalid(format!("pairs[{i}] has prompt row {} of {n_prompts}", self.prompts[i])));
+            }
+            let (chosen, rejected) = self.pair(i);
+            check_response(&format!("pairs[{i}] chosen"), chosen, vocab_size)?;
+            check_response(&format!("pairs[{i}] rejected"), rejected, vocab_size)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-step record of a DPO run, before each step: TRL's `loss`, `rewards/chosen`,
+/// `rewards/rejected`, `rewards/margins`, `rewards/accuracies`, and the pair's prompt row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DpoHistory {
+    pub prompt: Vec<u32>,
+    pub loss: Vec<f64>,
+    pub chosen: Vec<f64>,
+    pub rejected: Vec<f64>,
+    pub margin: Vec<f64>,
+    pub accuracy: Vec<f64>,
+}
+
+impl DpoHistory {
+    fn with_capacity(steps: usize) -> Self {
+        DpoHistory {
+            prompt: Vec::with_capacity(steps),
+            loss: Vec::with_capacity(steps),
+            chosen: Vec::with_capacity(steps),
+            rejected: Vec::with_capacity(steps),
+            margin: Vec::with_capacity(steps),
+            accuracy: Vec::with_capacity(steps),
+        }
+    }
+
+    fn push(&mut self, prompt: u32, out: &DpoOutcome) {
+        self.prompt.push(prompt);
+        self.loss.push(out.loss);
+        self.chosen.push(out.chosen);
+        self.rejected.push(out.rejected);
+        self.margin.push(out.margin);
+        self.accuracy.push(out.accuracy);
+    }
+}
+
+/// A policy table of whole rows; returns the number of rows.
+pub(crate) fn check_table(name: &str, table: &[f64], vocab_size: usize) -> Result<usize> {
+    if vocab_size == 0 || table.is_empty() || !table.len().is_multiple_of(vocab_size) {
+        return Err(Error::invalid(format!(
+            "{name} must hold whole rows of {vocab_size} logits, got {} values",
+            table.len()
+        )));
+    }
+    finite_slice(name, table)?;
+    Ok(table.len() / vocab_size)
+}
+
+/// The order pairs are visited in, epoch after epoch: `0..n` every epoch, or, with a seed,
+/// `order = list(range(n)); rng.shuffle(order)` anew each epoch on one `random.Random(seed)`.
+pub struct EpochOrder {
+    order: Vec<u32>,
+    rng: Option<BlockMt>,
+}
+
+impl EpochOrder {
+    pub fn new(n: usize, shuffle_seed: Option<&[u32]>) -> Self {
+        EpochOrder { order: (0..n as u32).collect(), rng: shuffle_seed.map(BlockMt::from_key) }
+    }
+
+    /// The order of the next epoch.
+    pub fn next_epoch(&mut self) -> &[u32] {
+        if let Some(rng) = &mut self.rng {
+            for (i, slot) in self.order.iter_mut().enumerate() {
+                *slot = i as u32;
+            }
+            for i in (1..self.order.len()).rev() {
+                let j = rng.randbelow((i + 1) as u32) as usize;
+                self.order.swap(i, j); // `shuffle`, on the block generator
+            }
+        }
+        &self.order
+    }
+}
+
+/// The reference's log-softmax of every row of a frozen table.
+pub(crate) fn log_softmax_rows(table: &[f64], vocab_size: usize) -> Vec<f64> {
+    let mut out = vec![0.0; table.len()];
+    for (row, dst) in table.chunks_exact(vocab_size).zip(out.chunks_exact_mut(vocab_size)) {
+        log_softmax_into(row, dst);
+    }
+    out
+}
+
+/// `epochs` passes of [`dpo_update`] over `pairs` (in order, or reshuffled every epoch with
+/// `shuffle_seed`, the `init_by_array` key of `random.Random(seed)`), updating the
+/// `[n_prompts, vocab_size]` table `theta` in place against the frozen `reference`.
+pub fn train_dpo(
+    theta: &mut [f64],
+    reference: &[f64],
+    vocab_size: usize,
+    pairs: &DpoPairs,
+    epochs: usize,
+    params: &DpoParams,
+    shuffle_seed: Option<&[u32]>,
+) -> Result<DpoHistory> {
+    let n_prompts = check_table("theta", theta, vocab_size)?;
+    if check_table("ref", reference, vocab_size)? != n_prompts {
+        return Err(Error::invalid("ref must have the same shape as theta"));
+    }
+    pairs.check(n_prompts, vocab_size)?;
+    let ref_log_probs = log_softmax_rows(reference, vocab_size);
+    let mut history = DpoHistory::with_capacity(epochs.saturating_mul(pairs.len()).min(1 << 26));
+    let mut order = EpochOrder::new(pairs.len(), shuffle_seed);
+    let mut scratch = DpoScratch::new(vocab_size);
+    let mut t = 0usize;
+    for _ in 0..epochs {
+        for &i in order.next_epoch() {
+            let i = i as usize;
+            let x = pairs.prompts[i] as usize;
+            let row = x * vocab_size..(x + 1) * vocab_size;
+            let (chosen, rejected) = pairs.pair(i);
+            let out = dpo_update(
+                &mut theta[row.clone()],
+                &ref_log_probs[row.clone()],
+                chosen,
+                rejected,
+                params,
+                &mut scratch,
+            );
+            if !theta[row].iter().all(|v| v.is_finite()) {
+                return Err(Error::Diverged(format!("train_dpo diverged at step {t}: non-finite logits")));
+            }
+            history.push(x as u32, &out);
+            t += 1;
+        }
+    }
+    Ok(history)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bradley_terry::{sigmoid, softplus};
+    use crate::softmax::softmax_into;
 
-    fn loss(logits: &[f64], reference: &[f64], chosen: &[usize], rejected: &[usize], beta: f64) -> f64 {
+    fn params(loss_type: LossType, beta: f64, ls: f64) -> DpoParams {
+        DpoParams::new(beta, 1e-4, loss_type, ls).unwrap()
+    }
+
+    fn loss_at(logits: &[f64], reference: &[f64], chosen: &[u32], rejected: &[u32], p: &DpoParams) -> f64 {
         let mut probe = logits.to_vec();
-        dpo_step(&mut probe, reference, chosen, rejected, beta, 1e-300).unwrap()
+        dpo_step_metrics(&mut probe, reference, chosen, rejected, p).unwrap().loss
     }
 
     #[test]
-    fn step_follows_the_negative_gradient() {
-        let theta = [0.2, -0.4, 0.9, 0.0];
-        let reference = [0.0, 0.1, -0.3, 0.2];
-        let (chosen, rejected) = ([0, 0, 2], [1, 3]);
-        let mut stepped = theta;
-        let lr = 1e-4;
-        dpo_step(&mut stepped, &reference, &chosen, &rejected, 0.5, lr).unwrap();
-        for j in 0..4 {
-            let h = 1e-6;
-            let (mut up, mut down) = (theta, theta);
-            up[j] += h;
-            down[j] -= h;
-            let fd = (loss(&up, &reference, &chosen, &rejected, 0.5)
-                - loss(&down, &reference, &chosen, &rejected, 0.5))
-                / (2.0 * h);
-            assert!(((stepped[j] - theta[j]) + lr * fd).abs() < 1e-10, "j={j}");
+    fn every_loss_type_steps_along_its_negative_gradient() {
+        let theta = [0.2, -0.4, 0.9, 0.0, 0.3];
+        let reference = [0.0, 0.1, -0.3, 0.2, -0.1];
+        let (chosen, rejected) = ([0u32, 0, 2], [1u32, 3]);
+        let cases = [
+            (LossType::Sigmoid, 0.5, 0.0),
+            (LossType::Sigmoid, 0.5, 0.2),
+            (LossType::Robust, 0.7, 0.0),
+            (LossType::Robust, 0.7, 0.3),
+            (LossType::Ipo, 0.5, 0.0),
+            (LossType::Ipo, 2.0, 0.0),
+            (LossType::Hinge, 0.5, 0.0), // h < 1: the hinge is active
+        ];
+        for (loss_type, beta, ls) in cases {
+            let p = params(loss_type, beta, ls);
+            let mut stepped = theta;
+            dpo_step_metrics(&mut stepped, &reference, &chosen, &rejected, &p).unwrap();
+            for j in 0..theta.len() {
+                let h = 1e-6;
+                let (mut up, mut down) = (theta, theta);
+                up[j] += h;
+                down[j] -= h;
+                let fd = (loss_at(&up, &reference, &chosen, &rejected, &p)
+                    - loss_at(&down, &reference, &chosen, &rejected, &p))
+                    / (2.0 * h);
+                let moved = stepped[j] - theta[j];
+                assert!((moved + p.lr * fd).abs() < 1e-10, "{loss_type:?} ls={ls} j={j}: {moved} vs {}", -p.lr * fd);
+            }
         }
     }
 
     #[test]
-    fn loss_is_log_two_at_the_reference() {
+    fn shared_exponentials_give_bradley_terrys_softplus_and_sigmoid() {
+        let mut rng = Mt19937::from_seed(2);
+        let mut hs = vec![0.0, -0.0, 1e-300, -1e-300, 5e-324, 1.0, -1.0, 36.7, -36.7, 709.0, -745.0, 1e4, -1e4, 1e308];
+        hs.extend((0..2000).map(|_| (rng.random() - 0.5) * 10f64.powf(rng.random() * 6.0 - 3.0)));
+        for h in hs {
+            let f = Logistic::at(h);
+            for z in [h, -h] {
+                assert_eq!(f.softplus(z).to_bits(), softplus(z).to_bits(), "softplus({z})");
+                assert_eq!(f.sigmoid(z).to_bits(), sigmoid(z).to_bits(), "sigmoid({z})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_softmax_is_bit_identical_to_the_two_kernels() {
+        for z in [[0.3, -1.2, 7.5, 0.0], [1e4, -1e4, 3.0, 2.9], [0.0; 4], [-0.1, 1e-300, 5e-324, 700.0]] {
+            let (mut p, mut logp, mut p2, mut logp2) = ([0.0; 4], [0.0; 4], [0.0; 4], [0.0; 4]);
+            softmax_and_log_softmax_into(&z, &mut p, &mut logp);
+            softmax_into(&z, &mut p2);
+            log_softmax_into(&z, &mut logp2);
+            assert_eq!((p, logp), (p2, logp2));
+        }
+    }
+
+    #[test]
+    fn hinge_is_flat_past_the_margin_and_robust_without_smoothing_is_sigmoid() {
+        // beta u >= 1: no loss, no update.
+        let mut theta = [3.0, -3.0, 0.0];
+        let before = theta;
+        let out = dpo_step_metrics(&mut theta, &[0.0; 3], &[0], &[1], &params(LossType::Hinge, 1.0, 0.0)).unwrap();
+        assert_eq!(out.loss, 0.0);
+        assert_eq!(theta, before);
+        let (mut a, mut b) = ([0.2, -0.1, 0.4], [0.2, -0.1, 0.4]);
+        let sig = dpo_step_metrics(&mut a, &[0.0; 3], &[0, 2], &[1], &params(LossType::Sigmoid, 0.3, 0.0)).unwrap();
+        let rob = dpo_step_metrics(&mut b, &[0.0; 3], &[0, 2], &[1], &params(LossType::Robust, 0.3, 0.0)).unwrap();
+        assert_eq!(sig.loss, rob.loss);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn metrics_are_trls_rewards() {
+        let mut theta = [0.5, -0.5, 0.0];
+        let reference = [0.0; 3];
+        let out = dpo_step_metrics(&mut theta, &reference, &[0, 0], &[1], &params(LossType::Ipo, 0.1, 0.0)).unwrap();
+        let logp = crate::softmax::log_softmax(&[0.5, -0.5, 0.0]).unwrap();
+        let logq = (1.0f64 / 3.0).ln();
+        assert!((out.chosen - 0.1 * 2.0 * (logp[0] - logq)).abs() < 1e-15);
+        assert!((out.rejected - 0.1 * (logp[1] - logq)).abs() < 1e-15);
+        assert_eq!(out.margin, out.chosen - out.rejected);
+        assert_eq!(out.accuracy, 1.0);
+        let t = (out.chosen - out.rejected) / 0.1 - 5.0;
+        assert!((out.loss - t * t).abs() < 1e-12);
+    }
+
+    #[test]
+    fn loss_is_log_two_at_the_reference_and_the_old_entry_point_still_works() {
         let mut theta = [0.0; 3];
         assert!((dpo_step(&mut theta, &[0.0; 3], &[0], &[1], 0.1, 0.1).unwrap() - 2f64.ln()).abs() < 1e-15);
         assert!(theta[0] > 0.0 && theta[1] < 0.0);
@@ -96,5 +640,112 @@ mod tests {
         assert!(dpo_step(&mut theta, &[0.0; 3], &[], &[1], 0.1, 0.1).unwrap_err().to_string().contains("y_pos"));
         assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[5], 0.1, 0.1).unwrap_err().to_string().contains("y_neg"));
         assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[1], -0.1, 0.1).unwrap_err().to_string().contains("beta"));
+        assert!(dpo_step(&mut theta, &[0.0; 3], &[0], &[1], 0.1, f64::NAN).unwrap_err().to_string().contains("lr"));
+        assert_eq!(theta, [0.0; 3]);
+        let err = |loss, ls| DpoParams::new(0.1, 0.1, loss, ls).unwrap_err().to_string();
+        assert!(err(LossType::Sigmoid, 0.5).contains("label_smoothing"));
+        assert!(err(LossType::Sigmoid, -0.1).contains("label_smoothing"));
+        assert!(err(LossType::Robust, f64::NAN).contains("label_smoothing"));
+        assert!(err(LossType::Ipo, 0.1).contains("label_smoothing"));
+        assert!(err(LossType::Hinge, 0.1).contains("label_smoothing"));
+        assert!(LossType::parse("kto").unwrap_err().to_string().contains("loss_type"));
+        assert_eq!(LossType::parse("ipo").unwrap(), LossType::Ipo);
+        let p = params(LossType::Sigmoid, 0.1, 0.0);
+        let mut nan_theta = [0.0, f64::NAN, 0.0];
+        assert!(dpo_step_metrics(&mut nan_theta, &[0.0; 3], &[0], &[1], &p).unwrap_err().to_string().contains("theta"));
+        assert!(dpo_step_metrics(&mut theta, &[0.0; 2], &[0], &[1], &p).is_err());
+    }
+
+    #[test]
+    fn shuffle_matches_cpython() {
+        // l = list(range(10)); random.Random(3).shuffle(l)
+        let mut order: Vec<u32> = (0..10).collect();
+        shuffle(&mut order, &mut Mt19937::from_seed(3));
+        assert_eq!(order, [1, 5, 6, 0, 9, 4, 7, 2, 8, 3]);
+        // r = random.Random(3); shuffle list(range(10)) twice, each from scratch.
+        let mut epochs = EpochOrder::new(10, Some(&[3]));
+        assert_eq!(epochs.next_epoch(), [1, 5, 6, 0, 9, 4, 7, 2, 8, 3]);
+        assert_eq!(epochs.next_epoch(), [2, 0, 6, 8, 9, 5, 1, 3, 4, 7]);
+        // random.Random(2**40 + 5).shuffle(list(range(1000))): sum(i * v) and the head.
+        let mut long: Vec<u32> = (0..1000).collect();
+        shuffle(&mut long, &mut Mt19937::from_seed((1 << 40) + 5));
+        assert_eq!(long.iter().enumerate().map(|(i, &v)| i as u64 * u64::from(v)).sum::<u64>(), 246_011_851);
+        assert_eq!(long[..10], [207, 690, 542, 290, 700, 351, 177, 707, 551, 415]);
+        let mut unshuffled = EpochOrder::new(4, None);
+        assert_eq!(unshuffled.next_epoch(), [0, 1, 2, 3]);
+    }
+
+    fn lesson_pairs() -> DpoPairs {
+        let prefs = crate::data::make_dataset(60, 0);
+        let mut pairs = DpoPairs::new();
+        for i in 0..prefs.len() {
+            let (chosen, rejected) = prefs.pair(i);
+            let ids = |bag: &[crate::bradley_terry::BagEntry]| {
+                bag.iter().flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize)).collect::<Vec<_>>()
+            };
+            pairs.push(prefs.prompts[i], &ids(chosen), &ids(rejected));
+        }
+        pairs
+    }
+
+    #[test]
+    fn train_dpo_is_the_step_applied_in_order_and_learns_the_preference() {
+        let pairs = lesson_pairs();
+        let p = DpoParams::new(0.1, 0.5, LossType::Sigmoid, 0.0).unwrap();
+        let mut theta = vec![0.0; 24];
+        let history = train_dpo(&mut theta, &[0.0; 24], 8, &pairs, 3, &p, None).unwrap();
+        assert_eq!(history.loss.len(), 180);
+        assert_eq!(history.loss[0], 2f64.ln());
+        let mut manual = vec![0.0; 24];
+        for _ in 0..3 {
+            for i in 0..pairs.len() {
+                let x = pairs.prompts[i] as usize;
+                let (c, r) = pairs.pair(i);
+                dpo_step_metrics(&mut manual[x * 8..(x + 1) * 8], &[0.0; 8], c, r, &p).unwrap();
+            }
+        }
+        assert_eq!(manual, theta);
+        let late: f64 = history.accuracy[120..].iter().sum::<f64>() / 60.0;
+        assert!(late > 0.9, "{late}");
+        assert!(crate::train::expected_score(&theta, &[1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0]).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn shuffled_epochs_visit_pairs_in_cpythons_order() {
+        let pairs = lesson_pairs();
+        let p = DpoParams::new(0.1, 0.1, LossType::Robust, 0.1).unwrap();
+        let mut theta = vec![0.0; 24];
+        let history = train_dpo(&mut theta, &[0.0; 24], 8, &pairs, 2, &p, Some(&[7])).unwrap();
+        let mut order = EpochOrder::new(pairs.len(), Some(&[7]));
+        let mut expected = Vec::new();
+        for _ in 0..2 {
+            expected.extend(order.next_epoch().iter().map(|&i| pairs.prompts[i as usize]));
+        }
+        assert_eq!(history.prompt, expected);
+        let mut again = vec![0.0; 24];
+        assert_eq!(train_dpo(&mut again, &[0.0; 24], 8, &pairs, 2, &p, Some(&[7])).unwrap(), history);
+        let mut other = vec![0.0; 24];
+        assert_ne!(train_dpo(&mut other, &[0.0; 24], 8, &pairs, 2, &p, Some(&[8])).unwrap().prompt, history.prompt);
+    }
+
+    #[test]
+    fn train_dpo_refuses_bad_input_and_reports_divergence() {
+        let p = DpoParams::new(0.1, 0.1, LossType::Sigmoid, 0.0).unwrap();
+        let mut theta = vec![0.0; 24];
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &DpoPairs::new(), 1, &p, None).is_err());
+        let mut bad = DpoPairs::new();
+        bad.push(3, &[0], &[1]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &bad, 1, &p, None).unwrap_err().to_string().contains("prompt"));
+        let mut oov = DpoPairs::new();
+        oov.push(0, &[0], &[9]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &oov, 1, &p, None).unwrap_err().to_string().contains("rejected"));
+        let mut empty = DpoPairs::new();
+        empty.push(0, &[], &[1]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &empty, 1, &p, None).unwrap_err().to_string().contains("chosen"));
+        assert!(train_dpo(&mut theta, &[0.0; 16], 8, &lesson_pairs(), 1, &p, None).is_err());
+        // IPO with a huge step overshoots further every step until the logits overflow.
+        let wild = DpoParams::new(1e-3, 1e6, LossType::Ipo, 0.0).unwrap();
+        let err = train_dpo(&mut theta, &[0.0; 24], 8, &lesson_pairs(), 50, &wild, None).unwrap_err();
+        assert!(matches!(err, Error::Diverged(_)), "{err}");
     }
 }

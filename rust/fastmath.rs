@@ -10,7 +10,7 @@
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
 
-use crate::lanes::{F64s, LANES};
+use crate::lanes::Vector;
 
 const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
 const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
@@ -37,18 +37,22 @@ const EXP_TAYLOR: [f64; 12] = [
 ];
 
 #[inline(always)]
-fn pow2(k: i64) -> f64 {
-    f64::from_bits(((k + 1023) as u64) << 52)
+fn pow2(k: f64) -> f64 {
+    // For an integral k in [-1022, 1023], the low mantissa bits of k + 1023 + 1.5 * 2^52 hold
+    // the biased exponent of 2^k; shifting them into the exponent field needs no
+    // float-to-integer conversion, which AVX2 lacks.
+    f64::from_bits((k + POW2_SHIFT).to_bits() << 52)
 }
+
+const POW2_SHIFT: f64 = ROUND_SHIFT + 1023.0;
 
 /// `e^x` for `x <= 0` (a softmax's shifted logits), subnormal results included.
 #[inline(always)]
 pub fn exp_nonpositive(x: f64) -> f64 {
     let x = if x < EXP_FLOOR { EXP_FLOOR } else { x };
     let shifted = x * INV_LN2 + ROUND_SHIFT;
-    let k_float = shifted - ROUND_SHIFT;
-    let k = (shifted.to_bits() as i64) - (ROUND_SHIFT.to_bits() as i64);
-    let r = (x - k_float * LN2_HI) - k_float * LN2_LO;
+    let k = shifted - ROUND_SHIFT;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
     let mut poly = EXP_TAYLOR[11];
     for &c in EXP_TAYLOR[..11].iter().rev() {
         poly = poly * r + c;
@@ -56,7 +60,7 @@ pub fn exp_nonpositive(x: f64) -> f64 {
     let expm1_r = r + (r * r) * poly;
     let mantissa = 1.0 + expm1_r;
     // 2^k in two factors, so k below -1022 still yields a (correctly scaled) subnormal.
-    let k_normal = if k < -1022 { -1022 } else { k };
+    let k_normal = if k < -1022.0 { -1022.0 } else { k };
     mantissa * pow2(k_normal) * pow2(k - k_normal)
 }
 
@@ -64,34 +68,30 @@ pub fn exp_nonpositive(x: f64) -> f64 {
 /// bit-identical), but each step taken across all rows before the next: the rows' Horner
 /// chains then run side by side instead of waiting on one another's latency.
 #[inline(always)]
-pub fn exp_nonpositive_rows<const N: usize>(x: &[F64s; N]) -> [F64s; N] {
-    let floor = F64s::splat(EXP_FLOOR);
-    let mut r = [F64s::ZERO; N];
-    let mut k = [[0i64; LANES]; N];
+pub fn exp_nonpositive_rows<V: Vector, const N: usize>(x: &[V; N]) -> [V; N] {
+    let floor = V::splat(EXP_FLOOR);
+    let mut r = [V::zero(); N];
+    let mut k = [V::zero(); N];
     for v in 0..N {
-        let clamped = x[v].lt(floor).select(floor, x[v]);
-        let shifted = clamped * F64s::splat(INV_LN2) + F64s::splat(ROUND_SHIFT);
-        let k_float = shifted - F64s::splat(ROUND_SHIFT);
-        for l in 0..LANES {
-            k[v][l] = (shifted.0[l].to_bits() as i64) - (ROUND_SHIFT.to_bits() as i64);
-        }
-        r[v] = (clamped - k_float * F64s::splat(LN2_HI)) - k_float * F64s::splat(LN2_LO);
+        let clamped = V::select(x[v].lt(floor), floor, x[v]);
+        let shifted = clamped * V::splat(INV_LN2) + V::splat(ROUND_SHIFT);
+        k[v] = shifted - V::splat(ROUND_SHIFT);
+        r[v] = (clamped - k[v] * V::splat(LN2_HI)) - k[v] * V::splat(LN2_LO);
     }
-    let mut poly = [F64s::splat(EXP_TAYLOR[11]); N];
+    let mut poly = [V::splat(EXP_TAYLOR[11]); N];
     for &c in EXP_TAYLOR[..11].iter().rev() {
+        let c = V::splat(c);
         for v in 0..N {
-            poly[v] = poly[v] * r[v] + F64s::splat(c);
+            poly[v] = poly[v] * r[v] + c;
         }
     }
-    let mut out = [F64s::ZERO; N];
+    let lowest = V::splat(-1022.0);
     for v in 0..N {
-        let mantissa = F64s::splat(1.0) + (r[v] + (r[v] * r[v]) * poly[v]);
-        for l in 0..LANES {
-            let k_normal = if k[v][l] < -1022 { -1022 } else { k[v][l] };
-            out[v].0[l] = mantissa.0[l] * pow2(k_normal) * pow2(k[v][l] - k_normal);
-        }
+        let mantissa = V::splat(1.0) + (r[v] + (r[v] * r[v]) * poly[v]);
+        let k_normal = V::select(k[v].lt(lowest), lowest, k[v]);
+        r[v] = mantissa * k_normal.pow2() * (k[v] - k_normal).pow2();
     }
-    out
+    r
 }
 
 // fdlibm's __ieee754_log: log(1+f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f).
@@ -148,7 +148,9 @@ mod tests {
 
     #[test]
     fn row_exp_is_bit_identical_to_the_scalar_one() {
-        let rows: [F64s; 3] = std::array::from_fn(|v| F64s::from_fn(|l| -((v * 8 + l) as f64).powf(2.7) / 3.0));
+        use crate::lanes::{Portable, LANES};
+        let rows: [Portable; 3] =
+            std::array::from_fn(|v| Portable(std::array::from_fn(|l| -((v * 8 + l) as f64).powf(2.7) / 3.0)));
         let out = exp_nonpositive_rows(&rows);
         for v in 0..3 {
             for l in 0..LANES {

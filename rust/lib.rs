@@ -6,14 +6,18 @@
 //! `random.Random(seed)` draws the same tokens and lands on the same floats.
 //! The PyO3 bindings live in `python/` behind the `python` feature.
 
+pub mod best_of_n;
 pub mod bradley_terry;
 pub mod data;
 pub mod dpo;
 pub mod error;
 pub mod fastmath;
+pub mod grpo;
 pub mod kl;
 pub mod kl_control;
 pub mod lanes;
+pub mod methods_sweep;
+pub mod mt_block;
 pub mod ppo;
 pub mod rng;
 pub mod sampling;

@@ -1,6 +1,6 @@
 //! PPO's clipped surrogate for one sampled token, and the lesson's PPO-RLHF step.
 
-use crate::error::{finite, finite_slice, positive, Error, Result};
+use crate::error::{finite, finite_slice, non_negative, positive, Error, Result};
 use crate::kl::kl_to_log;
 use crate::sampling::sample_index;
 use crate::softmax::softmax_into;
@@ -51,9 +51,51 @@ pub fn clipped_surrogate_grad(logits: &[f64], a: usize, p_old_a: f64, advantage:
 pub struct StepOutcome {
     pub token: usize,
     pub score: f64,
+    /// The exact KL of the policy before the step to the reference: the monitor.
     pub kl: f64,
+    /// The KL term that entered the reward (exact, or a sampled estimator).
+    pub kl_penalty: f64,
     pub reward: f64,
     pub clip_frac: f64,
+    /// TRL's clipped value loss before the step (0 without a value baseline).
+    pub value_loss: f64,
+}
+
+/// Which KL enters the reward (TRL's `kl_penalty`): the exact one, or Schulman's estimators
+/// on the sampled token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KlPenalty {
+    Full,
+    K1,
+    K2,
+    K3,
+}
+
+impl KlPenalty {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "full" => Ok(KlPenalty::Full),
+            "k1" => Ok(KlPenalty::K1),
+            "k2" => Ok(KlPenalty::K2),
+            "k3" => Ok(KlPenalty::K3),
+            other => {
+                Err(Error::invalid(format!("kl_penalty must be one of ('full', 'k1', 'k2', 'k3'), got '{other}'")))
+            }
+        }
+    }
+
+    /// The penalty for the sampled token `a`, given the exact KL and both log-probabilities.
+    #[inline]
+    pub fn value(self, exact_kl: f64, logp: f64, logq: f64) -> f64 {
+        let log_ratio = logq - logp;
+        match self {
+            KlPenalty::Full => exact_kl,
+            KlPenalty::K1 => logp - logq,
+            KlPenalty::K2 => 0.5 * log_ratio * log_ratio,
+            KlPenalty::K3 if log_ratio > 709.0 => f64::INFINITY,
+            KlPenalty::K3 => log_ratio.exp_m1() - log_ratio,
+        }
+    }
 }
 
 /// The hyper-parameters of a PPO-RLHF step, checked once.
@@ -62,17 +104,56 @@ pub struct PpoParams {
     pub eps: f64,
     pub lr: f64,
     pub ppo_epochs: u32,
+    pub kl_penalty: KlPenalty,
+    /// Weight of the value loss; 0 means no baseline (the reward is the advantage).
+    pub vf_coef: f64,
+    /// TRL's `cliprange_value`: how far one step's value may move before its loss is clipped.
+    pub cliprange_value: f64,
 }
 
 impl PpoParams {
+    /// The lesson's step: exact KL in the reward, no value baseline.
     pub fn new(eps: f64, lr: f64, ppo_epochs: i64) -> Result<Self> {
         let eps = positive("eps", eps)?;
         let lr = positive("lr", lr)?;
         if !(1..=i64::from(u32::MAX)).contains(&ppo_epochs) {
             return Err(Error::invalid(format!("ppo_epochs must be >= 1, got {ppo_epochs}")));
         }
-        Ok(PpoParams { eps, lr, ppo_epochs: ppo_epochs as u32 })
+        Ok(PpoParams {
+            eps,
+            lr,
+            ppo_epochs: ppo_epochs as u32,
+            kl_penalty: KlPenalty::Full,
+            vf_coef: 0.0,
+            cliprange_value: 0.2,
+        })
     }
+
+    /// Adds the choice of KL penalty and the value baseline (`vf_coef > 0` turns it on).
+    pub fn completed(mut self, kl_penalty: &str, vf_coef: f64, cliprange_value: f64) -> Result<Self> {
+        self.kl_penalty = KlPenalty::parse(kl_penalty)?;
+        self.vf_coef = non_negative("vf_coef", vf_coef)?;
+        self.cliprange_value = positive("cliprange_value", cliprange_value)?;
+        Ok(self)
+    }
+}
+
+/// One epoch of TRL's clipped value loss `0.5 max((v - R)^2, (v_clip - R)^2)` on the value
+/// `v` (moved from `v_old` by earlier epochs); returns the updated value.
+#[inline]
+pub fn value_update(v: f64, v_old: f64, ret: f64, params: &PpoParams) -> f64 {
+    let v_clipped = v_old + (v - v_old).max(-params.cliprange_value).min(params.cliprange_value);
+    let unclipped = (v - ret) * (v - ret);
+    let clipped = (v_clipped - ret) * (v_clipped - ret);
+    let inside = -params.cliprange_value < v - v_old && v - v_old < params.cliprange_value;
+    let grad = if unclipped >= clipped {
+        v - ret
+    } else if inside {
+        v_clipped - ret // the clamp is inactive: its slope is 1
+    } else {
+        0.0 // the clamped branch is flat in v
+    };
+    v - params.lr * params.vf_coef * grad
 }
 
 /// Scratch rows a step reuses: the policy before the step and during the epochs.
@@ -88,13 +169,16 @@ impl StepScratch {
     }
 }
 
-/// One PPO-RLHF step on one prompt's logits (the lesson's `rlhf_step`).
+/// One PPO-RLHF step on one prompt's logits (the lesson's `rlhf_step`), with the prompt's
+/// value baseline `value` (read and updated only when `params.vf_coef > 0`).
 ///
 /// `ref_log_probs` is the frozen reference's log-softmax for the prompt (it never changes,
 /// so callers compute it once; in log space the KL stays finite for logits of 1e4), `weights[j]` the reward model's weight of token `j`, and `u`
-/// the `rng.random()` draw that picks the token. The reward `score - beta * KL` is the
-/// advantage; an epoch whose ratio is clipped changes nothing, so every later epoch is
-/// clipped too and the loop stops there. Inputs must be valid (finite, equal lengths).
+/// the `rng.random()` draw that picks the token. The reward `score - beta * penalty` (minus
+/// the value, with a baseline) is the advantage; an epoch whose ratio is clipped changes no
+/// logit, so every later epoch is clipped too and, without a value to fit, the loop stops
+/// there. Inputs must be valid (finite, equal lengths).
+#[allow(clippy::too_many_arguments)]
 pub fn rlhf_step(
     logits: &mut [f64],
     ref_log_probs: &[f64],
@@ -102,32 +186,57 @@ pub fn rlhf_step(
     u: f64,
     beta: f64,
     params: &PpoParams,
+    value: &mut f64,
     scratch: &mut StepScratch,
 ) -> StepOutcome {
     let StepScratch { p_old, p } = scratch;
     softmax_into(logits, p_old);
     let token = sample_index(p_old, u);
     let kl = kl_to_log(p_old, ref_log_probs);
+    let kl_penalty = params.kl_penalty.value(kl, p_old[token].ln(), ref_log_probs[token]);
     let score = weights[token];
-    let reward = score - beta * kl; // the KL enters the reward only
-    let advantage = reward; // the reward is the return; no baseline
+    let reward = score - beta * kl_penalty; // the KL enters the reward only
+    let with_value = params.vf_coef > 0.0;
+    let v_old = *value;
+    let (advantage, value_loss) = if with_value {
+        (reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward)))
+    } else {
+        (reward, 0.0) // the reward is the return; no baseline
+    };
     let mut clipped = 0;
+    let mut frozen = false;
     p.copy_from_slice(p_old);
     for epoch in 0..params.ppo_epochs {
         if epoch > 0 {
             softmax_into(logits, p);
         }
         let ratio = p[token] / p_old[token];
-        if is_clipped(advantage, ratio, params.eps) {
+        if !frozen && is_clipped(advantage, ratio, params.eps) {
             clipped = params.ppo_epochs - epoch;
-            break;
+            frozen = true;
+            if !with_value {
+                break;
+            }
         }
-        let step = params.lr * advantage * ratio;
-        for (j, (logit, &pj)) in logits.iter_mut().zip(p.iter()).enumerate() {
-            *logit += step * (if j == token { 1.0 } else { 0.0 } - pj);
+        if !frozen {
+            let step = params.lr * advantage * ratio;
+            for (j, (logit, &pj)) in logits.iter_mut().zip(p.iter()).enumerate() {
+                *logit += step * (if j == token { 1.0 } else { 0.0 } - pj);
+            }
+        }
+        if with_value {
+            *value = value_update(*value, v_old, reward, params);
         }
     }
-    StepOutcome { token, score, kl, reward, clip_frac: f64::from(clipped) / f64::from(params.ppo_epochs) }
+    StepOutcome {
+        token,
+        score,
+        kl,
+        kl_penalty,
+        reward,
+        clip_frac: f64::from(clipped) / f64::from(params.ppo_epochs),
+        value_loss,
+    }
 }
 
 #[cfg(test)]
@@ -167,7 +276,7 @@ mod tests {
         let mut scratch = StepScratch::new(2);
         let mut logits = [0.0, 0.0];
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
-        let out = rlhf_step(&mut logits, &ref_probs, &weights, 0.1, 0.0, &params, &mut scratch);
+        let out = rlhf_step(&mut logits, &ref_probs, &weights, 0.1, 0.0, &params, &mut 0.0, &mut scratch);
         assert_eq!(out.token, 0);
         assert_eq!(out.kl, 0.0);
         assert_eq!(out.reward, 1.0);
@@ -176,7 +285,7 @@ mod tests {
 
         let big = PpoParams::new(0.01, 5.0, 4).unwrap();
         let mut logits = [0.0, 0.0];
-        let out = rlhf_step(&mut logits, &ref_probs, &weights, 0.1, 0.0, &big, &mut scratch);
+        let out = rlhf_step(&mut logits, &ref_probs, &weights, 0.1, 0.0, &big, &mut 0.0, &mut scratch);
         assert_eq!(out.clip_frac, 0.75); // one update, then the ratio sits past 1 + eps
     }
 

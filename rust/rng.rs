@@ -14,6 +14,8 @@ const LOWER_MASK: u32 = 0x7fff_ffff;
 #[derive(Clone)]
 pub struct Mt19937 {
     state: [u32; N],
+    /// The state's words already tempered: tempering a whole block at once vectorises.
+    tempered: [u32; N],
     index: usize,
 }
 
@@ -67,7 +69,7 @@ impl Mt19937 {
             }
         }
         state[0] = 0x8000_0000;
-        Mt19937 { state, index: N }
+        Mt19937 { state, tempered: [0; N], index: N }
     }
 
     /// `random.Random(seed)` for an integer seed.
@@ -76,11 +78,26 @@ impl Mt19937 {
     }
 
     fn twist(&mut self) {
+        // The three ranges of the classic loop, without its `% N`: each one vectorises.
+        #[inline(always)]
+        fn mix(upper: u32, lower: u32, far: u32) -> u32 {
+            let y = (upper & UPPER_MASK) | (lower & LOWER_MASK);
+            far ^ (y >> 1) ^ ((y & 1).wrapping_neg() & MATRIX_A)
+        }
         let mt = &mut self.state;
-        for k in 0..N {
-            let y = (mt[k] & UPPER_MASK) | (mt[(k + 1) % N] & LOWER_MASK);
-            let mag = if y & 1 == 1 { MATRIX_A } else { 0 };
-            mt[k] = mt[(k + M) % N] ^ (y >> 1) ^ mag;
+        for k in 0..N - M {
+            mt[k] = mix(mt[k], mt[k + 1], mt[k + M]);
+        }
+        for k in N - M..N - 1 {
+            mt[k] = mix(mt[k], mt[k + 1], mt[k + M - N]);
+        }
+        mt[N - 1] = mix(mt[N - 1], mt[0], mt[M - 1]);
+        for (out, &word) in self.tempered.iter_mut().zip(mt.iter()) {
+            let mut y = word;
+            y ^= y >> 11;
+            y ^= (y << 7) & 0x9d2c_5680;
+            y ^= (y << 15) & 0xefc6_0000;
+            *out = y ^ (y >> 18);
         }
         self.index = 0;
     }
@@ -91,12 +108,9 @@ impl Mt19937 {
         if self.index >= N {
             self.twist();
         }
-        let mut y = self.state[self.index];
+        let word = self.tempered[self.index];
         self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^ (y >> 18)
+        word
     }
 
     /// `random.random()`: 53 random bits over 2^53, from two words.

@@ -24,13 +24,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::bradley_terry::{rm_update, Preferences};
+use crate::bradley_terry::{fit, Preferences};
 use crate::error::{finite_slice, positive, py_float, Error, Result};
 use crate::fastmath::{exp_nonpositive_rows, ln_positive};
 use crate::kl_control::KlController;
 pub use crate::lanes::LANES;
-use crate::lanes::{F64s, Mask};
-use crate::ppo::PpoParams;
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::{Avx2, Avx512};
+use crate::lanes::{Portable, Vector};
+use crate::ppo::{KlPenalty, PpoParams};
 use crate::rng::Mt19937;
 use crate::softmax::log_softmax_into;
 use crate::train::{expected_score, policy_kl};
@@ -160,6 +162,8 @@ pub struct SweepOutput {
     pub clip_frac: Vec<f64>,
     pub beta: Vec<f64>,
     pub mean_kl: Vec<f64>,
+    pub kl_penalty: Vec<f64>,
+    pub value_loss: Vec<f64>,
     /// `[run, prompt, token]` final logits.
     pub final_theta: Vec<f64>,
     /// `[run, field]` with the fields of [`SUMMARY_FIELDS`].
@@ -176,6 +180,8 @@ struct GroupOut<'a> {
     clip_frac: &'a mut [f64],
     beta: &'a mut [f64],
     mean_kl: &'a mut [f64],
+    kl_penalty: &'a mut [f64],
+    value_loss: &'a mut [f64],
     final_theta: &'a mut [f64],
     summary: &'a mut [f64],
 }
@@ -203,6 +209,8 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
         clip_frac: vec![0.0; n_runs * rec],
         beta: vec![0.0; n_runs * rec],
         mean_kl: vec![0.0; n_runs * rec],
+        kl_penalty: vec![0.0; n_runs * rec],
+        value_loss: vec![0.0; n_runs * rec],
         final_theta: vec![0.0; n_runs * table],
         summary: vec![0.0; n_runs * SUMMARY_FIELDS.len()],
     };
@@ -218,6 +226,8 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
     let mut clip_frac = out.clip_frac.chunks_mut(group_rec);
     let mut beta = out.beta.chunks_mut(group_rec);
     let mut mean_kl = out.mean_kl.chunks_mut(group_rec);
+    let mut kl_penalty = out.kl_penalty.chunks_mut(group_rec);
+    let mut value_loss = out.value_loss.chunks_mut(group_rec);
     let mut final_theta = out.final_theta.chunks_mut(LANES * table);
     let mut summary = out.summary.chunks_mut(LANES * SUMMARY_FIELDS.len());
     for (g, group_runs) in runs.chunks(LANES).enumerate() {
@@ -234,6 +244,8 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
                 clip_frac: clip_frac.next().unwrap_or_else(&mut next),
                 beta: beta.next().unwrap_or_else(&mut next),
                 mean_kl: mean_kl.next().unwrap_or_else(&mut next),
+                kl_penalty: kl_penalty.next().unwrap_or_else(&mut next),
+                value_loss: value_loss.next().unwrap_or_else(&mut next),
                 final_theta: final_theta.next().unwrap_or_else(&mut next),
                 summary: summary.next().unwrap_or_else(&mut next),
             },
@@ -259,7 +271,7 @@ fn run_group_on(
 ) -> Result<()> {
     if spec.exact {
         // libm's exp and ln are calls the vector units cannot take over: one path serves.
-        return run_group::<true>(spec, runs, first_run, out, monitor);
+        return run_group::<Portable, true>(spec, runs, first_run, out, monitor);
     }
     match simd {
         #[cfg(target_arch = "x86_64")]
@@ -268,12 +280,12 @@ fn run_group_on(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Simd::Avx2 => unsafe { run_group_avx2(spec, runs, first_run, out, monitor) },
-        _ => run_group::<false>(spec, runs, first_run, out, monitor),
+        _ => run_group::<Portable, false>(spec, runs, first_run, out, monitor),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 fn run_group_avx2(
     spec: &SweepSpec<'_>,
     runs: &[RunSpec],
@@ -281,11 +293,11 @@ fn run_group_avx2(
     out: &mut GroupOut<'_>,
     monitor: &Monitor,
 ) -> Result<()> {
-    run_group::<false>(spec, runs, first_run, out, monitor)
+    run_group::<Avx2, false>(spec, runs, first_run, out, monitor)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+#[target_feature(enable = "avx512f")]
 fn run_group_avx512(
     spec: &SweepSpec<'_>,
     runs: &[RunSpec],
@@ -293,15 +305,15 @@ fn run_group_avx512(
     out: &mut GroupOut<'_>,
     monitor: &Monitor,
 ) -> Result<()> {
-    run_group::<false>(spec, runs, first_run, out, monitor)
+    run_group::<Avx512, false>(spec, runs, first_run, out, monitor)
 }
 
-type Rows = [F64s; VOCAB_SIZE];
+type Rows<V> = [V; VOCAB_SIZE];
 
 /// Lane-wise softmax of `z` into `p`; leaves the shifted logits `z - max z` in `shifted`
 /// and returns each lane's normaliser. `EXACT` takes libm's `exp`, as the reference does.
 #[inline(always)]
-fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) -> F64s {
+fn softmax_lanes<V: Vector, const EXACT: bool>(z: &Rows<V>, p: &mut Rows<V>, shifted: &mut Rows<V>) -> V {
     let mut max = z[0];
     for &row in &z[1..] {
         max = max.max(row);
@@ -310,9 +322,9 @@ fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) 
         shifted[v] = z[v] - max;
     }
     *p = if EXACT { shifted.map(|row| row.map(f64::exp)) } else { exp_nonpositive_rows(shifted) };
-    let mut total = F64s::ZERO;
+    let mut total = V::zero();
     for &row in p.iter() {
-        total += row;
+        total = total + row;
     }
     if EXACT {
         for row in p.iter_mut() {
@@ -320,7 +332,7 @@ fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) 
         }
     } else {
         // One division per lane instead of one per token; within an ulp of e / total.
-        let inverse = F64s::splat(1.0) / total;
+        let inverse = V::splat(1.0) / total;
         for row in p.iter_mut() {
             *row = *row * inverse;
         }
@@ -330,7 +342,7 @@ fn softmax_lanes<const EXACT: bool>(z: &Rows, p: &mut Rows, shifted: &mut Rows) 
 
 /// One group: up to `LANES` runs (padded with copies of the first, whose results are dropped).
 #[inline(always)]
-fn run_group<const EXACT: bool>(
+fn run_group<V: Vector, const EXACT: bool>(
     spec: &SweepSpec<'_>,
     runs: &[RunSpec],
     first_run: usize,
@@ -342,8 +354,8 @@ fn run_group<const EXACT: bool>(
     let n_prompts = spec.n_prompts();
     let rec = spec.n_recorded();
 
-    let mut theta: Vec<Rows> =
-        (0..n_prompts).map(|x| std::array::from_fn(|v| F64s::splat(spec.theta0[x * VOCAB_SIZE + v]))).collect();
+    let mut theta: Vec<Rows<V>> =
+        (0..n_prompts).map(|x| std::array::from_fn(|v| V::splat(spec.theta0[x * VOCAB_SIZE + v]))).collect();
     // The frozen reference never changes: its log-probabilities once (exactly as the reference).
     let mut ln_row = [0.0; VOCAB_SIZE];
     let ln_ref: Vec<[f64; VOCAB_SIZE]> = spec
@@ -357,15 +369,28 @@ fn run_group<const EXACT: bool>(
 
     let mut rngs: Vec<Mt19937> = (0..LANES).map(|l| Mt19937::from_key(&lane_run(l).seed_key)).collect();
     let mut controllers: Vec<KlController> = (0..LANES).map(|l| lane_run(l).controller).collect();
-    let eps = F64s::from_fn(|l| lane_run(l).params.eps);
-    let lr = F64s::from_fn(|l| lane_run(l).params.lr);
-    let epochs = F64s::from_fn(|l| f64::from(lane_run(l).params.ppo_epochs));
+    let eps = V::from_array(std::array::from_fn(|l| lane_run(l).params.eps));
+    let lr = V::from_array(std::array::from_fn(|l| lane_run(l).params.lr));
+    let epochs = V::from_array(std::array::from_fn(|l| f64::from(lane_run(l).params.ppo_epochs)));
     let max_epochs = (0..LANES).map(|l| lane_run(l).params.ppo_epochs).max().unwrap_or(1);
-    let last_token = F64s::splat((VOCAB_SIZE - 1) as f64);
+    // TRL's options, per lane: which KL enters the reward, and the value baseline.
+    let penalty_of = |kind: KlPenalty| {
+        V::from_array(std::array::from_fn(|l| f64::from(u8::from(lane_run(l).params.kl_penalty == kind))))
+    };
+    let (uses_k1, uses_k2, uses_k3) = (penalty_of(KlPenalty::K1), penalty_of(KlPenalty::K2), penalty_of(KlPenalty::K3));
+    let (uses_k1, uses_k2, uses_k3) = (uses_k1.gt(V::zero()), uses_k2.gt(V::zero()), uses_k3.gt(V::zero()));
+    let any_k3 = (0..LANES).any(|l| lane_run(l).params.kl_penalty == KlPenalty::K3);
+    let vf_coef = V::from_array(std::array::from_fn(|l| lane_run(l).params.vf_coef));
+    let cliprange_value = V::from_array(std::array::from_fn(|l| lane_run(l).params.cliprange_value));
+    let with_value = vf_coef.gt(V::zero());
+    let any_value = V::any(with_value);
+    let mut values: Vec<V> = vec![V::zero(); n_prompts];
+    let last_token = V::splat((VOCAB_SIZE - 1) as f64);
 
-    let (mut kl_sum, mut score_sum, mut reward_sum, mut clip_sum) = (F64s::ZERO, F64s::ZERO, F64s::ZERO, F64s::ZERO);
-    let zeros: Rows = [F64s::ZERO; VOCAB_SIZE];
-    let (mut p_old, mut shifted, mut onehot) = (zeros, zeros, [Mask::NONE; VOCAB_SIZE]);
+    let (mut kl_sum, mut score_sum, mut reward_sum, mut clip_sum) = (V::zero(), V::zero(), V::zero(), V::zero());
+    let zeros: Rows<V> = [V::zero(); VOCAB_SIZE];
+    // `p` holds the policy before the step until the first epoch's update, then each epoch's.
+    let (mut p, mut shifted, mut onehot) = (zeros, zeros, [V::zero().lt(V::zero()); VOCAB_SIZE]);
 
     for t in 0..spec.steps {
         if t % CHUNK == 0 && t > 0 {
@@ -376,145 +401,185 @@ fn run_group<const EXACT: bool>(
         }
         // The reference's draws, in its order: rng.choice(PROMPTS), then rng.random().
         // Indices travel as f64 so that comparisons and selects stay in vector registers.
-        let mut prompt = F64s::ZERO;
-        let mut u = F64s::ZERO;
-        let mut beta = F64s::ZERO;
+        let (mut prompt_of, mut u_of, mut beta_of) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
         for l in 0..LANES {
-            prompt.0[l] = f64::from(rngs[l].randbelow(n_prompts as u32));
-            u.0[l] = rngs[l].random();
-            beta.0[l] = controllers[l].value();
+            prompt_of[l] = f64::from(rngs[l].randbelow(n_prompts as u32));
+            u_of[l] = rngs[l].random();
+            beta_of[l] = controllers[l].value();
         }
+        let (prompt, u, beta) = (V::from_array(prompt_of), V::from_array(u_of), V::from_array(beta_of));
         // Each lane's prompt row, picked by blends rather than gathers.
         let mut z = theta[0];
-        let mut ln_q: Rows = std::array::from_fn(|v| F64s::splat(ln_ref[0][v]));
+        let mut ln_q: Rows<V> = std::array::from_fn(|v| V::splat(ln_ref[0][v]));
         for x in 1..n_prompts {
-            let here = prompt.eq(F64s::splat(x as f64));
+            let here = prompt.eq(V::splat(x as f64));
             for v in 0..VOCAB_SIZE {
-                z[v] = here.select(theta[x][v], z[v]);
-                ln_q[v] = here.select(F64s::splat(ln_ref[x][v]), ln_q[v]);
+                z[v] = V::select(here, theta[x][v], z[v]);
+                ln_q[v] = V::select(here, V::splat(ln_ref[x][v]), ln_q[v]);
             }
         }
 
-        let total = softmax_lanes::<EXACT>(&z, &mut p_old, &mut shifted);
+        let total = softmax_lanes::<V, EXACT>(&z, &mut p, &mut shifted);
         // Inverse-CDF sampling: the running sum is non-decreasing, so the first index whose
         // running sum exceeds u is the number of indices whose running sum does not (or the
         // last index, if rounding left none).
-        let mut running = F64s::ZERO;
-        let mut token = F64s::ZERO;
-        for &row in &p_old {
-            running += row;
-            token += running.le(u).to_unit();
+        let mut running = V::zero();
+        let mut token = V::zero();
+        for &row in &p {
+            running = running + row;
+            token = token + V::unit(running.le(u));
         }
         token = token.min(last_token);
-        let mut score = F64s::ZERO;
-        let mut p_old_a = F64s::ZERO;
+        let mut score = V::zero();
+        let mut p_old_a = V::zero();
         for v in 0..VOCAB_SIZE {
-            onehot[v] = token.eq(F64s::splat(v as f64));
-            score = onehot[v].select(F64s::splat(spec.weights[v]), score);
-            p_old_a = onehot[v].select(p_old[v], p_old_a);
+            onehot[v] = token.eq(V::splat(v as f64));
+            score = V::select(onehot[v], V::splat(spec.weights[v]), score);
+            p_old_a = V::select(onehot[v], p[v], p_old_a);
         }
 
         // KL(p_old || q) = sum p (ln p - ln q), with 0 ln 0 = 0.
-        let ln_total = if EXACT { F64s::ZERO } else { total.map(ln_positive) };
-        let mut kl = F64s::ZERO;
+        let ln_total = if EXACT { V::zero() } else { total.map(ln_positive) };
+        let mut kl = V::zero();
         for v in 0..VOCAB_SIZE {
-            let ln_p = if EXACT { p_old[v].map(f64::ln) } else { shifted[v] - ln_total };
-            kl += p_old[v].gt(F64s::ZERO).select(p_old[v] * (ln_p - ln_q[v]), F64s::ZERO);
+            let ln_p = if EXACT { p[v].map(f64::ln) } else { shifted[v] - ln_total };
+            kl = kl + V::select(p[v].gt(V::zero()), p[v] * (ln_p - ln_q[v]), V::zero());
         }
         // The reward is the advantage: the KL enters it only, and there is no baseline.
-        let advantage = score - beta * kl;
-        let pushes_up = advantage.ge(F64s::ZERO);
-        let (upper, lower) = (F64s::splat(1.0) + eps, F64s::splat(1.0) - eps);
+        let mut logp_a = V::zero();
+        let mut logq_a = V::zero();
+        for v in 0..VOCAB_SIZE {
+            let ln_p = if EXACT { p[v].map(f64::ln) } else { shifted[v] - ln_total };
+            logp_a = V::select(onehot[v], ln_p, logp_a);
+            logq_a = V::select(onehot[v], ln_q[v], logq_a);
+        }
+        let log_ratio = logq_a - logp_a;
+        let mut penalty = V::select(uses_k1, logp_a - logq_a, kl);
+        penalty = V::select(uses_k2, V::splat(0.5) * log_ratio * log_ratio, penalty);
+        if any_k3 {
+            let k3 = log_ratio.map(|d| if d > 709.0 { f64::INFINITY } else { d.exp_m1() - d });
+            penalty = V::select(uses_k3, k3, penalty);
+        }
+        let reward = score - beta * penalty;
+        let mut v_old = values[0];
+        for (x, &row) in values.iter().enumerate().skip(1) {
+            v_old = V::select(prompt.eq(V::splat(x as f64)), row, v_old);
+        }
+        let advantage = V::select(with_value, reward - v_old, reward);
+        let value_loss = V::select(with_value, V::splat(0.5) * ((v_old - reward) * (v_old - reward)), V::zero());
+        let mut value = v_old;
+        let pushes_up = advantage.ge(V::zero());
+        let (upper, lower) = (V::splat(1.0) + eps, V::splat(1.0) - eps);
 
-        let mut p = p_old;
-        let mut live = Mask::ALL;
-        let mut clipped = F64s::ZERO;
+        let mut live = V::zero().eq(V::zero());
+        let mut clipped = V::zero();
         for epoch in 0..max_epochs {
-            let epoch_f = F64s::splat(f64::from(epoch));
+            let epoch_f = V::splat(f64::from(epoch));
             if epoch > 0 {
-                softmax_lanes::<EXACT>(&z, &mut p, &mut shifted);
+                softmax_lanes::<V, EXACT>(&z, &mut p, &mut shifted);
             }
-            let mut p_a = F64s::ZERO;
+            let mut p_a = V::zero();
             for v in 0..VOCAB_SIZE {
-                p_a = onehot[v].select(p[v], p_a);
+                p_a = V::select(onehot[v], p[v], p_a);
             }
             let ratio = p_a / p_old_a;
-            let running = live & epoch_f.lt(epochs);
+            let in_epochs = epoch_f.lt(epochs);
+            let running = live & in_epochs;
             // Flat clipped surrogate: this epoch changes nothing, so neither will any later one.
             let clip = running & ((pushes_up & ratio.gt(upper)) | (!pushes_up & ratio.lt(lower)));
-            clipped = clip.select(epochs - epoch_f, clipped);
+            clipped = V::select(clip, epochs - epoch_f, clipped);
             live = running & !clip;
-            if !live.any() {
+            let fitting = with_value & in_epochs;
+            if !(V::any(live) || (any_value && V::any(fitting))) {
                 break;
             }
-            let step = live.select(lr * advantage * ratio, F64s::ZERO);
+            let step = V::select(live, lr * advantage * ratio, V::zero());
             for v in 0..VOCAB_SIZE {
-                z[v] += step * (onehot[v].to_unit() - p[v]);
+                z[v] = z[v] + step * (V::unit(onehot[v]) - p[v]);
+            }
+            if any_value {
+                // TRL's clipped value loss 0.5 max((v - R)^2, (v_clip - R)^2); flat in v where clipped.
+                let v_clipped = v_old + (value - v_old).max(V::zero() - cliprange_value).min(cliprange_value);
+                let unclipped = (value - reward) * (value - reward);
+                let clipped_loss = (v_clipped - reward) * (v_clipped - reward);
+                let moved = value - v_old;
+                let inside = (V::zero() - cliprange_value).lt(moved) & moved.lt(cliprange_value);
+                let clipped_grad = V::select(inside, v_clipped - reward, V::zero());
+                let grad = V::select(unclipped.ge(clipped_loss), value - reward, clipped_grad);
+                value = V::select(fitting, value - lr * vf_coef * grad, value);
             }
         }
 
         for (x, rows) in theta.iter_mut().enumerate() {
-            let here = prompt.eq(F64s::splat(x as f64));
+            let here = prompt.eq(V::splat(x as f64));
             for v in 0..VOCAB_SIZE {
-                rows[v] = here.select(z[v], rows[v]);
+                rows[v] = V::select(here, z[v], rows[v]);
             }
+            values[x] = V::select(here, value, values[x]);
         }
         // 0 * z is 0 for finite logits and NaN otherwise.
-        let mut non_finite = F64s::ZERO;
+        let mut non_finite = V::zero();
         for &row in &z {
-            non_finite += F64s::ZERO * row;
+            non_finite = non_finite + V::zero() * row;
         }
-        if let Some(l) = (0..n_real).find(|&l| non_finite.0[l].is_nan()) {
+        if let Some(l) = (0..n_real).find(|&l| non_finite.to_array()[l].is_nan()) {
             return Err(Error::Diverged(format!(
                 "sweep run {} diverged at step {t}: non-finite logits (beta={})",
                 first_run + l,
-                py_float(beta.0[l])
+                py_float(beta_of[l])
             )));
         }
 
         let clip_frac = clipped / epochs;
-        kl_sum += kl;
-        score_sum += score;
-        reward_sum += advantage;
-        clip_sum += clip_frac;
+        kl_sum = kl_sum + kl;
+        score_sum = score_sum + score;
+        reward_sum = reward_sum + reward;
+        clip_sum = clip_sum + clip_frac;
+        let kl_of = kl.to_array();
         if rec > 0 && (t + 1) % spec.record_every == 0 {
             let slot = (t + 1) / spec.record_every - 1;
-            let mean_kl = kl_sum / F64s::splat((t + 1) as f64);
+            let (token, score, reward) = (token.to_array(), score.to_array(), reward.to_array());
+            let (penalty, value_loss) = (penalty.to_array(), value_loss.to_array());
+            let (clip_frac, mean_kl) = (clip_frac.to_array(), (kl_sum / V::splat((t + 1) as f64)).to_array());
             for l in 0..n_real {
                 let i = l * rec + slot;
-                out.prompt[i] = prompt.0[l] as u8;
-                out.token[i] = token.0[l] as u8;
-                out.score[i] = score.0[l];
-                out.kl[i] = kl.0[l];
-                out.reward[i] = advantage.0[l];
-                out.clip_frac[i] = clip_frac.0[l];
-                out.beta[i] = beta.0[l];
-                out.mean_kl[i] = mean_kl.0[l];
+                out.prompt[i] = prompt_of[l] as u8;
+                out.token[i] = token[l] as u8;
+                out.score[i] = score[l];
+                out.kl[i] = kl_of[l];
+                out.reward[i] = reward[l];
+                out.clip_frac[i] = clip_frac[l];
+                out.beta[i] = beta_of[l];
+                out.mean_kl[i] = mean_kl[l];
+                out.kl_penalty[i] = penalty[l];
+                out.value_loss[i] = value_loss[l];
             }
         }
         for l in 0..n_real {
-            controllers[l].update(kl.0[l], 1.0);
+            controllers[l].update(kl_of[l], 1.0);
         }
     }
     monitor.steps_done.fetch_add(((spec.steps - 1) % CHUNK + 1) as u64 * n_real as u64, Ordering::Relaxed);
 
     let table = n_prompts * VOCAB_SIZE;
     let steps = spec.steps as f64;
+    let (score_sum, reward_sum) = (score_sum.to_array(), reward_sum.to_array());
+    let (kl_sum, clip_sum) = (kl_sum.to_array(), clip_sum.to_array());
     let mut final_row = vec![0.0; table];
     for l in 0..n_real {
         for x in 0..n_prompts {
             for v in 0..VOCAB_SIZE {
-                final_row[x * VOCAB_SIZE + v] = theta[x][v].0[l];
+                final_row[x * VOCAB_SIZE + v] = theta[x][v].to_array()[l];
             }
         }
         out.final_theta[l * table..(l + 1) * table].copy_from_slice(&final_row);
         let summary = [
             expected_score(&final_row, spec.weights)?,
             policy_kl(&final_row, spec.reference, VOCAB_SIZE)?,
-            score_sum.0[l] / steps,
-            reward_sum.0[l] / steps,
-            kl_sum.0[l] / steps,
-            clip_sum.0[l] / steps,
+            score_sum[l] / steps,
+            reward_sum[l] / steps,
+            kl_sum[l] / steps,
+            clip_sum[l] / steps,
             controllers[l].value(),
         ];
         out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()].copy_from_slice(&summary);
@@ -561,10 +626,7 @@ pub fn sweep_rm(pairs: &Preferences, w0: &[f64], specs: &[RmSpec], monitor: &Mon
                 if monitor.cancel.load(Ordering::Relaxed) {
                     return Err(Error::Cancelled);
                 }
-                for i in spec.start..spec.stop {
-                    let (chosen, rejected) = pairs.pair(i);
-                    rm_update(w, chosen, rejected, spec.lr);
-                }
+                fit(pairs, spec.start..spec.stop, 1, spec.lr, w);
                 monitor.steps_done.fetch_add((spec.stop - spec.start) as u64, Ordering::Relaxed);
             }
             Ok(())
@@ -586,7 +648,15 @@ mod tests {
         (0..n)
             .map(|i| RunSpec {
                 seed_key: seed_key(i as i128 * 7919),
-                params: PpoParams::new([0.2, 0.1, 0.3][i % 3], [0.05, 0.2][i % 2], 1 + (i % 5) as i64).unwrap(),
+                params: PpoParams::new([0.2, 0.1, 0.3][i % 3], [0.05, 0.2][i % 2], 1 + (i % 5) as i64)
+                    .and_then(|p| {
+                        p.completed(
+                            ["full", "k1", "k2", "k3"][i % 4],
+                            [0.0, 0.0, 0.7][i % 3],
+                            0.1 + 0.1 * (i % 2) as f64,
+                        )
+                    })
+                    .unwrap(),
                 controller: match i % 3 {
                     0 => KlController::fixed(0.0).unwrap(),
                     1 => KlController::adaptive(0.5, 0.3, 50.0).unwrap(),
@@ -604,9 +674,17 @@ mod tests {
         runs.iter()
             .map(|run| {
                 let mut theta = ZEROS.to_vec();
-                let history =
-                    train_rlhf(&mut theta, &ZEROS, &WEIGHTS, steps, &run.seed_key, &run.params, run.controller)
-                        .unwrap();
+                let history = train_rlhf(
+                    &mut theta,
+                    &ZEROS,
+                    &WEIGHTS,
+                    steps,
+                    &run.seed_key,
+                    &run.params,
+                    run.controller,
+                    &mut [0.0; 3],
+                )
+                .unwrap();
                 (theta, history)
             })
             .collect()
@@ -628,7 +706,9 @@ mod tests {
             assert!(out.token[row.clone()].iter().zip(&history.token).all(|(&a, &b)| u32::from(a) == b));
             assert_eq!(out.kl[row.clone()], history.kl[..], "run {r}");
             assert_eq!(out.reward[row.clone()], history.reward[..], "run {r}");
-            assert_eq!(out.mean_kl[row], history.mean_kl[..], "run {r}");
+            assert_eq!(out.mean_kl[row.clone()], history.mean_kl[..], "run {r}");
+            assert_eq!(out.kl_penalty[row.clone()], history.kl_penalty[..], "run {r}");
+            assert_eq!(out.value_loss[row], history.value_loss[..], "run {r}");
             assert_eq!(out.final_theta[r * 24..(r + 1) * 24], theta[..], "run {r}");
         }
     }
@@ -648,7 +728,9 @@ mod tests {
             assert_close(&out.reward[row.clone()], &history.reward, 1e-9, "reward");
             assert_close(&out.clip_frac[row.clone()], &history.clip_frac, 1e-9, "clip_frac");
             assert_close(&out.beta[row.clone()], &history.beta, 1e-9, "beta");
-            assert_close(&out.mean_kl[row], &history.mean_kl, 1e-9, "mean_kl");
+            assert_close(&out.mean_kl[row.clone()], &history.mean_kl, 1e-9, "mean_kl");
+            assert_close(&out.kl_penalty[row.clone()], &history.kl_penalty, 1e-9, "kl_penalty");
+            assert_close(&out.value_loss[row], &history.value_loss, 1e-9, "value_loss");
             assert_close(&out.final_theta[r * 24..(r + 1) * 24], &theta, 1e-9, "theta");
         }
     }

@@ -10,7 +10,7 @@ use crate::softmax::{log_softmax_into, softmax_into};
 
 /// A policy table: `n_prompts` rows of `vocab_size` logits, row-major.
 fn check_policy(name: &str, logits: &[f64], vocab_size: usize) -> Result<usize> {
-    if vocab_size == 0 || logits.is_empty() || logits.len() % vocab_size != 0 {
+    if vocab_size == 0 || logits.is_empty() || !logits.len().is_multiple_of(vocab_size) {
         return Err(Error::invalid(format!(
             "{name} must hold whole rows of {vocab_size} logits, got {} values",
             logits.len()
@@ -33,6 +33,8 @@ pub struct RlhfHistory {
     pub clip_frac: Vec<f64>,
     pub beta: Vec<f64>,
     pub mean_kl: Vec<f64>,
+    pub kl_penalty: Vec<f64>,
+    pub value_loss: Vec<f64>,
 }
 
 impl RlhfHistory {
@@ -46,6 +48,8 @@ impl RlhfHistory {
             clip_frac: Vec::with_capacity(steps),
             beta: Vec::with_capacity(steps),
             mean_kl: Vec::with_capacity(steps),
+            kl_penalty: Vec::with_capacity(steps),
+            value_loss: Vec::with_capacity(steps),
         }
     }
 }
@@ -54,8 +58,10 @@ impl RlhfHistory {
 ///
 /// Each step draws the prompt as `rng.choice(PROMPTS)` and the token with `rng.random()`,
 /// uses the controller's coefficient, then feeds the controller the step's exact KL.
-/// `theta` is updated in place; `reference` is the frozen policy of the same shape, and
-/// `weights[j]` the reward of token `j`.
+/// `theta` is updated in place; `reference` is the frozen policy of the same shape,
+/// `weights[j]` the reward of token `j`, and `values` the per-prompt baseline (updated only
+/// when `params.vf_coef > 0`).
+#[allow(clippy::too_many_arguments)]
 pub fn train_rlhf(
     theta: &mut [f64],
     reference: &[f64],
@@ -64,6 +70,7 @@ pub fn train_rlhf(
     seed_key: &[u32],
     params: &PpoParams,
     mut controller: KlController,
+    values: &mut [f64],
 ) -> Result<RlhfHistory> {
     let vocab_size = weights.len();
     finite_slice("w", weights)?;
@@ -71,6 +78,10 @@ pub fn train_rlhf(
     if check_policy("ref", reference, vocab_size)? != n_prompts {
         return Err(Error::invalid("ref must have the same shape as theta"));
     }
+    if values.len() != n_prompts {
+        return Err(Error::invalid(format!("value must hold one value per prompt ({n_prompts})")));
+    }
+    finite_slice("value", values)?;
     if steps == 0 {
         return Err(Error::invalid("steps must be >= 1, got 0"));
     }
@@ -89,8 +100,9 @@ pub fn train_rlhf(
         let row = prompt * vocab_size..(prompt + 1) * vocab_size;
         let beta = controller.value();
         let u = rng.random();
+        let logits = &mut theta[row.clone()];
         let out =
-            rlhf_step(&mut theta[row.clone()], &ref_log_probs[row.clone()], weights, u, beta, params, &mut scratch);
+            rlhf_step(logits, &ref_log_probs[row.clone()], weights, u, beta, params, &mut values[prompt], &mut scratch);
         if !theta[row].iter().all(|v| v.is_finite()) {
             return Err(Error::Diverged(format!(
                 "train_rlhf diverged at step {t}: non-finite logits (beta={})",
@@ -106,6 +118,8 @@ pub fn train_rlhf(
         history.clip_frac.push(out.clip_frac);
         history.beta.push(beta);
         history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.kl_penalty.push(out.kl_penalty);
+        history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
     }
     Ok(history)
@@ -163,6 +177,7 @@ mod tests {
             &seed_key(seed),
             &params,
             KlController::fixed(beta).unwrap(),
+            &mut [0.0; 3],
         )
         .unwrap();
         (theta, history)
@@ -198,11 +213,11 @@ mod tests {
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
         let fixed = KlController::fixed(0.1).unwrap();
         let mut theta = vec![0.0; 24];
-        assert!(train_rlhf(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &params, fixed).is_err());
-        assert!(train_rlhf(&mut [0.0; 20], &[0.0; 20], &WEIGHTS, 10, &[0], &params, fixed).is_err());
-        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed).is_err());
+        assert!(train_rlhf(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).is_err());
+        assert!(train_rlhf(&mut [0.0; 20], &[0.0; 20], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).is_err());
+        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed, &mut [0.0; 3]).is_err());
         theta[3] = f64::NAN;
-        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed).unwrap_err();
+        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).unwrap_err();
         assert!(err.to_string().contains("theta[3]"), "{err}");
     }
 
@@ -212,7 +227,8 @@ mod tests {
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
         let mut theta = vec![0.0; 24];
         let runaway = KlController::doubling(1.0, 1e-12).unwrap();
-        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 5000, &[0], &params, runaway).unwrap_err();
+        let err =
+            train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 5000, &[0], &params, runaway, &mut [0.0; 3]).unwrap_err();
         assert!(matches!(err, Error::Diverged(_)), "{err}");
     }
 }

@@ -210,6 +210,11 @@ def weight_dicts(draw, lo: float = -5.0, hi: float = 5.0, extra: bool = True):
     return {k: draw(value) for k in keys}
 
 
+def content_weight_dicts(**kwargs):
+    """Reward weights that tell words apart (training loops refuse a length-only reward)."""
+    return weight_dicts(**kwargs).filter(lambda w: len({float(w.get(t, 0.0)) for t in ref.VOCAB}) > 1)
+
+
 def seeds():
     """Seeds as random.Random takes them: mostly 0..2**40, sometimes huge or negative ints."""
     return st.one_of(

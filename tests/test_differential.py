@@ -31,6 +31,7 @@ from conftest import (
     rng_pair,
     rust_only,
     seeds,
+    content_weight_dicts,
     weight_dicts,
 )
 from hypothesis import given
@@ -475,7 +476,7 @@ def assert_train_rlhf_equal(theta, ref_policy, w, steps, seed, **kw):
 @given(
     theta=st.one_of(st.just(None), policies(-5, 5)),
     ref_policy=st.one_of(st.just(None), policies(-5, 5)),
-    w=st.one_of(st.just(None), weight_dicts()),
+    w=st.one_of(st.just(None), content_weight_dicts()),
     seed=seeds(),
     beta=floats(0.0, 2.0),
     eps=st.floats(0.01, 0.5, exclude_min=True),

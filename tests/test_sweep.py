@@ -17,7 +17,7 @@ import rlhf_fast as rl
 from rlhf_fast import reference
 
 W = reference.train_rm(reference.make_dataset(500, 0))
-FLOATS = ("score", "kl", "reward", "clip_frac", "beta", "mean_kl")
+FLOATS = ("score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss")
 
 
 def reference_run(steps, seed, **config):
@@ -80,15 +80,17 @@ def test_dask_executor_gives_the_same_arrays(lesson_grid):
 def test_exact_mode_is_bit_identical_even_when_the_doubling_rule_explodes_beta():
     result = rl.sweep_rlhf(
         W, betas=[0.2, 1.0], seeds=[3, 11], steps=400, kl_ctl=["adaptive", "doubling"], target=0.5,
-        horizon=50.0, ppo_epochs=5, exact=True,
+        horizon=50.0, ppo_epochs=5, kl_penalty=["full", "k3"], vf_coef=0.5, exact=True,
     )
     for i, beta in enumerate([0.2, 1.0]):
         for j, kl_ctl in enumerate(["adaptive", "doubling"]):
-            for k, seed in enumerate([3, 11]):
-                theta, history = reference_run(
-                    400, seed, beta=beta, kl_ctl=kl_ctl, target=0.5, horizon=50.0, ppo_epochs=5
-                )
-                assert_run_matches(result, (i, j, k), theta, history, rtol=0)
+            for k, kl_penalty in enumerate(["full", "k3"]):
+                for m, seed in enumerate([3, 11]):
+                    theta, history = reference_run(
+                        400, seed, beta=beta, kl_ctl=kl_ctl, target=0.5, horizon=50.0, ppo_epochs=5,
+                        kl_penalty=kl_penalty, vf_coef=0.5,
+                    )
+                    assert_run_matches(result, (i, j, k, m), theta, history, rtol=0)
 
 
 @settings(max_examples=15)
@@ -102,9 +104,17 @@ def test_exact_mode_is_bit_identical_even_when_the_doubling_rule_explodes_beta()
     kl_ctl=st.sampled_from(["fixed", "adaptive"]),
     target=st.floats(0.05, 6.0),
     horizon=st.floats(10.0, 1e4),
+    kl_penalty=st.sampled_from(["full", "k1", "k2", "k3"]),
+    vf_coef=st.sampled_from([0.0, 0.1, 1.0]),
+    cliprange_value=st.floats(0.01, 1.0),
 )
-def test_any_well_conditioned_run_matches_the_reference(beta, eps, lr, ppo_epochs, steps, seed, kl_ctl, target, horizon):
-    config = dict(eps=eps, lr=lr, ppo_epochs=ppo_epochs, kl_ctl=kl_ctl, target=target, horizon=horizon)
+def test_any_well_conditioned_run_matches_the_reference(
+    beta, eps, lr, ppo_epochs, steps, seed, kl_ctl, target, horizon, kl_penalty, vf_coef, cliprange_value
+):
+    config = dict(
+        eps=eps, lr=lr, ppo_epochs=ppo_epochs, kl_ctl=kl_ctl, target=target, horizon=horizon,
+        kl_penalty=kl_penalty, vf_coef=vf_coef, cliprange_value=cliprange_value,
+    )
     result = rl.sweep_rlhf(W, betas=[beta], seeds=[seed], steps=steps, **config)
     theta, history = reference_run(steps, seed, beta=beta, **config)
     assert_run_matches(result, (0, 0), theta, history)

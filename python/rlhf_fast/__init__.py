@@ -24,7 +24,23 @@ else:
         return ["python"]
 
 
+from .methods import BestOfNSweepResult, DPOSweepResult, GRPOSweepResult, sweep_best_of_n, sweep_dpo, sweep_grpo
 from .sweep import RMSweepResult, SweepResult, sweep_rlhf, sweep_rm
 
-__all__ = ["BACKEND", "reference", *_api, "sweep_rlhf", "SweepResult", "sweep_rm", "RMSweepResult", "simd_paths"]
+__all__ = [
+    "BACKEND",
+    "reference",
+    *_api,
+    "simd_paths",
+    "sweep_rlhf",
+    "SweepResult",
+    "sweep_rm",
+    "RMSweepResult",
+    "sweep_dpo",
+    "DPOSweepResult",
+    "sweep_grpo",
+    "GRPOSweepResult",
+    "sweep_best_of_n",
+    "BestOfNSweepResult",
+]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _core
 from ._core import PreferenceSet  # noqa: F401
+from .methods import best_of_n, dpo_step, grpo_step, train_dpo, train_grpo  # noqa: F401
 from .reference import (  # noqa: F401  (plumbing with nothing to compute: the reference's own)
     BAD_WORDS,
     GOOD_WORDS,
@@ -51,7 +52,6 @@ sample = _core.sample
 clipped_surrogate = _core.clipped_surrogate
 clipped_surrogate_grad = _core.clipped_surrogate_grad
 rlhf_step = _core.rlhf_step
-dpo_step = _core.dpo_step
 expected_score = _core.expected_score
 policy_kl = _core.policy_kl
 
@@ -111,6 +111,10 @@ def train_rlhf(
     target: float = 6.0,
     horizon: float = 10000.0,
     kl_threshold: float = 5.0,
+    kl_penalty: str = "full",
+    vf_coef: float = 0.0,
+    cliprange_value: float = 0.2,
+    value: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """``steps`` PPO-RLHF steps on ``random.Random(seed)``'s stream, run entirely in Rust.
 
@@ -134,6 +138,10 @@ def train_rlhf(
         kl_ctl,
         target,
         horizon,
+        kl_penalty,
+        vf_coef,
+        cliprange_value,
+        value,
     )
     over = np.flatnonzero(history["mean_kl"] > kl_threshold)
     if over.size:
@@ -145,3 +153,4 @@ def train_rlhf(
             stacklevel=2,
         )
     return history
+

@@ -20,11 +20,14 @@ import numpy as np
 
 from . import reference
 from ._backend import BACKEND
+from .methods import _scores_by_content
 from .reference import KL_CONTROLLERS, PROMPTS, VOCAB, init_policy
+
+KL_PENALTIES = ("full", "k1", "k2", "k3")
 
 __all__ = ["sweep_rlhf", "SweepResult", "sweep_rm", "RMSweepResult"]
 
-HISTORY_FIELDS = ("prompt", "token", "score", "kl", "reward", "clip_frac", "beta", "mean_kl")
+HISTORY_FIELDS = ("prompt", "token", "score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss")
 # TRL's names for the per-step statistics, where TRL has one.
 TRL_NAMES = {
     "score": "objective/scores",
@@ -32,10 +35,11 @@ TRL_NAMES = {
     "reward": "objective/rlhf_reward",
     "clip_frac": "policy/clipfrac_avg",
     "beta": "objective/kl_coef",
+    "value_loss": "loss/value_avg",
 }
 # Grid axes that may be given as a sequence, in the order they index the result.
-_OPTIONAL_AXES = ("eps", "lr", "ppo_epochs", "kl_ctl", "target", "horizon")
-_BYTES_PER_KEPT_STEP = 2 * 1 + 6 * 8  # prompt and token as uint8, six float64 series
+_OPTIONAL_AXES = ("eps", "lr", "ppo_epochs", "kl_ctl", "target", "horizon", "kl_penalty", "vf_coef", "cliprange_value")
+_BYTES_PER_KEPT_STEP = 2 * 1 + 8 * 8  # prompt and token as uint8, eight float64 series
 SUMMARY_FIELDS = ("final_score", "final_kl", "mean_score", "mean_reward", "mean_kl", "clip_frac", "final_beta")
 
 
@@ -87,6 +91,12 @@ def _controller_name(name: str, value: Any) -> str:
     return value
 
 
+def _penalty_name(name: str, value: Any) -> str:
+    if value not in KL_PENALTIES:
+        raise ValueError(f"{name} must be one of {KL_PENALTIES}, got {value!r}")
+    return value
+
+
 def _seeds(seeds: int | Sequence[int]) -> list[int]:
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         if seeds < 1:
@@ -131,6 +141,8 @@ class SweepResult:
     clip_frac: np.ndarray
     beta: np.ndarray
     mean_kl: np.ndarray
+    kl_penalty: np.ndarray
+    value_loss: np.ndarray
     final_theta: np.ndarray
     runs: dict[str, np.ndarray]
     simd: str
@@ -169,7 +181,7 @@ class SweepResult:
         columns["step"] = self.steps[grid[-1].ravel()]
         columns["prompt"] = self.prompt.ravel()
         columns["token"] = self.token.ravel()
-        for name in ("score", "kl", "reward", "clip_frac", "beta", "mean_kl"):
+        for name in ("score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss"):
             columns[TRL_NAMES.get(name, name)] = getattr(self, name).ravel()
         return pd.DataFrame(columns)
 
@@ -265,12 +277,13 @@ def _reference_sweep_rlhf(
     """The sweep engine's twin: one ``reference.train_rlhf`` per run, the same output layout."""
     kept = slice(record_every - 1, None, record_every) if record_every else slice(0, 0)
     out: dict[str, list] = {name: [] for name in (*HISTORY_FIELDS, "final_theta", "summary")}
-    for seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon in runs:
+    for seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon, kl_penalty, vf_coef, cliprange_value in runs:
         policy = {x: [float(v) for v in row] for x, row in zip(PROMPTS, theta)}
         frozen = {x: [float(v) for v in row] for x, row in zip(PROMPTS, ref)}
         history = reference.train_rlhf(
             policy, frozen, w, steps, seed, eps=eps, beta=beta, lr=lr, ppo_epochs=ppo_epochs, kl_ctl=kl_ctl,
-            target=target, horizon=horizon, kl_threshold=sys.float_info.max,
+            target=target, horizon=horizon, kl_threshold=sys.float_info.max, kl_penalty=kl_penalty,
+            vf_coef=vf_coef, cliprange_value=cliprange_value,
         )
         for name in HISTORY_FIELDS:
             out[name].append(history[name][kept])
@@ -325,6 +338,9 @@ def sweep_rlhf(
     kl_ctl: str | Sequence[str] = "fixed",
     target: float | Sequence[float] = 6.0,
     horizon: float | Sequence[float] = 10000.0,
+    kl_penalty: str | Sequence[str] = "full",
+    vf_coef: float | Sequence[float] = 0.0,
+    cliprange_value: float | Sequence[float] = 0.2,
     theta: Any = None,
     ref: Any = None,
     record_every: int = 1,
@@ -339,10 +355,11 @@ def sweep_rlhf(
     """Every run of the grid ``betas x seeds`` (x any other argument given as a sequence).
 
     Each run is ``train_rlhf(theta, ref, w, steps, seed, eps=..., beta=..., lr=...,
-    ppo_epochs=..., kl_ctl=..., target=..., horizon=...)`` from a copy of ``theta``
-    (uniform by default) against ``ref`` (uniform by default). ``seeds`` is a count
-    (seeds ``0..N-1``) or a list. ``eps``, ``lr``, ``ppo_epochs``, ``kl_ctl``, ``target``,
-    ``horizon`` given as sequences become grid axes between ``beta`` and ``seed``.
+    ppo_epochs=..., kl_ctl=..., target=..., horizon=..., kl_penalty=..., vf_coef=...,
+    cliprange_value=...)`` from a copy of ``theta`` (uniform by default) against ``ref``
+    (uniform by default), each with its own zero value baseline. ``seeds`` is a count
+    (seeds ``0..N-1``) or a list. Any of those settings given as a sequence becomes a grid
+    axis between ``beta`` and ``seed``.
 
     Runs go to Rust on every core (``n_threads`` threads; ``RAYON_NUM_THREADS`` sets the
     default), or, with ``executor`` (a ``concurrent.futures.Executor``, e.g. a Dask
@@ -376,8 +393,14 @@ def sweep_rlhf(
         "kl_ctl": _controller_name,
         "target": _real(0.0, strict=True),
         "horizon": _real(0.0, strict=True),
+        "kl_penalty": _penalty_name,
+        "vf_coef": _real(0.0),
+        "cliprange_value": _real(0.0, strict=True),
     }
-    given = {"eps": eps, "lr": lr, "ppo_epochs": ppo_epochs, "kl_ctl": kl_ctl, "target": target, "horizon": horizon}
+    given = {
+        "eps": eps, "lr": lr, "ppo_epochs": ppo_epochs, "kl_ctl": kl_ctl, "target": target, "horizon": horizon,
+        "kl_penalty": kl_penalty, "vf_coef": vf_coef, "cliprange_value": cliprange_value,
+    }
     axes: dict[str, list] = {"beta": betas_list}
     constants: dict[str, Any] = {}
     for name in _OPTIONAL_AXES:
@@ -400,6 +423,7 @@ def sweep_rlhf(
             "(or 0 for summaries only)"
         )
 
+    _scores_by_content(w)
     theta0 = _policy_array("theta", theta if theta is not None else init_policy())
     ref0 = _policy_array("ref", ref if ref is not None else init_policy())
     runs = []
@@ -416,6 +440,9 @@ def sweep_rlhf(
                 setting["beta"],
                 setting["target"],
                 setting["horizon"],
+                setting["kl_penalty"],
+                setting["vf_coef"],
+                setting["cliprange_value"],
             )
         )
 

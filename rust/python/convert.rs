@@ -162,6 +162,59 @@ pub fn check_rng(rng: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
+/// A per-prompt value baseline: `None` is zeros, else a dict prompt -> float or a list of
+/// one float per prompt in `PROMPTS` order (either is updated in place).
+pub fn prompt_values(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<f64>> {
+    let Some(value) = value else { return Ok(vec![0.0; PROMPTS.len()]) };
+    let entry = |label: String, item: Bound<'_, PyAny>| -> PyResult<f64> {
+        let number: f64 = item
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("{label} must be a real number, got {}", type_name(&item))))?;
+        Ok(error::finite(&label, number)?)
+    };
+    if value.is_instance_of::<PyDict>() || value.is_instance_of::<PyMapping>() {
+        return PROMPTS
+            .iter()
+            .map(|prompt| {
+                let item = value
+                    .get_item(prompt)
+                    .map_err(|_| PyValueError::new_err(format!("value has no baseline for prompt '{prompt}'")))?;
+                entry(format!("value['{prompt}']"), item)
+            })
+            .collect();
+    }
+    let Ok(list) = value.cast::<PyList>() else {
+        return Err(PyTypeError::new_err(format!(
+            "value must be a dict prompt -> float or a list of {} floats in PROMPTS order, got {}",
+            PROMPTS.len(),
+            type_name(value)
+        )));
+    };
+    if list.len() != PROMPTS.len() {
+        return Err(PyValueError::new_err(format!(
+            "value must have {} entries (one per prompt), got {}",
+            PROMPTS.len(),
+            list.len()
+        )));
+    }
+    (0..PROMPTS.len()).map(|i| entry(format!("value[{i}]"), list.get_item(i)?)).collect()
+}
+
+/// Writes the values back into the caller's dict or list, in place (nothing to do for `None`).
+pub fn write_back_values(value: Option<&Bound<'_, PyAny>>, values: &[f64]) -> PyResult<()> {
+    if let Some(value) = value {
+        let by_prompt = value.is_instance_of::<PyDict>() || value.is_instance_of::<PyMapping>();
+        for (i, (prompt, &v)) in PROMPTS.iter().zip(values).enumerate() {
+            if by_prompt {
+                value.set_item(prompt, v)?;
+            } else {
+                value.set_item(i, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes one prompt's logits back into the caller's policy, in place.
 pub fn write_back_row(policy: &Bound<'_, PyAny>, row: usize, logits: &[f64]) -> PyResult<()> {
     if policy.is_instance_of::<PyUntypedArray>() {

@@ -2,6 +2,7 @@
 //! turn core errors into `ValueError` / `TypeError` / `FloatingPointError`. No numerics here.
 
 mod convert;
+mod methods;
 mod preferences;
 mod sweep;
 
@@ -20,8 +21,8 @@ use crate::softmax as core_softmax;
 use crate::{dpo, ppo, train};
 
 use convert::{
-    check_rng, f64_vec, frozen_copy, policy_table, prompt_index, vocab_weights, write_back_row, write_back_table,
-    SeedKey,
+    check_rng, f64_vec, frozen_copy, policy_table, prompt_index, prompt_values, vocab_weights, write_back_row,
+    write_back_table, write_back_values, SeedKey,
 };
 use preferences::PreferenceSet;
 
@@ -153,7 +154,10 @@ fn clipped_surrogate_grad(
 
 /// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record.
 #[pyfunction]
-#[pyo3(signature = (theta, r#ref, w, prompt, rng, eps=0.2, beta=0.1, lr=0.05, ppo_epochs=4))]
+#[pyo3(signature = (
+    theta, r#ref, w, prompt, rng, eps=0.2, beta=0.1, lr=0.05, ppo_epochs=4,
+    kl_penalty="full", vf_coef=0.0, cliprange_value=0.2, value=None,
+))]
 #[allow(clippy::too_many_arguments)]
 fn rlhf_step<'py>(
     theta: &Bound<'py, PyAny>,
@@ -165,6 +169,10 @@ fn rlhf_step<'py>(
     beta: f64,
     lr: f64,
     ppo_epochs: i64,
+    kl_penalty: &str,
+    vf_coef: f64,
+    cliprange_value: f64,
+    value: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let theta_table = policy_table("theta", theta, true)?;
@@ -175,15 +183,18 @@ fn rlhf_step<'py>(
     check_rng(rng)?;
     error::positive("eps", eps)?;
     let beta = error::non_negative("beta", beta)?;
-    let params = PpoParams::new(eps, lr, ppo_epochs)?;
+    let params = PpoParams::new(eps, lr, ppo_epochs)?.completed(kl_penalty, vf_coef, cliprange_value)?;
+    let mut values = prompt_values(value)?;
     let u: f64 = rng.call_method0("random")?.extract()?;
 
     let v = VOCAB.len();
     let mut logits = theta_table[x * v..(x + 1) * v].to_vec();
     let mut ref_log_probs = vec![0.0; v];
     core_softmax::log_softmax_into(&ref_table[x * v..(x + 1) * v], &mut ref_log_probs);
-    let out = ppo::rlhf_step(&mut logits, &ref_log_probs, &weights, u, beta, &params, &mut StepScratch::new(v));
+    let mut scratch = StepScratch::new(v);
+    let out = ppo::rlhf_step(&mut logits, &ref_log_probs, &weights, u, beta, &params, &mut values[x], &mut scratch);
     write_back_row(theta, x, &logits)?;
+    write_back_values(value, &values)?;
 
     let record = PyDict::new(py);
     record.set_item("token", out.token)?;
@@ -191,6 +202,8 @@ fn rlhf_step<'py>(
     record.set_item("kl", out.kl)?;
     record.set_item("reward", out.reward)?;
     record.set_item("clip_frac", out.clip_frac)?;
+    record.set_item("kl_penalty", out.kl_penalty)?;
+    record.set_item("value_loss", out.value_loss)?;
     Ok(record)
 }
 
@@ -210,7 +223,10 @@ pub(crate) fn kl_controller(kl_ctl: &str, beta: f64, target: f64, horizon: f64) 
 /// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`. Updates `theta` in
 /// place and returns the history arrays.
 #[pyfunction]
-#[pyo3(signature = (theta, r#ref, w, steps, seed, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon))]
+#[pyo3(signature = (
+    theta, r#ref, w, steps, seed, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon,
+    kl_penalty="full", vf_coef=0.0, cliprange_value=0.2, value=None,
+))]
 #[allow(clippy::too_many_arguments)]
 fn train_rlhf<'py>(
     theta: &Bound<'py, PyAny>,
@@ -225,22 +241,30 @@ fn train_rlhf<'py>(
     kl_ctl: &str,
     target: f64,
     horizon: f64,
+    kl_penalty: &str,
+    vf_coef: f64,
+    cliprange_value: f64,
+    value: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let mut table = policy_table("theta", theta, true)?;
     let ref_table = policy_table("ref", r#ref, false)?;
     frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
+    crate::grpo::check_not_length_only(&weights)?;
     if steps < 1 {
         return Err(PyValueError::new_err(format!("steps must be >= 1, got {steps}")));
     }
-    let params = PpoParams::new(eps, lr, ppo_epochs)?;
+    let params = PpoParams::new(eps, lr, ppo_epochs)?.completed(kl_penalty, vf_coef, cliprange_value)?;
     let controller = kl_controller(kl_ctl, beta, target, horizon)?;
+    let mut values = prompt_values(value)?;
 
-    let history =
-        py.detach(|| train::train_rlhf(&mut table, &ref_table, &weights, steps as usize, &seed.0, &params, controller));
+    let history = py.detach(|| {
+        train::train_rlhf(&mut table, &ref_table, &weights, steps as usize, &seed.0, &params, controller, &mut values)
+    });
     // Like the reference, a run that diverges leaves theta as it stood at the failing step.
     write_back_table(theta, &table)?;
+    write_back_values(value, &values)?;
     let history = history?;
 
     let out = PyDict::new(py);
@@ -253,6 +277,8 @@ fn train_rlhf<'py>(
     out.set_item("clip_frac", history.clip_frac.into_pyarray(py))?;
     out.set_item("beta", history.beta.into_pyarray(py))?;
     out.set_item("mean_kl", history.mean_kl.into_pyarray(py))?;
+    out.set_item("kl_penalty", history.kl_penalty.into_pyarray(py))?;
+    out.set_item("value_loss", history.value_loss.into_pyarray(py))?;
     Ok(out)
 }
 
@@ -317,5 +343,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep::sweep_rlhf, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::simd_paths, m)?)?;
     preferences::register(m)?;
+    methods::register(m)?;
     Ok(())
 }

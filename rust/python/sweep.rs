@@ -106,8 +106,9 @@ pub fn simd_paths() -> Vec<&'static str> {
     Simd::available().iter().map(|l| l.name()).collect()
 }
 
-/// One sweep run: `(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon)`.
-type RunTuple = (SeedKey, f64, f64, i64, String, f64, f64, f64);
+/// One sweep run: `(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon, kl_penalty,
+/// vf_coef, cliprange_value)`.
+type RunTuple = (SeedKey, f64, f64, i64, String, f64, f64, f64, String, f64, f64);
 
 /// Every run of `runs` from the same starting policy, in parallel. Returns run-major numpy
 /// arrays: the kept history `[run, kept_step]`, `final_theta [run, P, V]` and `summary
@@ -131,6 +132,7 @@ pub fn sweep_rlhf<'py>(
     let theta0 = policy_table("theta", theta, false)?;
     let reference = policy_table("ref", r#ref, false)?;
     let weights = vocab_weights(w)?;
+    crate::grpo::check_not_length_only(&weights)?;
     if steps < 1 {
         return Err(PyValueError::new_err(format!("steps must be >= 1, got {steps}")));
     }
@@ -139,10 +141,10 @@ pub fn sweep_rlhf<'py>(
     }
     let specs = runs
         .into_iter()
-        .map(|(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon)| {
+        .map(|(seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon, kl_penalty, vf_coef, cliprange_value)| {
             Ok(RunSpec {
                 seed_key: seed.0,
-                params: PpoParams::new(eps, lr, ppo_epochs)?,
+                params: PpoParams::new(eps, lr, ppo_epochs)?.completed(&kl_penalty, vf_coef, cliprange_value)?,
                 controller: kl_controller(&kl_ctl, beta, target, horizon)?,
             })
         })
@@ -170,6 +172,8 @@ pub fn sweep_rlhf<'py>(
         ("clip_frac", out.clip_frac),
         ("beta", out.beta),
         ("mean_kl", out.mean_kl),
+        ("kl_penalty", out.kl_penalty),
+        ("value_loss", out.value_loss),
     ] {
         result.set_item(name, values.into_pyarray(py).reshape([n, kept])?)?;
     }

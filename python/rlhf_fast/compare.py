@@ -1,0 +1,236 @@
+"""The lesson's hard exercise as one comparison: PPO-RLHF, DPO, GRPO and Best-of-N on the
+lesson's data, in final RM score, KL to the reference, held-out preference accuracy and
+compute.
+
+Every method starts from the uniform SFT policy, which is also the frozen reference. The RM
+(for PPO, GRPO and Best-of-N, and to score every final policy) is the lesson's:
+``train_rm(make_dataset(500, 0), epochs=5, lr=0.1)``; DPO trains on the same 500 pairs
+directly. A held-out set, ``make_dataset(heldout_pairs, 1)`` with every pair that also occurs
+in the training set removed, is never trained on: it measures how well each policy's
+implied reward ``log pi(y|x) - log pi_ref(y|x)`` orders preferences it has not seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from .reference import PROMPTS, VOCAB
+
+METHODS = ("PPO", "DPO", "GRPO", "Best-of-N")
+
+
+@dataclass
+class Row:
+    """One setting of one method, statistics over its seeds."""
+
+    method: str
+    setting: str
+    score: np.ndarray  # final exact expected RM score, one per seed
+    kl: np.ndarray  # final exact KL(pi || pi_ref), one per seed
+    accuracy: np.ndarray  # held-out accuracy of the implied reward, one per seed
+    seconds: float  # wall time for all seeds, RM training included where the method needs an RM
+    softmaxes: int  # policy softmax evaluations per seed, RM training excluded (it uses none)
+    rm_steps: int  # Bradley-Terry SGD steps the method depends on (0 for DPO)
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    heldout_pairs: int
+    seeds: int
+    rm_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """One line per method and setting: mean ± std over seeds."""
+        header = ["method", "setting", "E[RM score]", "KL to ref", "held-out acc", "wall s", "softmaxes", "RM steps"]
+        lines = []
+        for row in self.rows:
+            lines.append([
+                row.method,
+                row.setting,
+                _spread(row.score),
+                _spread(row.kl),
+                _spread(row.accuracy),
+                f"{row.seconds:.3f}",
+                f"{row.softmaxes:,}",
+                f"{row.rm_steps:,}",
+            ])
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+        out = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+        out.append("  ".join("-" * w for w in widths))
+        for line in lines:
+            out.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        return "\n".join(out)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Flat records (mean and std per statistic), e.g. for a CSV."""
+        records = []
+        for row in self.rows:
+            record: dict[str, Any] = {"method": row.method, "setting": row.setting}
+            for name in ("score", "kl", "accuracy"):
+                values = getattr(row, name)
+                record[name] = float(values.mean())
+                record[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            record.update(seconds=row.seconds, softmaxes=row.softmaxes, rm_steps=row.rm_steps)
+            records.append(record)
+        return records
+
+    def plot(self, path=None):
+        """RM score against KL to the reference for every method: the frontier."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
+        style = {"PPO": ("tab:blue", "o"), "DPO": ("tab:orange", "s"), "GRPO": ("tab:green", "^"),
+                 "Best-of-N": ("tab:red", "D")}
+        for method in METHODS:
+            rows = [r for r in self.rows if r.method == method]
+            if not rows:
+                continue
+            colour, marker = style[method]
+            kls = np.array([r.kl.mean() for r in rows])
+            scores = np.array([r.score.mean() for r in rows])
+            ax.errorbar(kls, scores, xerr=[r.kl.std() for r in rows], yerr=[r.score.std() for r in rows],
+                        fmt=marker, color=colour, label=method, capsize=3, markersize=7, linestyle="none")
+            if method in ("Best-of-N", "PPO"):
+                order = np.argsort(kls)
+                ax.plot(kls[order], scores[order], color=colour, alpha=0.4)
+            for r, x, y in zip(rows, kls, scores):
+                ax.annotate(r.setting, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=colour)
+        ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1)
+        ax.text(math.log(len(VOCAB)), ax.get_ylim()[1], "log V: one token only ", color="grey", fontsize=8,
+                va="top", ha="right")
+        ax.set(xlabel="KL(π || π_ref), exact, averaged over prompts", ylabel="expected RM score of the final policy",
+               title=f"RM score against KL: PPO, DPO, GRPO, Best-of-N (mean ± std over {self.seeds} seeds)")
+        ax.legend(loc="lower right")
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+
+def _spread(values: np.ndarray) -> str:
+    std = values.std(ddof=1) if values.size > 1 else 0.0
+    return f"{values.mean():.3f} ± {std:.3f}"
+
+
+def _heldout(train: list, n: int) -> list:
+    """``make_dataset(n, 1)`` less every pair that also occurs in the training set."""
+    seen = set(train)
+    return [pair for pair in reference.make_dataset(n, 1) if pair not in seen]
+
+
+def _counts(pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    index = {tok: i for i, tok in enumerate(VOCAB)}
+    prompts = np.array([PROMPTS.index(x) for x, _, _ in pairs])
+    chosen = np.zeros((len(pairs), len(VOCAB)))
+    rejected = np.zeros((len(pairs), len(VOCAB)))
+    for i, (_, y_pos, y_neg) in enumerate(pairs):
+        for tok in y_pos.split():
+            chosen[i, index[tok]] += 1
+        for tok in y_neg.split():
+            rejected[i, index[tok]] += 1
+    return prompts, chosen, rejected
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def implied_accuracy(log_policy: np.ndarray, log_ref: np.ndarray, pairs: list) -> np.ndarray:
+    """Held-out accuracy of the implied reward ``log pi(y|x) - log pi_ref(y|x)`` of each policy.
+
+    ``log_policy``: ``[..., P, V]`` log-probabilities; one accuracy per leading index.
+    """
+    prompts, chosen, rejected = _counts(pairs)
+    implied = log_policy - log_ref  # [..., P, V]
+    rows = implied[..., prompts, :]  # [..., n, V]
+    margin = np.einsum("...nv,nv->...n", rows, chosen) - np.einsum("...nv,nv->...n", rows, rejected)
+    return (margin > 0).mean(axis=-1)
+
+
+def compare(
+    *,
+    seeds: int = 5,
+    steps: int = 2000,
+    ppo_betas=(0.0, 0.1, 1.0),
+    dpo_betas=(0.1, 1.0),
+    dpo_loss_types=("sigmoid", "ipo", "hinge", "robust"),
+    dpo_epochs: int = 4,
+    grpo_betas=(0.04,),
+    bon_ns=(1, 2, 4, 8, 16, 64),
+    train_pairs: int = 500,
+    heldout_pairs: int = 1000,
+) -> Comparison:
+    """Runs every method on the lesson's data and returns the :class:`Comparison`.
+
+    PPO: ``sweep_rlhf`` over ``ppo_betas`` x ``seeds`` x ``steps``; DPO: ``sweep_dpo`` over
+    ``dpo_betas`` x ``dpo_loss_types`` x ``dpo_epochs`` epochs of the training pairs, each
+    seed shuffling their order; GRPO: ``sweep_grpo`` over ``grpo_betas`` x ``seeds`` x
+    ``steps`` (8 generations per step); Best-of-N from the SFT policy, exact, for ``bon_ns``.
+    """
+    import rlhf_fast as rl
+
+    pairs = reference.make_dataset(train_pairs, 0)
+    heldout = _heldout(pairs, heldout_pairs)
+    if not heldout:
+        raise ValueError("every held-out pair also occurs in the training set: raise heldout_pairs")
+    started = time.perf_counter()
+    w = rl.train_rm(pairs, epochs=5, lr=0.1)
+    rm_seconds = time.perf_counter() - started
+    rm_steps = 5 * train_pairs
+    log_ref = _log_softmax(np.zeros((len(PROMPTS), len(VOCAB))))
+    rows: list[Row] = []
+
+    for beta in ppo_betas:
+        started = time.perf_counter()
+        result = rl.sweep_rlhf(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
+        seconds = time.perf_counter() - started + rm_seconds
+        accuracy = implied_accuracy(_log_softmax(result.final_theta[0]), log_ref, heldout)
+        rows.append(Row("PPO", f"β={beta:g}", result.runs["final_score"][0], result.runs["final_kl"][0], accuracy,
+                        seconds, steps * 4, rm_steps))
+
+    for loss_type in dpo_loss_types:
+        for beta in dpo_betas:
+            started = time.perf_counter()
+            result = rl.sweep_dpo(pairs, betas=[beta], seeds=seeds, loss_type=loss_type, epochs=dpo_epochs, w=w,
+                                  record_every=0)
+            seconds = time.perf_counter() - started
+            final = result.final_theta.reshape(-1, len(PROMPTS), len(VOCAB))
+            accuracy = implied_accuracy(_log_softmax(final), log_ref, heldout)
+            # per pair step: log-softmax of the policy and softmax for the gradient (the reference's is cached)
+            rows.append(Row("DPO", f"{loss_type} β={beta:g}", result.runs["final_score"].ravel(),
+                            result.runs["final_kl"].ravel(), accuracy, seconds, 2 * dpo_epochs * train_pairs, 0))
+
+    for beta in grpo_betas:
+        started = time.perf_counter()
+        result = rl.sweep_grpo(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
+        seconds = time.perf_counter() - started + rm_seconds
+        accuracy = implied_accuracy(_log_softmax(result.final_theta.reshape(-1, len(PROMPTS), len(VOCAB))), log_ref,
+                                    heldout)
+        rows.append(Row("GRPO", f"β={beta:g} G=8", result.runs["final_score"].ravel(), result.runs["final_kl"].ravel(),
+                        accuracy, seconds, steps * 2, rm_steps))
+
+    for n in bon_ns:
+        started = time.perf_counter()
+        out = rl.best_of_n(reference.init_policy(), w, n)
+        seconds = time.perf_counter() - started + rm_seconds
+        with np.errstate(divide="ignore"):
+            log_bon = np.log(np.array([out["distribution"][x] for x in PROMPTS]))
+        accuracy = np.array([implied_accuracy(log_bon, log_ref, heldout)])
+        # Best-of-N is deterministic here (exact distribution): no spread over seeds.
+        rows.append(Row("Best-of-N", f"N={n}", np.array([out["expected_score"]]), np.array([out["kl_exact"]]),
+                        accuracy, seconds, len(PROMPTS), rm_steps))
+
+    return Comparison(rows=rows, heldout_pairs=len(heldout), seeds=seeds, rm_seconds=rm_seconds,
+                      extra={"w": w, "kl_analytic": {n: math.log(n) - (n - 1) / n for n in bon_ns}})
