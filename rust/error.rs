@@ -65,10 +65,11 @@ pub fn finite_slice(name: &str, values: &[f64]) -> Result<()> {
     if values.is_empty() {
         return Err(Error::invalid(format!("{name} must not be empty")));
     }
-    for (i, &v) in values.iter().enumerate() {
-        finite(&format!("{name}[{i}]"), v)?;
+    // The label is only formatted for the entry at fault: checks sit on hot paths.
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::invalid(format!("{name}[{i}] must be finite, got {}", py_float(values[i])))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A probability vector: finite, non-negative entries summing to 1 within 1e-6.
