@@ -294,32 +294,6 @@ pub fn dpo_step_metrics(
     Ok(dpo_update(logits, &logq, chosen, rejected, params, &mut scratch))
 }
 
-/// One SGD step on the sigmoid DPO loss
-/// `-log sigmoid(beta [(log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))])`.
-///
-/// `chosen` and `rejected` are token ids (repeats count twice); mutates `logits` and returns
-/// the loss before the step. [`dpo_step_metrics`] takes every loss type and returns the metrics.
-pub fn dpo_step(
-    logits: &mut [f64],
-    ref_logits: &[f64],
-    chosen: &[usize],
-    rejected: &[usize],
-    beta: f64,
-    lr: f64,
-) -> Result<f64> {
-    let params = DpoParams::new(beta, lr, LossType::Sigmoid, 0.0)?;
-    let ids = |name: &str, tokens: &[usize]| -> Result<Vec<u32>> {
-        tokens
-            .iter()
-            .map(|&t| {
-                u32::try_from(t).map_err(|_| Error::invalid(format!("{name} has token id {t} outside the vocabulary")))
-            })
-            .collect()
-    };
-    let (chosen, rejected) = (ids("y_pos", chosen)?, ids("y_neg", rejected)?);
-    Ok(dpo_step_metrics(logits, ref_logits, &chosen, &rejected, &params)?.loss)
-}
-
 /// CPython's `Random.shuffle`: `for i in reversed(range(1, n)): j = randbelow(i + 1); swap`.
 /// `order` must have fewer than 2^32 entries.
 pub fn shuffle<T>(order: &mut [T], rng: &mut Mt19937) {
@@ -627,8 +601,20 @@ mod tests {
         assert!((out.loss - t * t).abs() < 1e-12);
     }
 
+    fn dpo_step(
+        logits: &mut [f64],
+        reference: &[f64],
+        chosen: &[u32],
+        rejected: &[u32],
+        beta: f64,
+        lr: f64,
+    ) -> Result<f64> {
+        let params = DpoParams::new(beta, lr, LossType::Sigmoid, 0.0)?;
+        Ok(dpo_step_metrics(logits, reference, chosen, rejected, &params)?.loss)
+    }
+
     #[test]
-    fn loss_is_log_two_at_the_reference_and_the_old_entry_point_still_works() {
+    fn loss_is_log_two_at_the_reference() {
         let mut theta = [0.0; 3];
         assert!((dpo_step(&mut theta, &[0.0; 3], &[0], &[1], 0.1, 0.1).unwrap() - 2f64.ln()).abs() < 1e-15);
         assert!(theta[0] > 0.0 && theta[1] < 0.0);

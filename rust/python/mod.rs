@@ -18,7 +18,7 @@ use crate::kl as core_kl;
 use crate::kl_control::KlController;
 use crate::ppo::{PpoParams, StepScratch};
 use crate::softmax as core_softmax;
-use crate::{dpo, ppo, train};
+use crate::{ppo, train};
 
 use convert::{
     check_rng, f64_vec, frozen_copy, policy_table, prompt_index, prompt_values, vocab_weights, write_back_row,
@@ -282,31 +282,6 @@ fn train_rlhf<'py>(
     Ok(out)
 }
 
-/// One DPO (sigmoid loss) step on `theta[x]`, updated in place; returns the loss before it.
-#[pyfunction]
-#[pyo3(signature = (theta, r#ref, x, y_pos, y_neg, beta=0.1, lr=0.05))]
-fn dpo_step(
-    theta: &Bound<'_, PyAny>,
-    r#ref: &Bound<'_, PyAny>,
-    x: &Bound<'_, PyAny>,
-    y_pos: &Bound<'_, PyAny>,
-    y_neg: &Bound<'_, PyAny>,
-    beta: f64,
-    lr: f64,
-) -> PyResult<f64> {
-    let theta_table = policy_table("theta", theta, true)?;
-    let ref_table = policy_table("ref", r#ref, false)?;
-    frozen_copy(theta, r#ref)?;
-    let row = prompt_index(x)?;
-    let chosen = convert::response_tokens("y_pos", y_pos)?;
-    let rejected = convert::response_tokens("y_neg", y_neg)?;
-    let v = VOCAB.len();
-    let mut logits = theta_table[row * v..(row + 1) * v].to_vec();
-    let loss = dpo::dpo_step(&mut logits, &ref_table[row * v..(row + 1) * v], &chosen, &rejected, beta, lr)?;
-    write_back_row(theta, row, &logits)?;
-    Ok(loss)
-}
-
 /// Exact expected RM score of the policy, averaged over the prompts.
 #[pyfunction]
 fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -337,7 +312,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clipped_surrogate_grad, m)?)?;
     m.add_function(wrap_pyfunction!(rlhf_step, m)?)?;
     m.add_function(wrap_pyfunction!(train_rlhf, m)?)?;
-    m.add_function(wrap_pyfunction!(dpo_step, m)?)?;
     m.add_function(wrap_pyfunction!(expected_score, m)?)?;
     m.add_function(wrap_pyfunction!(policy_kl, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::sweep_rlhf, m)?)?;

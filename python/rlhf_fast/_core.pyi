@@ -1,0 +1,185 @@
+"""Type stubs for the Rust core. The public API is ``rlhf_fast``; these are its building blocks."""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Policy = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
+Weights = Mapping[str, float]
+Response = str | Sequence[str]
+Pair = tuple[str, Response, Response] | Mapping[str, Response]
+Progress = Callable[[int], object] | None
+
+class _Rng(Protocol):
+    def random(self) -> float: ...
+
+class PreferenceSet:
+    """Pairs tokenised once: bags of token ids; ``train_rm`` and friends take it as is."""
+
+    def __init__(self, pairs: Iterable[Pair]) -> None: ...
+    @staticmethod
+    def make_dataset(n: int, seed: int = 0) -> PreferenceSet: ...
+    def __len__(self) -> int: ...
+    @property
+    def vocab(self) -> list[str]: ...
+    def to_pairs(self) -> list[tuple[str, str, str]]: ...
+
+def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]: ...
+def seed_key(seed: int) -> list[int]: ...
+def bag(y: Response) -> dict[str, int]: ...
+def dot(w: Weights, b: Mapping[str, float]) -> float: ...
+def sigmoid(z: float) -> float: ...
+def rm_train_step(w: dict[str, float], x: str, y_pos: Response, y_neg: Response, lr: float) -> float: ...
+def train_rm(
+    pairs: PreferenceSet | Iterable[Pair], epochs: int = 5, lr: float = 0.1, w: dict[str, float] | None = None
+) -> dict[str, float]: ...
+def pairwise_accuracy(w: Weights, pairs: PreferenceSet | Iterable[Pair]) -> float: ...
+def softmax(z: Sequence[float]) -> list[float]: ...
+def log_softmax(z: Sequence[float]) -> list[float]: ...
+def softmax_rows(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def log_softmax_rows(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def kl(p: Sequence[float], q: Sequence[float]) -> float: ...
+def kl_k1(logp: float, logq: float) -> float: ...
+def kl_k2(logp: float, logq: float) -> float: ...
+def kl_k3(logp: float, logq: float) -> float: ...
+def sample(probs: Sequence[float], rng: _Rng) -> int: ...
+def clipped_surrogate(logits: Sequence[float], a: int, p_old_a: float, advantage: float, eps: float) -> float: ...
+def clipped_surrogate_grad(
+    logits: Sequence[float], a: int, p_old_a: float, advantage: float, eps: float
+) -> list[float]: ...
+def rlhf_step(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    prompt: str,
+    rng: _Rng,
+    eps: float = 0.2,
+    beta: float = 0.1,
+    lr: float = 0.05,
+    ppo_epochs: int = 4,
+    kl_penalty: str = "full",
+    vf_coef: float = 0.0,
+    cliprange_value: float = 0.2,
+    value: dict[str, float] | list[float] | None = None,
+) -> dict[str, float]: ...
+def train_rlhf(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    steps: int,
+    seed: int,
+    eps: float,
+    beta: float,
+    lr: float,
+    ppo_epochs: int,
+    kl_ctl: str,
+    target: float,
+    horizon: float,
+    kl_penalty: str = "full",
+    vf_coef: float = 0.0,
+    cliprange_value: float = 0.2,
+    value: dict[str, float] | list[float] | None = None,
+) -> dict[str, npt.NDArray[Any]]: ...
+def expected_score(theta: Policy, w: Weights) -> float: ...
+def policy_kl(theta: Policy, ref: Policy) -> float: ...
+def dpo_step_metrics(
+    theta: Policy,
+    ref: Policy,
+    x: str,
+    y_pos: Response,
+    y_neg: Response,
+    beta: float = 0.1,
+    lr: float = 0.05,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> dict[str, float]: ...
+def train_dpo(
+    theta: Policy,
+    ref: Policy,
+    pairs: Iterable[Pair],
+    epochs: int = 1,
+    beta: float = 0.1,
+    lr: float = 0.05,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    seed: int | None = None,
+) -> dict[str, npt.NDArray[Any]]: ...
+def grpo_step(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    prompt: str,
+    rng: _Rng,
+    num_generations: int = 8,
+    beta: float = 0.04,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    lr: float = 0.05,
+    scale_rewards: str = "group",
+    num_iterations: int = 1,
+) -> dict[str, Any]: ...
+def train_grpo(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    steps: int,
+    seed: int,
+    num_generations: int = 8,
+    beta: float = 0.04,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    lr: float = 0.05,
+    scale_rewards: str = "group",
+    num_iterations: int = 1,
+) -> dict[str, npt.NDArray[Any]]: ...
+def best_of_n(policy: Policy, w: Weights, n: int, samples: int = 0, seed: int = 0) -> dict[str, Any]: ...
+def check_not_length_only(w: Weights) -> None: ...
+def simd_paths() -> list[str]: ...
+def sweep_rlhf(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    steps: int,
+    runs: Sequence[tuple[int, float, float, int, str, float, float, float, str, float, float]],
+    record_every: int = 1,
+    exact: bool = False,
+    simd: str | None = None,
+    n_threads: int | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]: ...
+def sweep_rm(
+    pairs: PreferenceSet | Iterable[Pair],
+    specs: Sequence[tuple[float, int, int, int]],
+    w: Weights | None = None,
+    n_threads: int | None = None,
+    progress: Progress = None,
+) -> tuple[npt.NDArray[np.float64], list[str]]: ...
+def sweep_dpo(
+    theta: Policy,
+    ref: Policy,
+    pairs: Iterable[Pair],
+    runs: Sequence[tuple[Any, ...]],
+    w: Weights | None = None,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]: ...
+def sweep_grpo(
+    theta: Policy,
+    ref: Policy,
+    w: Weights,
+    steps: int,
+    runs: Sequence[tuple[Any, ...]],
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]: ...
+def sweep_best_of_n(
+    policy: Policy,
+    w: Weights,
+    runs: Sequence[tuple[int, int, int]],
+    n_threads: int | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]: ...

@@ -1,0 +1,110 @@
+"""DPO, GRPO and Best-of-N sweeps against the single-run reference functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rlhf_fast as rl
+from rlhf_fast import reference
+
+W = reference.train_rm(reference.make_dataset(500, 0))
+PAIRS = reference.make_dataset(60, 4)
+DPO_FIELDS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def close(a, b):
+    np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-9, atol=1e-12)
+
+
+def test_every_dpo_sweep_run_is_train_dpo():
+    result = rl.sweep_dpo(PAIRS, betas=[0.1, 1.0], loss_type=["sigmoid", "ipo", "robust"], label_smoothing=0.0,
+                          epochs=2, seeds=[None, 3], w=W)
+    for beta in (0.1, 1.0):
+        for loss_type in ("sigmoid", "ipo", "robust"):
+            for seed in (None, 3):
+                theta = reference.init_policy()
+                history = reference.train_dpo(theta, reference.init_policy(), PAIRS, epochs=2, beta=beta,
+                                              loss_type=loss_type, seed=seed)
+                run = result.run(beta=beta, loss_type=loss_type, seed=seed)
+                np.testing.assert_array_equal(run["prompt"], history["prompt"])
+                for name in DPO_FIELDS:
+                    close(run[name], history[name])
+                index = result._index({"beta": beta, "loss_type": loss_type, "seed": seed})
+                close(result.final_theta[index], [theta[x] for x in reference.PROMPTS])
+                assert result.runs["final_score"][index] == pytest.approx(reference.expected_score(theta, W), rel=1e-9)
+
+
+def test_every_grpo_sweep_run_is_train_grpo():
+    result = rl.sweep_grpo(W, betas=[0.0, 0.04], seeds=3, steps=150, num_generations=[4, 8])
+    for beta in (0.0, 0.04):
+        for group in (4, 8):
+            for seed in range(3):
+                theta = reference.init_policy()
+                history = reference.train_grpo(theta, reference.init_policy(), W, 150, seed, beta=beta,
+                                               num_generations=group)
+                index = result._index({"beta": beta, "num_generations": group, "seed": seed})
+                np.testing.assert_array_equal(result.prompt[index], history["prompt"])
+                for name in ("score", "reward_std", "kl", "clip_frac", "loss", "mean_kl"):
+                    close(getattr(result, name)[index], history[name])
+                close(result.final_theta[index], [theta[x] for x in reference.PROMPTS])
+
+
+def test_best_of_n_sweep_is_best_of_n_per_n_and_seed():
+    result = rl.sweep_best_of_n(W, ns=[1, 3, 16], seeds=2, samples=500)
+    for i, n in enumerate((1, 3, 16)):
+        for seed in range(2):
+            single = reference.best_of_n(reference.init_policy(), W, n, samples=500, seed=seed)
+            assert result.expected_score[i] == pytest.approx(single["expected_score"], rel=1e-12)
+            assert result.kl_exact[i] == pytest.approx(single["kl_exact"], rel=1e-12, abs=1e-15)
+            assert result.kl_analytic[i] == pytest.approx(single["kl_analytic"], rel=1e-12, abs=1e-15)
+            assert result.sampled_score[i, seed] == pytest.approx(single["sampled_score"], rel=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_method_sweeps_do_not_depend_on_the_thread_count(n_threads):
+    dpo = [rl.sweep_dpo(PAIRS, betas=[0.1, 0.5], seeds=3, n_threads=t) for t in (None, n_threads)]
+    np.testing.assert_array_equal(dpo[0].loss, dpo[1].loss)
+    np.testing.assert_array_equal(dpo[0].final_theta, dpo[1].final_theta)
+    grpo = [rl.sweep_grpo(W, betas=[0.04], seeds=5, steps=100, n_threads=t) for t in (None, n_threads)]
+    np.testing.assert_array_equal(grpo[0].score, grpo[1].score)
+    np.testing.assert_array_equal(grpo[0].final_theta, grpo[1].final_theta)
+    bon = [rl.sweep_best_of_n(W, ns=[4], seeds=5, samples=300, n_threads=t) for t in (None, n_threads)]
+    np.testing.assert_array_equal(bon[0].sampled_score, bon[1].sampled_score)
+
+
+@pytest.mark.parametrize("sweep", ["sweep_grpo", "sweep_best_of_n"])
+def test_length_only_reward_models_are_refused_by_the_sweeps(sweep):
+    flat = {tok: 0.7 for tok in reference.VOCAB}
+    kwargs = dict(betas=[0.1], seeds=2, steps=10) if sweep == "sweep_grpo" else dict(ns=[2])
+    with pytest.raises(ValueError, match="length alone"):
+        getattr(rl, sweep)(flat, **kwargs)
+    with pytest.raises(ValueError, match="length alone"):
+        rl.sweep_rlhf(flat, betas=[0.1], seeds=2, steps=10)
+
+
+def test_core_helpers_behind_the_api(api_is_rust):
+    """The Rust entry points the Python layer wraps, named and checked directly."""
+    from rlhf_fast import _core
+
+    z = np.array([[0.0, 1.0, -2.0, 1e4], [3.0, 3.0, 3.0, 3.0]])
+    for row, got in zip(z, _core.softmax_rows(z)):
+        close(got, reference.softmax(list(row)))
+    for row, got in zip(z, _core.log_softmax_rows(z)):
+        close(got, reference.log_softmax(list(row)))
+    with pytest.raises(ValueError, match="length alone"):
+        _core.check_not_length_only({})
+    _core.check_not_length_only(W)
+    theta, theta_ref = reference.init_policy(), reference.init_policy()
+    record = _core.dpo_step_metrics(theta, reference.init_policy(), "help me", "clear kind", "rude wrong", 0.5,
+                                    0.1, "hinge", 0.0)
+    loss = reference.dpo_step(theta_ref, reference.init_policy(), "help me", "clear kind", "rude wrong", beta=0.5,
+                              lr=0.1, loss_type="hinge")
+    assert record["loss"] == pytest.approx(loss, rel=1e-12)
+    close([theta[x] for x in reference.PROMPTS], [theta_ref[x] for x in reference.PROMPTS])
+
+
+@pytest.fixture
+def api_is_rust():
+    if rl.BACKEND != "rust":
+        pytest.skip("the Rust entry points themselves")
