@@ -8,7 +8,6 @@ count, the executor or the CPU's vector unit.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,10 @@ import numpy as np
 
 from . import reference
 from ._backend import BACKEND
-from .methods import _scores_by_content
+from .methods import _axis as _as_axis
+from .methods import _bounded as _real
+from .methods import _count as _integer
+from .methods import _Grid, _mean, _policy_array, _progress, _scores_by_content, _seed_axis, _total_memory
 from .reference import KL_CONTROLLERS, PROMPTS, VOCAB, init_policy
 
 KL_PENALTIES = ("full", "k1", "k2", "k3")
@@ -43,48 +45,6 @@ _BYTES_PER_KEPT_STEP = 2 * 1 + 8 * 8  # prompt and token as uint8, eight float64
 SUMMARY_FIELDS = ("final_score", "final_kl", "mean_score", "mean_reward", "mean_kl", "clip_frac", "final_beta")
 
 
-def _total_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
-def _as_axis(name: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[list, bool]:
-    """``(values, is_axis)``: a sequence is a grid axis, a scalar a constant."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        return [check(name, value)], False
-    values = [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
-    if not values:
-        raise ValueError(f"{name} must not be empty")
-    return values, True
-
-
-def _real(lower: float | None = None, strict: bool = False) -> Callable[[str, Any], float]:
-    def check(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        if lower is not None and (value <= lower if strict else value < lower):
-            raise ValueError(f"{name} must be {'>' if strict else '>='} {lower:g}, got {value!r}")
-        return value
-
-    return check
-
-
-def _integer(lower: int) -> Callable[[str, Any], int]:
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < lower:
-            raise ValueError(f"{name} must be >= {lower}, got {value!r}")
-        return int(value)
-
-    return check
-
-
 def _controller_name(name: str, value: Any) -> str:
     if value not in KL_CONTROLLERS:
         raise ValueError(f"{name} must be one of {KL_CONTROLLERS}, got {value!r}")
@@ -97,28 +57,8 @@ def _penalty_name(name: str, value: Any) -> str:
     return value
 
 
-def _seeds(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ValueError(f"seeds must be >= 1 (a count) or a list of ints, got {seeds!r}")
-        return list(range(int(seeds)))
-    values, _ = _as_axis("seeds", seeds, _integer(-(1 << 1000)))
-    return values
-
-
-def _policy_array(name: str, policy: Any) -> np.ndarray:
-    if policy is None:
-        return np.zeros((len(PROMPTS), len(VOCAB)))
-    if isinstance(policy, Mapping):
-        missing = [p for p in PROMPTS if p not in policy]
-        if missing:
-            raise ValueError(f"{name} has no logits for prompt {missing[0]!r}")
-        return np.array([list(policy[p]) for p in PROMPTS], dtype=np.float64)
-    return np.ascontiguousarray(policy, dtype=np.float64)
-
-
 @dataclass
-class SweepResult:
+class SweepResult(_Grid):
     """A finished PPO-RLHF sweep; arrays are indexed ``[*axes, step]`` (``[beta, seed, step]``
     for a beta x seed grid).
 
@@ -148,26 +88,16 @@ class SweepResult:
     simd: str
     seconds: float = field(default=0.0)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(v) for v in self.axes.values())
+    _TABLE = (
+        ("final_score", "final E[score]"),
+        ("final_kl", "final KL"),
+        ("mean_kl", "mean KL"),
+        ("clip_frac", "clip frac"),
+    )
 
     def run(self, **where: Any) -> dict[str, np.ndarray]:
         """One run's history, e.g. ``result.run(beta=0.1, seed=3)``."""
-        index = []
-        for axis, values in self.axes.items():
-            if axis not in where and len(values) == 1:
-                index.append(0)
-                continue
-            if axis not in where:
-                raise ValueError(f"say which {axis}: one of {values}")
-            try:
-                index.append(values.index(where.pop(axis)))
-            except ValueError:
-                raise ValueError(f"{axis} is not on this grid; it has {values}") from None
-        if where:
-            raise ValueError(f"unknown axes {sorted(where)}; the grid's axes are {list(self.axes)}")
-        i = tuple(index)
+        i = self._index(where)
         return {name: getattr(self, name)[i] for name in HISTORY_FIELDS}
 
     def to_pandas(self):
@@ -184,38 +114,6 @@ class SweepResult:
         for name in ("score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss"):
             columns[TRL_NAMES.get(name, name)] = getattr(self, name).ravel()
         return pd.DataFrame(columns)
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Per grid point (seeds pooled): mean and standard deviation over seeds of each run summary."""
-        point_axes = [a for a in self.axes if a != "seed"]
-        n_seeds = len(self.axes["seed"])
-        rows = []
-        for index in np.ndindex(*[len(self.axes[a]) for a in point_axes]):
-            row: dict[str, Any] = {a: self.axes[a][i] for a, i in zip(point_axes, index)}
-            row["seeds"] = n_seeds
-            for name, values in self.runs.items():
-                over_seeds = values[index]
-                row[name] = float(np.mean(over_seeds))
-                row[f"{name}_std"] = float(np.std(over_seeds, ddof=1)) if n_seeds > 1 else 0.0
-            rows.append(row)
-        return rows
-
-    def summary_table(self) -> str:
-        """:meth:`summary` as aligned text."""
-        rows = self.summary()
-        shown = [a for a in self.axes if a != "seed"]
-        header = [*shown, "seeds", "final E[score]", "final KL", "mean KL", "clip frac"]
-        lines = []
-        for row in rows:
-            cells = [f"{row[a]:g}" if isinstance(row[a], float) else str(row[a]) for a in shown]
-            cells.append(str(row["seeds"]))
-            for name in ("final_score", "final_kl", "mean_kl", "clip_frac"):
-                cells.append(f"{row[name]:.3f} ± {row[name + '_std']:.3f}")
-            lines.append(cells)
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-        out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
-        return "\n".join(out)
 
     def plot(self, path: str | os.PathLike | None = None, *, points: int = 60):
         """The lesson's medium exercise: RM score and KL over updates, and score against KL.
@@ -292,7 +190,7 @@ def _reference_sweep_rlhf(
         out["summary"].append([
             reference.expected_score(policy, w),
             reference.policy_kl(policy, frozen),
-            *(_left_to_right_mean(history[name]) for name in ("score", "reward", "kl", "clip_frac")),
+            *(_mean(history[name]) for name in ("score", "reward", "kl", "clip_frac")),
             controller.value,
         ])
         out["final_theta"].append([policy[x] for x in PROMPTS])
@@ -303,13 +201,6 @@ def _reference_sweep_rlhf(
     arrays["summary_fields"] = list(SUMMARY_FIELDS)
     arrays["simd"] = "python"
     return arrays
-
-
-def _left_to_right_mean(values: Sequence[float]) -> float:
-    total = 0.0
-    for v in values:
-        total += v
-    return total / len(values)
 
 
 
@@ -381,7 +272,7 @@ def sweep_rlhf(
     betas_list, _ = _as_axis("betas", betas, _real(0.0))
     if not isinstance(betas, (Sequence, np.ndarray)) or isinstance(betas, str):
         raise TypeError("betas must be a sequence of floats")
-    seed_list = _seeds(seeds)
+    seed_list = _seed_axis(seeds, allow_none=False)
     steps = _integer(1)("steps", steps)
     record_every = _integer(0)("record_every", record_every)
     if n_threads is not None:
@@ -446,7 +337,7 @@ def sweep_rlhf(
             )
         )
 
-    callback, bar = _progress(progress, n_runs * steps)
+    callback, bar = _progress(progress, n_runs * steps, "sweep")
     started = time.perf_counter()
     try:
         if executor is None:
@@ -488,20 +379,6 @@ def sweep_rlhf(
         simd=out["simd"],
         seconds=seconds,
     )
-
-
-def _progress(progress: bool | Callable[[int], None], total: int):
-    """``(callback, bar)`` for a progress request: a tqdm bar for ``True``."""
-    if callable(progress):
-        return progress, None
-    if not progress:
-        return None, None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is an optional extra
-        return None, None
-    bar = tqdm(total=total, unit="step", unit_scale=True, smoothing=0.1, desc="sweep")
-    return bar.update, bar
 
 
 @dataclass
@@ -576,7 +453,7 @@ def sweep_rm(
             raise ValueError(f"n_pairs={n} is more than the {len(prefs)} pairs given")
     axes = {"lr": lr_list, "epochs": epoch_list, "n_pairs": size_list}
     specs = [(lr, e, 0, n) for lr in lr_list for e in epoch_list for n in size_list]
-    callback, bar = _progress(progress, sum(e * n for _, e, _, n in specs))
+    callback, bar = _progress(progress, sum(e * n for _, e, _, n in specs), "reward models")
     try:
         weights, vocab = _rm_engine(prefs, specs, n_threads=n_threads, progress=callback)
     finally:
