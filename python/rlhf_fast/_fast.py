@@ -52,6 +52,7 @@ sample = _core.sample
 clipped_surrogate = _core.clipped_surrogate
 clipped_surrogate_grad = _core.clipped_surrogate_grad
 rlhf_step = _core.rlhf_step
+kl = _core.kl
 expected_score = _core.expected_score
 policy_kl = _core.policy_kl
 
@@ -76,11 +77,6 @@ def softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
 def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
     """``z - logsumexp(z)``; a numpy array gets a numpy array back (2-D: row-wise)."""
     return _rows_kernel(z, _core.log_softmax, _core.log_softmax_rows)
-
-
-def kl(p: Sequence[float], q: Sequence[float]) -> float:
-    """Exact ``KL(p || q)`` with ``0 log 0 = 0``."""
-    return _core.kl(p, q)
 
 
 def _check_threshold(kl_threshold: float) -> float:
