@@ -21,6 +21,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,18 +345,23 @@ def _as_dict(table: np.ndarray) -> dict[str, list[float]]:
     return {x: [float(v) for v in row] for x, row in zip(PROMPTS, table)}
 
 
+@contextmanager
 def _progress(progress: bool | Callable[[int], None], total: int, desc: str):
-    """``(callback, bar)`` for a progress request: a tqdm bar for ``True``."""
-    if callable(progress):
-        return progress, None
-    if not progress:
-        return None, None
+    """The callback to hand a sweep engine for a ``progress`` request (a tqdm bar for ``True``,
+    closed when the sweep ends, however it ends)."""
+    if callable(progress) or not progress:
+        yield progress or None
+        return
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is an optional extra
-        return None, None
+        yield None
+        return
     bar = tqdm(total=total, unit="step", unit_scale=True, smoothing=0.1, desc=desc)
-    return bar.update, bar
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -632,14 +638,10 @@ def sweep_dpo(
     ref0 = _policy_array("ref", ref if ref is not None else init_policy())
     if w is not None:
         _scores_or_type(w)
-    callback, bar = _progress(progress, sum(r[4] for r in runs) * len(pairs), "sweep_dpo")
     started = time.perf_counter()
-    try:
+    with _progress(progress, sum(r[4] for r in runs) * len(pairs), "sweep_dpo") as callback:
         out = _dpo_engine(theta0, ref0, pairs, runs, w=w, record_every=record_every, n_threads=n_threads,
                           progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - started
     shape = tuple(len(v) for v in axes.values())
 
@@ -818,14 +820,10 @@ def sweep_grpo(
 
     theta0 = _policy_array("theta", theta if theta is not None else init_policy())
     ref0 = _policy_array("ref", ref if ref is not None else init_policy())
-    callback, bar = _progress(progress, len(runs) * steps, "sweep_grpo")
     started = time.perf_counter()
-    try:
+    with _progress(progress, len(runs) * steps, "sweep_grpo") as callback:
         out = _grpo_engine(theta0, ref0, w, steps, runs, record_every=record_every, n_threads=n_threads,
                            progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - started
     shape = tuple(len(v) for v in axes.values())
 
@@ -927,13 +925,9 @@ def sweep_best_of_n(
         n_threads = _count(1)("n_threads", n_threads)
     table = _policy_array("policy", policy if policy is not None else init_policy())
     runs = [(n, samples, seed) for n in n_list for seed in seed_list]
-    callback, bar = _progress(progress, len(runs) * samples, "sweep_best_of_n")
     started = time.perf_counter()
-    try:
+    with _progress(progress, len(runs) * samples, "sweep_best_of_n") as callback:
         out = _bon_engine(table, w, runs, n_threads=n_threads, progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - started
     results = out["results"].reshape(len(n_list), len(seed_list), len(BON_FIELDS))
     runs_by_field = {name: results[:, :, f] for f, name in enumerate(out["fields"])}

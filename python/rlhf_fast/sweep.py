@@ -337,9 +337,8 @@ def sweep_rlhf(
             )
         )
 
-    callback, bar = _progress(progress, n_runs * steps, "sweep")
     started = time.perf_counter()
-    try:
+    with _progress(progress, n_runs * steps, "sweep") as callback:
         if executor is None:
             out = _sweep_engine(
                 theta0, ref0, w, steps, runs, record_every=record_every, exact=exact, simd=simd,
@@ -360,9 +359,6 @@ def sweep_rlhf(
                 if callback is not None:
                     callback(int(b - a) * steps)
             out = _concat_shards(parts)
-    finally:
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - started
 
     def grid(array: np.ndarray) -> np.ndarray:
@@ -453,12 +449,8 @@ def sweep_rm(
             raise ValueError(f"n_pairs={n} is more than the {len(prefs)} pairs given")
     axes = {"lr": lr_list, "epochs": epoch_list, "n_pairs": size_list}
     specs = [(lr, e, 0, n) for lr in lr_list for e in epoch_list for n in size_list]
-    callback, bar = _progress(progress, sum(e * n for _, e, _, n in specs), "reward models")
-    try:
+    with _progress(progress, sum(e * n for _, e, _, n in specs), "reward models") as callback:
         weights, vocab = _rm_engine(prefs, specs, n_threads=n_threads, progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()
     shape = tuple(len(v) for v in axes.values())
     accuracy = None
     if heldout is not None:
