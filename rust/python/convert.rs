@@ -1,7 +1,7 @@
 //! Python values in and out: policies (dict of lists or a float64 `[P, V]` array), reward
 //! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
 
-use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
@@ -213,6 +213,23 @@ pub fn write_back_values(value: Option<&Bound<'_, PyAny>>, values: &[f64]) -> Py
         }
     }
     Ok(())
+}
+
+/// A run's history as the dict of numpy arrays the Python API returns: the index series
+/// (prompts, tokens) as int64, then the float series, in the reference's key order.
+pub fn history_dict<'py>(
+    py: Python<'py>,
+    indices: Vec<(&str, Vec<u32>)>,
+    series: Vec<(&str, Vec<f64>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (name, values) in indices {
+        out.set_item(name, values.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))?;
+    }
+    for (name, values) in series {
+        out.set_item(name, values.into_pyarray(py))?;
+    }
+    Ok(out)
 }
 
 /// Writes one prompt's logits back into the caller's policy, in place.

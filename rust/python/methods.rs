@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PySequence, PyString};
 
 use super::convert::{
-    check_rng, frozen_copy, policy_table, prompt_index, response_tokens, vocab_weights, write_back_row,
+    check_rng, frozen_copy, history_dict, policy_table, prompt_index, response_tokens, vocab_weights, write_back_row,
     write_back_table, SeedKey,
 };
 use super::sweep::run_detached;
@@ -173,14 +173,17 @@ fn dpo_pairs(pairs: &Bound<'_, PyAny>) -> PyResult<DpoPairs> {
 }
 
 fn dpo_history_dict<'py>(py: Python<'py>, history: DpoHistory) -> PyResult<Bound<'py, PyDict>> {
-    let out = PyDict::new(py);
-    out.set_item("prompt", history.prompt.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))?;
-    out.set_item("loss", history.loss.into_pyarray(py))?;
-    out.set_item("rewards/chosen", history.chosen.into_pyarray(py))?;
-    out.set_item("rewards/rejected", history.rejected.into_pyarray(py))?;
-    out.set_item("rewards/margins", history.margin.into_pyarray(py))?;
-    out.set_item("rewards/accuracies", history.accuracy.into_pyarray(py))?;
-    Ok(out)
+    history_dict(
+        py,
+        vec![("prompt", history.prompt)],
+        vec![
+            ("loss", history.loss),
+            ("rewards/chosen", history.chosen),
+            ("rewards/rejected", history.rejected),
+            ("rewards/margins", history.margin),
+            ("rewards/accuracies", history.accuracy),
+        ],
+    )
 }
 
 /// `epochs` passes of the DPO step over `pairs` (triples or TRL rows), in order, or with an
@@ -293,15 +296,18 @@ fn train_grpo<'py>(
     write_back_table(theta, &table)?;
     let history = history?;
 
-    let out = PyDict::new(py);
-    out.set_item("prompt", history.prompt.into_iter().map(i64::from).collect::<Vec<_>>().into_pyarray(py))?;
-    out.set_item("score", history.score.into_pyarray(py))?;
-    out.set_item("reward_std", history.reward_std.into_pyarray(py))?;
-    out.set_item("kl", history.kl.into_pyarray(py))?;
-    out.set_item("clip_frac", history.clip_frac.into_pyarray(py))?;
-    out.set_item("loss", history.loss.into_pyarray(py))?;
-    out.set_item("mean_kl", history.mean_kl.into_pyarray(py))?;
-    Ok(out)
+    history_dict(
+        py,
+        vec![("prompt", history.prompt)],
+        vec![
+            ("score", history.score),
+            ("reward_std", history.reward_std),
+            ("kl", history.kl),
+            ("clip_frac", history.clip_frac),
+            ("loss", history.loss),
+            ("mean_kl", history.mean_kl),
+        ],
+    )
 }
 
 /// Best-of-`n` from `policy` against `w`: the exact law of the kept token and its

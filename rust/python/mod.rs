@@ -21,8 +21,8 @@ use crate::softmax as core_softmax;
 use crate::{ppo, train};
 
 use convert::{
-    check_rng, f64_vec, frozen_copy, policy_table, prompt_index, prompt_values, vocab_weights, write_back_row,
-    write_back_table, write_back_values, SeedKey,
+    check_rng, f64_vec, frozen_copy, history_dict, policy_table, prompt_index, prompt_values, vocab_weights,
+    write_back_row, write_back_table, write_back_values, SeedKey,
 };
 use preferences::PreferenceSet;
 
@@ -267,19 +267,20 @@ fn train_rlhf<'py>(
     write_back_values(value, &values)?;
     let history = history?;
 
-    let out = PyDict::new(py);
-    let as_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
-    out.set_item("prompt", as_i64(history.prompt).into_pyarray(py))?;
-    out.set_item("token", as_i64(history.token).into_pyarray(py))?;
-    out.set_item("score", history.score.into_pyarray(py))?;
-    out.set_item("kl", history.kl.into_pyarray(py))?;
-    out.set_item("reward", history.reward.into_pyarray(py))?;
-    out.set_item("clip_frac", history.clip_frac.into_pyarray(py))?;
-    out.set_item("beta", history.beta.into_pyarray(py))?;
-    out.set_item("mean_kl", history.mean_kl.into_pyarray(py))?;
-    out.set_item("kl_penalty", history.kl_penalty.into_pyarray(py))?;
-    out.set_item("value_loss", history.value_loss.into_pyarray(py))?;
-    Ok(out)
+    history_dict(
+        py,
+        vec![("prompt", history.prompt), ("token", history.token)],
+        vec![
+            ("score", history.score),
+            ("kl", history.kl),
+            ("reward", history.reward),
+            ("clip_frac", history.clip_frac),
+            ("beta", history.beta),
+            ("mean_kl", history.mean_kl),
+            ("kl_penalty", history.kl_penalty),
+            ("value_loss", history.value_loss),
+        ],
+    )
 }
 
 /// Exact expected RM score of the policy, averaged over the prompts.
