@@ -24,9 +24,7 @@ pub fn make_pair(rng: &mut Mt19937) -> (u32, [u32; 2], [u32; 2]) {
 pub fn make_dataset(n: usize, seed: i128) -> Preferences {
     let mut rng = Mt19937::from_seed(seed);
     let mut prefs = Preferences::new();
-    prefs.prompts.reserve(n);
-    prefs.entries.reserve(4 * n);
-    prefs.bounds.reserve(2 * n);
+    prefs.reserve(n);
     for _ in 0..n {
         let (prompt, good, bad) = make_pair(&mut rng);
         prefs.push(prompt, &good, &bad);
@@ -53,9 +51,7 @@ mod tests {
     fn first_pair_of_seed_zero_matches_cpython() {
         // CPython: make_dataset(1, 0) == [("answer me", "thorough clear", "vague wrong")]
         let prefs = make_dataset(1, 0);
-        let (chosen, rejected) = prefs.pair(0);
         assert_eq!(prefs.prompts, vec![1]);
-        assert_eq!(chosen, &[(5, 1.0), (0, 1.0)]);
-        assert_eq!(rejected, &[(6, 1.0), (7, 1.0)]);
+        assert_eq!(prefs.responses(0), (vec![5, 0], vec![6, 7]));
     }
 }

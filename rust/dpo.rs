@@ -665,11 +665,8 @@ mod tests {
         let prefs = crate::data::make_dataset(60, 0);
         let mut pairs = DpoPairs::new();
         for i in 0..prefs.len() {
-            let (chosen, rejected) = prefs.pair(i);
-            let ids = |bag: &[crate::bradley_terry::BagEntry]| {
-                bag.iter().flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize)).collect::<Vec<_>>()
-            };
-            pairs.push(prefs.prompts[i], &ids(chosen), &ids(rejected));
+            let (chosen, rejected) = prefs.responses(i);
+            pairs.push(prefs.prompts[i], &chosen, &rejected);
         }
         pairs
     }

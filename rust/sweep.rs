@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::bradley_terry::{fit, Preferences};
+use crate::bradley_terry::Preferences;
 use crate::error::{finite_slice, positive, py_float, Error, Result};
 use crate::fastmath::{exp_nonpositive_rows, ln_positive};
 use crate::kl_control::KlController;
@@ -626,7 +626,7 @@ pub fn sweep_rm(pairs: &Preferences, w0: &[f64], specs: &[RmSpec], monitor: &Mon
                 if monitor.cancel.load(Ordering::Relaxed) {
                     return Err(Error::Cancelled);
                 }
-                fit(pairs, spec.start..spec.stop, 1, spec.lr, w);
+                pairs.fit(spec.start..spec.stop, 1, spec.lr, w);
                 monitor.steps_done.fetch_add((spec.stop - spec.start) as u64, Ordering::Relaxed);
             }
             Ok(())
@@ -813,11 +813,8 @@ mod tests {
             let mut w = [0.0; 8];
             let mut subset = Preferences::new();
             for i in spec.start..spec.stop {
-                let (chosen, rejected) = pairs.pair(i);
-                let ids = |bag: &[crate::bradley_terry::BagEntry]| {
-                    bag.iter().flat_map(|&(t, c)| std::iter::repeat_n(t, c as usize)).collect::<Vec<_>>()
-                };
-                subset.push(0, &ids(chosen), &ids(rejected));
+                let (chosen, rejected) = pairs.responses(i);
+                subset.push(0, &chosen, &rejected);
             }
             crate::bradley_terry::train_rm(&subset, spec.epochs, spec.lr, &mut w).unwrap();
             assert_eq!(&weights[k * 8..(k + 1) * 8], &w);

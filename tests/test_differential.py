@@ -199,6 +199,23 @@ def test_train_rm_on_arbitrary_responses(pairs_seed, n, data):
     assert_weights_close(api.train_rm(pairs, 3, 0.3), ref.train_rm(pairs, 3, 0.3))
 
 
+@given(
+    n=st.integers(1, 30),
+    epochs=st.integers(1, 4),
+    lr=floats(1e-3, 3.0),
+    data=st.data(),
+)
+def test_train_rm_on_every_layout_and_step_size(n, epochs, lr, data):
+    """Bags of 0-5 distinct tokens (the packed narrow and wide layouts and the ragged one) and
+    step sizes on both sides of the bound below which the Rust pass takes its margin shortcut."""
+    response = responses(vocab_only=True, max_tokens=5, as_list=True)
+    pairs = [(data.draw(prompts), data.draw(response), data.draw(response)) for _ in range(n)]
+    as_text = [(x, " ".join(y_pos), " ".join(y_neg)) for x, y_pos, y_neg in pairs]
+    expected = ref.train_rm(as_text, epochs, lr)
+    assert_weights_close(api.train_rm(as_text, epochs, lr), expected)
+    assert_weights_close(api.train_rm(api.PreferenceSet(as_text), epochs, lr), expected)
+
+
 def test_train_rm_lesson_reward_model(rm_weights):
     """The RM the acceptance test uses: train_rm(make_dataset(500, 0)), defaults epochs=5, lr=0.1."""
     assert_weights_close(api.train_rm(api.make_dataset(500, 0)), rm_weights)

@@ -435,8 +435,8 @@ def sweep_rm(
 ) -> RMSweepResult:
     """Many Bradley-Terry reward models at once, in parallel: the grid ``lrs x epochs x n_pairs``.
 
-    Model ``(lr, e, n)`` is ``train_rm(pairs[:n], epochs=e, lr=lr)`` exactly. ``pairs`` is a
-    :class:`PreferenceSet` (tokenised once; build one with ``PreferenceSet.from_seed_key`` or
+    Model ``(lr, e, n)`` is ``train_rm(pairs[:n], epochs=e, lr=lr)`` (within 1e-9). ``pairs`` is a
+    :class:`PreferenceSet` (tokenised once; build one with ``PreferenceSet.make_dataset(n, seed)`` or
     ``PreferenceSet(pairs)``) or pairs / rows. ``heldout`` pairs give each model's
     ``pairwise_accuracy``.
     """

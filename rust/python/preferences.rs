@@ -83,18 +83,9 @@ impl PreferenceSet {
         Ok(PreferenceSet { prefs, prompts, vocab: interner.vocab })
     }
 
-    /// Which token ids occur in some response.
-    fn used_tokens(&self) -> Vec<bool> {
-        let mut used = vec![false; self.vocab.len()];
-        for &(token, _) in &self.prefs.entries {
-            used[token as usize] = true;
-        }
-        used
-    }
-
-    fn response(&self, bag: &[bt::BagEntry]) -> String {
+    fn response(&self, bag: bt::Bag) -> String {
         let mut words = Vec::new();
-        for &(token, count) in bag {
+        for (token, count) in bag.entries() {
             for _ in 0..count as usize {
                 words.push(self.vocab[token as usize].as_str());
             }
@@ -182,8 +173,8 @@ impl PreferenceSet {
         // Equal bags share one string (the lesson has 16 chosen and 16 rejected responses), so a
         // million pairs cost a million tuples, not three million strings.
         let mut memo: HashMap<Vec<(u32, u64)>, Bound<'py, PyString>> = HashMap::new();
-        let mut text = |bag: &[bt::BagEntry]| -> Bound<'py, PyString> {
-            let key: Vec<(u32, u64)> = bag.iter().map(|&(token, count)| (token, count.to_bits())).collect();
+        let mut text = |bag: bt::Bag| -> Bound<'py, PyString> {
+            let key: Vec<(u32, u64)> = bag.entries().map(|(token, count)| (token, count.to_bits())).collect();
             memo.entry(key).or_insert_with(|| PyString::new(py, &self.response(bag))).clone()
         };
         let out = PyList::empty(py);
@@ -262,11 +253,9 @@ fn rm_train_step(
     };
     let chosen: Vec<u32> = tokens_of("y_pos", y_pos)?.into_iter().map(&mut id_of).collect();
     let rejected: Vec<u32> = tokens_of("y_neg", y_neg)?.into_iter().map(&mut id_of).collect();
-    let mut prefs = Preferences::new();
-    prefs.push(0, &chosen, &rejected);
+    let (chosen, rejected) = (bt::bag(&chosen), bt::bag(&rejected));
     let mut weights = interner_tokens.iter().map(|t| weight_of(&w, t)).collect::<PyResult<Vec<f64>>>()?;
-    let (chosen, rejected) = prefs.pair(0);
-    let loss = bt::rm_train_step(&mut weights, chosen, rejected, lr);
+    let loss = bt::rm_train_step(&mut weights, bt::Bag::Ragged(&chosen), bt::Bag::Ragged(&rejected), lr);
     for (token, value) in interner_tokens.iter().zip(&weights) {
         w.set_item(token, value)?;
     }
@@ -274,6 +263,12 @@ fn rm_train_step(
 }
 
 /// `epochs` SGD passes over the pairs (a `PreferenceSet`, pairs or rows); returns `w`.
+///
+/// Where every response has at most four distinct tokens and `lr * |d|^2 <= 8` for every pair
+/// (`d`: chosen minus rejected token counts; the lesson's pairs qualify up to lr = 1), each
+/// margin is computed from the weights before the previous step plus that step's effect, which
+/// halves the loop's latency; the weights then stay within about 1e-13 of the reference's.
+/// Otherwise the loop is the reference's, operation for operation.
 #[pyfunction]
 #[pyo3(signature = (pairs, epochs=5, lr=0.1, w=None))]
 fn train_rm<'py>(
@@ -304,10 +299,10 @@ fn train_rm<'py>(
     with_preferences(pairs, |set| {
         let mut weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
         py.detach(|| bt::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
-        let used = set.used_tokens();
+        let used = set.prefs.used_tokens();
         for (id, token) in set.vocab.iter().enumerate() {
             let present = mapping.contains(token.as_str())?;
-            if present || (epochs > 0 && used[id]) {
+            if present || (epochs > 0 && used.get(id) == Some(&true)) {
                 mapping.set_item(token, weights[id])?;
             }
         }
