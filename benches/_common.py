@@ -41,6 +41,20 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int = 3) -
     return best, results
 
 
+def paired_ratios(slow: Callable[[], object], fast: Callable[[], object], rounds: int) -> list[float]:
+    """``time(slow) / time(fast)`` for ``rounds`` back-to-back pairs, sorted, the order swapped
+    every round. A ratio of two neighbouring calls cancels slow drifts of the machine (another
+    tenant, the clock boost a lone busy core gets), and their median ignores outliers."""
+    ratios = []
+    for k in range(rounds):
+        if k % 2:
+            t_fast, t_slow = timed(fast)[0], timed(slow)[0]
+        else:
+            t_slow, t_fast = timed(slow)[0], timed(fast)[0]
+        ratios.append(t_slow / t_fast)
+    return sorted(ratios)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1) -> None:
     """Print an aligned table: the first ``left`` columns left-aligned, the rest right-aligned."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

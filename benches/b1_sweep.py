@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import numpy as np
-from _common import b1_reward_model, interleaved, rate, ratio, table
+from _common import b1_reward_model, interleaved, paired_ratios, rate, ratio, table
 from numpy_impl import train_rlhf_batch, w_vector
 
 import rlhf_fast as rl
@@ -38,10 +38,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="steps per run (default 2000)")
     parser.add_argument("--ref-seeds", type=int, default=3, help="seeds per beta the reference runs (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many rounds (default 3)")
+    parser.add_argument("--pairs", type=int, default=9, help="1-thread/all-cores pairs for the scaling median (default 9)")
     parser.add_argument("--quick", action="store_true", help="8 seeds, 200 steps, 1 reference seed, 1 round")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.steps, args.ref_seeds, args.repeats = 8, 200, 1, 1
+        args.seeds, args.steps, args.ref_seeds, args.repeats, args.pairs = 8, 200, 1, 1, 1
 
     w = b1_reward_model(rl)
     n_runs = len(BETAS) * args.seeds
@@ -57,14 +58,13 @@ def main() -> None:
                 runs.append(ref_impl.train_rlhf(theta, ref_impl.init_policy(), w, args.steps, seed, beta=beta))
         return runs
 
+    def rust_sweep(**options):
+        return lambda: rl.sweep_rlhf(w, betas=list(BETAS), seeds=args.seeds, steps=args.steps, **options)
+
     contenders = {
-        "rust sweep, all cores": lambda: rl.sweep_rlhf(w, betas=list(BETAS), seeds=args.seeds, steps=args.steps),
-        "rust sweep, 1 thread": lambda: rl.sweep_rlhf(
-            w, betas=list(BETAS), seeds=args.seeds, steps=args.steps, n_threads=1
-        ),
-        "rust sweep, summaries only": lambda: rl.sweep_rlhf(
-            w, betas=list(BETAS), seeds=args.seeds, steps=args.steps, record_every=0
-        ),
+        "rust sweep, all cores": rust_sweep(),
+        "rust sweep, 1 thread": rust_sweep(n_threads=1),
+        "rust sweep, summaries only": rust_sweep(record_every=0),
         "numpy, runs in lock-step": lambda: train_rlhf_batch(w_vector(w), numpy_betas, args.steps),
         "reference (subset)": reference_subset,
     }
@@ -95,6 +95,8 @@ def main() -> None:
     )
     print("NumPy does the same work on numpy's own random stream (benches/numpy_impl.py checks its arithmetic).")
 
+    scaling = paired_ratios(rust_sweep(n_threads=1), rust_sweep(), args.pairs)
+
     script = TIME_TO_ANSWER.format(seeds=args.seeds, steps=args.steps, record_every=1)
     answer, _ = interleaved({"time to answer": lambda: subprocess.run([sys.executable, "-c", script], check=True,
                                                                          capture_output=True)}, args.repeats)
@@ -102,8 +104,12 @@ def main() -> None:
     print(
         f"\nratios: sweep/reference {ratio(fast / per_second['reference (subset)'])}   "
         f"sweep/numpy {ratio(fast / per_second['numpy, runs in lock-step'])}   "
-        f"all cores/1 thread {ratio(fast / per_second['rust sweep, 1 thread'])}   "
         f"summaries-only/full history {ratio(per_second['rust sweep, summaries only'] / fast)}"
+    )
+    print(
+        f"all cores/1 thread: median {ratio(scaling[len(scaling) // 2])} of {len(scaling)} back-to-back pairs "
+        f"(range {ratio(scaling[0])}-{ratio(scaling[-1])}); best all cores/best 1 thread "
+        f"{ratio(fast / per_second['rust sweep, 1 thread'])}"
     )
     print(
         f"time to answer (fresh interpreter: import, RM, the whole sweep, print the summary): "
