@@ -44,7 +44,8 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int = 3) -
 def paired_ratios(slow: Callable[[], object], fast: Callable[[], object], rounds: int) -> list[float]:
     """``time(slow) / time(fast)`` for ``rounds`` back-to-back pairs, sorted, the order swapped
     every round. A ratio of two neighbouring calls cancels slow drifts of the machine (another
-    tenant, the clock boost a lone busy core gets), and their median ignores outliers."""
+    tenant, a clock that changes with the number of busy cores), and their median ignores
+    outliers."""
     ratios = []
     for k in range(rounds):
         if k % 2:
