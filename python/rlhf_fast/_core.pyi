@@ -1,24 +1,64 @@
 """Type stubs for the Rust core. The public API is ``rlhf_fast``; these are its building blocks."""
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
-Policy = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
-Weights = Mapping[str, float]
-Response = str | Sequence[str]
-Pair = tuple[str, Response, Response] | Mapping[str, Response]
-Progress = Callable[[int], object] | None
+__all__ = [
+    "PreferenceSet",
+    "bag",
+    "best_of_n",
+    "check_not_length_only",
+    "clipped_surrogate",
+    "clipped_surrogate_grad",
+    "dot",
+    "dpo_step_metrics",
+    "expected_score",
+    "grpo_step",
+    "kl",
+    "kl_k1",
+    "kl_k2",
+    "kl_k3",
+    "log_softmax",
+    "log_softmax_rows",
+    "make_dataset",
+    "pairwise_accuracy",
+    "policy_kl",
+    "rlhf_step",
+    "rm_train_step",
+    "sample",
+    "seed_key",
+    "sigmoid",
+    "simd_paths",
+    "softmax",
+    "softmax_rows",
+    "sweep_best_of_n",
+    "sweep_dpo",
+    "sweep_grpo",
+    "sweep_rlhf",
+    "sweep_rm",
+    "train_dpo",
+    "train_grpo",
+    "train_rlhf",
+    "train_rm",
+]
+
+_Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
+_Weights: TypeAlias = Mapping[str, float]
+_Response: TypeAlias = str | Sequence[str]
+_Pair: TypeAlias = tuple[str, _Response, _Response] | Mapping[str, _Response]
+_Progress: TypeAlias = Callable[[int], object] | None
 
 class _Rng(Protocol):
     def random(self) -> float: ...
 
+@final
 class PreferenceSet:
     """Pairs tokenised once: bags of token ids; ``train_rm`` and friends take it as is."""
 
-    def __init__(self, pairs: Iterable[Pair]) -> None: ...
+    def __new__(cls, pairs: Iterable[_Pair]) -> PreferenceSet: ...
     @staticmethod
     def make_dataset(n: int, seed: int = 0) -> PreferenceSet: ...
     def __len__(self) -> int: ...
@@ -28,14 +68,14 @@ class PreferenceSet:
 
 def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]: ...
 def seed_key(seed: int) -> list[int]: ...
-def bag(y: Response) -> dict[str, int]: ...
-def dot(w: Weights, b: Mapping[str, float]) -> float: ...
+def bag(y: _Response) -> dict[str, int]: ...
+def dot(w: _Weights, b: Mapping[str, float]) -> float: ...
 def sigmoid(z: float) -> float: ...
-def rm_train_step(w: dict[str, float], x: str, y_pos: Response, y_neg: Response, lr: float) -> float: ...
+def rm_train_step(w: dict[str, float], x: str, y_pos: _Response, y_neg: _Response, lr: float) -> float: ...
 def train_rm(
-    pairs: PreferenceSet | Iterable[Pair], epochs: int = 5, lr: float = 0.1, w: dict[str, float] | None = None
+    pairs: PreferenceSet | Iterable[_Pair], epochs: int = 5, lr: float = 0.1, w: dict[str, float] | None = None
 ) -> dict[str, float]: ...
-def pairwise_accuracy(w: Weights, pairs: PreferenceSet | Iterable[Pair]) -> float: ...
+def pairwise_accuracy(w: _Weights, pairs: PreferenceSet | Iterable[_Pair]) -> float: ...
 def softmax(z: Sequence[float]) -> list[float]: ...
 def log_softmax(z: Sequence[float]) -> list[float]: ...
 def softmax_rows(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
@@ -50,9 +90,9 @@ def clipped_surrogate_grad(
     logits: Sequence[float], a: int, p_old_a: float, advantage: float, eps: float
 ) -> list[float]: ...
 def rlhf_step(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     prompt: str,
     rng: _Rng,
     eps: float = 0.2,
@@ -65,9 +105,9 @@ def rlhf_step(
     value: dict[str, float] | list[float] | None = None,
 ) -> dict[str, float]: ...
 def train_rlhf(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     steps: int,
     seed: int,
     eps: float,
@@ -82,23 +122,23 @@ def train_rlhf(
     cliprange_value: float = 0.2,
     value: dict[str, float] | list[float] | None = None,
 ) -> dict[str, npt.NDArray[Any]]: ...
-def expected_score(theta: Policy, w: Weights) -> float: ...
-def policy_kl(theta: Policy, ref: Policy) -> float: ...
+def expected_score(theta: _Policy, w: _Weights) -> float: ...
+def policy_kl(theta: _Policy, ref: _Policy) -> float: ...
 def dpo_step_metrics(
-    theta: Policy,
-    ref: Policy,
+    theta: _Policy,
+    ref: _Policy,
     x: str,
-    y_pos: Response,
-    y_neg: Response,
+    y_pos: _Response,
+    y_neg: _Response,
     beta: float = 0.1,
     lr: float = 0.05,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> dict[str, float]: ...
 def train_dpo(
-    theta: Policy,
-    ref: Policy,
-    pairs: Iterable[Pair],
+    theta: _Policy,
+    ref: _Policy,
+    pairs: Iterable[_Pair],
     epochs: int = 1,
     beta: float = 0.1,
     lr: float = 0.05,
@@ -107,9 +147,9 @@ def train_dpo(
     seed: int | None = None,
 ) -> dict[str, npt.NDArray[Any]]: ...
 def grpo_step(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     prompt: str,
     rng: _Rng,
     num_generations: int = 8,
@@ -121,9 +161,9 @@ def grpo_step(
     num_iterations: int = 1,
 ) -> dict[str, Any]: ...
 def train_grpo(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     steps: int,
     seed: int,
     num_generations: int = 8,
@@ -134,52 +174,52 @@ def train_grpo(
     scale_rewards: str = "group",
     num_iterations: int = 1,
 ) -> dict[str, npt.NDArray[Any]]: ...
-def best_of_n(policy: Policy, w: Weights, n: int, samples: int = 0, seed: int = 0) -> dict[str, Any]: ...
-def check_not_length_only(w: Weights) -> None: ...
+def best_of_n(policy: _Policy, w: _Weights, n: int, samples: int = 0, seed: int = 0) -> dict[str, Any]: ...
+def check_not_length_only(w: _Weights) -> None: ...
 def simd_paths() -> list[str]: ...
 def sweep_rlhf(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     steps: int,
     runs: Sequence[tuple[int, float, float, int, str, float, float, float, str, float, float]],
     record_every: int = 1,
     exact: bool = False,
     simd: str | None = None,
     n_threads: int | None = None,
-    progress: Progress = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]: ...
 def sweep_rm(
-    pairs: PreferenceSet | Iterable[Pair],
+    pairs: PreferenceSet | Iterable[_Pair],
     specs: Sequence[tuple[float, int, int, int]],
-    w: Weights | None = None,
+    w: _Weights | None = None,
     n_threads: int | None = None,
-    progress: Progress = None,
+    progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.float64], list[str]]: ...
 def sweep_dpo(
-    theta: Policy,
-    ref: Policy,
-    pairs: Iterable[Pair],
+    theta: _Policy,
+    ref: _Policy,
+    pairs: Iterable[_Pair],
     runs: Sequence[tuple[Any, ...]],
-    w: Weights | None = None,
+    w: _Weights | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
-    progress: Progress = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]: ...
 def sweep_grpo(
-    theta: Policy,
-    ref: Policy,
-    w: Weights,
+    theta: _Policy,
+    ref: _Policy,
+    w: _Weights,
     steps: int,
     runs: Sequence[tuple[Any, ...]],
     record_every: int = 1,
     n_threads: int | None = None,
-    progress: Progress = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]: ...
 def sweep_best_of_n(
-    policy: Policy,
-    w: Weights,
+    policy: _Policy,
+    w: _Weights,
     runs: Sequence[tuple[int, int, int]],
     n_threads: int | None = None,
-    progress: Progress = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]: ...

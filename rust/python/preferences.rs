@@ -267,7 +267,7 @@ fn rm_train_step(
 /// Where every response has at most four distinct tokens and `lr * |d|^2 <= 8` for every pair
 /// (`d`: chosen minus rejected token counts; the lesson's pairs qualify up to lr = 1), each
 /// margin is computed from the weights before the previous step plus that step's effect, which
-/// halves the loop's latency; the weights then stay within about 1e-13 of the reference's.
+/// halves the loop's latency; the weights then stay within a few ulps of the reference's.
 /// Otherwise the loop is the reference's, operation for operation.
 #[pyfunction]
 #[pyo3(signature = (pairs, epochs=5, lr=0.1, w=None))]
