@@ -23,6 +23,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::bradley_terry::Preferences;
 use crate::error::{finite_slice, positive, py_float, Error, Result};
@@ -170,20 +171,20 @@ pub struct SweepOutput {
     pub summary: Vec<f64>,
 }
 
-/// One group's share of the outputs.
+/// One group's share of the outputs, not yet written: the group writes every element once.
 struct GroupOut<'a> {
-    prompt: &'a mut [u8],
-    token: &'a mut [u8],
-    score: &'a mut [f64],
-    kl: &'a mut [f64],
-    reward: &'a mut [f64],
-    clip_frac: &'a mut [f64],
-    beta: &'a mut [f64],
-    mean_kl: &'a mut [f64],
-    kl_penalty: &'a mut [f64],
-    value_loss: &'a mut [f64],
-    final_theta: &'a mut [f64],
-    summary: &'a mut [f64],
+    prompt: &'a mut [MaybeUninit<u8>],
+    token: &'a mut [MaybeUninit<u8>],
+    score: &'a mut [MaybeUninit<f64>],
+    kl: &'a mut [MaybeUninit<f64>],
+    reward: &'a mut [MaybeUninit<f64>],
+    clip_frac: &'a mut [MaybeUninit<f64>],
+    beta: &'a mut [MaybeUninit<f64>],
+    mean_kl: &'a mut [MaybeUninit<f64>],
+    kl_penalty: &'a mut [MaybeUninit<f64>],
+    value_loss: &'a mut [MaybeUninit<f64>],
+    final_theta: &'a mut [MaybeUninit<f64>],
+    summary: &'a mut [MaybeUninit<f64>],
 }
 
 /// Runs every spec of `runs` from `spec`, in parallel on the current rayon pool.
@@ -198,56 +199,62 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
     let n_runs = runs.len();
     let rec = spec.n_recorded();
     let table = spec.theta0.len();
+    // The outputs are left unwritten here: zeroing them would touch every page (tens of
+    // megabytes, often page faults) from this one thread before the parallel part starts.
+    let (history, thetas, summaries) = (n_runs * rec, n_runs * table, n_runs * SUMMARY_FIELDS.len());
     let mut out = SweepOutput {
         n_runs,
         n_recorded: rec,
-        prompt: vec![Default::default(); n_runs * rec],
-        token: vec![Default::default(); n_runs * rec],
-        score: vec![Default::default(); n_runs * rec],
-        kl: vec![Default::default(); n_runs * rec],
-        reward: vec![Default::default(); n_runs * rec],
-        clip_frac: vec![Default::default(); n_runs * rec],
-        beta: vec![Default::default(); n_runs * rec],
-        mean_kl: vec![Default::default(); n_runs * rec],
-        kl_penalty: vec![Default::default(); n_runs * rec],
-        value_loss: vec![Default::default(); n_runs * rec],
-        final_theta: vec![0.0; n_runs * table],
-        summary: vec![0.0; n_runs * SUMMARY_FIELDS.len()],
+        prompt: Vec::with_capacity(history),
+        token: Vec::with_capacity(history),
+        score: Vec::with_capacity(history),
+        kl: Vec::with_capacity(history),
+        reward: Vec::with_capacity(history),
+        clip_frac: Vec::with_capacity(history),
+        beta: Vec::with_capacity(history),
+        mean_kl: Vec::with_capacity(history),
+        kl_penalty: Vec::with_capacity(history),
+        value_loss: Vec::with_capacity(history),
+        final_theta: Vec::with_capacity(thetas),
+        summary: Vec::with_capacity(summaries),
     };
 
-    // Carve every output into per-group pieces; `max(1)` keeps chunking valid when rec == 0.
-    let group_rec = (LANES * rec).max(1);
+    // Carve the first `len` elements of each output into per-group pieces; `max(1)` keeps
+    // chunking valid when rec == 0.
+    fn pieces<T>(v: &mut Vec<T>, len: usize, piece: usize) -> std::slice::ChunksMut<'_, MaybeUninit<T>> {
+        v.spare_capacity_mut()[..len].chunks_mut(piece.max(1))
+    }
+    let group_rec = LANES * rec;
     let mut groups: Vec<(usize, &[RunSpec], GroupOut<'_>)> = Vec::with_capacity(n_runs.div_ceil(LANES));
-    let mut prompt = out.prompt.chunks_mut(group_rec);
-    let mut token = out.token.chunks_mut(group_rec);
-    let mut score = out.score.chunks_mut(group_rec);
-    let mut kl = out.kl.chunks_mut(group_rec);
-    let mut reward = out.reward.chunks_mut(group_rec);
-    let mut clip_frac = out.clip_frac.chunks_mut(group_rec);
-    let mut beta = out.beta.chunks_mut(group_rec);
-    let mut mean_kl = out.mean_kl.chunks_mut(group_rec);
-    let mut kl_penalty = out.kl_penalty.chunks_mut(group_rec);
-    let mut value_loss = out.value_loss.chunks_mut(group_rec);
-    let mut final_theta = out.final_theta.chunks_mut(LANES * table);
-    let mut summary = out.summary.chunks_mut(LANES * SUMMARY_FIELDS.len());
+    let mut prompt = pieces(&mut out.prompt, history, group_rec);
+    let mut token = pieces(&mut out.token, history, group_rec);
+    let mut score = pieces(&mut out.score, history, group_rec);
+    let mut kl = pieces(&mut out.kl, history, group_rec);
+    let mut reward = pieces(&mut out.reward, history, group_rec);
+    let mut clip_frac = pieces(&mut out.clip_frac, history, group_rec);
+    let mut beta = pieces(&mut out.beta, history, group_rec);
+    let mut mean_kl = pieces(&mut out.mean_kl, history, group_rec);
+    let mut kl_penalty = pieces(&mut out.kl_penalty, history, group_rec);
+    let mut value_loss = pieces(&mut out.value_loss, history, group_rec);
+    let mut final_theta = pieces(&mut out.final_theta, thetas, LANES * table);
+    let mut summary = pieces(&mut out.summary, summaries, LANES * SUMMARY_FIELDS.len());
     for (g, group_runs) in runs.chunks(LANES).enumerate() {
-        let mut next = || -> &mut [f64] { &mut [] };
         groups.push((
             g * LANES,
             group_runs,
             GroupOut {
-                prompt: prompt.next().unwrap_or(&mut []),
-                token: token.next().unwrap_or(&mut []),
-                score: score.next().unwrap_or_else(&mut next),
-                kl: kl.next().unwrap_or_else(&mut next),
-                reward: reward.next().unwrap_or_else(&mut next),
-                clip_frac: clip_frac.next().unwrap_or_else(&mut next),
-                beta: beta.next().unwrap_or_else(&mut next),
-                mean_kl: mean_kl.next().unwrap_or_else(&mut next),
-                kl_penalty: kl_penalty.next().unwrap_or_else(&mut next),
-                value_loss: value_loss.next().unwrap_or_else(&mut next),
-                final_theta: final_theta.next().unwrap_or_else(&mut next),
-                summary: summary.next().unwrap_or_else(&mut next),
+                prompt: prompt.next().unwrap_or_default(),
+                token: token.next().unwrap_or_default(),
+                score: score.next().unwrap_or_default(),
+                kl: kl.next().unwrap_or_default(),
+                reward: reward.next().unwrap_or_default(),
+                clip_frac: clip_frac.next().unwrap_or_default(),
+                beta: beta.next().unwrap_or_default(),
+                mean_kl: mean_kl.next().unwrap_or_default(),
+                kl_penalty: kl_penalty.next().unwrap_or_default(),
+                value_loss: value_loss.next().unwrap_or_default(),
+                final_theta: final_theta.next().unwrap_or_default(),
+                summary: summary.next().unwrap_or_default(),
             },
         ));
     }
@@ -258,6 +265,27 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
             run_group_on(simd, spec, group_runs, first_run, &mut group_out, monitor)
         })
         .collect::<Result<Vec<()>>>()?;
+    // SAFETY: every group finished (an error returned above, dropping the vectors unread),
+    // and a group writes each element of its pieces: every kept step of each of its runs,
+    // their final policies and their summaries. The pieces cover the first `len` elements.
+    unsafe {
+        out.prompt.set_len(history);
+        out.token.set_len(history);
+        for v in [
+            &mut out.score,
+            &mut out.kl,
+            &mut out.reward,
+            &mut out.clip_frac,
+            &mut out.beta,
+            &mut out.mean_kl,
+            &mut out.kl_penalty,
+            &mut out.value_loss,
+        ] {
+            v.set_len(history);
+        }
+        out.final_theta.set_len(thetas);
+        out.summary.set_len(summaries);
+    }
     Ok(out)
 }
 
@@ -543,16 +571,16 @@ fn run_group<V: Vector, const EXACT: bool>(
             let (clip_frac, mean_kl) = (clip_frac.to_array(), (kl_sum / V::splat((t + 1) as f64)).to_array());
             for l in 0..n_real {
                 let i = l * rec + slot;
-                out.prompt[i] = prompt_of[l] as u8;
-                out.token[i] = token[l] as u8;
-                out.score[i] = score[l];
-                out.kl[i] = kl_of[l];
-                out.reward[i] = reward[l];
-                out.clip_frac[i] = clip_frac[l];
-                out.beta[i] = beta_of[l];
-                out.mean_kl[i] = mean_kl[l];
-                out.kl_penalty[i] = penalty[l];
-                out.value_loss[i] = value_loss[l];
+                out.prompt[i].write(prompt_of[l] as u8);
+                out.token[i].write(token[l] as u8);
+                out.score[i].write(score[l]);
+                out.kl[i].write(kl_of[l]);
+                out.reward[i].write(reward[l]);
+                out.clip_frac[i].write(clip_frac[l]);
+                out.beta[i].write(beta_of[l]);
+                out.mean_kl[i].write(mean_kl[l]);
+                out.kl_penalty[i].write(penalty[l]);
+                out.value_loss[i].write(value_loss[l]);
             }
         }
         for l in 0..n_real {
@@ -572,7 +600,7 @@ fn run_group<V: Vector, const EXACT: bool>(
                 final_row[x * VOCAB_SIZE + v] = theta[x][v].to_array()[l];
             }
         }
-        out.final_theta[l * table..(l + 1) * table].copy_from_slice(&final_row);
+        write_all(&mut out.final_theta[l * table..(l + 1) * table], &final_row);
         let summary = [
             expected_score(&final_row, spec.weights)?,
             policy_kl(&final_row, spec.reference, VOCAB_SIZE)?,
@@ -582,9 +610,15 @@ fn run_group<V: Vector, const EXACT: bool>(
             clip_sum[l] / steps,
             controllers[l].value(),
         ];
-        out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()].copy_from_slice(&summary);
+        write_all(&mut out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()], &summary);
     }
     Ok(())
+}
+
+fn write_all(dst: &mut [MaybeUninit<f64>], src: &[f64]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(s);
+    }
 }
 
 /// One reward model of an RM sweep: SGD on `pairs[start..stop]`.
