@@ -7,6 +7,7 @@
 //! run is bit-identical to its single-run twin. Runs look at the [`Monitor`] every
 //! [`CHUNK`] steps: to report progress and to stop when cancelled.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
@@ -16,7 +17,7 @@ use crate::dpo::{check_table, dpo_update, log_softmax_rows, DpoPairs, DpoParams,
 use crate::error::{finite_slice, Error, Result};
 use crate::grpo::{check_grpo_inputs, GrpoParams, GrpoRun};
 use crate::mt_block::BlockMt;
-use crate::sweep::Monitor;
+use crate::sweep::{unwritten_pieces, Monitor};
 use crate::train::{expected_score, policy_kl};
 
 /// Steps between two looks at the monitor.
@@ -29,6 +30,13 @@ fn carve<T>(buf: &mut [T], per_run: usize, n_runs: usize) -> Vec<&mut [T]> {
     } else {
         buf.chunks_mut(per_run).collect()
     }
+}
+
+/// [`carve`] for output each run writes itself, every element once (see [`unwritten_pieces`]).
+fn carve_unwritten<T>(buf: &mut Vec<T>, per_run: usize, n_runs: usize) -> Vec<&mut [MaybeUninit<T>]> {
+    let mut pieces: Vec<_> = unwritten_pieces(buf, per_run * n_runs, per_run).collect();
+    pieces.resize_with(n_runs, Default::default);
+    pieces
 }
 
 /// Which steps a history keeps: `k-1, 2k-1, ...` for `record_every = k` (none for 0),
@@ -151,16 +159,15 @@ pub fn sweep_dpo(spec: &DpoSweepSpec<'_>, runs: &[DpoRunSpec], monitor: &Monitor
     let mut out = DpoSweepOutput {
         n_runs,
         n_recorded: rec,
-        // Zeroed pages cost nothing until written; each run pads its own tail.
-        prompt: vec![0; n_runs * rec],
-        history: vec![0.0; n_runs * fields * rec],
+        prompt: Vec::with_capacity(n_runs * rec),
+        history: Vec::with_capacity(n_runs * fields * rec),
         final_theta: vec![0.0; n_runs * table],
         summary: vec![0.0; n_runs * DPO_SUMMARY_FIELDS.len()],
     };
     let ref_log_probs = log_softmax_rows(spec.reference, v);
 
-    let prompt = carve(&mut out.prompt, rec, n_runs);
-    let history = carve(&mut out.history, fields * rec, n_runs);
+    let prompt = carve_unwritten(&mut out.prompt, rec, n_runs);
+    let history = carve_unwritten(&mut out.history, fields * rec, n_runs);
     let theta = carve(&mut out.final_theta, table, n_runs);
     let summary = carve(&mut out.summary, DPO_SUMMARY_FIELDS.len(), n_runs);
     let work: Vec<_> = runs.iter().zip(prompt).zip(history).zip(theta).zip(summary).collect();
@@ -201,10 +208,10 @@ pub fn sweep_dpo(spec: &DpoSweepSpec<'_>, runs: &[DpoRunSpec], monitor: &Monitor
                         margin_sum += step.margin;
                     }
                     if let Some(slot) = keep.slot() {
-                        prompt[slot] = x as i32;
+                        prompt[slot].write(x as i32);
                         let values = [step.loss, step.chosen, step.rejected, step.margin, step.accuracy];
                         for (f, value) in values.into_iter().enumerate() {
-                            history[f * rec + slot] = value;
+                            history[f * rec + slot].write(value);
                         }
                     }
                     t += 1;
@@ -216,9 +223,9 @@ pub fn sweep_dpo(spec: &DpoSweepSpec<'_>, runs: &[DpoRunSpec], monitor: &Monitor
             tick(monitor, t % CHUNK)?;
             // A run shorter than the longest: NaN history and prompt -1 past its end.
             let kept = keep.slot;
-            prompt[kept..].fill(-1);
+            prompt[kept..].fill(MaybeUninit::new(-1));
             for f in 0..fields {
-                history[f * rec + kept..(f + 1) * rec].fill(f64::NAN);
+                history[f * rec + kept..(f + 1) * rec].fill(MaybeUninit::new(f64::NAN));
             }
             let n = n_pairs as f64;
             summary.copy_from_slice(&[
@@ -234,6 +241,12 @@ pub fn sweep_dpo(spec: &DpoSweepSpec<'_>, runs: &[DpoRunSpec], monitor: &Monitor
             Ok(())
         })
         .collect::<Result<Vec<()>>>()?;
+    // SAFETY: every run finished (an error returned above, dropping the vectors unread) and
+    // wrote each element of its pieces: the kept steps, then the padding past its last one.
+    unsafe {
+        out.prompt.set_len(n_runs * rec);
+        out.history.set_len(n_runs * fields * rec);
+    }
     Ok(out)
 }
 
@@ -296,15 +309,15 @@ pub fn sweep_grpo(spec: &GrpoSweepSpec<'_>, runs: &[GrpoRunSpec], monitor: &Moni
     let mut out = GrpoSweepOutput {
         n_runs,
         n_recorded: rec,
-        prompt: vec![0; n_runs * rec],
-        history: vec![0.0; n_runs * fields * rec],
+        prompt: Vec::with_capacity(n_runs * rec),
+        history: Vec::with_capacity(n_runs * fields * rec),
         final_theta: vec![0.0; n_runs * table],
         summary: vec![0.0; n_runs * GRPO_SUMMARY_FIELDS.len()],
     };
     let ref_log_probs = log_softmax_rows(spec.reference, v);
 
-    let prompt = carve(&mut out.prompt, rec, n_runs);
-    let history = carve(&mut out.history, fields * rec, n_runs);
+    let prompt = carve_unwritten(&mut out.prompt, rec, n_runs);
+    let history = carve_unwritten(&mut out.history, fields * rec, n_runs);
     let theta = carve(&mut out.final_theta, table, n_runs);
     let summary = carve(&mut out.summary, GRPO_SUMMARY_FIELDS.len(), n_runs);
     let work: Vec<_> = runs.iter().zip(prompt).zip(history).zip(theta).zip(summary).collect();
@@ -322,11 +335,11 @@ pub fn sweep_grpo(spec: &GrpoSweepSpec<'_>, runs: &[GrpoRunSpec], monitor: &Moni
                 clip_sum += step.clip_frac;
                 loss_sum += step.loss;
                 if let Some(slot) = keep.slot() {
-                    prompt[slot] = x as u8;
+                    prompt[slot].write(x as u8);
                     let mean_kl = kl_sum / (t + 1) as f64;
                     let values = [step.score, step.reward_std, step.kl, step.clip_frac, step.loss, mean_kl];
                     for (f, value) in values.into_iter().enumerate() {
-                        history[f * rec + slot] = value;
+                        history[f * rec + slot].write(value);
                     }
                 }
                 if (t + 1) % CHUNK == 0 {
@@ -348,6 +361,12 @@ pub fn sweep_grpo(spec: &GrpoSweepSpec<'_>, runs: &[GrpoRunSpec], monitor: &Moni
             Ok(())
         })
         .collect::<Result<Vec<()>>>()?;
+    // SAFETY: every run finished (an error returned above, dropping the vectors unread) and,
+    // running all `steps`, wrote each of its `rec` kept steps.
+    unsafe {
+        out.prompt.set_len(n_runs * rec);
+        out.history.set_len(n_runs * fields * rec);
+    }
     Ok(out)
 }
 

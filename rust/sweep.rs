@@ -219,25 +219,20 @@ pub fn sweep_rlhf(spec: &SweepSpec<'_>, runs: &[RunSpec], simd: Simd, monitor: &
         summary: Vec::with_capacity(summaries),
     };
 
-    // Carve the first `len` elements of each output into per-group pieces; `max(1)` keeps
-    // chunking valid when rec == 0.
-    fn pieces<T>(v: &mut Vec<T>, len: usize, piece: usize) -> std::slice::ChunksMut<'_, MaybeUninit<T>> {
-        v.spare_capacity_mut()[..len].chunks_mut(piece.max(1))
-    }
     let group_rec = LANES * rec;
     let mut groups: Vec<(usize, &[RunSpec], GroupOut<'_>)> = Vec::with_capacity(n_runs.div_ceil(LANES));
-    let mut prompt = pieces(&mut out.prompt, history, group_rec);
-    let mut token = pieces(&mut out.token, history, group_rec);
-    let mut score = pieces(&mut out.score, history, group_rec);
-    let mut kl = pieces(&mut out.kl, history, group_rec);
-    let mut reward = pieces(&mut out.reward, history, group_rec);
-    let mut clip_frac = pieces(&mut out.clip_frac, history, group_rec);
-    let mut beta = pieces(&mut out.beta, history, group_rec);
-    let mut mean_kl = pieces(&mut out.mean_kl, history, group_rec);
-    let mut kl_penalty = pieces(&mut out.kl_penalty, history, group_rec);
-    let mut value_loss = pieces(&mut out.value_loss, history, group_rec);
-    let mut final_theta = pieces(&mut out.final_theta, thetas, LANES * table);
-    let mut summary = pieces(&mut out.summary, summaries, LANES * SUMMARY_FIELDS.len());
+    let mut prompt = unwritten_pieces(&mut out.prompt, history, group_rec);
+    let mut token = unwritten_pieces(&mut out.token, history, group_rec);
+    let mut score = unwritten_pieces(&mut out.score, history, group_rec);
+    let mut kl = unwritten_pieces(&mut out.kl, history, group_rec);
+    let mut reward = unwritten_pieces(&mut out.reward, history, group_rec);
+    let mut clip_frac = unwritten_pieces(&mut out.clip_frac, history, group_rec);
+    let mut beta = unwritten_pieces(&mut out.beta, history, group_rec);
+    let mut mean_kl = unwritten_pieces(&mut out.mean_kl, history, group_rec);
+    let mut kl_penalty = unwritten_pieces(&mut out.kl_penalty, history, group_rec);
+    let mut value_loss = unwritten_pieces(&mut out.value_loss, history, group_rec);
+    let mut final_theta = unwritten_pieces(&mut out.final_theta, thetas, LANES * table);
+    let mut summary = unwritten_pieces(&mut out.summary, summaries, LANES * SUMMARY_FIELDS.len());
     for (g, group_runs) in runs.chunks(LANES).enumerate() {
         groups.push((
             g * LANES,
@@ -613,6 +608,17 @@ fn run_group<V: Vector, const EXACT: bool>(
         write_all(&mut out.summary[l * SUMMARY_FIELDS.len()..(l + 1) * SUMMARY_FIELDS.len()], &summary);
     }
     Ok(())
+}
+
+/// The first `len` elements of `v`'s spare capacity in pieces of `piece` (none if `piece` is
+/// 0): output the parallel workers write themselves, so that no one thread touches all of it
+/// first. The caller sets `v`'s length once every element is written.
+pub(crate) fn unwritten_pieces<T>(
+    v: &mut Vec<T>,
+    len: usize,
+    piece: usize,
+) -> std::slice::ChunksMut<'_, MaybeUninit<T>> {
+    v.spare_capacity_mut()[..len].chunks_mut(piece.max(1))
 }
 
 fn write_all(dst: &mut [MaybeUninit<f64>], src: &[f64]) {
