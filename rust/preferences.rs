@@ -86,15 +86,6 @@ impl<const W: usize> PackedPair<W> {
         Some(pair)
     }
 
-    fn widen<const V: usize>(&self) -> Option<PackedPair<V>> {
-        let mut wide = PackedPair::<V>::empty();
-        let (chosen, rejected) = self.bags();
-        fill(&mut wide.chosen, &mut wide.chosen_counts, chosen.entries().map(|(t, c)| (t, c as u32)))?;
-        fill(&mut wide.rejected, &mut wide.rejected_counts, rejected.entries().map(|(t, c)| (t, c as u32)))?;
-        wide.overlap = self.overlap;
-        Some(wide)
-    }
-
     fn bags(&self) -> (Bag<'_>, Bag<'_>) {
         (Bag::Packed(&self.chosen, &self.chosen_counts), Bag::Packed(&self.rejected, &self.rejected_counts))
     }
@@ -134,6 +125,22 @@ impl<const W: usize> PackedPair<W> {
         for j in 0..W {
             w[self.rejected[j] as usize] -= step * f64::from(self.rejected_counts[j]);
         }
+    }
+}
+
+impl PackedPair<NARROW> {
+    /// The same pair in the wide layout: real entries keep their positions, padding takes the
+    /// wide layout's scratch slots.
+    fn widen(&self) -> PackedPair<WIDE> {
+        let mut wide = PackedPair::<WIDE>::empty();
+        for j in (0..NARROW).take_while(|&j| self.chosen_counts[j] != 0) {
+            (wide.chosen[j], wide.chosen_counts[j]) = (self.chosen[j], self.chosen_counts[j]);
+        }
+        for j in (0..NARROW).take_while(|&j| self.rejected_counts[j] != 0) {
+            (wide.rejected[j], wide.rejected_counts[j]) = (self.rejected[j], self.rejected_counts[j]);
+        }
+        wide.overlap = self.overlap;
+        wide
     }
 }
 
@@ -229,7 +236,7 @@ impl Preferences {
             match &mut self.layout {
                 Layout::Narrow(pairs) => match PackedPair::new(chosen, rejected) {
                     Some(pair) => return push_packed(pairs, pair, &mut self.max_diff_norm),
-                    None => self.layout = widen(pairs),
+                    None => self.layout = Layout::Wide(pairs.iter().map(PackedPair::widen).collect()),
                 },
                 Layout::Wide(pairs) => match PackedPair::new(chosen, rejected) {
                     Some(pair) => return push_packed(pairs, pair, &mut self.max_diff_norm),
@@ -304,13 +311,6 @@ fn push_packed<const W: usize>(pairs: &mut Vec<PackedPair<W>>, mut pair: PackedP
     pair.overlap = pairs.last().map_or(0.0, |previous| previous.diff_dot(&pair));
     *max_diff_norm = max_diff_norm.max(pair.diff_dot(&pair));
     pairs.push(pair);
-}
-
-fn widen(pairs: &[PackedPair<NARROW>]) -> Layout {
-    match pairs.iter().map(PackedPair::widen).collect() {
-        Some(wide) => Layout::Wide(wide),
-        None => ragged(pairs),
-    }
 }
 
 fn ragged<const W: usize>(pairs: &[PackedPair<W>]) -> Layout {
