@@ -1,0 +1,699 @@
+"""One result type for every sweep: PPO-RLHF, reward models, DPO, GRPO and Best-of-N.
+
+A :class:`SweepResult` is built by :meth:`SweepResult.from_engine` from the dict a sweep
+engine returns (the Rust ``_core.sweep_*`` and their pure-Python twins alike), with the
+run-major arrays reshaped to ``[*axes, ...]`` as views: the history is never copied.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .reference import PROMPTS, VOCAB
+
+__all__ = ["METHODS", "SweepResult"]
+
+# History fields that hold an index into a tuple of strings (as a float: NaN is padding).
+_CATEGORIES = {"prompt": PROMPTS, "token": VOCAB}
+_EXTRA = 'pip install "rlhf_fast[sweep]"'
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What differs between methods; everything else is one code path."""
+
+    title: str
+    params: str | None  # what the engine's final_params hold: "final_theta", "weights" or nothing
+    # (run summary, column title) of summary_table; when none is present, every run summary.
+    table: tuple[tuple[str, str], ...]
+    # (history field, y label, title): one panel each, seed-averaged over windows of updates.
+    curves: tuple[tuple[str, str, str], ...] = ()
+    # (score, kl, label): the score-against-KL panel, from the history windows when
+    # front_from_history, else from the run summaries along the first swept axis.
+    front: tuple[tuple[str, str, str], ...] = ()
+    front_from_history: bool = False
+    # Run summaries against the first swept axis: (y label, title, names); "" and () for
+    # the names themselves and every run summary.
+    along: tuple[str, str, tuple[str, ...]] | None = None
+
+
+_KL_LABEL = "KL(π_θ || π_ref)"
+_SPECS = {
+    "ppo": _Spec(
+        title="PPO-RLHF",
+        params="final_theta",
+        table=(("final_score", "final E[score]"), ("final_kl", "final KL"), ("mean_kl", "mean KL"),
+               ("clip_frac", "clip frac")),
+        curves=(("objective_scores", "RM score of the sampled token", "RM score over updates"),
+                ("objective_kl", _KL_LABEL, "KL to the reference over updates")),
+        front=(("objective_scores", "objective_kl", ""),),
+        front_from_history=True,
+    ),
+    "grpo": _Spec(
+        title="GRPO",
+        params="final_theta",
+        table=(("final_score", "final E[score]"), ("final_kl", "final KL"), ("mean_kl", "mean KL"),
+               ("clip_frac", "clip frac")),
+        curves=(("reward", "mean RM score of the group", "RM score over updates"),
+                ("kl", _KL_LABEL, "KL to the reference over updates")),
+        front=(("reward", "kl", ""),),
+        front_from_history=True,
+    ),
+    "dpo": _Spec(
+        title="DPO",
+        params="final_theta",
+        table=(("final_score", "final E[score]"), ("final_kl", "final KL"), ("last_epoch_loss", "last-epoch loss"),
+               ("last_epoch_accuracy", "accuracy")),
+        curves=(("loss", "DPO loss", "loss over updates"),
+                ("rewards_accuracies", "implied-reward accuracy", "preference accuracy over updates")),
+        front=(("final_score", "final_kl", "final policy"),),
+    ),
+    "best_of_n": _Spec(
+        title="Best-of-N",
+        params=None,
+        table=(("expected_score", "E[score]"), ("sampled_score", "sampled score"), ("kl_exact", "KL exact"),
+               ("kl_analytic", "KL analytic")),
+        front=(("expected_score", "kl_exact", "E[score], exact KL"),
+               ("expected_score", "kl_analytic", "E[score], analytic KL"),
+               ("sampled_score", "kl_exact", "sampled score, exact KL")),
+        along=("KL(π_BoN || π)", "KL of Best-of-N to the policy", ("kl_exact", "kl_analytic")),
+    ),
+    "rm": _Spec(title="Reward model", params="weights", table=(("accuracy", "accuracy"),), along=("", "", ())),
+}
+METHODS = tuple(_SPECS)
+
+
+class SweepResult:
+    """A finished sweep of any method: the grid, the histories, the per-run summaries.
+
+    Every array is indexed by the grid first, ``[*axes, ...]`` in the order of ``axes``
+    (``seed`` last where there is one), and is a view of the engine's output.
+
+    Attributes
+    ----------
+    method : str
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``.
+    axes : dict[str, list]
+        Each grid axis and its values, in index order; the grid is their product.
+    shape : tuple[int, ...]
+        The grid's shape, ``tuple(len(v) for v in axes.values())``.
+    steps : numpy.ndarray
+        The kept step indices, 0-based: ``record_every - 1, 2 * record_every - 1, ...``
+        (empty without history).
+    total_steps : int
+        Steps per run (the longest run for DPO; 0 for methods without history).
+    record_every : int
+        Every how many steps the history keeps one (0: none).
+    history : numpy.ndarray
+        float64 ``[*shape, field, kept]``; categorical fields hold their index as a float,
+        NaN past the end of a DPO run shorter than the longest.
+    fields : tuple[str, ...]
+        The names along ``history``'s field axis (TRL's names, ``/`` written ``_``). Each is
+        also an attribute: ``result.objective_kl`` is ``result.history[..., f, :]``, a view;
+        ``prompt`` and ``token`` are int64 indices into ``PROMPTS`` / ``VOCAB``, -1 where
+        the history holds NaN.
+    runs : dict[str, numpy.ndarray]
+        Per-run summaries, each ``[*shape]``; each is also an attribute
+        (``result.final_score``), unless a history field has the same name (``mean_kl`` of
+        PPO and GRPO is the history; its summary is ``runs["mean_kl"]``).
+    final_theta : numpy.ndarray or None
+        ``[*shape, P, V]`` final logits (ppo, dpo, grpo), else None.
+    weights : numpy.ndarray or None
+        ``[*shape, len(vocab)]`` final reward weights (rm), else None.
+    vocab : tuple[str, ...] or None
+        The tokens of ``weights`` (rm), else None.
+    seconds : float
+        Wall time of the engine.
+    simd : str
+        The engine's vector path (``"scalar"``, ``"python"`` for the reference, ...).
+    nbytes : int
+        Bytes held by the arrays above.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        axes: Mapping[str, Sequence],
+        *,
+        history: np.ndarray,
+        fields: Sequence[str],
+        runs: Mapping[str, np.ndarray],
+        total_steps: int = 0,
+        record_every: int = 0,
+        final_theta: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        vocab: Sequence[str] | None = None,
+        seconds: float = 0.0,
+        simd: str = "",
+    ) -> None:
+        """Build one with :meth:`from_engine`; the arguments are the attributes of the same names."""
+        self.method = method
+        self.axes = {name: list(values) for name, values in axes.items()}
+        self.shape = tuple(len(values) for values in self.axes.values())
+        self.total_steps = total_steps
+        self.record_every = record_every
+        self.steps = (np.arange(record_every - 1, total_steps, record_every) if record_every
+                      else np.zeros(0, dtype=np.int64))
+        self.history = history
+        self.fields = tuple(fields)
+        self.runs = dict(runs)
+        self.final_theta = final_theta
+        self.weights = weights
+        self.vocab = None if vocab is None else tuple(vocab)
+        self.seconds = seconds
+        self.simd = simd
+
+    @classmethod
+    def from_engine(
+        cls,
+        method: str,
+        axes: Mapping[str, Sequence],
+        out: Mapping[str, Any],
+        *,
+        total_steps: int = 0,
+        record_every: int = 0,
+        seconds: float = 0.0,
+        extra_runs: Mapping[str, Any] | None = None,
+    ) -> SweepResult:
+        """The result of a sweep engine's output; the single way the sweep front ends build one.
+
+        Parameters
+        ----------
+        method : str
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"`` or ``"best_of_n"``.
+        axes : Mapping[str, Sequence]
+            Each grid axis and its values, in order (``seed`` last where there is one). The
+            engine's runs are the product of the axes in C order: run ``r`` is grid point
+            ``numpy.unravel_index(r, shape)``.
+        out : Mapping[str, Any]
+            The engine's dict: ``history`` float64 ``[run, field, kept]``,
+            ``history_fields``, ``final_params`` ``[run, ...]`` (``[run, P, V]`` logits,
+            ``[run, vocab]`` weights for rm, ``[run, 0]`` for best_of_n), ``summary``
+            float64 ``[run, field]``, ``summary_fields``, ``simd``, and ``vocab`` for rm.
+        total_steps : int, optional
+            Steps per run (DPO: the longest run's, epochs x pairs); 0 without history.
+        record_every : int, optional
+            The ``record_every`` the engine was given; ``kept`` must be
+            ``total_steps // record_every`` (0 when ``record_every`` is 0).
+        seconds : float, optional
+            Wall time of the sweep.
+        extra_runs : Mapping[str, Any], optional
+            Per-run summaries the front end computed itself (the RM's held-out
+            ``accuracy``), each ``[run]`` or ``[*shape]``; added after the engine's.
+
+        Returns
+        -------
+        SweepResult
+            Arrays reshaped to ``[*shape, ...]`` as views of ``out``'s (no copy).
+
+        Raises
+        ------
+        ValueError
+            An unknown method, or arrays whose sizes disagree with the grid or each other.
+        """
+        if method not in _SPECS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        missing = [key for key in ("history", "history_fields", "final_params", "summary", "summary_fields", "simd")
+                   if key not in out]
+        if method == "rm" and "vocab" not in out:
+            missing.append("vocab")
+        if missing:
+            raise ValueError(f"the {method} engine's output lacks {missing}")
+        axes = {name: list(values) for name, values in axes.items()}
+        shape = tuple(len(values) for values in axes.values())
+        n_runs = math.prod(shape)
+        grid = " x ".join(f"{name}[{len(values)}]" for name, values in axes.items())
+
+        def by_grid(name: str, array: Any) -> np.ndarray:
+            array = np.asarray(array, dtype=np.float64)
+            if array.ndim == 0 or array.shape[0] != n_runs:
+                raise ValueError(f"{name} has shape {array.shape}, expected {n_runs} runs first (grid {grid})")
+            return array.reshape(*shape, *array.shape[1:])
+
+        fields = [str(name) for name in out["history_fields"]]
+        kept = total_steps // record_every if record_every else 0
+        history = by_grid("history", out["history"])
+        if history.shape[len(shape):] != (len(fields), kept):
+            raise ValueError(
+                f"history has shape {np.shape(out['history'])}, expected [{n_runs}, {len(fields)}, {kept}] "
+                f"({len(fields)} history_fields, total_steps={total_steps} // record_every={record_every} kept)"
+            )
+        summary = by_grid("summary", out["summary"])
+        names = [str(name) for name in out["summary_fields"]]
+        if summary.shape[len(shape):] != (len(names),):
+            raise ValueError(f"summary has shape {np.shape(out['summary'])}, expected [{n_runs}, {len(names)}]")
+        runs = {name: summary[..., i] for i, name in enumerate(names)}
+        for name, values in (extra_runs or {}).items():
+            if name in runs:
+                raise ValueError(f"extra_runs[{name!r}] is already a summary of the engine")
+            values = np.asarray(values, dtype=np.float64)
+            if values.size != n_runs:
+                raise ValueError(f"extra_runs[{name!r}] has {values.size} values, expected {n_runs} (grid {grid})")
+            runs[name] = values.reshape(shape)
+        params = by_grid("final_params", out["final_params"])
+        spec = _SPECS[method]
+        return cls(
+            method,
+            axes,
+            history=history,
+            fields=fields,
+            runs=runs,
+            total_steps=total_steps,
+            record_every=record_every,
+            final_theta=params if spec.params == "final_theta" else None,
+            weights=params if spec.params == "weights" else None,
+            vocab=out["vocab"] if spec.params == "weights" else None,
+            seconds=float(seconds),
+            simd=str(out["simd"]),
+        )
+
+    # ------------------------------------------------------------------ names and runs
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Only reached when ordinary lookup fails; the guard keeps copy/pickle (which probe
+        # dunders before __dict__ is filled) from recursing.
+        if name.startswith("_") or "fields" not in self.__dict__:
+            raise AttributeError(name)
+        if name in self.fields:
+            return _decoded(name, self.history[..., self.fields.index(name), :])
+        if name in self.runs:
+            return self.runs[name]
+        raise AttributeError(
+            f"{self.method} SweepResult has no attribute {name!r}; history fields: "
+            f"{', '.join(self.fields) or 'none'}; run summaries: {', '.join(self.runs) or 'none'}"
+        )
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.fields, *self.runs})
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by ``history``, ``final_theta``, ``weights`` and ``runs``."""
+        arrays = [self.history, self.final_theta, self.weights, *self.runs.values()]
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def _index(self, where: Mapping[str, Any]) -> tuple[int, ...]:
+        """The grid index of one run: every axis named, except those of length 1."""
+        where = dict(where)
+        index = []
+        for axis, values in self.axes.items():
+            if axis not in where and len(values) == 1:
+                index.append(0)
+                continue
+            if axis not in where:
+                raise ValueError(f"say which {axis}: one of {values}")
+            try:
+                index.append(values.index(where.pop(axis)))
+            except ValueError:
+                raise ValueError(f"{axis} is not on this grid; it has {values}") from None
+        if where:
+            raise ValueError(f"unknown axes {sorted(where)}; the grid's axes are {list(self.axes)}")
+        return tuple(index)
+
+    def run(self, **where: Any) -> dict[str, np.ndarray]:
+        """One run's history, e.g. ``result.run(beta=0.1, seed=3)``.
+
+        Parameters
+        ----------
+        **where
+            A value for every axis (an axis of length 1 may be left out).
+
+        Returns
+        -------
+        dict[str, numpy.ndarray]
+            Each history field over the kept steps; ``prompt`` and ``token`` as int64
+            indices (-1: padding).
+
+        Raises
+        ------
+        ValueError
+            An axis or value not on the grid, an axis left out, or a method that keeps no
+            history (rm, best_of_n: see ``runs`` and :meth:`w`).
+        """
+        if not self.fields:
+            raise ValueError(f"a {self.method} sweep keeps no history: its runs are in result.runs")
+        one = self.history[self._index(where)]
+        return {name: _decoded(name, one[f]) for f, name in enumerate(self.fields)}
+
+    def w(self, **where: Any) -> dict[str, float]:
+        """One reward model of an RM sweep as the lesson's dict token -> weight.
+
+        Parameters
+        ----------
+        **where
+            A value for every axis, e.g. ``result.w(lr=0.1, epochs=5, n_pairs=500)``.
+
+        Returns
+        -------
+        dict[str, float]
+            The final weights of that run.
+
+        Raises
+        ------
+        ValueError
+            Not an RM sweep, or an axis or value not on the grid.
+        """
+        if self.weights is None or self.vocab is None:
+            raise ValueError(f"w() is the reward model of an rm sweep; this is a {self.method} sweep")
+        return dict(zip(self.vocab, self.weights[self._index(where)].tolist()))
+
+    # ----------------------------------------------------------------------- tables
+
+    def _pooled(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Mean and std (ddof=1; 0 for one seed) over the seed axis: ``[*points, ...]`` each."""
+        if "seed" not in self.axes:
+            return values, np.zeros_like(values), 1
+        at = list(self.axes).index("seed")
+        values = np.moveaxis(values, at, 0)
+        n = values.shape[0]
+        spread = values.std(axis=0, ddof=1) if n > 1 else np.zeros_like(values[0])
+        return values.mean(axis=0), spread, n
+
+    @property
+    def _point_axes(self) -> list[str]:
+        return [a for a in self.axes if a != "seed"]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per grid point, seeds pooled: each run summary's mean and standard deviation.
+
+        Returns
+        -------
+        list[dict[str, Any]]
+            One dict per point of the non-seed axes (C order): the axis values, ``seeds``,
+            and for each run summary ``name`` its mean over seeds and ``name_std`` (ddof=1,
+            0.0 with one seed). A grid without a seed axis (rm) pools nothing: one row per
+            run, ``seeds`` 1.
+        """
+        pooled = {name: self._pooled(values) for name, values in self.runs.items()}
+        n_seeds = len(self.axes.get("seed", [None]))
+        rows = []
+        for index in np.ndindex(*(len(self.axes[a]) for a in self._point_axes)):
+            row: dict[str, Any] = {a: self.axes[a][i] for a, i in zip(self._point_axes, index)}
+            row["seeds"] = n_seeds
+            for name, (mean, spread, _) in pooled.items():
+                row[name] = float(mean[index])
+                row[f"{name}_std"] = float(spread[index])
+            rows.append(row)
+        return rows
+
+    def summary_table(self) -> str:
+        """:meth:`summary` as aligned text, one line per grid point.
+
+        Returns
+        -------
+        str
+            The non-seed axes, the number of seeds, then the method's columns as
+            ``mean ± std`` (ppo and grpo: final E[score], final KL, mean KL, clip frac; dpo:
+            final E[score], final KL, last-epoch loss, accuracy; best_of_n: E[score],
+            sampled score, KL exact, KL analytic; rm: accuracy, or whatever run summaries
+            there are). Without a seed axis, the values alone.
+        """
+        columns = [(n, t) for n, t in _SPECS[self.method].table if n in self.runs] or [(n, n) for n in self.runs]
+        pooled = "seed" in self.axes
+        header = [*self._point_axes, *(["seeds"] if pooled else []), *(title for _, title in columns)]
+        lines = []
+        for row in self.summary():
+            cells = [_fmt(row[a]) for a in self._point_axes]
+            if pooled:
+                cells.append(str(row["seeds"]))
+            for name, _ in columns:
+                cells.append(f"{row[name]:.3f} ± {row[name + '_std']:.3f}" if pooled else f"{row[name]:.3f}")
+            lines.append(cells)
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+        out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
+        return "\n".join(out)
+
+    def to_pandas(self):
+        """A long table: one row per run and kept step (per run, for methods without history).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per axis, ``step``, and one per history field under its name,
+            ``prompt`` and ``token`` as ``pandas.Categorical`` of ``PROMPTS`` / ``VOCAB``
+            strings (missing where the history is padding). For rm and best_of_n: one row
+            per run, the axes, the run summaries and, for rm, ``w[token]`` per token. An
+            axis whose name is also a column's (PPO's ``kl_penalty``) is ``<axis>_axis``.
+
+        Raises
+        ------
+        ImportError
+            Without pandas.
+        """
+        pd = _require("pandas", "to_pandas()")
+        n_runs = math.prod(self.shape)
+        per_run = not self.fields
+        repeat = 1 if per_run else len(self.steps)
+        data: dict[str, Any] = {}
+        if per_run:
+            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
+            if self.weights is not None and self.vocab is not None:
+                flat = self.weights.reshape(n_runs, len(self.vocab))
+                data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
+        else:
+            data["step"] = np.tile(self.steps, n_runs)
+            flat = self.history.reshape(n_runs, len(self.fields), repeat)
+            for f, name in enumerate(self.fields):
+                values = flat[:, f, :].reshape(-1)
+                data[name] = (pd.Categorical.from_codes(_codes(values), categories=list(_CATEGORIES[name]))
+                              if name in _CATEGORIES else values)
+        columns: dict[str, Any] = {}
+        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
+            columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
+        columns.update(data)
+        return pd.DataFrame(columns)
+
+    # ------------------------------------------------------------------------ plots
+
+    def plot(self, path: str | os.PathLike | None = None, *, points: int = 60):
+        """The method's picture, one panel per view, a legend on each.
+
+        ppo and grpo: RM score and KL over updates, and RM score against KL (the lesson's
+        medium exercise); dpo: loss and preference accuracy over updates, and final score
+        against final KL; best_of_n: score against KL (exact and analytic), and KL over n;
+        rm: the run summaries (held-out accuracy) against the first swept axis. Curves over
+        updates are averaged over seeds in ``points`` windows of the kept steps, with a band
+        of one standard deviation over seeds; each curve or line is one grid point.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there (PNG, PDF, ... by the suffix).
+        points : int, optional
+            Windows of the kept steps in the curves over updates.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib.
+        ValueError
+            Curves over updates from a sweep that kept no history (``record_every=0``), or
+            an RM sweep without run summaries.
+        """
+        matplotlib = _require("matplotlib", "plot()")
+        if path is not None and "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
+        import matplotlib.pyplot as plt
+
+        spec = _SPECS[self.method]
+        if spec.curves and len(self.steps) == 0:
+            raise ValueError("this sweep kept no history (record_every=0): nothing to plot over updates")
+        ylabel, title, along = spec.along or ("", "", ())
+        along = along or (tuple(self.runs) if spec.along else ())
+        if spec.along is not None and not along:
+            raise ValueError(f"this {self.method} sweep has no run summaries to plot (e.g. a held-out accuracy)")
+        n_panels = len(spec.curves) + bool(spec.front) + bool(along)
+        fig, axs = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6), layout="constrained", squeeze=False)
+        panels = list(axs[0])
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        log_v = {"color": "grey", "linestyle": ":", "linewidth": 1, "label": "log V: a single token"}
+        notes = []
+
+        if spec.curves:
+            x, windowed = self._windows(points)
+            notes.append(f"{self.total_steps} updates in {len(x)} windows")
+            names = {name for name, _, _ in spec.curves}
+            if spec.front_from_history:
+                names.update(spec.front[0][:2])
+            pooled = {name: self._pooled(windowed(name)) for name in names}
+            for n, (label, index) in enumerate(self._points()):
+                colour = colours[n % len(colours)]
+                for ax, (name, _, _) in zip(panels, spec.curves):
+                    mean, spread, _ = pooled[name]
+                    ax.plot(x, mean[index], color=colour, label=label)
+                    ax.fill_between(x, mean[index] - spread[index], mean[index] + spread[index], color=colour,
+                                    alpha=0.15)
+                if spec.front_from_history:
+                    (score, spread, _), (kl, _, _) = pooled[spec.front[0][0]], pooled[spec.front[0][1]]
+                    ax = panels[len(spec.curves)]
+                    ax.plot(kl[index], score[index], color=colour, marker=".", markersize=3, label=label)
+                    ax.fill_between(kl[index], score[index] - spread[index], score[index] + spread[index],
+                                    color=colour, alpha=0.15)
+            for ax, (name, ylabel, title) in zip(panels, spec.curves):
+                ax.set(xlabel="update", ylabel=ylabel, title=title)
+                if _is_kl(name):
+                    ax.axhline(math.log(len(VOCAB)), **log_v)
+        if spec.front:
+            ax = panels[len(spec.curves)]
+            if not spec.front_from_history:
+                self._along_panel(ax, list(spec.front), colours)
+                # Also the legend's one entry when a DPO sweep had no RM to score its policies.
+                ax.axvline(math.log(len(VOCAB)), **log_v)
+            ax.set(xlabel=_KL_LABEL, ylabel="RM score", title="RM score against KL (reward hacking: far right)")
+        if along:
+            ax = panels[-1]
+            axis = self._along_axis()
+            self._along_panel(ax, [(name, None, name) for name in along], colours)
+            ax.set(xlabel=axis, ylabel=ylabel or ", ".join(along), title=f"{title or ', '.join(along)} against {axis}")
+            if all(_is_kl(name) for name in along):
+                ax.axhline(math.log(len(VOCAB)), **log_v)
+        for ax in panels:
+            ax.legend(loc="best", fontsize=8)
+        n_seeds = len(self.axes.get("seed", ()))
+        if n_seeds > 1:
+            notes.insert(0, f"{n_seeds} seeds per point, mean ± 1 std over seeds")
+        fig.suptitle(f"{spec.title} sweep" + (": " + ", ".join(notes) if notes else ""))
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+    def _windows(self, points: int):
+        """Window centres (1-based updates) and a function averaging a field over each window."""
+        n_kept = len(self.steps)
+        n = max(1, min(points, n_kept))
+        sizes = np.full(n, n_kept // n)
+        sizes[: n_kept % n] += 1
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        x = np.add.reduceat(self.steps, starts) / sizes + 1
+
+        def windowed(name: str) -> np.ndarray:
+            series = self.history[..., self.fields.index(name), :]
+            return np.add.reduceat(series, starts, axis=-1) / sizes
+
+        return x, windowed
+
+    def _label(self, axes: Sequence[str], index: Sequence[int]) -> str:
+        return ", ".join(f"{'β' if a == 'beta' else a}={_fmt(self.axes[a][i])}" for a, i in zip(axes, index))
+
+    def _points(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every point of the non-seed axes with its label (naming the axes that vary)."""
+        point_axes = self._point_axes
+        shown = [a for a in point_axes if len(self.axes[a]) > 1] or point_axes
+        out = []
+        for index in np.ndindex(*(len(self.axes[a]) for a in point_axes)):
+            label = self._label(shown, [index[point_axes.index(a)] for a in shown])
+            out.append((label or _SPECS[self.method].title, index))
+        return out
+
+    def _along_axis(self) -> str:
+        point_axes = self._point_axes
+        if not point_axes:
+            raise ValueError("this grid has no axis but seed to plot against")
+        return next((a for a in point_axes if len(self.axes[a]) > 1), point_axes[0])
+
+    def _along_panel(self, ax, series: list[tuple[str, str | None, str]], colours: list[str]) -> None:
+        """Run summaries (seed means ± std) along the first swept axis, one line per other point.
+
+        ``series`` holds ``(y, x, label)``: with ``x`` None the axis' values are the x
+        coordinates, else the run summary ``x`` gives them (a score against KL, each point
+        annotated with its axis value). A series whose values are all NaN (no sampled score, no RM to
+        score DPO with) is left out.
+        """
+        axis = self._along_axis()
+        values = self.axes[axis]
+        others = [a for a in self._point_axes if a != axis]
+        shown = [a for a in others if len(self.axes[a]) > 1]
+        at = self._point_axes.index(axis)
+        n = 0
+        for y_name, x_name, series_label in series:
+            y_mean, y_std, _ = self._pooled(self.runs[y_name])
+            if np.all(np.isnan(y_mean)):
+                continue
+            for other in np.ndindex(*(len(self.axes[a]) for a in others)):
+                line = [(*other[:at], i, *other[at:]) for i in range(len(values))]
+                point = self._label(shown, [other[others.index(a)] for a in shown])
+                label = ", ".join(p for p in (series_label if len(series) > 1 else "", point) if p) or series_label
+                colour = colours[n % len(colours)]
+                ys, yerr = np.array([y_mean[i] for i in line]), np.array([y_std[i] for i in line])
+                xs, xerr = _column(values), None
+                if x_name is not None:
+                    x_mean, x_std, _ = self._pooled(self.runs[x_name])
+                    xs, xerr = np.array([x_mean[i] for i in line]), np.array([x_std[i] for i in line])
+                ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, color=colour, marker="o", markersize=4, capsize=3,
+                            label=label)
+                if x_name is not None and n == 0 and len(values) <= 12:
+                    for i, (x, y) in enumerate(zip(xs, ys)):
+                        ax.annotate(self._label([axis], [i]), (x, y), textcoords="offset points", xytext=(4, 4),
+                                    fontsize=7, color=colour)
+                n += 1
+        numbers = _column(values)
+        if series and series[0][1] is None and numbers.dtype.kind in "iuf" and 0 < 100 * numbers.min() <= numbers.max():
+            ax.set_xscale("log")  # learning rates, n of Best-of-N: spread over decades
+
+    # ------------------------------------------------------------------------- repr
+
+    def __repr__(self) -> str:
+        grid = " x ".join(f"{name}[{len(values)}]" for name, values in self.axes.items())
+        if self.fields:
+            content = (f"steps: {self.total_steps} ({len(self.steps)} kept), "
+                       f"history: {len(self.fields)} fields")
+        else:
+            content = f"summaries: {', '.join(self.runs) or 'none'}"
+        return (f"SweepResult(method={self.method!r}, grid: {grid} = {math.prod(self.shape)} runs,\n"
+                f"            {content}, {_size(self.nbytes)}, simd={self.simd!r}, {self.seconds:.2f} s)")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _decoded(name: str, values: np.ndarray) -> np.ndarray:
+    """A history field as returned to users: categorical fields as int64 indices."""
+    return _codes(values) if name in _CATEGORIES else values
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+
+def _column(values: list) -> np.ndarray:
+    """Axis values as an array: numbers keep their dtype, anything else (str, None) is object."""
+    array = np.asarray(values)
+    return array if array.dtype.kind in "biuf" else np.asarray(values, dtype=object)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _is_kl(name: str) -> bool:
+    return "kl" in name.split("_")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+def _require(module: str, what: str):
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise ImportError(f"{what} needs {module}: {_EXTRA}") from err
