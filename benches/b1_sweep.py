@@ -75,7 +75,7 @@ def main() -> None:
         for seed in range(args.ref_seeds):
             expected = results["reference (subset)"][i * args.ref_seeds + seed]
             np.testing.assert_array_equal(sweep.token[i, seed], expected["token"])
-            np.testing.assert_allclose(sweep.kl[i, seed], expected["kl"], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(sweep.objective_kl[i, seed], expected["kl"], rtol=1e-9, atol=1e-12)
 
     per_second = {name: (ref_steps if name.startswith("reference") else steps) / s for name, s in best.items()}
     print(

@@ -6,7 +6,7 @@ sampled prompt's row of every run, does softmax over the last axis, inverse-CDF 
 (cumsum + argmax), the exact KL to the frozen reference, ``reward = score - beta * KL``,
 then ``ppo_epochs`` clipped-surrogate epochs with the clip test per run (a clipped run's
 update is masked to zero) and writes the rows back. The arithmetic is the reference's
-``_rlhf_step`` operation for operation (sums left to right via cumsum; the frozen
+``methods.ppo.rlhf_step`` operation for operation (sums left to right via cumsum; the frozen
 reference's softmax is computed once instead of every step, which gives the same numbers).
 The random numbers come from ``np.random.default_rng(seed)`` -- one prompt index and one
 uniform per run per step -- so it is the SAME WORK, NOT THE SAME STREAM as

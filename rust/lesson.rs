@@ -1,6 +1,5 @@
-//! The lesson's synthetic preferences, drawn from the same stream as the reference's.
+//! The lesson's world: its prompts, its words, and the synthetic preference pair it draws.
 
-use crate::bradley_terry::Preferences;
 use crate::rng::Mt19937;
 
 pub const PROMPTS: [&str; 3] = ["help me", "answer me", "explain this"];
@@ -20,21 +19,21 @@ pub fn make_pair(rng: &mut Mt19937) -> (u32, [u32; 2], [u32; 2]) {
     (prompt, good, bad)
 }
 
-/// `make_dataset(n, seed)`, tokenised as it is drawn.
-pub fn make_dataset(n: usize, seed: i128) -> Preferences {
-    let mut rng = Mt19937::from_seed(seed);
-    let mut prefs = Preferences::new();
-    prefs.reserve(n);
-    for _ in 0..n {
-        let (prompt, good, bad) = make_pair(&mut rng);
-        prefs.push(prompt, &good, &bad);
-    }
-    prefs
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::methods::bradley_terry::Preferences;
+
+    /// `make_dataset(n, seed)`, tokenised as it is drawn.
+    pub(crate) fn make_dataset(n: usize, seed: i128) -> Preferences {
+        let mut rng = Mt19937::from_seed(seed);
+        let mut prefs = Preferences::new();
+        for _ in 0..n {
+            let (prompt, good, bad) = make_pair(&mut rng);
+            prefs.push(prompt, &good, &bad);
+        }
+        prefs
+    }
 
     #[test]
     fn vocab_is_sorted_and_word_lists_point_into_it() {

@@ -1,35 +1,57 @@
 //! The toy RLHF pipeline's hot loops, exact to the pure-Python reference.
 //!
-//! Plain Rust with no Python in it: `cargo test` exercises it alone. Every public function
-//! here has a twin of the same name in `rlhf_fast.reference`, and follows it operation for
-//! operation (sums left to right, the same libm calls), so that a fused loop seeded like
-//! `random.Random(seed)` draws the same tokens and lands on the same floats. Two hot loops
-//! trade bit-identity for speed where SPEC's 1e-9 allows it and the error provably stays
-//! small: the sweep lanes' vectorised `exp`/`ln` (`fastmath`) and the reward model's SGD
-//! pass (`preferences`).
-//! The PyO3 bindings live in `python/` behind the `python` feature.
+//! Plain Rust with no Python in it: `cargo test` exercises it alone. Three layers, each
+//! using only the ones below it, then the bindings:
+//!
+//! - `kernels/`: softmax, log-softmax, KL and its estimators, sampling, the logistic
+//!   function, a policy table's statistics, vectorisable `exp`/`ln` and the SIMD vector types;
+//! - `methods/`: one step of each method on one prompt's row (Bradley-Terry, PPO, the KL
+//!   controllers, DPO, GRPO, Best-of-N) and the reward checks; no method uses another;
+//! - `engines/`: whole runs, and the one sweep driver that runs any engine over a grid;
+//! - `python/` (feature `python`): the PyO3 bindings, which convert and validate only.
+//!
+//! Beside them, `rng` (CPython's `random.Random`), `lesson` (the lesson's world) and
+//! `error`. Every function has a twin of the same name in `rlhf_fast.reference`, in a module
+//! of the same path, and follows it operation for operation (sums left to right, the same
+//! libm calls), so that a fused loop seeded like `random.Random(seed)` draws the same tokens
+//! and lands on the same floats. Two hot loops trade bit-identity for speed where SPEC's
+//! 1e-9 allows it and the error provably stays small: the PPO lanes' vectorised `exp`/`ln`
+//! (`kernels/fastmath.rs`) and the reward model's SGD pass
+//! (`methods/bradley_terry/preferences.rs`).
+//!
+//! The crate's public surface is what follows; everything else is `pub(crate)`.
 
-pub mod best_of_n;
-pub mod bradley_terry;
-pub mod data;
-pub mod dpo;
-pub mod error;
-pub mod fastmath;
-pub mod grpo;
-pub mod kl;
-pub mod kl_control;
-pub mod lanes;
-pub mod methods_sweep;
-pub mod mt_block;
-pub mod ppo;
-pub mod preferences;
-pub mod rng;
-pub mod sampling;
-pub mod softmax;
-pub mod sweep;
-pub mod train;
+mod engines;
+mod error;
+mod kernels;
+mod lesson;
+mod methods;
+mod rng;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use error::{Error, Result};
+pub use engines::best_of_n::{best_of_n, BonEngine, BonOutcome, BonRun, BON_SUMMARY_FIELDS};
+pub use engines::dpo::{train_dpo, DpoEngine, DpoHistory, DpoRun, DPO_HISTORY_FIELDS, DPO_SUMMARY_FIELDS};
+pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
+pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
+pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
+pub use engines::reward_model::{train_rm, RmEngine, RmRun};
+pub use error::{finite, finite_slice, non_negative, positive, probabilities, py_float, Error, Result};
+pub use kernels::kl::{kl, kl_k1, kl_k2, kl_k3, KlPenalty};
+pub use kernels::logistic::{sigmoid, softplus};
+pub use kernels::policy::{expected_score, policy_kl};
+pub use kernels::sampling::sample_index;
+pub use kernels::simd::{Avx2Isa, Avx512Isa, Simd};
+pub use kernels::softmax::{log_softmax, log_softmax_row, softmax, softmax_row};
+pub use lesson::{make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB};
+pub use methods::best_of_n::{bon_distribution, bon_exact, bon_kl_analytic};
+pub use methods::bradley_terry::{bag, dot, pairwise_accuracy, rm_train_step, rm_update, Bag, BagEntry, Preferences};
+pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoParams, DpoScratch, LossType};
+pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
+pub use methods::kl_control::KlController;
+pub use methods::ppo::{
+    clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, PpoParams, StepOutcome, StepScratch,
+};
+pub use methods::reward_checks::check_not_length_only;
+pub use rng::{seed_key, Mt19937};

@@ -10,7 +10,22 @@ from rlhf_fast import reference
 
 W = reference.train_rm(reference.make_dataset(500, 0))
 PAIRS = reference.make_dataset(60, 4)
-DPO_FIELDS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+# train_dpo's history key -> the sweep's field (TRL's name, '/' written '_'); likewise for GRPO.
+DPO_FIELDS = {
+    "loss": "loss",
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+    "rewards/accuracies": "rewards_accuracies",
+}
+GRPO_FIELDS = {
+    "score": "reward",
+    "reward_std": "reward_std",
+    "kl": "kl",
+    "clip_frac": "clip_ratio",
+    "loss": "loss",
+    "mean_kl": "mean_kl",
+}
 
 
 def close(a, b):
@@ -28,8 +43,8 @@ def test_every_dpo_sweep_run_is_train_dpo():
                                               loss_type=loss_type, seed=seed)
                 run = result.run(beta=beta, loss_type=loss_type, seed=seed)
                 np.testing.assert_array_equal(run["prompt"], history["prompt"])
-                for name in DPO_FIELDS:
-                    close(run[name], history[name])
+                for name, field in DPO_FIELDS.items():
+                    close(run[field], history[name])
                 index = result._index({"beta": beta, "loss_type": loss_type, "seed": seed})
                 close(result.final_theta[index], [theta[x] for x in reference.PROMPTS])
                 assert result.runs["final_score"][index] == pytest.approx(reference.expected_score(theta, W), rel=1e-9)
@@ -45,8 +60,8 @@ def test_every_grpo_sweep_run_is_train_grpo():
                                                num_generations=group)
                 index = result._index({"beta": beta, "num_generations": group, "seed": seed})
                 np.testing.assert_array_equal(result.prompt[index], history["prompt"])
-                for name in ("score", "reward_std", "kl", "clip_frac", "loss", "mean_kl"):
-                    close(getattr(result, name)[index], history[name])
+                for name, field in GRPO_FIELDS.items():
+                    close(getattr(result, field)[index], history[name])
                 close(result.final_theta[index], [theta[x] for x in reference.PROMPTS])
 
 
@@ -55,9 +70,9 @@ def test_best_of_n_sweep_is_best_of_n_per_n_and_seed():
     for i, n in enumerate((1, 3, 16)):
         for seed in range(2):
             single = reference.best_of_n(reference.init_policy(), W, n, samples=500, seed=seed)
-            assert result.expected_score[i] == pytest.approx(single["expected_score"], rel=1e-12)
-            assert result.kl_exact[i] == pytest.approx(single["kl_exact"], rel=1e-12, abs=1e-15)
-            assert result.kl_analytic[i] == pytest.approx(single["kl_analytic"], rel=1e-12, abs=1e-15)
+            assert result.expected_score[i, seed] == pytest.approx(single["expected_score"], rel=1e-12)
+            assert result.kl_exact[i, seed] == pytest.approx(single["kl_exact"], rel=1e-12, abs=1e-15)
+            assert result.kl_analytic[i, seed] == pytest.approx(single["kl_analytic"], rel=1e-12, abs=1e-15)
             assert result.sampled_score[i, seed] == pytest.approx(single["sampled_score"], rel=1e-12)
 
 
@@ -67,7 +82,7 @@ def test_method_sweeps_do_not_depend_on_the_thread_count(n_threads):
     np.testing.assert_array_equal(dpo[0].loss, dpo[1].loss)
     np.testing.assert_array_equal(dpo[0].final_theta, dpo[1].final_theta)
     grpo = [rl.sweep_grpo(W, betas=[0.04], seeds=5, steps=100, n_threads=t) for t in (None, n_threads)]
-    np.testing.assert_array_equal(grpo[0].score, grpo[1].score)
+    np.testing.assert_array_equal(grpo[0].reward, grpo[1].reward)
     np.testing.assert_array_equal(grpo[0].final_theta, grpo[1].final_theta)
     bon = [rl.sweep_best_of_n(W, ns=[4], seeds=5, samples=300, n_threads=t) for t in (None, n_threads)]
     np.testing.assert_array_equal(bon[0].sampled_score, bon[1].sampled_score)

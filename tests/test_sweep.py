@@ -17,7 +17,20 @@ import rlhf_fast as rl
 from rlhf_fast import reference
 
 W = reference.train_rm(reference.make_dataset(500, 0))
-FLOATS = ("score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss")
+# train_rlhf's history key -> the sweep's field (TRL's name, '/' written '_').
+FIELDS = {
+    "prompt": "prompt",
+    "token": "token",
+    "score": "objective_scores",
+    "kl": "objective_kl",
+    "reward": "objective_rlhf_reward",
+    "clip_frac": "policy_clipfrac_avg",
+    "beta": "objective_kl_coef",
+    "mean_kl": "mean_kl",
+    "kl_penalty": "penalised_kl",
+    "value_loss": "loss_value_avg",
+}
+FLOATS = tuple(key for key in FIELDS if key not in ("prompt", "token"))
 
 
 def reference_run(steps, seed, **config):
@@ -30,7 +43,9 @@ def assert_run_matches(result, index, theta, history, rtol=1e-9):
     for name in ("token", "prompt"):
         np.testing.assert_array_equal(getattr(result, name)[index], history[name], err_msg=name)
     for name in FLOATS:
-        np.testing.assert_allclose(getattr(result, name)[index], history[name], rtol=rtol, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(result, FIELDS[name])[index], history[name], rtol=rtol, atol=1e-12, err_msg=name
+        )
     final = np.array([theta[x] for x in reference.PROMPTS])
     np.testing.assert_allclose(result.final_theta[index], final, rtol=rtol, atol=1e-12)
     np.testing.assert_allclose(result.runs["final_score"][index], reference.expected_score(theta, W), rtol=rtol)
@@ -42,7 +57,7 @@ def lesson_grid():
 
 
 def test_every_run_of_a_3x20x500_sweep_is_the_reference_run(lesson_grid):
-    assert lesson_grid.score.shape == (3, 20, 500)
+    assert lesson_grid.objective_scores.shape == (3, 20, 500)
     for i, beta in enumerate([0.0, 0.1, 1.0]):
         for seed in range(20):
             theta, history = reference_run(500, seed, beta=beta)
@@ -52,14 +67,14 @@ def test_every_run_of_a_3x20x500_sweep_is_the_reference_run(lesson_grid):
 @pytest.mark.parametrize("n_threads", [1, 2, 4])
 def test_thread_count_changes_nothing(lesson_grid, n_threads):
     again = rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, n_threads=n_threads)
-    for name in ("token", "prompt", *FLOATS, "final_theta"):
+    for name in ("history", "final_theta"):
         np.testing.assert_array_equal(getattr(again, name), getattr(lesson_grid, name), err_msg=name)
 
 
 def test_every_vector_path_gives_the_same_arrays(lesson_grid):
     for simd in rl.simd_paths():
         again = rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, simd=simd)
-        for name in ("token", *FLOATS, "final_theta"):
+        for name in ("history", "final_theta"):
             np.testing.assert_array_equal(getattr(again, name), getattr(lesson_grid, name), err_msg=f"{simd}: {name}")
 
 
@@ -71,7 +86,7 @@ def test_dask_executor_gives_the_same_arrays(lesson_grid):
         remote = rl.sweep_rlhf(
             W, betas=[0.0, 0.1, 1.0], seeds=20, steps=500, executor=client.get_executor(), shards=5
         )
-    for name in ("token", "prompt", *FLOATS, "final_theta"):
+    for name in ("history", "final_theta"):
         np.testing.assert_array_equal(getattr(remote, name), getattr(lesson_grid, name), err_msg=name)
     for name, values in lesson_grid.runs.items():
         np.testing.assert_array_equal(remote.runs[name], values, err_msg=name)
@@ -123,7 +138,7 @@ def test_any_well_conditioned_run_matches_the_reference(
 def test_grid_axes_follow_the_arguments_given_as_sequences():
     result = rl.sweep_rlhf(W, betas=[0.1], seeds=2, steps=50, lr=[0.01, 0.1], ppo_epochs=[1, 4])
     assert list(result.axes) == ["beta", "lr", "ppo_epochs", "seed"]
-    assert result.score.shape == (1, 2, 2, 2, 50)
+    assert result.objective_scores.shape == (1, 2, 2, 2, 50)
     theta, history = reference_run(50, 1, beta=0.1, lr=0.1, ppo_epochs=1)
     assert_run_matches(result, (0, 1, 0, 1), theta, history)
     np.testing.assert_array_equal(result.run(lr=0.1, ppo_epochs=1, seed=1)["token"], history["token"])
@@ -134,9 +149,8 @@ def test_record_every_keeps_every_kth_step_and_the_summaries():
     thin = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=3, steps=100, record_every=7)
     none = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=3, steps=100, record_every=0)
     np.testing.assert_array_equal(thin.steps, np.arange(6, 100, 7))
-    for name in ("token", *FLOATS):
-        np.testing.assert_array_equal(getattr(thin, name), getattr(full, name)[..., 6::7])
-    assert none.score.shape == (2, 3, 0)
+    np.testing.assert_array_equal(thin.history, full.history[..., 6::7])
+    assert none.objective_scores.shape == (2, 3, 0)
     for name, values in full.runs.items():
         np.testing.assert_array_equal(none.runs[name], values)
         np.testing.assert_array_equal(thin.runs[name], values)
@@ -144,11 +158,11 @@ def test_record_every_keeps_every_kth_step_and_the_summaries():
 
 def test_run_summaries_are_what_their_names_say():
     result = rl.sweep_rlhf(W, betas=[0.0, 1.0], seeds=4, steps=300, kl_ctl="adaptive", target=0.5, horizon=100.0)
-    np.testing.assert_allclose(result.runs["mean_score"], result.score.mean(axis=-1), rtol=1e-12)
-    np.testing.assert_allclose(result.runs["clip_frac"], result.clip_frac.mean(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(result.runs["mean_score"], result.objective_scores.mean(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(result.runs["clip_frac"], result.policy_clipfrac_avg.mean(axis=-1), rtol=1e-12)
     np.testing.assert_allclose(result.runs["mean_kl"], result.mean_kl[..., -1], rtol=1e-12)
-    controller = reference.AdaptiveKLController(result.beta[1, 2, -1], 0.5, 100.0)
-    controller.update(result.kl[1, 2, -1], 1)
+    controller = reference.AdaptiveKLController(result.objective_kl_coef[1, 2, -1], 0.5, 100.0)
+    controller.update(result.objective_kl[1, 2, -1], 1)
     assert result.runs["final_beta"][1, 2] == pytest.approx(controller.value, rel=1e-12)
     theta = {x: list(row) for x, row in zip(reference.PROMPTS, result.final_theta[0, 1])}
     exact_kl = sum(
@@ -173,10 +187,10 @@ def test_long_table_uses_trl_names():
     table = result.to_pandas()
     assert isinstance(table, pd.DataFrame)
     assert len(table) == 2 * 2 * 10
-    for name in ("objective/scores", "objective/kl", "objective/rlhf_reward", "policy/clipfrac_avg"):
+    for name in ("objective_scores", "objective_kl", "objective_rlhf_reward", "policy_clipfrac_avg"):
         assert name in table.columns
     row = table[(table.beta == 1.0) & (table.seed == 1) & (table.step == 29)].iloc[0]
-    assert row["objective/kl"] == result.kl[1, 1, -1]
+    assert row["objective_kl"] == result.objective_kl[1, 1, -1]
 
 
 def test_plot_draws_one_curve_per_beta(tmp_path):

@@ -1,11 +1,12 @@
 """rlhf_fast: the lesson's toy RLHF pipeline, exact and fast.
 
 ``import rlhf_fast as rl`` gives the lesson's functions (same names, arguments and numbers
-for the same seed) backed by a Rust core, and sweeps of thousands of runs
-(:func:`sweep_rlhf`, :func:`sweep_rm`). ``RLHF_FAST_BACKEND=python`` switches every function
-to its pure-Python twin in :mod:`rlhf_fast.reference`; ``rlhf_fast.BACKEND`` says which is
-active. The Rust backend is never replaced silently: if the extension does not import,
-importing ``rlhf_fast`` fails.
+for the same seed) backed by a Rust core, and sweeps of thousands of runs of any method
+(:func:`sweep_rlhf`, :func:`sweep_rm`, :func:`sweep_dpo`, :func:`sweep_grpo`,
+:func:`sweep_best_of_n`), each returning a :class:`SweepResult`. ``RLHF_FAST_BACKEND=python``
+switches every function to its pure-Python twin in :mod:`rlhf_fast.reference`;
+``rlhf_fast.BACKEND`` says which is active. The Rust backend is never replaced silently: if
+the extension does not import, importing ``rlhf_fast`` fails.
 """
 
 from . import reference
@@ -24,23 +25,19 @@ else:
         return ["python"]
 
 
-from .methods import BestOfNSweepResult, DPOSweepResult, GRPOSweepResult, sweep_best_of_n, sweep_dpo, sweep_grpo
-from .sweep import RMSweepResult, SweepResult, sweep_rlhf, sweep_rm
+from .result import SweepResult
+from .sweep import sweep_best_of_n, sweep_dpo, sweep_grpo, sweep_rlhf, sweep_rm
 
 __all__ = [
     "BACKEND",
     "reference",
     *_api,
     "simd_paths",
-    "sweep_rlhf",
     "SweepResult",
+    "sweep_rlhf",
     "sweep_rm",
-    "RMSweepResult",
     "sweep_dpo",
-    "DPOSweepResult",
     "sweep_grpo",
-    "GRPOSweepResult",
     "sweep_best_of_n",
-    "BestOfNSweepResult",
 ]
 __version__ = "0.1.0"

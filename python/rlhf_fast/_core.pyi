@@ -1,7 +1,7 @@
 """Type stubs for the Rust core. The public API is ``rlhf_fast``; these are its building blocks."""
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias, final
+from typing import Any, Protocol, TypeAlias, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +121,7 @@ def train_rlhf(
     vf_coef: float = 0.0,
     cliprange_value: float = 0.2,
     value: dict[str, float] | list[float] | None = None,
+    kl_threshold: float = ...,
 ) -> dict[str, npt.NDArray[Any]]: ...
 def expected_score(theta: _Policy, w: _Weights) -> float: ...
 def policy_kl(theta: _Policy, ref: _Policy) -> float: ...
@@ -173,10 +174,24 @@ def train_grpo(
     lr: float = 0.05,
     scale_rewards: str = "group",
     num_iterations: int = 1,
+    kl_threshold: float = ...,
 ) -> dict[str, npt.NDArray[Any]]: ...
 def best_of_n(policy: _Policy, w: _Weights, n: int, samples: int = 0, seed: int = 0) -> dict[str, Any]: ...
 def check_not_length_only(w: _Weights) -> None: ...
 def simd_paths() -> list[str]: ...
+class _SweepOutput(TypedDict):
+    """What every sweep entry point returns: the one output of the sweep driver."""
+
+    history: npt.NDArray[np.float64]  # [run, field, kept]
+    history_fields: list[str]
+    final_params: npt.NDArray[np.float64]  # [run, *params]
+    summary: npt.NDArray[np.float64]  # [run, field]
+    summary_fields: list[str]
+    simd: str
+
+class _RMSweepOutput(_SweepOutput):
+    vocab: list[str]
+
 def sweep_rlhf(
     theta: _Policy,
     ref: _Policy,
@@ -188,38 +203,43 @@ def sweep_rlhf(
     simd: str | None = None,
     n_threads: int | None = None,
     progress: _Progress = None,
-) -> dict[str, Any]: ...
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
 def sweep_rm(
     pairs: PreferenceSet | Iterable[_Pair],
     specs: Sequence[tuple[float, int, int, int]],
     w: _Weights | None = None,
     n_threads: int | None = None,
     progress: _Progress = None,
-) -> tuple[npt.NDArray[np.float64], list[str]]: ...
+    max_memory: int | None = None,
+) -> _RMSweepOutput: ...
 def sweep_dpo(
     theta: _Policy,
     ref: _Policy,
     pairs: Iterable[_Pair],
-    runs: Sequence[tuple[Any, ...]],
+    runs: Sequence[tuple[float, float, str, float, int, int | None]],
     w: _Weights | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: _Progress = None,
-) -> dict[str, Any]: ...
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
 def sweep_grpo(
     theta: _Policy,
     ref: _Policy,
     w: _Weights,
     steps: int,
-    runs: Sequence[tuple[Any, ...]],
+    runs: Sequence[tuple[int, int, float, float, float | None, float, str, int]],
     record_every: int = 1,
     n_threads: int | None = None,
     progress: _Progress = None,
-) -> dict[str, Any]: ...
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
 def sweep_best_of_n(
     policy: _Policy,
     w: _Weights,
     runs: Sequence[tuple[int, int, int]],
     n_threads: int | None = None,
     progress: _Progress = None,
-) -> dict[str, Any]: ...
+    max_memory: int | None = None,
+) -> _SweepOutput: ...

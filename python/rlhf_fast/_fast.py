@@ -1,27 +1,28 @@
 """The lesson's functions backed by the Rust core: same names, arguments and numbers.
 
-Most names here are ``rlhf_fast._core`` functions themselves; the few adapters pick the
-kernel for the input's type (a list or a numpy array) and raise the reference's warnings.
-Plumbing that has nothing to compute (the constants, ``make_pair``, row conversion, the
-controller classes) is the reference's own.
+Most names here are ``rlhf_fast._core`` functions themselves; the few adapters check the
+types the core cannot tell apart, pick the kernel for the input's type (a list or a numpy
+array) and raise the reference's warnings. Plumbing that has nothing to compute (the
+constants, ``make_pair``, row conversion, the controller classes) is the reference's own.
 """
 
 from __future__ import annotations
 
-import numbers
-import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._checks import integer, option, optional, positive, real
 from ._core import PreferenceSet  # noqa: F401
-from .methods import best_of_n, dpo_step, grpo_step, train_dpo, train_grpo  # noqa: F401
 from .reference import (  # noqa: F401  (plumbing with nothing to compute: the reference's own)
     BAD_WORDS,
     GOOD_WORDS,
     PROMPTS,
     VOCAB,
+    DPO_LOSS_TYPES,
+    SCALE_REWARDS,
     AdaptiveKLController,
     DoublingKLController,
     FixedKLController,
@@ -79,20 +80,6 @@ def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
     return _rows_kernel(z, _core.log_softmax, _core.log_softmax_rows)
 
 
-def _check_threshold(kl_threshold: float) -> float:
-    if isinstance(kl_threshold, bool) or not isinstance(kl_threshold, numbers.Real):
-        raise TypeError(f"kl_threshold must be a real number, got {type(kl_threshold).__name__}")
-    if not kl_threshold > 0 or kl_threshold == float("inf"):
-        raise ValueError(f"kl_threshold must be finite and > 0, got {kl_threshold!r}")
-    return float(kl_threshold)
-
-
-def _int_arg(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
-
-
 def train_rlhf(
     theta: dict[str, list[float]] | np.ndarray,
     ref: Mapping[str, Sequence[float]] | np.ndarray,
@@ -120,17 +107,17 @@ def train_rlhf(
     ``clip_frac``, the ``beta`` used and the running ``mean_kl``; warns with
     :class:`KLWarning` once the running mean KL passes ``kl_threshold``.
     """
-    kl_threshold = _check_threshold(kl_threshold)
-    history = _core.train_rlhf(
+    kl_threshold = positive("kl_threshold", kl_threshold)
+    return _core.train_rlhf(
         theta,
         ref,
         w,
-        _int_arg("steps", steps),
+        integer("steps", steps),
         seed,
         eps,
         beta,
         lr,
-        _int_arg("ppo_epochs", ppo_epochs),
+        integer("ppo_epochs", ppo_epochs),
         kl_ctl,
         target,
         horizon,
@@ -138,15 +125,125 @@ def train_rlhf(
         vf_coef,
         cliprange_value,
         value,
+        kl_threshold,
     )
-    over = np.flatnonzero(history["mean_kl"] > kl_threshold)
-    if over.size:
-        t = int(over[0])
-        warnings.warn(
-            f"mean KL(pi_theta || pi_ref) = {history['mean_kl'][t]:.3g} passed {kl_threshold:g} at step {t}: "
-            "the policy is drifting from the reference (raise beta or stop early)",
-            KLWarning,
-            stacklevel=2,
-        )
-    return history
 
+
+def dpo_step(
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Mapping[str, Sequence[float]] | np.ndarray,
+    x: str,
+    y_pos: str | Sequence[str],
+    y_neg: str | Sequence[str],
+    beta: float = 0.1,
+    lr: float = 0.05,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> float:
+    """One SGD step on a DPO loss; mutates ``theta[x]`` and returns the loss before it.
+
+    ``loss_type`` is TRL's: ``sigmoid`` (with ``label_smoothing``: cDPO), ``robust``,
+    ``ipo`` or ``hinge`` (docs/METHODS.md section 2). Same arguments and numbers as
+    :func:`rlhf_fast.reference.dpo_step`; ``theta`` may also be a float64 ``[3, 8]`` array.
+    """
+    record = _core.dpo_step_metrics(
+        theta, ref, x, y_pos, y_neg, real("beta", beta), real("lr", lr),
+        option("loss_type", loss_type, DPO_LOSS_TYPES), real("label_smoothing", label_smoothing),
+    )
+    return record["loss"]
+
+def train_dpo(
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Mapping[str, Sequence[float]] | np.ndarray,
+    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]],
+    epochs: int = 1,
+    beta: float = 0.1,
+    lr: float = 0.05,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    seed: int | None = None,
+) -> dict[str, np.ndarray]:
+    """``epochs`` passes of :func:`dpo_step` over ``pairs``, run entirely in Rust.
+
+    Same arguments and numbers as :func:`rlhf_fast.reference.train_dpo` (pairs in order,
+    or reshuffled every epoch on ``random.Random(seed)``); ``theta`` is updated in place.
+    Returns the per-step history as numpy arrays: ``prompt``, ``loss``,
+    ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``.
+    """
+    return _core.train_dpo(
+        theta, ref, pairs, integer("epochs", epochs), real("beta", beta), real("lr", lr),
+        option("loss_type", loss_type, DPO_LOSS_TYPES), real("label_smoothing", label_smoothing),
+        None if seed is None else integer("seed", seed),
+    )
+
+def grpo_step(
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Mapping[str, Sequence[float]] | np.ndarray,
+    w: Mapping[str, float],
+    prompt: str,
+    rng: Any,
+    num_generations: int = 8,
+    beta: float = 0.04,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    lr: float = 0.05,
+    scale_rewards: str = "group",
+    num_iterations: int = 1,
+) -> dict:
+    """One GRPO step on ``prompt`` (docs/METHODS.md section 3); mutates ``theta[prompt]``.
+
+    Draws ``num_generations`` tokens with ``rng.random()``; returns ``tokens``, ``score``,
+    ``reward_std``, ``kl``, ``clip_frac`` and ``loss`` as the reference does.
+    """
+    return _core.grpo_step(
+        theta, ref, w, prompt, rng, integer("num_generations", num_generations), real("beta", beta),
+        real("epsilon", epsilon), optional(real)("epsilon_high", epsilon_high), real("lr", lr),
+        option("scale_rewards", scale_rewards, SCALE_REWARDS), integer("num_iterations", num_iterations),
+    )
+
+def train_grpo(
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Mapping[str, Sequence[float]] | np.ndarray,
+    w: Mapping[str, float],
+    steps: int,
+    seed: int,
+    num_generations: int = 8,
+    beta: float = 0.04,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    lr: float = 0.05,
+    scale_rewards: str = "group",
+    num_iterations: int = 1,
+    kl_threshold: float = 5.0,
+) -> dict[str, np.ndarray]:
+    """``steps`` GRPO steps on ``random.Random(seed)``'s stream, run entirely in Rust.
+
+    Same arguments and numbers as :func:`rlhf_fast.reference.train_grpo`; ``theta`` is
+    updated in place. Returns the per-step history as numpy arrays (``prompt``,
+    ``score``, ``reward_std``, ``kl``, ``clip_frac``, ``loss``, ``mean_kl``) and warns with
+    :class:`KLWarning` once the running mean KL passes ``kl_threshold``. A reward model
+    that scores responses by length alone is refused (ValueError naming ``w``).
+    """
+    options = (
+        integer("num_generations", num_generations), real("beta", beta), real("epsilon", epsilon),
+        optional(real)("epsilon_high", epsilon_high), real("lr", lr),
+        option("scale_rewards", scale_rewards, SCALE_REWARDS), integer("num_iterations", num_iterations),
+    )
+    threshold = positive("kl_threshold", kl_threshold)
+    return _core.train_grpo(theta, ref, w, integer("steps", steps), integer("seed", seed), *options, threshold)
+
+def best_of_n(
+    policy: Mapping[str, Sequence[float]] | np.ndarray,
+    w: Mapping[str, float],
+    n: int,
+    samples: int = 0,
+    seed: int = 0,
+) -> dict:
+    """Best-of-``n`` from ``policy`` (usually ``ref``) against ``w`` (docs/METHODS.md section 4).
+
+    Returns ``expected_score``, ``kl_analytic`` (``log n - (n - 1) / n``), ``kl_exact``,
+    ``distribution`` (prompt -> the law of the kept token) and ``sampled_score`` (the
+    Monte-Carlo mean kept score on ``random.Random(seed)`` with ``samples > 0``, else
+    ``None``), as :func:`rlhf_fast.reference.best_of_n`.
+    """
+    return _core.best_of_n(policy, w, integer("n", n), integer("samples", samples), integer("seed", seed))

@@ -1,219 +1,156 @@
-"""Sweeps: a grid of PPO-RLHF runs (or reward models) in Rust, on every core, numpy out.
+"""Sweeps: grids of runs of any method, on every core, one :class:`SweepResult` out.
 
-Run ``(beta_i, seed_j, ...)`` of :func:`sweep_rlhf` is ``reference.train_rlhf(...,
-beta=beta_i, seed=seed_j, ...)``: the same tokens, floats within 1e-9, whatever the thread
-count, the executor or the CPU's vector unit.
+Each front end turns its keyword arguments into a grid — an argument given as a sequence is
+an axis (in the order of the signature, ``seed`` last), a scalar is a constant — checks every
+value and the memory the outputs need before any run exists, and hands one tuple per run to
+the method's engine: the Rust core (``rlhf_fast._core.sweep_*``) or, with
+``RLHF_FAST_BACKEND=python``, its pure-Python twin (``rlhf_fast.reference.engines``). Run
+``(beta_i, ..., seed_j)`` of a sweep is the method's single-run function with those arguments:
+the same tokens, floats within 1e-9, whatever the thread count, the executor or the CPU.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from . import reference
+from . import _checks as check
 from ._backend import BACKEND
-from .methods import _axis as _as_axis
-from .methods import _bounded as _real
-from .methods import _count as _integer
-from .methods import _Grid, _mean, _policy_array, _progress, _scores_by_content, _seed_axis, _total_memory
-from .reference import KL_CONTROLLERS, PROMPTS, VOCAB, init_policy
+from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, PROMPTS, SCALE_REWARDS, VOCAB
+from .result import SweepResult
 
-KL_PENALTIES = ("full", "k1", "k2", "k3")
+if BACKEND == "rust":
+    from . import _core as _engines
+    from ._core import PreferenceSet, pairwise_accuracy
+else:
+    from .reference import PreferenceSet, pairwise_accuracy
+    from .reference import engines as _reference_engines
 
-__all__ = ["sweep_rlhf", "SweepResult", "sweep_rm", "RMSweepResult"]
-
-HISTORY_FIELDS = ("prompt", "token", "score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss")
-# TRL's names for the per-step statistics, where TRL has one.
-TRL_NAMES = {
-    "score": "objective/scores",
-    "kl": "objective/kl",
-    "reward": "objective/rlhf_reward",
-    "clip_frac": "policy/clipfrac_avg",
-    "beta": "objective/kl_coef",
-    "value_loss": "loss/value_avg",
-}
-# Grid axes that may be given as a sequence, in the order they index the result.
-_OPTIONAL_AXES = ("eps", "lr", "ppo_epochs", "kl_ctl", "target", "horizon", "kl_penalty", "vf_coef", "cliprange_value")
-_BYTES_PER_KEPT_STEP = 2 * 1 + 8 * 8  # prompt and token as uint8, eight float64 series
-SUMMARY_FIELDS = ("final_score", "final_kl", "mean_score", "mean_reward", "mean_kl", "clip_frac", "final_beta")
+    class _engines:  # noqa: N801 - the reference's engines under the core's names
+        sweep_rlhf = staticmethod(_reference_engines.ppo.sweep_rlhf)
+        sweep_rm = staticmethod(_reference_engines.reward_model.sweep_rm)
+        sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
+        sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
+        sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
 
 
-def _controller_name(name: str, value: Any) -> str:
-    if value not in KL_CONTROLLERS:
-        raise ValueError(f"{name} must be one of {KL_CONTROLLERS}, got {value!r}")
-    return value
+__all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
+
+# Per-run fields each engine records (history) and keeps (summary): the memory estimate.
+_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7}
+_SUMMARY_FIELDS = {"ppo": 7, "dpo": 5, "grpo": 7, "best_of_n": 4, "rm": 0}
+_TABLE = len(PROMPTS) * len(VOCAB)
 
 
-def _penalty_name(name: str, value: Any) -> str:
-    if value not in KL_PENALTIES:
-        raise ValueError(f"{name} must be one of {KL_PENALTIES}, got {value!r}")
-    return value
+class _Grid:
+    """A sweep's axes, in the order they index the result, and the constants beside them."""
+
+    def __init__(self) -> None:
+        self.axes: dict[str, list] = {}
+        self.constants: dict[str, Any] = {}
+
+    def axis(self, name: str, values: list) -> None:
+        self.axes[name] = values
+
+    def setting(self, name: str, value: Any, check_one: Callable[[str, Any], Any]) -> None:
+        """``value`` as an axis when it is a sequence, else as a constant (checked either way)."""
+        values, is_axis = check.grid_axis(name, value, check_one)
+        if is_axis:
+            self.axes[name] = values
+        else:
+            self.constants[name] = values[0]
+
+    @property
+    def n_runs(self) -> int:
+        return math.prod(len(values) for values in self.axes.values())
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every run's settings, the axes in C order."""
+        shape = tuple(len(values) for values in self.axes.values())
+        names = list(self.axes)
+        return [
+            {**self.constants, **{name: self.axes[name][i] for name, i in zip(names, index)}}
+            for index in np.ndindex(*shape)
+        ]
 
 
-@dataclass
-class SweepResult(_Grid):
-    """A finished PPO-RLHF sweep; arrays are indexed ``[*axes, step]`` (``[beta, seed, step]``
-    for a beta x seed grid).
+@contextmanager
+def _progress(progress: bool | Callable[[int], None], total: int, desc: str):
+    """The callback to hand an engine for a ``progress`` request: a tqdm bar for ``True``
+    (closed when the sweep ends, however it ends), the callable itself, or nothing."""
+    if callable(progress) or not progress:
+        yield progress or None
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is an optional extra: no bar rather than no sweep
+        yield None
+        return
+    bar = tqdm(total=total, unit="step", unit_scale=True, smoothing=0.1, desc=desc)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
-    ``axes`` maps each grid axis to its values, in index order (``beta`` first, ``seed``
-    last). History arrays keep the steps in ``steps`` (every ``record_every``-th step, 0-based
-    indices); ``final_theta`` is ``[*axes, P, V]`` and ``runs`` holds per-run summaries
-    (``final_score``: exact expected RM score of the final policy, ``final_kl``: its exact KL
-    to the reference averaged over prompts, ``mean_score``, ``mean_reward``, ``mean_kl``,
-    ``clip_frac``: means over all steps, ``final_beta``), each ``[*axes]``.
-    """
 
-    axes: dict[str, list]
-    steps: np.ndarray
-    total_steps: int
-    prompt: np.ndarray
-    token: np.ndarray
-    score: np.ndarray
-    kl: np.ndarray
-    reward: np.ndarray
-    clip_frac: np.ndarray
-    beta: np.ndarray
-    mean_kl: np.ndarray
-    kl_penalty: np.ndarray
-    value_loss: np.ndarray
-    final_theta: np.ndarray
-    runs: dict[str, np.ndarray]
-    simd: str
-    seconds: float = field(default=0.0)
-
-    _TABLE = (
-        ("final_score", "final E[score]"),
-        ("final_kl", "final KL"),
-        ("mean_kl", "mean KL"),
-        ("clip_frac", "clip frac"),
+def _sweep(
+    method: str,
+    grid: _Grid,
+    engine: Callable[[Callable[[int], None] | None, int], Mapping[str, Any]],
+    *,
+    steps: int,
+    record_every: int,
+    progress: bool | Callable[[int], None],
+    work: int,
+    max_memory: int | None,
+    extra_runs: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+) -> SweepResult:
+    """The one sweep driver of the front ends: the memory check, the progress bar, the engine
+    call (``engine(progress_callback, max_memory_bytes)``), the result."""
+    kept = steps // record_every if record_every else 0
+    per_run = _HISTORY_FIELDS.get(method, 0) * kept + _SUMMARY_FIELDS[method] + _TABLE
+    limit = check.total_memory() // 2 if max_memory is None else check.count("max_memory", max_memory, 1)
+    check.memory(grid.n_runs * per_run * 8, limit, f"{grid.n_runs} runs x {kept} kept steps")
+    started = time.perf_counter()
+    with _progress(progress, work, f"sweep ({method})") as callback:
+        out = engine(callback, limit)
+    seconds = time.perf_counter() - started
+    return SweepResult.from_engine(
+        method, grid.axes, out, total_steps=steps if kept else 0, record_every=record_every, seconds=seconds,
+        extra_runs=extra_runs(out) if extra_runs else None,
     )
 
-    def run(self, **where: Any) -> dict[str, np.ndarray]:
-        """One run's history, e.g. ``result.run(beta=0.1, seed=3)``."""
-        i = self._index(where)
-        return {name: getattr(self, name)[i] for name in HISTORY_FIELDS}
 
-    def to_pandas(self):
-        """Long format: one row per run and kept step, TRL's metric names where TRL has one."""
-        import pandas as pd
-
-        grid = np.meshgrid(*[np.arange(len(v)) for v in self.axes.values()], np.arange(len(self.steps)), indexing="ij")
-        columns: dict[str, Any] = {}
-        for (axis, values), idx in zip(self.axes.items(), grid[:-1]):
-            columns[axis] = np.asarray(values, dtype=object if axis == "kl_ctl" else None)[idx.ravel()]
-        columns["step"] = self.steps[grid[-1].ravel()]
-        columns["prompt"] = self.prompt.ravel()
-        columns["token"] = self.token.ravel()
-        for name in ("score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss"):
-            columns[TRL_NAMES.get(name, name)] = getattr(self, name).ravel()
-        return pd.DataFrame(columns)
-
-    def plot(self, path: str | os.PathLike | None = None, *, points: int = 60):
-        """The lesson's medium exercise: RM score and KL over updates, and score against KL.
-
-        One curve per grid point (beta), averaged over seeds in windows of the kept steps
-        (``points`` windows), with a band of one standard deviation over seeds. Returns the
-        matplotlib figure; saves it to ``path`` if given.
-        """
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        n_kept = len(self.steps)
-        if n_kept == 0:
-            raise ValueError("this sweep kept no history (record_every=0): nothing to plot")
-        windows = np.array_split(np.arange(n_kept), min(points, n_kept))
-        x_steps = np.array([self.steps[w].mean() + 1 for w in windows])
-
-        def windowed(series: np.ndarray) -> np.ndarray:  # [..., seed, kept] -> [..., seed, window]
-            return np.stack([series[..., w].mean(axis=-1) for w in windows], axis=-1)
-
-        score, kl = windowed(self.score), windowed(self.kl)
-        point_axes = [a for a in self.axes if a != "seed"]
-        fig, (ax_score, ax_kl, ax_front) = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for n, index in enumerate(np.ndindex(*[len(self.axes[a]) for a in point_axes])):
-            label = ", ".join(f"{'β' if a == 'beta' else a}={self.axes[a][i]:g}" if isinstance(self.axes[a][i], float)
-                              else f"{a}={self.axes[a][i]}" for a, i in zip(point_axes, index))
-            colour = colours[n % len(colours)]
-            s_mean, s_std = score[index].mean(axis=0), score[index].std(axis=0)
-            k_mean, k_std = kl[index].mean(axis=0), kl[index].std(axis=0)
-            ax_score.plot(x_steps, s_mean, color=colour, label=label)
-            ax_score.fill_between(x_steps, s_mean - s_std, s_mean + s_std, color=colour, alpha=0.15)
-            ax_kl.plot(x_steps, k_mean, color=colour, label=label)
-            ax_kl.fill_between(x_steps, k_mean - k_std, k_mean + k_std, color=colour, alpha=0.15)
-            ax_front.plot(k_mean, s_mean, color=colour, marker=".", markersize=3, label=label)
-            ax_front.fill_between(k_mean, s_mean - s_std, s_mean + s_std, color=colour, alpha=0.15)
-        n_seeds = len(self.axes["seed"])
-        ax_score.set(xlabel="update", ylabel="RM score of the sampled token", title="RM score over updates")
-        ax_kl.set(xlabel="update", ylabel="KL(π_θ || π_ref)", title="KL to the reference over updates")
-        ax_kl.axhline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1)
-        ax_kl.text(x_steps[-1], math.log(len(VOCAB)), "log V: a single token ", va="top", ha="right", color="grey", fontsize=8)
-        ax_front.set(xlabel="KL(π_θ || π_ref)", ylabel="RM score", title="RM score against KL (reward hacking: far right)")
-        ax_front.legend(loc="lower right", fontsize=8)
-        fig.suptitle(
-            f"PPO-RLHF sweep: {n_seeds} seeds per curve, mean ± 1 std over seeds, "
-            f"{self.total_steps} updates in {len(windows)} windows"
-        )
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        return fig
+def _threads(n_threads: int | None) -> int | None:
+    return None if n_threads is None else check.count("n_threads", n_threads, 1)
 
 
-def _reference_sweep_rlhf(
-    theta, ref, w, steps, runs, record_every=1, exact=False, simd=None, n_threads=None, progress=None
-):
-    """The sweep engine's twin: one ``reference.train_rlhf`` per run, the same output layout."""
-    kept = slice(record_every - 1, None, record_every) if record_every else slice(0, 0)
-    out: dict[str, list] = {name: [] for name in (*HISTORY_FIELDS, "final_theta", "summary")}
-    for seed, eps, lr, ppo_epochs, kl_ctl, beta, target, horizon, kl_penalty, vf_coef, cliprange_value in runs:
-        policy = {x: [float(v) for v in row] for x, row in zip(PROMPTS, theta)}
-        frozen = {x: [float(v) for v in row] for x, row in zip(PROMPTS, ref)}
-        history = reference.train_rlhf(
-            policy, frozen, w, steps, seed, eps=eps, beta=beta, lr=lr, ppo_epochs=ppo_epochs, kl_ctl=kl_ctl,
-            target=target, horizon=horizon, kl_threshold=sys.float_info.max, kl_penalty=kl_penalty,
-            vf_coef=vf_coef, cliprange_value=cliprange_value,
-        )
-        for name in HISTORY_FIELDS:
-            out[name].append(history[name][kept])
-        controller = reference.make_kl_controller(kl_ctl, history["beta"][-1], target, horizon)
-        controller.update(history["kl"][-1], 1)
-        out["summary"].append([
-            reference.expected_score(policy, w),
-            reference.policy_kl(policy, frozen),
-            *(_mean(history[name]) for name in ("score", "reward", "kl", "clip_frac")),
-            controller.value,
-        ])
-        out["final_theta"].append([policy[x] for x in PROMPTS])
-        if progress is not None:
-            progress(steps)
-    arrays = {name: np.array(values, dtype=np.uint8 if name in ("prompt", "token") else np.float64)
-              for name, values in out.items()}
-    arrays["summary_fields"] = list(SUMMARY_FIELDS)
-    arrays["simd"] = "python"
-    return arrays
+def _betas(betas: Any, check_one: Callable[[str, Any], float]) -> list[float]:
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, (Sequence, np.ndarray)):
+        raise TypeError("betas must be a sequence of floats")
+    return check.grid_axis("betas", betas, check_one)[0]
 
 
+# ----------------------------------------------------------------------------------- PPO
 
 
 def _shard_runs(theta, ref, w, steps, runs, record_every, exact, simd):
-    """One shard of a sweep, for an executor's worker (module-level so it pickles)."""
-    return _sweep_engine(theta, ref, w, steps, runs, record_every=record_every, exact=exact, simd=simd, n_threads=1)
+    """One shard of a PPO sweep, for an executor's worker (module-level so it pickles)."""
+    return _engines.sweep_rlhf(theta, ref, w, steps, runs, record_every=record_every, exact=exact, simd=simd,
+                               n_threads=1)
 
 
-def _concat_shards(parts: list[dict]) -> dict:
-    merged = {key: np.concatenate([p[key] for p in parts]) for key in (*HISTORY_FIELDS, "final_theta", "summary")}
-    merged["summary_fields"] = parts[0]["summary_fields"]
-    merged["simd"] = parts[0]["simd"]
+def _concat_shards(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    merged = dict(parts[0])
+    for key in ("history", "final_params", "summary"):
+        merged[key] = np.concatenate([part[key] for part in parts])
     return merged
 
 
@@ -243,184 +180,115 @@ def sweep_rlhf(
     simd: str | None = None,
     max_memory: int | None = None,
 ) -> SweepResult:
-    """Every run of the grid ``betas x seeds`` (x any other argument given as a sequence).
+    """Every PPO-RLHF run of the grid ``betas x seeds`` (x any other setting given as a sequence).
 
-    Each run is ``train_rlhf(theta, ref, w, steps, seed, eps=..., beta=..., lr=...,
-    ppo_epochs=..., kl_ctl=..., target=..., horizon=..., kl_penalty=..., vf_coef=...,
-    cliprange_value=...)`` from a copy of ``theta`` (uniform by default) against ``ref``
-    (uniform by default), each with its own zero value baseline. ``seeds`` is a count
-    (seeds ``0..N-1``) or a list. Any of those settings given as a sequence becomes a grid
-    axis between ``beta`` and ``seed``.
+    Run ``(beta, ..., seed)`` is ``train_rlhf(theta, ref, w, steps, seed, beta=beta, eps=...,
+    lr=..., ppo_epochs=..., kl_ctl=..., target=..., horizon=..., kl_penalty=..., vf_coef=...,
+    cliprange_value=...)`` from a copy of ``theta`` against ``ref`` (both uniform by default),
+    each with its own zero value baseline.
 
-    Runs go to Rust on every core (``n_threads`` threads; ``RAYON_NUM_THREADS`` sets the
-    default), or, with ``executor`` (a ``concurrent.futures.Executor``, e.g. a Dask
-    client's ``get_executor()``), in ``shards`` pieces to its workers; the arrays are the
-    same either way. ``record_every=k`` keeps every k-th step of the history (0: none, only
-    per-run summaries); a grid needing more than ``max_memory`` bytes (default: half the
-    machine's memory) is refused before any work. ``progress=True`` shows a tqdm bar
-    (a callable gets the number of steps finished since its last call). Ctrl-C stops the
-    sweep within ~0.1 s.
+    Parameters
+    ----------
+    w : Mapping[str, float]
+        The reward model (``train_rm``'s dict); one that scores by length alone is refused.
+    betas : sequence of float
+        KL coefficients (the starting ones for the adaptive and doubling controllers): the
+        first axis.
+    seeds : int or sequence of int
+        A count ``N`` (seeds ``0..N-1``) or the seeds themselves: the last axis.
+    steps : int
+        PPO steps per run.
+    eps, lr, ppo_epochs, kl_ctl, target, horizon, kl_penalty, vf_coef, cliprange_value
+        ``train_rlhf``'s settings; each given as a sequence becomes an axis between ``beta``
+        and ``seed``, in this order.
+    theta, ref : policy, optional
+        The starting policy and the frozen reference (dicts or ``[3, 8]`` arrays).
+    record_every : int
+        Keep every k-th step of the history (0: per-run summaries only).
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``).
+    executor : concurrent.futures.Executor, optional
+        Run ``shards`` pieces of the grid on its workers instead (e.g. a Dask client's
+        ``get_executor()``); the arrays are the same.
+    progress : bool or callable
+        ``True`` shows a tqdm bar; a callable gets the number of steps finished since its last call.
+    exact : bool
+        libm's ``exp``/``ln`` in every lane: every float bit-identical to ``train_rlhf``, a
+        few times slower. The default's vectorised functions stay within 1e-9 of the
+        reference unless a run is ill-conditioned (the doubling rule driving beta to
+        astronomic values).
+    simd : str, optional
+        Force a vector path (``rlhf_fast.simd_paths()`` lists this CPU's).
+    max_memory : int, optional
+        Bytes the outputs may take (default: half the machine's memory); a grid needing more
+        is refused before any work.
 
-    The lanes use vectorised ``exp``/``ln`` within two ulps of libm's: runs agree with the
-    reference to 1e-9 unless they are ill-conditioned (a KL coefficient the doubling rule
-    drives to astronomic values amplifies ulps). ``exact=True`` uses libm's functions:
-    every float bit-identical to ``train_rlhf``, a few times slower. ``simd`` forces a
-    vector path (``rlhf_fast.simd_paths()`` lists this CPU's; the default is the best).
+    Returns
+    -------
+    SweepResult
+        ``method="ppo"``: history fields ``prompt``, ``token``, ``objective_scores``,
+        ``objective_kl``, ``objective_rlhf_reward``, ``policy_clipfrac_avg``,
+        ``objective_kl_coef``, ``mean_kl``, ``penalised_kl``, ``loss_value_avg`` (each
+        ``[*axes, step]``), ``final_theta`` and the run summaries ``final_score``,
+        ``final_kl``, ``mean_score``, ``mean_reward``, ``mean_kl``, ``clip_frac``,
+        ``final_beta``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting out of range or of the wrong type (named), or a grid over ``max_memory``.
+    KeyboardInterrupt
+        Ctrl-C, within about 25 ms.
     """
-    import time
+    check.scores_by_content(w)
+    grid = _Grid()
+    grid.axis("beta", _betas(betas, check.non_negative))
+    steps = check.count("steps", steps, 1)
+    record_every = check.count("record_every", record_every, 0)
+    n_threads = _threads(n_threads)
+    for name, value, check_one in (
+        ("eps", eps, check.positive),
+        ("lr", lr, check.positive),
+        ("ppo_epochs", ppo_epochs, check.at_least(1)),
+        ("kl_ctl", kl_ctl, check.one_of(KL_CONTROLLERS)),
+        ("target", target, check.positive),
+        ("horizon", horizon, check.positive),
+        ("kl_penalty", kl_penalty, check.one_of(KL_PENALTIES)),
+        ("vf_coef", vf_coef, check.non_negative),
+        ("cliprange_value", cliprange_value, check.positive),
+    ):
+        grid.setting(name, value, check_one)
+    grid.axis("seed", check.seed_axis(seeds, allow_none=False))
+    theta0 = check.policy_array("theta", theta)
+    ref0 = check.policy_array("ref", ref)
+    runs = [
+        (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["kl_ctl"], s["beta"], s["target"], s["horizon"],
+         s["kl_penalty"], s["vf_coef"], s["cliprange_value"])
+        for s in grid.settings()
+    ]
 
-    betas_list, _ = _as_axis("betas", betas, _real(0.0))
-    if not isinstance(betas, (Sequence, np.ndarray)) or isinstance(betas, str):
-        raise TypeError("betas must be a sequence of floats")
-    seed_list = _seed_axis(seeds, allow_none=False)
-    steps = _integer(1)("steps", steps)
-    record_every = _integer(0)("record_every", record_every)
-    if n_threads is not None:
-        n_threads = _integer(1)("n_threads", n_threads)
-    checks = {
-        "eps": _real(0.0, strict=True),
-        "lr": _real(0.0, strict=True),
-        "ppo_epochs": _integer(1),
-        "kl_ctl": _controller_name,
-        "target": _real(0.0, strict=True),
-        "horizon": _real(0.0, strict=True),
-        "kl_penalty": _penalty_name,
-        "vf_coef": _real(0.0),
-        "cliprange_value": _real(0.0, strict=True),
-    }
-    given = {
-        "eps": eps, "lr": lr, "ppo_epochs": ppo_epochs, "kl_ctl": kl_ctl, "target": target, "horizon": horizon,
-        "kl_penalty": kl_penalty, "vf_coef": vf_coef, "cliprange_value": cliprange_value,
-    }
-    axes: dict[str, list] = {"beta": betas_list}
-    constants: dict[str, Any] = {}
-    for name in _OPTIONAL_AXES:
-        values, is_axis = _as_axis(name, given[name], checks[name])
-        if is_axis:
-            axes[name] = values
-        else:
-            constants[name] = values[0]
-    axes["seed"] = seed_list
-
-    shape = tuple(len(v) for v in axes.values())
-    n_runs = math.prod(shape)
-    kept = steps // record_every if record_every else 0
-    need = n_runs * (kept * _BYTES_PER_KEPT_STEP + (len(PROMPTS) * len(VOCAB) + 8) * 8)
-    limit = _total_memory() // 2 if max_memory is None else max_memory
-    if need > limit:
-        raise ValueError(
-            f"this sweep would keep {need / 2**30:.1f} GiB of history ({n_runs} runs x {kept} steps), "
-            f"over max_memory={limit / 2**30:.1f} GiB: pass record_every=k to keep every k-th step "
-            "(or 0 for summaries only)"
-        )
-
-    _scores_by_content(w)
-    theta0 = _policy_array("theta", theta if theta is not None else init_policy())
-    ref0 = _policy_array("ref", ref if ref is not None else init_policy())
-    runs = []
-    for index in np.ndindex(*shape):
-        point = {name: axes[name][i] for name, i in zip(axes, index)}
-        setting = {**constants, **point}
-        runs.append(
-            (
-                setting["seed"],
-                setting["eps"],
-                setting["lr"],
-                setting["ppo_epochs"],
-                setting["kl_ctl"],
-                setting["beta"],
-                setting["target"],
-                setting["horizon"],
-                setting["kl_penalty"],
-                setting["vf_coef"],
-                setting["cliprange_value"],
-            )
-        )
-
-    started = time.perf_counter()
-    with _progress(progress, n_runs * steps, "sweep") as callback:
+    def engine(callback, limit):
         if executor is None:
-            out = _sweep_engine(
-                theta0, ref0, w, steps, runs, record_every=record_every, exact=exact, simd=simd,
-                n_threads=n_threads, progress=callback,
-            )
-        else:
-            _sweep_engine(theta0, ref0, w, 1, runs[:1], record_every=0, simd=simd)  # fail here, not remotely
-            n_shards = shards or min(n_runs, 4 * (os.cpu_count() or 2))
-            bounds = np.linspace(0, n_runs, n_shards + 1).astype(int)
-            futures = [
-                executor.submit(_shard_runs, theta0, ref0, dict(w), steps, runs[a:b], record_every, exact, simd)
-                for a, b in zip(bounds[:-1], bounds[1:])
-                if b > a
-            ]
-            parts = []
-            for future, a, b in zip(futures, bounds[:-1], bounds[1:]):
-                parts.append(future.result())
-                if callback is not None:
-                    callback(int(b - a) * steps)
-            out = _concat_shards(parts)
-    seconds = time.perf_counter() - started
+            return _engines.sweep_rlhf(theta0, ref0, w, steps, runs, record_every=record_every, exact=exact, simd=simd,
+                                       n_threads=n_threads, progress=callback, max_memory=limit)
+        _engines.sweep_rlhf(theta0, ref0, w, 1, runs[:1], record_every=0, simd=simd)  # fail here, not remotely
+        n_shards = check.count("shards", shards, 1) if shards is not None else min(len(runs), 4 * (os.cpu_count() or 2))
+        bounds = np.linspace(0, len(runs), n_shards + 1).astype(int)
+        pieces = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        futures = [executor.submit(_shard_runs, theta0, ref0, dict(w), steps, runs[a:b], record_every, exact, simd)
+                   for a, b in pieces]
+        parts = []
+        for future, (a, b) in zip(futures, pieces):
+            parts.append(future.result())
+            if callback is not None:
+                callback(int(b - a) * steps)
+        return _concat_shards(parts)
 
-    def grid(array: np.ndarray) -> np.ndarray:
-        return array.reshape(*shape, *array.shape[1:])
-
-    summary = out["summary"]
-    return SweepResult(
-        axes=axes,
-        steps=np.arange(record_every - 1, steps, record_every) if record_every else np.zeros(0, dtype=np.int64),
-        total_steps=steps,
-        **{name: grid(out[name]) for name in HISTORY_FIELDS},
-        final_theta=grid(out["final_theta"]),
-        runs={name: grid(summary[:, i]) for i, name in enumerate(out["summary_fields"])},
-        simd=out["simd"],
-        seconds=seconds,
-    )
+    return _sweep("ppo", grid, engine, steps=steps, record_every=record_every, progress=progress,
+                  work=len(runs) * steps, max_memory=max_memory)
 
 
-@dataclass
-class RMSweepResult:
-    """Reward models of an RM sweep: ``weights[*axes, token]`` over ``vocab``, and, when a
-    held-out set was given, ``accuracy[*axes]``."""
-
-    axes: dict[str, list]
-    vocab: list[str]
-    weights: np.ndarray
-    accuracy: np.ndarray | None
-
-    def w(self, **where: Any) -> dict[str, float]:
-        """One reward model as the lesson's dict, e.g. ``result.w(lr=0.1, epochs=5, n_pairs=500)``."""
-        index = []
-        for axis, values in self.axes.items():
-            if axis not in where and len(values) == 1:
-                index.append(0)
-            else:
-                index.append(values.index(where[axis]))
-        return dict(zip(self.vocab, self.weights[tuple(index)].tolist()))
-
-
-def _reference_sweep_rm(prefs, specs, n_threads=None, progress=None):
-    """The RM sweep engine's twin: the reference's SGD step over each model's pairs."""
-    vocab = prefs.vocab
-    weights = []
-    for lr, epochs, start, stop in specs:
-        w = dict.fromkeys(vocab, 0.0)
-        for _ in range(epochs):
-            for b_pos, b_neg in prefs.bags[start:stop]:
-                reference._rm_train_step(w, b_pos, b_neg, lr)
-        weights.append([w[tok] for tok in vocab])
-        if progress is not None:
-            progress(epochs * (stop - start))
-    return np.array(weights, dtype=np.float64).reshape(len(specs), len(vocab)), vocab
-
-
-if BACKEND == "rust":
-    from . import _core
-
-    _sweep_engine = _core.sweep_rlhf
-    _PreferenceSet, _rm_engine, _accuracy = _core.PreferenceSet, _core.sweep_rm, _core.pairwise_accuracy
-else:
-    _sweep_engine = _reference_sweep_rlhf
-    _PreferenceSet, _rm_engine, _accuracy = reference.PreferenceSet, _reference_sweep_rm, reference.pairwise_accuracy
+# --------------------------------------------------------------------------- reward models
 
 
 def sweep_rm(
@@ -432,29 +300,301 @@ def sweep_rm(
     heldout: Any = None,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
-) -> RMSweepResult:
-    """Many Bradley-Terry reward models at once, in parallel: the grid ``lrs x epochs x n_pairs``.
+    max_memory: int | None = None,
+) -> SweepResult:
+    """Many Bradley-Terry reward models at once: the grid ``lrs x epochs x n_pairs``.
 
-    Model ``(lr, e, n)`` is ``train_rm(pairs[:n], epochs=e, lr=lr)`` (within 1e-9). ``pairs`` is a
-    :class:`PreferenceSet` (tokenised once; build one with ``PreferenceSet.make_dataset(n, seed)`` or
-    ``PreferenceSet(pairs)``) or pairs / rows. ``heldout`` pairs give each model's
-    ``pairwise_accuracy``.
+    Model ``(lr, e, n)`` is ``train_rm(pairs[:n], epochs=e, lr=lr)`` (within 1e-9).
+
+    Parameters
+    ----------
+    pairs : PreferenceSet or iterable of pairs
+        A :class:`PreferenceSet` (tokenised once: ``PreferenceSet.make_dataset(n, seed)``) or
+        ``(prompt, chosen, rejected)`` triples or TRL rows.
+    lrs, epochs, n_pairs : scalar or sequence
+        The axes ``lr``, ``epochs``, ``n_pairs`` (default: all the pairs).
+    heldout : PreferenceSet or iterable of pairs, optional
+        Scores every model's ``pairwise_accuracy``: the run summary ``accuracy``.
+    n_threads, progress, max_memory
+        As :func:`sweep_rlhf`.
+
+    Returns
+    -------
+    SweepResult
+        ``method="rm"``: ``weights [lr, epochs, n_pairs, token]`` over ``vocab``,
+        ``w(lr=..., epochs=..., n_pairs=...)`` as the lesson's dict, and ``accuracy`` with
+        ``heldout``.
     """
-    prefs = pairs if isinstance(pairs, _PreferenceSet) else _PreferenceSet(pairs)
-    lr_list, _ = _as_axis("lrs", lrs, _real(0.0, strict=True))
-    epoch_list, _ = _as_axis("epochs", epochs, _integer(0))
-    size_list, _ = _as_axis("n_pairs", len(prefs) if n_pairs is None else n_pairs, _integer(0))
-    for n in size_list:
+    prefs = pairs if isinstance(pairs, PreferenceSet) else PreferenceSet(pairs)
+    grid = _Grid()
+    grid.axis("lr", check.grid_axis("lrs", lrs, check.positive)[0])
+    grid.axis("epochs", check.grid_axis("epochs", epochs, check.at_least(0))[0])
+    sizes = check.grid_axis("n_pairs", len(prefs) if n_pairs is None else n_pairs, check.at_least(0))[0]
+    for n in sizes:
         if n > len(prefs):
             raise ValueError(f"n_pairs={n} is more than the {len(prefs)} pairs given")
-    axes = {"lr": lr_list, "epochs": epoch_list, "n_pairs": size_list}
-    specs = [(lr, e, 0, n) for lr in lr_list for e in epoch_list for n in size_list]
-    with _progress(progress, sum(e * n for _, e, _, n in specs), "reward models") as callback:
-        weights, vocab = _rm_engine(prefs, specs, n_threads=n_threads, progress=callback)
-    shape = tuple(len(v) for v in axes.values())
-    accuracy = None
-    if heldout is not None:
-        held = heldout if isinstance(heldout, _PreferenceSet) else _PreferenceSet(heldout)
-        accuracy = np.array([_accuracy(dict(zip(vocab, row.tolist())), held) for row in weights])
-        accuracy = accuracy.reshape(shape)
-    return RMSweepResult(axes=axes, vocab=vocab, weights=weights.reshape(*shape, len(vocab)), accuracy=accuracy)
+    grid.axis("n_pairs", sizes)
+    n_threads = _threads(n_threads)
+    held = None if heldout is None else heldout if isinstance(heldout, PreferenceSet) else PreferenceSet(heldout)
+    specs = [(s["lr"], s["epochs"], 0, s["n_pairs"]) for s in grid.settings()]
+
+    def engine(callback, limit):
+        return _engines.sweep_rm(prefs, specs, n_threads=n_threads, progress=callback, max_memory=limit)
+
+    def accuracy(out):
+        if held is None:
+            return {}
+        vocab = list(out["vocab"])
+        return {"accuracy": [pairwise_accuracy(dict(zip(vocab, row.tolist())), held) for row in out["final_params"]]}
+
+    return _sweep("rm", grid, engine, steps=0, record_every=0, progress=progress,
+                  work=sum(e * n for _, e, _, n in specs), max_memory=max_memory, extra_runs=accuracy)
+
+
+# ----------------------------------------------------------------------------------- DPO
+
+
+def _dpo_pairs(pairs: Any) -> list:
+    """Pairs as a list (a generator is read once); a ``PreferenceSet`` lost the token order."""
+    if hasattr(pairs, "bags") or type(pairs).__name__ == "PreferenceSet":
+        raise TypeError(
+            "pairs must be (prompt, chosen, rejected) triples or rows, not a PreferenceSet "
+            "(its bags lose the token order DPO sums log-probabilities in): pass pairs.to_pairs()"
+        )
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise TypeError(
+            f"pairs must be a sequence of (prompt, chosen, rejected) triples or rows, got {type(pairs).__name__}"
+        )
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs must not be empty")
+    return pairs
+
+
+def sweep_dpo(
+    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]],
+    *,
+    betas: Sequence[float],
+    seeds: int | Sequence[int | None] | None = None,
+    loss_type: str | Sequence[str] = "sigmoid",
+    label_smoothing: float | Sequence[float] = 0.0,
+    lr: float | Sequence[float] = 0.05,
+    epochs: int | Sequence[int] = 1,
+    theta: Any = None,
+    ref: Any = None,
+    w: Mapping[str, float] | None = None,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: bool | Callable[[int], None] = False,
+    max_memory: int | None = None,
+) -> SweepResult:
+    """Every DPO run of the grid ``betas x loss_type x label_smoothing x lr x epochs x seeds``.
+
+    Run ``(beta, ..., seed)`` is ``train_dpo(theta, ref, pairs, epochs=..., beta=..., lr=...,
+    loss_type=..., label_smoothing=..., seed=seed)`` from a copy of ``theta`` against ``ref``
+    (both uniform by default).
+
+    Parameters
+    ----------
+    pairs : sequence of pairs
+        ``(prompt, chosen, rejected)`` triples or TRL rows, every token in ``VOCAB``.
+    betas : sequence of float
+        The first axis.
+    seeds : int, sequence of int or None, or None
+        The shuffle seeds, the last axis: a count (``0..N-1``), a list, or ``None`` (one run
+        per point, the pairs in order).
+    loss_type, label_smoothing, lr, epochs : scalar or sequence
+        Each given as a sequence becomes an axis, in this order; a point pairing a non-zero
+        ``label_smoothing`` with ``ipo`` or ``hinge`` is refused, as ``train_dpo`` refuses it.
+    theta, ref : policy, optional
+        The starting policy and the frozen reference.
+    w : Mapping[str, float], optional
+        A reward model to score each final policy with (``final_score``; NaN without).
+    record_every, n_threads, progress, max_memory
+        As :func:`sweep_rlhf`.
+
+    Returns
+    -------
+    SweepResult
+        ``method="dpo"``: history fields ``prompt``, ``loss``, ``rewards_chosen``,
+        ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (a run with fewer
+        epochs than the longest is NaN past its end, ``prompt`` -1), ``final_theta``, and the
+        run summaries ``final_score``, ``final_kl``, ``last_epoch_loss``,
+        ``last_epoch_accuracy``, ``last_epoch_margin``.
+    """
+    pairs = _dpo_pairs(pairs)
+    grid = _Grid()
+    grid.axis("beta", _betas(betas, check.positive))
+    record_every = check.count("record_every", record_every, 0)
+    n_threads = _threads(n_threads)
+    for name, value, check_one in (
+        ("loss_type", loss_type, check.one_of(DPO_LOSS_TYPES)),
+        ("label_smoothing", label_smoothing, check.non_negative),
+        ("lr", lr, check.positive),
+        ("epochs", epochs, check.at_least(1)),
+    ):
+        grid.setting(name, value, check_one)
+    grid.axis("seed", check.seed_axis(seeds, allow_none=True))
+    settings = grid.settings()
+    for s in settings:
+        if not 0.0 <= s["label_smoothing"] < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {s['label_smoothing']!r}")
+        if s["label_smoothing"] != 0.0 and s["loss_type"] not in ("sigmoid", "robust"):
+            raise ValueError(
+                "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
+                f"{s['label_smoothing']!r} with loss_type={s['loss_type']!r}: sweep those losses separately"
+            )
+    if w is not None:
+        check.weights(w)
+    theta0 = check.policy_array("theta", theta)
+    ref0 = check.policy_array("ref", ref)
+    runs = [(s["beta"], s["lr"], s["loss_type"], s["label_smoothing"], s["epochs"], s["seed"]) for s in settings]
+    steps = max(run[4] for run in runs) * len(pairs)
+
+    def engine(callback, limit):
+        return _engines.sweep_dpo(theta0, ref0, pairs, runs, w=w, record_every=record_every, n_threads=n_threads,
+                                  progress=callback, max_memory=limit)
+
+    return _sweep("dpo", grid, engine, steps=steps, record_every=record_every, progress=progress,
+                  work=sum(run[4] for run in runs) * len(pairs), max_memory=max_memory)
+
+
+# ---------------------------------------------------------------------------------- GRPO
+
+
+def sweep_grpo(
+    w: Mapping[str, float],
+    *,
+    betas: Sequence[float],
+    seeds: int | Sequence[int],
+    steps: int,
+    num_generations: int | Sequence[int] = 8,
+    epsilon: float | Sequence[float] = 0.2,
+    epsilon_high: float | None = None,
+    lr: float | Sequence[float] = 0.05,
+    scale_rewards: str = "group",
+    num_iterations: int | Sequence[int] = 1,
+    theta: Any = None,
+    ref: Any = None,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: bool | Callable[[int], None] = False,
+    max_memory: int | None = None,
+) -> SweepResult:
+    """Every GRPO run of the grid ``betas x seeds`` (x ``num_generations``, ``epsilon``, ``lr``,
+    ``num_iterations`` given as sequences, in that order between beta and seed).
+
+    Run ``(beta, ..., seed)`` is ``train_grpo(theta, ref, w, steps, seed, beta=..., ...)`` from
+    a copy of ``theta`` against ``ref`` (both uniform by default).
+
+    Parameters
+    ----------
+    w : Mapping[str, float]
+        The reward model; one that scores by length alone is refused.
+    betas : sequence of float
+        KL coefficients of the ``k3`` term: the first axis.
+    seeds : int or sequence of int
+        A count (``0..N-1``) or the seeds: the last axis.
+    steps : int
+        GRPO steps (groups) per run.
+    num_generations, epsilon, lr, num_iterations : scalar or sequence
+        ``train_grpo``'s settings; sequences become axes.
+    epsilon_high, scale_rewards
+        ``train_grpo``'s, the same for every run.
+    theta, ref, record_every, n_threads, progress, max_memory
+        As :func:`sweep_rlhf`.
+
+    Returns
+    -------
+    SweepResult
+        ``method="grpo"``: history fields ``prompt``, ``reward`` (the group's mean),
+        ``reward_std``, ``kl`` (exact), ``clip_ratio``, ``loss``, ``mean_kl``; ``final_theta``;
+        run summaries ``final_score``, ``final_kl``, ``mean_score``, ``mean_reward_std``,
+        ``mean_kl``, ``clip_frac``, ``mean_loss``.
+    """
+    check.scores_by_content(w)
+    grid = _Grid()
+    grid.axis("beta", _betas(betas, check.non_negative))
+    steps = check.count("steps", steps, 1)
+    record_every = check.count("record_every", record_every, 0)
+    n_threads = _threads(n_threads)
+    epsilon_high = check.optional(check.positive)("epsilon_high", epsilon_high)
+    scale_rewards = check.option("scale_rewards", scale_rewards, SCALE_REWARDS)
+    for name, value, check_one in (
+        ("num_generations", num_generations, check.at_least(2)),
+        ("epsilon", epsilon, check.positive),
+        ("lr", lr, check.positive),
+        ("num_iterations", num_iterations, check.at_least(1)),
+    ):
+        grid.setting(name, value, check_one)
+    grid.axis("seed", check.seed_axis(seeds, allow_none=False))
+    theta0 = check.policy_array("theta", theta)
+    ref0 = check.policy_array("ref", ref)
+    runs = [
+        (s["seed"], s["num_generations"], s["beta"], s["epsilon"], epsilon_high, s["lr"], scale_rewards,
+         s["num_iterations"])
+        for s in grid.settings()
+    ]
+
+    def engine(callback, limit):
+        return _engines.sweep_grpo(theta0, ref0, w, steps, runs, record_every=record_every, n_threads=n_threads,
+                                   progress=callback, max_memory=limit)
+
+    return _sweep("grpo", grid, engine, steps=steps, record_every=record_every, progress=progress,
+                  work=len(runs) * steps, max_memory=max_memory)
+
+
+# ----------------------------------------------------------------------------- Best-of-N
+
+
+def sweep_best_of_n(
+    w: Mapping[str, float],
+    *,
+    ns: Sequence[int],
+    seeds: int | Sequence[int] = 1,
+    samples: int = 0,
+    policy: Any = None,
+    n_threads: int | None = None,
+    progress: bool | Callable[[int], None] = False,
+    max_memory: int | None = None,
+) -> SweepResult:
+    """Best-of-N for every ``n`` of ``ns`` and every seed: run ``(n, seed)`` is
+    ``best_of_n(policy, w, n, samples=samples, seed=seed)``.
+
+    Parameters
+    ----------
+    w : Mapping[str, float]
+        The reward model; one that scores by length alone is refused.
+    ns : sequence of int
+        The first axis.
+    seeds : int or sequence of int
+        The Monte-Carlo streams, the last axis (the exact statistics depend on ``n`` only).
+    samples : int
+        Monte-Carlo draws per run (0: the exact statistics only).
+    policy : policy, optional
+        The policy to sample from (default: uniform, the SFT policy).
+    n_threads, progress, max_memory
+        As :func:`sweep_rlhf`.
+
+    Returns
+    -------
+    SweepResult
+        ``method="best_of_n"``: run summaries ``expected_score``, ``kl_analytic``,
+        ``kl_exact``, ``sampled_score`` (NaN with ``samples=0``), each ``[n, seed]``.
+    """
+    check.scores_by_content(w)
+    if isinstance(ns, (str, bytes)) or not isinstance(ns, (Sequence, np.ndarray)):
+        raise TypeError("ns must be a sequence of ints")
+    grid = _Grid()
+    grid.axis("n", check.grid_axis("ns", ns, check.at_least(1))[0])
+    grid.axis("seed", check.seed_axis(seeds, allow_none=False))
+    samples = check.count("samples", samples, 0)
+    n_threads = _threads(n_threads)
+    table = check.policy_array("policy", policy)
+    runs = [(s["n"], samples, s["seed"]) for s in grid.settings()]
+
+    def engine(callback, limit):
+        return _engines.sweep_best_of_n(table, w, runs, n_threads=n_threads, progress=callback, max_memory=limit)
+
+    return _sweep("best_of_n", grid, engine, steps=0, record_every=0, progress=progress,
+                  work=len(runs) * samples, max_memory=max_memory)

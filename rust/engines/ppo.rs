@@ -1,24 +1,33 @@
-//! Fused training loops: a whole run in Rust on one seeded stream, drawing exactly what the
-//! reference's loop draws.
+//! PPO-RLHF runs: the single-run loop [`train_rlhf`], and the sweep engine [`PpoEngine`] that
+//! advances runs eight at a time in the lanes of `ppo_lanes.rs` (where its `Engine` impl is).
 
-use crate::error::{finite_slice, Error, Result};
-use crate::kl::kl_to_log;
-use crate::kl_control::KlController;
-use crate::ppo::{rlhf_step, PpoParams, StepScratch};
+use crate::error::{finite_slice, py_float, Error, Result};
+use crate::kernels::policy::check_policy_pair;
+use crate::kernels::simd::Simd;
+use crate::kernels::softmax::log_softmax_rows;
+use crate::methods::kl_control::KlController;
+use crate::methods::ppo::{rlhf_step, PpoParams, StepScratch};
 use crate::rng::Mt19937;
-use crate::softmax::{log_softmax_into, softmax_into};
 
-/// A policy table: `n_prompts` rows of `vocab_size` logits, row-major.
-fn check_policy(name: &str, logits: &[f64], vocab_size: usize) -> Result<usize> {
-    if vocab_size == 0 || logits.is_empty() || !logits.len().is_multiple_of(vocab_size) {
-        return Err(Error::invalid(format!(
-            "{name} must hold whole rows of {vocab_size} logits, got {} values",
-            logits.len()
-        )));
-    }
-    finite_slice(name, logits)?;
-    Ok(logits.len() / vocab_size)
-}
+/// The lane engine's vocabulary size: the lesson's `VOCAB`.
+pub const VOCAB_SIZE: usize = 8;
+
+/// The per-step series of a PPO sweep's history, TRL's names where TRL has one ('/' as '_').
+pub const PPO_HISTORY_FIELDS: [&str; 10] = [
+    "prompt",
+    "token",
+    "objective_scores",
+    "objective_kl",
+    "objective_rlhf_reward",
+    "policy_clipfrac_avg",
+    "objective_kl_coef",
+    "mean_kl",
+    "penalised_kl",
+    "loss_value_avg",
+];
+/// Per-run results of a PPO sweep, kept whatever the history setting.
+pub const PPO_SUMMARY_FIELDS: [&str; 7] =
+    ["final_score", "final_kl", "mean_score", "mean_reward", "mean_kl", "clip_frac", "final_beta"];
 
 /// Per-step record of a PPO-RLHF run (TRL: `objective/scores`, `objective/kl`,
 /// `objective/rlhf_reward`, `policy/clipfrac_avg`), plus the coefficient used and the
@@ -37,30 +46,15 @@ pub struct RlhfHistory {
     pub value_loss: Vec<f64>,
 }
 
-impl RlhfHistory {
-    fn with_capacity(steps: usize) -> Self {
-        RlhfHistory {
-            prompt: Vec::with_capacity(steps),
-            token: Vec::with_capacity(steps),
-            score: Vec::with_capacity(steps),
-            kl: Vec::with_capacity(steps),
-            reward: Vec::with_capacity(steps),
-            clip_frac: Vec::with_capacity(steps),
-            beta: Vec::with_capacity(steps),
-            mean_kl: Vec::with_capacity(steps),
-            kl_penalty: Vec::with_capacity(steps),
-            value_loss: Vec::with_capacity(steps),
-        }
-    }
-}
-
-/// `steps` PPO-RLHF steps on the stream `random.Random(seed)` (its `init_by_array` key).
+/// `steps` PPO-RLHF steps on the stream `random.Random(seed)` (its `init_by_array` key),
+/// appending each step's record to `history`.
 ///
 /// Each step draws the prompt as `rng.choice(PROMPTS)` and the token with `rng.random()`,
 /// uses the controller's coefficient, then feeds the controller the step's exact KL.
 /// `theta` is updated in place; `reference` is the frozen policy of the same shape,
 /// `weights[j]` the reward of token `j`, and `values` the per-prompt baseline (updated only
-/// when `params.vf_coef > 0`).
+/// when `params.vf_coef > 0`). A run that diverges stops with an error, `theta` and
+/// `history` as they stood before the failing step (the lesson's KL monitor reads them).
 #[allow(clippy::too_many_arguments)]
 pub fn train_rlhf(
     theta: &mut [f64],
@@ -71,13 +65,11 @@ pub fn train_rlhf(
     params: &PpoParams,
     mut controller: KlController,
     values: &mut [f64],
-) -> Result<RlhfHistory> {
+    history: &mut RlhfHistory,
+) -> Result<()> {
     let vocab_size = weights.len();
     finite_slice("w", weights)?;
-    let n_prompts = check_policy("theta", theta, vocab_size)?;
-    if check_policy("ref", reference, vocab_size)? != n_prompts {
-        return Err(Error::invalid("ref must have the same shape as theta"));
-    }
+    let n_prompts = check_policy_pair(theta, reference, vocab_size)?;
     if values.len() != n_prompts {
         return Err(Error::invalid(format!("value must hold one value per prompt ({n_prompts})")));
     }
@@ -87,13 +79,9 @@ pub fn train_rlhf(
     }
 
     // The frozen reference never changes: its log-probabilities once per prompt.
-    let mut ref_log_probs = vec![0.0; reference.len()];
-    for (row, out) in reference.chunks_exact(vocab_size).zip(ref_log_probs.chunks_exact_mut(vocab_size)) {
-        log_softmax_into(row, out);
-    }
+    let ref_log_probs = log_softmax_rows(reference, vocab_size);
     let mut rng = Mt19937::from_key(seed_key);
     let mut scratch = StepScratch::new(vocab_size);
-    let mut history = RlhfHistory::with_capacity(steps);
     let mut kl_sum = 0.0;
     for t in 0..steps {
         let prompt = rng.randbelow(n_prompts as u32) as usize;
@@ -106,7 +94,7 @@ pub fn train_rlhf(
         if !theta[row].iter().all(|v| v.is_finite()) {
             return Err(Error::Diverged(format!(
                 "train_rlhf diverged at step {t}: non-finite logits (beta={})",
-                crate::error::py_float(beta)
+                py_float(beta)
             )));
         }
         kl_sum += out.kl;
@@ -122,64 +110,105 @@ pub fn train_rlhf(
         history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
     }
-    Ok(history)
+    Ok(())
 }
 
-/// Exact `KL(pi_theta || pi_ref)` averaged over the prompts, in log space.
-pub fn policy_kl(theta: &[f64], reference: &[f64], vocab_size: usize) -> Result<f64> {
-    let n_prompts = check_policy("theta", theta, vocab_size)?;
-    if check_policy("ref", reference, vocab_size)? != n_prompts {
-        return Err(Error::invalid("ref must have the same shape as theta"));
-    }
-    let (mut p, mut ln_q) = (vec![0.0; vocab_size], vec![0.0; vocab_size]);
-    let mut total = 0.0;
-    for (row, ref_row) in theta.chunks_exact(vocab_size).zip(reference.chunks_exact(vocab_size)) {
-        softmax_into(row, &mut p);
-        log_softmax_into(ref_row, &mut ln_q);
-        total += kl_to_log(&p, &ln_q);
-    }
-    Ok(total / n_prompts as f64)
+/// One run of a PPO sweep: its stream (the seed's `init_by_array` key), PPO settings and
+/// KL controller.
+#[derive(Clone, Debug)]
+pub struct PpoRun {
+    pub seed_key: Vec<u32>,
+    pub params: PpoParams,
+    pub controller: KlController,
 }
 
-/// Exact expected RM score of a policy: `sum_x sum_a pi(a|x) w[a] / n_prompts`.
-pub fn expected_score(theta: &[f64], weights: &[f64]) -> Result<f64> {
-    let vocab_size = weights.len();
-    finite_slice("w", weights)?;
-    let n_prompts = check_policy("theta", theta, vocab_size)?;
-    let mut p = vec![0.0; vocab_size];
-    let mut total = 0.0;
-    for row in theta.chunks_exact(vocab_size) {
-        softmax_into(row, &mut p);
-        let mut per_prompt = 0.0;
-        for (&pa, &wa) in p.iter().zip(weights) {
-            per_prompt += pa * wa;
+/// What every run of a PPO sweep shares: each run is [`train_rlhf`] from `theta0` with its
+/// own zero value baseline, on the lesson's vocabulary.
+#[derive(Clone, Copy, Debug)]
+pub struct PpoEngine<'a> {
+    /// The starting policy, `n_prompts x VOCAB_SIZE` row-major.
+    pub theta0: &'a [f64],
+    /// The frozen reference policy, same shape.
+    pub reference: &'a [f64],
+    /// The reward model's weight of each token.
+    pub weights: &'a [f64],
+    pub steps: usize,
+    /// Keep steps `k-1, 2k-1, ...` of the history; 0 keeps none (summaries only).
+    pub record_every: usize,
+    /// Use libm's `exp` and `ln` per token, as the reference does: every float bit-identical
+    /// to `train_rlhf`'s, at a fraction of the speed of the vectorised functions.
+    pub exact: bool,
+    pub simd: Simd,
+}
+
+impl PpoEngine<'_> {
+    /// Checks what the runs share.
+    pub fn new<'a>(
+        theta0: &'a [f64],
+        reference: &'a [f64],
+        weights: &'a [f64],
+        steps: usize,
+        record_every: usize,
+        exact: bool,
+        simd: Simd,
+    ) -> Result<PpoEngine<'a>> {
+        if weights.len() != VOCAB_SIZE {
+            return Err(Error::invalid(format!("w must give {VOCAB_SIZE} token weights")));
         }
-        total += per_prompt;
+        finite_slice("w", weights)?;
+        let n_prompts = check_policy_pair(theta0, reference, VOCAB_SIZE)?;
+        if n_prompts > u32::MAX as usize {
+            return Err(Error::invalid("theta has too many prompts"));
+        }
+        if steps == 0 {
+            return Err(Error::invalid("steps must be >= 1, got 0"));
+        }
+        Ok(PpoEngine { theta0, reference, weights, steps, record_every, exact, simd })
     }
-    Ok(total / n_prompts as f64)
+
+    pub fn n_prompts(&self) -> usize {
+        self.theta0.len() / VOCAB_SIZE
+    }
+
+    /// Kept steps per run.
+    pub fn n_kept(&self) -> usize {
+        self.steps.checked_div(self.record_every).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::driver::{sweep, Monitor, SweepOutput};
+    use crate::kernels::policy::{expected_score, policy_kl};
     use crate::rng::seed_key;
 
     const WEIGHTS: [f64; 8] = [1.5, 1.5, -1.6, -1.5, 1.6, 1.6, -1.5, -1.5];
+    const ZEROS: [f64; 24] = [0.0; 24];
+
+    /// [`train_rlhf`] from `theta` with a zero baseline: the history (up to a failing step) and
+    /// the outcome.
+    fn train(
+        theta: &mut [f64],
+        reference: &[f64],
+        weights: &[f64],
+        steps: usize,
+        key: &[u32],
+        params: &PpoParams,
+        controller: KlController,
+    ) -> (RlhfHistory, Result<()>) {
+        let mut history = RlhfHistory::default();
+        let values = &mut vec![0.0; theta.len() / VOCAB_SIZE];
+        let outcome = train_rlhf(theta, reference, weights, steps, key, params, controller, values, &mut history);
+        (history, outcome)
+    }
 
     fn run(beta: f64, seed: i128, steps: usize) -> (Vec<f64>, RlhfHistory) {
         let mut theta = vec![0.0; 24];
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
-        let history = train_rlhf(
-            &mut theta,
-            &[0.0; 24],
-            &WEIGHTS,
-            steps,
-            &seed_key(seed),
-            &params,
-            KlController::fixed(beta).unwrap(),
-            &mut [0.0; 3],
-        )
-        .unwrap();
+        let controller = KlController::fixed(beta).unwrap();
+        let (history, outcome) = train(&mut theta, &[0.0; 24], &WEIGHTS, steps, &seed_key(seed), &params, controller);
+        outcome.unwrap();
         (theta, history)
     }
 
@@ -213,11 +242,14 @@ mod tests {
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
         let fixed = KlController::fixed(0.1).unwrap();
         let mut theta = vec![0.0; 24];
-        assert!(train_rlhf(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).is_err());
-        assert!(train_rlhf(&mut [0.0; 20], &[0.0; 20], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).is_err());
-        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed, &mut [0.0; 3]).is_err());
+        assert!(train(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &params, fixed).1.is_err());
+        assert!(train(&mut [0.0; 20], &[0.0; 20], &WEIGHTS, 10, &[0], &params, fixed).1.is_err());
+        assert!(train(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed).1.is_err());
+        let mut short = RlhfHistory::default();
+        let values = &mut [0.0; 2];
+        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 1, &[0], &params, fixed, values, &mut short).is_err());
         theta[3] = f64::NAN;
-        let err = train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed, &mut [0.0; 3]).unwrap_err();
+        let err = train(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed).1.unwrap_err();
         assert!(err.to_string().contains("theta[3]"), "{err}");
     }
 
@@ -227,8 +259,196 @@ mod tests {
         let params = PpoParams::new(0.2, 0.05, 4).unwrap();
         let mut theta = vec![0.0; 24];
         let runaway = KlController::doubling(1.0, 1e-12).unwrap();
-        let err =
-            train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 5000, &[0], &params, runaway, &mut [0.0; 3]).unwrap_err();
+        let (history, outcome) = train(&mut theta, &[0.0; 24], &WEIGHTS, 5000, &[0], &params, runaway);
+        let err = outcome.unwrap_err();
         assert!(matches!(err, Error::Diverged(_)), "{err}");
+        // The history stops before the failing step, and theta stands as it was then.
+        let failed_at = history.kl.len();
+        assert!(err.to_string().contains(&format!("at step {failed_at}:")), "{err}");
+        assert!(history.mean_kl.iter().all(|k| k.is_finite()));
+    }
+
+    // ------------------------------------------------------------------------- the sweep
+
+    const SWEEP_WEIGHTS: [f64; 8] = [1.54, 1.51, -1.68, -1.54, 1.56, 1.59, -1.51, -1.47];
+    const F: usize = PPO_HISTORY_FIELDS.len();
+
+    fn runs(n: usize) -> Vec<PpoRun> {
+        (0..n)
+            .map(|i| PpoRun {
+                seed_key: seed_key(i as i128 * 7919),
+                params: PpoParams::new([0.2, 0.1, 0.3][i % 3], [0.05, 0.2][i % 2], 1 + (i % 5) as i64)
+                    .and_then(|p| {
+                        p.completed(
+                            ["full", "k1", "k2", "k3"][i % 4],
+                            [0.0, 0.0, 0.7][i % 3],
+                            0.1 + 0.1 * (i % 2) as f64,
+                        )
+                    })
+                    .unwrap(),
+                controller: match i % 3 {
+                    0 => KlController::fixed(0.0).unwrap(),
+                    1 => KlController::adaptive(0.5, 0.3, 50.0).unwrap(),
+                    _ => KlController::doubling(0.2, 1.0).unwrap(),
+                },
+            })
+            .collect()
+    }
+
+    fn engine(steps: usize, record_every: usize, exact: bool, simd: Simd) -> PpoEngine<'static> {
+        PpoEngine::new(&ZEROS, &ZEROS, &SWEEP_WEIGHTS, steps, record_every, exact, simd).unwrap()
+    }
+
+    fn run_sweep(engine: &PpoEngine<'_>, runs: &[PpoRun], monitor: &Monitor) -> Result<SweepOutput> {
+        sweep(engine, runs, u64::MAX, monitor)
+    }
+
+    fn single_runs(runs: &[PpoRun], steps: usize) -> Vec<(Vec<f64>, RlhfHistory)> {
+        runs.iter()
+            .map(|run| {
+                let mut theta = ZEROS.to_vec();
+                let (history, outcome) =
+                    train(&mut theta, &ZEROS, &SWEEP_WEIGHTS, steps, &run.seed_key, &run.params, run.controller);
+                outcome.unwrap();
+                (theta, history)
+            })
+            .collect()
+    }
+
+    /// Run `r`'s history field `f`, all kept steps.
+    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
+        let kept = out.n_kept;
+        &out.history[(r * F + f) * kept..(r * F + f + 1) * kept]
+    }
+
+    /// Every series of a single run, in `PPO_HISTORY_FIELDS` order.
+    fn series(history: &RlhfHistory) -> [Vec<f64>; F] {
+        let ids = |v: &[u32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        [
+            ids(&history.prompt),
+            ids(&history.token),
+            history.score.clone(),
+            history.kl.clone(),
+            history.reward.clone(),
+            history.clip_frac.clone(),
+            history.beta.clone(),
+            history.mean_kl.clone(),
+            history.kl_penalty.clone(),
+            history.value_loss.clone(),
+        ]
+    }
+
+    #[test]
+    fn exact_sweep_is_bit_identical_to_the_single_run_loop_even_when_beta_explodes() {
+        let runs = runs(19);
+        let out = run_sweep(&engine(400, 1, true, Simd::detect()), &runs, &Monitor::default()).unwrap();
+        for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
+            for (f, expected) in series(&history).iter().enumerate() {
+                assert_eq!(field(&out, r, f), &expected[..], "run {r} {}", PPO_HISTORY_FIELDS[f]);
+            }
+            assert_eq!(out.final_params[r * 24..(r + 1) * 24], theta[..], "run {r}");
+        }
+    }
+
+    #[test]
+    fn fast_sweep_stays_within_1e9_of_the_single_run_loop() {
+        // Well-conditioned runs: the doubling rule's exploding coefficients left out.
+        let runs: Vec<PpoRun> =
+            runs(19).into_iter().filter(|r| !matches!(r.controller, KlController::Doubling { .. })).collect();
+        let out = run_sweep(&engine(400, 1, false, Simd::detect()), &runs, &Monitor::default()).unwrap();
+        let close = |fast: &[f64], exact: &[f64], what: &str| {
+            for (a, b) in fast.iter().zip(exact) {
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what}: {a} vs {b}");
+            }
+        };
+        for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
+            let expected = series(&history);
+            assert_eq!(field(&out, r, 1), &expected[1][..], "run {r}: tokens");
+            for (f, values) in expected.iter().enumerate() {
+                close(field(&out, r, f), values, PPO_HISTORY_FIELDS[f]);
+            }
+            close(&out.final_params[r * 24..(r + 1) * 24], &theta, "theta");
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_vector_unit_or_the_thread_count() {
+        let runs = runs(21);
+        let reference = run_sweep(&engine(300, 1, false, Simd::Portable), &runs, &Monitor::default()).unwrap();
+        for simd in Simd::available() {
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let out = pool.install(|| run_sweep(&engine(300, 1, false, simd), &runs, &Monitor::default())).unwrap();
+                assert_eq!(out, reference, "{} on {threads} threads", simd.name());
+            }
+        }
+    }
+
+    #[test]
+    fn record_every_keeps_every_kth_step_and_summaries_stay() {
+        let runs = runs(5);
+        let full = run_sweep(&engine(100, 1, false, Simd::detect()), &runs, &Monitor::default()).unwrap();
+        let thin = run_sweep(&engine(100, 7, false, Simd::detect()), &runs, &Monitor::default()).unwrap();
+        let none = run_sweep(&engine(100, 0, false, Simd::detect()), &runs, &Monitor::default()).unwrap();
+        assert_eq!((thin.n_kept, none.n_kept), (14, 0));
+        for r in 0..5 {
+            for f in 0..F {
+                for k in 0..14 {
+                    assert_eq!(field(&thin, r, f)[k], field(&full, r, f)[7 * k + 6]);
+                }
+            }
+        }
+        assert_eq!(thin.summary, full.summary);
+        assert_eq!(none.final_params, full.final_params);
+        assert!(none.history.is_empty());
+    }
+
+    #[test]
+    fn summaries_are_the_means_of_the_history() {
+        let out = run_sweep(&engine(250, 1, false, Simd::detect()), &runs(3), &Monitor::default()).unwrap();
+        let fields = PPO_SUMMARY_FIELDS.len();
+        for r in 0..3 {
+            let mean = |f: usize| field(&out, r, f).iter().sum::<f64>() / 250.0;
+            let summary = &out.summary[r * fields..(r + 1) * fields];
+            assert!((summary[2] - mean(2)).abs() < 1e-12);
+            assert!((summary[4] - field(&out, r, 7)[249]).abs() < 1e-12);
+            assert!((summary[5] - mean(5)).abs() < 1e-12);
+            let theta = &out.final_params[r * 24..(r + 1) * 24];
+            assert_eq!(summary[0], expected_score(theta, &SWEEP_WEIGHTS).unwrap());
+            assert_eq!(summary[1], policy_kl(theta, &ZEROS, VOCAB_SIZE).unwrap());
+        }
+    }
+
+    #[test]
+    fn cancelling_stops_the_sweep_and_progress_counts_every_step() {
+        let monitor = Monitor::default();
+        run_sweep(&engine(1000, 0, false, Simd::detect()), &runs(10), &monitor).unwrap();
+        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 10_000);
+        let cancelled = Monitor::default();
+        cancelled.cancel();
+        let out = run_sweep(&engine(1000, 0, false, Simd::detect()), &runs(10), &cancelled);
+        assert_eq!(out, Err(Error::Cancelled));
+    }
+
+    #[test]
+    fn divergence_names_the_run() {
+        let mut runaway = runs(11);
+        for run in runaway.iter_mut() {
+            run.controller = KlController::fixed(0.1).unwrap();
+        }
+        runaway[9].controller = KlController::doubling(1.0, 1e-12).unwrap();
+        let err = run_sweep(&engine(5000, 0, false, Simd::detect()), &runaway, &Monitor::default()).unwrap_err();
+        assert!(err.to_string().starts_with("sweep run 9 diverged"), "{err}");
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused() {
+        let new = |theta: &'static [f64], weights: &'static [f64], steps| {
+            PpoEngine::new(theta, &ZEROS, weights, steps, 1, false, Simd::Portable)
+        };
+        assert!(new(&ZEROS, &SWEEP_WEIGHTS, 0).unwrap_err().to_string().contains("steps"));
+        assert!(new(&ZEROS, &SWEEP_WEIGHTS[..4], 10).unwrap_err().to_string().contains('w'));
+        assert!(new(&ZEROS[..16], &SWEEP_WEIGHTS, 10).unwrap_err().to_string().contains("same shape"));
+        assert!(run_sweep(&engine(10, 1, false, Simd::Portable), &[], &Monitor::default()).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! `exp` and `ln` from plain IEEE additions, multiplications and bit operations.
 //!
-//! The sweep engine evaluates these on whole lanes of runs at once; written without
+//! The lane engine evaluates these on whole lanes of runs at once; written without
 //! branches, libm calls or fused multiply-adds, the same source compiles to SSE2, AVX2 or
 //! AVX-512 and gives bit-identical results on every one, so a sweep's numbers do not depend
 //! on the CPU it runs on. Both stay within about one ulp of glibc's (tested below), which
@@ -10,7 +10,7 @@
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
 
-use crate::lanes::Vector;
+use crate::kernels::simd::Vector;
 
 const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
 const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
@@ -36,58 +36,33 @@ const EXP_TAYLOR: [f64; 12] = [
     1.0 / 6_227_020_800.0,
 ];
 
+/// `e^x` for `x <= 0` (a softmax's shifted logits), subnormal results included, on every
+/// lane of every row: `e^x = 2^k e^r` with `k = round(x / ln 2)` and `|r| <= ln(2) / 2`, `e^r`
+/// by Taylor's series. Each step is taken across all rows before the next, so the rows'
+/// Horner chains run side by side instead of waiting on one another's latency.
 #[inline(always)]
-fn pow2(k: f64) -> f64 {
-    // For an integral k in [-1022, 1023], the low mantissa bits of k + 1023 + 1.5 * 2^52 hold
-    // the biased exponent of 2^k; shifting them into the exponent field needs no
-    // float-to-integer conversion, which AVX2 lacks.
-    f64::from_bits((k + POW2_SHIFT).to_bits() << 52)
-}
-
-const POW2_SHIFT: f64 = ROUND_SHIFT + 1023.0;
-
-/// `e^x` for `x <= 0` (a softmax's shifted logits), subnormal results included.
-#[inline(always)]
-pub fn exp_nonpositive(x: f64) -> f64 {
-    let x = if x < EXP_FLOOR { EXP_FLOOR } else { x };
-    let shifted = x * INV_LN2 + ROUND_SHIFT;
-    let k = shifted - ROUND_SHIFT;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let mut poly = EXP_TAYLOR[11];
-    for &c in EXP_TAYLOR[..11].iter().rev() {
-        poly = poly * r + c;
-    }
-    let expm1_r = r + (r * r) * poly;
-    let mantissa = 1.0 + expm1_r;
-    // 2^k in two factors, so k below -1022 still yields a (correctly scaled) subnormal.
-    let k_normal = if k < -1022.0 { -1022.0 } else { k };
-    mantissa * pow2(k_normal) * pow2(k - k_normal)
-}
-
-/// [`exp_nonpositive`] of every lane of every row, operation for operation the same (so
-/// bit-identical), but each step taken across all rows before the next: the rows' Horner
-/// chains then run side by side instead of waiting on one another's latency.
-#[inline(always)]
-pub fn exp_nonpositive_rows<V: Vector, const N: usize>(x: &[V; N]) -> [V; N] {
-    let floor = V::splat(EXP_FLOOR);
-    let mut r = [V::zero(); N];
-    let mut k = [V::zero(); N];
+pub(crate) fn exp_nonpositive_rows<V: Vector, const N: usize>(x: &[V; N]) -> [V; N] {
+    let isa = x[0].isa();
+    let floor = V::splat(isa, EXP_FLOOR);
+    let mut r = [V::zero(isa); N];
+    let mut k = [V::zero(isa); N];
     for v in 0..N {
         let clamped = V::select(x[v].lt(floor), floor, x[v]);
-        let shifted = clamped * V::splat(INV_LN2) + V::splat(ROUND_SHIFT);
-        k[v] = shifted - V::splat(ROUND_SHIFT);
-        r[v] = (clamped - k[v] * V::splat(LN2_HI)) - k[v] * V::splat(LN2_LO);
+        let shifted = clamped * V::splat(isa, INV_LN2) + V::splat(isa, ROUND_SHIFT);
+        k[v] = shifted - V::splat(isa, ROUND_SHIFT);
+        r[v] = (clamped - k[v] * V::splat(isa, LN2_HI)) - k[v] * V::splat(isa, LN2_LO);
     }
-    let mut poly = [V::splat(EXP_TAYLOR[11]); N];
+    let mut poly = [V::splat(isa, EXP_TAYLOR[11]); N];
     for &c in EXP_TAYLOR[..11].iter().rev() {
-        let c = V::splat(c);
+        let c = V::splat(isa, c);
         for v in 0..N {
             poly[v] = poly[v] * r[v] + c;
         }
     }
-    let lowest = V::splat(-1022.0);
+    let lowest = V::splat(isa, -1022.0);
     for v in 0..N {
-        let mantissa = V::splat(1.0) + (r[v] + (r[v] * r[v]) * poly[v]);
+        // 2^k in two factors, so k below -1022 still yields a (correctly scaled) subnormal.
+        let mantissa = V::splat(isa, 1.0) + (r[v] + (r[v] * r[v]) * poly[v]);
         let k_normal = V::select(k[v].lt(lowest), lowest, k[v]);
         r[v] = mantissa * k_normal.pow2() * (k[v] - k_normal).pow2();
     }
@@ -105,7 +80,7 @@ const LG7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
 
 /// `ln x` for positive normal `x` (a softmax's normaliser, which lies in `[1, V]`).
 #[inline(always)]
-pub fn ln_positive(x: f64) -> f64 {
+pub(crate) fn ln_positive(x: f64) -> f64 {
     let bits = x.to_bits();
     let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let mut mantissa = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
@@ -128,46 +103,49 @@ pub fn ln_positive(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::simd::{Portable, LANES};
 
     fn ulps(a: f64, b: f64) -> u64 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
     }
 
-    #[test]
-    fn exp_is_within_two_ulps_of_libm() {
-        let mut worst = 0;
-        let mut x = 0.0;
-        while x > -708.0 {
-            worst = worst.max(ulps(exp_nonpositive(x), x.exp()));
-            x -= 0.000_731_3;
-        }
-        assert!(worst <= 2, "worst {worst} ulps");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-0.0), 1.0);
+    /// `exp_nonpositive_rows` of each value, eight lanes at a time on the portable unit.
+    fn exp_of(values: &[f64]) -> Vec<f64> {
+        values
+            .chunks(LANES)
+            .flat_map(|chunk| {
+                let lanes = Portable(std::array::from_fn(|l| chunk.get(l).copied().unwrap_or(0.0)));
+                exp_nonpositive_rows(&[lanes])[0].0.into_iter().take(chunk.len())
+            })
+            .collect()
     }
 
     #[test]
-    fn row_exp_is_bit_identical_to_the_scalar_one() {
-        use crate::lanes::{Portable, LANES};
+    fn exp_is_within_two_ulps_of_libm() {
+        let xs: Vec<f64> = (0..968_000).map(|i| -0.000_731_3 * i as f64).collect();
+        let worst = xs.iter().zip(exp_of(&xs)).map(|(&x, ours)| ulps(ours, x.exp())).max().unwrap();
+        assert!(worst <= 2, "worst {worst} ulps");
+        assert_eq!(exp_of(&[0.0, -0.0]), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn every_row_is_computed_alike() {
         let rows: [Portable; 3] =
             std::array::from_fn(|v| Portable(std::array::from_fn(|l| -((v * 8 + l) as f64).powf(2.7) / 3.0)));
-        let out = exp_nonpositive_rows(&rows);
+        let together = exp_nonpositive_rows(&rows);
         for v in 0..3 {
-            for l in 0..LANES {
-                assert_eq!(out[v].0[l].to_bits(), exp_nonpositive(rows[v].0[l]).to_bits());
-            }
+            assert_eq!(together[v], exp_nonpositive_rows(&[rows[v]])[0], "row {v}");
         }
     }
 
     #[test]
     fn exp_handles_the_subnormal_range_and_underflow() {
-        for x in [-709.0, -720.5, -740.0, -744.0] {
-            let (ours, libm) = (exp_nonpositive(x), x.exp());
+        let xs = [-709.0, -720.5, -740.0, -744.0];
+        for (&x, ours) in xs.iter().zip(exp_of(&xs)) {
+            let libm = x.exp();
             assert!((ours - libm).abs() <= libm * 1e-12 + f64::from_bits(2), "{x}: {ours} vs {libm}");
         }
-        assert_eq!(exp_nonpositive(-746.0), 0.0);
-        assert_eq!(exp_nonpositive(-2e4), 0.0);
-        assert_eq!(exp_nonpositive(f64::NEG_INFINITY), 0.0);
+        assert_eq!(exp_of(&[-746.0, -2e4, f64::NEG_INFINITY]), [0.0, 0.0, 0.0]);
     }
 
     #[test]

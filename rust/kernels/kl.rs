@@ -6,8 +6,12 @@
 
 use crate::error::{finite, probabilities, Error, Result};
 
+/// Past this log-ratio `k3` is reported infinite, as the reference reports it (`e^x`
+/// overflows a double a little above 709.78).
+pub(crate) const K3_LOG_RATIO_LIMIT: f64 = 709.0;
+
 /// `sum p_i (ln p_i - ln q_i)` with `0 ln 0 = 0`; infinite where `q_i = 0 < p_i`.
-pub fn kl_unchecked(p: &[f64], q: &[f64]) -> f64 {
+pub(crate) fn kl_unchecked(p: &[f64], q: &[f64]) -> f64 {
     let mut total = 0.0;
     for (&pi, &qi) in p.iter().zip(q) {
         if pi > 0.0 {
@@ -19,7 +23,7 @@ pub fn kl_unchecked(p: &[f64], q: &[f64]) -> f64 {
 
 /// `KL(p || q)` from `ln q`: finite where `q` underflows to 0 but its logarithm does not.
 #[inline]
-pub fn kl_to_log(p: &[f64], ln_q: &[f64]) -> f64 {
+pub(crate) fn kl_to_log(p: &[f64], ln_q: &[f64]) -> f64 {
     let mut total = 0.0;
     for (&pi, &ln_qi) in p.iter().zip(ln_q) {
         if pi > 0.0 {
@@ -40,20 +44,57 @@ pub fn kl(p: &[f64], q: &[f64]) -> Result<f64> {
 }
 
 pub fn kl_k1(logp: f64, logq: f64) -> Result<f64> {
-    Ok(finite("logp", logp)? - finite("logq", logq)?)
+    Ok(KlPenalty::K1.value(0.0, finite("logp", logp)?, finite("logq", logq)?))
 }
 
 pub fn kl_k2(logp: f64, logq: f64) -> Result<f64> {
-    let log_ratio = finite("logq", logq)? - finite("logp", logp)?;
-    Ok(0.5 * log_ratio * log_ratio)
+    let logq = finite("logq", logq)?;
+    Ok(KlPenalty::K2.value(0.0, finite("logp", logp)?, logq))
 }
 
 pub fn kl_k3(logp: f64, logq: f64) -> Result<f64> {
-    let log_ratio = finite("logq", logq)? - finite("logp", logp)?;
-    if log_ratio > 709.0 {
-        return Ok(f64::INFINITY); // e^710 overflows: the reference says infinity too
+    let logq = finite("logq", logq)?;
+    Ok(KlPenalty::K3.value(0.0, finite("logp", logp)?, logq))
+}
+
+/// Which KL enters a reward (TRL's `kl_penalty`): the exact one, or Schulman's estimators on
+/// the sampled token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KlPenalty {
+    Full,
+    K1,
+    K2,
+    K3,
+}
+
+impl KlPenalty {
+    pub const NAMES: [&'static str; 4] = ["full", "k1", "k2", "k3"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "full" => Ok(KlPenalty::Full),
+            "k1" => Ok(KlPenalty::K1),
+            "k2" => Ok(KlPenalty::K2),
+            "k3" => Ok(KlPenalty::K3),
+            other => {
+                Err(Error::invalid(format!("kl_penalty must be one of ('full', 'k1', 'k2', 'k3'), got '{other}'")))
+            }
+        }
     }
-    Ok(log_ratio.exp_m1() - log_ratio)
+
+    /// The penalty for a sampled token, given the exact KL and the token's log-probabilities
+    /// under the policy (`logp`) and the reference (`logq`).
+    #[inline]
+    pub fn value(self, exact_kl: f64, logp: f64, logq: f64) -> f64 {
+        let log_ratio = logq - logp;
+        match self {
+            KlPenalty::Full => exact_kl,
+            KlPenalty::K1 => logp - logq,
+            KlPenalty::K2 => 0.5 * log_ratio * log_ratio,
+            KlPenalty::K3 if log_ratio > K3_LOG_RATIO_LIMIT => f64::INFINITY,
+            KlPenalty::K3 => log_ratio.exp_m1() - log_ratio,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +112,7 @@ mod tests {
     fn zero_log_zero_is_zero_and_missing_support_is_infinite() {
         assert_eq!(kl(&[0.0, 1.0], &[0.5, 0.5]).unwrap(), 2f64.ln());
         assert_eq!(kl(&[0.5, 0.5], &[0.0, 1.0]).unwrap(), f64::INFINITY);
+        assert_eq!(kl_to_log(&[0.0, 1.0], &[f64::NEG_INFINITY, 0.0]), 0.0);
     }
 
     #[test]
@@ -86,6 +128,17 @@ mod tests {
         }
         assert!((e1 - exact).abs() < 1e-12);
         assert!((e3 - exact).abs() < 1e-12);
+        assert_eq!(kl_k3(-800.0, 0.0).unwrap(), f64::INFINITY);
+    }
+
+    #[test]
+    fn penalties_are_parsed_by_their_trl_names() {
+        for (name, kind) in KlPenalty::NAMES.iter().zip([KlPenalty::Full, KlPenalty::K1, KlPenalty::K2, KlPenalty::K3])
+        {
+            assert_eq!(KlPenalty::parse(name).unwrap(), kind);
+        }
+        assert!(KlPenalty::parse("k4").unwrap_err().to_string().contains("kl_penalty"));
+        assert_eq!(KlPenalty::Full.value(0.7, -1.0, -2.0), 0.7);
     }
 
     #[test]

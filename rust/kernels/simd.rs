@@ -1,27 +1,42 @@
 //! Vectors of one f64 per run of a sweep group, on whatever vector unit the CPU has.
 //!
-//! The sweep engine is written once, generic over [`Vector`]; it is instantiated with
+//! The lane engine is written once, generic over [`Vector`]; it is instantiated with
 //! [`Portable`] (element-wise loops over an array: the target's baseline, SSE2 on x86-64),
-//! [`Avx2`] (two 256-bit registers) and [`Avx512`] (one 512-bit register). The three give
+//! `Avx2` (two 256-bit registers) and `Avx512` (one 512-bit register). The three give
 //! bit-identical results: every operation is a single IEEE operation per lane, and no
 //! fused multiply-add is ever formed. Masks are per-lane all-ones/all-zeros patterns and
 //! selects are blends, so no per-lane branch survives.
+//!
+//! **Soundness.** Executing an AVX2 instruction on a CPU without AVX2 is undefined behaviour,
+//! so a value of an x86 vector type must not exist on such a CPU. Every such value is made
+//! from another one or from the unit's [`Vector::Isa`] token, and the only way to get a token
+//! is [`Simd::available`], which mints it after runtime feature detection. So an `Avx2` value
+//! is itself the proof that the CPU has AVX2, and each `unsafe` block below relies on exactly
+//! that.
 
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
 
 use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};
 
-/// Runs per group: one AVX-512 register of f64, two AVX2 ones.
-pub const LANES: usize = 8;
+use crate::error::{Error, Result};
 
-/// One f64 per lane, with the operations the sweep engine needs.
-pub trait Vector: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> {
+/// Runs per group: one AVX-512 register of f64, two AVX2 ones.
+pub(crate) const LANES: usize = 8;
+
+/// One f64 per lane, with the operations the lane engine needs.
+pub(crate) trait Vector:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
+{
+    /// Proof that this CPU has the vector unit: only [`Simd::available`] makes one.
+    type Isa: Copy;
     type Mask: Copy + BitAnd<Output = Self::Mask> + BitOr<Output = Self::Mask> + Not<Output = Self::Mask>;
 
-    fn splat(value: f64) -> Self;
-    fn from_array(values: [f64; LANES]) -> Self;
+    fn splat(isa: Self::Isa, value: f64) -> Self;
+    fn from_array(isa: Self::Isa, values: [f64; LANES]) -> Self;
     fn to_array(self) -> [f64; LANES];
+    /// The token this value proves: it exists, so its unit does.
+    fn isa(self) -> Self::Isa;
     fn lt(self, rhs: Self) -> Self::Mask;
     fn le(self, rhs: Self) -> Self::Mask;
     fn gt(self, rhs: Self) -> Self::Mask;
@@ -35,8 +50,14 @@ pub trait Vector: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = 
     fn pow2(self) -> Self;
 
     #[inline(always)]
-    fn zero() -> Self {
-        Self::splat(0.0)
+    fn zero(isa: Self::Isa) -> Self {
+        Self::splat(isa, 0.0)
+    }
+
+    /// A constant with this value's unit.
+    #[inline(always)]
+    fn like(self, value: f64) -> Self {
+        Self::splat(self.isa(), value)
     }
 
     /// The larger of each pair, `self` on ties (Python's `max` keeps the first).
@@ -53,28 +74,29 @@ pub trait Vector: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = 
 
     /// 1.0 where the mask is set, 0.0 elsewhere.
     #[inline(always)]
-    fn unit(mask: Self::Mask) -> Self {
-        Self::select(mask, Self::splat(1.0), Self::zero())
+    fn unit(isa: Self::Isa, mask: Self::Mask) -> Self {
+        Self::select(mask, Self::splat(isa, 1.0), Self::zero(isa))
     }
 
     /// `f` on every lane (for libm calls, which no vector unit takes over).
     #[inline(always)]
     fn map(self, f: impl Fn(f64) -> f64) -> Self {
-        Self::from_array(self.to_array().map(f))
+        Self::from_array(self.isa(), self.to_array().map(f))
     }
 }
 
+/// `k + POW2_SHIFT` holds the biased exponent of `2^k` in its low mantissa bits.
 const POW2_SHIFT: f64 = 6_755_399_441_055_744.0 + 1023.0;
 
 /// The baseline: an array LLVM vectorises as far as the target allows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C, align(64))]
-pub struct Portable(pub [f64; LANES]);
+pub(crate) struct Portable(pub [f64; LANES]);
 
 /// A [`Portable`] mask.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C, align(64))]
-pub struct PortableMask([u64; LANES]);
+pub(crate) struct PortableMask([u64; LANES]);
 
 macro_rules! portable_arithmetic {
     ($trait:ident, $method:ident, $op:tt) => {
@@ -137,20 +159,24 @@ macro_rules! portable_comparison {
 }
 
 impl Vector for Portable {
+    /// Plain floats run on every CPU: nothing to prove.
+    type Isa = ();
     type Mask = PortableMask;
 
     #[inline(always)]
-    fn splat(value: f64) -> Self {
+    fn splat((): (), value: f64) -> Self {
         Portable([value; LANES])
     }
     #[inline(always)]
-    fn from_array(values: [f64; LANES]) -> Self {
+    fn from_array((): (), values: [f64; LANES]) -> Self {
         Portable(values)
     }
     #[inline(always)]
     fn to_array(self) -> [f64; LANES] {
         self.0
     }
+    #[inline(always)]
+    fn isa(self) {}
     portable_comparison!(lt, <);
     portable_comparison!(le, <=);
     portable_comparison!(gt, >);
@@ -179,25 +205,90 @@ impl Vector for Portable {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-pub use x86::{Avx2, Avx512};
+/// Which vector unit the lane loops run on, with the proof that this CPU has it.
+#[derive(Clone, Copy, Debug)]
+pub enum Simd {
+    /// The target's baseline (SSE2 on x86-64): runs anywhere.
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(x86::Avx2Isa),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(x86::Avx512Isa),
+}
 
-/// The x86-64 vector units. Values of these types are only made inside functions compiled
-/// with the matching `#[target_feature]` and entered after runtime detection (see
-/// `sweep::run_group_on`), which is what makes the intrinsics below sound.
+impl PartialEq for Simd {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2(_) => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512(_) => "avx512",
+        }
+    }
+
+    /// Every unit this CPU can run, best last: the only place a token is minted.
+    pub fn available() -> Vec<Simd> {
+        #[allow(unused_mut)] // other targets have only the portable path
+        let mut units = vec![Simd::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                units.push(Simd::Avx2(x86::Avx2Isa(())));
+            }
+            if is_x86_feature_detected!("avx512f") {
+                units.push(Simd::Avx512(x86::Avx512Isa(())));
+            }
+        }
+        units
+    }
+
+    /// The best unit this CPU can run.
+    pub fn detect() -> Simd {
+        Simd::available().pop().unwrap_or(Simd::Portable)
+    }
+
+    /// The unit called `name` (`"portable"`, `"avx2"`, `"avx512"`), if this CPU has it.
+    pub fn named(name: &str) -> Result<Simd> {
+        let units = Simd::available();
+        units.iter().copied().find(|unit| unit.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = units.iter().map(|unit| unit.name()).collect();
+            Error::invalid(format!("simd must be one of {names:?} on this CPU, got '{name}'"))
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+pub use x86::{Avx2Isa, Avx512Isa};
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Vector, LANES, POW2_SHIFT};
     use std::arch::x86_64::*;
     use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};
 
-    /// Eight lanes in two AVX2 registers.
+    /// Proof that this CPU has AVX2; minted only by `Simd::available` after detection.
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx2([__m256d; 2]);
+    pub struct Avx2Isa(pub(super) ());
 
-    /// An [`Avx2`] mask: all-ones lanes in two registers.
+    /// Proof that this CPU has AVX-512F; minted only by `Simd::available` after detection.
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx2Mask([__m256d; 2]);
+    pub struct Avx512Isa(pub(super) ());
+
+    /// Eight lanes in two AVX2 registers. Exists only where an [`Avx2Isa`] does.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Avx2([__m256d; 2]);
+
+    /// An [`Avx2`] mask: all-ones lanes in two registers, made only from `Avx2` values.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Avx2Mask([__m256d; 2]);
 
     macro_rules! avx2_binary {
         ($type:ident, $trait:ident, $method:ident, $intrinsic:ident) => {
@@ -205,7 +296,7 @@ mod x86 {
                 type Output = $type;
                 #[inline(always)]
                 fn $method(self, rhs: $type) -> $type {
-                    // SAFETY: only reached on CPUs with AVX2 (see the module comment).
+                    // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
                     unsafe { $type([$intrinsic(self.0[0], rhs.0[0]), $intrinsic(self.0[1], rhs.0[1])]) }
                 }
             }
@@ -222,7 +313,7 @@ mod x86 {
         type Output = Avx2Mask;
         #[inline(always)]
         fn not(self) -> Avx2Mask {
-            // SAFETY: as above.
+            // SAFETY: `self` is an AVX2 mask, and those exist only on CPUs with AVX2.
             unsafe {
                 let ones = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
                 Avx2Mask([_mm256_xor_pd(self.0[0], ones), _mm256_xor_pd(self.0[1], ones)])
@@ -234,7 +325,7 @@ mod x86 {
         ($method:ident, $predicate:ident) => {
             #[inline(always)]
             fn $method(self, rhs: Avx2) -> Avx2Mask {
-                // SAFETY: as above.
+                // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
                 unsafe {
                     Avx2Mask([
                         _mm256_cmp_pd::<$predicate>(self.0[0], rhs.0[0]),
@@ -246,27 +337,34 @@ mod x86 {
     }
 
     impl Vector for Avx2 {
+        type Isa = Avx2Isa;
         type Mask = Avx2Mask;
 
         #[inline(always)]
-        fn splat(value: f64) -> Self {
-            // SAFETY: as above.
+        fn splat(_: Avx2Isa, value: f64) -> Self {
+            // SAFETY: the caller holds an `Avx2Isa`, minted only after AVX2 was detected.
             unsafe { Avx2([_mm256_set1_pd(value); 2]) }
         }
         #[inline(always)]
-        fn from_array(values: [f64; LANES]) -> Self {
-            // SAFETY: as above; the loads read the array's 8 values.
+        fn from_array(_: Avx2Isa, values: [f64; LANES]) -> Self {
+            // SAFETY: the caller holds an `Avx2Isa` (AVX2 was detected); the two unaligned
+            // loads read the array's eight values, 0..4 and 4..8.
             unsafe { Avx2([_mm256_loadu_pd(values.as_ptr()), _mm256_loadu_pd(values.as_ptr().add(4))]) }
         }
         #[inline(always)]
         fn to_array(self) -> [f64; LANES] {
             let mut out = [0.0; LANES];
-            // SAFETY: as above; the stores write the array's 8 values.
+            // SAFETY: `self` is an AVX2 value (AVX2 was detected); the two unaligned stores
+            // write the array's eight values, 0..4 and 4..8.
             unsafe {
                 _mm256_storeu_pd(out.as_mut_ptr(), self.0[0]);
                 _mm256_storeu_pd(out.as_mut_ptr().add(4), self.0[1]);
             }
             out
+        }
+        #[inline(always)]
+        fn isa(self) -> Avx2Isa {
+            Avx2Isa(())
         }
         avx2_comparison!(lt, _CMP_LT_OQ);
         avx2_comparison!(le, _CMP_LE_OQ);
@@ -276,17 +374,17 @@ mod x86 {
 
         #[inline(always)]
         fn select(mask: Avx2Mask, a: Self, b: Self) -> Self {
-            // SAFETY: as above.
+            // SAFETY: `a` is an AVX2 value, and those exist only on CPUs with AVX2.
             unsafe { Avx2([_mm256_blendv_pd(b.0[0], a.0[0], mask.0[0]), _mm256_blendv_pd(b.0[1], a.0[1], mask.0[1])]) }
         }
         #[inline(always)]
         fn any(mask: Avx2Mask) -> bool {
-            // SAFETY: as above.
+            // SAFETY: `mask` is an AVX2 mask, and those exist only on CPUs with AVX2.
             unsafe { (_mm256_movemask_pd(mask.0[0]) | _mm256_movemask_pd(mask.0[1])) != 0 }
         }
         #[inline(always)]
         fn pow2(self) -> Self {
-            // SAFETY: as above.
+            // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
             unsafe {
                 let shift = _mm256_set1_pd(POW2_SHIFT);
                 let one = |k: __m256d| {
@@ -297,13 +395,13 @@ mod x86 {
         }
     }
 
-    /// Eight lanes in one AVX-512 register.
+    /// Eight lanes in one AVX-512 register. Exists only where an [`Avx512Isa`] does.
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx512(__m512d);
+    pub(crate) struct Avx512(__m512d);
 
-    /// An [`Avx512`] mask: one bit per lane.
+    /// An [`Avx512`] mask: one bit per lane (plain integer logic, no instruction to guard).
     #[derive(Clone, Copy, Debug)]
-    pub struct Avx512Mask(__mmask8);
+    pub(crate) struct Avx512Mask(__mmask8);
 
     macro_rules! avx512_binary {
         ($trait:ident, $method:ident, $intrinsic:ident) => {
@@ -311,7 +409,7 @@ mod x86 {
                 type Output = Avx512;
                 #[inline(always)]
                 fn $method(self, rhs: Avx512) -> Avx512 {
-                    // SAFETY: only reached on CPUs with AVX-512F (see the module comment).
+                    // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
                     unsafe { Avx512($intrinsic(self.0, rhs.0)) }
                 }
             }
@@ -350,31 +448,38 @@ mod x86 {
         ($method:ident, $predicate:ident) => {
             #[inline(always)]
             fn $method(self, rhs: Avx512) -> Avx512Mask {
-                // SAFETY: as above.
+                // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
                 unsafe { Avx512Mask(_mm512_cmp_pd_mask::<$predicate>(self.0, rhs.0)) }
             }
         };
     }
 
     impl Vector for Avx512 {
+        type Isa = Avx512Isa;
         type Mask = Avx512Mask;
 
         #[inline(always)]
-        fn splat(value: f64) -> Self {
-            // SAFETY: as above.
+        fn splat(_: Avx512Isa, value: f64) -> Self {
+            // SAFETY: the caller holds an `Avx512Isa`, minted only after AVX-512F was detected.
             unsafe { Avx512(_mm512_set1_pd(value)) }
         }
         #[inline(always)]
-        fn from_array(values: [f64; LANES]) -> Self {
-            // SAFETY: as above; the load reads the array's 8 values.
+        fn from_array(_: Avx512Isa, values: [f64; LANES]) -> Self {
+            // SAFETY: the caller holds an `Avx512Isa` (AVX-512F was detected); the unaligned
+            // load reads the array's eight values.
             unsafe { Avx512(_mm512_loadu_pd(values.as_ptr())) }
         }
         #[inline(always)]
         fn to_array(self) -> [f64; LANES] {
             let mut out = [0.0; LANES];
-            // SAFETY: as above; the store writes the array's 8 values.
+            // SAFETY: `self` is an AVX-512 value (AVX-512F was detected); the unaligned store
+            // writes the array's eight values.
             unsafe { _mm512_storeu_pd(out.as_mut_ptr(), self.0) };
             out
+        }
+        #[inline(always)]
+        fn isa(self) -> Avx512Isa {
+            Avx512Isa(())
         }
         avx512_comparison!(lt, _CMP_LT_OQ);
         avx512_comparison!(le, _CMP_LE_OQ);
@@ -384,7 +489,7 @@ mod x86 {
 
         #[inline(always)]
         fn select(mask: Avx512Mask, a: Self, b: Self) -> Self {
-            // SAFETY: as above.
+            // SAFETY: `a` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
             unsafe { Avx512(_mm512_mask_blend_pd(mask.0, b.0, a.0)) }
         }
         #[inline(always)]
@@ -393,7 +498,7 @@ mod x86 {
         }
         #[inline(always)]
         fn pow2(self) -> Self {
-            // SAFETY: as above.
+            // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
             unsafe {
                 let biased = _mm512_add_pd(self.0, _mm512_set1_pd(POW2_SHIFT));
                 Avx512(_mm512_castsi512_pd(_mm512_slli_epi64::<52>(_mm512_castpd_si512(biased))))
@@ -406,21 +511,21 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn exercise<V: Vector>() -> Vec<[f64; LANES]> {
-        let a = V::from_array(std::array::from_fn(|l| l as f64));
-        let b = V::splat(3.5);
+    fn exercise<V: Vector>(isa: V::Isa) -> Vec<[f64; LANES]> {
+        let a = V::from_array(isa, std::array::from_fn(|l| l as f64));
+        let b = V::splat(isa, 3.5);
         let below = a.lt(b);
         vec![
             (a + b).to_array(),
             (a * b - b).to_array(),
             (a / b).to_array(),
-            V::unit(below).to_array(),
-            V::unit(below & !a.eq(V::zero())).to_array(),
-            V::unit(a.le(b) | a.ge(V::splat(7.0))).to_array(),
+            V::unit(isa, below).to_array(),
+            V::unit(isa, below & !a.eq(V::zero(isa))).to_array(),
+            V::unit(isa, a.le(b) | a.ge(a.like(7.0))).to_array(),
             V::select(below, a, b).to_array(),
             a.max(b).to_array(),
             a.min(b).to_array(),
-            V::from_array([0.0, -1.0, -1022.0, 5.0, 1023.0, -3.0, 10.0, -700.0]).pow2().to_array(),
+            V::from_array(isa, [0.0, -1.0, -1022.0, 5.0, 1023.0, -3.0, 10.0, -700.0]).pow2().to_array(),
             [
                 f64::from(u8::from(V::any(below))),
                 f64::from(u8::from(V::any(below & !below))),
@@ -431,12 +536,13 @@ mod tests {
                 0.0,
                 0.0,
             ],
+            a.map(|x| x * x).to_array(),
         ]
     }
 
     #[test]
     fn portable_lanes_compute_what_they_say() {
-        let out = exercise::<Portable>();
+        let out = exercise::<Portable>(());
         assert_eq!(out[0][2], 5.5);
         assert_eq!(out[3], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(out[4], [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
@@ -446,29 +552,42 @@ mod tests {
         let powers = [0.0, -1.0, -1022.0, 5.0, 1023.0, -3.0, 10.0, -700.0].map(|k: f64| k.exp2());
         assert_eq!(out[9], powers);
         assert_eq!(&out[10][..2], &[1.0, 0.0]);
+        assert_eq!(out[11][3], 9.0);
     }
 
     #[test]
     fn every_available_vector_unit_agrees_with_the_portable_one() {
-        let portable = exercise::<Portable>();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                fn run() -> Vec<[f64; LANES]> {
-                    exercise::<Avx2>()
+        let portable = exercise::<Portable>(());
+        for unit in Simd::available() {
+            let out = match unit {
+                Simd::Portable => exercise::<Portable>(()),
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2(isa) => {
+                    #[target_feature(enable = "avx2")]
+                    fn run(isa: x86::Avx2Isa) -> Vec<[f64; LANES]> {
+                        exercise::<Avx2>(isa)
+                    }
+                    // SAFETY: `isa` was minted by `Simd::available` after detecting AVX2.
+                    unsafe { run(isa) }
                 }
-                // SAFETY: AVX2 was just detected.
-                assert_eq!(unsafe { run() }, portable);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                #[target_feature(enable = "avx512f")]
-                fn run() -> Vec<[f64; LANES]> {
-                    exercise::<Avx512>()
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512(isa) => {
+                    #[target_feature(enable = "avx512f")]
+                    fn run(isa: x86::Avx512Isa) -> Vec<[f64; LANES]> {
+                        exercise::<Avx512>(isa)
+                    }
+                    // SAFETY: `isa` was minted by `Simd::available` after detecting AVX-512F.
+                    unsafe { run(isa) }
                 }
-                // SAFETY: AVX-512F was just detected.
-                assert_eq!(unsafe { run() }, portable);
-            }
+            };
+            assert_eq!(out, portable, "{}", unit.name());
         }
+    }
+
+    #[test]
+    fn units_are_found_by_name() {
+        assert_eq!(Simd::named("portable").unwrap(), Simd::Portable);
+        assert_eq!(Simd::named(Simd::detect().name()).unwrap(), Simd::detect());
+        assert!(Simd::named("neon").unwrap_err().to_string().contains("simd must be one of"));
     }
 }

@@ -1,4 +1,4 @@
-//! Softmax and log-softmax with the max subtracted first, summed left to right.
+//! Softmax and log-softmax of a row of logits, the max subtracted first, summed left to right.
 
 use crate::error::{finite_slice, Result};
 
@@ -7,7 +7,8 @@ fn max(z: &[f64]) -> f64 {
 }
 
 /// `exp(z - max z) / sum`, written into `out` (same length as `z`). Inputs must be finite.
-pub fn softmax_into(z: &[f64], out: &mut [f64]) {
+#[inline]
+pub fn softmax_row(z: &[f64], out: &mut [f64]) {
     let m = max(z);
     let mut total = 0.0;
     for (o, &v) in out.iter_mut().zip(z) {
@@ -20,7 +21,8 @@ pub fn softmax_into(z: &[f64], out: &mut [f64]) {
 }
 
 /// `z - logsumexp(z)`, written into `out`. Inputs must be finite.
-pub fn log_softmax_into(z: &[f64], out: &mut [f64]) {
+#[inline]
+pub fn log_softmax_row(z: &[f64], out: &mut [f64]) {
     let m = max(z);
     let mut total = 0.0;
     for (o, &v) in out.iter_mut().zip(z) {
@@ -33,19 +35,56 @@ pub fn log_softmax_into(z: &[f64], out: &mut [f64]) {
     }
 }
 
-/// Checked [`softmax_into`]: `z` must be non-empty and finite.
+/// [`softmax_row`] and [`log_softmax_row`] of one row at once: both exponentiate `z - max z`
+/// and sum left to right, so one pass of `exp` serves both, bit for bit.
+#[inline]
+pub(crate) fn softmax_and_log_softmax_row(z: &[f64], p: &mut [f64], logp: &mut [f64]) {
+    let m = max(z);
+    let mut total = 0.0;
+    for ((&v, pi), lpi) in z.iter().zip(p.iter_mut()).zip(logp.iter_mut()) {
+        let shifted = v - m;
+        *lpi = shifted;
+        *pi = shifted.exp();
+        total += *pi;
+    }
+    let lse = total.ln();
+    for (pi, lpi) in p.iter_mut().zip(logp.iter_mut()) {
+        *lpi -= lse;
+        *pi /= total;
+    }
+}
+
+/// [`softmax_row`] of every row of a `[rows, vocab_size]` table.
+pub(crate) fn softmax_rows(table: &[f64], vocab_size: usize) -> Vec<f64> {
+    let mut out = vec![0.0; table.len()];
+    for (row, dst) in table.chunks_exact(vocab_size).zip(out.chunks_exact_mut(vocab_size)) {
+        softmax_row(row, dst);
+    }
+    out
+}
+
+/// [`log_softmax_row`] of every row of a `[rows, vocab_size]` table.
+pub(crate) fn log_softmax_rows(table: &[f64], vocab_size: usize) -> Vec<f64> {
+    let mut out = vec![0.0; table.len()];
+    for (row, dst) in table.chunks_exact(vocab_size).zip(out.chunks_exact_mut(vocab_size)) {
+        log_softmax_row(row, dst);
+    }
+    out
+}
+
+/// Checked [`softmax_row`]: `z` must be non-empty and finite.
 pub fn softmax(z: &[f64]) -> Result<Vec<f64>> {
     finite_slice("z", z)?;
     let mut out = vec![0.0; z.len()];
-    softmax_into(z, &mut out);
+    softmax_row(z, &mut out);
     Ok(out)
 }
 
-/// Checked [`log_softmax_into`]: `z` must be non-empty and finite.
+/// Checked [`log_softmax_row`]: `z` must be non-empty and finite.
 pub fn log_softmax(z: &[f64]) -> Result<Vec<f64>> {
     finite_slice("z", z)?;
     let mut out = vec![0.0; z.len()];
-    log_softmax_into(z, &mut out);
+    log_softmax_row(z, &mut out);
     Ok(out)
 }
 
@@ -78,6 +117,26 @@ mod tests {
             assert!((x.ln() - y).abs() < 1e-12);
         }
         assert_eq!(log_softmax(&[-1e4, 1e4]).unwrap(), vec![-2e4, 0.0]);
+    }
+
+    #[test]
+    fn the_fused_row_is_bit_identical_to_the_two_kernels() {
+        for z in [[0.3, -1.2, 7.5, 0.0], [1e4, -1e4, 3.0, 2.9], [0.0; 4], [-0.1, 1e-300, 5e-324, 700.0]] {
+            let (mut p, mut logp, mut p2, mut logp2) = ([0.0; 4], [0.0; 4], [0.0; 4], [0.0; 4]);
+            softmax_and_log_softmax_row(&z, &mut p, &mut logp);
+            softmax_row(&z, &mut p2);
+            log_softmax_row(&z, &mut logp2);
+            assert_eq!((p, logp), (p2, logp2));
+        }
+    }
+
+    #[test]
+    fn tables_are_their_rows() {
+        let table = [0.0, 1.0, 2.0, -3.0, 5.0, 5.0];
+        let rows = softmax_rows(&table, 3);
+        let logs = log_softmax_rows(&table, 3);
+        assert_eq!(rows[..3], softmax(&table[..3]).unwrap()[..]);
+        assert_eq!(logs[3..], log_softmax(&table[3..]).unwrap()[..]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! sampled tokens per step, group-normalised advantages (TRL's `scale_rewards`), the
 //! clipped surrogate (DAPO's `epsilon_high`), and the `k3` KL to the reference in the loss.
 
-use crate::dpo::{check_table, log_softmax_rows};
 use crate::error::{finite_slice, non_negative, positive, py_float, Error, Result};
-use crate::mt_block::BlockMt;
-use crate::softmax::softmax_into;
+use crate::kernels::sampling::{running_sums, sample_running};
+use crate::kernels::softmax::{log_softmax_row, softmax_row};
+
+/// Added to the group's std before dividing by it (TRL's `1e-4`): a group whose rewards are
+/// all equal gets zero advantages instead of a division by zero.
+pub const GROUP_STD_EPS: f64 = 1e-4;
 
 /// TRL's `scale_rewards`: divide the centred rewards by the group's std, or not (Dr. GRPO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +106,6 @@ pub struct GrpoScratch {
     in_group: Vec<bool>,
     tokens: Vec<usize>,
     advantages: Vec<f64>,
-    uniforms: Vec<f64>,
 }
 
 impl GrpoScratch {
@@ -119,39 +121,13 @@ impl GrpoScratch {
             in_group: vec![false; vocab_size],
             tokens: vec![0; num_generations],
             advantages: vec![0.0; num_generations],
-            uniforms: vec![0.0; num_generations],
         }
     }
 
     /// The tokens the last step sampled, in draw order.
-    pub fn tokens(&self) -> &[usize] {
+    pub(crate) fn tokens(&self) -> &[usize] {
         &self.tokens
     }
-}
-
-/// The running sums `sample` compares its draw with: `cumulative[i] = p[0] + ... + p[i]`,
-/// added left to right exactly as [`crate::sampling::sample_index`] adds them.
-#[inline]
-pub fn cumulative_into(probs: &[f64], cumulative: &mut [f64]) {
-    let mut running = 0.0;
-    for (c, &p) in cumulative.iter_mut().zip(probs) {
-        running += p;
-        *c = running;
-    }
-}
-
-/// [`crate::sampling::sample_index`] from the running sums, without branches: the first
-/// index whose running sum exceeds `u` is the number of running sums that do not (they
-/// never decrease), or the last index if rounding left none above `u`.
-#[inline]
-pub fn sample_cumulative(cumulative: &[f64], u: f64) -> usize {
-    // The lesson's eight tokens: a fixed-size loop the compiler unrolls and vectorises.
-    if let Ok(eight) = <&[f64; 8]>::try_from(cumulative) {
-        let below = eight.iter().map(|&c| usize::from(c <= u)).sum::<usize>();
-        return below.min(7);
-    }
-    let below = cumulative.iter().map(|&c| usize::from(c <= u)).sum::<usize>();
-    below.min(cumulative.len() - 1)
 }
 
 /// `log(v)` with libm's `-inf` at 0 (the reference's `_log`).
@@ -177,7 +153,7 @@ pub fn grpo_update(
     params: &GrpoParams,
     scratch: &mut GrpoScratch,
 ) -> GrpoOutcome {
-    let GrpoScratch { p_old, ln_p_old, cumulative, p, grad, log_ratio, ratio_q, in_group, tokens, advantages, .. } =
+    let GrpoScratch { p_old, ln_p_old, cumulative, p, grad, log_ratio, ratio_q, in_group, tokens, advantages } =
         scratch;
     let rows = Rows { p_old, ln_p_old, cumulative, p, grad, log_ratio, ratio_q, in_group };
     if logits.len() == 8 {
@@ -240,11 +216,11 @@ fn grpo_core(
 ) -> GrpoOutcome {
     let Rows { p_old, ln_p_old, cumulative, p, grad, log_ratio, ratio_q, in_group } = rows;
     let g_f = params.num_generations as f64;
-    softmax_into(logits, p_old);
-    cumulative_into(p_old, cumulative);
+    softmax_row(logits, p_old);
+    running_sums(p_old, cumulative);
     in_group.iter_mut().for_each(|seen| *seen = false);
     for (token, &u) in tokens.iter_mut().zip(uniforms) {
-        *token = sample_cumulative(cumulative, u);
+        *token = sample_running(cumulative, u);
         in_group[*token] = true;
     }
     let mut total = 0.0;
@@ -260,7 +236,7 @@ fn grpo_core(
     let std = (squares / (g_f - 1.0)).sqrt();
     for (adv, &a) in advantages.iter_mut().zip(tokens.iter()) {
         *adv = match params.scale_rewards {
-            ScaleRewards::Group => (weights[a] - mean) / (std + 1e-4),
+            ScaleRewards::Group => (weights[a] - mean) / (std + GROUP_STD_EPS),
             ScaleRewards::None => weights[a] - mean,
         };
     }
@@ -280,7 +256,7 @@ fn grpo_core(
         if iteration == 0 {
             p.copy_from_slice(p_old); // softmax of the same logits
         } else {
-            softmax_into(logits, p);
+            softmax_row(logits, p);
         }
         for a in 0..p.len() {
             if in_group[a] {
@@ -359,7 +335,7 @@ pub fn grpo_step(
         }
     }
     let mut logq = vec![0.0; logits.len()];
-    crate::softmax::log_softmax_into(ref_logits, &mut logq);
+    log_softmax_row(ref_logits, &mut logq);
     let mut scratch = GrpoScratch::new(logits.len(), params.num_generations);
     let mut updated = logits.to_vec();
     let out = grpo_update(&mut updated, &logq, weights, uniforms, params, &mut scratch);
@@ -370,162 +346,13 @@ pub fn grpo_step(
     Ok((out, scratch.tokens))
 }
 
-/// Refuses a reward model that gives every token the same weight: on one-token responses it
-/// scores by length alone, so every group's advantages are zero and Best-of-N is blind.
-pub fn check_not_length_only(weights: &[f64]) -> Result<()> {
-    if let Some(&first) = weights.first() {
-        if weights.iter().all(|&w| w == first) {
-            return Err(Error::invalid(format!(
-                "w scores responses by length alone: every word of VOCAB weighs {}, so every one-token \
-                 response gets the same reward and there is nothing to optimise (train the reward model first)",
-                py_float(first)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Per-step record of a GRPO run (TRL: `reward`, `reward_std`, `kl`, `clip_ratio`, `loss`),
-/// the prompt row, and the running mean KL (the lesson's monitor).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GrpoHistory {
-    pub prompt: Vec<u32>,
-    pub score: Vec<f64>,
-    pub reward_std: Vec<f64>,
-    pub kl: Vec<f64>,
-    pub clip_frac: Vec<f64>,
-    pub loss: Vec<f64>,
-    pub mean_kl: Vec<f64>,
-    /// `[step, generation]` sampled tokens, row-major.
-    pub tokens: Vec<u8>,
-}
-
-/// Checks what every GRPO run shares; returns the number of prompts.
-pub fn check_grpo_inputs(theta: &[f64], reference: &[f64], weights: &[f64], steps: usize) -> Result<usize> {
-    let vocab_size = weights.len();
-    if vocab_size == 0 || vocab_size > 256 {
-        return Err(Error::invalid(format!("w must weigh between 1 and 256 tokens, got {vocab_size}")));
-    }
-    finite_slice("w", weights)?;
-    check_not_length_only(weights)?;
-    let n_prompts = check_table("theta", theta, vocab_size)?;
-    if check_table("ref", reference, vocab_size)? != n_prompts {
-        return Err(Error::invalid("ref must have the same shape as theta"));
-    }
-    if n_prompts > u32::MAX as usize {
-        return Err(Error::invalid("theta has too many prompts"));
-    }
-    if steps == 0 {
-        return Err(Error::invalid("steps must be >= 1, got 0"));
-    }
-    Ok(n_prompts)
-}
-
-/// A GRPO run on one stream: what [`train_grpo`] and the sweeps share.
-pub struct GrpoRun<'a> {
-    pub theta: &'a mut [f64],
-    pub ref_log_probs: &'a [f64],
-    pub weights: &'a [f64],
-    pub params: &'a GrpoParams,
-    pub rng: BlockMt,
-    pub scratch: GrpoScratch,
-    n_prompts: u32,
-}
-
-impl<'a> GrpoRun<'a> {
-    pub fn new(
-        theta: &'a mut [f64],
-        ref_log_probs: &'a [f64],
-        weights: &'a [f64],
-        params: &'a GrpoParams,
-        seed_key: &[u32],
-    ) -> Self {
-        let n_prompts = (theta.len() / weights.len()) as u32;
-        GrpoRun {
-            theta,
-            ref_log_probs,
-            weights,
-            params,
-            rng: BlockMt::from_key(seed_key),
-            scratch: GrpoScratch::new(weights.len(), params.num_generations),
-            n_prompts,
-        }
-    }
-
-    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update.
-    #[inline]
-    pub fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome)> {
-        let v = self.weights.len();
-        let prompt = self.rng.randbelow(self.n_prompts);
-        for u in self.scratch.uniforms.iter_mut() {
-            *u = self.rng.random();
-        }
-        let row = prompt as usize * v..(prompt as usize + 1) * v;
-        let uniforms = std::mem::take(&mut self.scratch.uniforms);
-        let out = grpo_update(
-            &mut self.theta[row.clone()],
-            &self.ref_log_probs[row.clone()],
-            self.weights,
-            &uniforms,
-            self.params,
-            &mut self.scratch,
-        );
-        self.scratch.uniforms = uniforms;
-        if !self.theta[row].iter().all(|v| v.is_finite()) {
-            return Err(Error::Diverged(format!("{run_name} diverged at step {t}: non-finite logits")));
-        }
-        Ok((prompt, out))
-    }
-}
-
-/// `steps` GRPO steps on the stream `random.Random(seed)` (its `init_by_array` key): each
-/// step draws `prompt = rng.choice(PROMPTS)` and then the group's `G` tokens. `theta` is
-/// updated in place; `reference` is the frozen policy of the same shape, `weights[a]` the
-/// reward of token `a`.
-pub fn train_grpo(
-    theta: &mut [f64],
-    reference: &[f64],
-    weights: &[f64],
-    steps: usize,
-    seed_key: &[u32],
-    params: &GrpoParams,
-) -> Result<GrpoHistory> {
-    check_grpo_inputs(theta, reference, weights, steps)?;
-    let ref_log_probs = log_softmax_rows(reference, weights.len());
-    let g = params.num_generations;
-    let mut history = GrpoHistory {
-        prompt: Vec::with_capacity(steps),
-        score: Vec::with_capacity(steps),
-        reward_std: Vec::with_capacity(steps),
-        kl: Vec::with_capacity(steps),
-        clip_frac: Vec::with_capacity(steps),
-        loss: Vec::with_capacity(steps),
-        mean_kl: Vec::with_capacity(steps),
-        tokens: Vec::with_capacity(steps.saturating_mul(g).min(1 << 28)),
-    };
-    let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key);
-    let mut kl_sum = 0.0;
-    for t in 0..steps {
-        let (prompt, out) = run.step(t, "train_grpo")?;
-        kl_sum += out.kl;
-        history.prompt.push(prompt);
-        history.score.push(out.score);
-        history.reward_std.push(out.reward_std);
-        history.kl.push(out.kl);
-        history.clip_frac.push(out.clip_frac);
-        history.loss.push(out.loss);
-        history.mean_kl.push(kl_sum / (t + 1) as f64);
-        history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u8));
-    }
-    Ok(history)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::seed_key;
+    use crate::kernels::kl::kl_to_log;
+    use crate::kernels::sampling::sample_index;
+    use crate::kernels::softmax::{log_softmax_row, softmax};
     use crate::rng::Mt19937;
-    use crate::softmax::{log_softmax_into, softmax};
 
     const WEIGHTS: [f64; 8] = [1.5, 1.5, -1.6, -1.5, 1.6, 1.6, -1.5, -1.5];
 
@@ -551,7 +378,7 @@ mod tests {
         let theta = [0.3, -0.2, 0.8, 0.0, -0.5, 0.1, 0.4, -0.3];
         let reference = [0.1, 0.0, -0.2, 0.3, 0.0, -0.1, 0.2, 0.0];
         let mut logq = [0.0; 8];
-        log_softmax_into(&reference, &mut logq);
+        log_softmax_row(&reference, &mut logq);
         let uniforms = [0.05, 0.9, 0.33, 0.61, 0.12, 0.47, 0.78, 0.25];
         for (beta, scale) in [(0.04, ScaleRewards::Group), (0.5, ScaleRewards::None), (0.0, ScaleRewards::Group)] {
             let p = params(8, beta, 0.2, None, scale, 1);
@@ -563,7 +390,7 @@ mod tests {
                 .iter()
                 .map(|r| {
                     if scale == ScaleRewards::Group {
-                        (r - out.score) / (out.reward_std + 1e-4)
+                        (r - out.score) / (out.reward_std + GROUP_STD_EPS)
                     } else {
                         r - out.score
                     }
@@ -591,7 +418,7 @@ mod tests {
         let theta = [0.3, -0.2, 0.8, 0.0, -0.5, 0.1, 0.4, -0.3];
         let reference = [0.0; 8];
         let mut logq = [0.0; 8];
-        log_softmax_into(&reference, &mut logq);
+        log_softmax_row(&reference, &mut logq);
         let uniforms = [0.05, 0.9, 0.33, 0.61];
         let p = params(4, 0.1, 0.2, Some(0.28), ScaleRewards::Group, 2);
         let one = GrpoParams { num_iterations: 1, ..p };
@@ -600,7 +427,7 @@ mod tests {
         let (out2, _) = grpo_step(&mut twice, &reference, &WEIGHTS, &uniforms, &p).unwrap();
         assert_eq!(out1.loss, out2.loss); // recorded at the first iteration
         let rewards: Vec<f64> = tokens.iter().map(|&a| WEIGHTS[a]).collect();
-        let adv: Vec<f64> = rewards.iter().map(|r| (r - out1.score) / (out1.reward_std + 1e-4)).collect();
+        let adv: Vec<f64> = rewards.iter().map(|r| (r - out1.score) / (out1.reward_std + GROUP_STD_EPS)).collect();
         let p_old = softmax(&theta).unwrap();
         for j in 0..8 {
             let h = 1e-6;
@@ -638,34 +465,6 @@ mod tests {
         assert!(theta[0] < 0.5, "the KL term pulls the sampled token's logit back to the reference");
     }
 
-    fn run(seed: i128, steps: usize, p: &GrpoParams) -> (Vec<f64>, GrpoHistory) {
-        let mut theta = vec![0.0; 24];
-        let history = train_grpo(&mut theta, &[0.0; 24], &WEIGHTS, steps, &seed_key(seed), p).unwrap();
-        (theta, history)
-    }
-
-    #[test]
-    fn train_grpo_draws_the_prompt_then_the_group_and_learns() {
-        let p = GrpoParams::new(8, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
-        let (theta, history) = run(3, 1500, &p);
-        let after = crate::train::expected_score(&theta, &WEIGHTS).unwrap();
-        assert!(after > 1.0, "{after}");
-        assert_eq!(history.kl[0], 0.0);
-        assert_eq!(history.tokens.len(), 1500 * 8);
-        let mean: f64 = history.kl.iter().sum::<f64>() / 1500.0;
-        assert!((history.mean_kl[1499] - mean).abs() < 1e-12);
-        // The first step by hand: randbelow(3), then eight random() draws.
-        let mut rng = Mt19937::from_seed(3);
-        let prompt = rng.randbelow(3);
-        let uniforms: Vec<f64> = (0..8).map(|_| rng.random()).collect();
-        let mut row = [0.0; 8];
-        let (out, tokens) = grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &uniforms, &p).unwrap();
-        assert_eq!(history.prompt[0], prompt);
-        assert_eq!(history.tokens[..8].iter().map(|&t| t as usize).collect::<Vec<_>>(), tokens);
-        assert_eq!(history.loss[0], out.loss);
-        assert_eq!(run(3, 1500, &p), (theta, history));
-    }
-
     /// METHODS.md section 3 written out literally, as the reference writes it.
     fn literal_step(
         logits: &mut [f64],
@@ -676,7 +475,7 @@ mod tests {
     ) -> (Vec<usize>, [f64; 5]) {
         let g = p.num_generations;
         let p_old = softmax(logits).unwrap();
-        let tokens: Vec<usize> = uniforms.iter().map(|&u| crate::sampling::sample_index(&p_old, u)).collect();
+        let tokens: Vec<usize> = uniforms.iter().map(|&u| sample_index(&p_old, u)).collect();
         let rewards: Vec<f64> = tokens.iter().map(|&a| w[a]).collect();
         let mut total = 0.0;
         for r in &rewards {
@@ -690,13 +489,13 @@ mod tests {
         let std = (squares / (g as f64 - 1.0)).sqrt();
         let adv: Vec<f64> = rewards
             .iter()
-            .map(|r| if p.scale_rewards == ScaleRewards::Group { (r - mean) / (std + 1e-4) } else { r - mean })
+            .map(|r| if p.scale_rewards == ScaleRewards::Group { (r - mean) / (std + GROUP_STD_EPS) } else { r - mean })
             .collect();
-        let kl = crate::kl::kl_to_log(&p_old, logq);
+        let kl = kl_to_log(&p_old, logq);
         let (mut clipped, mut loss) = (0, 0.0);
         for iteration in 0..p.num_iterations {
             let mut pi = vec![0.0; logits.len()];
-            crate::softmax::softmax_into(logits, &mut pi); // NaN in, NaN out: a diverged step
+            softmax_row(logits, &mut pi); // NaN in, NaN out: a diverged step
             let mut grad = vec![0.0; logits.len()];
             let mut loss_sum = 0.0;
             for i in 0..g {
@@ -751,7 +550,7 @@ mod tests {
             .unwrap();
             let uniforms: Vec<f64> = (0..g).map(|_| rng.random()).collect();
             let mut logq = vec![0.0; v];
-            log_softmax_into(&reference, &mut logq);
+            log_softmax_row(&reference, &mut logq);
             let (mut fast, mut slow) = (logits.clone(), logits.clone());
             let result = grpo_step(&mut fast, &reference, &w, &uniforms, &p);
             let (expected_tokens, expected) = literal_step(&mut slow, &logq, &w, &uniforms, &p);
@@ -763,31 +562,6 @@ mod tests {
             let got = [out.score, out.reward_std, out.kl, out.clip_frac, out.loss];
             assert_eq!(got.map(f64::to_bits), expected.map(f64::to_bits), "trial {trial}: {got:?} vs {expected:?}");
             assert_eq!(fast, slow, "trial {trial}");
-        }
-    }
-
-    #[test]
-    fn branchless_sampling_is_sample_index() {
-        let mut rng = Mt19937::from_seed(11);
-        for probs in [
-            vec![0.25, 0.5, 0.25],
-            vec![0.3, 0.3, 0.3],
-            vec![0.0, 1.0, 0.0],
-            vec![0.1, 0.0, 0.0, 0.9],
-            softmax(&[0.3, -1.0, 2.0, 0.0, 1e-3, -7.0, 0.5, 0.5]).unwrap(),
-        ] {
-            let mut cumulative = vec![0.0; probs.len()];
-            cumulative_into(&probs, &mut cumulative);
-            let edges = cumulative.clone();
-            for u in
-                (0..2000).map(|_| rng.random()).chain([0.0, 0.25, 0.75, 0.9, 0.95, 1.0 - f64::EPSILON]).chain(edges)
-            {
-                assert_eq!(
-                    sample_cumulative(&cumulative, u),
-                    crate::sampling::sample_index(&probs, u),
-                    "{probs:?} u={u}"
-                );
-            }
         }
     }
 
@@ -804,27 +578,10 @@ mod tests {
         assert!(err(8, 0.04, 0.2, None, 0.05, 0).contains("num_iterations"));
         assert!(ScaleRewards::parse("batch").unwrap_err().to_string().contains("scale_rewards"));
         let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::None, 1).unwrap();
-        let mut theta = vec![0.0; 24];
-        let length_only = train_grpo(&mut theta, &[0.0; 24], &[0.7; 8], 10, &[0], &p).unwrap_err();
-        assert!(length_only.to_string().contains("w scores responses by length alone"), "{length_only}");
-        assert!(train_grpo(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &p).is_err());
-        assert!(train_grpo(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &p).is_err());
-        assert!(train_grpo(&mut theta, &[0.0; 24], &[f64::NAN; 8], 1, &[0], &p)
-            .unwrap_err()
-            .to_string()
-            .contains("w[0]"));
         let mut row = [0.0; 8];
         assert!(grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.5], &p).is_err());
         assert!(grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.5, 1.0], &p).is_err());
         assert!(grpo_step(&mut row, &[0.0; 7], &WEIGHTS, &[0.5, 0.1], &p).is_err());
         assert_eq!(row, [0.0; 8]);
-    }
-
-    #[test]
-    fn runaway_learning_rates_are_reported_as_divergence() {
-        let p = GrpoParams::new(8, 0.0, 1e9, None, 1e308, ScaleRewards::None, 4).unwrap();
-        let mut theta = vec![0.0; 24];
-        let err = train_grpo(&mut theta, &[0.0; 24], &WEIGHTS, 100, &[1], &p).unwrap_err();
-        assert!(matches!(err, Error::Diverged(_)), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! The KL coefficient's controllers: fixed, TRL's proportional one, the lesson's doubling rule.
 
-use crate::error::{non_negative, positive, Result};
+use crate::error::{non_negative, positive, Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KlController {
@@ -21,6 +21,22 @@ pub enum KlController {
 }
 
 impl KlController {
+    /// The controllers' names, as `kl_ctl` takes them.
+    pub const NAMES: [&'static str; 3] = ["fixed", "adaptive", "doubling"];
+
+    /// The controller called `kind` starting at `beta` (`target` and `horizon` are used by
+    /// the controllers that have them).
+    pub fn make(kind: &str, beta: f64, target: f64, horizon: f64) -> Result<Self> {
+        match kind {
+            "fixed" => KlController::fixed(beta),
+            "adaptive" => KlController::adaptive(beta, target, horizon),
+            "doubling" => KlController::doubling(beta, target),
+            other => {
+                Err(Error::invalid(format!("kl_ctl must be one of ('fixed', 'adaptive', 'doubling'), got '{other}'")))
+            }
+        }
+    }
+
     pub fn fixed(beta: f64) -> Result<Self> {
         Ok(KlController::Fixed { value: non_negative("beta", beta)? })
     }
@@ -103,5 +119,10 @@ mod tests {
         assert!(KlController::fixed(-1.0).unwrap_err().to_string().contains("beta"));
         assert!(KlController::adaptive(0.1, 0.0, 1.0).unwrap_err().to_string().contains("target"));
         assert!(KlController::adaptive(0.1, 1.0, f64::NAN).unwrap_err().to_string().contains("horizon"));
+        assert_eq!(
+            KlController::make("doubling", 0.5, 2.0, f64::NAN).unwrap(),
+            KlController::doubling(0.5, 2.0).unwrap()
+        );
+        assert!(KlController::make("pid", 0.5, 2.0, 1.0).unwrap_err().to_string().contains("kl_ctl"));
     }
 }

@@ -1,13 +1,13 @@
 //! PPO's clipped surrogate for one sampled token, and the lesson's PPO-RLHF step.
 
 use crate::error::{finite, finite_slice, non_negative, positive, Error, Result};
-use crate::kl::kl_to_log;
-use crate::sampling::sample_index;
-use crate::softmax::softmax_into;
+use crate::kernels::kl::{kl_to_log, KlPenalty};
+use crate::kernels::sampling::sample_index;
+use crate::kernels::softmax::softmax_row;
 
 /// Whether `min(r A, clip(r, 1-eps, 1+eps) A)` is flat in the ratio `r` here.
 #[inline(always)]
-pub fn is_clipped(advantage: f64, ratio: f64, eps: f64) -> bool {
+pub(crate) fn is_clipped(advantage: f64, ratio: f64, eps: f64) -> bool {
     // `&` and `|` rather than `&&` and `||`: no branches, so lane loops vectorise it.
     ((advantage >= 0.0) & (ratio > 1.0 + eps)) | ((advantage < 0.0) & (ratio < 1.0 - eps))
 }
@@ -27,7 +27,7 @@ fn check_surrogate_args(logits: &[f64], a: usize, p_old_a: f64, advantage: f64, 
 pub fn clipped_surrogate(logits: &[f64], a: usize, p_old_a: f64, advantage: f64, eps: f64) -> Result<f64> {
     check_surrogate_args(logits, a, p_old_a, advantage, eps)?;
     let mut p = vec![0.0; logits.len()];
-    softmax_into(logits, &mut p);
+    softmax_row(logits, &mut p);
     let ratio = p[a] / p_old_a;
     let clipped_ratio = ratio.max(1.0 - eps).min(1.0 + eps);
     Ok((ratio * advantage).min(clipped_ratio * advantage))
@@ -37,7 +37,7 @@ pub fn clipped_surrogate(logits: &[f64], a: usize, p_old_a: f64, advantage: f64,
 pub fn clipped_surrogate_grad(logits: &[f64], a: usize, p_old_a: f64, advantage: f64, eps: f64) -> Result<Vec<f64>> {
     check_surrogate_args(logits, a, p_old_a, advantage, eps)?;
     let mut p = vec![0.0; logits.len()];
-    softmax_into(logits, &mut p);
+    softmax_row(logits, &mut p);
     let ratio = p[a] / p_old_a;
     if is_clipped(advantage, ratio, eps) {
         return Ok(vec![0.0; logits.len()]);
@@ -59,43 +59,6 @@ pub struct StepOutcome {
     pub clip_frac: f64,
     /// TRL's clipped value loss before the step (0 without a value baseline).
     pub value_loss: f64,
-}
-
-/// Which KL enters the reward (TRL's `kl_penalty`): the exact one, or Schulman's estimators
-/// on the sampled token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KlPenalty {
-    Full,
-    K1,
-    K2,
-    K3,
-}
-
-impl KlPenalty {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "full" => Ok(KlPenalty::Full),
-            "k1" => Ok(KlPenalty::K1),
-            "k2" => Ok(KlPenalty::K2),
-            "k3" => Ok(KlPenalty::K3),
-            other => {
-                Err(Error::invalid(format!("kl_penalty must be one of ('full', 'k1', 'k2', 'k3'), got '{other}'")))
-            }
-        }
-    }
-
-    /// The penalty for the sampled token `a`, given the exact KL and both log-probabilities.
-    #[inline]
-    pub fn value(self, exact_kl: f64, logp: f64, logq: f64) -> f64 {
-        let log_ratio = logq - logp;
-        match self {
-            KlPenalty::Full => exact_kl,
-            KlPenalty::K1 => logp - logq,
-            KlPenalty::K2 => 0.5 * log_ratio * log_ratio,
-            KlPenalty::K3 if log_ratio > 709.0 => f64::INFINITY,
-            KlPenalty::K3 => log_ratio.exp_m1() - log_ratio,
-        }
-    }
 }
 
 /// The hyper-parameters of a PPO-RLHF step, checked once.
@@ -190,7 +153,7 @@ pub fn rlhf_step(
     scratch: &mut StepScratch,
 ) -> StepOutcome {
     let StepScratch { p_old, p } = scratch;
-    softmax_into(logits, p_old);
+    softmax_row(logits, p_old);
     let token = sample_index(p_old, u);
     let kl = kl_to_log(p_old, ref_log_probs);
     let kl_penalty = params.kl_penalty.value(kl, p_old[token].ln(), ref_log_probs[token]);
@@ -208,7 +171,7 @@ pub fn rlhf_step(
     p.copy_from_slice(p_old);
     for epoch in 0..params.ppo_epochs {
         if epoch > 0 {
-            softmax_into(logits, p);
+            softmax_row(logits, p);
         }
         let ratio = p[token] / p_old[token];
         if !frozen && is_clipped(advantage, ratio, params.eps) {

@@ -4,12 +4,14 @@
 use numpy::{IntoPyArray, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PySequence, PyString};
 
-use crate::data::{PROMPTS, VOCAB};
 use crate::error::{self, py_float};
+use crate::lesson::{PROMPTS, VOCAB};
+use crate::methods::dpo::{DpoPairs, DpoParams, LossType};
+use crate::methods::grpo::{GrpoParams, ScaleRewards};
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned())
 }
 
@@ -318,4 +320,135 @@ pub fn response_tokens(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<usize>>
                 .ok_or_else(|| PyValueError::new_err(format!("{name} has token '{t}' outside VOCAB")))
         })
         .collect()
+}
+
+/// A count argument: at least `minimum`, or a `ValueError` naming it.
+pub fn count(name: &str, value: i64, minimum: i64) -> PyResult<usize> {
+    if value < minimum {
+        return Err(PyValueError::new_err(format!("{name} must be >= {minimum}, got {value}")));
+    }
+    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} is too large, got {value}")))
+}
+
+/// `(prompt, chosen, rejected)` of pair `i`: a row with those keys, or a triple.
+pub fn pair_fields<'py>(
+    i: usize,
+    item: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(row) = item.cast::<PyMapping>() {
+        // The reference's message: every missing key, sorted.
+        let mut missing = Vec::new();
+        for key in ["chosen", "prompt", "rejected"] {
+            if !row.contains(key)? {
+                missing.push(format!("'{key}'"));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(PyValueError::new_err(format!("pairs[{i}] lacks [{}]", missing.join(", "))));
+        }
+        return Ok((row.get_item("prompt")?, row.get_item("chosen")?, row.get_item("rejected")?));
+    }
+    let not_a_triple = || {
+        PyTypeError::new_err(format!(
+            "pairs[{i}] must be a (prompt, chosen, rejected) triple or row, got {}",
+            type_name(item)
+        ))
+    };
+    if item.is_instance_of::<PyString>() {
+        return Err(not_a_triple());
+    }
+    let sequence = item.cast::<PySequence>().map_err(|_| not_a_triple())?;
+    let len = sequence.len()?;
+    if len != 3 {
+        return Err(PyValueError::new_err(format!(
+            "pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len} items"
+        )));
+    }
+    Ok((sequence.get_item(0)?, sequence.get_item(1)?, sequence.get_item(2)?))
+}
+
+/// DPO pairs (triples or TRL rows) as prompt rows and `VOCAB` token ids, in token order.
+pub fn dpo_pairs(pairs: &Bound<'_, PyAny>) -> PyResult<DpoPairs> {
+    if pairs.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "pairs must be a sequence of (prompt, chosen, rejected) triples or rows, got str",
+        ));
+    }
+    let iter = pairs.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "pairs must be a sequence of (prompt, chosen, rejected) triples or rows, got {}",
+            type_name(pairs)
+        ))
+    })?;
+    let mut out = DpoPairs::new();
+    for (i, item) in iter.enumerate() {
+        let item = item?;
+        let (x, chosen, rejected) = pair_fields(i, &item)?;
+        let text: String = x
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str, got {}", type_name(&x))))?;
+        let prompt = PROMPTS.iter().position(|&p| p == text).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "pairs[{i}] has prompt {}, unknown; known prompts: ['help me', 'answer me', 'explain this']",
+                x.repr().map(|r| r.to_string()).unwrap_or(text.clone())
+            ))
+        })?;
+        let ids = |name: &str, y: &Bound<'_, PyAny>| -> PyResult<Vec<u32>> {
+            Ok(response_tokens(&format!("pairs[{i}] {name}"), y)?.into_iter().map(|t| t as u32).collect())
+        };
+        out.push(prompt as u32, &ids("chosen", &chosen)?, &ids("rejected", &rejected)?);
+    }
+    if out.is_empty() {
+        return Err(PyValueError::new_err("pairs must not be empty"));
+    }
+    Ok(out)
+}
+
+/// DPO hyper-parameters, `loss_type` by TRL's name.
+pub fn dpo_params(beta: f64, lr: f64, loss_type: &str, label_smoothing: f64) -> PyResult<DpoParams> {
+    Ok(DpoParams::new(beta, lr, LossType::parse(loss_type)?, label_smoothing)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn grpo_params(
+    num_generations: i64,
+    beta: f64,
+    epsilon: f64,
+    epsilon_high: Option<f64>,
+    lr: f64,
+    scale_rewards: &str,
+    num_iterations: i64,
+) -> PyResult<GrpoParams> {
+    Ok(GrpoParams::new(
+        num_generations,
+        beta,
+        epsilon,
+        epsilon_high,
+        lr,
+        ScaleRewards::parse(scale_rewards)?,
+        num_iterations,
+    )?)
+}
+
+/// `kl_threshold`: a positive float, infinite for no monitor.
+pub fn kl_threshold_arg(kl_threshold: f64) -> PyResult<f64> {
+    if kl_threshold.is_infinite() && kl_threshold > 0.0 {
+        return Ok(kl_threshold);
+    }
+    Ok(error::positive("kl_threshold", kl_threshold)?)
+}
+
+/// The lesson's KL monitor: a `KLWarning` at the first step whose running mean KL passed
+/// `kl_threshold`, raised on the line that called the Python function calling this one.
+pub fn warn_kl(py: Python<'_>, mean_kl: &[f64], kl_threshold: f64) -> PyResult<()> {
+    let Some(t) = mean_kl.iter().position(|&k| k > kl_threshold) else { return Ok(()) };
+    let format = py.import("builtins")?.getattr("format")?;
+    let (mean, threshold) = (format.call1((mean_kl[t], ".3g"))?, format.call1((kl_threshold, "g"))?);
+    let message = format!(
+        "mean KL(pi_theta || pi_ref) = {mean} passed {threshold} at step {t}: \
+         the policy is drifting from the reference (raise beta or stop early)"
+    );
+    let category = py.import("rlhf_fast.reference")?.getattr("KLWarning")?;
+    let message = std::ffi::CString::new(message).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    PyErr::warn(py, &category, &message, 2)
 }

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PySequence, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 
-use numpy::{IntoPyArray, PyArray2, PyArrayMethods};
-
-use super::convert::{checked_weights, seed_key as convert_seed_key, tokens_of, weight_of, SeedKey};
-use super::sweep::run_detached;
-use crate::bradley_terry::{self as bt, Preferences};
-use crate::data::{self, PROMPTS, VOCAB};
+use super::convert::{
+    checked_weights, count, pair_fields, seed_key as convert_seed_key, tokens_of, weight_of, SeedKey,
+};
+use super::sweep::{run_sweep, SweepOptions};
+use crate::engines::reward_model::{self, RmEngine, RmRun};
 use crate::error;
-use crate::sweep::{self, Monitor, RmSpec};
+use crate::lesson::{self, PROMPTS, VOCAB};
+use crate::methods::bradley_terry::{self as bt, Preferences};
+use crate::rng::Mt19937;
 
 /// A preference set tokenised once: `(prompt, chosen, rejected)` triples as bags of token ids.
 ///
@@ -61,14 +62,7 @@ impl PreferenceSet {
             .map_err(|_| PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)"))?;
         for (i, item) in iter.enumerate() {
             let item = item?;
-            let (x, chosen, rejected) = if let Ok(row) = item.cast::<PyMapping>() {
-                let field = |key: &str| {
-                    row.get_item(key).map_err(|_| PyValueError::new_err(format!("pairs[{i}] lacks '{key}'")))
-                };
-                (field("prompt")?, field("chosen")?, field("rejected")?)
-            } else {
-                triple(i, &item)?
-            };
+            let (x, chosen, rejected) = pair_fields(i, &item)?;
             let x: String =
                 x.extract().map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str")))?;
             let next = prompt_ids.len() as u32;
@@ -92,26 +86,6 @@ impl PreferenceSet {
         }
         words.join(" ")
     }
-}
-
-/// A `(prompt, chosen, rejected)` triple: a sequence of three.
-fn triple<'py>(
-    i: usize,
-    item: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let not_a_triple =
-        || PyTypeError::new_err(format!("pairs[{i}] must be a (prompt, chosen, rejected) triple or row"));
-    if item.is_instance_of::<PyString>() {
-        return Err(not_a_triple());
-    }
-    let sequence = item.cast::<PySequence>().map_err(|_| not_a_triple())?;
-    let len = sequence.len()?;
-    if len != 3 {
-        return Err(PyValueError::new_err(format!(
-            "pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len} items"
-        )));
-    }
-    Ok((sequence.get_item(0)?, sequence.get_item(1)?, sequence.get_item(2)?))
 }
 
 /// `pairs` as a tokenised set: a `PreferenceSet` as is, anything else tokenised now.
@@ -138,10 +112,10 @@ impl PreferenceSet {
             return Err(PyValueError::new_err(format!("n must be >= 0, got {n}")));
         }
         let prefs = py.detach(|| {
-            let mut rng = crate::rng::Mt19937::from_key(&seed_key);
+            let mut rng = Mt19937::from_key(&seed_key);
             let mut prefs = Preferences::new();
             for _ in 0..n {
-                let (prompt, good, bad) = data::make_pair(&mut rng);
+                let (prompt, good, bad) = lesson::make_pair(&mut rng);
                 prefs.push(prompt, &good, &bad);
             }
             prefs
@@ -298,7 +272,7 @@ fn train_rm<'py>(
     let mapping = w.cast::<PyMapping>()?.clone();
     with_preferences(pairs, |set| {
         let mut weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
-        py.detach(|| bt::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
+        py.detach(|| reward_model::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
         let used = set.prefs.used_tokens();
         for (id, token) in set.vocab.iter().enumerate() {
             let present = mapping.contains(token.as_str())?;
@@ -322,46 +296,41 @@ fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult
 }
 
 /// Many reward models at once: one per `(lr, epochs, start, stop)` spec, each SGD from `w`
-/// (zeros when `None`) over `pairs[start:stop]`, in parallel. Returns `(weights [spec,
-/// token], vocab)`.
+/// (zeros when `None`) over `pairs[start:stop]`, in parallel. Returns the sweep output dict
+/// (`final_params [spec, token]`) with the tokens under `vocab`.
 #[pyfunction]
-#[pyo3(signature = (pairs, specs, w=None, n_threads=None, progress=None))]
+#[pyo3(signature = (pairs, specs, w=None, n_threads=None, progress=None, max_memory=None))]
 fn sweep_rm<'py>(
     py: Python<'py>,
     pairs: &Bound<'py, PyAny>,
     specs: Vec<(f64, i64, i64, i64)>,
     w: Option<&Bound<'py, PyAny>>,
     n_threads: Option<usize>,
-    progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyArray2<f64>>, Vec<String>)> {
-    let specs = specs
+    progress: Option<Bound<'py, PyAny>>,
+    max_memory: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let runs = specs
         .into_iter()
         .map(|(lr, epochs, start, stop)| {
-            let count = |name: &str, value: i64| {
-                usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
-            };
-            Ok(RmSpec {
+            Ok(RmRun {
                 lr,
-                epochs: count("epochs", epochs)?,
-                start: count("start", start)?,
-                stop: count("stop", stop)?,
+                epochs: count("epochs", epochs, 0)?,
+                start: count("start", start, 0)?,
+                stop: count("stop", stop, 0)?,
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let w = match w {
-        Some(w) => Some(checked_weights("w", w)?),
-        None => None,
-    };
+    let w = w.map(|w| checked_weights("w", w)).transpose()?;
+    let options = SweepOptions { n_threads, progress, max_memory };
     with_preferences(pairs, |set| {
         let w0 = match &w {
             Some(mapping) => set.vocab.iter().map(|t| weight_of(mapping, t)).collect::<PyResult<Vec<f64>>>()?,
             None => vec![0.0; set.vocab.len()],
         };
-        let monitor = Monitor::default();
-        let weights =
-            run_detached(py, &monitor, n_threads, progress, || sweep::sweep_rm(&set.prefs, &w0, &specs, &monitor))?;
-        let n = specs.len();
-        Ok((weights.into_pyarray(py).reshape([n, set.vocab.len()])?, set.vocab.clone()))
+        let engine = RmEngine::new(&set.prefs, &w0, &runs)?;
+        let out = run_sweep(py, &engine, &runs, &options, "scalar")?;
+        out.set_item("vocab", PyList::new(py, &set.vocab)?)?;
+        Ok(out)
     })
 }
 

@@ -5,27 +5,14 @@
 //! first-seen order); a bag is its `(token, count)` entries in first-seen order, the order
 //! the reference's dict iterates in, so sums round the same way.
 
-use crate::error::{positive, Error, Result};
-pub use crate::preferences::{Bag, Preferences};
+mod preferences;
+
+use crate::error::{Error, Result};
+use crate::kernels::logistic::{sigmoid, softplus};
+pub use preferences::{Bag, Preferences};
 
 /// One `(token id, count)` entry of a bag; the count is kept as the float it is multiplied as.
 pub type BagEntry = (u32, f64);
-
-/// Logistic function, stable for any finite input: `1 / (1 + e^-z)` for `z >= 0`, else
-/// `e^z / (1 + e^z)`, both from `e^-|z|`. Choosing the numerator instead of the branch keeps a
-/// sign change of `z` (frequent in training loops) from mispredicting.
-#[inline]
-pub fn sigmoid(z: f64) -> f64 {
-    let e = (-z.abs()).exp();
-    let numerator = if z >= 0.0 { 1.0 } else { e };
-    numerator / (1.0 + e)
-}
-
-/// `ln(1 + e^z)` without overflow; the BT loss is `softplus(-margin)`.
-#[inline]
-pub fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
-}
 
 /// `R(y) = sum w[token] * count` over the bag, left to right.
 #[inline]
@@ -73,24 +60,6 @@ pub fn rm_update(w: &mut [f64], chosen: Bag, rejected: Bag, lr: f64) -> f64 {
     margin
 }
 
-/// `epochs` passes of [`rm_train_step`] over the pairs in order, updating `w` in place.
-///
-/// Where every bag has at most four distinct tokens and `lr * |d|^2 <= 8` for every pair,
-/// the passes take the shortcut described in [`crate::preferences`], within a few ulps per
-/// step of the reference; otherwise they follow the reference operation for operation.
-pub fn train_rm(pairs: &Preferences, epochs: usize, lr: f64, w: &mut [f64]) -> Result<()> {
-    let lr = positive("lr", lr)?;
-    if pairs.vocab_size() > w.len() {
-        return Err(Error::invalid(format!(
-            "w has {} weights but the pairs use token id {}",
-            w.len(),
-            pairs.vocab_size() - 1
-        )));
-    }
-    pairs.fit(0..pairs.len(), epochs, lr, w);
-    Ok(())
-}
-
 /// Share of pairs scored strictly right, `R(y+) > R(y-)`.
 pub fn pairwise_accuracy(w: &[f64], pairs: &Preferences) -> Result<f64> {
     if pairs.is_empty() {
@@ -111,22 +80,7 @@ pub fn pairwise_accuracy(w: &[f64], pairs: &Preferences) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sigmoid_is_stable_and_symmetric() {
-        assert_eq!(sigmoid(0.0), 0.5);
-        assert_eq!(sigmoid(1e4), 1.0);
-        assert_eq!(sigmoid(-1e4), 0.0);
-        assert!((sigmoid(3.0) + sigmoid(-3.0) - 1.0).abs() < 1e-15);
-    }
-
-    #[test]
-    fn softplus_matches_the_naive_formula_where_it_does_not_overflow() {
-        for z in [-30.0, -1.0, 0.0, 2.5, 30.0] {
-            assert!((softplus(z) - (1.0 + f64::exp(z)).ln()).abs() < 1e-12);
-        }
-        assert_eq!(softplus(1e4), 1e4);
-    }
+    use crate::kernels::logistic::softplus;
 
     #[test]
     fn bags_count_repeated_tokens_in_first_seen_order() {
@@ -157,18 +111,5 @@ mod tests {
             let grad = (loss(&up) - loss(&down)) / (2.0 * h);
             assert!(((w[t] - w0[t]) + lr * grad).abs() < 1e-9, "token {t}");
         }
-    }
-
-    #[test]
-    fn training_separates_good_from_bad_and_checks_arguments() {
-        let mut prefs = Preferences::new();
-        prefs.push(0, &[0, 1], &[2, 3]);
-        let mut w = vec![0.0; 4];
-        train_rm(&prefs, 50, 0.1, &mut w).unwrap();
-        assert!(w[0] > 0.0 && w[2] < 0.0);
-        assert_eq!(pairwise_accuracy(&w, &prefs).unwrap(), 1.0);
-        assert!(train_rm(&prefs, 1, f64::NAN, &mut w).unwrap_err().to_string().contains("lr"));
-        assert!(train_rm(&prefs, 1, 0.1, &mut [0.0; 2]).is_err());
-        assert!(pairwise_accuracy(&w, &Preferences::new()).is_err());
     }
 }

@@ -23,7 +23,8 @@
 //! most add up; after a million lesson pairs the weights are 1.5e-16 (relative) from the
 //! reference's. Otherwise the exact pass runs, operation for operation the reference's.
 
-use crate::bradley_terry::{rm_update, sigmoid, BagEntry};
+use super::{rm_update, BagEntry};
+use crate::kernels::logistic::sigmoid;
 
 const NARROW: usize = 2;
 const WIDE: usize = 4;
@@ -207,14 +208,6 @@ impl Preferences {
         Preferences { prompts: Vec::new(), layout: Layout::Narrow(Vec::new()), max_diff_norm: 0.0, used: Vec::new() }
     }
 
-    /// Room for `n` more pairs of the lesson's shape (bags of up to two tokens).
-    pub fn reserve(&mut self, n: usize) {
-        self.prompts.reserve(n);
-        if let Layout::Narrow(pairs) = &mut self.layout {
-            pairs.reserve(n);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.prompts.len()
     }
@@ -356,8 +349,8 @@ fn fast_pass<const W: usize>(pairs: &[PackedPair<W>], lr: f64, w: &mut [f64]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{bag, rm_update};
     use super::*;
-    use crate::bradley_terry::{bag, rm_update};
 
     /// The reference's loop over `pairs[range]`, whatever the layout.
     fn reference_fit(pairs: &Preferences, range: std::ops::Range<usize>, epochs: usize, lr: f64, w: &mut [f64]) {
@@ -422,7 +415,7 @@ mod tests {
 
     #[test]
     fn fast_pass_stays_within_a_few_ulps_of_the_reference_loop() {
-        for prefs in [crate::data::make_dataset(20_000, 3), mixed_pairs(5_000, 4)] {
+        for prefs in [crate::lesson::tests::make_dataset(20_000, 3), mixed_pairs(5_000, 4)] {
             for (range, epochs, lr) in [(0..prefs.len(), 2, 0.1), (100..2_000, 3, 0.3), (7..8, 1, 0.05)] {
                 assert!(lr * prefs.max_diff_norm <= NON_EXPANSIVE);
                 let (mut fast, mut exact) = (vec![0.1; 9], vec![0.1; 9]);
@@ -438,7 +431,7 @@ mod tests {
 
     #[test]
     fn expansive_steps_follow_the_reference_bit_for_bit() {
-        for prefs in [crate::data::make_dataset(2_000, 3), mixed_pairs(2_000, 4), mixed_pairs(500, 8)] {
+        for prefs in [crate::lesson::tests::make_dataset(2_000, 3), mixed_pairs(2_000, 4), mixed_pairs(500, 8)] {
             let lr = 9.0 / prefs.max_diff_norm.max(1.0); // past the non-expansive bound (or ragged)
             let (mut packed, mut exact) = (vec![0.0; 9], vec![0.0; 9]);
             prefs.fit(0..prefs.len(), 2, lr, &mut packed);

@@ -1,0 +1,46 @@
+"""Twin of rust/lesson.rs: the lesson's world, its prompts, its words and the pairs it draws.
+
+Sorted tuples, not the lesson's sets: a set of strings iterates in a hash-randomised order,
+so the lesson's data would differ from one process to the next (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+
+PROMPTS = ("help me", "answer me", "explain this")
+GOOD_WORDS = ("clear", "kind", "specific", "thorough")
+BAD_WORDS = ("rude", "short", "vague", "wrong")
+# The policy's action space, and the first tokens of every reward model's vocabulary.
+VOCAB = tuple(sorted(GOOD_WORDS + BAD_WORDS))
+
+
+def make_pair(rng: random.Random) -> tuple[str, str, str]:
+    """One synthetic preference ``(prompt, chosen, rejected)``: two good words beat two bad ones."""
+    x = rng.choice(PROMPTS)
+    y_good = rng.choice(GOOD_WORDS) + " " + rng.choice(GOOD_WORDS)
+    y_bad = rng.choice(BAD_WORDS) + " " + rng.choice(BAD_WORDS)
+    return (x, y_good, y_bad)
+
+
+def make_dataset(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """``n`` calls of :func:`make_pair` on one ``random.Random(seed)``."""
+    rng = random.Random(seed)
+    return [make_pair(rng) for _ in range(n)]
+
+
+def pairs_to_rows(pairs: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """Pairs as ``{"prompt", "chosen", "rejected"}`` rows (the TRL / HF datasets format)."""
+    return [{"prompt": x, "chosen": y_pos, "rejected": y_neg} for x, y_pos, y_neg in pairs]
+
+
+def rows_to_pairs(rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """Rows in the TRL preference format back to ``(prompt, chosen, rejected)`` pairs."""
+    pairs = []
+    for i, row in enumerate(rows):
+        missing = {"prompt", "chosen", "rejected"} - set(row)
+        if missing:
+            raise ValueError(f"rows[{i}] lacks {sorted(missing)}")
+        pairs.append((row["prompt"], row["chosen"], row["rejected"]))
+    return pairs

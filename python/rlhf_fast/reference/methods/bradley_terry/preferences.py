@@ -1,0 +1,63 @@
+"""Twin of rust/methods/bradley_terry/preferences.rs: a preference set tokenised once.
+
+Each pair keeps its prompt and its two responses as bags, the form the reward model's SGD
+reads. The Rust set also stores the bags padded to a fixed width and takes a shortcut
+through the SGD chain where that cannot amplify rounding; :meth:`PreferenceSet.fit` is the
+plain loop it is measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from .... import _checks as checks
+from ...lesson import VOCAB, make_dataset
+from . import bag, rm_update
+
+
+class PreferenceSet:
+    """A preference set tokenised once: each pair's prompt and its responses as bags.
+
+    ``PreferenceSet(pairs)`` takes ``(prompt, chosen, rejected)`` triples or TRL rows;
+    ``PreferenceSet.make_dataset(n, seed)`` is ``PreferenceSet(make_dataset(n, seed))``.
+    :func:`train_rm` and :func:`pairwise_accuracy` take it in place of pairs.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
+        self.prompts: list[str] = []
+        self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
+        for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected)")):
+            x, y_pos, y_neg = checks.triple(i, item)
+            self.prompts.append(x)
+            self.bags.append((bag(checks.tokens("chosen", y_pos)), bag(checks.tokens("rejected", y_neg))))
+
+    @classmethod
+    def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
+        return cls(make_dataset(checks.count("n", n, 0), checks.integer("seed", seed)))
+
+    def __len__(self) -> int:
+        return len(self.bags)
+
+    @property
+    def vocab(self) -> list[str]:
+        """``VOCAB``, then every other token in first-seen order."""
+        seen = dict.fromkeys(VOCAB)
+        for b_pos, b_neg in self.bags:
+            seen.update(dict.fromkeys(b_pos))
+            seen.update(dict.fromkeys(b_neg))
+        return list(seen)
+
+    def to_pairs(self) -> list[tuple[str, str, str]]:
+        """The pairs, each response rebuilt from its bag (tokens grouped in first-seen order)."""
+
+        def text(b: dict[str, int]) -> str:
+            return " ".join(tok for tok, cnt in b.items() for _ in range(cnt))
+
+        return [(x, text(b_pos), text(b_neg)) for x, (b_pos, b_neg) in zip(self.prompts, self.bags)]
+
+    def fit(self, indices: range, epochs: int, lr: float, w: dict[str, float]) -> None:
+        """``epochs`` SGD passes over the pairs ``indices`` in order (:func:`rm_update`); updates ``w``."""
+        bags = self.bags[indices.start : indices.stop]
+        for _ in range(epochs):
+            for b_pos, b_neg in bags:
+                rm_update(w, b_pos, b_neg, lr)

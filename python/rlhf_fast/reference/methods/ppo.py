@@ -1,0 +1,169 @@
+"""Twin of rust/methods/ppo.rs: PPO's clipped surrogate and the lesson's PPO-RLHF step.
+
+One step on one prompt's row of logits (docs/METHODS.md section 1): sample a token from the
+policy, reward it with the reward model minus ``beta`` times a KL penalty to the frozen
+reference, then ``ppo_epochs`` epochs of the clipped surrogate on that one sample, with an
+optional per-prompt value baseline trained on TRL's clipped value loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ... import _checks as checks
+from ..kernels.kl import KL_ESTIMATORS, KL_PENALTIES, kl_to_log
+from ..kernels.sampling import sample_index
+from ..kernels.softmax import softmax_row
+
+
+def is_clipped(advantage: float, ratio: float, eps: float) -> bool:
+    """Whether ``min(ratio A, clip(ratio, 1-eps, 1+eps) A)`` is flat in the ratio here."""
+    return (advantage >= 0.0 and ratio > 1.0 + eps) or (advantage < 0.0 and ratio < 1.0 - eps)
+
+
+def clipped_surrogate(logits: Sequence[float], a: int, p_old_a: float, advantage: float, eps: float) -> float:
+    """PPO's objective for one sampled token: ``min(r A, clip(r, 1-eps, 1+eps) A)``, ``r = pi(a) / pi_old(a)``."""
+    ratio = softmax_row(logits)[a] / p_old_a
+    clipped_ratio = min(max(ratio, 1.0 - eps), 1.0 + eps)
+    return min(ratio * advantage, clipped_ratio * advantage)
+
+
+def clipped_surrogate_grad(
+    logits: Sequence[float], a: int, p_old_a: float, advantage: float, eps: float
+) -> list[float]:
+    """Gradient of :func:`clipped_surrogate` in the logits: ``A r (1[j = a] - p_j)``, or 0 where clipped."""
+    p = softmax_row(logits)
+    ratio = p[a] / p_old_a
+    if is_clipped(advantage, ratio, eps):
+        return [0.0] * len(logits)
+    scale = advantage * ratio
+    return [scale * ((1.0 if j == a else 0.0) - p[j]) for j in range(len(logits))]
+
+
+@dataclass(frozen=True, slots=True)
+class PpoParams:
+    """The hyper-parameters of a PPO-RLHF step (TRL's names where the lesson has none).
+
+    ``eps`` is the clip range, ``kl_penalty`` one of ``KL_PENALTIES``; ``vf_coef > 0`` turns
+    the value baseline on, whose loss ``cliprange_value`` clips.
+    """
+
+    eps: float
+    lr: float
+    ppo_epochs: int
+    kl_penalty: str
+    vf_coef: float
+    cliprange_value: float
+
+    @classmethod
+    def new(
+        cls, eps: float, lr: float, ppo_epochs: int, kl_penalty: str, vf_coef: float, cliprange_value: float
+    ) -> PpoParams:
+        """The parameters, checked: ``eps > 0``, ``lr > 0``, ``ppo_epochs >= 1``, ``kl_penalty`` one of
+        ``KL_PENALTIES``, ``vf_coef >= 0``, ``cliprange_value > 0``."""
+        return cls(
+            checks.positive("eps", eps),
+            checks.positive("lr", lr),
+            checks.count("ppo_epochs", ppo_epochs, 1),
+            checks.option("kl_penalty", kl_penalty, KL_PENALTIES),
+            checks.non_negative("vf_coef", vf_coef),
+            checks.positive("cliprange_value", cliprange_value),
+        )
+
+
+class StepOutcome(NamedTuple):
+    """What one PPO-RLHF step did: the record ``rlhf_step`` returns, in its order."""
+
+    token: int
+    score: float
+    kl: float  # the exact KL of the policy before the step to the reference: the monitor
+    reward: float
+    clip_frac: float
+    kl_penalty: float  # the KL term that entered the reward
+    value_loss: float  # TRL's clipped value loss before the step (0.0 without a baseline)
+
+
+def value_update(v: float, v_old: float, ret: float, params: PpoParams) -> float:
+    """One SGD step on TRL's clipped value loss ``0.5 max((v - ret)^2, (v_clipped - ret)^2)``.
+
+    ``v`` is the value after the step's earlier epochs, ``v_old`` the one before the step;
+    returns the updated value.
+    """
+    cliprange_value = params.cliprange_value
+    v_clipped = v_old + min(max(v - v_old, -cliprange_value), cliprange_value)
+    d_unclipped = v - ret
+    d_clipped = v_clipped - ret
+    loss_unclipped = d_unclipped * d_unclipped
+    loss_clipped = d_clipped * d_clipped
+    if loss_unclipped >= loss_clipped:
+        grad = v - ret  # d(0.5 * (v - ret)^2) / dv
+    elif -cliprange_value < v - v_old < cliprange_value:
+        # the clamp is inactive: v_clipped is v up to the rounding of v_old + (v - v_old),
+        # which can make the clipped loss the larger by an ulp; its slope is still 1
+        grad = v_clipped - ret
+    else:
+        grad = 0.0  # the clamped branch is flat in v
+    return v - params.lr * params.vf_coef * grad
+
+
+def rlhf_step(
+    logits: list[float],
+    ref_log_probs: Sequence[float],
+    weights: Sequence[float],
+    u: float,
+    beta: float,
+    params: PpoParams,
+    value: float,
+) -> tuple[StepOutcome, float]:
+    """One PPO-RLHF step on one prompt's ``logits``; mutates them, returns ``(outcome, value)``.
+
+    ``ref_log_probs`` is the frozen reference's log-softmax for the prompt (in log space the
+    KL stays finite for logits of 1e4), ``weights[a]`` the reward model's score of token
+    ``a`` and ``u`` the ``rng.random()`` draw that picks the token. ``reward = score - beta *
+    penalty``, the penalty being the exact ``KL(pi_theta || pi_ref)`` or an estimate on the
+    sampled token (``params.kl_penalty``). Each epoch recomputes the ratio
+    ``pi(a) / pi_old(a)``; an epoch whose ratio is outside the clip region on the side the
+    advantage pushes to is clipped and changes nothing. With ``params.vf_coef == 0`` the
+    reward is the advantage (no baseline) and ``value`` comes back as it went in; otherwise
+    ``advantage = reward - value`` and every epoch also takes one step of the value loss
+    (:func:`value_update`), which returns the prompt's new value.
+    """
+    eps = params.eps
+    lr = params.lr
+    ppo_epochs = params.ppo_epochs
+    p_old = softmax_row(logits)
+    a = sample_index(p_old, u)
+    kl_t = kl_to_log(p_old, ref_log_probs)  # the monitor: always the exact KL
+    score = weights[a]
+    if params.kl_penalty == "full":
+        penalty = kl_t
+    else:  # Schulman's estimator on the sampled token, log p_old(a) from the softmax value
+        penalty = KL_ESTIMATORS[params.kl_penalty](math.log(p_old[a]), ref_log_probs[a])
+    reward = score - beta * penalty  # the KL enters the reward only
+    baseline = params.vf_coef > 0.0
+    if baseline:
+        v_old = float(value)
+        advantage = reward - v_old
+        # TRL's value loss before any update, where the clipped and unclipped terms coincide
+        value_loss = 0.5 * ((v_old - reward) * (v_old - reward))
+        value = v_old
+    else:
+        advantage = reward  # the reward is the return; no baseline
+        value_loss = 0.0
+    clipped = 0
+    for _ in range(ppo_epochs):
+        p = softmax_row(logits)
+        ratio = p[a] / p_old[a]
+        if is_clipped(advantage, ratio, eps):
+            clipped += 1  # the clipped surrogate is flat here: no gradient, no update
+        else:
+            step = lr * advantage * ratio
+            for j in range(len(logits)):
+                logits[j] += step * ((1.0 if j == a else 0.0) - p[j])
+        if baseline:
+            value = value_update(value, v_old, reward, params)
+    outcome = StepOutcome(a, score, kl_t, reward, clipped / ppo_epochs, penalty, value_loss)
+    return outcome, value

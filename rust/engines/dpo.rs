@@ -1,0 +1,476 @@
+//! DPO runs over a preference set: the loop [`train_dpo`], and the sweep engine [`DpoEngine`].
+
+use super::driver::{Engine, Keep, Monitor, RunsOut};
+use crate::error::{finite_slice, py_float, Error, Result};
+use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
+use crate::kernels::softmax::log_softmax_rows;
+use crate::methods::dpo::{dpo_update, DpoOutcome, DpoPairs, DpoParams, DpoScratch};
+use crate::rng::Mt19937;
+
+/// The per-step series of a DPO sweep's history, TRL's names ('/' as '_').
+pub const DPO_HISTORY_FIELDS: [&str; 6] =
+    ["prompt", "loss", "rewards_chosen", "rewards_rejected", "rewards_margins", "rewards_accuracies"];
+/// Per-run results of a DPO sweep; the `last_epoch_*` fields are means over the last epoch.
+pub const DPO_SUMMARY_FIELDS: [&str; 5] =
+    ["final_score", "final_kl", "last_epoch_loss", "last_epoch_accuracy", "last_epoch_margin"];
+
+/// Steps between two looks at the monitor.
+const CHUNK: usize = 1024;
+
+/// The order pairs are visited in, epoch after epoch: `0..n` every epoch, or, with a seed,
+/// `order = list(range(n)); rng.shuffle(order)` anew each epoch on one `random.Random(seed)`.
+pub(crate) struct EpochOrder {
+    order: Vec<u32>,
+    rng: Option<Mt19937>,
+}
+
+impl EpochOrder {
+    /// `n` must be below 2^32 (`DpoPairs::check` makes sure).
+    pub(crate) fn new(n: usize, shuffle_seed: Option<&[u32]>) -> Self {
+        EpochOrder { order: (0..n as u32).collect(), rng: shuffle_seed.map(Mt19937::from_key) }
+    }
+
+    /// The order of the next epoch.
+    pub(crate) fn next_epoch(&mut self) -> &[u32] {
+        if let Some(rng) = &mut self.rng {
+            for (i, slot) in self.order.iter_mut().enumerate() {
+                *slot = i as u32;
+            }
+            rng.shuffle(&mut self.order);
+        }
+        &self.order
+    }
+}
+
+/// `epochs` passes of [`dpo_update`] over `pairs`, in the order of [`EpochOrder`], updating
+/// the `[n_prompts, vocab_size]` table `theta` against the reference's log-probabilities.
+/// After each step `on_step(epoch, prompt, outcome)` sees what the step saw; a step that
+/// leaves non-finite logits stops the loop with `diverged(step, epoch)`'s message.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dpo_epochs(
+    theta: &mut [f64],
+    ref_log_probs: &[f64],
+    vocab_size: usize,
+    pairs: &DpoPairs,
+    epochs: usize,
+    params: &DpoParams,
+    shuffle_seed: Option<&[u32]>,
+    mut on_step: impl FnMut(usize, u32, &DpoOutcome) -> Result<()>,
+    diverged: impl Fn(usize, usize) -> String,
+) -> Result<()> {
+    let mut order = EpochOrder::new(pairs.len(), shuffle_seed);
+    let mut scratch = DpoScratch::new(vocab_size);
+    let mut t = 0usize;
+    for epoch in 0..epochs {
+        for &i in order.next_epoch() {
+            let i = i as usize;
+            let x = pairs.prompts[i] as usize;
+            let row = x * vocab_size..(x + 1) * vocab_size;
+            let (chosen, rejected) = pairs.pair(i);
+            let out = dpo_update(
+                &mut theta[row.clone()],
+                &ref_log_probs[row.clone()],
+                chosen,
+                rejected,
+                params,
+                &mut scratch,
+            );
+            if !theta[row].iter().all(|v| v.is_finite()) {
+                return Err(Error::Diverged(diverged(t, epoch)));
+            }
+            on_step(epoch, x as u32, &out)?;
+            t += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Per-step record of a DPO run, before each step: TRL's `loss`, `rewards/chosen`,
+/// `rewards/rejected`, `rewards/margins`, `rewards/accuracies`, and the pair's prompt row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DpoHistory {
+    pub prompt: Vec<u32>,
+    pub loss: Vec<f64>,
+    pub chosen: Vec<f64>,
+    pub rejected: Vec<f64>,
+    pub margin: Vec<f64>,
+    pub accuracy: Vec<f64>,
+}
+
+/// `epochs` passes of the DPO step over `pairs` (in order, or reshuffled every epoch with
+/// `shuffle_seed`, the `init_by_array` key of `random.Random(seed)`), updating the
+/// `[n_prompts, vocab_size]` table `theta` in place against the frozen `reference`.
+pub fn train_dpo(
+    theta: &mut [f64],
+    reference: &[f64],
+    vocab_size: usize,
+    pairs: &DpoPairs,
+    epochs: usize,
+    params: &DpoParams,
+    shuffle_seed: Option<&[u32]>,
+) -> Result<DpoHistory> {
+    let n_prompts = check_policy_pair(theta, reference, vocab_size)?;
+    pairs.check(n_prompts, vocab_size)?;
+    let ref_log_probs = log_softmax_rows(reference, vocab_size);
+    let mut history = DpoHistory::default();
+    let record = |_: usize, x: u32, out: &DpoOutcome| {
+        history.prompt.push(x);
+        history.loss.push(out.loss);
+        history.chosen.push(out.chosen);
+        history.rejected.push(out.rejected);
+        history.margin.push(out.margin);
+        history.accuracy.push(out.accuracy);
+        Ok(())
+    };
+    let diverged = |t: usize, _: usize| format!("train_dpo diverged at step {t}: non-finite logits");
+    dpo_epochs(theta, &ref_log_probs, vocab_size, pairs, epochs, params, shuffle_seed, record, diverged)?;
+    Ok(history)
+}
+
+/// One DPO run of a sweep: its loss settings, its number of epochs and its shuffle stream
+/// (`None`: the pairs in order every epoch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpoRun {
+    pub params: DpoParams,
+    pub epochs: usize,
+    pub shuffle_seed: Option<Vec<u32>>,
+}
+
+/// DPO runs over one preference set from one starting policy: each run is [`train_dpo`]
+/// from `theta0`. A run of fewer steps than the longest is padded with NaN.
+#[derive(Clone, Debug)]
+pub struct DpoEngine<'a> {
+    pub theta0: &'a [f64],
+    pub reference: &'a [f64],
+    pub vocab_size: usize,
+    pub pairs: &'a DpoPairs,
+    /// A reward model to score the final policies with (`final_score` is NaN without one).
+    pub weights: Option<&'a [f64]>,
+    /// Keep steps `k-1, 2k-1, ...` of each history; 0 keeps none.
+    pub record_every: usize,
+    ref_log_probs: Vec<f64>,
+    /// Steps of the longest run.
+    max_steps: usize,
+}
+
+impl<'a> DpoEngine<'a> {
+    /// Checks what the runs share and every run's epochs.
+    pub fn new(
+        theta0: &'a [f64],
+        reference: &'a [f64],
+        vocab_size: usize,
+        pairs: &'a DpoPairs,
+        weights: Option<&'a [f64]>,
+        record_every: usize,
+        runs: &[DpoRun],
+    ) -> Result<Self> {
+        let n_prompts = check_policy_pair(theta0, reference, vocab_size)?;
+        if let Some(w) = weights {
+            if w.len() != vocab_size {
+                return Err(Error::invalid(format!("w must give {vocab_size} token weights, got {}", w.len())));
+            }
+            finite_slice("w", w)?;
+        }
+        pairs.check(n_prompts, vocab_size)?;
+        if let Some(run) = runs.iter().find(|r| r.epochs == 0) {
+            return Err(Error::invalid(format!("epochs must be >= 1, got {}", run.epochs)));
+        }
+        let max_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
+        let max_steps = max_epochs
+            .checked_mul(pairs.len())
+            .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {} pairs is too many steps", pairs.len())))?;
+        let ref_log_probs = log_softmax_rows(reference, vocab_size);
+        Ok(DpoEngine { theta0, reference, vocab_size, pairs, weights, record_every, ref_log_probs, max_steps })
+    }
+}
+
+impl Engine for DpoEngine<'_> {
+    type Run = DpoRun;
+
+    fn history_fields(&self) -> &'static [&'static str] {
+        &DPO_HISTORY_FIELDS
+    }
+
+    fn summary_fields(&self) -> &'static [&'static str] {
+        &DPO_SUMMARY_FIELDS
+    }
+
+    fn kept_steps(&self, _: &[DpoRun]) -> usize {
+        self.max_steps.checked_div(self.record_every).unwrap_or(0)
+    }
+
+    fn params_shape(&self) -> Vec<usize> {
+        vec![self.theta0.len() / self.vocab_size, self.vocab_size]
+    }
+
+    fn run(&self, runs: &[DpoRun], out: RunsOut<'_>, monitor: &Monitor) -> Result<()> {
+        let (run, theta) = (&runs[0], &mut *out.params);
+        let history = &mut *out.history;
+        let kept = history.len() / DPO_HISTORY_FIELDS.len();
+        theta.copy_from_slice(self.theta0);
+        let (mut loss_sum, mut accuracy_sum, mut margin_sum) = (0.0, 0.0, 0.0);
+        let mut keep = Keep::new(self.record_every);
+        let mut steps = 0usize;
+        let last_epoch = run.epochs - 1;
+        let on_step = |epoch: usize, x: u32, step: &DpoOutcome| {
+            if epoch == last_epoch {
+                loss_sum += step.loss;
+                accuracy_sum += step.accuracy;
+                margin_sum += step.margin;
+            }
+            if let Some(slot) = keep.slot() {
+                let values = [f64::from(x), step.loss, step.chosen, step.rejected, step.margin, step.accuracy];
+                for (f, value) in values.into_iter().enumerate() {
+                    history[f * kept + slot] = value;
+                }
+            }
+            steps += 1;
+            if steps.is_multiple_of(CHUNK) {
+                monitor.tick(CHUNK as u64)?;
+            }
+            Ok(())
+        };
+        let params = &run.params;
+        let diverged = |_: usize, epoch: usize| {
+            format!(
+                "sweep_dpo run {} diverged at epoch {epoch}: non-finite logits (beta={}, lr={}, loss_type='{}')",
+                out.first_run,
+                py_float(params.beta),
+                py_float(params.lr),
+                params.loss_type.name()
+            )
+        };
+        let shuffle_seed = run.shuffle_seed.as_deref();
+        let pairs = self.pairs;
+        dpo_epochs(
+            theta,
+            &self.ref_log_probs,
+            self.vocab_size,
+            pairs,
+            run.epochs,
+            params,
+            shuffle_seed,
+            on_step,
+            diverged,
+        )?;
+        monitor.tick((steps % CHUNK) as u64)?;
+        // A run shorter than the longest: NaN past its end.
+        let recorded = keep.recorded();
+        for f in 0..DPO_HISTORY_FIELDS.len() {
+            history[f * kept + recorded..(f + 1) * kept].fill(f64::NAN);
+        }
+        let n = pairs.len() as f64;
+        out.summary.copy_from_slice(&[
+            match self.weights {
+                Some(w) => expected_score(theta, w)?,
+                None => f64::NAN,
+            },
+            policy_kl(theta, self.reference, self.vocab_size)?,
+            loss_sum / n,
+            accuracy_sum / n,
+            margin_sum / n,
+        ]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::lesson::tests::make_dataset;
+    use crate::methods::dpo::{dpo_step_metrics, LossType};
+    use crate::rng::seed_key;
+
+    const WEIGHTS: [f64; 8] = [1.54, 1.51, -1.68, -1.54, 1.56, 1.59, -1.51, -1.47];
+    const ZEROS: [f64; 24] = [0.0; 24];
+
+    fn lesson_pairs(n: usize) -> DpoPairs {
+        let prefs = make_dataset(n, 0);
+        let mut pairs = DpoPairs::new();
+        for i in 0..prefs.len() {
+            let (chosen, rejected) = prefs.responses(i);
+            pairs.push(prefs.prompts[i], &chosen, &rejected);
+        }
+        pairs
+    }
+
+    #[test]
+    fn epochs_are_shuffled_as_cpython_shuffles() {
+        // r = random.Random(3); shuffle list(range(10)) twice, each from scratch.
+        let mut epochs = EpochOrder::new(10, Some(&[3]));
+        assert_eq!(epochs.next_epoch(), [1, 5, 6, 0, 9, 4, 7, 2, 8, 3]);
+        assert_eq!(epochs.next_epoch(), [2, 0, 6, 8, 9, 5, 1, 3, 4, 7]);
+        let mut unshuffled = EpochOrder::new(4, None);
+        assert_eq!(unshuffled.next_epoch(), [0, 1, 2, 3]);
+        assert_eq!(unshuffled.next_epoch(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn train_dpo_is_the_step_applied_in_order_and_learns_the_preference() {
+        let pairs = lesson_pairs(60);
+        let p = DpoParams::new(0.1, 0.5, LossType::Sigmoid, 0.0).unwrap();
+        let mut theta = vec![0.0; 24];
+        let history = train_dpo(&mut theta, &[0.0; 24], 8, &pairs, 3, &p, None).unwrap();
+        assert_eq!(history.loss.len(), 180);
+        assert_eq!(history.loss[0], 2f64.ln());
+        let mut manual = vec![0.0; 24];
+        for _ in 0..3 {
+            for i in 0..pairs.len() {
+                let x = pairs.prompts[i] as usize;
+                let (c, r) = pairs.pair(i);
+                dpo_step_metrics(&mut manual[x * 8..(x + 1) * 8], &[0.0; 8], c, r, &p).unwrap();
+            }
+        }
+        assert_eq!(manual, theta);
+        let late: f64 = history.accuracy[120..].iter().sum::<f64>() / 60.0;
+        assert!(late > 0.9, "{late}");
+        assert!(expected_score(&theta, &[1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0]).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn shuffled_epochs_visit_pairs_in_cpythons_order() {
+        let pairs = lesson_pairs(60);
+        let p = DpoParams::new(0.1, 0.1, LossType::Robust, 0.1).unwrap();
+        let mut theta = vec![0.0; 24];
+        let history = train_dpo(&mut theta, &[0.0; 24], 8, &pairs, 2, &p, Some(&[7])).unwrap();
+        let mut order = EpochOrder::new(pairs.len(), Some(&[7]));
+        let mut expected = Vec::new();
+        for _ in 0..2 {
+            expected.extend(order.next_epoch().iter().map(|&i| pairs.prompts[i as usize]));
+        }
+        assert_eq!(history.prompt, expected);
+        let mut again = vec![0.0; 24];
+        assert_eq!(train_dpo(&mut again, &[0.0; 24], 8, &pairs, 2, &p, Some(&[7])).unwrap(), history);
+        let mut other = vec![0.0; 24];
+        assert_ne!(train_dpo(&mut other, &[0.0; 24], 8, &pairs, 2, &p, Some(&[8])).unwrap().prompt, history.prompt);
+    }
+
+    #[test]
+    fn train_dpo_refuses_bad_input_and_reports_divergence() {
+        let p = DpoParams::new(0.1, 0.1, LossType::Sigmoid, 0.0).unwrap();
+        let mut theta = vec![0.0; 24];
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &DpoPairs::new(), 1, &p, None).is_err());
+        let mut bad = DpoPairs::new();
+        bad.push(3, &[0], &[1]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &bad, 1, &p, None).unwrap_err().to_string().contains("prompt"));
+        let mut oov = DpoPairs::new();
+        oov.push(0, &[0], &[9]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &oov, 1, &p, None).unwrap_err().to_string().contains("rejected"));
+        let mut empty = DpoPairs::new();
+        empty.push(0, &[], &[1]);
+        assert!(train_dpo(&mut theta, &[0.0; 24], 8, &empty, 1, &p, None).unwrap_err().to_string().contains("chosen"));
+        assert!(train_dpo(&mut theta, &[0.0; 16], 8, &lesson_pairs(60), 1, &p, None).is_err());
+        // IPO with a huge step overshoots further every step until the logits overflow.
+        let wild = DpoParams::new(1e-3, 1e6, LossType::Ipo, 0.0).unwrap();
+        let err = train_dpo(&mut theta, &[0.0; 24], 8, &lesson_pairs(60), 50, &wild, None).unwrap_err();
+        assert!(err.to_string().starts_with("train_dpo diverged at step"), "{err}");
+    }
+
+    // ------------------------------------------------------------------------- the sweep
+
+    const F: usize = DPO_HISTORY_FIELDS.len();
+
+    fn runs() -> Vec<DpoRun> {
+        let mut runs = Vec::new();
+        for (k, loss_type) in LossType::ALL.into_iter().enumerate() {
+            let ls = if matches!(loss_type, LossType::Sigmoid | LossType::Robust) { 0.1 } else { 0.0 };
+            for seed in [None, Some(3), Some(1 << 40)] {
+                runs.push(DpoRun {
+                    params: DpoParams::new([0.1, 0.5][k % 2], 0.05, loss_type, ls).unwrap(),
+                    epochs: 1 + k % 3,
+                    shuffle_seed: seed.map(seed_key),
+                });
+            }
+        }
+        runs
+    }
+
+    fn run_sweep(pairs: &DpoPairs, weights: Option<&[f64]>, record_every: usize, runs: &[DpoRun]) -> SweepOutput {
+        let engine = DpoEngine::new(&ZEROS, &ZEROS, 8, pairs, weights, record_every, runs).unwrap();
+        sweep(&engine, runs, u64::MAX, &Monitor::default()).unwrap()
+    }
+
+    #[test]
+    fn sweep_runs_are_the_single_runs_padded_to_the_longest() {
+        let pairs = lesson_pairs(50);
+        let runs = runs();
+        let out = run_sweep(&pairs, Some(&WEIGHTS), 1, &runs);
+        assert_eq!(out.n_kept, 150);
+        for (r, run) in runs.iter().enumerate() {
+            let mut theta = ZEROS.to_vec();
+            let history =
+                train_dpo(&mut theta, &ZEROS, 8, &pairs, run.epochs, &run.params, run.shuffle_seed.as_deref()).unwrap();
+            assert_eq!(out.final_params[r * 24..(r + 1) * 24], theta[..], "run {r}");
+            let steps = history.loss.len();
+            let hist = &out.history[r * F * 150..(r + 1) * F * 150];
+            let prompts: Vec<u32> = hist[..steps].iter().map(|&p| p as u32).collect();
+            assert_eq!(prompts, history.prompt);
+            assert_eq!(hist[150..150 + steps], history.loss[..]);
+            assert_eq!(hist[300..300 + steps], history.chosen[..]);
+            assert_eq!(hist[750..750 + steps], history.accuracy[..]);
+            assert!(hist[steps..150].iter().all(|v| v.is_nan()));
+            assert!(hist[150 + steps..300].iter().all(|v| v.is_nan()));
+            let summary = &out.summary[r * 5..(r + 1) * 5];
+            assert_eq!(summary[0], expected_score(&theta, &WEIGHTS).unwrap());
+            assert_eq!(summary[1], policy_kl(&theta, &ZEROS, 8).unwrap());
+            let last = steps - 50..steps;
+            assert!((summary[2] - history.loss[last.clone()].iter().sum::<f64>() / 50.0).abs() < 1e-12);
+            assert!((summary[3] - history.accuracy[last].iter().sum::<f64>() / 50.0).abs() < 1e-12);
+        }
+        let none = run_sweep(&pairs, None, 0, &runs);
+        assert!(none.history.is_empty() && none.summary[0].is_nan());
+        assert_eq!(none.final_params, out.final_params);
+    }
+
+    #[test]
+    fn the_sweep_does_not_depend_on_the_thread_count() {
+        let pairs = lesson_pairs(40);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let in_pool = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| run_sweep(&pairs, None, 3, &runs()))
+        };
+        let one = in_pool(1);
+        for threads in [2, 5] {
+            let many = in_pool(threads);
+            // NaN padding compares unequal: compare bit patterns.
+            assert_eq!(bits(&many.history), bits(&one.history), "{threads} threads");
+            assert_eq!(bits(&many.summary), bits(&one.summary));
+            assert_eq!(many.final_params, one.final_params);
+        }
+    }
+
+    #[test]
+    fn progress_counts_every_step_and_cancelling_stops() {
+        let pairs = lesson_pairs(30);
+        let runs = runs();
+        let engine = DpoEngine::new(&ZEROS, &ZEROS, 8, &pairs, None, 0, &runs).unwrap();
+        let monitor = Monitor::default();
+        sweep(&engine, &runs, u64::MAX, &monitor).unwrap();
+        let expected: usize = runs.iter().map(|r| r.epochs * 30).sum();
+        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), expected as u64);
+        let cancelled = Monitor::default();
+        cancelled.cancel();
+        assert_eq!(sweep(&engine, &runs, u64::MAX, &cancelled), Err(Error::Cancelled));
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused() {
+        let pairs = lesson_pairs(5);
+        let new = |weights, runs: &[DpoRun]| DpoEngine::new(&ZEROS, &ZEROS, 8, &pairs, weights, 1, runs);
+        let zero_epochs = DpoRun { epochs: 0, ..runs()[0].clone() };
+        assert!(new(None, &[zero_epochs]).unwrap_err().to_string().contains("epochs"));
+        assert!(new(Some(&WEIGHTS[..3]), &runs()).unwrap_err().to_string().contains('w'));
+        let empty = DpoPairs::new();
+        assert!(DpoEngine::new(&ZEROS, &ZEROS, 8, &empty, None, 1, &runs()).is_err());
+        let wild = [DpoRun { params: DpoParams::new(1e-3, 1e6, LossType::Ipo, 0.0).unwrap(), ..runs()[0].clone() }];
+        let mut wild_runs = runs();
+        wild_runs.extend(wild.iter().cloned().map(|r| DpoRun { epochs: 50, ..r }));
+        let pairs = lesson_pairs(60);
+        let engine = DpoEngine::new(&ZEROS, &ZEROS, 8, &pairs, None, 1, &wild_runs).unwrap();
+        let err = sweep(&engine, &wild_runs, u64::MAX, &Monitor::default()).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("sweep_dpo run {} diverged", wild_runs.len() - 1)), "{err}");
+    }
+}

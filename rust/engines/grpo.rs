@@ -1,0 +1,400 @@
+//! GRPO runs: the loop [`train_grpo`], and the sweep engine [`GrpoEngine`].
+
+use super::driver::{Engine, Keep, Monitor, RunsOut};
+use crate::error::{finite_slice, Error, Result};
+use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
+use crate::kernels::softmax::log_softmax_rows;
+use crate::methods::grpo::{grpo_update, GrpoOutcome, GrpoParams, GrpoScratch};
+use crate::methods::reward_checks::check_not_length_only;
+use crate::rng::Mt19937;
+
+/// The per-step series of a GRPO sweep's history, TRL's names.
+pub const GRPO_HISTORY_FIELDS: [&str; 7] = ["prompt", "reward", "reward_std", "kl", "clip_ratio", "loss", "mean_kl"];
+/// Per-run results of a GRPO sweep (means over all steps, the final policy's exact statistics).
+pub const GRPO_SUMMARY_FIELDS: [&str; 7] =
+    ["final_score", "final_kl", "mean_score", "mean_reward_std", "mean_kl", "clip_frac", "mean_loss"];
+
+/// Steps between two looks at the monitor.
+const CHUNK: usize = 1024;
+
+/// Checks what every GRPO run shares; returns the number of prompts.
+pub(crate) fn check_grpo_inputs(theta: &[f64], reference: &[f64], weights: &[f64], steps: usize) -> Result<usize> {
+    let vocab_size = weights.len();
+    if vocab_size == 0 || vocab_size > 256 {
+        return Err(Error::invalid(format!("w must weigh between 1 and 256 tokens, got {vocab_size}")));
+    }
+    finite_slice("w", weights)?;
+    check_not_length_only(weights)?;
+    let n_prompts = check_policy_pair(theta, reference, vocab_size)?;
+    if n_prompts > u32::MAX as usize {
+        return Err(Error::invalid("theta has too many prompts"));
+    }
+    if steps == 0 {
+        return Err(Error::invalid("steps must be >= 1, got 0"));
+    }
+    Ok(n_prompts)
+}
+
+/// A GRPO run on one stream: what [`train_grpo`] and the sweep share.
+struct GrpoRun<'a> {
+    theta: &'a mut [f64],
+    ref_log_probs: &'a [f64],
+    weights: &'a [f64],
+    params: &'a GrpoParams,
+    rng: Mt19937,
+    uniforms: Vec<f64>,
+    scratch: GrpoScratch,
+    n_prompts: u32,
+}
+
+impl<'a> GrpoRun<'a> {
+    fn new(
+        theta: &'a mut [f64],
+        ref_log_probs: &'a [f64],
+        weights: &'a [f64],
+        params: &'a GrpoParams,
+        seed_key: &[u32],
+    ) -> Self {
+        let n_prompts = (theta.len() / weights.len()) as u32;
+        GrpoRun {
+            theta,
+            ref_log_probs,
+            weights,
+            params,
+            rng: Mt19937::from_key(seed_key),
+            uniforms: vec![0.0; params.num_generations],
+            scratch: GrpoScratch::new(weights.len(), params.num_generations),
+            n_prompts,
+        }
+    }
+
+    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update.
+    #[inline]
+    fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome)> {
+        let v = self.weights.len();
+        let prompt = self.rng.randbelow(self.n_prompts);
+        for u in self.uniforms.iter_mut() {
+            *u = self.rng.random();
+        }
+        let row = prompt as usize * v..(prompt as usize + 1) * v;
+        let out = grpo_update(
+            &mut self.theta[row.clone()],
+            &self.ref_log_probs[row.clone()],
+            self.weights,
+            &self.uniforms,
+            self.params,
+            &mut self.scratch,
+        );
+        if !self.theta[row].iter().all(|v| v.is_finite()) {
+            return Err(Error::Diverged(format!("{run_name} diverged at step {t}: non-finite logits")));
+        }
+        Ok((prompt, out))
+    }
+}
+
+/// Per-step record of a GRPO run (TRL: `reward`, `reward_std`, `kl`, `clip_ratio`, `loss`),
+/// the prompt row, and the running mean KL (the lesson's monitor).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GrpoHistory {
+    pub prompt: Vec<u32>,
+    pub score: Vec<f64>,
+    pub reward_std: Vec<f64>,
+    pub kl: Vec<f64>,
+    pub clip_frac: Vec<f64>,
+    pub loss: Vec<f64>,
+    pub mean_kl: Vec<f64>,
+    /// `[step, generation]` sampled tokens, row-major.
+    pub tokens: Vec<u8>,
+}
+
+/// `steps` GRPO steps on the stream `random.Random(seed)` (its `init_by_array` key),
+/// appending each step's record to `history`: each step draws `prompt =
+/// rng.choice(PROMPTS)` and then the group's `G` tokens. `theta` is updated in place;
+/// `reference` is the frozen policy of the same shape, `weights[a]` the reward of token `a`.
+/// A run that diverges stops with an error, `theta` and `history` as they stood before the
+/// failing step (the lesson's KL monitor reads them).
+pub fn train_grpo(
+    theta: &mut [f64],
+    reference: &[f64],
+    weights: &[f64],
+    steps: usize,
+    seed_key: &[u32],
+    params: &GrpoParams,
+    history: &mut GrpoHistory,
+) -> Result<()> {
+    check_grpo_inputs(theta, reference, weights, steps)?;
+    let ref_log_probs = log_softmax_rows(reference, weights.len());
+    let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key);
+    let mut kl_sum = 0.0;
+    for t in 0..steps {
+        let (prompt, out) = run.step(t, "train_grpo")?;
+        kl_sum += out.kl;
+        history.prompt.push(prompt);
+        history.score.push(out.score);
+        history.reward_std.push(out.reward_std);
+        history.kl.push(out.kl);
+        history.clip_frac.push(out.clip_frac);
+        history.loss.push(out.loss);
+        history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u8));
+    }
+    Ok(())
+}
+
+/// One GRPO run of a sweep: its stream (the seed's `init_by_array` key) and its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpoRunSpec {
+    pub seed_key: Vec<u32>,
+    pub params: GrpoParams,
+}
+
+/// GRPO runs from one starting policy against one reward model: each run is [`train_grpo`]
+/// from `theta0`.
+#[derive(Clone, Debug)]
+pub struct GrpoEngine<'a> {
+    pub theta0: &'a [f64],
+    pub reference: &'a [f64],
+    /// The reward model's weight of each token (the vocabulary size is its length).
+    pub weights: &'a [f64],
+    pub steps: usize,
+    /// Keep steps `k-1, 2k-1, ...` of each history; 0 keeps none.
+    pub record_every: usize,
+    ref_log_probs: Vec<f64>,
+}
+
+impl<'a> GrpoEngine<'a> {
+    /// Checks what the runs share.
+    pub fn new(
+        theta0: &'a [f64],
+        reference: &'a [f64],
+        weights: &'a [f64],
+        steps: usize,
+        record_every: usize,
+    ) -> Result<Self> {
+        check_grpo_inputs(theta0, reference, weights, steps)?;
+        let ref_log_probs = log_softmax_rows(reference, weights.len());
+        Ok(GrpoEngine { theta0, reference, weights, steps, record_every, ref_log_probs })
+    }
+}
+
+impl Engine for GrpoEngine<'_> {
+    type Run = GrpoRunSpec;
+
+    fn history_fields(&self) -> &'static [&'static str] {
+        &GRPO_HISTORY_FIELDS
+    }
+
+    fn summary_fields(&self) -> &'static [&'static str] {
+        &GRPO_SUMMARY_FIELDS
+    }
+
+    fn kept_steps(&self, _: &[GrpoRunSpec]) -> usize {
+        self.steps.checked_div(self.record_every).unwrap_or(0)
+    }
+
+    fn params_shape(&self) -> Vec<usize> {
+        vec![self.theta0.len() / self.weights.len(), self.weights.len()]
+    }
+
+    fn run(&self, runs: &[GrpoRunSpec], out: RunsOut<'_>, monitor: &Monitor) -> Result<()> {
+        let spec = &runs[0];
+        let kept = out.history.len() / GRPO_HISTORY_FIELDS.len();
+        out.params.copy_from_slice(self.theta0);
+        let mut run = GrpoRun::new(out.params, &self.ref_log_probs, self.weights, &spec.params, &spec.seed_key);
+        let run_name = format!("sweep_grpo run {}", out.first_run);
+        let (mut kl_sum, mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut keep = Keep::new(self.record_every);
+        for t in 0..self.steps {
+            let (x, step) = run.step(t, &run_name)?;
+            kl_sum += step.kl;
+            score_sum += step.score;
+            std_sum += step.reward_std;
+            clip_sum += step.clip_frac;
+            loss_sum += step.loss;
+            if let Some(slot) = keep.slot() {
+                let mean_kl = kl_sum / (t + 1) as f64;
+                let values = [f64::from(x), step.score, step.reward_std, step.kl, step.clip_frac, step.loss, mean_kl];
+                for (f, value) in values.into_iter().enumerate() {
+                    out.history[f * kept + slot] = value;
+                }
+            }
+            if (t + 1) % CHUNK == 0 {
+                monitor.tick(CHUNK as u64)?;
+            }
+        }
+        monitor.tick((self.steps % CHUNK) as u64)?;
+        let theta = &*run.theta;
+        let steps = self.steps as f64;
+        out.summary.copy_from_slice(&[
+            expected_score(theta, self.weights)?,
+            policy_kl(theta, self.reference, self.weights.len())?,
+            score_sum / steps,
+            std_sum / steps,
+            kl_sum / steps,
+            clip_sum / steps,
+            loss_sum / steps,
+        ]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::methods::grpo::{grpo_step, ScaleRewards};
+    use crate::rng::seed_key;
+
+    const WEIGHTS: [f64; 8] = [1.5, 1.5, -1.6, -1.5, 1.6, 1.6, -1.5, -1.5];
+    const ZEROS: [f64; 24] = [0.0; 24];
+
+    /// [`train_grpo`]: the history (up to a failing step) and the outcome.
+    fn train(
+        theta: &mut [f64],
+        reference: &[f64],
+        weights: &[f64],
+        steps: usize,
+        key: &[u32],
+        p: &GrpoParams,
+    ) -> (GrpoHistory, Result<()>) {
+        let mut history = GrpoHistory::default();
+        let outcome = train_grpo(theta, reference, weights, steps, key, p, &mut history);
+        (history, outcome)
+    }
+
+    fn run(seed: i128, steps: usize, p: &GrpoParams) -> (Vec<f64>, GrpoHistory) {
+        let mut theta = vec![0.0; 24];
+        let (history, outcome) = train(&mut theta, &[0.0; 24], &WEIGHTS, steps, &seed_key(seed), p);
+        outcome.unwrap();
+        (theta, history)
+    }
+
+    #[test]
+    fn train_grpo_draws_the_prompt_then_the_group_and_learns() {
+        let p = GrpoParams::new(8, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        let (theta, history) = run(3, 1500, &p);
+        let after = expected_score(&theta, &WEIGHTS).unwrap();
+        assert!(after > 1.0, "{after}");
+        assert_eq!(history.kl[0], 0.0);
+        assert_eq!(history.tokens.len(), 1500 * 8);
+        let mean: f64 = history.kl.iter().sum::<f64>() / 1500.0;
+        assert!((history.mean_kl[1499] - mean).abs() < 1e-12);
+        // The first step by hand: randbelow(3), then eight random() draws.
+        let mut rng = Mt19937::from_seed(3);
+        let prompt = rng.randbelow(3);
+        let uniforms: Vec<f64> = (0..8).map(|_| rng.random()).collect();
+        let mut row = [0.0; 8];
+        let (out, tokens) = grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &uniforms, &p).unwrap();
+        assert_eq!(history.prompt[0], prompt);
+        assert_eq!(history.tokens[..8].iter().map(|&t| t as usize).collect::<Vec<_>>(), tokens);
+        assert_eq!(history.loss[0], out.loss);
+        assert_eq!(run(3, 1500, &p), (theta, history));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors_not_panics() {
+        let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::None, 1).unwrap();
+        let mut theta = vec![0.0; 24];
+        let length_only = train(&mut theta, &[0.0; 24], &[0.7; 8], 10, &[0], &p).1.unwrap_err();
+        assert!(length_only.to_string().contains("w scores responses by length alone"), "{length_only}");
+        assert!(train(&mut theta, &[0.0; 16], &WEIGHTS, 10, &[0], &p).1.is_err());
+        assert!(train(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &p).1.is_err());
+        let nan = train(&mut theta, &[0.0; 24], &[f64::NAN; 8], 1, &[0], &p).1.unwrap_err();
+        assert!(nan.to_string().contains("w[0]"), "{nan}");
+    }
+
+    #[test]
+    fn runaway_learning_rates_are_reported_as_divergence() {
+        let p = GrpoParams::new(8, 0.0, 1e9, None, 1e308, ScaleRewards::None, 4).unwrap();
+        let mut theta = vec![0.0; 24];
+        let (history, outcome) = train(&mut theta, &[0.0; 24], &WEIGHTS, 100, &[1], &p);
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, Error::Diverged(_)), "{err}");
+        assert!(err.to_string().contains(&format!("at step {}:", history.kl.len())), "{err}");
+    }
+
+    // ------------------------------------------------------------------------- the sweep
+
+    const F: usize = GRPO_HISTORY_FIELDS.len();
+
+    fn runs() -> Vec<GrpoRunSpec> {
+        (0..9)
+            .map(|i| GrpoRunSpec {
+                seed_key: seed_key(i as i128 * 7919),
+                params: GrpoParams::new(
+                    2 + (i % 4) as i64 * 2,
+                    [0.0, 0.04, 0.5][i % 3],
+                    0.2,
+                    if i % 2 == 0 { None } else { Some(0.28) },
+                    [0.05, 0.2][i % 2],
+                    if i % 3 == 0 { ScaleRewards::None } else { ScaleRewards::Group },
+                    1 + (i % 3) as i64,
+                )
+                .unwrap(),
+            })
+            .collect()
+    }
+
+    fn run_sweep(steps: usize, record_every: usize, monitor: &Monitor) -> Result<SweepOutput> {
+        let engine = GrpoEngine::new(&ZEROS, &ZEROS, &WEIGHTS, steps, record_every)?;
+        sweep(&engine, &runs(), u64::MAX, monitor)
+    }
+
+    #[test]
+    fn sweep_runs_are_bit_identical_to_train_grpo() {
+        let out = run_sweep(400, 1, &Monitor::default()).unwrap();
+        for (r, spec) in runs().iter().enumerate() {
+            let mut theta = ZEROS.to_vec();
+            let (history, outcome) = train(&mut theta, &ZEROS, &WEIGHTS, 400, &spec.seed_key, &spec.params);
+            outcome.unwrap();
+            let hist = &out.history[r * F * 400..(r + 1) * F * 400];
+            let prompts: Vec<u32> = hist[..400].iter().map(|&p| p as u32).collect();
+            assert_eq!(prompts, history.prompt);
+            assert_eq!(hist[400..800], history.score[..], "run {r}");
+            assert_eq!(hist[800..1200], history.reward_std[..]);
+            assert_eq!(hist[1200..1600], history.kl[..]);
+            assert_eq!(hist[1600..2000], history.clip_frac[..]);
+            assert_eq!(hist[2000..2400], history.loss[..]);
+            assert_eq!(hist[2400..2800], history.mean_kl[..]);
+            assert_eq!(out.final_params[r * 24..(r + 1) * 24], theta[..]);
+            assert_eq!(out.summary[r * 7 + 4], history.mean_kl[399]);
+        }
+        let thin = run_sweep(400, 7, &Monitor::default()).unwrap();
+        assert_eq!(thin.n_kept, 57);
+        assert_eq!(thin.history[57 + 6], out.history[400 + 6 * 7 + 6]);
+        assert_eq!(thin.summary, out.summary);
+        let none = run_sweep(400, 0, &Monitor::default()).unwrap();
+        assert!(none.history.is_empty());
+        assert_eq!(none.final_params, out.final_params);
+    }
+
+    #[test]
+    fn the_sweep_does_not_depend_on_the_thread_count() {
+        let in_pool = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| run_sweep(300, 1, &Monitor::default()).unwrap())
+        };
+        let one = in_pool(1);
+        assert_eq!(in_pool(2), one);
+        assert_eq!(in_pool(5), one);
+    }
+
+    #[test]
+    fn progress_counts_every_step_and_cancelling_stops() {
+        let monitor = Monitor::default();
+        run_sweep(2500, 0, &monitor).unwrap();
+        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 9 * 2500);
+        let cancelled = Monitor::default();
+        cancelled.cancel();
+        assert_eq!(run_sweep(2500, 0, &cancelled), Err(Error::Cancelled));
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused() {
+        let err = GrpoEngine::new(&ZEROS, &ZEROS, &[2.0; 8], 10, 1).unwrap_err();
+        assert!(err.to_string().contains("w scores responses by length alone"), "{err}");
+        assert!(GrpoEngine::new(&ZEROS, &ZEROS, &WEIGHTS, 0, 1).is_err());
+        let engine = GrpoEngine::new(&ZEROS, &ZEROS, &WEIGHTS, 10, 1).unwrap();
+        assert!(sweep(&engine, &[], u64::MAX, &Monitor::default()).is_err());
+    }
+}
