@@ -22,7 +22,7 @@ __all__ = ["METHODS", "SweepResult"]
 
 # History fields that hold an index into a tuple of strings (as a float: NaN is padding).
 _CATEGORIES = {"prompt": PROMPTS, "token": VOCAB}
-_EXTRA = 'pip install "rlhf_fast[sweep]"'
+_EXTRA = "pip install pandas matplotlib (rlhf_fast's own dependencies: reinstall it)"
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def _progress(progress: bool | Callable[[int], None], total: int, desc: str):
         return
     try:
         from tqdm.auto import tqdm
-    except ImportError:  # tqdm is an optional extra: no bar rather than no sweep
+    except ImportError:  # a broken install: no bar rather than no sweep
         yield None
         return
     bar = tqdm(total=total, unit="step", unit_scale=True, smoothing=0.1, desc=desc)
