@@ -22,7 +22,6 @@ __all__ = ["METHODS", "SweepResult"]
 
 # History fields that hold an index into a tuple of strings (as a float: NaN is padding).
 _CATEGORIES = {"prompt": PROMPTS, "token": VOCAB}
-_EXTRA = "pip install pandas matplotlib (rlhf_fast's own dependencies: reinstall it)"
 
 
 @dataclass(frozen=True)
@@ -696,4 +695,4 @@ def _require(module: str, what: str):
     try:
         return __import__(module)
     except ImportError as err:
-        raise ImportError(f"{what} needs {module}: {_EXTRA}") from err
+        raise ImportError(f"{what} needs {module}, a dependency of rlhf_fast missing here: pip install {module}") from err
