@@ -323,14 +323,20 @@ def token_ids(y):
     return [ref.VOCAB.index(t) for t in (y.split() if isinstance(y, str) else y)]
 
 
-def dpo_u(row, ref_row, pos, neg) -> float:
+def dpo_u(row, ref_row, pos, neg, per_token=False) -> float:
+    """The margin of log-ratios; ``per_token``: each averaged over its response, as TRL's IPO does."""
     logp, logq = np_log_softmax(row), np_log_softmax(ref_row)
-    return float(sum(logp[a] - logq[a] for a in token_ids(pos)) - sum(logp[a] - logq[a] for a in token_ids(neg)))
+    pos_ids, neg_ids = token_ids(pos), token_ids(neg)
+    pos_sum = float(sum(logp[a] - logq[a] for a in pos_ids))
+    neg_sum = float(sum(logp[a] - logq[a] for a in neg_ids))
+    if per_token:
+        return pos_sum / len(pos_ids) - neg_sum / len(neg_ids)
+    return pos_sum - neg_sum
 
 
 def dpo_loss(row, ref_row, pos, neg, beta, loss_type, ls) -> float:
     """TRL's DPO losses, written independently of the package from log_softmax."""
-    u = dpo_u(row, ref_row, pos, neg)
+    u = dpo_u(row, ref_row, pos, neg, per_token=loss_type == "ipo")
     h = beta * u
     if loss_type == "sigmoid":
         return (1 - ls) * softplus(-h) + ls * softplus(h)
@@ -444,6 +450,20 @@ def test_dpo_ipo_converges_to_its_target_margin(mod, beta):
     """IPO regresses u to 1 / (2 beta)."""
     h = fixed_point_run(mod, "ipo", 0.0, beta, lr=0.1)
     assert h / beta == pytest.approx(1 / (2 * beta), rel=1e-6)
+
+
+@MODS
+@pytest.mark.parametrize("beta", [0.25, 1.0])
+def test_dpo_ipo_regresses_the_per_token_margin_as_trl_does(mod, beta):
+    """TRL's IPO averages each log-ratio over its response's tokens: with a two-token chosen and a
+    three-token rejected response, the per-token margin (not the summed one) goes to 1 / (2 beta)."""
+    theta, ref_policy = ref.init_policy(), ref.init_policy()
+    for _ in range(3000):
+        mod.dpo_step(theta, ref_policy, "help me", "clear kind", "rude short vague", beta, 0.1, loss_type="ipo")
+    per_token = dpo_u(theta["help me"], ref_policy["help me"], "clear kind", "rude short vague", per_token=True)
+    summed = dpo_u(theta["help me"], ref_policy["help me"], "clear kind", "rude short vague")
+    assert per_token == pytest.approx(1 / (2 * beta), rel=1e-6)
+    assert abs(summed - 1 / (2 * beta)) > 0.1
 
 
 @MODS

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kl-ctl", choices=["fixed", "adaptive", "doubling"], default="fixed",
                    help="KL coefficient control: fixed beta, TRL's adaptive controller, or the lesson's doubling "
                    "rule; the betas are the starting values (default: fixed)")
-    p.add_argument("--target", type=float, default=6.0, help="KL target of the adaptive/doubling control (default: 6)")
+    p.add_argument("--target", type=float, default=rl.KL_TARGET,
+                   help=f"KL target of the adaptive/doubling control (default: log(V)/2 = {rl.KL_TARGET:.3g})")
     p.add_argument("--horizon", type=float, default=10000.0, help="horizon of the adaptive control (default: 10000)")
     p.add_argument("--record-every", type=int, default=1,
                    help="keep every k-th step of the history; 0 keeps summaries only (default: 1)")

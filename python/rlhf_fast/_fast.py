@@ -22,6 +22,8 @@ from .reference import (  # noqa: F401  (plumbing with nothing to compute: the r
     PROMPTS,
     VOCAB,
     DPO_LOSS_TYPES,
+    KL_TARGET,
+    KL_THRESHOLD,
     SCALE_REWARDS,
     AdaptiveKLController,
     DoublingKLController,
@@ -91,9 +93,9 @@ def train_rlhf(
     lr: float = 0.05,
     ppo_epochs: int = 4,
     kl_ctl: str = "fixed",
-    target: float = 6.0,
+    target: float = KL_TARGET,
     horizon: float = 10000.0,
-    kl_threshold: float = 5.0,
+    kl_threshold: float = KL_THRESHOLD,
     kl_penalty: str = "full",
     vf_coef: float = 0.0,
     cliprange_value: float = 0.2,
@@ -214,7 +216,7 @@ def train_grpo(
     lr: float = 0.05,
     scale_rewards: str = "group",
     num_iterations: int = 1,
-    kl_threshold: float = 5.0,
+    kl_threshold: float = KL_THRESHOLD,
 ) -> dict[str, np.ndarray]:
     """``steps`` GRPO steps on ``random.Random(seed)``'s stream, run entirely in Rust.
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _checks as check
 from ._backend import BACKEND
-from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, PROMPTS, SCALE_REWARDS, VOCAB
+from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
 from .result import SweepResult
 
 if BACKEND == "rust":
@@ -164,7 +164,7 @@ def sweep_rlhf(
     lr: float | Sequence[float] = 0.05,
     ppo_epochs: int | Sequence[int] = 4,
     kl_ctl: str | Sequence[str] = "fixed",
-    target: float | Sequence[float] = 6.0,
+    target: float | Sequence[float] = KL_TARGET,
     horizon: float | Sequence[float] = 10000.0,
     kl_penalty: str | Sequence[str] = "full",
     vf_coef: float | Sequence[float] = 0.0,

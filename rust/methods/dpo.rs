@@ -4,7 +4,9 @@
 //! The loss family is TRL's (`loss_type` = `sigmoid`, `robust`, `ipo`, `hinge`, with cDPO's
 //! `label_smoothing`), written as METHODS.md section 2 writes it: a function of
 //! `u = (log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))` and its derivative in `u`,
-//! and `du / dlogit_j = (count_j(y+) - |y+| p_j) - (count_j(y-) - |y-| p_j)`.
+//! and `du / dlogit_j = (count_j(y+) - |y+| p_j) - (count_j(y-) - |y-| p_j)`. IPO, as TRL
+//! computes it, averages each response's log-ratio over its tokens first:
+//! `u = (log pi(y+) - log ref(y+)) / |y+| - (log pi(y-) - log ref(y-)) / |y-|`.
 //! The loop over a preference set is [`crate::engines::dpo`]'s.
 
 use crate::error::{finite, finite_slice, positive, py_float, Error, Result};
@@ -18,7 +20,8 @@ pub enum LossType {
     Sigmoid,
     /// Robust DPO (Chowdhury et al. 2024): unbiased under label noise `ls`.
     Robust,
-    /// IPO (Azar et al. 2023): `(u - 1 / (2 beta))^2`.
+    /// IPO (Azar et al. 2023): `(u - 1 / (2 beta))^2`, each log-ratio averaged over its
+    /// response's tokens (TRL's normalisation).
     Ipo,
     /// SLiC's hinge: `max(0, 1 - beta u)`.
     Hinge,
@@ -182,7 +185,10 @@ fn dpo_core(
     softmax_and_log_softmax_row(logits, p, logp);
     let pos_logratio = log_ratio(logp, ref_log_probs, chosen);
     let neg_logratio = log_ratio(logp, ref_log_probs, rejected);
-    let u = pos_logratio - neg_logratio;
+    let (len_pos, len_neg) = (chosen.len() as f64, rejected.len() as f64);
+    // TRL's IPO averages each response's log-ratio over its tokens; the other losses sum them.
+    let ipo = params.loss_type == LossType::Ipo;
+    let u = if ipo { pos_logratio / len_pos - neg_logratio / len_neg } else { pos_logratio - neg_logratio };
     let (loss, step) = params.loss_and_step(u);
 
     counts.iter_mut().for_each(|c| *c = (0.0, 0.0));
@@ -192,9 +198,12 @@ fn dpo_core(
     for &a in rejected {
         counts[a as usize].1 += 1.0;
     }
-    let (len_pos, len_neg) = (chosen.len() as f64, rejected.len() as f64);
     for ((logit, &pj), &(count_pos, count_neg)) in logits.iter_mut().zip(p.iter()).zip(counts.iter()) {
-        let du = (count_pos - len_pos * pj) - (count_neg - len_neg * pj);
+        let du = if ipo {
+            (count_pos / len_pos - pj) - (count_neg / len_neg - pj)
+        } else {
+            (count_pos - len_pos * pj) - (count_neg - len_neg * pj)
+        };
         *logit -= step * du;
     }
     let chosen_reward = params.beta * pos_logratio;
@@ -378,7 +387,8 @@ mod tests {
         assert!((out.rejected - 0.1 * (logp[1] - logq)).abs() < 1e-15);
         assert_eq!(out.margin, out.chosen - out.rejected);
         assert_eq!(out.accuracy, 1.0);
-        let t = (out.chosen - out.rejected) / 0.1 - 5.0;
+        // IPO's margin averages each log-ratio over its response: two tokens chosen, one rejected.
+        let t = (out.chosen / 2.0 - out.rejected) / 0.1 - 5.0;
         assert!((out.loss - t * t).abs() < 1e-12);
     }
 

@@ -443,9 +443,9 @@ pub fn kl_threshold_arg(kl_threshold: f64) -> PyResult<f64> {
 pub fn warn_kl(py: Python<'_>, mean_kl: &[f64], kl_threshold: f64) -> PyResult<()> {
     let Some(t) = mean_kl.iter().position(|&k| k > kl_threshold) else { return Ok(()) };
     let format = py.import("builtins")?.getattr("format")?;
-    let (mean, threshold) = (format.call1((mean_kl[t], ".3g"))?, format.call1((kl_threshold, "g"))?);
+    let (mean, threshold) = (format.call1((mean_kl[t], ".4g"))?, format.call1((kl_threshold, ".4g"))?);
     let message = format!(
-        "mean KL(pi_theta || pi_ref) = {mean} passed {threshold} at step {t}: \
+        "mean KL(pi_theta || pi_ref) passed kl_threshold={threshold} at step {t} ({mean} nats): \
          the policy is drifting from the reference (raise beta or stop early)"
     );
     let category = py.import("rlhf_fast.reference")?.getattr("KLWarning")?;

@@ -27,7 +27,7 @@ from .kernels import policy as policy_kernels
 from .kernels.logistic import sigmoid as sigmoid_unchecked
 from .kernels.sampling import sample_index
 from .kernels.softmax import log_softmax_row, softmax_row
-from .lesson import PROMPTS, VOCAB
+from .lesson import KL_TARGET, KL_THRESHOLD, PROMPTS, VOCAB
 from .methods import bradley_terry as bt
 from .methods import dpo, grpo, ppo
 from .methods.bradley_terry.preferences import PreferenceSet
@@ -284,9 +284,9 @@ def train_rlhf(
     lr: float = 0.05,
     ppo_epochs: int = 4,
     kl_ctl: str = "fixed",
-    target: float = 6.0,
+    target: float = KL_TARGET,
     horizon: float = 10000.0,
-    kl_threshold: float = 5.0,
+    kl_threshold: float = KL_THRESHOLD,
     kl_penalty: str = "full",
     vf_coef: float = 0.0,
     cliprange_value: float = 0.2,
@@ -468,7 +468,7 @@ def train_grpo(
     lr: float = 0.05,
     scale_rewards: str = "group",
     num_iterations: int = 1,
-    kl_threshold: float = 5.0,
+    kl_threshold: float = KL_THRESHOLD,
 ) -> dict[str, list]:
     """``steps`` GRPO steps on one ``random.Random(seed)``; mutates ``theta``.
 

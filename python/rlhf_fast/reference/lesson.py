@@ -6,6 +6,7 @@ so the lesson's data would differ from one process to the next (SPEC section 2).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 
@@ -14,6 +15,12 @@ GOOD_WORDS = ("clear", "kind", "specific", "thorough")
 BAD_WORDS = ("rude", "short", "vague", "wrong")
 # The policy's action space, and the first tokens of every reward model's vocabulary.
 VOCAB = tuple(sorted(GOOD_WORDS + BAD_WORDS))
+
+# From the uniform starting policy no policy gets further than KL = log V (2.08 nats here, a
+# single token): the KL controllers' target and the monitor's threshold default to fractions
+# of it, so that both can be reached (TRL's target of 6 nats is for vocabularies of 50,000).
+KL_TARGET = 0.5 * math.log(len(VOCAB))
+KL_THRESHOLD = 0.75 * math.log(len(VOCAB))
 
 
 def make_pair(rng: random.Random) -> tuple[str, str, str]:

@@ -27,7 +27,7 @@ class KLWarning(UserWarning):
 def warn_kl(mean_kl: float, kl_threshold: float, t: int) -> None:
     """The lesson's KL monitor, raised from a training loop on behalf of its caller's caller."""
     warnings.warn(
-        f"mean KL(pi_theta || pi_ref) = {mean_kl:.3g} passed {kl_threshold:g} at step {t}: "
+        f"mean KL(pi_theta || pi_ref) passed kl_threshold={kl_threshold:.4g} at step {t} ({mean_kl:.4g} nats): "
         "the policy is drifting from the reference (raise beta or stop early)",
         KLWarning,
         stacklevel=4,  # warn_kl <- the engine's loop <- the lesson-level function <- its caller

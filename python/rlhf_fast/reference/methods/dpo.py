@@ -5,7 +5,9 @@ log-probabilities (tokens drawn independently, matching the bag-of-tokens RM). T
 family (``loss_type`` ``sigmoid``, ``robust``, ``ipo``, ``hinge``, with cDPO's
 ``label_smoothing``) is written as docs/METHODS.md section 2 writes it: a function of
 ``u = (log pi(y+) - log ref(y+)) - (log pi(y-) - log ref(y-))`` and its derivative in ``u``,
-with ``du / dlogit_j = (count_j(y+) - |y+| p_j) - (count_j(y-) - |y-| p_j)``.
+with ``du / dlogit_j = (count_j(y+) - |y+| p_j) - (count_j(y-) - |y-| p_j)``. IPO, as TRL
+computes it, averages each response's log-ratio over its tokens first:
+``u = (log pi(y+) - log ref(y+)) / |y+| - (log pi(y-) - log ref(y-)) / |y-|``.
 """
 
 from __future__ import annotations
@@ -101,12 +103,26 @@ def dpo_update(
     neg_logratio = 0.0
     for a in rejected:
         neg_logratio += logp[a] - ref_log_probs[a]
-    loss, step = params.loss_and_step(pos_logratio - neg_logratio)
+    len_pos = float(len(chosen))
+    len_neg = float(len(rejected))
+    # TRL's IPO averages each response's log-ratio over its tokens; the other losses sum them.
+    ipo = params.loss_type == "ipo"
+    if ipo:
+        u = pos_logratio / len_pos - neg_logratio / len_neg
+    else:
+        u = pos_logratio - neg_logratio
+    loss, step = params.loss_and_step(u)
 
-    # d u / d logits_j = (count_j(y+) - len(y+) p_j) - (count_j(y-) - len(y-) p_j)
+    # d u / d logits_j = (count_j(y+) - len(y+) p_j) - (count_j(y-) - len(y-) p_j), each term
+    # divided by its response's length for IPO
     p = softmax_row(logits)
     for j in range(len(logits)):
-        du_j = (chosen.count(j) - len(chosen) * p[j]) - (rejected.count(j) - len(rejected) * p[j])
+        count_pos = float(chosen.count(j))
+        count_neg = float(rejected.count(j))
+        if ipo:
+            du_j = (count_pos / len_pos - p[j]) - (count_neg / len_neg - p[j])
+        else:
+            du_j = (count_pos - len_pos * p[j]) - (count_neg - len_neg * p[j])
         logits[j] -= step * du_j
     chosen_reward = params.beta * pos_logratio
     rejected_reward = params.beta * neg_logratio

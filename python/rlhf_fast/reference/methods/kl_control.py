@@ -8,6 +8,7 @@ coefficient in force as ``value`` and is fed the KL measured over ``n_steps`` sa
 from __future__ import annotations
 
 from ... import _checks as checks
+from ..lesson import KL_TARGET
 
 KL_CONTROLLERS = ("fixed", "adaptive", "doubling")
 
@@ -53,7 +54,7 @@ class DoublingKLController:
             self.value /= 2.0
 
 
-def make_kl_controller(kind: str, beta: float, target: float = 6.0, horizon: float = 10000.0):
+def make_kl_controller(kind: str, beta: float, target: float = KL_TARGET, horizon: float = 10000.0):
     """The controller named ``kind`` (``fixed``, ``adaptive`` or ``doubling``) starting at ``beta``."""
     beta = checks.non_negative("beta", beta)
     if kind == "fixed":
