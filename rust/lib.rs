@@ -37,14 +37,17 @@ pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
-pub use error::{finite, finite_slice, non_negative, positive, probabilities, py_float, Error, Result};
+pub use error::{
+    at_most, default_max_memory, finite, finite_slice, fits_in_memory, non_negative, overflowed, positive,
+    probabilities, py_float, Error, Result, OVERFLOW,
+};
 pub use kernels::kl::{kl, kl_k1, kl_k2, kl_k3, KlPenalty};
 pub use kernels::logistic::{sigmoid, softplus};
 pub use kernels::policy::{expected_score, policy_kl};
 pub use kernels::sampling::sample_index;
 pub use kernels::simd::{Avx2Isa, Avx512Isa, Simd};
 pub use kernels::softmax::{log_softmax, log_softmax_row, softmax, softmax_row};
-pub use lesson::{make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB};
+pub use lesson::{make_dataset, make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB};
 pub use methods::best_of_n::{bon_distribution, bon_exact, bon_kl_analytic};
 pub use methods::bradley_terry::{bag, dot, pairwise_accuracy, rm_train_step, rm_update, Bag, BagEntry, Preferences};
 pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoParams, DpoScratch, LossType};

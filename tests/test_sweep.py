@@ -236,24 +236,37 @@ def test_bad_grids_are_refused_before_any_work(kwargs, match):
 
 
 def test_ctrl_c_stops_a_long_sweep_quickly():
+    # The child installs Python's own SIGINT handler explicitly (a child started in the
+    # background may inherit SIG_IGN), wrapped to note when the signal arrived.
     script = (
-        "import time, rlhf_fast as rl\n"
+        "import signal, time, rlhf_fast as rl\n"
+        "arrived = None\n"
+        "def on_sigint(signum, frame):\n"
+        "    global arrived\n"
+        "    arrived = time.perf_counter()\n"
+        "    signal.default_int_handler(signum, frame)\n"
+        "signal.signal(signal.SIGINT, on_sigint)\n"
         "w = rl.train_rm(rl.make_dataset(500, 0))\n"
         "print('started', flush=True)\n"
         "try:\n"
         "    rl.sweep_rlhf(w, betas=[0.0, 0.1, 1.0], seeds=2000, steps=1_000_000, record_every=0)\n"
         "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
+        "    print('interrupted', time.perf_counter() - arrived, flush=True)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "started"
-    time.sleep(0.3)
-    child.send_signal(signal.SIGINT)
-    sent = time.perf_counter()
-    output, _ = child.communicate(timeout=30)
-    assert "interrupted" in output
-    # The sweep itself reacts within its 25 ms poll; the rest is interpreter shutdown.
-    assert time.perf_counter() - sent < 2.0
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        output, _ = child.communicate(timeout=30)
+        fields = output.split()
+        assert fields[:1] == ["interrupted"], output
+        # From the handler to the except block: the sweep stops within its next tick.
+        assert float(fields[1]) < 0.1, output
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_sweep_rm_matches_reference_training_per_grid_point():

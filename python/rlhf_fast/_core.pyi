@@ -186,7 +186,7 @@ class _SweepOutput(TypedDict):
     history_fields: list[str]
     final_params: npt.NDArray[np.float64]  # [run, *params]
     summary: npt.NDArray[np.float64]  # [run, field]
-    summary_fields: list[str]
+    summary_fields: list[str]  # only what the sweep computes: no final_score without w, ...
     simd: str
 
 class _RMSweepOutput(_SweepOutput):

@@ -1,19 +1,22 @@
 //! Best-of-N from a policy: one evaluation [`best_of_n`], and the sweep engine [`BonEngine`].
 
-use super::driver::{Engine, Monitor, RunsOut};
-use crate::error::{finite_slice, Error, Result};
+use super::driver::{Engine, Monitor, RunsOut, Ticker};
+use crate::error::{at_most, finite_slice, Error, Result};
 use crate::kernels::policy::check_table;
 use crate::kernels::sampling::BucketSampler;
 use crate::kernels::softmax::softmax_rows;
-use crate::methods::best_of_n::{bon_exact, bon_kl_analytic, bon_sample};
+use crate::methods::best_of_n::{bon_draws, bon_exact, bon_kl_analytic};
 use crate::methods::reward_checks::check_not_length_only;
 use crate::rng::Mt19937;
 
-/// Per-run results of a Best-of-N sweep (`sampled_score` is NaN without samples).
+/// Per-run results of a Best-of-N sweep; a sweep without samples has no `sampled_score`.
 pub const BON_SUMMARY_FIELDS: [&str; 4] = ["expected_score", "kl_analytic", "kl_exact", "sampled_score"];
 
-/// Monte-Carlo draws between two looks at the monitor (fewer when `n` is large).
-const CHUNK: u64 = 1024;
+/// Largest `n`: a billion draws per sample already take seconds.
+pub const MAX_N: i64 = 1_000_000_000;
+
+/// Draws of one long Best-of-n sample between two reports to the monitor.
+const DRAWS_PER_REPORT: u64 = 1024;
 
 /// What [`best_of_n`] reports.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,14 +48,17 @@ pub(crate) fn check_bon_inputs(policy: &[f64], weights: &[f64], n: i64, samples:
     if n < 1 {
         return Err(Error::invalid(format!("n must be >= 1, got {n}")));
     }
+    at_most("n", n, MAX_N)?;
     if samples < 0 {
         return Err(Error::invalid(format!("samples must be >= 0, got {samples}")));
     }
     Ok(n_prompts)
 }
 
-/// The mean kept score of `samples` Monte-Carlo draws on one stream, summed left to right,
-/// ticking `monitor` every few draws (in chunks: the same draws as one long loop).
+/// The mean kept score of `samples` Monte-Carlo draws on one stream, summed left to right.
+/// Each draw is `x = rng.choice(PROMPTS)` and the best of `n` samples from `pi[x]`, taken
+/// in pieces of 1024 samples so that even a draw of a billion reports to `monitor` (and
+/// stops when cancelled) every millisecond or so.
 fn sampled_score(
     sampler: &BucketSampler,
     weights: &[f64],
@@ -62,17 +68,21 @@ fn sampled_score(
     monitor: &Monitor,
 ) -> Result<f64> {
     let mut rng = Mt19937::from_key(seed_key);
+    let mut ticker = Ticker::new(monitor);
+    let rows = sampler.n_rows() as u32;
     let mut total = 0.0;
-    let chunk = (CHUNK / n.max(1)).max(1);
-    let mut left = samples;
-    while left > 0 {
-        let take = left.min(chunk);
-        for _ in 0..take {
-            total += bon_sample(sampler, weights, n, &mut rng);
+    for _ in 0..samples {
+        let x = rng.randbelow(rows) as usize;
+        let (mut best, mut left) = (f64::NEG_INFINITY, n);
+        while left > DRAWS_PER_REPORT {
+            best = bon_draws(sampler, weights, x, DRAWS_PER_REPORT, best, &mut rng);
+            left -= DRAWS_PER_REPORT;
+            ticker.advance(0, DRAWS_PER_REPORT)?;
         }
-        left -= take;
-        monitor.tick(take)?;
+        total += bon_draws(sampler, weights, x, left, best, &mut rng);
+        ticker.advance(1, left)?;
     }
+    ticker.flush()?;
     Ok(total / samples as f64)
 }
 
@@ -109,12 +119,14 @@ pub struct BonRun {
 }
 
 /// Best-of-N runs from one policy against one reward model: each run is [`best_of_n`].
-/// Progress counts Monte-Carlo samples.
+/// Progress counts Monte-Carlo samples. Either every run samples (and the summary has a
+/// `sampled_score`) or none does (and it has none).
 #[derive(Clone, Debug)]
 pub struct BonEngine<'a> {
     pub weights: &'a [f64],
     pi: Vec<f64>,
     sampler: BucketSampler,
+    sampled: bool,
 }
 
 impl<'a> BonEngine<'a> {
@@ -124,9 +136,15 @@ impl<'a> BonEngine<'a> {
         for run in runs {
             check_bon_inputs(policy, weights, run.n, run.samples)?;
         }
+        let sampled = runs.iter().any(|run| run.samples > 0);
+        if sampled && runs.iter().any(|run| run.samples == 0) {
+            return Err(Error::invalid(
+                "samples must be > 0 in every run or 0 in every run (no sampled_score), got both",
+            ));
+        }
         let pi = softmax_rows(policy, weights.len());
         let sampler = BucketSampler::new(&pi, weights.len());
-        Ok(BonEngine { weights, pi, sampler })
+        Ok(BonEngine { weights, pi, sampler, sampled })
     }
 }
 
@@ -138,7 +156,11 @@ impl Engine for BonEngine<'_> {
     }
 
     fn summary_fields(&self) -> &'static [&'static str] {
-        &BON_SUMMARY_FIELDS
+        if self.sampled {
+            &BON_SUMMARY_FIELDS
+        } else {
+            &BON_SUMMARY_FIELDS[..3]
+        }
     }
 
     fn kept_steps(&self, _: &[BonRun]) -> usize {
@@ -153,12 +175,10 @@ impl Engine for BonEngine<'_> {
         let run = &runs[0];
         let n = run.n as u64;
         let (expected, kl_exact, _) = bon_exact(&self.pi, self.weights, n);
-        let sampled = if run.samples > 0 {
-            sampled_score(&self.sampler, self.weights, n, run.samples as u64, &run.seed_key, monitor)?
-        } else {
-            f64::NAN
-        };
-        out.summary.copy_from_slice(&[expected, bon_kl_analytic(n), kl_exact, sampled]);
+        out.summary[..3].copy_from_slice(&[expected, bon_kl_analytic(n), kl_exact]);
+        if self.sampled {
+            out.summary[3] = sampled_score(&self.sampler, self.weights, n, run.samples as u64, &run.seed_key, monitor)?;
+        }
         Ok(())
     }
 }
@@ -209,21 +229,26 @@ mod tests {
     #[test]
     fn the_sweep_is_best_of_n_per_run_whatever_the_threads() {
         let policy: Vec<f64> = (0..24).map(|i| ((i * 37) % 11) as f64 / 5.0 - 1.0).collect();
-        let runs: Vec<BonRun> = [(1, 0, 0), (4, 3000, 1), (16, 5000, 2), (4, 3000, 3)]
+        let runs: Vec<BonRun> = [(1, 1000, 0), (4, 3000, 1), (16, 5000, 2), (4, 3000, 3), (3000, 7, 4)]
             .into_iter()
             .map(|(n, samples, seed)| BonRun { n, samples, seed_key: seed_key(seed) })
             .collect();
         let engine = BonEngine::new(&policy, &WEIGHTS, &runs).unwrap();
         let monitor = Monitor::default();
         let out = sweep(&engine, &runs, u64::MAX, &monitor).unwrap();
-        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 11_000);
+        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 12_007);
         for (r, run) in runs.iter().enumerate() {
             let single = evaluate(&policy, run.n, run.samples, &run.seed_key).unwrap();
             assert_eq!(out.summary[r * 4..r * 4 + 3], [single.expected_score, single.kl_analytic, single.kl_exact]);
-            match single.sampled_score {
-                Some(s) => assert_eq!(out.summary[r * 4 + 3], s),
-                None => assert!(out.summary[r * 4 + 3].is_nan()),
-            }
+            assert_eq!(out.summary[r * 4 + 3], single.sampled_score.unwrap());
+        }
+        // Without samples there is no sampled score: three fields, the same values.
+        let exact_only: Vec<BonRun> = runs.iter().map(|run| BonRun { samples: 0, ..run.clone() }).collect();
+        let engine_exact = BonEngine::new(&policy, &WEIGHTS, &exact_only).unwrap();
+        let exact = sweep(&engine_exact, &exact_only, u64::MAX, &Monitor::default()).unwrap();
+        assert_eq!(exact.summary_fields, &BON_SUMMARY_FIELDS[..3]);
+        for r in 0..runs.len() {
+            assert_eq!(exact.summary[r * 3..r * 3 + 3], out.summary[r * 4..r * 4 + 3]);
         }
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for threads in [1, 3] {
@@ -244,5 +269,26 @@ mod tests {
         assert!(flat.to_string().contains("by length alone"));
         let bad_n = [BonRun { n: 0, samples: 0, seed_key: vec![0] }];
         assert!(BonEngine::new(&[0.0; 24], &WEIGHTS, &bad_n).unwrap_err().to_string().contains("n must be"));
+        let huge_n = [BonRun { n: MAX_N + 1, samples: 0, seed_key: vec![0] }];
+        let err = BonEngine::new(&[0.0; 24], &WEIGHTS, &huge_n).unwrap_err();
+        assert_eq!(err.to_string(), "n must be <= 1000000000, got 1000000001");
+        let mixed = [BonRun { n: 2, samples: 0, seed_key: vec![0] }, BonRun { n: 2, samples: 5, seed_key: vec![0] }];
+        assert!(BonEngine::new(&[0.0; 24], &WEIGHTS, &mixed).unwrap_err().to_string().starts_with("samples must be"));
+    }
+
+    #[test]
+    fn a_billion_draws_stop_when_cancelled() {
+        let runs = [BonRun { n: MAX_N, samples: 3, seed_key: vec![0] }];
+        let engine = BonEngine::new(&[0.0; 24], &WEIGHTS, &runs).unwrap();
+        let monitor = Monitor::default();
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                monitor.cancel();
+            });
+            assert_eq!(sweep(&engine, &runs, u64::MAX, &monitor), Err(Error::Cancelled));
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{drop_in_background, reserve, Error, Result};
 
 /// Progress and cancellation shared between a sweep and whoever waits for it.
 #[derive(Debug, Default)]
@@ -37,6 +37,53 @@ impl Monitor {
     /// Asks every engine loop to stop at its next tick.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// An error once cancellation was asked for (a tick that finished no step).
+    #[inline]
+    pub fn check(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// Work between two looks at the monitor, in the loops' own units (about one multiply-add
+/// on one token each): 2^16 of them take a few dozen microseconds, so a cancelled loop
+/// stops within a millisecond or so whatever its settings, and the look (an atomic add and
+/// a load) costs nothing measurable.
+pub(crate) const TICK_WORK: u64 = 1 << 16;
+
+/// Ticks a [`Monitor`] once per [`TICK_WORK`] units of work rather than once per step, so
+/// a step costing one unit or a million is looked at equally often.
+pub(crate) struct Ticker<'a> {
+    monitor: &'a Monitor,
+    steps: u64,
+    work: u64,
+}
+
+impl<'a> Ticker<'a> {
+    pub(crate) fn new(monitor: &'a Monitor) -> Self {
+        Ticker { monitor, steps: 0, work: 0 }
+    }
+
+    /// Counts `steps` finished steps that took `work` units; ticks once enough work piled up.
+    #[inline(always)]
+    pub(crate) fn advance(&mut self, steps: u64, work: u64) -> Result<()> {
+        self.steps += steps;
+        self.work += work;
+        if self.work >= TICK_WORK {
+            return self.flush();
+        }
+        Ok(())
+    }
+
+    /// Hands the steps counted so far to the monitor (call once more at the end of a loop).
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        let steps = std::mem::take(&mut self.steps);
+        self.work = 0;
+        self.monitor.tick(steps)
     }
 }
 
@@ -133,14 +180,16 @@ fn pieces(buf: &mut [f64], len: usize, n: usize) -> Vec<&mut [f64]> {
     }
 }
 
-/// Asks the kernel to back the 2 MiB-aligned part of `buf` with transparent huge pages, so
-/// that the first writes fault in a few huge pages instead of thousands of small ones.
+/// Asks the kernel to back the 2 MiB-aligned part of `buf`'s spare capacity with
+/// transparent huge pages, so that the first writes fault in a few huge pages instead of
+/// thousands of small ones.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &[f64]) {
+fn advise_huge_pages(buf: &mut Vec<f64>) {
     const HUGE_PAGE: usize = 2 << 20;
-    let start = buf.as_ptr() as usize;
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_ptr() as usize;
     let (first, last) =
-        (start.next_multiple_of(HUGE_PAGE), (start + std::mem::size_of_val(buf)) / HUGE_PAGE * HUGE_PAGE);
+        (start.next_multiple_of(HUGE_PAGE), (start + std::mem::size_of_val(spare)) / HUGE_PAGE * HUGE_PAGE);
     if last > first {
         // SAFETY: `first..last` lies inside `buf`'s allocation; MADV_HUGEPAGE only changes how
         // those pages are backed, never their contents, and its failure leaves them as they were.
@@ -149,7 +198,19 @@ fn advise_huge_pages(buf: &[f64]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: &[f64]) {}
+fn advise_huge_pages(_: &mut Vec<f64>) {}
+
+/// `len` zeros, or [`Error::OutOfMemory`] naming `what` if the system refuses them. The
+/// zeros are written on the current pool, in parallel: the first touch of each page is the
+/// costly part, and it is spread over the threads that will fill the rows.
+fn zeroed(len: usize, what: &str) -> Result<Vec<f64>> {
+    let mut buf = Vec::new();
+    reserve(&mut buf, len, what)?;
+    advise_huge_pages(&mut buf);
+    // Fits the reserved capacity: no reallocation (which could abort) takes place.
+    buf.par_extend(rayon::iter::repeat_n(0.0, len));
+    Ok(buf)
+}
 
 fn too_big(what: &str) -> Error {
     Error::invalid(format!("this sweep's {what} does not fit in memory"))
@@ -179,11 +240,10 @@ pub fn sweep<E: Engine>(engine: &E, runs: &[E::Run], max_memory: u64, monitor: &
         )));
     }
 
-    // Zeroed by the allocator (calloc): its pages are zeroed lazily, when a group first writes.
-    let mut history = vec![0.0; n_runs * history_per_run];
-    advise_huge_pages(&history);
-    let mut final_params = vec![0.0; n_runs * n_params];
-    let mut summary = vec![0.0; n_runs * summary_fields.len()];
+    // The products below fit: their sum times 8 was checked above.
+    let mut history = zeroed(n_runs * history_per_run, "this sweep's history")?;
+    let mut final_params = zeroed(n_runs * n_params, "this sweep's final parameters")?;
+    let mut summary = zeroed(n_runs * summary_fields.len(), "this sweep's summaries")?;
     let n_groups = n_runs.div_ceil(E::GROUP);
     let groups: Vec<_> = runs
         .chunks(E::GROUP)
@@ -195,9 +255,16 @@ pub fn sweep<E: Engine>(engine: &E, runs: &[E::Run], max_memory: u64, monitor: &
             (runs, RunsOut { first_run: g * E::GROUP, history, params, summary })
         })
         .collect();
-    let outcomes: Vec<Result<()>> = groups.into_par_iter().map(|(runs, out)| engine.run(runs, out, monitor)).collect();
+    // A group not yet started when the sweep is cancelled does not start.
+    let outcomes: Vec<Result<()>> = groups
+        .into_par_iter()
+        .map(|(runs, out)| monitor.check().and_then(|()| engine.run(runs, out, monitor)))
+        .collect();
     // The first error in run order, not the first to happen: the same whatever the threads.
-    outcomes.into_iter().collect::<Result<()>>()?;
+    if let Err(err) = outcomes.into_iter().collect::<Result<()>>() {
+        drop_in_background((history, final_params, summary));
+        return Err(err);
+    }
     Ok(SweepOutput { n_runs, history_fields, n_kept, history, params_shape, final_params, summary_fields, summary })
 }
 
@@ -282,6 +349,22 @@ mod tests {
         assert_eq!(every_third.recorded(), 2);
         let mut none = Keep::new(0);
         assert!((0..5).all(|_| none.slot().is_none()));
+    }
+
+    #[test]
+    fn the_ticker_looks_at_the_monitor_once_per_tick_of_work_and_counts_every_step() {
+        let monitor = Monitor::default();
+        let mut ticker = Ticker::new(&monitor);
+        for _ in 0..10 {
+            ticker.advance(1, TICK_WORK / 4).unwrap();
+        }
+        assert_eq!(monitor.steps_done.load(Ordering::Relaxed), 8); // two ticks of four steps
+        ticker.flush().unwrap();
+        assert_eq!(monitor.steps_done.load(Ordering::Relaxed), 10);
+        monitor.cancel();
+        assert_eq!(ticker.advance(1, 1), Ok(())); // not a tick yet
+        assert_eq!(ticker.advance(0, TICK_WORK), Err(Error::Cancelled));
+        assert_eq!(monitor.check(), Err(Error::Cancelled));
     }
 
     #[test]

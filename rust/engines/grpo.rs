@@ -1,7 +1,7 @@
 //! GRPO runs: the loop [`train_grpo`], and the sweep engine [`GrpoEngine`].
 
-use super::driver::{Engine, Keep, Monitor, RunsOut};
-use crate::error::{finite_slice, Error, Result};
+use super::driver::{Engine, Keep, Monitor, RunsOut, Ticker};
+use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
 use crate::methods::grpo::{grpo_update, GrpoOutcome, GrpoParams, GrpoScratch};
@@ -13,9 +13,6 @@ pub const GRPO_HISTORY_FIELDS: [&str; 7] = ["prompt", "reward", "reward_std", "k
 /// Per-run results of a GRPO sweep (means over all steps, the final policy's exact statistics).
 pub const GRPO_SUMMARY_FIELDS: [&str; 7] =
     ["final_score", "final_kl", "mean_score", "mean_reward_std", "mean_kl", "clip_frac", "mean_loss"];
-
-/// Steps between two looks at the monitor.
-const CHUNK: usize = 1024;
 
 /// Checks what every GRPO run shares; returns the number of prompts.
 pub(crate) fn check_grpo_inputs(theta: &[f64], reference: &[f64], weights: &[f64], steps: usize) -> Result<usize> {
@@ -54,21 +51,31 @@ impl<'a> GrpoRun<'a> {
         weights: &'a [f64],
         params: &'a GrpoParams,
         seed_key: &[u32],
-    ) -> Self {
+    ) -> Result<Self> {
         let n_prompts = (theta.len() / weights.len()) as u32;
-        GrpoRun {
+        let mut uniforms = crate::error::vec_with_capacity(params.num_generations, "the GRPO group")?;
+        uniforms.resize(params.num_generations, 0.0);
+        Ok(GrpoRun {
             theta,
             ref_log_probs,
             weights,
             params,
             rng: Mt19937::from_key(seed_key),
-            uniforms: vec![0.0; params.num_generations],
-            scratch: GrpoScratch::new(weights.len(), params.num_generations),
+            uniforms,
+            scratch: GrpoScratch::new(weights.len(), params.num_generations)?,
             n_prompts,
-        }
+        })
     }
 
-    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update.
+    /// The work of one step in the monitor's units: every iteration walks the group's rows.
+    fn work_per_step(&self) -> u64 {
+        let group = (self.params.num_generations + 1) as u64;
+        u64::from(self.params.num_iterations) * group * self.weights.len() as u64
+    }
+
+    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update. A
+    /// step whose logits overflow is an error that `run_name` (`train_grpo`, `sweep run 3`)
+    /// begins.
     #[inline]
     fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome)> {
         let v = self.weights.len();
@@ -85,8 +92,12 @@ impl<'a> GrpoRun<'a> {
             self.params,
             &mut self.scratch,
         );
-        if !self.theta[row].iter().all(|v| v.is_finite()) {
-            return Err(Error::Diverged(format!("{run_name} diverged at step {t}: non-finite logits")));
+        if overflowed(&self.theta[row]) {
+            return Err(Error::Diverged(format!(
+                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
+                py_float(self.params.lr),
+                py_float(self.params.beta)
+            )));
         }
         Ok((prompt, out))
     }
@@ -107,12 +118,41 @@ pub struct GrpoHistory {
     pub tokens: Vec<u8>,
 }
 
+/// Bytes a step of [`train_grpo`] counts against `max_memory`, groups of `num_generations`:
+/// seven series of 8 bytes and 8 bytes a sampled token (the reference counts the same).
+pub fn grpo_bytes_per_step(num_generations: usize) -> u64 {
+    (7 + num_generations as u64) * 8
+}
+
+impl GrpoHistory {
+    /// Room for `steps` more steps of groups of `num_generations`, or [`Error::OutOfMemory`].
+    fn reserve(&mut self, steps: usize, num_generations: usize) -> Result<()> {
+        let what = "the history of train_grpo";
+        reserve(&mut self.prompt, steps, what)?;
+        for series in [
+            &mut self.score,
+            &mut self.reward_std,
+            &mut self.kl,
+            &mut self.clip_frac,
+            &mut self.loss,
+            &mut self.mean_kl,
+        ] {
+            reserve(series, steps, what)?;
+        }
+        // Fits: the memory check counted 8 bytes a token.
+        reserve(&mut self.tokens, steps * num_generations, what)
+    }
+}
+
 /// `steps` GRPO steps on the stream `random.Random(seed)` (its `init_by_array` key),
 /// appending each step's record to `history`: each step draws `prompt =
 /// rng.choice(PROMPTS)` and then the group's `G` tokens. `theta` is updated in place;
 /// `reference` is the frozen policy of the same shape, `weights[a]` the reward of token `a`.
-/// A run that diverges stops with an error, `theta` and `history` as they stood before the
-/// failing step (the lesson's KL monitor reads them).
+/// A run whose logits overflow stops with an error, `history` as it stood before the failing
+/// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
+/// checked against half the machine's memory before anything is allocated; `monitor` is
+/// ticked as the run goes and stops it when cancelled.
+#[allow(clippy::too_many_arguments)]
 pub fn train_grpo(
     theta: &mut [f64],
     reference: &[f64],
@@ -121,10 +161,15 @@ pub fn train_grpo(
     seed_key: &[u32],
     params: &GrpoParams,
     history: &mut GrpoHistory,
+    monitor: &Monitor,
 ) -> Result<()> {
     check_grpo_inputs(theta, reference, weights, steps)?;
+    fits_in_memory("steps", steps as u64, grpo_bytes_per_step(params.num_generations), default_max_memory())?;
+    history.reserve(steps, params.num_generations)?;
     let ref_log_probs = log_softmax_rows(reference, weights.len());
-    let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key);
+    let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key)?;
+    let mut ticker = Ticker::new(monitor);
+    let work_per_step = run.work_per_step();
     let mut kl_sum = 0.0;
     for t in 0..steps {
         let (prompt, out) = run.step(t, "train_grpo")?;
@@ -137,8 +182,9 @@ pub fn train_grpo(
         history.loss.push(out.loss);
         history.mean_kl.push(kl_sum / (t + 1) as f64);
         history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u8));
+        ticker.advance(1, work_per_step)?;
     }
-    Ok(())
+    ticker.flush()
 }
 
 /// One GRPO run of a sweep: its stream (the seed's `init_by_array` key) and its settings.
@@ -200,8 +246,10 @@ impl Engine for GrpoEngine<'_> {
         let spec = &runs[0];
         let kept = out.history.len() / GRPO_HISTORY_FIELDS.len();
         out.params.copy_from_slice(self.theta0);
-        let mut run = GrpoRun::new(out.params, &self.ref_log_probs, self.weights, &spec.params, &spec.seed_key);
-        let run_name = format!("sweep_grpo run {}", out.first_run);
+        let mut run = GrpoRun::new(out.params, &self.ref_log_probs, self.weights, &spec.params, &spec.seed_key)?;
+        let run_name = format!("sweep run {}", out.first_run);
+        let mut ticker = Ticker::new(monitor);
+        let work_per_step = run.work_per_step();
         let (mut kl_sum, mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
         let mut keep = Keep::new(self.record_every);
         for t in 0..self.steps {
@@ -218,11 +266,9 @@ impl Engine for GrpoEngine<'_> {
                     out.history[f * kept + slot] = value;
                 }
             }
-            if (t + 1) % CHUNK == 0 {
-                monitor.tick(CHUNK as u64)?;
-            }
+            ticker.advance(1, work_per_step)?;
         }
-        monitor.tick((self.steps % CHUNK) as u64)?;
+        ticker.flush()?;
         let theta = &*run.theta;
         let steps = self.steps as f64;
         out.summary.copy_from_slice(&[
@@ -258,7 +304,7 @@ mod tests {
         p: &GrpoParams,
     ) -> (GrpoHistory, Result<()>) {
         let mut history = GrpoHistory::default();
-        let outcome = train_grpo(theta, reference, weights, steps, key, p, &mut history);
+        let outcome = train_grpo(theta, reference, weights, steps, key, p, &mut history, &Monitor::default());
         (history, outcome)
     }
 
@@ -311,6 +357,26 @@ mod tests {
         let err = outcome.unwrap_err();
         assert!(matches!(err, Error::Diverged(_)), "{err}");
         assert!(err.to_string().contains(&format!("at step {}:", history.kl.len())), "{err}");
+        let p = GrpoParams::new(8, 0.04, 0.2, None, 1e300, ScaleRewards::Group, 1).unwrap();
+        let err = train(&mut [0.0; 24], &ZEROS, &WEIGHTS, 100, &[1], &p).1.unwrap_err();
+        assert_eq!(
+            err,
+            Error::Diverged("train_grpo diverged at step 0: logits overflowed (lr=1e+300, beta=0.04)".into())
+        );
+        let mut specs = runs();
+        specs[4].params = p;
+        let engine = GrpoEngine::new(&ZEROS, &ZEROS, &WEIGHTS, 100, 1).unwrap();
+        let err = sweep(&engine, &specs, u64::MAX, &Monitor::default()).unwrap_err();
+        assert_eq!(err.to_string(), "sweep run 4 diverged at step 0: logits overflowed (lr=1e+300, beta=0.04)");
+    }
+
+    #[test]
+    fn runs_are_sized_before_they_start() {
+        let p = GrpoParams::new(65536, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        let steps = usize::MAX / (1 << 20);
+        let err = train(&mut [0.0; 24], &ZEROS, &WEIGHTS, steps, &[0], &p).1.unwrap_err();
+        let expected = format!("steps={steps} needs {} bytes, more than max_memory=", steps as u128 * (7 + 65536) * 8);
+        assert!(err.to_string().starts_with(&expected), "{err}");
     }
 
     // ------------------------------------------------------------------------- the sweep

@@ -1,7 +1,8 @@
 //! PPO-RLHF runs: the single-run loop [`train_rlhf`], and the sweep engine [`PpoEngine`] that
 //! advances runs eight at a time in the lanes of `ppo_lanes.rs` (where its `Engine` impl is).
 
-use crate::error::{finite_slice, py_float, Error, Result};
+use super::driver::{Monitor, Ticker};
+use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
 use crate::kernels::policy::check_policy_pair;
 use crate::kernels::simd::Simd;
 use crate::kernels::softmax::log_softmax_rows;
@@ -46,6 +47,32 @@ pub struct RlhfHistory {
     pub value_loss: Vec<f64>,
 }
 
+/// Bytes a step of [`train_rlhf`] counts against `max_memory` (ten series of 8 bytes; the
+/// reference counts the same).
+pub const RLHF_BYTES_PER_STEP: u64 = 10 * 8;
+
+impl RlhfHistory {
+    /// Room for `steps` more steps in every series, or [`Error::OutOfMemory`].
+    fn reserve(&mut self, steps: usize) -> Result<()> {
+        let what = "the history of train_rlhf";
+        reserve(&mut self.prompt, steps, what)?;
+        reserve(&mut self.token, steps, what)?;
+        for series in [
+            &mut self.score,
+            &mut self.kl,
+            &mut self.reward,
+            &mut self.clip_frac,
+            &mut self.beta,
+            &mut self.mean_kl,
+            &mut self.kl_penalty,
+            &mut self.value_loss,
+        ] {
+            reserve(series, steps, what)?;
+        }
+        Ok(())
+    }
+}
+
 /// `steps` PPO-RLHF steps on the stream `random.Random(seed)` (its `init_by_array` key),
 /// appending each step's record to `history`.
 ///
@@ -53,8 +80,11 @@ pub struct RlhfHistory {
 /// uses the controller's coefficient, then feeds the controller the step's exact KL.
 /// `theta` is updated in place; `reference` is the frozen policy of the same shape,
 /// `weights[j]` the reward of token `j`, and `values` the per-prompt baseline (updated only
-/// when `params.vf_coef > 0`). A run that diverges stops with an error, `theta` and
-/// `history` as they stood before the failing step (the lesson's KL monitor reads them).
+/// when `params.vf_coef > 0`). A run whose logits or value overflow (see
+/// [`crate::error::overflowed`]) stops with an error, `history` as it stood before the failing
+/// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
+/// checked against half the machine's memory before anything is allocated; `monitor` is
+/// ticked as the run goes and stops it when cancelled.
 #[allow(clippy::too_many_arguments)]
 pub fn train_rlhf(
     theta: &mut [f64],
@@ -66,6 +96,7 @@ pub fn train_rlhf(
     mut controller: KlController,
     values: &mut [f64],
     history: &mut RlhfHistory,
+    monitor: &Monitor,
 ) -> Result<()> {
     let vocab_size = weights.len();
     finite_slice("w", weights)?;
@@ -77,12 +108,16 @@ pub fn train_rlhf(
     if steps == 0 {
         return Err(Error::invalid("steps must be >= 1, got 0"));
     }
+    fits_in_memory("steps", steps as u64, RLHF_BYTES_PER_STEP, default_max_memory())?;
+    history.reserve(steps)?;
 
     // The frozen reference never changes: its log-probabilities once per prompt.
     let ref_log_probs = log_softmax_rows(reference, vocab_size);
     let mut rng = Mt19937::from_key(seed_key);
     let mut scratch = StepScratch::new(vocab_size);
     let mut kl_sum = 0.0;
+    let mut ticker = Ticker::new(monitor);
+    let work_per_step = (1 + u64::from(params.ppo_epochs)) * vocab_size as u64;
     for t in 0..steps {
         let prompt = rng.randbelow(n_prompts as u32) as usize;
         let row = prompt * vocab_size..(prompt + 1) * vocab_size;
@@ -91,9 +126,10 @@ pub fn train_rlhf(
         let logits = &mut theta[row.clone()];
         let out =
             rlhf_step(logits, &ref_log_probs[row.clone()], weights, u, beta, params, &mut values[prompt], &mut scratch);
-        if !theta[row].iter().all(|v| v.is_finite()) {
+        if overflowed(&theta[row]) | overflowed(std::slice::from_ref(&values[prompt])) {
             return Err(Error::Diverged(format!(
-                "train_rlhf diverged at step {t}: non-finite logits (beta={})",
+                "train_rlhf diverged at step {t}: logits overflowed (lr={}, beta={})",
+                py_float(params.lr),
                 py_float(beta)
             )));
         }
@@ -109,8 +145,9 @@ pub fn train_rlhf(
         history.kl_penalty.push(out.kl_penalty);
         history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
+        ticker.advance(1, work_per_step)?;
     }
-    Ok(())
+    ticker.flush()
 }
 
 /// One run of a PPO sweep: its stream (the seed's `init_by_array` key), PPO settings and
@@ -179,7 +216,7 @@ impl PpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, Monitor, SweepOutput};
+    use crate::engines::driver::{sweep, SweepOutput};
     use crate::kernels::policy::{expected_score, policy_kl};
     use crate::rng::seed_key;
 
@@ -199,7 +236,18 @@ mod tests {
     ) -> (RlhfHistory, Result<()>) {
         let mut history = RlhfHistory::default();
         let values = &mut vec![0.0; theta.len() / VOCAB_SIZE];
-        let outcome = train_rlhf(theta, reference, weights, steps, key, params, controller, values, &mut history);
+        let outcome = train_rlhf(
+            theta,
+            reference,
+            weights,
+            steps,
+            key,
+            params,
+            controller,
+            values,
+            &mut history,
+            &Monitor::default(),
+        );
         (history, outcome)
     }
 
@@ -247,7 +295,9 @@ mod tests {
         assert!(train(&mut theta, &[0.0; 24], &WEIGHTS, 0, &[0], &params, fixed).1.is_err());
         let mut short = RlhfHistory::default();
         let values = &mut [0.0; 2];
-        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 1, &[0], &params, fixed, values, &mut short).is_err());
+        let monitor = Monitor::default();
+        assert!(train_rlhf(&mut theta, &[0.0; 24], &WEIGHTS, 1, &[0], &params, fixed, values, &mut short, &monitor)
+            .is_err());
         theta[3] = f64::NAN;
         let err = train(&mut theta, &[0.0; 24], &WEIGHTS, 10, &[0], &params, fixed).1.unwrap_err();
         assert!(err.to_string().contains("theta[3]"), "{err}");
@@ -421,9 +471,10 @@ mod tests {
 
     #[test]
     fn cancelling_stops_the_sweep_and_progress_counts_every_step() {
+        // 800 steps: past about 890 the doubling runs' logits overflow.
         let monitor = Monitor::default();
-        run_sweep(&engine(1000, 0, false, Simd::detect()), &runs(10), &monitor).unwrap();
-        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 10_000);
+        run_sweep(&engine(800, 0, false, Simd::detect()), &runs(10), &monitor).unwrap();
+        assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 8_000);
         let cancelled = Monitor::default();
         cancelled.cancel();
         let out = run_sweep(&engine(1000, 0, false, Simd::detect()), &runs(10), &cancelled);
@@ -439,6 +490,58 @@ mod tests {
         runaway[9].controller = KlController::doubling(1.0, 1e-12).unwrap();
         let err = run_sweep(&engine(5000, 0, false, Simd::detect()), &runaway, &Monitor::default()).unwrap_err();
         assert!(err.to_string().starts_with("sweep run 9 diverged"), "{err}");
+        // Exact lanes stop at the single run's step, with its message but for the name.
+        let err = run_sweep(&engine(5000, 0, true, Simd::Portable), &runaway, &Monitor::default()).unwrap_err();
+        let mut theta = ZEROS.to_vec();
+        let single = train(
+            &mut theta,
+            &ZEROS,
+            &SWEEP_WEIGHTS,
+            5000,
+            &runaway[9].seed_key,
+            &runaway[9].params,
+            runaway[9].controller,
+        );
+        let single = single.1.unwrap_err().to_string();
+        assert_eq!(err.to_string(), single.replace("train_rlhf", "sweep run 9"));
+        for simd in Simd::available() {
+            let mut wild = runs(3);
+            wild[2].params.lr = 1e300;
+            let err = run_sweep(&engine(100, 1, false, simd), &wild, &Monitor::default()).unwrap_err();
+            let expected = format!(
+                "sweep run 2 diverged at step 0: logits overflowed (lr=1e+300, beta={})",
+                py_float(wild[2].controller.value())
+            );
+            assert_eq!(err.to_string(), expected, "{}", simd.name());
+        }
+    }
+
+    #[test]
+    fn runs_are_sized_before_they_start_and_stop_when_cancelled_or_overflowing() {
+        let params = PpoParams::new(0.2, 0.05, 4).unwrap();
+        let fixed = KlController::fixed(0.1).unwrap();
+        let mut theta = vec![0.0; 24];
+        let err = train(&mut theta, &ZEROS, &WEIGHTS, usize::MAX / 64, &[0], &params, fixed).1.unwrap_err();
+        let steps = usize::MAX / 64;
+        let expected = format!("steps={steps} needs {} bytes, more than max_memory=", steps as u128 * 80);
+        assert!(err.to_string().starts_with(&expected), "{err}");
+        let wild = PpoParams::new(0.2, 1e300, 4).unwrap();
+        let (history, outcome) = train(&mut theta, &ZEROS, &WEIGHTS, 100, &[0], &wild, fixed);
+        let err = outcome.unwrap_err();
+        assert_eq!(
+            err,
+            Error::Diverged("train_rlhf diverged at step 0: logits overflowed (lr=1e+300, beta=0.1)".into())
+        );
+        assert!(history.kl.is_empty());
+        let cancelled = Monitor::default();
+        cancelled.cancel();
+        let mut history = RlhfHistory::default();
+        let values = &mut [0.0; 3];
+        let mut theta = vec![0.0; 24];
+        let outcome =
+            train_rlhf(&mut theta, &ZEROS, &WEIGHTS, 1_000_000, &[0], &params, fixed, values, &mut history, &cancelled);
+        assert_eq!(outcome, Err(Error::Cancelled));
+        assert!(history.kl.len() < 100_000, "a cancelled run stops within a tick: {} steps", history.kl.len());
     }
 
     #[test]

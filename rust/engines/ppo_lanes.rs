@@ -19,9 +19,9 @@
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
 
-use super::driver::{Engine, Monitor, RunsOut};
+use super::driver::{Engine, Monitor, RunsOut, Ticker};
 use super::ppo::{PpoEngine, PpoRun, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS, VOCAB_SIZE};
-use crate::error::{py_float, Error, Result};
+use crate::error::{py_float, Error, Result, OVERFLOW};
 use crate::kernels::fastmath::{exp_nonpositive_rows, ln_positive};
 use crate::kernels::kl::{KlPenalty, K3_LOG_RATIO_LIMIT};
 use crate::kernels::policy::{expected_score, policy_kl};
@@ -31,9 +31,6 @@ use crate::kernels::simd::{Portable, Simd, Vector, LANES};
 use crate::kernels::softmax::log_softmax_row;
 use crate::methods::kl_control::KlController;
 use crate::rng::Mt19937;
-
-/// Steps between two looks at the monitor.
-const CHUNK: usize = 256;
 
 type Rows<V> = [V; VOCAB_SIZE];
 type Masks<V> = [<V as Vector>::Mask; VOCAB_SIZE];
@@ -354,17 +351,22 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
         }
     }
 
-    /// The first real lane whose logits are no longer finite.
+    /// The first real lane whose logits or value overflowed: reached `2^512` in magnitude or
+    /// stopped being finite (`crate::error::overflowed`, one mask test per row).
     #[inline(always)]
-    fn diverged_lane(&self, z: &Rows<V>) -> Option<usize> {
-        // 0 * z is 0 for finite logits and NaN otherwise.
-        let zero = self.splat(0.0);
-        let mut non_finite = zero;
+    fn diverged_lane(&self, z: &Rows<V>, value: V) -> Option<usize> {
+        let (upper, lower) = (self.splat(OVERFLOW), self.splat(-OVERFLOW));
+        // Ordered comparisons: a NaN lane is outside.
+        let inside = |x: V| x.lt(upper) & x.gt(lower);
+        let mut all_inside = inside(value);
         for &row in z {
-            non_finite = non_finite + zero * row;
+            all_inside = all_inside & inside(row);
         }
-        let non_finite = non_finite.to_array();
-        (0..self.n_real).find(|&l| non_finite[l].is_nan())
+        if !V::any(!all_inside) {
+            return None;
+        }
+        let outside = V::unit(self.isa, !all_inside).to_array();
+        (0..self.n_real).find(|&l| outside[l] != 0.0)
     }
 
     /// The group's runs from start to finish, writing their kept steps, final logits and
@@ -377,10 +379,9 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
         let zeros: Rows<V> = [self.splat(0.0); VOCAB_SIZE];
         // `p` holds the policy before the step until the first epoch's update, then each epoch's.
         let (mut p, mut shifted) = (zeros, zeros);
+        let mut ticker = Ticker::new(monitor);
+        let work_per_step = (1 + u64::from(self.params.max_epochs)) * (LANES * VOCAB_SIZE) as u64;
         for t in 0..engine.steps {
-            if t % CHUNK == 0 && t > 0 {
-                monitor.tick((CHUNK * self.n_real) as u64)?;
-            }
             let draws = self.draw();
             let (mut z, ln_q, v_old) = self.gather(draws.prompt);
             let total = Self::softmax(&z, &mut p, &mut shifted);
@@ -392,10 +393,11 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             );
             let (value, clipped) = self.ppo_epochs(&step, v_old, &mut z, &mut p, &mut shifted);
             self.scatter(draws.prompt, &z, value);
-            if let Some(l) = self.diverged_lane(&z) {
+            if let Some(l) = self.diverged_lane(&z, value) {
                 return Err(Error::Diverged(format!(
-                    "sweep run {} diverged at step {t}: non-finite logits (beta={})",
+                    "sweep run {} diverged at step {t}: logits overflowed (lr={}, beta={})",
                     out.first_run + l,
+                    py_float(self.params.lr.to_array()[l]),
                     py_float(draws.beta_of[l])
                 )));
             }
@@ -432,8 +434,9 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             for l in 0..self.n_real {
                 self.controllers[l].update(kl_of[l], 1.0);
             }
+            ticker.advance(self.n_real as u64, work_per_step)?;
         }
-        monitor.tick(((engine.steps - 1) % CHUNK + 1) as u64 * self.n_real as u64)?;
+        ticker.flush()?;
         self.finish(out)
     }
 

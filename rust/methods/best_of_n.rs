@@ -57,14 +57,15 @@ pub fn bon_exact(pi: &[f64], weights: &[f64], n: u64) -> (f64, f64, Vec<f64>) {
     (score_total / n_prompts as f64, kl_total / n_prompts as f64, p_bon)
 }
 
-/// One Monte-Carlo Best-of-`n` draw on `rng`: `x = rng.choice(PROMPTS)`, then `n` draws of
-/// `sample(pi[x], rng)`; returns the score of the first of the highest-scoring tokens
-/// (only the score is reported, and the first of the highest scores the highest).
+/// `draws` more draws of `sample(pi[x], rng)` in a Best-of-n draw that has kept `best` so
+/// far (`-inf` before the first): the highest score among them and `best`. One Best-of-n
+/// draw is `x = rng.choice(PROMPTS)`, then this over `n` draws, in as many pieces as the
+/// caller likes (only the score is reported, and the first of the highest scores the
+/// highest); the pieces let a draw of a billion samples stop between them.
 #[inline]
-pub fn bon_sample(sampler: &BucketSampler, weights: &[f64], n: u64, rng: &mut Mt19937) -> f64 {
-    let x = rng.randbelow(sampler.n_rows() as u32) as usize;
-    let mut best = weights[sampler.sample(x, rng)];
-    for _ in 1..n {
+pub fn bon_draws(sampler: &BucketSampler, weights: &[f64], x: usize, draws: u64, best: f64, rng: &mut Mt19937) -> f64 {
+    let mut best = best;
+    for _ in 0..draws {
         best = best.max(weights[sampler.sample(x, rng)]);
     }
     best
@@ -130,7 +131,14 @@ mod tests {
             let best = (0..4)
                 .map(|_| WEIGHTS[crate::kernels::sampling::sample_index(&pi[..8], rng.random())])
                 .fold(f64::NEG_INFINITY, f64::max);
-            assert_eq!(bon_sample(&sampler, &WEIGHTS, 4, &mut Mt19937::from_seed(seed)), best, "seed {seed}");
+            let mut rng = Mt19937::from_seed(seed);
+            let x = rng.randbelow(3) as usize;
+            assert_eq!(bon_draws(&sampler, &WEIGHTS, x, 4, f64::NEG_INFINITY, &mut rng), best, "seed {seed}");
+            // In pieces: the same draws, the same best.
+            let mut rng = Mt19937::from_seed(seed);
+            let x = rng.randbelow(3) as usize;
+            let first = bon_draws(&sampler, &WEIGHTS, x, 1, f64::NEG_INFINITY, &mut rng);
+            assert_eq!(bon_draws(&sampler, &WEIGHTS, x, 3, first, &mut rng), best, "seed {seed}");
         }
     }
 }

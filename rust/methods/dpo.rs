@@ -9,7 +9,7 @@
 //! `u = (log pi(y+) - log ref(y+)) / |y+| - (log pi(y-) - log ref(y-)) / |y-|`.
 //! The loop over a preference set is [`crate::engines::dpo`]'s.
 
-use crate::error::{finite, finite_slice, positive, py_float, Error, Result};
+use crate::error::{finite, finite_slice, overflowed, positive, py_float, Error, Result};
 use crate::kernels::logistic::Logistic;
 use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
 
@@ -29,6 +29,8 @@ pub enum LossType {
 
 impl LossType {
     pub const ALL: [LossType; 4] = [LossType::Sigmoid, LossType::Robust, LossType::Ipo, LossType::Hinge];
+    /// TRL's names of [`LossType::ALL`], as `loss_type` takes them.
+    pub const NAMES: [&'static str; 4] = ["sigmoid", "robust", "ipo", "hinge"];
 
     /// TRL's name of the loss.
     pub fn name(self) -> &'static str {
@@ -228,7 +230,9 @@ fn check_response(name: &str, tokens: &[u32], vocab_size: usize) -> Result<()> {
 }
 
 /// Checked [`dpo_update`] from the reference's logits: one step of any loss type, with the
-/// step's metrics. Mutates `logits` only when every argument is valid.
+/// step's metrics. Mutates `logits` only when every argument is valid and the step leaves
+/// them within bounds (an overflow is an error naming `lr` and `beta`, the logits left as
+/// they were).
 pub fn dpo_step_metrics(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -246,7 +250,17 @@ pub fn dpo_step_metrics(
     let mut logq = vec![0.0; logits.len()];
     log_softmax_row(ref_logits, &mut logq);
     let mut scratch = DpoScratch::new(logits.len());
-    Ok(dpo_update(logits, &logq, chosen, rejected, params, &mut scratch))
+    let mut updated = logits.to_vec();
+    let out = dpo_update(&mut updated, &logq, chosen, rejected, params, &mut scratch);
+    if overflowed(&updated) {
+        return Err(Error::Diverged(format!(
+            "dpo_step diverged: logits overflowed (lr={}, beta={})",
+            py_float(params.lr),
+            py_float(params.beta)
+        )));
+    }
+    logits.copy_from_slice(&updated);
+    Ok(out)
 }
 
 /// A tokenised DPO preference set: for pair `i`, its prompt row `prompts[i]`, the chosen
@@ -431,5 +445,9 @@ mod tests {
         let mut nan_theta = [0.0, f64::NAN, 0.0];
         assert!(dpo_step_metrics(&mut nan_theta, &[0.0; 3], &[0], &[1], &p).unwrap_err().to_string().contains("theta"));
         assert!(dpo_step_metrics(&mut theta, &[0.0; 2], &[0], &[1], &p).is_err());
+        let wild = DpoParams::new(0.1, 1e300, LossType::Sigmoid, 0.0).unwrap();
+        let err = dpo_step_metrics(&mut theta, &[0.0; 3], &[0], &[1], &wild).unwrap_err();
+        assert_eq!(err, Error::Diverged("dpo_step diverged: logits overflowed (lr=1e+300, beta=0.1)".to_owned()));
+        assert_eq!(theta, [0.0; 3]);
     }
 }

@@ -2,9 +2,16 @@
 //! sampled tokens per step, group-normalised advantages (TRL's `scale_rewards`), the
 //! clipped surrogate (DAPO's `epsilon_high`), and the `k3` KL to the reference in the loss.
 
-use crate::error::{finite_slice, non_negative, positive, py_float, Error, Result};
+use crate::error::{
+    at_most, finite_slice, non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result,
+};
 use crate::kernels::sampling::{running_sums, sample_running};
 use crate::kernels::softmax::{log_softmax_row, softmax_row};
+
+/// Largest `num_generations`: a step's group (and its scratch) stays small.
+pub const MAX_NUM_GENERATIONS: i64 = 65536;
+/// Largest `num_iterations`: a step's work stays bounded.
+pub const MAX_NUM_ITERATIONS: i64 = 10_000;
 
 /// Added to the group's std before dividing by it (TRL's `1e-4`): a group whose rewards are
 /// all equal gets zero advantages instead of a division by zero.
@@ -18,6 +25,9 @@ pub enum ScaleRewards {
 }
 
 impl ScaleRewards {
+    /// The values `scale_rewards` takes.
+    pub const NAMES: [&'static str; 2] = ["group", "none"];
+
     pub fn name(self) -> &'static str {
         match self {
             ScaleRewards::Group => "group",
@@ -47,8 +57,8 @@ pub struct GrpoParams {
 }
 
 impl GrpoParams {
-    /// `num_generations >= 2`, `beta >= 0`, `epsilon > 0`, `epsilon_high > 0` (`None`:
-    /// `epsilon`), `lr > 0`, `num_iterations >= 1`.
+    /// `2 <= num_generations <= 65536`, `beta >= 0`, `epsilon > 0`, `epsilon_high > 0`
+    /// (`None`: `epsilon`), `lr > 0`, `1 <= num_iterations <= 10000`.
     pub fn new(
         num_generations: i64,
         beta: f64,
@@ -58,12 +68,14 @@ impl GrpoParams {
         scale_rewards: ScaleRewards,
         num_iterations: i64,
     ) -> Result<Self> {
-        if !(2..=i64::from(u32::MAX)).contains(&num_generations) {
+        if num_generations < 2 {
             return Err(Error::invalid(format!("num_generations must be >= 2, got {num_generations}")));
         }
-        if !(1..=i64::from(u32::MAX)).contains(&num_iterations) {
+        at_most("num_generations", num_generations, MAX_NUM_GENERATIONS)?;
+        if num_iterations < 1 {
             return Err(Error::invalid(format!("num_iterations must be >= 1, got {num_iterations}")));
         }
+        at_most("num_iterations", num_iterations, MAX_NUM_ITERATIONS)?;
         let epsilon = positive("epsilon", epsilon)?;
         Ok(GrpoParams {
             num_generations: num_generations as usize,
@@ -109,8 +121,14 @@ pub struct GrpoScratch {
 }
 
 impl GrpoScratch {
-    pub fn new(vocab_size: usize, num_generations: usize) -> Self {
-        GrpoScratch {
+    /// Scratch for a vocabulary of `vocab_size` and groups of `num_generations`, or
+    /// [`Error::OutOfMemory`] if the group's rows cannot be allocated.
+    pub fn new(vocab_size: usize, num_generations: usize) -> Result<Self> {
+        let mut tokens = vec_with_capacity(num_generations, "the GRPO group")?;
+        tokens.resize(num_generations, 0);
+        let mut advantages = vec_with_capacity(num_generations, "the GRPO group")?;
+        advantages.resize(num_generations, 0.0);
+        Ok(GrpoScratch {
             p_old: vec![0.0; vocab_size],
             ln_p_old: vec![0.0; vocab_size],
             cumulative: vec![0.0; vocab_size],
@@ -119,9 +137,9 @@ impl GrpoScratch {
             log_ratio: vec![0.0; vocab_size],
             ratio_q: vec![0.0; vocab_size],
             in_group: vec![false; vocab_size],
-            tokens: vec![0; num_generations],
-            advantages: vec![0.0; num_generations],
-        }
+            tokens,
+            advantages,
+        })
     }
 
     /// The tokens the last step sampled, in draw order.
@@ -302,7 +320,8 @@ fn grpo_core(
 }
 
 /// Checked [`grpo_update`] from the reference's logits; returns the outcome and the tokens.
-/// Mutates `logits` only when every argument is valid.
+/// Mutates `logits` only when every argument is valid and the step leaves them within
+/// bounds (an overflow is an error naming `lr` and `beta`, the logits left as they were).
 pub fn grpo_step(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -336,11 +355,15 @@ pub fn grpo_step(
     }
     let mut logq = vec![0.0; logits.len()];
     log_softmax_row(ref_logits, &mut logq);
-    let mut scratch = GrpoScratch::new(logits.len(), params.num_generations);
+    let mut scratch = GrpoScratch::new(logits.len(), params.num_generations)?;
     let mut updated = logits.to_vec();
     let out = grpo_update(&mut updated, &logq, weights, uniforms, params, &mut scratch);
-    if !updated.iter().all(|v| v.is_finite()) {
-        return Err(Error::Diverged("grpo_step diverged: non-finite logits".to_owned()));
+    if overflowed(&updated) {
+        return Err(Error::Diverged(format!(
+            "grpo_step diverged: logits overflowed (lr={}, beta={})",
+            py_float(params.lr),
+            py_float(params.beta)
+        )));
     }
     logits.copy_from_slice(&updated);
     Ok((out, scratch.tokens))
@@ -555,7 +578,8 @@ mod tests {
             let result = grpo_step(&mut fast, &reference, &w, &uniforms, &p);
             let (expected_tokens, expected) = literal_step(&mut slow, &logq, &w, &uniforms, &p);
             let Ok((out, tokens)) = result else {
-                assert!(slow.iter().any(|v| !v.is_finite()), "trial {trial}: {result:?}");
+                assert!(overflowed(&slow), "trial {trial}: {result:?}");
+                assert_eq!(fast, logits, "trial {trial}: an overflowing step leaves the logits as they were");
                 continue;
             };
             assert_eq!(tokens, expected_tokens, "trial {trial}");
@@ -576,10 +600,17 @@ mod tests {
         assert!(err(8, 0.04, 0.2, Some(f64::NAN), 0.05, 1).contains("epsilon_high"));
         assert!(err(8, 0.04, 0.2, None, 0.0, 1).contains("lr"));
         assert!(err(8, 0.04, 0.2, None, 0.05, 0).contains("num_iterations"));
+        assert_eq!(err(1 << 31, 0.04, 0.2, None, 0.05, 1), "num_generations must be <= 65536, got 2147483648");
+        assert_eq!(err(8, 0.04, 0.2, None, 0.05, 10_001), "num_iterations must be <= 10000, got 10001");
+        assert!(GrpoParams::new(65536, 0.0, 0.2, None, 0.1, ScaleRewards::Group, 10_000).is_ok());
         assert!(ScaleRewards::parse("batch").unwrap_err().to_string().contains("scale_rewards"));
         let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::None, 1).unwrap();
         let mut row = [0.0; 8];
         assert!(grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.5], &p).is_err());
+        let wild = GrpoParams::new(2, 0.0, 0.2, None, 1e300, ScaleRewards::None, 1).unwrap();
+        let err = grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.1, 0.9], &wild).unwrap_err();
+        assert_eq!(err, Error::Diverged("grpo_step diverged: logits overflowed (lr=1e+300, beta=0.0)".to_owned()));
+        assert_eq!(row, [0.0; 8]);
         assert!(grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.5, 1.0], &p).is_err());
         assert!(grpo_step(&mut row, &[0.0; 7], &WEIGHTS, &[0.5, 0.1], &p).is_err());
         assert_eq!(row, [0.0; 8]);

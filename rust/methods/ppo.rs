@@ -1,6 +1,6 @@
 //! PPO's clipped surrogate for one sampled token, and the lesson's PPO-RLHF step.
 
-use crate::error::{finite, finite_slice, non_negative, positive, Error, Result};
+use crate::error::{at_most, finite, finite_slice, non_negative, positive, Error, Result};
 use crate::kernels::kl::{kl_to_log, KlPenalty};
 use crate::kernels::sampling::sample_index;
 use crate::kernels::softmax::softmax_row;
@@ -46,6 +46,9 @@ pub fn clipped_surrogate_grad(logits: &[f64], a: usize, p_old_a: f64, advantage:
     Ok(p.iter().enumerate().map(|(j, &pj)| scale * (if j == a { 1.0 } else { 0.0 } - pj)).collect())
 }
 
+/// Largest `ppo_epochs`: a step's work stays bounded.
+pub const MAX_PPO_EPOCHS: i64 = 10_000;
+
 /// What one PPO-RLHF step did (TRL: `objective/scores`, `objective/kl`, ... per step).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepOutcome {
@@ -79,9 +82,10 @@ impl PpoParams {
     pub fn new(eps: f64, lr: f64, ppo_epochs: i64) -> Result<Self> {
         let eps = positive("eps", eps)?;
         let lr = positive("lr", lr)?;
-        if !(1..=i64::from(u32::MAX)).contains(&ppo_epochs) {
+        if ppo_epochs < 1 {
             return Err(Error::invalid(format!("ppo_epochs must be >= 1, got {ppo_epochs}")));
         }
+        at_most("ppo_epochs", ppo_epochs, MAX_PPO_EPOCHS)?;
         Ok(PpoParams {
             eps,
             lr,
@@ -257,5 +261,7 @@ mod tests {
         assert!(PpoParams::new(0.0, 0.1, 4).unwrap_err().to_string().contains("eps"));
         assert!(PpoParams::new(0.2, f64::NAN, 4).unwrap_err().to_string().contains("lr"));
         assert!(PpoParams::new(0.2, 0.1, 0).unwrap_err().to_string().contains("ppo_epochs"));
+        assert_eq!(PpoParams::new(0.2, 0.1, 10_001).unwrap_err().to_string(), "ppo_epochs must be <= 10000, got 10001");
+        assert_eq!(PpoParams::new(0.2, 0.1, 10_000).unwrap().ppo_epochs, 10_000);
     }
 }

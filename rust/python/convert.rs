@@ -2,9 +2,10 @@
 //! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
 
 use numpy::{IntoPyArray, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PySequence, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::error::{self, py_float};
 use crate::lesson::{PROMPTS, VOCAB};
@@ -14,6 +15,104 @@ use crate::methods::grpo::{GrpoParams, ScaleRewards};
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned())
 }
+
+// ------------------------------------------------------------------------ scalar arguments
+//
+// The reference checks its scalar arguments with `_checks.real`, `_checks.integer` and
+// `_checks.option`; the functions below are their twins, so a bad argument gets the same
+// exception and message on both backends. The bindings apply them through `args.rs`.
+
+static REAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INTEGRAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static SEQUENCE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `isinstance(obj, module.name)` for an abstract base class, looked up once into `abc`.
+/// Callers try the concrete types first: an ABC's check runs Python code. Unlike PyO3's own
+/// `PyMapping` and `PySequence` checks, an error raised in there (a Ctrl-C arriving at that
+/// moment) is raised, not swallowed.
+fn is_instance_of_abc(
+    obj: &Bound<'_, PyAny>,
+    abc: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+) -> PyResult<bool> {
+    obj.is_instance(abc.import(obj.py(), module, name)?)
+}
+
+/// `isinstance(obj, collections.abc.Mapping)`, a dict at once.
+pub fn is_mapping(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.is_instance_of::<PyDict>() || is_instance_of_abc(obj, &MAPPING, "collections.abc", "Mapping")?)
+}
+
+/// A real number but a bool, as a float (`_checks.real`), or a `TypeError` naming `name`.
+pub fn real(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(float) = obj.cast_exact::<PyFloat>() {
+        return Ok(float.value());
+    }
+    if !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>()
+            || obj.is_instance_of::<PyFloat>()
+            || is_instance_of_abc(obj, &REAL, "numbers", "Real")?)
+    {
+        // `float(obj)`: an int past the floats raises Python's own OverflowError, as there.
+        return obj.extract();
+    }
+    Err(PyTypeError::new_err(format!("{name} must be a real number, got {}", type_name(obj))))
+}
+
+/// [`real`], `None` passing as `None`.
+pub fn optional_real(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    real(name, obj).map(Some)
+}
+
+/// An integral number but a bool (`_checks.integer`), or a `TypeError` naming `name`; an int
+/// past 64 bits is a `ValueError` naming it (no count or index of this package gets there).
+pub fn int(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let integral = obj.is_exact_instance_of::<PyInt>()
+        || (!obj.is_instance_of::<PyBool>()
+            && (obj.is_instance_of::<PyInt>() || is_instance_of_abc(obj, &INTEGRAL, "numbers", "Integral")?));
+    if !integral {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, got {}", type_name(obj))));
+    }
+    match obj.extract::<i64>() {
+        Err(err) if err.is_instance_of::<PyOverflowError>(obj.py()) => {
+            let (bound, limit) = if obj.gt(0)? { ("<=", i64::MAX) } else { (">=", i64::MIN) };
+            Err(PyValueError::new_err(format!("{name} must be {bound} {limit}, got {obj}")))
+        }
+        converted => converted,
+    }
+}
+
+/// Options as Python writes a tuple of them: `('full', 'k1')`.
+fn options_tuple(options: &[&str]) -> String {
+    let quoted: Vec<String> = options.iter().map(|option| format!("'{option}'")).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// One of `options` (`_checks.option`): a `TypeError` naming `name` for a non-str, a
+/// `ValueError` for another str.
+pub fn option(name: &str, obj: &Bound<'_, PyAny>, options: &[&'static str]) -> PyResult<&'static str> {
+    let Ok(text) = obj.cast::<PyString>() else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a str, one of {}, got {}",
+            options_tuple(options),
+            type_name(obj)
+        )));
+    };
+    let text = text.to_str()?;
+    match options.iter().find(|&&option| option == text) {
+        Some(&option) => Ok(option),
+        None => {
+            Err(PyValueError::new_err(format!("{name} must be one of {}, got {}", options_tuple(options), obj.repr()?)))
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- other arguments
 
 /// A sequence of floats (list, tuple, 1-D array, any iterable of numbers).
 pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
@@ -93,7 +192,7 @@ pub fn policy_table(name: &str, policy: &Bound<'_, PyAny>, updated: bool) -> PyR
             return Err(PyTypeError::new_err(format!("{name} must be a writeable array (it is updated in place)")));
         }
         array.as_array().iter().copied().collect()
-    } else if policy.is_instance_of::<PyDict>() || policy.is_instance_of::<PyMapping>() {
+    } else if is_mapping(policy)? {
         let mut table = Vec::with_capacity(p * v);
         for prompt in PROMPTS {
             let row = policy
@@ -168,13 +267,9 @@ pub fn check_rng(rng: &Bound<'_, PyAny>) -> PyResult<()> {
 /// one float per prompt in `PROMPTS` order (either is updated in place).
 pub fn prompt_values(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<f64>> {
     let Some(value) = value else { return Ok(vec![0.0; PROMPTS.len()]) };
-    let entry = |label: String, item: Bound<'_, PyAny>| -> PyResult<f64> {
-        let number: f64 = item
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("{label} must be a real number, got {}", type_name(&item))))?;
-        Ok(error::finite(&label, number)?)
-    };
-    if value.is_instance_of::<PyDict>() || value.is_instance_of::<PyMapping>() {
+    let entry =
+        |label: String, item: Bound<'_, PyAny>| -> PyResult<f64> { Ok(error::finite(&label, real(&label, &item)?)?) };
+    if is_mapping(value)? {
         return PROMPTS
             .iter()
             .map(|prompt| {
@@ -205,7 +300,7 @@ pub fn prompt_values(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<f64>> {
 /// Writes the values back into the caller's dict or list, in place (nothing to do for `None`).
 pub fn write_back_values(value: Option<&Bound<'_, PyAny>>, values: &[f64]) -> PyResult<()> {
     if let Some(value) = value {
-        let by_prompt = value.is_instance_of::<PyDict>() || value.is_instance_of::<PyMapping>();
+        let by_prompt = is_mapping(value)?;
         for (i, (prompt, &v)) in PROMPTS.iter().zip(values).enumerate() {
             if by_prompt {
                 value.set_item(prompt, v)?;
@@ -259,33 +354,43 @@ pub fn write_back_table(policy: &Bound<'_, PyAny>, table: &[f64]) -> PyResult<()
     Ok(())
 }
 
-/// A reward-weight dict, every value checked finite.
-pub fn checked_weights<'py>(name: &str, w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMapping>> {
-    let mapping = w
-        .cast::<PyMapping>()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be a dict token -> weight, got {}", type_name(w))))?;
-    for item in mapping.items()?.iter() {
-        let (token, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+/// A reward-weight mapping (`_checks.weights`): every value a finite real number, or an
+/// error naming the entry at fault.
+pub fn checked_weights(name: &str, w: &Bound<'_, PyAny>) -> PyResult<()> {
+    let check = |token: Bound<'_, PyAny>, value: Bound<'_, PyAny>| -> PyResult<()> {
+        // Floats pass at a glance; the entry's label is only written for a closer look.
+        if value.cast_exact::<PyFloat>().is_ok_and(|v| v.value().is_finite()) {
+            return Ok(());
+        }
         let label = format!("{name}[{}]", token.repr()?);
-        let value: f64 = value
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("{label} must be a real number, got {}", type_name(&value))))?;
-        error::finite(&label, value)?;
+        error::finite(&label, real(&label, &value)?)?;
+        Ok(())
+    };
+    if let Ok(dict) = w.cast::<PyDict>() {
+        return dict.iter().try_for_each(|(token, value)| check(token, value));
     }
-    Ok(mapping.clone())
+    if !is_mapping(w)? {
+        return Err(PyTypeError::new_err(format!("{name} must be a dict token -> weight, got {}", type_name(w))));
+    }
+    for item in w.call_method0("items")?.try_iter()? {
+        let (token, value) = item?.extract()?;
+        check(token, value)?;
+    }
+    Ok(())
 }
 
 /// `w.get(token, 0.0)` for `token` in `VOCAB`, after checking every weight.
 pub fn vocab_weights(w: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    let mapping = checked_weights("w", w)?;
-    VOCAB.iter().map(|token| weight_of(&mapping, token)).collect()
+    checked_weights("w", w)?;
+    VOCAB.iter().map(|token| weight_of(w, token)).collect()
 }
 
 /// `w.get(token, 0.0)` of an already checked mapping.
-pub fn weight_of(w: &Bound<'_, PyMapping>, token: &str) -> PyResult<f64> {
+pub fn weight_of(w: &Bound<'_, PyAny>, token: &str) -> PyResult<f64> {
     match w.get_item(token) {
         Ok(value) => value.extract(),
-        Err(_) => Ok(0.0),
+        Err(err) if err.is_instance_of::<PyKeyError>(w.py()) => Ok(0.0),
+        Err(err) => Err(err),
     }
 }
 
@@ -335,7 +440,11 @@ pub fn pair_fields<'py>(
     i: usize,
     item: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    if let Ok(row) = item.cast::<PyMapping>() {
+    // Triples first: they are what most sets hold, and checking them against the Mapping ABC
+    // would run Python code for every pair.
+    let triple = item.is_instance_of::<PyTuple>() || item.is_instance_of::<PyList>();
+    if !triple && is_mapping(item)? {
+        let row = item;
         // The reference's message: every missing key, sorted.
         let mut missing = Vec::new();
         for key in ["chosen", "prompt", "rejected"] {
@@ -354,17 +463,17 @@ pub fn pair_fields<'py>(
             type_name(item)
         ))
     };
-    if item.is_instance_of::<PyString>() {
+    let text = item.is_instance_of::<PyString>() || item.is_instance_of::<PyBytes>();
+    if text || !(triple || is_instance_of_abc(item, &SEQUENCE, "collections.abc", "Sequence")?) {
         return Err(not_a_triple());
     }
-    let sequence = item.cast::<PySequence>().map_err(|_| not_a_triple())?;
-    let len = sequence.len()?;
+    let len = item.len()?;
     if len != 3 {
         return Err(PyValueError::new_err(format!(
             "pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len} items"
         )));
     }
-    Ok((sequence.get_item(0)?, sequence.get_item(1)?, sequence.get_item(2)?))
+    Ok((item.get_item(0)?, item.get_item(1)?, item.get_item(2)?))
 }
 
 /// DPO pairs (triples or TRL rows) as prompt rows and `VOCAB` token ids, in token order.
@@ -382,6 +491,8 @@ pub fn dpo_pairs(pairs: &Bound<'_, PyAny>) -> PyResult<DpoPairs> {
     })?;
     let mut out = DpoPairs::new();
     for (i, item) in iter.enumerate() {
+        // A pair's responses can be long: look for Ctrl-C at every one (a flag test).
+        pairs.py().check_signals()?;
         let item = item?;
         let (x, chosen, rejected) = pair_fields(i, &item)?;
         let text: String = x

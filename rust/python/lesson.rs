@@ -2,16 +2,19 @@
 //! exact statistics. Convert, validate (messages name the argument), call the core.
 
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::args;
 use super::convert::{
-    check_rng, f64_vec, frozen_copy, history_dict, kl_threshold_arg, policy_table, prompt_index, prompt_values,
-    vocab_weights, warn_kl, write_back_row, write_back_table, write_back_values, SeedKey,
+    check_rng, count, f64_vec, frozen_copy, history_dict, int, kl_threshold_arg, policy_table, prompt_index,
+    prompt_values, type_name, vocab_weights, warn_kl, write_back_row, write_back_table, write_back_values, SeedKey,
 };
+use super::detached::run_detached;
+use crate::engines::driver::Monitor;
 use crate::engines::{self, ppo::RlhfHistory};
-use crate::error;
+use crate::error::{self, drop_in_background, overflowed, py_float, Error};
 use crate::kernels::{kl as core_kl, logistic, policy, sampling, softmax as core_softmax};
 use crate::lesson::VOCAB;
 use crate::methods::kl_control::KlController;
@@ -20,7 +23,7 @@ use crate::methods::reward_checks::check_not_length_only;
 
 /// Logistic function, stable for any input.
 #[pyfunction]
-fn sigmoid(z: f64) -> PyResult<f64> {
+fn sigmoid(#[pyo3(from_py_with = args::z)] z: f64) -> PyResult<f64> {
     if z.is_nan() {
         return Err(PyValueError::new_err("z must not be NaN"));
     }
@@ -78,19 +81,19 @@ fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
 
 /// Schulman's k1 estimator of KL for a sampled token: `log p(a) - log q(a)`.
 #[pyfunction]
-fn kl_k1(logp: f64, logq: f64) -> PyResult<f64> {
+fn kl_k1(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k1(logp, logq)?)
 }
 
 /// Schulman's k2 estimator: `(log q(a) - log p(a))^2 / 2`.
 #[pyfunction]
-fn kl_k2(logp: f64, logq: f64) -> PyResult<f64> {
+fn kl_k2(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k2(logp, logq)?)
 }
 
 /// Schulman's k3 estimator: `(r - 1) - log r`, `r = q(a) / p(a)`.
 #[pyfunction]
-fn kl_k3(logp: f64, logq: f64) -> PyResult<f64> {
+fn kl_k3(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k3(logp, logq)?)
 }
 
@@ -104,16 +107,30 @@ fn sample(probs: &Bound<'_, PyAny>, rng: &Bound<'_, PyAny>) -> PyResult<usize> {
     Ok(sampling::sample_index(&probs, u))
 }
 
-fn token_index(a: i64, vocab_size: usize) -> PyResult<usize> {
-    usize::try_from(a)
+/// `a` as a token index in `[0, vocab_size)` (the reference's `_checks.token`).
+fn token_index(a: &Bound<'_, PyAny>, vocab_size: usize) -> PyResult<usize> {
+    let index = int("a", a).map_err(|err| {
+        if err.is_instance_of::<PyTypeError>(a.py()) {
+            PyTypeError::new_err(format!("a must be an int token index, got {}", type_name(a)))
+        } else {
+            err
+        }
+    })?;
+    usize::try_from(index)
         .ok()
-        .filter(|&a| a < vocab_size)
-        .ok_or_else(|| PyValueError::new_err(format!("a must be a token index in [0, {vocab_size}), got {a}")))
+        .filter(|&index| index < vocab_size)
+        .ok_or_else(|| PyValueError::new_err(format!("a must be a token index in [0, {vocab_size}), got {index}")))
 }
 
 /// PPO's clipped objective for token `a`.
 #[pyfunction]
-fn clipped_surrogate(logits: &Bound<'_, PyAny>, a: i64, p_old_a: f64, advantage: f64, eps: f64) -> PyResult<f64> {
+fn clipped_surrogate(
+    logits: &Bound<'_, PyAny>,
+    a: &Bound<'_, PyAny>,
+    #[pyo3(from_py_with = args::p_old_a)] p_old_a: f64,
+    #[pyo3(from_py_with = args::advantage)] advantage: f64,
+    #[pyo3(from_py_with = args::eps)] eps: f64,
+) -> PyResult<f64> {
     let logits = f64_vec("logits", logits)?;
     error::finite_slice("logits", &logits)?;
     Ok(ppo::clipped_surrogate(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
@@ -123,17 +140,18 @@ fn clipped_surrogate(logits: &Bound<'_, PyAny>, a: i64, p_old_a: f64, advantage:
 #[pyfunction]
 fn clipped_surrogate_grad(
     logits: &Bound<'_, PyAny>,
-    a: i64,
-    p_old_a: f64,
-    advantage: f64,
-    eps: f64,
+    a: &Bound<'_, PyAny>,
+    #[pyo3(from_py_with = args::p_old_a)] p_old_a: f64,
+    #[pyo3(from_py_with = args::advantage)] advantage: f64,
+    #[pyo3(from_py_with = args::eps)] eps: f64,
 ) -> PyResult<Vec<f64>> {
     let logits = f64_vec("logits", logits)?;
     error::finite_slice("logits", &logits)?;
     Ok(ppo::clipped_surrogate_grad(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
 }
 
-/// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record.
+/// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record. A
+/// step whose logits or value overflow raises `FloatingPointError` and changes nothing.
 #[pyfunction]
 #[pyo3(signature = (
     theta, r#ref, w, prompt, rng, eps=0.2, beta=0.1, lr=0.05, ppo_epochs=4,
@@ -146,13 +164,13 @@ fn rlhf_step<'py>(
     w: &Bound<'py, PyAny>,
     prompt: &Bound<'py, PyAny>,
     rng: &Bound<'py, PyAny>,
-    eps: f64,
-    beta: f64,
-    lr: f64,
-    ppo_epochs: i64,
-    kl_penalty: &str,
-    vf_coef: f64,
-    cliprange_value: f64,
+    #[pyo3(from_py_with = args::eps)] eps: f64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::ppo_epochs)] ppo_epochs: i64,
+    #[pyo3(from_py_with = args::kl_penalty)] kl_penalty: &str,
+    #[pyo3(from_py_with = args::vf_coef)] vf_coef: f64,
+    #[pyo3(from_py_with = args::cliprange_value)] cliprange_value: f64,
     value: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
@@ -174,6 +192,10 @@ fn rlhf_step<'py>(
     core_softmax::log_softmax_row(&ref_table[x * v..(x + 1) * v], &mut ref_log_probs);
     let mut scratch = StepScratch::new(v);
     let out = ppo::rlhf_step(&mut logits, &ref_log_probs, &weights, u, beta, &params, &mut values[x], &mut scratch);
+    if overflowed(&logits) | overflowed(&values[x..=x]) {
+        let message = format!("rlhf_step diverged: logits overflowed (lr={}, beta={})", py_float(lr), py_float(beta));
+        return Err(Error::Diverged(message).into());
+    }
     write_back_row(theta, x, &logits)?;
     write_back_values(value, &values)?;
 
@@ -188,9 +210,11 @@ fn rlhf_step<'py>(
     Ok(record)
 }
 
-/// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`. Updates `theta` in
-/// place and returns the history arrays; warns (`KLWarning`) once the running mean KL passes
-/// `kl_threshold`, a run that diverges included.
+/// A whole PPO-RLHF run in Rust on the stream `random.Random(seed)`, off the GIL and
+/// interruptible. Updates `theta` in place and returns the history arrays; warns
+/// (`KLWarning`) once the running mean KL passes `kl_threshold`, a run that diverges
+/// included. A run whose logits overflow raises `FloatingPointError` naming the step, `lr`
+/// and `beta`; an interrupted run changes nothing.
 #[pyfunction]
 #[pyo3(signature = (
     theta, r#ref, w, steps, seed, eps, beta, lr, ppo_epochs, kl_ctl, target, horizon,
@@ -201,20 +225,20 @@ fn train_rlhf<'py>(
     theta: &Bound<'py, PyAny>,
     r#ref: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
-    steps: i64,
+    #[pyo3(from_py_with = args::steps)] steps: i64,
     seed: SeedKey,
-    eps: f64,
-    beta: f64,
-    lr: f64,
-    ppo_epochs: i64,
-    kl_ctl: &str,
-    target: f64,
-    horizon: f64,
-    kl_penalty: &str,
-    vf_coef: f64,
-    cliprange_value: f64,
+    #[pyo3(from_py_with = args::eps)] eps: f64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::ppo_epochs)] ppo_epochs: i64,
+    #[pyo3(from_py_with = args::kl_ctl)] kl_ctl: &str,
+    target: &Bound<'py, PyAny>,
+    horizon: &Bound<'py, PyAny>,
+    #[pyo3(from_py_with = args::kl_penalty)] kl_penalty: &str,
+    #[pyo3(from_py_with = args::vf_coef)] vf_coef: f64,
+    #[pyo3(from_py_with = args::cliprange_value)] cliprange_value: f64,
     value: Option<&Bound<'py, PyAny>>,
-    kl_threshold: f64,
+    #[pyo3(from_py_with = args::kl_threshold)] kl_threshold: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let kl_threshold = kl_threshold_arg(kl_threshold)?;
@@ -223,27 +247,38 @@ fn train_rlhf<'py>(
     frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
     check_not_length_only(&weights)?;
-    if steps < 1 {
-        return Err(PyValueError::new_err(format!("steps must be >= 1, got {steps}")));
-    }
+    let steps = count("steps", steps, 1)?;
     let params = PpoParams::new(eps, lr, ppo_epochs)?.completed(kl_penalty, vf_coef, cliprange_value)?;
+    // As the reference, only the controller that uses `target` (`horizon`) reads it.
+    let target = if kl_ctl == "fixed" { f64::NAN } else { args::target(target)? };
+    let horizon = if kl_ctl == "adaptive" { args::horizon(horizon)? } else { f64::NAN };
     let controller = KlController::make(kl_ctl, beta, target, horizon)?;
     let mut values = prompt_values(value)?;
 
     let mut history = RlhfHistory::default();
-    let outcome = py.detach(|| {
+    let monitor = Monitor::default();
+    let outcome = run_detached(py, &monitor, None, None, || {
         engines::ppo::train_rlhf(
             &mut table,
             &ref_table,
             &weights,
-            steps as usize,
+            steps,
             &seed.0,
             &params,
             controller,
             &mut values,
             &mut history,
+            &monitor,
         )
     });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(interrupted) => {
+            // theta stays as it was; the history is freed off the way back to Python.
+            drop_in_background(history);
+            return Err(interrupted);
+        }
+    };
     // Like the reference, a run that diverges leaves theta as it stood at the failing step,
     // and the KL monitor has seen every step before it.
     write_back_table(theta, &table)?;

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::args;
 use super::convert::{
     check_rng, count, dpo_pairs, dpo_params, frozen_copy, grpo_params, history_dict, kl_threshold_arg, policy_table,
     prompt_index, response_tokens, vocab_weights, warn_kl, write_back_row, write_back_table, SeedKey,
@@ -13,6 +14,7 @@ use super::detached::run_detached;
 use crate::engines::dpo::DpoHistory;
 use crate::engines::driver::Monitor;
 use crate::engines::grpo::GrpoHistory;
+use crate::error::{drop_in_background, vec_with_capacity};
 use crate::lesson::{PROMPTS, VOCAB};
 use crate::{engines, methods};
 
@@ -20,7 +22,8 @@ const V: usize = VOCAB.len();
 
 /// One DPO step of any TRL loss type on `theta[x]` (updated in place). Returns the loss
 /// before the step and TRL's metrics: `{"loss", "rewards/chosen", "rewards/rejected",
-/// "rewards/margins", "rewards/accuracies"}`.
+/// "rewards/margins", "rewards/accuracies"}`. A step whose logits overflow raises
+/// `FloatingPointError` and changes nothing.
 #[pyfunction]
 #[pyo3(signature = (theta, r#ref, x, y_pos, y_neg, beta=0.1, lr=0.05, loss_type="sigmoid", label_smoothing=0.0))]
 #[allow(clippy::too_many_arguments)]
@@ -30,10 +33,10 @@ fn dpo_step_metrics<'py>(
     x: &Bound<'py, PyAny>,
     y_pos: &Bound<'py, PyAny>,
     y_neg: &Bound<'py, PyAny>,
-    beta: f64,
-    lr: f64,
-    loss_type: &str,
-    label_smoothing: f64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::loss_type)] loss_type: &str,
+    #[pyo3(from_py_with = args::label_smoothing)] label_smoothing: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let theta_table = policy_table("theta", theta, true)?;
@@ -75,7 +78,9 @@ fn dpo_history_dict<'py>(py: Python<'py>, history: DpoHistory) -> PyResult<Bound
 /// int `seed` reshuffled every epoch (`order = list(range(n)); rng.shuffle(order)` on one
 /// `random.Random(seed)`). Updates `theta` in place; returns the per-step history
 /// (`prompt`, `loss`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
-/// `rewards/accuracies`, all before each step) as numpy arrays.
+/// `rewards/accuracies`, all before each step) as numpy arrays. Runs off the GIL and stops on
+/// Ctrl-C (an interrupted run changes nothing); a run whose logits overflow raises
+/// `FloatingPointError` naming the step, `lr` and `beta`.
 #[pyfunction]
 #[pyo3(signature = (theta, r#ref, pairs, epochs=1, beta=0.1, lr=0.05, loss_type="sigmoid", label_smoothing=0.0, seed=None))]
 #[allow(clippy::too_many_arguments)]
@@ -83,11 +88,11 @@ fn train_dpo<'py>(
     theta: &Bound<'py, PyAny>,
     r#ref: &Bound<'py, PyAny>,
     pairs: &Bound<'py, PyAny>,
-    epochs: i64,
-    beta: f64,
-    lr: f64,
-    loss_type: &str,
-    label_smoothing: f64,
+    #[pyo3(from_py_with = args::epochs)] epochs: i64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::loss_type)] loss_type: &str,
+    #[pyo3(from_py_with = args::label_smoothing)] label_smoothing: f64,
     seed: Option<SeedKey>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
@@ -98,8 +103,10 @@ fn train_dpo<'py>(
     let epochs = count("epochs", epochs, 1)?;
     let params = dpo_params(beta, lr, loss_type, label_smoothing)?;
     let seed = seed.map(|s| s.0);
-    let history =
-        py.detach(|| engines::dpo::train_dpo(&mut table, &ref_table, V, &pairs, epochs, &params, seed.as_deref()));
+    let monitor = Monitor::default();
+    let history = run_detached(py, &monitor, None, None, || {
+        engines::dpo::train_dpo(&mut table, &ref_table, V, &pairs, epochs, &params, seed.as_deref(), &monitor)
+    })?;
     // Like train_rlhf, a run that diverges leaves theta as it stood at the failing step.
     write_back_table(theta, &table)?;
     dpo_history_dict(py, history?)
@@ -107,7 +114,8 @@ fn train_dpo<'py>(
 
 /// One GRPO step on `theta[prompt]` (updated in place): `num_generations` tokens drawn with
 /// `rng.random()`, group-normalised advantages, clipped surrogate and `k3` KL. Returns
-/// `{"tokens", "score", "reward_std", "kl", "clip_frac", "loss"}`.
+/// `{"tokens", "score", "reward_std", "kl", "clip_frac", "loss"}`. A step whose logits
+/// overflow raises `FloatingPointError` and changes nothing.
 #[pyfunction]
 #[pyo3(signature = (theta, r#ref, w, prompt, rng, num_generations=8, beta=0.04, epsilon=0.2, epsilon_high=None, lr=0.05, scale_rewards="group", num_iterations=1))]
 #[allow(clippy::too_many_arguments)]
@@ -117,13 +125,13 @@ fn grpo_step<'py>(
     w: &Bound<'py, PyAny>,
     prompt: &Bound<'py, PyAny>,
     rng: &Bound<'py, PyAny>,
-    num_generations: i64,
-    beta: f64,
-    epsilon: f64,
-    epsilon_high: Option<f64>,
-    lr: f64,
-    scale_rewards: &str,
-    num_iterations: i64,
+    #[pyo3(from_py_with = args::num_generations)] num_generations: i64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::epsilon)] epsilon: f64,
+    #[pyo3(from_py_with = args::epsilon_high)] epsilon_high: Option<f64>,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::scale_rewards)] scale_rewards: &str,
+    #[pyo3(from_py_with = args::num_iterations)] num_iterations: i64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let theta_table = policy_table("theta", theta, true)?;
@@ -133,7 +141,7 @@ fn grpo_step<'py>(
     let x = prompt_index(prompt)?;
     check_rng(rng)?;
     let params = grpo_params(num_generations, beta, epsilon, epsilon_high, lr, scale_rewards, num_iterations)?;
-    let mut uniforms = Vec::with_capacity(params.num_generations);
+    let mut uniforms = vec_with_capacity(params.num_generations, "the GRPO group")?;
     for _ in 0..params.num_generations {
         uniforms.push(rng.call_method0("random")?.extract::<f64>()?);
     }
@@ -155,7 +163,8 @@ fn grpo_step<'py>(
 /// `prompt = rng.choice(PROMPTS)`, then the group. Updates `theta` in place; returns the
 /// history arrays (`prompt`, `score`, `reward_std`, `kl`, `clip_frac`, `loss`, `mean_kl`);
 /// warns (`KLWarning`) once the running mean KL passes `kl_threshold`, a run that diverges
-/// included.
+/// included. Runs off the GIL and stops on Ctrl-C (an interrupted run changes nothing); a
+/// run whose logits overflow raises `FloatingPointError` naming the step, `lr` and `beta`.
 #[pyfunction]
 #[pyo3(signature = (theta, r#ref, w, steps, seed, num_generations=8, beta=0.04, epsilon=0.2, epsilon_high=None, lr=0.05, scale_rewards="group", num_iterations=1, kl_threshold=f64::INFINITY))]
 #[allow(clippy::too_many_arguments)]
@@ -163,16 +172,16 @@ fn train_grpo<'py>(
     theta: &Bound<'py, PyAny>,
     r#ref: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
-    steps: i64,
+    #[pyo3(from_py_with = args::steps)] steps: i64,
     seed: SeedKey,
-    num_generations: i64,
-    beta: f64,
-    epsilon: f64,
-    epsilon_high: Option<f64>,
-    lr: f64,
-    scale_rewards: &str,
-    num_iterations: i64,
-    kl_threshold: f64,
+    #[pyo3(from_py_with = args::num_generations)] num_generations: i64,
+    #[pyo3(from_py_with = args::beta)] beta: f64,
+    #[pyo3(from_py_with = args::epsilon)] epsilon: f64,
+    #[pyo3(from_py_with = args::epsilon_high)] epsilon_high: Option<f64>,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
+    #[pyo3(from_py_with = args::scale_rewards)] scale_rewards: &str,
+    #[pyo3(from_py_with = args::num_iterations)] num_iterations: i64,
+    #[pyo3(from_py_with = args::kl_threshold)] kl_threshold: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = theta.py();
     let kl_threshold = kl_threshold_arg(kl_threshold)?;
@@ -184,8 +193,18 @@ fn train_grpo<'py>(
     let steps = count("steps", steps, 1)?;
     let params = grpo_params(num_generations, beta, epsilon, epsilon_high, lr, scale_rewards, num_iterations)?;
     let mut history = GrpoHistory::default();
-    let outcome = py
-        .detach(|| engines::grpo::train_grpo(&mut table, &ref_table, &weights, steps, &seed.0, &params, &mut history));
+    let monitor = Monitor::default();
+    let outcome = run_detached(py, &monitor, None, None, || {
+        engines::grpo::train_grpo(&mut table, &ref_table, &weights, steps, &seed.0, &params, &mut history, &monitor)
+    });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(interrupted) => {
+            // theta stays as it was; the history is freed off the way back to Python.
+            drop_in_background(history);
+            return Err(interrupted);
+        }
+    };
     // Like the reference, a run that diverges leaves theta as it stood at the failing step,
     // and the KL monitor has seen every step before it.
     write_back_table(theta, &table)?;
@@ -207,17 +226,18 @@ fn train_grpo<'py>(
 }
 
 /// Best-of-`n` from `policy` against `w`: the exact law of the kept token and its
-/// statistics, plus, with `samples > 0`, a Monte-Carlo run on `random.Random(seed)`.
-/// Returns `{"expected_score", "kl_analytic", "kl_exact", "distribution" {prompt: the law
-/// of the kept token}, "sampled_score" (None without samples)}`.
+/// statistics, plus, with `samples > 0`, a Monte-Carlo run on `random.Random(seed)` (off
+/// the GIL, stopped by Ctrl-C even inside a draw of `n = 10**9`). Returns
+/// `{"expected_score", "kl_analytic", "kl_exact", "distribution" {prompt: the law of the
+/// kept token}, "sampled_score" (None without samples)}`.
 #[pyfunction]
 #[pyo3(signature = (policy, w, n, samples=0, seed=SeedKey::default()), text_signature = "(policy, w, n, samples=0, seed=0)")]
 fn best_of_n<'py>(
     py: Python<'py>,
     policy: &Bound<'py, PyAny>,
     w: &Bound<'py, PyAny>,
-    n: i64,
-    samples: i64,
+    #[pyo3(from_py_with = args::n)] n: i64,
+    #[pyo3(from_py_with = args::samples)] samples: i64,
     seed: SeedKey,
 ) -> PyResult<Bound<'py, PyDict>> {
     let table = policy_table("policy", policy, false)?;
@@ -225,7 +245,7 @@ fn best_of_n<'py>(
     let monitor = Monitor::default();
     let out = run_detached(py, &monitor, None, None, || {
         engines::best_of_n::best_of_n(&table, &weights, n, samples, &seed.0, &monitor)
-    })?;
+    })??;
     let result = PyDict::new(py);
     result.set_item("expected_score", out.expected_score)?;
     result.set_item("kl_analytic", out.kl_analytic)?;

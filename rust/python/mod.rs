@@ -1,6 +1,8 @@
 //! PyO3 glue: convert Python inputs, validate them, release the GIL around the loops, and
-//! turn core errors into `ValueError` / `TypeError` / `FloatingPointError`. No numerics here.
+//! turn core errors into `ValueError` / `TypeError` / `FloatingPointError` / `MemoryError`. No
+//! numerics here.
 
+mod args;
 mod convert;
 mod detached;
 mod lesson;
@@ -8,7 +10,7 @@ mod methods;
 mod preferences;
 mod sweep;
 
-use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::Error;
@@ -19,6 +21,7 @@ impl From<Error> for PyErr {
         match err {
             Error::InvalidArgument(message) => PyValueError::new_err(message),
             Error::Diverged(message) => PyFloatingPointError::new_err(message),
+            Error::OutOfMemory(message) => PyMemoryError::new_err(message),
             // Only raised after the interrupt itself was taken; callers return that instead.
             Error::Cancelled => PyKeyboardInterrupt::new_err("cancelled"),
         }

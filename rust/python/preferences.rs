@@ -2,19 +2,24 @@
 
 use std::collections::HashMap;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
+use super::args;
 use super::convert::{
     checked_weights, count, pair_fields, seed_key as convert_seed_key, tokens_of, weight_of, SeedKey,
 };
+use super::detached::run_detached;
 use super::sweep::{run_sweep, SweepOptions};
+use crate::engines::driver::Monitor;
 use crate::engines::reward_model::{self, RmEngine, RmRun};
-use crate::error;
+use crate::error::{self, overflowed, py_float, Error};
 use crate::lesson::{self, PROMPTS, VOCAB};
 use crate::methods::bradley_terry::{self as bt, Preferences};
-use crate::rng::Mt19937;
+
+/// Pairs written out between two looks for Ctrl-C where a loop holds the GIL.
+const CHECK_SIGNALS_EVERY: usize = 1 << 14;
 
 /// A preference set tokenised once: `(prompt, chosen, rejected)` triples as bags of token ids.
 ///
@@ -61,6 +66,8 @@ impl PreferenceSet {
             .try_iter()
             .map_err(|_| PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)"))?;
         for (i, item) in iter.enumerate() {
+            // A pair's responses can be long: look for Ctrl-C at every one (a flag test).
+            pairs.py().check_signals()?;
             let item = item?;
             let (x, chosen, rejected) = pair_fields(i, &item)?;
             let x: String =
@@ -103,23 +110,16 @@ impl PreferenceSet {
         Self::tokenise(pairs)
     }
 
-    /// `PreferenceSet(make_dataset(n, seed))`, drawn and tokenised in Rust.
+    /// `PreferenceSet(make_dataset(n, seed))`, drawn and tokenised in Rust, off the GIL and
+    /// interruptible; `n` is checked against half the machine's memory first.
     #[staticmethod]
     #[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
-    fn make_dataset(py: Python<'_>, n: i64, seed: SeedKey) -> PyResult<Self> {
-        let seed_key = seed.0;
-        if n < 0 {
-            return Err(PyValueError::new_err(format!("n must be >= 0, got {n}")));
-        }
-        let prefs = py.detach(|| {
-            let mut rng = Mt19937::from_key(&seed_key);
-            let mut prefs = Preferences::new();
-            for _ in 0..n {
-                let (prompt, good, bad) = lesson::make_pair(&mut rng);
-                prefs.push(prompt, &good, &bad);
-            }
-            prefs
-        });
+    fn make_dataset(py: Python<'_>, #[pyo3(from_py_with = args::n)] n: i64, seed: SeedKey) -> PyResult<Self> {
+        let n = count("n", n, 0)?;
+        let monitor = Monitor::default();
+        let prefs = run_detached(py, &monitor, None, None, || {
+            lesson::make_dataset(n, &seed.0, &mut |pairs| monitor.tick(pairs))
+        })??;
         Ok(PreferenceSet {
             prefs,
             prompts: PROMPTS.iter().map(|&p| p.to_owned()).collect(),
@@ -153,6 +153,9 @@ impl PreferenceSet {
         };
         let out = PyList::empty(py);
         for i in 0..self.prefs.len() {
+            if i % CHECK_SIGNALS_EVERY == CHECK_SIGNALS_EVERY - 1 {
+                py.check_signals()?;
+            }
             let (chosen, rejected) = self.prefs.pair(i);
             let row = [prompts[self.prefs.prompts[i] as usize].clone(), text(chosen), text(rejected)];
             out.append(PyTuple::new(py, row)?)?;
@@ -161,10 +164,15 @@ impl PreferenceSet {
     }
 }
 
-/// `n` synthetic preference pairs, the very ones `random.Random(seed)` draws.
+/// `n` synthetic preference pairs, the very ones `random.Random(seed)` draws (interruptible;
+/// `n` is checked against half the machine's memory first).
 #[pyfunction]
 #[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
-fn make_dataset<'py>(py: Python<'py>, n: i64, seed: SeedKey) -> PyResult<Bound<'py, PyList>> {
+fn make_dataset<'py>(
+    py: Python<'py>,
+    #[pyo3(from_py_with = args::n)] n: i64,
+    seed: SeedKey,
+) -> PyResult<Bound<'py, PyList>> {
     PreferenceSet::make_dataset(py, n, seed)?.to_pairs(py)
 }
 
@@ -191,31 +199,33 @@ fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 /// `sum w.get(tok, 0) * cnt` over the bag.
 #[pyfunction]
 fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let w = checked_weights("w", w)?;
-    let b = checked_weights("b", b)?;
+    checked_weights("w", w)?;
+    checked_weights("b", b)?;
     let mut total = 0.0;
-    for item in b.items()?.iter() {
-        let (token, count): (Bound<'_, PyAny>, f64) = item.extract()?;
+    for item in b.call_method0("items")?.try_iter()? {
+        let (token, count): (Bound<'_, PyAny>, f64) = item?.extract()?;
         let weight: f64 = match w.get_item(&token) {
             Ok(value) => value.extract()?,
-            Err(_) => 0.0,
+            Err(err) if err.is_instance_of::<PyKeyError>(w.py()) => 0.0,
+            Err(err) => return Err(err),
         };
         total += weight * count;
     }
     Ok(total)
 }
 
-/// One Bradley-Terry SGD step; mutates `w` and returns the loss before the step.
+/// One Bradley-Terry SGD step; mutates `w` and returns the loss before the step. A step
+/// whose weights overflow raises `FloatingPointError` and changes nothing.
 #[pyfunction]
 fn rm_train_step(
     w: &Bound<'_, PyAny>,
     x: &Bound<'_, PyAny>,
     y_pos: &Bound<'_, PyAny>,
     y_neg: &Bound<'_, PyAny>,
-    lr: f64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
 ) -> PyResult<f64> {
     let _ = x; // the prompt is not a feature of this reward model
-    let w = checked_weights("w", w)?;
+    checked_weights("w", w)?;
     let lr = error::positive("lr", lr)?;
     let mut interner_tokens: Vec<String> = Vec::new();
     let mut id_of = |token: String| match interner_tokens.iter().position(|t| *t == token) {
@@ -228,8 +238,11 @@ fn rm_train_step(
     let chosen: Vec<u32> = tokens_of("y_pos", y_pos)?.into_iter().map(&mut id_of).collect();
     let rejected: Vec<u32> = tokens_of("y_neg", y_neg)?.into_iter().map(&mut id_of).collect();
     let (chosen, rejected) = (bt::bag(&chosen), bt::bag(&rejected));
-    let mut weights = interner_tokens.iter().map(|t| weight_of(&w, t)).collect::<PyResult<Vec<f64>>>()?;
+    let mut weights = interner_tokens.iter().map(|t| weight_of(w, t)).collect::<PyResult<Vec<f64>>>()?;
     let loss = bt::rm_train_step(&mut weights, bt::Bag::Ragged(&chosen), bt::Bag::Ragged(&rejected), lr);
+    if overflowed(&weights) {
+        return Err(Error::Diverged(format!("rm_train_step diverged: weights overflowed (lr={})", py_float(lr))).into());
+    }
     for (token, value) in interner_tokens.iter().zip(&weights) {
         w.set_item(token, value)?;
     }
@@ -243,18 +256,20 @@ fn rm_train_step(
 /// margin is computed from the weights before the previous step plus that step's effect, which
 /// halves the loop's latency; the weights then stay within a few ulps of the reference's.
 /// Otherwise the loop is the reference's, operation for operation.
+///
+/// Runs off the GIL and stops on Ctrl-C (an interrupted call changes nothing). Refuses empty
+/// `pairs`; an epoch whose weights overflow raises `FloatingPointError` naming it and `lr`,
+/// `w` as that epoch left it.
 #[pyfunction]
 #[pyo3(signature = (pairs, epochs=5, lr=0.1, w=None))]
 fn train_rm<'py>(
     py: Python<'py>,
     pairs: &Bound<'py, PyAny>,
-    epochs: i64,
-    lr: f64,
+    #[pyo3(from_py_with = args::epochs)] epochs: i64,
+    #[pyo3(from_py_with = args::lr)] lr: f64,
     w: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if epochs < 0 {
-        return Err(PyValueError::new_err(format!("epochs must be >= 0, got {epochs}")));
-    }
+    let epochs = count("epochs", epochs, 0)?;
     let lr = error::positive("lr", lr)?;
     let w = match w {
         Some(w) => {
@@ -269,18 +284,24 @@ fn train_rm<'py>(
             fresh.into_any()
         }
     };
-    let mapping = w.cast::<PyMapping>()?.clone();
     with_preferences(pairs, |set| {
-        let mut weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
-        py.detach(|| reward_model::train_rm(&set.prefs, epochs as usize, lr, &mut weights))?;
+        let mut weights = set.vocab.iter().map(|t| weight_of(&w, t)).collect::<PyResult<Vec<f64>>>()?;
+        let monitor = Monitor::default();
+        let outcome = run_detached(py, &monitor, None, None, || {
+            reward_model::train_rm(&set.prefs, epochs, lr, &mut weights, &monitor)
+        })?;
+        if matches!(outcome, Err(Error::InvalidArgument(_))) {
+            return Ok(outcome?); // refused before any step: w stays as it was
+        }
+        // Trained (or diverged, as the reference leaves w after the failing epoch).
         let used = set.prefs.used_tokens();
         for (id, token) in set.vocab.iter().enumerate() {
-            let present = mapping.contains(token.as_str())?;
+            let present = w.contains(token.as_str())?;
             if present || (epochs > 0 && used.get(id) == Some(&true)) {
-                mapping.set_item(token, weights[id])?;
+                w.set_item(token, weights[id])?;
             }
         }
-        Ok(())
+        Ok(outcome?)
     })?;
     Ok(w)
 }
@@ -288,9 +309,9 @@ fn train_rm<'py>(
 /// Share of pairs with `R(chosen) > R(rejected)` strictly.
 #[pyfunction]
 fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let mapping = checked_weights("w", w)?;
+    checked_weights("w", w)?;
     with_preferences(pairs, |set| {
-        let weights = set.vocab.iter().map(|t| weight_of(&mapping, t)).collect::<PyResult<Vec<f64>>>()?;
+        let weights = set.vocab.iter().map(|t| weight_of(w, t)).collect::<PyResult<Vec<f64>>>()?;
         Ok(bt::pairwise_accuracy(&weights, &set.prefs)?)
     })
 }
@@ -320,11 +341,13 @@ fn sweep_rm<'py>(
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let w = w.map(|w| checked_weights("w", w)).transpose()?;
+    if let Some(w) = w {
+        checked_weights("w", w)?;
+    }
     let options = SweepOptions { n_threads, progress, max_memory };
     with_preferences(pairs, |set| {
-        let w0 = match &w {
-            Some(mapping) => set.vocab.iter().map(|t| weight_of(mapping, t)).collect::<PyResult<Vec<f64>>>()?,
+        let w0 = match w {
+            Some(w) => set.vocab.iter().map(|t| weight_of(w, t)).collect::<PyResult<Vec<f64>>>()?,
             None => vec![0.0; set.vocab.len()],
         };
         let engine = RmEngine::new(&set.prefs, &w0, &runs)?;

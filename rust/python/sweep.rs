@@ -40,7 +40,7 @@ pub fn run_sweep<'py, E: Engine>(
     let max_memory = options.max_memory.unwrap_or(u64::MAX);
     let out = run_detached(py, &monitor, options.n_threads, options.progress.as_ref(), || {
         sweep(engine, runs, max_memory, &monitor)
-    })?;
+    })??;
     output_dict(py, out, simd)
 }
 
@@ -118,7 +118,8 @@ pub fn sweep_rlhf<'py>(
 type DpoRunTuple = (f64, f64, String, f64, i64, Option<SeedKey>);
 
 /// Every DPO run of `runs` over the same `pairs` from the same starting policy, in parallel.
-/// A run shorter than the longest is NaN past its end.
+/// A run shorter than the longest is NaN past its end; without `w` the summary has no
+/// `final_score`.
 #[pyfunction]
 #[pyo3(signature = (theta, r#ref, pairs, runs, w=None, record_every=1, n_threads=None, progress=None, max_memory=None))]
 #[allow(clippy::too_many_arguments)]
@@ -193,8 +194,9 @@ pub fn sweep_grpo<'py>(
     run_sweep(py, &engine, &runs, &options, "scalar")
 }
 
-/// Every Best-of-N run of `runs` (`(n, samples, seed)` each) for one policy, in parallel
-/// (`sampled_score` is NaN without samples).
+/// Every Best-of-N run of `runs` (`(n, samples, seed)` each) for one policy, in parallel.
+/// Either every run samples or none does; without samples the summary has no
+/// `sampled_score`.
 #[pyfunction]
 #[pyo3(signature = (policy, w, runs, n_threads=None, progress=None, max_memory=None))]
 pub fn sweep_best_of_n<'py>(

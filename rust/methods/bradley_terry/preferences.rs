@@ -24,6 +24,7 @@
 //! reference's. Otherwise the exact pass runs, operation for operation the reference's.
 
 use super::{rm_update, BagEntry};
+use crate::error::{reserve, Result};
 use crate::kernels::logistic::sigmoid;
 
 const NARROW: usize = 2;
@@ -34,6 +35,9 @@ const SCRATCH: usize = 2 * WIDE;
 const NON_EXPANSIVE: f64 = 8.0;
 /// Packed counts stay below this, so overlaps of counts fit in an i64 with room to spare.
 const MAX_PACKED_COUNT: u32 = 1 << 16;
+/// Pairs (packed layouts) or bag entries (ragged) between two progress reports of an epoch:
+/// well under a millisecond of SGD.
+const REPORT_EVERY: usize = 1 << 16;
 
 /// One bag of a stored pair: `(token id, count)` entries in first-seen order.
 #[derive(Clone, Copy, Debug)]
@@ -212,6 +216,17 @@ impl Preferences {
         self.prompts.len()
     }
 
+    /// Room for `additional` more pairs of the current layout, or `Error::OutOfMemory`.
+    pub fn reserve(&mut self, additional: usize) -> Result<()> {
+        let what = "the preference pairs";
+        reserve(&mut self.prompts, additional, what)?;
+        match &mut self.layout {
+            Layout::Narrow(pairs) => reserve(pairs, additional, what),
+            Layout::Wide(pairs) => reserve(pairs, additional, what),
+            Layout::Ragged { bounds, .. } => reserve(bounds, 2 * additional, what),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.prompts.is_empty()
     }
@@ -281,20 +296,35 @@ impl Preferences {
         &self.used
     }
 
-    /// `epochs` SGD passes over `pairs[range]` in order, updating `w` in place: the fast pass
-    /// where it is non-expansive (see the module's notes), else the reference's loop.
-    pub(crate) fn fit(&self, range: std::ops::Range<usize>, epochs: usize, lr: f64, w: &mut [f64]) {
+    /// One SGD pass over `pairs[range]` in order, updating `w` in place: the fast pass where
+    /// it is non-expansive (see the module's notes), else the reference's loop. Every so often
+    /// (at most 65536 pairs apart) `report(pairs done since the last report)` is called; its
+    /// error stops the pass there. Where the reports fall changes no arithmetic.
+    pub(crate) fn fit_epoch(
+        &self,
+        range: std::ops::Range<usize>,
+        lr: f64,
+        w: &mut [f64],
+        report: &mut impl FnMut(u64) -> Result<()>,
+    ) -> Result<()> {
         let fast = lr * self.max_diff_norm <= NON_EXPANSIVE;
         match &self.layout {
-            Layout::Narrow(pairs) => fit_packed(&pairs[range], epochs, lr, fast, w),
-            Layout::Wide(pairs) => fit_packed(&pairs[range], epochs, lr, fast, w),
-            Layout::Ragged { .. } => {
-                for _ in 0..epochs {
-                    for i in range.clone() {
-                        let (chosen, rejected) = self.pair(i);
-                        rm_update(w, chosen, rejected, lr);
+            Layout::Narrow(pairs) => fit_packed(&pairs[range], lr, fast, w, report),
+            Layout::Wide(pairs) => fit_packed(&pairs[range], lr, fast, w, report),
+            Layout::Ragged { bounds, .. } => {
+                // Ragged bags can be long: report by entries, not pairs.
+                let (mut pairs_done, mut entries_done) = (0, 0);
+                for i in range {
+                    let (chosen, rejected) = self.pair(i);
+                    rm_update(w, chosen, rejected, lr);
+                    pairs_done += 1;
+                    entries_done += (bounds[2 * i + 2] - bounds[2 * i]) as usize;
+                    if entries_done >= REPORT_EVERY {
+                        report(std::mem::take(&mut pairs_done))?;
+                        entries_done = 0;
                     }
                 }
+                report(pairs_done)
             }
         }
     }
@@ -318,33 +348,52 @@ fn ragged<const W: usize>(pairs: &[PackedPair<W>]) -> Layout {
     Layout::Ragged { entries, bounds }
 }
 
-fn fit_packed<const W: usize>(pairs: &[PackedPair<W>], epochs: usize, lr: f64, fast: bool, w: &mut [f64]) {
+fn fit_packed<const W: usize>(
+    pairs: &[PackedPair<W>],
+    lr: f64,
+    fast: bool,
+    w: &mut [f64],
+    report: &mut impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut padded = vec![0.0; SCRATCH + w.len()];
     padded[SCRATCH..].copy_from_slice(w);
-    for _ in 0..epochs {
-        if fast {
-            fast_pass(pairs, lr, &mut padded);
-        } else {
-            for pair in pairs {
+    let outcome = if fast {
+        fast_pass(pairs, lr, &mut padded, report)
+    } else {
+        pairs.chunks(REPORT_EVERY).try_for_each(|chunk| {
+            for pair in chunk {
                 let g = sigmoid(-pair.margin(&padded));
                 pair.step(&mut padded, lr * g);
             }
-        }
-    }
+            report(chunk.len() as u64)
+        })
+    };
     w.copy_from_slice(&padded[SCRATCH..]);
+    outcome
 }
 
-fn fast_pass<const W: usize>(pairs: &[PackedPair<W>], lr: f64, w: &mut [f64]) {
-    let Some(&first) = pairs.first() else { return };
-    // The first pair's predecessor (outside the pass) contributes nothing: its g is 0.
+fn fast_pass<const W: usize>(
+    pairs: &[PackedPair<W>],
+    lr: f64,
+    w: &mut [f64],
+    report: &mut impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
+    let Some(&first) = pairs.first() else { return report(0) };
+    // The first pair's predecessor (outside the pass) contributes nothing: its g is 0. The
+    // state (the previous pair and its g) carries over from one chunk to the next, so the
+    // chunks take exactly the steps of one unbroken pass.
     let (mut previous, mut g) = (first, 0.0);
-    for pair in pairs {
-        let margin = pair.margin(w) + g * (lr * pair.overlap);
-        previous.step(w, lr * g);
-        g = sigmoid(-margin);
-        previous = *pair;
+    for chunk in pairs.chunks(REPORT_EVERY) {
+        for pair in chunk {
+            let margin = pair.margin(w) + g * (lr * pair.overlap);
+            previous.step(w, lr * g);
+            g = sigmoid(-margin);
+            previous = *pair;
+        }
+        report(chunk.len() as u64)?;
     }
     previous.step(w, lr * g);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -419,7 +468,9 @@ mod tests {
             for (range, epochs, lr) in [(0..prefs.len(), 2, 0.1), (100..2_000, 3, 0.3), (7..8, 1, 0.05)] {
                 assert!(lr * prefs.max_diff_norm <= NON_EXPANSIVE);
                 let (mut fast, mut exact) = (vec![0.1; 9], vec![0.1; 9]);
-                prefs.fit(range.clone(), epochs, lr, &mut fast);
+                for _ in 0..epochs {
+                    prefs.fit_epoch(range.clone(), lr, &mut fast, &mut |_| Ok(())).unwrap();
+                }
                 reference_fit(&prefs, range, epochs, lr, &mut exact);
                 for (a, b) in fast.iter().zip(&exact) {
                     assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{fast:?} vs {exact:?}");
@@ -434,9 +485,49 @@ mod tests {
         for prefs in [crate::lesson::tests::make_dataset(2_000, 3), mixed_pairs(2_000, 4), mixed_pairs(500, 8)] {
             let lr = 9.0 / prefs.max_diff_norm.max(1.0); // past the non-expansive bound (or ragged)
             let (mut packed, mut exact) = (vec![0.0; 9], vec![0.0; 9]);
-            prefs.fit(0..prefs.len(), 2, lr, &mut packed);
+            for _ in 0..2 {
+                prefs.fit_epoch(0..prefs.len(), lr, &mut packed, &mut |_| Ok(())).unwrap();
+            }
             reference_fit(&prefs, 0..prefs.len(), 2, lr, &mut exact);
             assert_eq!(packed, exact);
         }
+    }
+
+    #[test]
+    fn reports_split_no_pass_and_an_error_stops_it() {
+        let prefs = crate::lesson::tests::make_dataset(3 * REPORT_EVERY / 2, 5);
+        let Layout::Narrow(pairs) = &prefs.layout else { panic!("expected the narrow layout") };
+        // One unbroken fast pass, as the pass was before it reported.
+        let mut unbroken = vec![0.0; SCRATCH + 9];
+        let (mut previous, mut g) = (pairs[0], 0.0);
+        for pair in pairs {
+            let margin = pair.margin(&unbroken) + g * (0.1 * pair.overlap);
+            previous.step(&mut unbroken, 0.1 * g);
+            g = sigmoid(-margin);
+            previous = *pair;
+        }
+        previous.step(&mut unbroken, 0.1 * g);
+        let mut w = vec![0.0; 9];
+        let mut reports = Vec::new();
+        prefs
+            .fit_epoch(0..prefs.len(), 0.1, &mut w, &mut |n| {
+                reports.push(n);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(w, unbroken[SCRATCH..]);
+        assert_eq!(reports, [REPORT_EVERY as u64, (REPORT_EVERY / 2) as u64]);
+        let stop = |_| Err(crate::error::Error::Cancelled);
+        assert_eq!(prefs.fit_epoch(0..prefs.len(), 0.1, &mut w, &mut { stop }), Err(crate::error::Error::Cancelled));
+        let ragged = mixed_pairs(20_000, 8);
+        assert!(matches!(ragged.layout, Layout::Ragged { .. }));
+        let mut done = 0;
+        ragged
+            .fit_epoch(0..ragged.len(), 0.1, &mut [0.0; 9], &mut |n| {
+                done += n;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(done, 20_000);
     }
 }
