@@ -91,11 +91,17 @@ def test_preference_set(n, seed, data):
     assert list(got.vocab) == list(expected.vocab)
     assert [tuple(p) for p in got.to_pairs()] == expected.to_pairs()
     epochs, lr = data.draw(st.integers(0, 4)), data.draw(floats(1e-3, 1.0))
+    if not n:  # nothing to train on or to score: refused by both, as pairs are
+        for mod, prefs in ((api, got), (ref, expected), (ref, pairs)):
+            with pytest.raises(ValueError, match="^pairs must not be empty$"):
+                mod.train_rm(prefs, epochs, lr)
+            with pytest.raises(ValueError, match="^pairs must not be empty$"):
+                mod.pairwise_accuracy({}, prefs)
+        return
     w = api.train_rm(got, epochs, lr)
     assert_weights_close(w, ref.train_rm(pairs, epochs, lr))
     assert_weights_close(w, ref.train_rm(expected, epochs, lr))
-    if n:
-        assert api.pairwise_accuracy(w, got) == ref.pairwise_accuracy(w, pairs) == ref.pairwise_accuracy(w, expected)
+    assert api.pairwise_accuracy(w, got) == ref.pairwise_accuracy(w, pairs) == ref.pairwise_accuracy(w, expected)
 
 
 @given(n=st.integers(0, 40), seed=seeds())
@@ -171,7 +177,7 @@ def test_rm_train_step(w, y_pos, y_neg, lr):
 
 @given(
     seed=st.integers(0, 2**32),
-    idx=st.lists(st.integers(0, 199), max_size=60),
+    idx=st.lists(st.integers(0, 199), min_size=1, max_size=60),
     epochs=st.integers(0, 6),
     lr=floats(1e-3, 1.0),
     w=st.one_of(st.none(), weight_dicts()),
@@ -189,7 +195,7 @@ def test_train_rm(seed, idx, epochs, lr, w):
     assert_weights_close(got, expected)
 
 
-@given(pairs_seed=st.integers(0, 2**32), n=st.integers(0, 20), data=st.data())
+@given(pairs_seed=st.integers(0, 2**32), n=st.integers(1, 20), data=st.data())
 def test_train_rm_on_arbitrary_responses(pairs_seed, n, data):
     """Pairs whose responses contain OOV words and odd whitespace (new keys appear in w)."""
     pairs = [

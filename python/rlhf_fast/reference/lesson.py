@@ -22,6 +22,10 @@ VOCAB = tuple(sorted(GOOD_WORDS + BAD_WORDS))
 KL_TARGET = 0.5 * math.log(len(VOCAB))
 KL_THRESHOLD = 0.75 * math.log(len(VOCAB))
 
+# What one generated pair nominally takes (its tuple and strings): the size checked against
+# max_memory before n pairs are drawn.
+PAIR_BYTES = 256
+
 
 def make_pair(rng: random.Random) -> tuple[str, str, str]:
     """One synthetic preference ``(prompt, chosen, rejected)``: two good words beat two bad ones."""

@@ -55,9 +55,16 @@ class PreferenceSet:
 
         return [(x, text(b_pos), text(b_neg)) for x, (b_pos, b_neg) in zip(self.prompts, self.bags)]
 
-    def fit(self, indices: range, epochs: int, lr: float, w: dict[str, float]) -> None:
-        """``epochs`` SGD passes over the pairs ``indices`` in order (:func:`rm_update`); updates ``w``."""
+    def fit(self, indices: range, epochs: int, lr: float, w: dict[str, float], name: str) -> None:
+        """``epochs`` SGD passes over the pairs ``indices`` in order (:func:`rm_update`); updates ``w``.
+
+        After each epoch every weight of ``w`` is checked: one overflowed
+        (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError`` naming the run
+        (``name``), the 0-based epoch and ``lr``, with ``w`` as that epoch left it.
+        """
         bags = self.bags[indices.start : indices.stop]
-        for _ in range(epochs):
+        for epoch in range(epochs):
             for b_pos, b_neg in bags:
                 rm_update(w, b_pos, b_neg, lr)
+            if checks.overflowed(w.values()):
+                raise FloatingPointError(f"{name} diverged in epoch {epoch}: weights overflowed (lr={lr!r})")
