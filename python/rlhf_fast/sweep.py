@@ -23,27 +23,33 @@ from typing import Any
 import numpy as np
 
 from . import _checks as check
+from . import reference as _reference
 from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
+from .reference import engines as _reference_engines
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
 
+
+class _ReferenceEngines:
+    """The reference's engines (and preference sets) under the core's names."""
+
+    sweep_rlhf = staticmethod(_reference_engines.ppo.sweep_rlhf)
+    sweep_rm = staticmethod(_reference_engines.reward_model.sweep_rm)
+    sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
+    sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
+    sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
+    PreferenceSet = _reference.PreferenceSet
+    pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
+
+
+# What every front end runs its grid on: the Rust core, or its twin on the python backend.
 if BACKEND == "rust":
     from . import _core as _engines
 else:
-    from . import reference as _reference
-    from .reference import engines as _reference_engines
-
-    class _engines:  # noqa: N801 - the reference's engines (and preference sets) under the core's names
-        sweep_rlhf = staticmethod(_reference_engines.ppo.sweep_rlhf)
-        sweep_rm = staticmethod(_reference_engines.reward_model.sweep_rm)
-        sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
-        sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
-        sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
-        PreferenceSet = _reference.PreferenceSet
-        pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
+    _engines = _ReferenceEngines
 
 
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
