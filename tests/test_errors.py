@@ -225,8 +225,8 @@ CASES = [
     ("make_kl_controller-beta-negative", lambda m: m.make_kl_controller("fixed", -0.1), ValueError, "beta"),
     ("make_kl_controller-target-negative", lambda m: m.make_kl_controller("adaptive", 0.1, -6.0), ValueError, "target"),
     # ------------------------------------------------------------------------ dpo_step
-    ("dpo_step-unknown-prompt", lambda m: m.dpo_step(theta0(), theta0(), "hello", "clear", "rude"), ValueError, "prompt"),
-    ("dpo_step-prompt-only-in-theta", lambda m: m.dpo_step({**theta0(), "foo": [0.0] * V}, theta0(), "foo", "clear", "rude"), ValueError, "prompt"),
+    ("dpo_step-unknown-prompt", lambda m: m.dpo_step(theta0(), theta0(), "hello", "clear", "rude"), ValueError, "x"),
+    ("dpo_step-prompt-only-in-theta", lambda m: m.dpo_step({**theta0(), "foo": [0.0] * V}, theta0(), "foo", "clear", "rude"), ValueError, "x"),
     ("dpo_step-y_pos-oov", lambda m: m.dpo_step(theta0(), theta0(), "help me", "clear hello", "rude"), ValueError, "y_pos"),
     ("dpo_step-y_neg-oov", lambda m: m.dpo_step(theta0(), theta0(), "help me", "clear", "Rude"), ValueError, "y_neg"),
     ("dpo_step-y_pos-empty", lambda m: m.dpo_step(theta0(), theta0(), "help me", "", "rude"), ValueError, "y_pos"),

@@ -292,12 +292,12 @@ def choice_rng(rng: Any) -> random.Random:
     return rng
 
 
-def prompt_index(prompt: Any) -> int:
-    """The index of ``prompt`` in ``PROMPTS``."""
+def prompt_index(prompt: Any, name: str = "prompt") -> int:
+    """The index in ``PROMPTS`` of the argument ``name``."""
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        raise TypeError(f"{name} must be a str, got {type(prompt).__name__}")
     if prompt not in PROMPTS:
-        raise ValueError(f"prompt {prompt!r} is unknown; known prompts: {list(PROMPTS)}")
+        raise ValueError(f"{name} {prompt!r} is unknown; known prompts: {list(PROMPTS)}")
     return PROMPTS.index(prompt)
 
 

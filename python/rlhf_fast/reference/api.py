@@ -89,6 +89,30 @@ def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return lesson.make_dataset(n, seed)
 
 
+def pairs_to_rows(pairs: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """Pairs as ``{"prompt", "chosen", "rejected"}`` rows (the TRL / HF datasets format)."""
+    rows = []
+    for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected) triples")):
+        if isinstance(item, Mapping):
+            raise TypeError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple, got {type(item).__name__}")
+        x, y_pos, y_neg = checks.triple(i, item)
+        rows.append({"prompt": x, "chosen": y_pos, "rejected": y_neg})
+    return rows
+
+
+def rows_to_pairs(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """Rows in the TRL preference format back to ``(prompt, chosen, rejected)`` pairs."""
+    pairs = []
+    for i, row in enumerate(checks.sequence("rows", rows, "an iterable of TRL rows (dicts)")):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a dict with prompt, chosen and rejected, got {type(row).__name__}")
+        missing = {"prompt", "chosen", "rejected"} - set(row)
+        if missing:
+            raise ValueError(f"rows[{i}] lacks {sorted(missing)}")
+        pairs.append((row["prompt"], row["chosen"], row["rejected"]))
+    return pairs
+
+
 # ------------------------------------------------------------------------- reward model
 
 
@@ -439,7 +463,7 @@ def dpo_step(
     rows = checks.policy("theta", theta, updated=True)
     ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
-    row = checks.prompt_index(x)
+    row = checks.prompt_index(x, "x")
     chosen = checks.response_tokens("y_pos", y_pos)
     rejected = checks.response_tokens("y_neg", y_neg)
     params = dpo.DpoParams.new(beta, lr, loss_type, label_smoothing)

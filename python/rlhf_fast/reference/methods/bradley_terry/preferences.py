@@ -28,8 +28,12 @@ class PreferenceSet:
         self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
         for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected)")):
             x, y_pos, y_neg = checks.triple(i, item)
+            if not isinstance(x, str):
+                raise TypeError(f"pairs[{i}] prompt must be a str, got {type(x).__name__}")
             self.prompts.append(x)
-            self.bags.append((bag(checks.tokens("chosen", y_pos)), bag(checks.tokens("rejected", y_neg))))
+            self.bags.append(
+                (bag(checks.tokens(f"pairs[{i}] chosen", y_pos)), bag(checks.tokens(f"pairs[{i}] rejected", y_neg)))
+            )
 
     @classmethod
     def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
