@@ -180,18 +180,30 @@ def response_tokens(name: str, y: Any) -> list[int]:
     return [_TOKEN_INDEX[tok] for tok in words]
 
 
-def triple(i: int, item: Any) -> tuple[str, str, str]:
-    """Pair ``i`` of a preference set: a ``(prompt, chosen, rejected)`` triple or a TRL row."""
+def triple(i: int, item: Any, name: str = "pairs") -> tuple[str, str, str]:
+    """Pair ``i`` of a preference set ``name``: a ``(prompt, chosen, rejected)`` triple or a TRL row."""
     if isinstance(item, Mapping):
         missing = {"prompt", "chosen", "rejected"} - set(item)
         if missing:
-            raise ValueError(f"pairs[{i}] lacks {sorted(missing)}")
+            raise ValueError(f"{name}[{i}] lacks {sorted(missing)}")
         return item["prompt"], item["chosen"], item["rejected"]
     if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
-        raise TypeError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple or row, got {type(item).__name__}")
+        raise TypeError(f"{name}[{i}] must be a (prompt, chosen, rejected) triple or row, got {type(item).__name__}")
     if len(item) != 3:
-        raise ValueError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len(item)} items")
+        raise ValueError(f"{name}[{i}] must be a (prompt, chosen, rejected) triple, got {len(item)} items")
     return item[0], item[1], item[2]
+
+
+def preference_triples(name: str, pairs: Any) -> list[tuple[str, list[str], list[str]]]:
+    """A reward model's preference pairs (triples or TRL rows; any prompt, any tokens), as
+    ``(prompt, chosen tokens, rejected tokens)``."""
+    out = []
+    for i, item in enumerate(sequence(name, pairs, "an iterable of (prompt, chosen, rejected)")):
+        x, y_pos, y_neg = triple(i, item, name)
+        if not isinstance(x, str):
+            raise TypeError(f"{name}[{i}] prompt must be a str, got {type(x).__name__}")
+        out.append((x, tokens(f"{name}[{i}] chosen", y_pos), tokens(f"{name}[{i}] rejected", y_neg)))
+    return out
 
 
 def token_pairs(pairs: Any) -> list[tuple[int, list[int], list[int]]]:

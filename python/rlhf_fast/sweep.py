@@ -382,8 +382,8 @@ def sweep_rm(
     grid.axis("n_pairs", sizes)
     held = None
     if heldout is not None:
-        if not isinstance(heldout, preference_set):
-            heldout = preference_set(check.sequence("heldout", heldout, "an iterable of (prompt, chosen, rejected)"))
+        if not isinstance(heldout, preference_set):  # checked here, so that the errors name heldout
+            heldout = preference_set(check.preference_triples("heldout", heldout))
         if not len(heldout):
             raise ValueError("heldout must not be empty")
         held = heldout

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from .... import _checks as checks
-from ...lesson import VOCAB, make_dataset
+from ...lesson import PAIR_BYTES, VOCAB, make_dataset
 from . import bag, rm_update
 
 
@@ -26,18 +26,18 @@ class PreferenceSet:
     def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
         self.prompts: list[str] = []
         self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
-        for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected)")):
-            x, y_pos, y_neg = checks.triple(i, item)
-            if not isinstance(x, str):
-                raise TypeError(f"pairs[{i}] prompt must be a str, got {type(x).__name__}")
+        for x, chosen, rejected in checks.preference_triples("pairs", pairs):
             self.prompts.append(x)
-            self.bags.append(
-                (bag(checks.tokens(f"pairs[{i}] chosen", y_pos)), bag(checks.tokens(f"pairs[{i}] rejected", y_neg)))
-            )
+            self.bags.append((bag(chosen), bag(rejected)))
 
     @classmethod
     def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
-        return cls(make_dataset(checks.count("n", n, 0), checks.integer("seed", seed)))
+        """``PreferenceSet(make_dataset(n, seed))``; ``n`` pairs too many for half the machine's
+        memory are refused before any is drawn."""
+        n = checks.count("n", n, 0)
+        seed = checks.integer("seed", seed)
+        checks.fits("n", n, n * PAIR_BYTES)
+        return cls(make_dataset(n, seed))
 
     def __len__(self) -> int:
         return len(self.bags)
