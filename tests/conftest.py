@@ -1,8 +1,10 @@
 """Shared configuration, strategies and helpers for the rlhf_fast test suite.
 
 The suite runs once per backend (``RLHF_FAST_BACKEND=python`` or the default ``rust``).
-Tests compare ``rlhf_fast`` (``api``) with ``rlhf_fast.reference`` (``ref``, the oracle);
-under the python backend that compares the reference with itself, which must also pass.
+Tests compare ``rlhf_fast`` (``api``) with ``rlhf_fast.reference`` (``ref``, the oracle).
+Under the python backend ``api`` *is* the reference: a test that only compares the two is
+marked ``rust_only``, and ``MODULES`` runs the reference alone, so that no test passes by
+comparing the reference with itself.
 
 Hypothesis profiles (``HYPOTHESIS_PROFILE``): ``dev`` (default, quick) and ``ci`` (thorough).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +103,22 @@ def outcome(fn, *args, **kwargs):
         return "ok", fn(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - compared between the two implementations
         return type(err).__name__, str(err)
+
+
+# The message of a run or step whose parameters overflowed (issue 9, spec section 3).
+DIVERGED = re.compile(
+    r"(train_rlhf|train_grpo|train_dpo) diverged at step \d+: logits overflowed \(lr=\S+, beta=\S+\)"
+    r"|(rlhf_step|dpo_step|grpo_step) diverged: logits overflowed \(lr=\S+, beta=\S+\)"
+    r"|train_rm diverged in epoch \d+: weights overflowed \(lr=\S+\)"
+    r"|rm_train_step diverged: weights overflowed \(lr=\S+\)"
+)
+
+
+def assert_ok_or_diverged(status, result):
+    """A call on valid arguments returns, or raises the spec's FloatingPointError; nothing else."""
+    if status != "ok":
+        assert status == "FloatingPointError", (status, result)
+        assert DIVERGED.fullmatch(result), result
 
 
 def copy_policy(theta):

@@ -17,27 +17,55 @@ from conftest import RUST, rust_only
 import rlhf_fast as api
 from rlhf_fast import reference as ref
 
+# What the Rust backend computes itself: its own objects, from rlhf_fast._core or the thin
+# wrappers of rlhf_fast._fast ...
 COMPUTE_FUNCTIONS = (
+    "seed_key",
+    "make_dataset",
+    "PreferenceSet",
+    "bag",
+    "dot",
+    "sigmoid",
+    "rm_train_step",
+    "train_rm",
+    "pairwise_accuracy",
     "softmax",
     "log_softmax",
     "kl",
-    "sample",
-    "rm_train_step",
-    "train_rm",
-    "rlhf_step",
-    "train_rlhf",
-    "dpo_step",
-    "expected_score",
-    "sigmoid",
-    "dot",
-    "bag",
-    "make_dataset",
-    "pairwise_accuracy",
-    "clipped_surrogate",
-    "clipped_surrogate_grad",
     "kl_k1",
     "kl_k2",
     "kl_k3",
+    "sample",
+    "clipped_surrogate",
+    "clipped_surrogate_grad",
+    "rlhf_step",
+    "train_rlhf",
+    "dpo_step",
+    "train_dpo",
+    "grpo_step",
+    "train_grpo",
+    "best_of_n",
+    "expected_score",
+    "policy_kl",
+)
+# ... and the plumbing with nothing to compute that it takes from the reference as is.
+SHARED = (
+    "PROMPTS",
+    "GOOD_WORDS",
+    "BAD_WORDS",
+    "VOCAB",
+    "KL_TARGET",
+    "KL_THRESHOLD",
+    "KLWarning",
+    "make_pair",
+    "pairs_to_rows",
+    "rows_to_pairs",
+    "init_policy",
+    "policy_logits",
+    "FixedKLController",
+    "AdaptiveKLController",
+    "DoublingKLController",
+    "make_kl_controller",
 )
 
 PROBE = (
@@ -124,10 +152,24 @@ def test_python_backend_uses_the_reference_objects(name):
     assert getattr(api, name) is getattr(ref, name)
 
 
+def test_every_reference_name_is_tested_here():
+    """A name added to reference.__all__ must be classified: computed in Rust or shared."""
+    assert not set(COMPUTE_FUNCTIONS) & set(SHARED)
+    assert sorted((*COMPUTE_FUNCTIONS, *SHARED)) == sorted(ref.__all__)
+
+
 @rust_only
 @pytest.mark.parametrize("name", COMPUTE_FUNCTIONS)
 def test_rust_backend_replaces_compute_functions(name):
-    assert getattr(api, name) is not getattr(ref, name)
+    got = getattr(api, name)
+    assert got is not getattr(ref, name)
+    assert got.__module__ in ("rlhf_fast._core", "rlhf_fast._fast"), got.__module__
+
+
+@rust_only
+@pytest.mark.parametrize("name", SHARED)
+def test_rust_backend_shares_the_plumbing_with_the_reference(name):
+    assert getattr(api, name) is getattr(ref, name)
 
 
 @rust_only

@@ -2,9 +2,8 @@
 
 PPO completed (sampled KL penalties, the clipped value baseline), the DPO family (sigmoid /
 cDPO label smoothing, robust, IPO, hinge), GRPO and Best-of-N. Each property runs on the
-reference and on ``api`` (the active backend), so a bug shared by both is still caught here.
-A method the fast API does not have yet is skipped on ``api`` only (``method`` below); no
-other test here skips.
+reference and on ``api`` (the Rust backend; on the python backend ``api`` is the reference,
+which runs once), so a bug shared by both is still caught here.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import random
 import numpy as np
 import pytest
 from conftest import (
+    MODULES,
     V,
     assert_close,
     copy_policy,
@@ -31,19 +31,9 @@ from conftest import (
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import rlhf_fast as api
 from rlhf_fast import reference as ref
 
-MODS = pytest.mark.parametrize("mod", [api, ref], ids=["api", "reference"])
-
-
-def method(mod, name: str):
-    """``mod.<name>``; on the fast API a method that does not exist yet is skipped (and only that)."""
-    fn = getattr(mod, name, None)
-    if fn is None and mod is api:
-        pytest.skip(f"rlhf_fast.{name} does not exist yet on the {api.BACKEND} backend")
-    assert fn is not None, f"reference.{name} is missing"
-    return fn
+MODS = MODULES
 
 
 def word(arg: str) -> str:
@@ -511,7 +501,7 @@ def replay_dpo(theta, ref_policy, pairs, epochs, beta, lr, loss_type, ls, seed):
     rows=st.booleans(),
 )
 def test_train_dpo_walks_the_pairs_as_specified(mod, loss_type, ls, pairs_seed, n, epochs, seed, beta, lr, rows):
-    train_dpo = method(mod, "train_dpo")
+    train_dpo = mod.train_dpo
     pairs = ref.make_dataset(n, pairs_seed)
     theta, expected_theta = ref.init_policy(), ref.init_policy()
     h = train_dpo(theta, ref.init_policy(), ref.pairs_to_rows(pairs) if rows else pairs, epochs, beta, lr, loss_type, ls, seed)
@@ -531,7 +521,7 @@ def test_train_dpo_walks_the_pairs_as_specified(mod, loss_type, ls, pairs_seed, 
 
 @MODS
 def test_train_dpo_learns_the_lesson_preferences(mod, rm_weights):
-    train_dpo = method(mod, "train_dpo")
+    train_dpo = mod.train_dpo
     theta = ref.init_policy()
     start = ref.expected_score(theta, rm_weights)
     h = train_dpo(theta, ref.init_policy(), ref.make_dataset(300, 0), 3, 0.1, 0.5, seed=0)
@@ -599,7 +589,7 @@ grpo_common = dict(
 @given(**grpo_common)
 def test_grpo_step_is_gradient_descent_on_its_loss(mod, theta, ref_policy, w, prompt, seed, G, beta, eps, eps_high, scale_rewards, lr):
     """num_iterations = 1: the loss recorded is the GRPO loss, and theta moves by -lr x its FD gradient."""
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     before = copy_policy(theta)
     out = grpo_step(theta, ref_policy, w, prompt, random.Random(seed), G, beta, eps, eps_high, lr, scale_rewards, 1)
     p_old = np_softmax(before[prompt])
@@ -657,7 +647,7 @@ def grpo_numpy(row, ref_row, tokens, adv, beta, eps, eps_high, lr, iterations, a
 @given(**{**grpo_common, "lr": floats(1e-3, 2.0)}, iterations=st.integers(1, 4))
 def test_grpo_step_follows_the_spec_over_iterations(mod, theta, ref_policy, w, prompt, seed, G, beta, eps, eps_high, scale_rewards, lr, iterations):
     """Several iterations on one group: ratios move off 1 and the clip acts (flat samples keep only the KL term)."""
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     before = copy_policy(theta)
     high = eps if eps_high is None else eps_high
     try:
@@ -699,7 +689,7 @@ def test_grpo_advantages_are_zero_mean_with_unit_std(mod, theta, w, prompt, seed
     (given sum A = 0), so each sampled token's advantage is recovered; they have Bessel std
     std/(std + 1e-4) ~ 1 with scale_rewards="group", and are r - mean with "none".
     """
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     before = copy_policy(theta)
     out = grpo_step(theta, ref.init_policy(), w, prompt, random.Random(seed), G, 0.0, 0.2, None, lr, scale_rewards, 1)
     tokens = [int(a) for a in out["tokens"]]
@@ -730,7 +720,7 @@ def test_grpo_advantages_are_zero_mean_with_unit_std(mod, theta, w, prompt, seed
 def test_grpo_group_with_equal_rewards_has_no_gradient(mod, beta):
     """A policy that always samples the same token: std 0, advantages 0; at pi = pi_ref the k3 gradient is 0 too."""
     theta = {x: [60.0] + [0.0] * (V - 1) for x in ref.PROMPTS}
-    out = method(mod, "grpo_step")(theta, copy_policy(theta), {"clear": 1.0}, "help me", random.Random(1), num_generations=8, beta=beta)
+    out = mod.grpo_step(theta, copy_policy(theta), {"clear": 1.0}, "help me", random.Random(1), num_generations=8, beta=beta)
     assert [int(a) for a in out["tokens"]] == [0] * 8
     assert out["reward_std"] == 0.0 and out["loss"] == 0.0
     assert theta["help me"] == [60.0] + [0.0] * (V - 1)
@@ -738,7 +728,7 @@ def test_grpo_group_with_equal_rewards_has_no_gradient(mod, beta):
 
 @MODS
 def test_grpo_clips_only_from_the_second_iteration(mod, rm_weights):
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     one = grpo_step(ref.init_policy(), ref.init_policy(), rm_weights, "help me", random.Random(0), 16, 0.0, 0.01, None, 2.0, "group", 1)
     four = grpo_step(ref.init_policy(), ref.init_policy(), rm_weights, "help me", random.Random(0), 16, 0.0, 0.01, None, 2.0, "group", 4)
     assert one["clip_frac"] == 0.0
@@ -752,7 +742,7 @@ def test_grpo_clips_only_from_the_second_iteration(mod, rm_weights):
 def test_grpo_epsilon_high_widens_only_the_upper_clip(mod, rm_weights, seed):
     """DAPO's clip-higher: with epsilon_high huge, positive advantages are never clipped; negative
     ones still are at 1 - epsilon. Both runs follow the spec's loop exactly."""
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     runs = {}
     for high in (None, 1e3):
         theta = ref.init_policy()
@@ -781,7 +771,7 @@ def test_grpo_epsilon_high_widens_only_the_upper_clip(mod, rm_weights, seed):
     iterations=st.integers(1, 4),
 )
 def test_grpo_epsilon_high_none_means_epsilon(mod, theta, ref_policy, w, prompt, seed, eps, iterations):
-    grpo_step = method(mod, "grpo_step")
+    grpo_step = mod.grpo_step
     t1, t2 = copy_policy(theta), copy_policy(theta)
     o1 = grpo_step(t1, ref_policy, w, prompt, random.Random(seed), 6, 0.04, eps, None, 0.5, "group", iterations)
     o2 = grpo_step(t2, ref_policy, w, prompt, random.Random(seed), 6, 0.04, eps, eps, 0.5, "group", iterations)
@@ -817,7 +807,7 @@ def replay_grpo(theta, ref_policy, w, steps, seed, **kw):
     iterations=st.integers(1, 3),
 )
 def test_train_grpo_is_grpo_steps_on_one_stream(mod, rm_weights, seed, steps, G, beta, eps_high, scale_rewards, iterations):
-    train_grpo = method(mod, "train_grpo")
+    train_grpo = mod.train_grpo
     kw = dict(num_generations=G, beta=beta, epsilon=0.2, epsilon_high=eps_high, lr=0.1, scale_rewards=scale_rewards, num_iterations=iterations)
     theta, expected_theta = ref.init_policy(), ref.init_policy()
     h = train_grpo(theta, ref.init_policy(), rm_weights, steps, seed, kl_threshold=1e9, **kw)
@@ -832,7 +822,7 @@ def test_train_grpo_is_grpo_steps_on_one_stream(mod, rm_weights, seed, steps, G,
 
 @MODS
 def test_train_grpo_increases_expected_score(mod, rm_weights):
-    train_grpo = method(mod, "train_grpo")
+    train_grpo = mod.train_grpo
     theta = ref.init_policy()
     start = ref.expected_score(theta, rm_weights)
     train_grpo(theta, ref.init_policy(), rm_weights, 300, 0)
@@ -841,7 +831,7 @@ def test_train_grpo_increases_expected_score(mod, rm_weights):
 
 @MODS
 def test_train_grpo_warns_once_when_mean_kl_passes_threshold(mod, rm_weights):
-    train_grpo = method(mod, "train_grpo")
+    train_grpo = mod.train_grpo
     with pytest.warns(ref.KLWarning) as record:
         h = train_grpo(ref.init_policy(), ref.init_policy(), rm_weights, 200, 0, beta=0.0, lr=0.5, kl_threshold=0.01)
     assert len([r for r in record if issubclass(r.category, ref.KLWarning)]) == 1
@@ -852,8 +842,9 @@ def test_train_grpo_warns_once_when_mean_kl_passes_threshold(mod, rm_weights):
 
 @MODS
 def test_train_grpo_raises_floating_point_error_on_divergence(mod, rm_weights):
-    with pytest.raises(FloatingPointError):
-        method(mod, "train_grpo")(ref.init_policy(), ref.init_policy(), rm_weights, 50, 0, lr=1e308)
+    message = r"train_grpo diverged at step 0: logits overflowed \(lr=1e\+308, beta=0\.04\)"
+    with pytest.raises(FloatingPointError, match=f"^{message}$"):
+        mod.train_grpo(ref.init_policy(), ref.init_policy(), rm_weights, 50, 0, lr=1e308)
 
 
 # ============================================================= 4. Best-of-N
@@ -884,7 +875,7 @@ bon_weights = st.one_of(tied_weights(), weight_dicts().filter(not_length_only))
 @given(policy=policies(-3, 3), w=bon_weights, n=st.integers(1, 4))
 def test_best_of_n_distribution_is_exact(mod, policy, w, n):
     """Against enumeration of all 8^n draws, ties included (the first sampled of the best is kept)."""
-    out = method(mod, "best_of_n")(policy, w, n)
+    out = mod.best_of_n(policy, w, n)
     scores = [reward_of(w, a) for a in range(V)]
     for x in ref.PROMPTS:
         got = np.asarray(out["distribution"][x], dtype=float)
@@ -895,7 +886,7 @@ def test_best_of_n_distribution_is_exact(mod, policy, w, n):
 @MODS
 @given(policy=policies(-10, 10), w=bon_weights, n=st.integers(1, 64))
 def test_best_of_n_distribution_is_a_distribution(mod, policy, w, n):
-    out = method(mod, "best_of_n")(policy, w, n)
+    out = mod.best_of_n(policy, w, n)
     scores = np.array([reward_of(w, a) for a in range(V)])
     score = 0.0
     for x in ref.PROMPTS:
@@ -913,7 +904,7 @@ def test_best_of_n_distribution_is_a_distribution(mod, policy, w, n):
 @MODS
 @given(policy=policies(-10, 10, extreme=True), w=bon_weights)
 def test_best_of_one_is_the_policy(mod, policy, w):
-    out = method(mod, "best_of_n")(policy, w, 1)
+    out = mod.best_of_n(policy, w, 1)
     for x in ref.PROMPTS:
         # F_le - F_lt cancels: P_bon(a) is exact to ~1 ulp of 1, absolutely (not relatively)
         assert_close(out["distribution"][x], np_softmax(policy[x]), rtol=1e-12, atol=1e-15)
@@ -926,7 +917,7 @@ def test_best_of_one_is_the_policy(mod, policy, w):
 @given(policy=policies(-3, 3), w=bon_weights, ns=st.lists(st.integers(1, 64), min_size=2, max_size=5, unique=True))
 def test_best_of_n_kl_is_bounded_by_the_analytic_value_and_grows_with_n(mod, policy, w, ns):
     """KL(P_bon || pi) <= log n - (n-1)/n (exact only in the continuous limit), non-decreasing in n; so is the score."""
-    best_of_n = method(mod, "best_of_n")
+    best_of_n = mod.best_of_n
     outs = [best_of_n(policy, w, n) for n in sorted(ns)]
     for out in outs:
         # (P_bon is pi only up to rounding at n = 1: the KL may be -1e-17)
@@ -944,7 +935,7 @@ def test_best_of_n_ties_go_to_the_first_sampled(mod):
     w[ref.VOCAB[2]] = w[ref.VOCAB[5]] = 1.0
     pi = np_softmax(policy["help me"])
     top = pi[2] + pi[5]
-    d = np.asarray(method(mod, "best_of_n")(policy, w, 3)["distribution"]["help me"])
+    d = np.asarray(mod.best_of_n(policy, w, 3)["distribution"]["help me"])
     assert d[2] == pytest.approx(pi[2] / top * (1 - (1 - top) ** 3), rel=1e-12)
     assert d[5] / d[2] == pytest.approx(pi[5] / pi[2], rel=1e-12)
 
@@ -954,7 +945,7 @@ def test_best_of_n_ties_go_to_the_first_sampled(mod):
 def test_best_of_n_monte_carlo_agrees_with_the_exact_score(mod, rm_weights, n, seed):
     """20,000 samples: the sampled mean kept score is within 5 standard errors of the exact expectation."""
     policy = {x: [0.3 * ((i * 5 + k * 3) % 7) - 1.0 for k in range(V)] for i, x in enumerate(ref.PROMPTS)}
-    out = method(mod, "best_of_n")(policy, rm_weights, n, samples=20_000, seed=seed)
+    out = mod.best_of_n(policy, rm_weights, n, samples=20_000, seed=seed)
     scores = np.array([reward_of(rm_weights, a) for a in range(V)])
     second = np.mean([np.asarray(out["distribution"][x], dtype=float) @ scores**2 for x in ref.PROMPTS])
     se = math.sqrt(max(second - out["expected_score"] ** 2, 0.0) / 20_000)
@@ -974,8 +965,8 @@ LENGTH_ONLY = {
 
 REFUSING = {
     "train_rlhf": lambda m, th, w: m.train_rlhf(th, ref.init_policy(), w, 10, 0),
-    "train_grpo": lambda m, th, w: method(m, "train_grpo")(th, ref.init_policy(), w, 10, 0),
-    "best_of_n": lambda m, th, w: method(m, "best_of_n")(th, w, 4, samples=10),
+    "train_grpo": lambda m, th, w: m.train_grpo(th, ref.init_policy(), w, 10, 0),
+    "best_of_n": lambda m, th, w: m.best_of_n(th, w, 4, samples=10),
 }
 
 
@@ -1004,5 +995,5 @@ def test_step_functions_take_a_length_only_reward_model(mod):
     out = mod.rlhf_step(theta, ref.init_policy(), zero, "help me", random.Random(0))
     assert out["score"] == 0.0 and out["reward"] == 0.0
     assert theta == ref.init_policy(), "advantage 0: no update"
-    out = method(mod, "grpo_step")(theta, ref.init_policy(), zero, "help me", random.Random(0))
+    out = mod.grpo_step(theta, ref.init_policy(), zero, "help me", random.Random(0))
     assert out["reward_std"] == 0.0 and theta == ref.init_policy()

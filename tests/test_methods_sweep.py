@@ -76,6 +76,75 @@ def test_best_of_n_sweep_is_best_of_n_per_n_and_seed():
             assert result.sampled_score[i, seed] == pytest.approx(single["sampled_score"], rel=1e-12)
 
 
+def test_a_dpo_sweep_without_a_reward_model_has_no_final_score():
+    """No silent NaN: what cannot be computed is left out, and the table and plot do without it."""
+    result = rl.sweep_dpo(PAIRS, betas=[0.1, 0.5], seeds=2)
+    assert "final_score" not in result.runs
+    assert list(result.runs) == ["final_kl", "last_epoch_loss", "last_epoch_accuracy", "last_epoch_margin"]
+    assert "nan" not in result.summary_table()
+    result.plot()
+    with_w = rl.sweep_dpo(PAIRS, betas=[0.1, 0.5], seeds=2, w=W)
+    np.testing.assert_array_equal(with_w.runs["final_kl"], result.runs["final_kl"])
+    assert list(with_w.runs)[0] == "final_score"
+
+
+def test_a_best_of_n_sweep_without_samples_has_no_sampled_score():
+    result = rl.sweep_best_of_n(W, ns=[1, 4], seeds=2)
+    assert list(result.runs) == ["expected_score", "kl_analytic", "kl_exact"]
+    assert "nan" not in result.summary_table()
+    result.plot()
+    sampled = rl.sweep_best_of_n(W, ns=[1, 4], seeds=2, samples=10)
+    assert list(sampled.runs) == ["expected_score", "kl_analytic", "kl_exact", "sampled_score"]
+    assert not np.isnan(sampled.sampled_score).any()
+
+
+@pytest.mark.parametrize("engines", ["reference", "rust"])
+def test_a_best_of_n_engine_refuses_runs_that_mix_sampling(engines):
+    """The summary's fields are the same for every run: all sample, or none does."""
+    if engines == "rust":
+        sweep_best_of_n = pytest.importorskip("rlhf_fast._core").sweep_best_of_n
+    else:
+        sweep_best_of_n = reference.engines.best_of_n.sweep_best_of_n
+    with pytest.raises(ValueError, match=r"(?<![A-Za-z0-9_])samples(?![A-Za-z0-9_])"):
+        sweep_best_of_n(np.zeros((3, 8)), W, [(4, 0, 0), (4, 10, 1)])
+
+
+@pytest.mark.parametrize(
+    ("sweep", "kwargs", "message"),
+    [
+        ("sweep_dpo", dict(betas=[0.1], lr=[0.05, 1e300]),
+         r"^sweep run 1 diverged at step 0: logits overflowed \(lr=1e\+300, beta=0\.1\)$"),
+        ("sweep_grpo", dict(betas=[0.04], seeds=2, steps=5, lr=[1e300, 0.05]),
+         r"^sweep run 0 diverged at step 0: logits overflowed \(lr=1e\+300, beta=0\.04\)$"),
+    ],
+)
+def test_a_run_that_diverges_is_named_by_its_place_in_the_grid(sweep, kwargs, message):
+    first = PAIRS if sweep == "sweep_dpo" else W
+    with pytest.raises(FloatingPointError, match=message):
+        getattr(rl, sweep)(first, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "kwargs", "exc", "match"),
+    [
+        ("sweep_grpo", dict(betas=[0.04], seeds=2, steps=5, num_generations=65_537), ValueError,
+         "^num_generations must be <= 65536, got 65537$"),
+        ("sweep_grpo", dict(betas=[0.04], seeds=2, steps=5, num_iterations=[1, 10_001]), ValueError,
+         r"^num_iterations\[1\] must be <= 10000, got 10001$"),
+        ("sweep_best_of_n", dict(ns=[4, 10**9 + 1]), ValueError, r"^ns\[1\] must be <= 1000000000, got 1000000001$"),
+        ("sweep_best_of_n", dict(ns=4), TypeError, "^ns must be a sequence of ints, got int$"),
+        ("sweep_best_of_n", dict(ns=[4], samples=-1), ValueError, "^samples must be >= 0, got -1$"),
+        ("sweep_dpo", dict(betas=[0.1], seeds=[None, 1.5]), TypeError, r"^seeds\[1\] must be an int, got float$"),
+        ("sweep_dpo", dict(betas=[0.1], label_smoothing=[0.0, 0.1], loss_type=["sigmoid", "ipo"]), ValueError,
+         "^label_smoothing is only defined for loss_type 'sigmoid' and 'robust'"),
+    ],
+)
+def test_method_sweeps_bound_their_counts(sweep, kwargs, exc, match):
+    first = PAIRS if sweep == "sweep_dpo" else W
+    with pytest.raises(exc, match=match):
+        getattr(rl, sweep)(first, **kwargs)
+
+
 @pytest.mark.parametrize("n_threads", [1, 3])
 def test_method_sweeps_do_not_depend_on_the_thread_count(n_threads):
     dpo = [rl.sweep_dpo(PAIRS, betas=[0.1, 0.5], seeds=3, n_threads=t) for t in (None, n_threads)]

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import rlhf_fast as rl
 from rlhf_fast import reference
 
 W = reference.train_rm(reference.make_dataset(500, 0))
+PAIRS = reference.make_dataset(20, 1)
 # train_rlhf's history key -> the sweep's field (TRL's name, '/' written '_').
 FIELDS = {
     "prompt": "prompt",
@@ -210,29 +212,96 @@ def test_progress_callback_counts_every_step():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(betas=[]), "betas"),
-        (dict(betas=[math.nan]), "betas"),
-        (dict(betas=[-0.1]), "betas"),
-        (dict(betas=0.1), "betas"),
-        (dict(steps=0), "steps"),
-        (dict(steps=-5), "steps"),
-        (dict(seeds=0), "seeds"),
-        (dict(seeds=[]), "seeds"),
-        (dict(eps=[0.2, 0.0]), "eps"),
-        (dict(lr=math.inf), "lr"),
-        (dict(kl_ctl="pid"), "kl_ctl"),
-        (dict(record_every=-1), "record_every"),
-        (dict(seeds=10_000, steps=10_000_000), "max_memory"),
-        (dict(n_threads=0), "n_threads"),
+        (dict(betas=[]), ValueError, "^betas must not be empty$"),
+        (dict(betas=[math.nan]), ValueError, r"^betas\[0\] must be finite, got nan$"),
+        (dict(betas=[-0.1]), ValueError, r"^betas\[0\] must be >= 0, got -0.1$"),
+        (dict(betas=0.1), TypeError, "^betas must be a sequence of floats, got float$"),
+        (dict(betas=["0.1"]), TypeError, r"^betas\[0\] must be a real number, got str$"),
+        (dict(steps=0), ValueError, "^steps must be >= 1, got 0$"),
+        (dict(steps=-5), ValueError, "^steps must be >= 1, got -5$"),
+        (dict(steps=2.0), TypeError, "^steps must be an int, got float$"),
+        (dict(seeds=0), ValueError, r"^seeds must be >= 1 \(a count\) or a list of ints, got 0$"),
+        (dict(seeds=[]), ValueError, "^seeds must not be empty$"),
+        (dict(seeds=2.0), TypeError, "^seeds must be an int count or a sequence of ints, got float$"),
+        (dict(seeds=[0, 1.0]), TypeError, r"^seeds\[1\] must be an int, got float$"),
+        (dict(eps=[0.2, 0.0]), ValueError, r"^eps\[1\] must be > 0, got 0.0$"),
+        (dict(lr=math.inf), ValueError, "^lr must be finite, got inf$"),
+        (dict(ppo_epochs=10_001), ValueError, "^ppo_epochs must be <= 10000, got 10001$"),
+        (dict(kl_ctl="pid"), ValueError, r"^kl_ctl must be one of \('fixed', 'adaptive', 'doubling'\), got 'pid'$"),
+        (dict(record_every=-1), ValueError, "^record_every must be >= 0, got -1$"),
+        (dict(seeds=10_000, steps=10_000_000), ValueError, "max_memory"),
+        (dict(n_threads=0), ValueError, "^n_threads must be >= 1, got 0$"),
+        (dict(max_memory=0), ValueError, "^max_memory must be >= 1, got 0$"),
+        (dict(shards=0), ValueError, "^shards must be >= 1, got 0$"),
+        (dict(exact="yes"), TypeError, "^exact must be a bool, got str$"),
+        (dict(executor=object()), TypeError, r"^executor must be a concurrent.futures.Executor, got object$"),
+        (dict(theta=np.zeros((3, 7))), ValueError, r"^theta must have shape \(3, 8\), got \[3, 7\]$"),
+        (dict(ref="uniform"), TypeError, "^ref must be a dict prompt -> list of logits or a float64 array"),
     ],
 )
-def test_bad_grids_are_refused_before_any_work(kwargs, match):
+def test_bad_grids_are_refused_before_any_work(kwargs, exc, match):
     args = dict(betas=[0.1], seeds=2, steps=10, progress=lambda n: pytest.fail("work started"))
     args.update(kwargs)
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(exc, match=match):
         rl.sweep_rlhf(W, **args)
+
+
+def test_a_progress_that_is_neither_a_bool_nor_a_callable_is_refused():
+    with pytest.raises(TypeError, match="^progress must be a bool or a callable taking a step count, got str$"):
+        rl.sweep_rlhf(W, betas=[0.1], seeds=2, steps=10, progress="yes")
+
+
+def test_a_huge_grid_is_refused_at_once_before_any_run_is_built():
+    """seeds=10**9 used to build list(range(seeds)) first and take the machine with it: the grid's
+    size is known from its axes' lengths and refused before any per-run list exists."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError) as refused:
+            rl.sweep_rlhf(W, betas=[0.0, 0.1, 1.0], seeds=10**9, steps=10**9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 1.0
+    assert peak < 1 << 20, f"{peak} bytes were allocated before the refusal"
+    runs, per_run = 3 * 10**9, (10 * 10**9 + 7 + 24) * 8 + 256
+    assert str(refused.value).startswith(
+        f"this sweep would keep {runs * per_run} bytes ({runs} runs x {10**9} kept steps), over max_memory="
+    )
+
+
+@pytest.mark.parametrize(
+    ("sweep", "kwargs"),
+    [
+        ("sweep_rlhf", dict(betas=[0.1], seeds=10**12, steps=1, record_every=0)),
+        ("sweep_grpo", dict(betas=[0.1], seeds=10**12, steps=1)),
+        ("sweep_dpo", dict(betas=[0.1], seeds=10**12)),
+        ("sweep_best_of_n", dict(ns=[1, 2], seeds=10**12)),
+    ],
+)
+def test_every_front_end_counts_the_runs_before_building_them(sweep, kwargs):
+    first = PAIRS if sweep == "sweep_dpo" else W
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"runs x \d+ kept steps\), over max_memory=100000 bytes"):
+        getattr(rl, sweep)(first, **kwargs, max_memory=100_000)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_memory_check_counts_the_bookkeeping_of_every_run():
+    """A grid without history still costs 256 bytes a run beyond its summaries and final policy."""
+    per_run = (7 + 24) * 8 + 256
+    rl.sweep_rlhf(W, betas=[0.1], seeds=4, steps=1, record_every=0, max_memory=4 * per_run)
+    with pytest.raises(ValueError, match=f"^this sweep would keep {5 * per_run} bytes "):
+        rl.sweep_rlhf(W, betas=[0.1], seeds=5, steps=1, record_every=0, max_memory=4 * per_run)
+
+
+def test_a_run_that_diverges_is_named_by_its_place_in_the_grid():
+    """Run (beta=0.1, lr=1e300, seed=0) is the third of the grid in C order: sweep run 2."""
+    with pytest.raises(FloatingPointError, match=r"^sweep run 2 diverged at step 0: logits overflowed "
+                                                  r"\(lr=1e\+300, beta=0\.1\)$"):
+        rl.sweep_rlhf(W, betas=[0.1], seeds=2, steps=10, lr=[0.05, 1e300])
 
 
 def test_ctrl_c_stops_a_long_sweep_quickly():
@@ -267,6 +336,26 @@ def test_ctrl_c_stops_a_long_sweep_quickly():
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(pairs=[]), ValueError, "^pairs must not be empty$"),
+        (dict(n_pairs=[0, 5]), ValueError, r"^n_pairs\[0\] must be >= 1, got 0$"),
+        (dict(n_pairs=[50]), ValueError, "^n_pairs=50 is more than the 20 pairs given$"),
+        (dict(heldout=[]), ValueError, "^heldout must not be empty$"),
+        (dict(heldout=7), TypeError, r"^heldout must be an iterable of \(prompt, chosen, rejected\), got int$"),
+        (dict(lrs=[0.1, -1.0]), ValueError, r"^lrs\[1\] must be > 0, got -1.0$"),
+        (dict(epochs=1.5), TypeError, "^epochs must be an int, got float$"),
+    ],
+)
+def test_sweep_rm_refuses_what_train_rm_refuses(kwargs, exc, match):
+    """Model (lr, e, n) is train_rm(pairs[:n], e, lr), which refuses no pairs."""
+    args = dict(pairs=PAIRS, lrs=0.1, epochs=1)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        rl.sweep_rm(args.pop("pairs"), **args)
 
 
 def test_sweep_rm_matches_reference_training_per_grid_point():

@@ -76,11 +76,13 @@ def integer(name: str, value: Any) -> int:
     return int(value)
 
 
-def count(name: str, value: Any, minimum: int) -> int:
-    """An int >= ``minimum``."""
+def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """An int >= ``minimum`` (and <= ``maximum``, if given)."""
     value = integer(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return value
 
 
@@ -98,9 +100,9 @@ def optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda name, value: None if value is None else check(name, value)
 
 
-def at_least(minimum: int) -> Callable[[str, Any], int]:
-    """:func:`count` with its bound fixed: a check of one argument, for grid axes."""
-    return lambda name, value: count(name, value, minimum)
+def counts(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
+    """:func:`count` with its bounds fixed: a check of one argument, for grid axes."""
+    return lambda name, value: count(name, value, minimum, maximum)
 
 
 def one_of(options: tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -111,16 +113,23 @@ def one_of(options: tuple[str, ...]) -> Callable[[str, Any], str]:
 # ------------------------------------------------------------------------- sequences
 
 
-def sequence(name: str, values: Any, what: str = "a sequence of floats") -> list:
-    """Any iterable but a string, as a list."""
+def sequence(name: str, values: Any, what: str) -> list:
+    """Any iterable but a string, as a list (pairs, read once)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be {what}, got {type(values).__name__}")
     return list(values)
 
 
+def _is_sequence(values: Any) -> bool:
+    """A sequence the Rust bindings can read item by item: not a string, not an iterator."""
+    return isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, (str, bytes))
+
+
 def logits(name: str, row: Any, size: int | None = None) -> list[float]:
-    """A non-empty row of finite floats (of ``size`` entries, if given)."""
-    row = [finite(f"{name}[{i}]", v) for i, v in enumerate(sequence(name, row))]
+    """A non-empty sequence of finite floats (of ``size`` entries, if given), as a list."""
+    if not _is_sequence(row):
+        raise TypeError(f"{name} must be a sequence of floats, got {type(row).__name__}")
+    row = [finite(f"{name}[{i}]", v) for i, v in enumerate(row)]
     if not row:
         raise ValueError(f"{name} must not be empty")
     if size is not None and len(row) != size:
@@ -142,10 +151,12 @@ def probabilities(name: str, probs: Any) -> list[float]:
 
 
 def tokens(name: str, y: Any) -> list[str]:
-    """A response's tokens: a string split on white space, or a sequence of tokens."""
+    """A response's tokens: a string split on white space, or a sequence of token strings."""
     if isinstance(y, str):
         return y.split()
-    return sequence(name, y, "a str or a sequence of token strings")
+    if not _is_sequence(y) or not all(isinstance(tok, str) for tok in y):
+        raise TypeError(f"{name} must be a str or a sequence of token strings, got {type(y).__name__}")
+    return list(y)
 
 
 def token(a: Any, size: int) -> int:
@@ -169,18 +180,30 @@ def response_tokens(name: str, y: Any) -> list[int]:
     return [_TOKEN_INDEX[tok] for tok in words]
 
 
-def triple(i: int, item: Any) -> tuple[str, str, str]:
-    """Pair ``i`` of a preference set: a ``(prompt, chosen, rejected)`` triple or a TRL row."""
+def triple(i: int, item: Any, name: str = "pairs") -> tuple[str, str, str]:
+    """Pair ``i`` of a preference set ``name``: a ``(prompt, chosen, rejected)`` triple or a TRL row."""
     if isinstance(item, Mapping):
         missing = {"prompt", "chosen", "rejected"} - set(item)
         if missing:
-            raise ValueError(f"pairs[{i}] lacks {sorted(missing)}")
+            raise ValueError(f"{name}[{i}] lacks {sorted(missing)}")
         return item["prompt"], item["chosen"], item["rejected"]
     if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
-        raise TypeError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple or row, got {type(item).__name__}")
+        raise TypeError(f"{name}[{i}] must be a (prompt, chosen, rejected) triple or row, got {type(item).__name__}")
     if len(item) != 3:
-        raise ValueError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple, got {len(item)} items")
+        raise ValueError(f"{name}[{i}] must be a (prompt, chosen, rejected) triple, got {len(item)} items")
     return item[0], item[1], item[2]
+
+
+def preference_triples(name: str, pairs: Any) -> list[tuple[str, list[str], list[str]]]:
+    """A reward model's preference pairs (triples or TRL rows; any prompt, any tokens), as
+    ``(prompt, chosen tokens, rejected tokens)``."""
+    out = []
+    for i, item in enumerate(sequence(name, pairs, "an iterable of (prompt, chosen, rejected)")):
+        x, y_pos, y_neg = triple(i, item, name)
+        if not isinstance(x, str):
+            raise TypeError(f"{name}[{i}] prompt must be a str, got {type(x).__name__}")
+        out.append((x, tokens(f"{name}[{i}] chosen", y_pos), tokens(f"{name}[{i}] rejected", y_neg)))
+    return out
 
 
 def token_pairs(pairs: Any) -> list[tuple[int, list[int], list[int]]]:
@@ -209,24 +232,61 @@ def token_pairs(pairs: Any) -> list[tuple[int, list[int], list[int]]]:
 # -------------------------------------------------------------------- the lesson's objects
 
 
-def policy(name: str, policy: Any, updated: bool = False) -> None:
-    """A dict prompt -> row of ``len(VOCAB)`` finite logits, for every prompt of ``PROMPTS``;
-    list rows where the call updates them in place."""
-    if not isinstance(policy, Mapping):
-        raise TypeError(f"{name} must be a dict prompt -> list of logits, got {type(policy).__name__}")
-    for prompt in PROMPTS:
-        if prompt not in policy:
-            raise ValueError(f"{name} has no logits for prompt {prompt!r}")
-        logits(f"{name}[{prompt!r}]", policy[prompt], len(VOCAB))
-        if updated and not isinstance(policy[prompt], list):
+def policy(name: str, policy: Any, updated: bool = False) -> list[list[float]]:
+    """A policy's rows in ``PROMPTS`` order, as new lists of floats.
+
+    A policy is a dict prompt -> row of ``len(VOCAB)`` logits (list rows where the call
+    updates them in place) or a float64 ``[len(PROMPTS), len(VOCAB)]`` array (writeable
+    where the call updates it). Checked in the order of Rust's ``policy_table``: the
+    container, each row's entries and length, then every logit finite.
+    """
+    shape = (len(PROMPTS), len(VOCAB))
+    if isinstance(policy, np.ndarray):
+        if policy.ndim != 2 or policy.dtype != np.float64:
             raise TypeError(
-                f"{name}[{prompt!r}] must be a list (it is updated in place), got {type(policy[prompt]).__name__}"
+                f"{name} must be a 2-D float64 array, got a {policy.ndim}-D {policy.dtype} array (use .astype(float))"
             )
+        if policy.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {list(policy.shape)}")
+        if updated and not policy.flags.writeable:
+            raise TypeError(f"{name} must be a writeable array (it is updated in place)")
+        rows = policy.tolist()
+    elif isinstance(policy, Mapping):
+        rows = []
+        for prompt in PROMPTS:
+            if prompt not in policy:
+                raise ValueError(f"{name} has no logits for prompt {prompt!r}")
+            row_name = f"{name}[{prompt!r}]"
+            row = policy[prompt]
+            if not _is_sequence(row):
+                raise TypeError(f"{row_name} must be a sequence of floats, got {type(row).__name__}")
+            values = [real(f"{row_name}[{j}]", v) for j, v in enumerate(row)]
+            if len(values) != len(VOCAB):
+                raise ValueError(f"{row_name} must have {len(VOCAB)} entries, got {len(values)}")
+            if updated and not isinstance(row, list):
+                raise TypeError(f"{row_name} must be a list (it is updated in place), got {type(row).__name__}")
+            rows.append(values)
+    else:
+        raise TypeError(
+            f"{name} must be a dict prompt -> list of logits or a float64 array of shape {shape}, "
+            f"got {type(policy).__name__}"
+        )
+    for prompt, row in zip(PROMPTS, rows):
+        for j, v in enumerate(row):
+            if not math.isfinite(v):
+                raise ValueError(f"{name}[{prompt!r}][{j}] must be finite, got {v!r}")
+    return rows
 
 
-def frozen_copy(theta: Mapping[str, Sequence[float]], ref: Mapping[str, Sequence[float]]) -> None:
-    """The SPEC's rule: ``ref`` never shares storage with ``theta``."""
-    if ref is theta or any(ref[x] is theta[x] for x in PROMPTS):
+def frozen_copy(theta: Any, ref: Any) -> None:
+    """The SPEC's rule: ``ref`` never shares storage with ``theta`` (two checked policies)."""
+    if isinstance(theta, np.ndarray) and isinstance(ref, np.ndarray):
+        shared = np.shares_memory(theta, ref)
+    elif isinstance(theta, np.ndarray) or isinstance(ref, np.ndarray):
+        shared = False  # a dict's lists cannot be an array's memory
+    else:
+        shared = ref is theta or any(ref[x] is theta[x] for x in PROMPTS)
+    if shared:
         raise ValueError("ref must be a frozen copy of the policy; it shares storage with theta")
 
 
@@ -244,13 +304,13 @@ def choice_rng(rng: Any) -> random.Random:
     return rng
 
 
-def prompt(prompt: Any, policy: Mapping[str, Sequence[float]]) -> str:
-    """One of ``PROMPTS`` that ``policy`` has logits for."""
+def prompt_index(prompt: Any, name: str = "prompt") -> int:
+    """The index in ``PROMPTS`` of the argument ``name``."""
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if prompt not in PROMPTS or prompt not in policy:
-        raise ValueError(f"prompt {prompt!r} is unknown; known prompts: {list(PROMPTS)}")
-    return prompt
+        raise TypeError(f"{name} must be a str, got {type(prompt).__name__}")
+    if prompt not in PROMPTS:
+        raise ValueError(f"{name} {prompt!r} is unknown; known prompts: {list(PROMPTS)}")
+    return PROMPTS.index(prompt)
 
 
 def weights(w: Any, name: str = "w") -> None:
@@ -261,29 +321,30 @@ def weights(w: Any, name: str = "w") -> None:
         finite(f"{name}[{tok!r}]", value)
 
 
-def value_baseline(value: Any) -> None:
-    """``None``, a mutable dict prompt -> float, or a list of ``len(PROMPTS)`` floats in PROMPTS order."""
+def value_baseline(value: Any) -> list[float] | None:
+    """``None``, or the baseline in ``PROMPTS`` order of a mutable dict prompt -> float or a
+    list of ``len(PROMPTS)`` floats (both are updated in place)."""
     if value is None:
-        return
+        return None
     if isinstance(value, Mapping):
         if not isinstance(value, MutableMapping):
             raise TypeError(
                 f"value must be a mutable dict prompt -> float (it is updated in place), got {type(value).__name__}"
             )
+        values = []
         for x in PROMPTS:
             if x not in value:
                 raise ValueError(f"value has no baseline for prompt {x!r}")
-            finite(f"value[{x!r}]", value[x])
-        return
-    if isinstance(value, (str, bytes)) or not (hasattr(value, "__len__") and hasattr(value, "__setitem__")):
+            values.append(finite(f"value[{x!r}]", value[x]))
+        return values
+    if not isinstance(value, list):
         raise TypeError(
             f"value must be a dict prompt -> float or a list of {len(PROMPTS)} floats in PROMPTS order, "
             f"got {type(value).__name__}"
         )
     if len(value) != len(PROMPTS):
         raise ValueError(f"value must have {len(PROMPTS)} entries (one per prompt), got {len(value)}")
-    for i in range(len(PROMPTS)):
-        finite(f"value[{i}]", value[i])
+    return [finite(f"value[{i}]", v) for i, v in enumerate(value)]
 
 
 def table(name: str, table: Any) -> list[list[float]]:
@@ -308,7 +369,7 @@ def scores_by_content(w: Any) -> None:
 
 def grid_axis(name: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[list, bool]:
     """``(values, is_axis)``: a sequence is a grid axis (every value checked), a scalar a constant."""
-    if value is None or isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or np.ndim(value) == 0:
         return [check(name, value)], False
     values = [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
     if not values:
@@ -316,15 +377,17 @@ def grid_axis(name: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[
     return values, True
 
 
-def seed_axis(seeds: Any, allow_none: bool) -> list:
-    """A count ``N`` (seeds ``0..N-1``) or a list of ints (``None``: the pairs in order)."""
+def seed_axis(seeds: Any, allow_none: bool) -> Sequence:
+    """A count ``N`` as ``range(N)`` (never a list: ``N`` may be far too many runs to keep,
+    which the memory check says before anything is built), or a list of ints (``None``: the
+    pairs in order)."""
     if seeds is None and allow_none:
         return [None]
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1 (a count) or a list of ints, got {seeds!r}")
-        return list(range(int(seeds)))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
+        return range(int(seeds))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or np.ndim(seeds) == 0:
         raise TypeError(f"seeds must be an int count or a sequence of ints, got {type(seeds).__name__}")
     check = optional(integer) if allow_none else integer
     values = [check(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
@@ -333,16 +396,15 @@ def seed_axis(seeds: Any, allow_none: bool) -> list:
     return values
 
 
-def policy_array(name: str, policy: Any) -> np.ndarray:
-    """A policy (``None``: uniform; a dict prompt -> row; an array) as a float64 ``[P, V]`` array."""
-    if policy is None:
+def policy_array(name: str, value: Any) -> np.ndarray:
+    """A sweep's starting or reference policy (``None``: uniform; else a policy :func:`policy`
+    takes) as a new float64 ``[P, V]`` array."""
+    if value is None:
         return np.zeros((len(PROMPTS), len(VOCAB)))
-    if isinstance(policy, Mapping):
-        missing = [p for p in PROMPTS if p not in policy]
-        if missing:
-            raise ValueError(f"{name} has no logits for prompt {missing[0]!r}")
-        return np.array([list(policy[p]) for p in PROMPTS], dtype=np.float64)
-    return np.ascontiguousarray(policy, dtype=np.float64)
+    return np.array(policy(name, value), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- sizes
 
 
 def total_memory() -> int:
@@ -353,16 +415,42 @@ def total_memory() -> int:
         return 8 << 30
 
 
-def memory(
-    need: int,
-    max_memory: int | None,
-    what: str,
-    advice: str = "pass record_every=k to keep every k-th step (or 0 for summaries only)",
-) -> None:
-    """A sweep's output fits in ``max_memory`` bytes (``None``: half the machine's memory)."""
-    limit = total_memory() // 2 if max_memory is None else max_memory
+def default_max_memory() -> int:
+    """What one call may take unless told otherwise: half of this machine's memory."""
+    return total_memory() // 2
+
+
+def fits(name: str, value: int, need: int) -> None:
+    """A call whose outputs scale with the argument ``name`` (``value``) and need ``need`` bytes
+    (the nominal formula both backends share) fits in :func:`default_max_memory`; checked before any
+    work, so that a huge count is refused instead of exhausting the machine."""
+    limit = default_max_memory()
     if need > limit:
+        raise ValueError(f"{name}={value} needs {need} bytes, more than max_memory={limit} bytes")
+
+
+def memory(need: int, max_memory: int | None, n_runs: int, kept: int) -> None:
+    """A sweep's ``n_runs`` runs, keeping ``kept`` steps of history each, fit in ``need`` bytes
+    of at most ``max_memory`` (``None``: :func:`default_max_memory`)."""
+    limit = default_max_memory() if max_memory is None else max_memory
+    if need > limit:
+        advice = "pass record_every=k to keep every k-th step (or 0 for summaries only)" if kept else "sweep fewer runs"
         raise ValueError(
-            f"this sweep would keep {need / 2**30:.1f} GiB of history ({what}), over "
-            f"max_memory={limit / 2**30:.1f} GiB: {advice}"
+            f"this sweep would keep {need} bytes ({n_runs} runs x {kept} kept steps), over max_memory={limit} bytes: "
+            f"{advice}"
         )
+
+
+# ------------------------------------------------------------------------ divergence
+
+# A parameter (a logit, a reward-model weight, a value baseline) whose magnitude reaches
+# 2**512 has overflowed: squaring it, as the losses do, would overflow a double. NaN counts too.
+OVERFLOW = 2.0**512
+
+
+def overflowed(values: Iterable[float]) -> bool:
+    """Whether any of ``values`` is NaN or at least ``OVERFLOW`` in magnitude."""
+    for v in values:
+        if not abs(v) < OVERFLOW:
+            return True
+    return False

@@ -11,10 +11,11 @@ the same tokens, floats within 1e-9, whatever the thread count, the executor or 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Any
@@ -22,41 +23,57 @@ from typing import Any
 import numpy as np
 
 from . import _checks as check
+from . import reference as _reference
 from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
+from .reference import engines as _reference_engines
+from .reference.methods.best_of_n import MAX_N
+from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
+from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
 
+
+class _ReferenceEngines:
+    """The reference's engines (and preference sets) under the core's names."""
+
+    sweep_rlhf = staticmethod(_reference_engines.ppo.sweep_rlhf)
+    sweep_rm = staticmethod(_reference_engines.reward_model.sweep_rm)
+    sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
+    sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
+    sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
+    PreferenceSet = _reference.PreferenceSet
+    pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
+
+
+# What every front end runs its grid on: the Rust core, or its twin on the python backend.
 if BACKEND == "rust":
     from . import _core as _engines
-    from ._core import PreferenceSet, pairwise_accuracy
 else:
-    from .reference import PreferenceSet, pairwise_accuracy
-    from .reference import engines as _reference_engines
-
-    class _engines:  # noqa: N801 - the reference's engines under the core's names
-        sweep_rlhf = staticmethod(_reference_engines.ppo.sweep_rlhf)
-        sweep_rm = staticmethod(_reference_engines.reward_model.sweep_rm)
-        sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
-        sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
-        sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
+    _engines = _ReferenceEngines
 
 
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
 
-# Per-run fields each engine records (history) and keeps (summary): the memory estimate.
+# Per-run series each engine records (history), for the memory estimate.
 _HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7}
-_SUMMARY_FIELDS = {"ppo": 7, "dpo": 5, "grpo": 7, "best_of_n": 4, "rm": 0}
 _TABLE = len(PROMPTS) * len(VOCAB)
+# Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
+# row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
+_BOOKKEEPING = 256
 
 
 class _Grid:
-    """A sweep's axes, in the order they index the result, and the constants beside them."""
+    """A sweep's axes, in the order they index the result, and the constants beside them.
+
+    An axis is any sequence, a seed count a ``range``: the grid knows its shape from the
+    axes' lengths, so its size is checked before any run's settings exist.
+    """
 
     def __init__(self) -> None:
-        self.axes: dict[str, list] = {}
+        self.axes: dict[str, Sequence] = {}
         self.constants: dict[str, Any] = {}
 
-    def axis(self, name: str, values: list) -> None:
+    def axis(self, name: str, values: Sequence) -> None:
         self.axes[name] = values
 
     def setting(self, name: str, value: Any, check_one: Callable[[str, Any], Any]) -> None:
@@ -67,22 +84,23 @@ class _Grid:
         else:
             self.constants[name] = values[0]
 
+    def values(self, name: str) -> Sequence:
+        """The values ``name`` takes: its axis, or its constant alone."""
+        return self.axes[name] if name in self.axes else [self.constants[name]]
+
     @property
     def n_runs(self) -> int:
         return math.prod(len(values) for values in self.axes.values())
 
-    def settings(self) -> list[dict[str, Any]]:
+    def settings(self) -> Iterator[dict[str, Any]]:
         """Every run's settings, the axes in C order."""
-        shape = tuple(len(values) for values in self.axes.values())
         names = list(self.axes)
-        return [
-            {**self.constants, **{name: self.axes[name][i] for name, i in zip(names, index)}}
-            for index in np.ndindex(*shape)
-        ]
+        for values in itertools.product(*self.axes.values()):
+            yield {**self.constants, **dict(zip(names, values))}
 
 
 @contextmanager
-def _progress(progress: bool | Callable[[int], None], total: int, desc: str):
+def _progress(progress: bool | Callable[[int], None] | None, total: int, desc: str):
     """The callback to hand an engine for a ``progress`` request: a tqdm bar for ``True``
     (closed when the sweep ends, however it ends), the callable itself, or nothing."""
     if callable(progress) or not progress:
@@ -100,42 +118,61 @@ def _progress(progress: bool | Callable[[int], None], total: int, desc: str):
         bar.close()
 
 
+def _options(n_threads: Any, progress: Any, max_memory: Any) -> tuple[int | None, Any, int | None]:
+    """The options every sweep takes, checked: ``n_threads``, ``progress``, ``max_memory``."""
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise TypeError(f"progress must be a bool or a callable taking a step count, got {type(progress).__name__}")
+    return (
+        check.optional(check.counts(1))("n_threads", n_threads),
+        progress,
+        check.optional(check.counts(1))("max_memory", max_memory),
+    )
+
+
 def _sweep(
     method: str,
     grid: _Grid,
-    engine: Callable[[Callable[[int], None] | None, int], Mapping[str, Any]],
+    make_run: Callable[[dict[str, Any]], tuple],
+    engine: Callable[[list[tuple], Callable[[int], None] | None, int], Mapping[str, Any]],
     *,
     steps: int,
     record_every: int,
-    progress: bool | Callable[[int], None],
-    work: int,
+    summaries: int,
+    params: int,
+    work: Callable[[list[tuple]], int],
+    progress: bool | Callable[[int], None] | None,
     max_memory: int | None,
     extra_runs: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
 ) -> SweepResult:
-    """The one sweep driver of the front ends: the memory check, the progress bar, the engine
-    call (``engine(progress_callback, max_memory_bytes)``), the result."""
+    """The one sweep driver of the front ends.
+
+    Checks that the grid's outputs (``summaries`` run summaries, ``params`` final parameters
+    and the kept history of each run, 8 bytes a number) and its bookkeeping fit in
+    ``max_memory`` before building anything per run; then builds the runs (``make_run`` of
+    each run's settings), shows the progress bar (``work(runs)`` steps in all), calls
+    ``engine(runs, progress_callback, max_memory_bytes)`` and wraps its output.
+    """
     kept = steps // record_every if record_every else 0
-    per_run = _HISTORY_FIELDS.get(method, 0) * kept + _SUMMARY_FIELDS[method] + _TABLE
-    limit = check.total_memory() // 2 if max_memory is None else check.count("max_memory", max_memory, 1)
-    check.memory(grid.n_runs * per_run * 8, limit, f"{grid.n_runs} runs x {kept} kept steps")
+    per_run = (_HISTORY_FIELDS.get(method, 0) * kept + summaries + params) * 8 + _BOOKKEEPING
+    limit = check.default_max_memory() if max_memory is None else max_memory
+    check.memory(grid.n_runs * per_run, limit, grid.n_runs, kept)
+    runs = [make_run(settings) for settings in grid.settings()]
     started = time.perf_counter()
-    with _progress(progress, work, f"sweep ({method})") as callback:
-        out = engine(callback, limit)
+    with _progress(progress, work(runs), f"sweep ({method})") as callback:
+        out = engine(runs, callback, limit)
     seconds = time.perf_counter() - started
+    axes = {name: list(values) for name, values in grid.axes.items()}
     return SweepResult.from_engine(
-        method, grid.axes, out, total_steps=steps if kept else 0, record_every=record_every, seconds=seconds,
+        method, axes, out, total_steps=steps if kept else 0, record_every=record_every, seconds=seconds,
         extra_runs=extra_runs(out) if extra_runs else None,
     )
 
 
-def _threads(n_threads: int | None) -> int | None:
-    return None if n_threads is None else check.count("n_threads", n_threads, 1)
-
-
-def _betas(betas: Any, check_one: Callable[[str, Any], float]) -> list[float]:
-    if isinstance(betas, (str, bytes)) or not isinstance(betas, (Sequence, np.ndarray)):
-        raise TypeError("betas must be a sequence of floats")
-    return check.grid_axis("betas", betas, check_one)[0]
+def _first_axis(name: str, values: Any, check_one: Callable[[str, Any], Any], what: str) -> list:
+    """A sweep's first axis (``betas``, ``ns``), which must be given as a sequence."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or np.ndim(values) == 0:
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
+    return check.grid_axis(name, values, check_one)[0]
 
 
 # ----------------------------------------------------------------------------------- PPO
@@ -242,14 +279,13 @@ def sweep_rlhf(
     """
     check.scores_by_content(w)
     grid = _Grid()
-    grid.axis("beta", _betas(betas, check.non_negative))
+    grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
     record_every = check.count("record_every", record_every, 0)
-    n_threads = _threads(n_threads)
     for name, value, check_one in (
         ("eps", eps, check.positive),
         ("lr", lr, check.positive),
-        ("ppo_epochs", ppo_epochs, check.at_least(1)),
+        ("ppo_epochs", ppo_epochs, check.counts(1, MAX_PPO_EPOCHS)),
         ("kl_ctl", kl_ctl, check.one_of(KL_CONTROLLERS)),
         ("target", target, check.positive),
         ("horizon", horizon, check.positive),
@@ -261,18 +297,25 @@ def sweep_rlhf(
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
-    runs = [
-        (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["kl_ctl"], s["beta"], s["target"], s["horizon"],
-         s["kl_penalty"], s["vf_coef"], s["cliprange_value"])
-        for s in grid.settings()
-    ]
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+    shards = check.optional(check.counts(1))("shards", shards)
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be a bool, got {type(exact).__name__}")
+    if simd is not None and not isinstance(simd, str):
+        raise TypeError(f"simd must be a str (one of rlhf_fast.simd_paths()) or None, got {type(simd).__name__}")
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
-    def engine(callback, limit):
+    def make_run(s):
+        return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["kl_ctl"], s["beta"], s["target"], s["horizon"],
+                s["kl_penalty"], s["vf_coef"], s["cliprange_value"])
+
+    def engine(runs, callback, limit):
         if executor is None:
             return _engines.sweep_rlhf(theta0, ref0, w, steps, runs, record_every=record_every, exact=exact, simd=simd,
                                        n_threads=n_threads, progress=callback, max_memory=limit)
         _engines.sweep_rlhf(theta0, ref0, w, 1, runs[:1], record_every=0, simd=simd)  # fail here, not remotely
-        n_shards = check.count("shards", shards, 1) if shards is not None else min(len(runs), 4 * (os.cpu_count() or 2))
+        n_shards = shards if shards is not None else min(len(runs), 4 * (os.cpu_count() or 2))
         bounds = np.linspace(0, len(runs), n_shards + 1).astype(int)
         pieces = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         futures = [executor.submit(_shard_runs, theta0, ref0, dict(w), steps, runs[a:b], record_every, exact, simd)
@@ -284,8 +327,8 @@ def sweep_rlhf(
                 callback(int(b - a) * steps)
         return _concat_shards(parts)
 
-    return _sweep("ppo", grid, engine, steps=steps, record_every=record_every, progress=progress,
-                  work=len(runs) * steps, max_memory=max_memory)
+    return _sweep("ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=7, params=_TABLE,
+                  work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
 
 
 # --------------------------------------------------------------------------- reward models
@@ -325,30 +368,41 @@ def sweep_rm(
         ``w(lr=..., epochs=..., n_pairs=...)`` as the lesson's dict, and ``accuracy`` with
         ``heldout``.
     """
-    prefs = pairs if isinstance(pairs, PreferenceSet) else PreferenceSet(pairs)
+    preference_set = _engines.PreferenceSet
+    prefs = pairs if isinstance(pairs, preference_set) else preference_set(pairs)
+    if not len(prefs):
+        raise ValueError("pairs must not be empty")
     grid = _Grid()
     grid.axis("lr", check.grid_axis("lrs", lrs, check.positive)[0])
-    grid.axis("epochs", check.grid_axis("epochs", epochs, check.at_least(0))[0])
-    sizes = check.grid_axis("n_pairs", len(prefs) if n_pairs is None else n_pairs, check.at_least(0))[0]
+    grid.axis("epochs", check.grid_axis("epochs", epochs, check.counts(0))[0])
+    sizes = check.grid_axis("n_pairs", len(prefs) if n_pairs is None else n_pairs, check.counts(1))[0]
     for n in sizes:
         if n > len(prefs):
             raise ValueError(f"n_pairs={n} is more than the {len(prefs)} pairs given")
     grid.axis("n_pairs", sizes)
-    n_threads = _threads(n_threads)
-    held = None if heldout is None else heldout if isinstance(heldout, PreferenceSet) else PreferenceSet(heldout)
-    specs = [(s["lr"], s["epochs"], 0, s["n_pairs"]) for s in grid.settings()]
+    held = None
+    if heldout is not None:
+        if not isinstance(heldout, preference_set):  # checked here, so that the errors name heldout
+            heldout = preference_set(check.preference_triples("heldout", heldout))
+        if not len(heldout):
+            raise ValueError("heldout must not be empty")
+        held = heldout
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
-    def engine(callback, limit):
-        return _engines.sweep_rm(prefs, specs, n_threads=n_threads, progress=callback, max_memory=limit)
+    def engine(runs, callback, limit):
+        return _engines.sweep_rm(prefs, runs, n_threads=n_threads, progress=callback, max_memory=limit)
 
     def accuracy(out):
         if held is None:
             return {}
         vocab = list(out["vocab"])
-        return {"accuracy": [pairwise_accuracy(dict(zip(vocab, row.tolist())), held) for row in out["final_params"]]}
+        return {
+            "accuracy": [_engines.pairwise_accuracy(dict(zip(vocab, row.tolist())), held) for row in out["final_params"]]
+        }
 
-    return _sweep("rm", grid, engine, steps=0, record_every=0, progress=progress,
-                  work=sum(e * n for _, e, _, n in specs), max_memory=max_memory, extra_runs=accuracy)
+    return _sweep("rm", grid, lambda s: (s["lr"], s["epochs"], 0, s["n_pairs"]), engine, steps=0, record_every=0,
+                  summaries=0 if held is None else 1, params=len(prefs.vocab), work=lambda runs: sum(e * n for _, e, _, n in runs),
+                  progress=progress, max_memory=max_memory, extra_runs=accuracy)
 
 
 # ----------------------------------------------------------------------------------- DPO
@@ -409,7 +463,8 @@ def sweep_dpo(
     theta, ref : policy, optional
         The starting policy and the frozen reference.
     w : Mapping[str, float], optional
-        A reward model to score each final policy with (``final_score``; NaN without).
+        A reward model to score each final policy with (``final_score``; without one the
+        summary has no ``final_score``).
     record_every, n_threads, progress, max_memory
         As :func:`sweep_rlhf`.
 
@@ -419,44 +474,45 @@ def sweep_dpo(
         ``method="dpo"``: history fields ``prompt``, ``loss``, ``rewards_chosen``,
         ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (a run with fewer
         epochs than the longest is NaN past its end, ``prompt`` -1), ``final_theta``, and the
-        run summaries ``final_score``, ``final_kl``, ``last_epoch_loss``,
+        run summaries ``final_score`` (with ``w``), ``final_kl``, ``last_epoch_loss``,
         ``last_epoch_accuracy``, ``last_epoch_margin``.
     """
     pairs = _dpo_pairs(pairs)
     grid = _Grid()
-    grid.axis("beta", _betas(betas, check.positive))
+    grid.axis("beta", _first_axis("betas", betas, check.positive, "floats"))
     record_every = check.count("record_every", record_every, 0)
-    n_threads = _threads(n_threads)
     for name, value, check_one in (
         ("loss_type", loss_type, check.one_of(DPO_LOSS_TYPES)),
         ("label_smoothing", label_smoothing, check.non_negative),
         ("lr", lr, check.positive),
-        ("epochs", epochs, check.at_least(1)),
+        ("epochs", epochs, check.counts(1)),
     ):
         grid.setting(name, value, check_one)
     grid.axis("seed", check.seed_axis(seeds, allow_none=True))
-    settings = grid.settings()
-    for s in settings:
-        if not 0.0 <= s["label_smoothing"] < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {s['label_smoothing']!r}")
-        if s["label_smoothing"] != 0.0 and s["loss_type"] not in ("sigmoid", "robust"):
-            raise ValueError(
-                "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
-                f"{s['label_smoothing']!r} with loss_type={s['loss_type']!r}: sweep those losses separately"
-            )
+    for ls in grid.values("label_smoothing"):
+        if not 0.0 <= ls < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {ls!r}")
+        for kind in grid.values("loss_type"):
+            if ls != 0.0 and kind not in ("sigmoid", "robust"):
+                raise ValueError(
+                    "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
+                    f"{ls!r} with loss_type={kind!r}: sweep those losses separately"
+                )
     if w is not None:
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
-    runs = [(s["beta"], s["lr"], s["loss_type"], s["label_smoothing"], s["epochs"], s["seed"]) for s in settings]
-    steps = max(run[4] for run in runs) * len(pairs)
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
-    def engine(callback, limit):
+    def engine(runs, callback, limit):
         return _engines.sweep_dpo(theta0, ref0, pairs, runs, w=w, record_every=record_every, n_threads=n_threads,
                                   progress=callback, max_memory=limit)
 
-    return _sweep("dpo", grid, engine, steps=steps, record_every=record_every, progress=progress,
-                  work=sum(run[4] for run in runs) * len(pairs), max_memory=max_memory)
+    return _sweep("dpo", grid, lambda s: (s["beta"], s["lr"], s["loss_type"], s["label_smoothing"], s["epochs"],
+                                          s["seed"]),
+                  engine, steps=max(grid.values("epochs")) * len(pairs), record_every=record_every,
+                  summaries=5 if w is not None else 4, params=_TABLE,
+                  work=lambda runs: sum(run[4] for run in runs) * len(pairs), progress=progress, max_memory=max_memory)
 
 
 # ---------------------------------------------------------------------------------- GRPO
@@ -514,34 +570,33 @@ def sweep_grpo(
     """
     check.scores_by_content(w)
     grid = _Grid()
-    grid.axis("beta", _betas(betas, check.non_negative))
+    grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
     record_every = check.count("record_every", record_every, 0)
-    n_threads = _threads(n_threads)
     epsilon_high = check.optional(check.positive)("epsilon_high", epsilon_high)
     scale_rewards = check.option("scale_rewards", scale_rewards, SCALE_REWARDS)
     for name, value, check_one in (
-        ("num_generations", num_generations, check.at_least(2)),
+        ("num_generations", num_generations, check.counts(2, MAX_NUM_GENERATIONS)),
         ("epsilon", epsilon, check.positive),
         ("lr", lr, check.positive),
-        ("num_iterations", num_iterations, check.at_least(1)),
+        ("num_iterations", num_iterations, check.counts(1, MAX_NUM_ITERATIONS)),
     ):
         grid.setting(name, value, check_one)
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
-    runs = [
-        (s["seed"], s["num_generations"], s["beta"], s["epsilon"], epsilon_high, s["lr"], scale_rewards,
-         s["num_iterations"])
-        for s in grid.settings()
-    ]
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
-    def engine(callback, limit):
+    def make_run(s):
+        return (s["seed"], s["num_generations"], s["beta"], s["epsilon"], epsilon_high, s["lr"], scale_rewards,
+                s["num_iterations"])
+
+    def engine(runs, callback, limit):
         return _engines.sweep_grpo(theta0, ref0, w, steps, runs, record_every=record_every, n_threads=n_threads,
                                    progress=callback, max_memory=limit)
 
-    return _sweep("grpo", grid, engine, steps=steps, record_every=record_every, progress=progress,
-                  work=len(runs) * steps, max_memory=max_memory)
+    return _sweep("grpo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=7, params=_TABLE,
+                  work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
 
 
 # ----------------------------------------------------------------------------- Best-of-N
@@ -580,21 +635,19 @@ def sweep_best_of_n(
     -------
     SweepResult
         ``method="best_of_n"``: run summaries ``expected_score``, ``kl_analytic``,
-        ``kl_exact``, ``sampled_score`` (NaN with ``samples=0``), each ``[n, seed]``.
+        ``kl_exact`` and, with ``samples > 0``, ``sampled_score``, each ``[n, seed]``.
     """
     check.scores_by_content(w)
-    if isinstance(ns, (str, bytes)) or not isinstance(ns, (Sequence, np.ndarray)):
-        raise TypeError("ns must be a sequence of ints")
     grid = _Grid()
-    grid.axis("n", check.grid_axis("ns", ns, check.at_least(1))[0])
+    grid.axis("n", _first_axis("ns", ns, check.counts(1, MAX_N), "ints"))
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     samples = check.count("samples", samples, 0)
-    n_threads = _threads(n_threads)
     table = check.policy_array("policy", policy)
-    runs = [(s["n"], samples, s["seed"]) for s in grid.settings()]
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
-    def engine(callback, limit):
+    def engine(runs, callback, limit):
         return _engines.sweep_best_of_n(table, w, runs, n_threads=n_threads, progress=callback, max_memory=limit)
 
-    return _sweep("best_of_n", grid, engine, steps=0, record_every=0, progress=progress,
-                  work=len(runs) * samples, max_memory=max_memory)
+    return _sweep("best_of_n", grid, lambda s: (s["n"], samples, s["seed"]), engine, steps=0, record_every=0,
+                  summaries=4 if samples else 3, params=0, work=lambda runs: len(runs) * samples, progress=progress,
+                  max_memory=max_memory)

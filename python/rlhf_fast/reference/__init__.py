@@ -39,11 +39,13 @@ from .api import (
     log_softmax,
     make_dataset,
     make_pair,
+    pairs_to_rows,
     pairwise_accuracy,
     policy_kl,
     policy_logits,
     rlhf_step,
     rm_train_step,
+    rows_to_pairs,
     sample,
     seed_key,
     sigmoid,
@@ -58,7 +60,7 @@ from .engines.driver import KLWarning
 from .engines.grpo import GRPO_HISTORY_KEYS as GRPO_HISTORY_KEYS
 from .engines.ppo import HISTORY_KEYS as HISTORY_KEYS
 from .kernels.kl import KL_PENALTIES as KL_PENALTIES
-from .lesson import BAD_WORDS, GOOD_WORDS, KL_TARGET, KL_THRESHOLD, PROMPTS, VOCAB, pairs_to_rows, rows_to_pairs
+from .lesson import BAD_WORDS, GOOD_WORDS, KL_TARGET, KL_THRESHOLD, PROMPTS, VOCAB
 from .methods.bradley_terry.preferences import PreferenceSet
 from .methods.dpo import DPO_LOSS_TYPES as DPO_LOSS_TYPES
 from .methods.grpo import SCALE_REWARDS as SCALE_REWARDS

@@ -1,19 +1,22 @@
 """Twin of rust/python/: the lesson's functions, called the way the lesson calls them.
 
-Each function takes the lesson's arguments (dict policies, dict reward weights, strings, a
-``random.Random``), checks them (:mod:`rlhf_fast._checks`; the first bad argument, in the
-order listed, is the one named), converts them to what the kernels, methods and engines
-take (rows in ``PROMPTS`` order, weights in ``VOCAB`` order, token ids, seed keys) and
-calls them, as the PyO3 bindings do for the Rust core. Policy rows are the caller's own
-lists, so updates reach the caller's dicts.
+Each function takes the lesson's arguments (dict or float64 ``[3, 8]`` array policies, dict
+reward weights, strings, a ``random.Random``), checks them (:mod:`rlhf_fast._checks`; the
+first bad argument, in the order listed, is the one named), converts them to what the
+kernels, methods and engines take (rows in ``PROMPTS`` order, weights in ``VOCAB`` order,
+token ids, seed keys) and calls them, as the PyO3 bindings do for the Rust core. A policy
+the call updates is read into rows of floats and written back into the caller's dict lists
+or array when the call ends, however it ends; a single step writes nothing back when its
+update overflowed.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from .. import _checks as checks
 from . import lesson
@@ -27,18 +30,37 @@ from .kernels import policy as policy_kernels
 from .kernels.logistic import sigmoid as sigmoid_unchecked
 from .kernels.sampling import sample_index
 from .kernels.softmax import log_softmax_row, softmax_row
-from .lesson import KL_TARGET, KL_THRESHOLD, PROMPTS, VOCAB
+from .lesson import KL_TARGET, KL_THRESHOLD, PAIR_BYTES, PROMPTS, VOCAB
 from .methods import bradley_terry as bt
 from .methods import dpo, grpo, ppo
+from .methods.best_of_n import MAX_N
 from .methods.bradley_terry.preferences import PreferenceSet
 from .methods.kl_control import make_kl_controller
+from .methods.ppo import MAX_PPO_EPOCHS
 from .methods.reward_checks import check_not_length_only
 from .rng import seed_key as seed_key_unchecked
 
+Policy = Mapping[str, Sequence[float]] | np.ndarray
 
-def _rows(policy: Mapping[str, Sequence[float]]) -> list:
-    """A dict policy as a table: its rows (the same objects) in ``PROMPTS`` order."""
-    return [policy[x] for x in PROMPTS]
+
+def _write_row(policy: Any, x: int, row: list[float]) -> None:
+    """Row ``x`` of a checked policy, in place: a dict's list keeps its identity."""
+    if isinstance(policy, np.ndarray):
+        policy[x] = row
+    else:
+        policy[PROMPTS[x]][:] = row
+
+
+def _write_back(policy: Any, rows: list[list[float]]) -> None:
+    """Every row of a checked policy, in place."""
+    for x, row in enumerate(rows):
+        _write_row(policy, x, row)
+
+
+def _write_back_values(value: Any, values: list[float]) -> None:
+    """A value baseline (a dict prompt -> float or a list in ``PROMPTS`` order), in place."""
+    for i, v in enumerate(values):
+        value[PROMPTS[i] if isinstance(value, Mapping) else i] = v
 
 
 def _preference_set(pairs: Sequence[tuple[str, str, str]] | PreferenceSet) -> PreferenceSet:
@@ -62,7 +84,33 @@ def make_pair(rng: random.Random) -> tuple[str, str, str]:
 def make_dataset(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     """``n`` calls of :func:`make_pair` on one ``random.Random(seed)``."""
     n = checks.count("n", n, 0)
-    return lesson.make_dataset(n, checks.integer("seed", seed))
+    seed = checks.integer("seed", seed)
+    checks.fits("n", n, n * PAIR_BYTES)
+    return lesson.make_dataset(n, seed)
+
+
+def pairs_to_rows(pairs: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """Pairs as ``{"prompt", "chosen", "rejected"}`` rows (the TRL / HF datasets format)."""
+    rows = []
+    for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected) triples")):
+        if isinstance(item, Mapping):
+            raise TypeError(f"pairs[{i}] must be a (prompt, chosen, rejected) triple, got {type(item).__name__}")
+        x, y_pos, y_neg = checks.triple(i, item)
+        rows.append({"prompt": x, "chosen": y_pos, "rejected": y_neg})
+    return rows
+
+
+def rows_to_pairs(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """Rows in the TRL preference format back to ``(prompt, chosen, rejected)`` pairs."""
+    pairs = []
+    for i, row in enumerate(checks.sequence("rows", rows, "an iterable of TRL rows (dicts)")):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a dict with prompt, chosen and rejected, got {type(row).__name__}")
+        missing = {"prompt", "chosen", "rejected"} - set(row)
+        if missing:
+            raise ValueError(f"rows[{i}] lacks {sorted(missing)}")
+        pairs.append((row["prompt"], row["chosen"], row["rejected"]))
+    return pairs
 
 
 # ------------------------------------------------------------------------- reward model
@@ -89,11 +137,19 @@ def rm_train_step(w: dict[str, float], x: str, y_pos: str, y_neg: str, lr: float
     """One SGD step on the Bradley-Terry loss ``-log sigmoid(R(y+) - R(y-))``.
 
     Mutates ``w`` and returns the loss before the step. The prompt ``x`` is not a feature.
+    A step that would leave one of the responses' weights overflowed raises
+    ``FloatingPointError`` and leaves ``w`` as it was.
     """
     checks.weights(w)
+    lr = checks.positive("lr", lr)
     chosen = bt.bag(checks.tokens("y_pos", y_pos))
     rejected = bt.bag(checks.tokens("y_neg", y_neg))
-    return bt.rm_train_step(w, chosen, rejected, checks.positive("lr", lr))
+    touched = {tok: w.get(tok, 0.0) for tok in (*chosen, *rejected)}  # the weights the step writes
+    loss = bt.rm_train_step(touched, chosen, rejected, lr)
+    if checks.overflowed(touched.values()):
+        raise FloatingPointError(f"rm_train_step diverged: weights overflowed (lr={lr!r})")
+    w.update(touched)
+    return loss
 
 
 def train_rm(
@@ -105,6 +161,8 @@ def train_rm(
     """Walk the pairs in order ``epochs`` times with :func:`rm_train_step`; return ``w``.
 
     A new ``w`` starts at 0 for every word of ``VOCAB``; a given one is updated in place.
+    There must be at least one pair. An epoch that leaves a weight overflowed raises
+    ``FloatingPointError`` naming it, ``w`` as that epoch left it.
     """
     epochs = checks.count("epochs", epochs, 0)
     lr = checks.positive("lr", lr)
@@ -112,7 +170,10 @@ def train_rm(
         w = {tok: 0.0 for tok in VOCAB}
     else:
         checks.weights(w)
-    reward_model.train_rm(_preference_set(pairs), epochs, lr, w)
+    prefs = _preference_set(pairs)
+    if not len(prefs):
+        raise ValueError("pairs must not be empty")
+    reward_model.train_rm(prefs, epochs, lr, w)
     return w
 
 
@@ -133,18 +194,45 @@ def init_policy() -> dict[str, list[float]]:
     return {x: [0.0] * len(VOCAB) for x in PROMPTS}
 
 
-def policy_logits(theta: Mapping[str, Sequence[float]], prompt: str) -> Sequence[float]:
-    """The logits row of ``prompt`` (the row itself, so updates to it update ``theta``)."""
-    return theta[checks.prompt(prompt, theta)]
+def policy_logits(theta: Policy, prompt: str) -> Sequence[float]:
+    """The logits row of ``prompt``: the row itself (a dict's list, a view of an array's row),
+    so updates to it update ``theta``."""
+    checks.policy("theta", theta)
+    x = checks.prompt_index(prompt)
+    return theta[x] if isinstance(theta, np.ndarray) else theta[prompt]
 
 
-def softmax(z: Sequence[float]) -> list[float]:
-    """``exp(z - max z)`` normalised: exact for logits as large as 1e4 in magnitude."""
+def _array_rows(z: np.ndarray, row_kernel: Callable[[list[float]], list[float]]) -> np.ndarray:
+    """A kernel applied to a numpy array's rows (a 1-D array is one row), as the Rust backend
+    applies it: the array of real numbers converted to float64, then checked as one flat
+    sequence (``z[i]`` counts across rows)."""
+    if z.dtype.kind not in "biuf":
+        raise TypeError(f"z must be an array of real numbers, got dtype {z.dtype}")
+    array = np.ascontiguousarray(z, dtype=np.float64)
+    if array.ndim not in (1, 2):
+        raise ValueError(f"z must be 1-D or 2-D, got {array.ndim}-D")
+    table = array[None, :] if array.ndim == 1 else array
+    if table.size == 0:
+        raise ValueError("z must not be empty")
+    for i, v in enumerate(table.flat):
+        if not np.isfinite(v):
+            raise ValueError(f"z[{i}] must be finite, got {float(v)!r}")
+    return np.array([row_kernel(row) for row in table.tolist()]).reshape(array.shape)
+
+
+def softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+    """``exp(z - max z)`` normalised: exact for logits as large as 1e4 in magnitude. A numpy
+    array gets a numpy array back (2-D: row-wise)."""
+    if isinstance(z, np.ndarray):
+        return _array_rows(z, softmax_row)
     return softmax_row(checks.logits("z", z))
 
 
-def log_softmax(z: Sequence[float]) -> list[float]:
-    """``z - logsumexp(z)``, with the max subtracted before exponentiating."""
+def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+    """``z - logsumexp(z)``, with the max subtracted before exponentiating. A numpy array gets
+    a numpy array back (2-D: row-wise)."""
+    if isinstance(z, np.ndarray):
+        return _array_rows(z, log_softmax_row)
     return log_softmax_row(checks.logits("z", z))
 
 
@@ -179,18 +267,17 @@ def sample(probs: Sequence[float], rng: random.Random) -> int:
     return sample_index(checks.probabilities("probs", probs), checks.rng(rng).random())
 
 
-def expected_score(theta: Mapping[str, Sequence[float]], w: Mapping[str, float]) -> float:
+def expected_score(theta: Policy, w: Mapping[str, float]) -> float:
     """Exact expected RM score of the policy: ``sum_x sum_a pi(a|x) R(a) / |PROMPTS|``."""
-    checks.policy("theta", theta)
+    rows = checks.policy("theta", theta)
     checks.weights(w)
-    return policy_kernels.expected_score(_rows(theta), bt.vocab_weights(w))
+    return policy_kernels.expected_score(rows, bt.vocab_weights(w))
 
 
-def policy_kl(theta: Mapping[str, Sequence[float]], ref: Mapping[str, Sequence[float]]) -> float:
+def policy_kl(theta: Policy, ref: Policy) -> float:
     """Exact ``KL(pi_theta || pi_ref)`` averaged over ``PROMPTS``, in log space."""
-    checks.policy("theta", theta)
-    checks.policy("ref", ref)
-    return policy_kernels.policy_kl(_rows(theta), _rows(ref))
+    rows = checks.policy("theta", theta)
+    return policy_kernels.policy_kl(rows, checks.policy("ref", ref))
 
 
 # ------------------------------------------------------------------------------- PPO
@@ -217,8 +304,8 @@ def clipped_surrogate_grad(
 
 
 def rlhf_step(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     w: Mapping[str, float],
     prompt: str,
     rng: random.Random,
@@ -246,36 +333,42 @@ def rlhf_step(
     of TRL's clipped value loss ``0.5 * max((v - R)^2, (v_clipped - R)^2)`` (docs/METHODS.md
     section 1). The record holds ``token``, ``score``, the exact ``kl``, ``reward``,
     ``clip_frac``, the ``kl_penalty`` that entered the reward and the ``value_loss`` before
-    the step (0.0 without a baseline).
+    the step (0.0 without a baseline). ``theta`` may also be a float64 ``[3, 8]`` array. A step
+    that would leave a logit or the value overflowed raises ``FloatingPointError`` and
+    leaves ``theta`` and ``value`` as they were.
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
     checks.weights(w)
-    checks.prompt(prompt, theta)
+    x = checks.prompt_index(prompt)
     draw = checks.rng(rng).random
     eps = checks.positive("eps", eps)
     beta = checks.non_negative("beta", beta)
     lr = checks.positive("lr", lr)
-    ppo_epochs = checks.count("ppo_epochs", ppo_epochs, 1)
+    ppo_epochs = checks.count("ppo_epochs", ppo_epochs, 1, MAX_PPO_EPOCHS)
     kl_penalty = checks.option("kl_penalty", kl_penalty, kl_kernels.KL_PENALTIES)
     vf_coef = checks.non_negative("vf_coef", vf_coef)
     cliprange_value = checks.positive("cliprange_value", cliprange_value)
-    checks.value_baseline(value)
+    values = checks.value_baseline(value)
     params = ppo.PpoParams(eps, lr, ppo_epochs, kl_penalty, vf_coef, cliprange_value)  # checked above, in order
-    values: Any = {prompt: 0.0} if value is None else value  # None: a zero baseline of the step's own
-    key = prompt if isinstance(values, Mapping) else PROMPTS.index(prompt)
+    row = rows[x]
     outcome, new_value = ppo.rlhf_step(
-        theta[prompt], log_softmax_row(ref[prompt]), bt.one_token_scores(w), draw(), beta, params, values[key]
+        row, log_softmax_row(ref_rows[x]), bt.one_token_scores(w), draw(), beta, params,
+        0.0 if values is None else values[x],
     )
-    if vf_coef > 0.0:  # without a baseline, value is never written
-        values[key] = new_value
+    if checks.overflowed(row) or (vf_coef > 0.0 and not abs(new_value) < checks.OVERFLOW):
+        raise FloatingPointError(f"rlhf_step diverged: logits overflowed (lr={lr!r}, beta={beta!r})")
+    _write_row(theta, x, row)
+    if value is not None and vf_coef > 0.0:  # without a baseline, value is never written
+        values[x] = new_value
+        _write_back_values(value, values)
     return outcome._asdict()
 
 
 def train_rlhf(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     w: Mapping[str, float],
     steps: int,
     seed: int,
@@ -304,10 +397,13 @@ def train_rlhf(
 
     ``kl_penalty``, ``vf_coef``, ``cliprange_value`` and ``value`` are :func:`rlhf_step`'s;
     with ``vf_coef > 0`` and ``value=None`` the run keeps its own zero-initialised baseline.
-    A reward model that scores responses by length alone is refused (ValueError naming ``w``).
+    A reward model that scores responses by length alone is refused (ValueError naming ``w``),
+    and so is a run whose history would not fit in half the machine's memory (``steps``).
+    A step that leaves a logit or the value overflowed raises ``FloatingPointError`` naming
+    the step, ``lr`` and its beta; ``theta`` and ``value`` then hold that step's update.
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
     checks.weights(w)
     check_not_length_only(bt.vocab_weights(w))
@@ -315,38 +411,35 @@ def train_rlhf(
     seed = checks.integer("seed", seed)
     eps = checks.positive("eps", eps)
     lr = checks.positive("lr", lr)
-    ppo_epochs = checks.count("ppo_epochs", ppo_epochs, 1)
+    ppo_epochs = checks.count("ppo_epochs", ppo_epochs, 1, MAX_PPO_EPOCHS)
     kl_threshold = checks.positive("kl_threshold", kl_threshold)
     controller = make_kl_controller(kl_ctl, beta, target, horizon)
     kl_penalty = checks.option("kl_penalty", kl_penalty, kl_kernels.KL_PENALTIES)
     vf_coef = checks.non_negative("vf_coef", vf_coef)
     cliprange_value = checks.positive("cliprange_value", cliprange_value)
-    checks.value_baseline(value)
+    values = checks.value_baseline(value)
+    checks.fits("steps", steps, steps * len(ppo_engine.HISTORY_KEYS) * 8)
     params = ppo.PpoParams(eps, lr, ppo_epochs, kl_penalty, vf_coef, cliprange_value)  # checked above, in order
 
-    if value is None or vf_coef == 0.0:  # the run's own zero baseline (or none: value is left alone)
-        values = [0.0] * len(PROMPTS)
-    elif isinstance(value, Mapping):
-        values = [value[x] for x in PROMPTS]
-    else:  # a list in PROMPTS order, updated in place
-        values = value
+    baseline = values is not None and vf_coef > 0.0
+    run_values = values if baseline else [0.0] * len(PROMPTS)  # the run's own zeros: value is left alone
     try:
         return ppo_engine.train_rlhf(
-            _rows(theta), _rows(ref), bt.one_token_scores(w), steps, seed_key_unchecked(seed), params, controller,
-            values, kl_threshold,
+            rows, ref_rows, bt.one_token_scores(w), steps, seed_key_unchecked(seed), params, controller, run_values,
+            kl_threshold,
         )
-    finally:
-        if isinstance(value, Mapping) and vf_coef > 0.0:  # the dict shows every update, even a failed run's
-            for x, v in zip(PROMPTS, values):
-                value[x] = v
+    finally:  # the caller's theta and value show every update, even a failed run's
+        _write_back(theta, rows)
+        if baseline:
+            _write_back_values(value, run_values)
 
 
 # ------------------------------------------------------------------------------- DPO
 
 
 def dpo_step(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     x: str,
     y_pos: str,
     y_neg: str,
@@ -363,21 +456,28 @@ def dpo_step(
     ``label_smoothing`` > 0 the conservative cDPO mix ``(1-ls) softplus(-h) + ls softplus(h)``),
     ``robust`` (the unbiased robust DPO loss), ``ipo`` ``(u - 1/(2 beta))^2`` and ``hinge``
     ``max(0, 1 - h)`` (docs/METHODS.md section 2). ``label_smoothing`` is in ``[0, 0.5)``
-    and only allowed for ``sigmoid`` and ``robust``.
+    and only allowed for ``sigmoid`` and ``robust``. ``theta`` may also be a float64
+    ``[3, 8]`` array. A step that would leave a logit overflowed raises
+    ``FloatingPointError`` and leaves ``theta`` as it was.
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
-    checks.prompt(x, theta)
+    row = checks.prompt_index(x, "x")
     chosen = checks.response_tokens("y_pos", y_pos)
     rejected = checks.response_tokens("y_neg", y_neg)
     params = dpo.DpoParams.new(beta, lr, loss_type, label_smoothing)
-    return dpo.dpo_update(theta[x], log_softmax_row(ref[x]), chosen, rejected, params).loss
+    logits = rows[row]
+    loss = dpo.dpo_update(logits, log_softmax_row(ref_rows[row]), chosen, rejected, params).loss
+    if checks.overflowed(logits):
+        raise FloatingPointError(f"dpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    _write_row(theta, row, logits)
+    return loss
 
 
 def train_dpo(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     pairs: Sequence[tuple[str, str, str] | Mapping[str, str]],
     epochs: int = 1,
     beta: float = 0.1,
@@ -396,24 +496,32 @@ def train_dpo(
     all before each step: ``prompt`` (index into ``PROMPTS``), ``loss``, ``rewards/chosen``
     (``beta * pos_logratio``), ``rewards/rejected``, ``rewards/margins`` (chosen minus
     rejected) and ``rewards/accuracies`` (1.0 where chosen > rejected, else 0.0).
+
+    A run whose history would not fit in half the machine's memory is refused (ValueError
+    naming ``epochs``). A step that leaves a logit overflowed raises ``FloatingPointError``
+    naming the step, ``lr`` and ``beta``; ``theta`` then holds that step's update.
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
     token_pairs = checks.token_pairs(pairs)
     epochs = checks.count("epochs", epochs, 1)
     params = dpo.DpoParams.new(beta, lr, loss_type, label_smoothing)
     seed = checks.optional(checks.integer)("seed", seed)
+    checks.fits("epochs", epochs, epochs * len(token_pairs) * len(dpo_engine.DPO_HISTORY_KEYS) * 8)
     shuffle_seed = None if seed is None else seed_key_unchecked(seed)
-    return dpo_engine.train_dpo(_rows(theta), _rows(ref), token_pairs, epochs, params, shuffle_seed)
+    try:
+        return dpo_engine.train_dpo(rows, ref_rows, token_pairs, epochs, params, shuffle_seed)
+    finally:  # the caller's theta shows every update, even a failed run's
+        _write_back(theta, rows)
 
 
 # ------------------------------------------------------------------------------ GRPO
 
 
 def grpo_step(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     w: Mapping[str, float],
     prompt: str,
     rng: random.Random,
@@ -436,28 +544,28 @@ def grpo_step(
     (``epsilon_high=None`` means ``epsilon``), ``k3`` being Schulman's estimate of
     ``KL(pi_theta || pi_ref)`` on each sampled token. Returns ``tokens``, ``score`` (the
     mean reward), ``reward_std``, the exact ``kl`` before the step, ``clip_frac`` and the
-    ``loss`` at the first iteration. An update that would leave non-finite logits raises
+    ``loss`` at the first iteration. An update that would leave a logit overflowed raises
     ``FloatingPointError`` and leaves ``theta`` as it was (the group is still drawn).
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
     checks.weights(w)
-    checks.prompt(prompt, theta)
+    x = checks.prompt_index(prompt)
     draw = checks.rng(rng).random
     params = grpo.GrpoParams.new(num_generations, beta, epsilon, epsilon_high, lr, scale_rewards, num_iterations)
-    row = list(theta[prompt])
+    row = rows[x]
     uniforms = [draw() for _ in range(params.num_generations)]
-    outcome, tokens = grpo.grpo_update(row, log_softmax_row(ref[prompt]), bt.vocab_weights(w), uniforms, params)
-    if not all(math.isfinite(v) for v in row):  # never a silent NaN: theta is left as it was
-        raise FloatingPointError("grpo_step diverged: non-finite logits")
-    theta[prompt][:] = row
+    outcome, tokens = grpo.grpo_update(row, log_softmax_row(ref_rows[x]), bt.vocab_weights(w), uniforms, params)
+    if checks.overflowed(row):  # never silent garbage: theta is left as it was
+        raise FloatingPointError(f"grpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    _write_row(theta, x, row)
     return {"tokens": tokens, **outcome._asdict()}
 
 
 def train_grpo(
-    theta: dict[str, list[float]],
-    ref: Mapping[str, Sequence[float]],
+    theta: dict[str, list[float]] | np.ndarray,
+    ref: Policy,
     w: Mapping[str, float],
     steps: int,
     seed: int,
@@ -477,10 +585,13 @@ def train_grpo(
     ``PROMPTS``), ``score``, ``reward_std``, ``kl``, ``clip_frac``, ``loss`` and ``mean_kl``
     (the running mean of the exact KL), warning once with :class:`KLWarning` when it passes
     ``kl_threshold``. A reward model that scores responses by length alone is refused
-    (ValueError naming ``w``).
+    (ValueError naming ``w``), and so is a run whose history would not fit in half the
+    machine's memory (``steps``). A step that leaves a logit overflowed raises
+    ``FloatingPointError`` naming the step, ``lr`` and ``beta``; ``theta`` then holds that
+    step's update.
     """
-    checks.policy("theta", theta, updated=True)
-    checks.policy("ref", ref)
+    rows = checks.policy("theta", theta, updated=True)
+    ref_rows = checks.policy("ref", ref)
     checks.frozen_copy(theta, ref)
     checks.weights(w)
     weights = bt.vocab_weights(w)
@@ -489,16 +600,19 @@ def train_grpo(
     seed = checks.integer("seed", seed)
     params = grpo.GrpoParams.new(num_generations, beta, epsilon, epsilon_high, lr, scale_rewards, num_iterations)
     kl_threshold = checks.positive("kl_threshold", kl_threshold)
-    return grpo_engine.train_grpo(
-        _rows(theta), _rows(ref), weights, steps, seed_key_unchecked(seed), params, kl_threshold
-    )
+    # the history's series and the step's sampled tokens, 8 bytes each (nominally)
+    checks.fits("steps", steps, steps * (len(grpo_engine.GRPO_HISTORY_KEYS) + params.num_generations) * 8)
+    try:
+        return grpo_engine.train_grpo(rows, ref_rows, weights, steps, seed_key_unchecked(seed), params, kl_threshold)
+    finally:  # the caller's theta shows every update, even a failed run's
+        _write_back(theta, rows)
 
 
 # ------------------------------------------------------------------------- Best-of-N
 
 
 def best_of_n(
-    policy: Mapping[str, Sequence[float]],
+    policy: Policy,
     w: Mapping[str, float],
     n: int,
     samples: int = 0,
@@ -517,14 +631,14 @@ def best_of_n(
     then ``n`` draws), else ``None``. A reward model that scores responses by length alone
     is refused (ValueError naming ``w``).
     """
-    checks.policy("policy", policy)
+    rows = checks.policy("policy", policy)
     checks.weights(w)
     weights = bt.vocab_weights(w)
     check_not_length_only(weights)
-    n = checks.count("n", n, 1)
+    n = checks.count("n", n, 1, MAX_N)
     samples = checks.count("samples", samples, 0)
     seed = checks.integer("seed", seed)
-    outcome = bon_engine.best_of_n(_rows(policy), weights, n, samples, seed_key_unchecked(seed))
+    outcome = bon_engine.best_of_n(rows, weights, n, samples, seed_key_unchecked(seed))
     return {
         "expected_score": outcome.expected_score,
         "kl_analytic": outcome.kl_analytic,

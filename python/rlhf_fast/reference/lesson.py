@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
 
 PROMPTS = ("help me", "answer me", "explain this")
 GOOD_WORDS = ("clear", "kind", "specific", "thorough")
@@ -21,6 +20,10 @@ VOCAB = tuple(sorted(GOOD_WORDS + BAD_WORDS))
 # of it, so that both can be reached (TRL's target of 6 nats is for vocabularies of 50,000).
 KL_TARGET = 0.5 * math.log(len(VOCAB))
 KL_THRESHOLD = 0.75 * math.log(len(VOCAB))
+
+# What one generated pair nominally takes (its tuple and strings): the size checked against
+# max_memory before n pairs are drawn.
+PAIR_BYTES = 256
 
 
 def make_pair(rng: random.Random) -> tuple[str, str, str]:
@@ -35,19 +38,3 @@ def make_dataset(n: int, seed: int) -> list[tuple[str, str, str]]:
     """``n`` calls of :func:`make_pair` on one ``random.Random(seed)``."""
     rng = random.Random(seed)
     return [make_pair(rng) for _ in range(n)]
-
-
-def pairs_to_rows(pairs: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
-    """Pairs as ``{"prompt", "chosen", "rejected"}`` rows (the TRL / HF datasets format)."""
-    return [{"prompt": x, "chosen": y_pos, "rejected": y_neg} for x, y_pos, y_neg in pairs]
-
-
-def rows_to_pairs(rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str, str]]:
-    """Rows in the TRL preference format back to ``(prompt, chosen, rejected)`` pairs."""
-    pairs = []
-    for i, row in enumerate(rows):
-        missing = {"prompt", "chosen", "rejected"} - set(row)
-        if missing:
-            raise ValueError(f"rows[{i}] lacks {sorted(missing)}")
-        pairs.append((row["prompt"], row["chosen"], row["rejected"]))
-    return pairs

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ... import _checks as checks
 from ..kernels.softmax import softmax_row
-from ..methods.best_of_n import bon_exact, bon_kl_analytic, bon_sampled_score
+from ..methods.best_of_n import MAX_N, bon_exact, bon_kl_analytic, bon_sampled_score
 from ..methods.bradley_terry import vocab_weights
 from ..methods.reward_checks import check_not_length_only
 from ..rng import seed_key
@@ -49,22 +48,26 @@ class BonRun(NamedTuple):
 
 
 class BonEngine:
-    """The Best-of-N sweep engine: every run on the same policy and reward model."""
+    """The Best-of-N sweep engine: every run on the same policy and reward model.
+
+    Runs without Monte-Carlo samples have no sampled score: the field is left out of the
+    summary rather than filled with NaN, so the runs of one sweep all sample or none does.
+    """
 
     history_fields: tuple[str, ...] = ()
-    summary_fields: tuple[str, ...] = SUMMARY_FIELDS
     record_every = 0
     kept = 0
     param_shape: tuple[int, ...] = (0,)
 
-    def __init__(self, policy, weights: list[float]):
+    def __init__(self, policy, weights: list[float], sampled: bool):
         self.policy = policy
         self.weights = weights
+        self.summary_fields: tuple[str, ...] = SUMMARY_FIELDS if sampled else SUMMARY_FIELDS[:3]
 
-    def run(self, spec: BonRun) -> RunOutput:
+    def run(self, spec: BonRun, index: int) -> RunOutput:
         out = best_of_n(self.policy, self.weights, spec.n, spec.samples, spec.seed_key)
-        sampled = math.nan if out.sampled_score is None else out.sampled_score
-        return RunOutput({}, [], [out.expected_score, out.kl_analytic, out.kl_exact, sampled])
+        sampled = () if out.sampled_score is None else (out.sampled_score,)
+        return RunOutput({}, [], [out.expected_score, out.kl_analytic, out.kl_exact, *sampled])
 
     def work(self, spec: BonRun) -> int:
         return spec.samples
@@ -82,15 +85,23 @@ def sweep_best_of_n(
 
     A run is ``(n, samples, seed)``: ``best_of_n(policy, w, n, samples, seed)``. Returns the
     sweep contract's dict (:func:`~.driver.sweep`): no history, no parameters, the summary
-    ``expected_score``, ``kl_analytic``, ``kl_exact`` and ``sampled_score`` (NaN without
-    samples). ``n_threads`` chooses how Rust computes; the reference computes one way.
+    ``expected_score``, ``kl_analytic``, ``kl_exact`` and, when the runs sample
+    (``samples > 0`` in every run; a mix is refused), ``sampled_score``. ``n_threads``
+    chooses how Rust computes; the reference computes one way.
     """
     table = checks.table("policy", policy)
     checks.weights(w)
     weights = vocab_weights(w)
     check_not_length_only(weights)
     specs = [
-        BonRun(checks.count("n", n, 1), checks.count("samples", samples, 0), seed_key(checks.integer("seed", seed)))
+        BonRun(
+            checks.count("n", n, 1, MAX_N),
+            checks.count("samples", samples, 0),
+            seed_key(checks.integer("seed", seed)),
+        )
         for n, samples, seed in runs
     ]
-    return sweep(BonEngine(table, weights), specs, max_memory, progress)
+    sampled = {spec.samples > 0 for spec in specs}
+    if len(sampled) > 1:
+        raise ValueError("samples must be > 0 in every run of a sweep or 0 in every run, got both")
+    return sweep(BonEngine(table, weights, sampled == {True}), specs, max_memory, progress)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +25,7 @@ def train_dpo(
     epochs: int,
     params: DpoParams,
     shuffle_seed: list[int] | None,
+    name: str = "train_dpo",
 ) -> dict[str, list]:
     """``epochs`` passes of :func:`~.methods.dpo.dpo_update` over ``pairs``; updates ``theta`` in place.
 
@@ -34,7 +34,10 @@ def train_dpo(
     ``shuffle_seed`` (a seed key), in the order of ``order = list(range(n));
     rng.shuffle(order)``, one ``rng = random.Random(seed)`` shuffling a fresh ``list(range(n))``
     every epoch (Rust's ``EpochOrder``). Returns the history in TRL's names
-    (``DPO_HISTORY_KEYS``), all before each step.
+    (``DPO_HISTORY_KEYS``), all before each step. A step that leaves a logit overflowed
+    (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError`` naming the run
+    (``name``), the step (counted over all epochs), ``lr`` and ``beta``; ``theta`` and the
+    history then hold every step before it and the failing step's update.
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -43,6 +46,7 @@ def train_dpo(
     (
         record_prompt, record_loss, record_chosen, record_rejected, record_margin, record_accuracy,
     ) = (history[key].append for key in DPO_HISTORY_KEYS)
+    overflowed = checks.overflowed
     n = len(pairs)
     t = 0
     for _ in range(epochs):
@@ -53,8 +57,10 @@ def train_dpo(
             x, chosen, rejected = pairs[i]
             logits = theta[x]
             out = dpo_update(logits, ref_log_probs[x], chosen, rejected, params)
-            if not all(math.isfinite(v) for v in logits):
-                raise FloatingPointError(f"train_dpo diverged at step {t}: non-finite logits")
+            if overflowed(logits):
+                raise FloatingPointError(
+                    f"{name} diverged at step {t}: logits overflowed (lr={params.lr!r}, beta={params.beta!r})"
+                )
             record_prompt(x)
             record_loss(out.loss)
             record_chosen(out.chosen)
@@ -87,32 +93,39 @@ class DpoRun(NamedTuple):
 
 
 class DpoEngine:
-    """The DPO sweep engine: every run from the same starting policy, over the same pairs."""
+    """The DPO sweep engine: every run from the same starting policy, over the same pairs.
+
+    Without a reward model there is no ``final_score`` to report: the field is left out of
+    the summary rather than filled with NaN.
+    """
 
     history_fields: tuple[str, ...] = tuple(SWEEP_HISTORY_FIELDS)
-    summary_fields: tuple[str, ...] = SUMMARY_FIELDS
 
     def __init__(self, theta, ref, pairs, weights: list[float] | None, record_every: int, max_epochs: int):
         self.theta = theta
         self.ref = ref
         self.pairs = pairs
         self.weights = weights
+        self.summary_fields: tuple[str, ...] = SUMMARY_FIELDS if weights is not None else SUMMARY_FIELDS[1:]
         self.record_every = record_every
         self.kept = max_epochs * len(pairs) // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (len(theta), len(theta[0]))
 
-    def run(self, spec: DpoRun) -> RunOutput:
+    def run(self, spec: DpoRun, index: int) -> RunOutput:
         theta = [list(row) for row in self.theta]
-        history = train_dpo(theta, self.ref, self.pairs, spec.epochs, spec.params, spec.shuffle_seed)
+        history = train_dpo(
+            theta, self.ref, self.pairs, spec.epochs, spec.params, spec.shuffle_seed, name=f"sweep run {index}"
+        )
         steps = len(history["loss"])
         last_epoch = slice(steps - len(self.pairs), steps)
         summary = [
-            math.nan if self.weights is None else expected_score(theta, self.weights),
             policy_kl(theta, self.ref),
             mean(history["loss"][last_epoch]),
             mean(history["rewards/accuracies"][last_epoch]),
             mean(history["rewards/margins"][last_epoch]),
         ]
+        if self.weights is not None:
+            summary.insert(0, expected_score(theta, self.weights))
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: DpoRun) -> int:
@@ -136,9 +149,9 @@ def sweep_dpo(
     ``train_dpo(theta, ref, pairs, epochs, ...)`` from a copy of ``theta``, the pairs
     reshuffled every epoch on ``random.Random(seed)`` (in order for ``None``). Returns the
     sweep contract's dict (:func:`~.driver.sweep`); the summary holds the final policy's
-    exact expected score under ``w`` (NaN without ``w``) and KL, and the means over the
-    run's last epoch of the loss, accuracy and margin. ``n_threads`` chooses how Rust
-    computes; the reference computes one way.
+    exact expected score under ``w`` (no ``final_score`` field without ``w``) and KL, and the
+    means over the run's last epoch of the loss, accuracy and margin. ``n_threads`` chooses
+    how Rust computes; the reference computes one way.
     """
     theta0 = checks.table("theta", theta)
     reference = checks.table("ref", ref)

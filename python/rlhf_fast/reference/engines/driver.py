@@ -60,8 +60,9 @@ class Engine(Protocol):
     record_every: int  # 0: no history kept
     kept: int  # history steps kept per run (of the longest run)
 
-    def run(self, spec: Any) -> RunOutput:
-        """The run ``spec`` describes, from the engine's shared inputs."""
+    def run(self, spec: Any, index: int) -> RunOutput:
+        """The run ``spec`` describes, from the engine's shared inputs; ``index`` is its place in
+        the sweep, which a run that diverges names (``"sweep run {index} diverged ..."``)."""
 
     def work(self, spec: Any) -> int:
         """What the run counts as done for the progress callback (steps, pairs, samples)."""
@@ -77,24 +78,22 @@ def sweep(
     *param_shape]`` and ``summary`` ``[run, field]``, with ``history_fields`` and
     ``summary_fields`` naming the middle and last axes; ``simd`` is ``"python"``. A sweep
     whose arrays would exceed ``max_memory`` bytes (``None``: half the machine's memory) is
-    refused before any work; ``progress`` gets each run's work once it is done.
+    refused before any work; ``progress`` gets each run's work once it is done. A run that
+    diverges raises its ``FloatingPointError``, ``"sweep run {r} diverged ..."``.
     """
     if not runs:
         raise ValueError("a sweep needs at least one run")
     n_runs = len(runs)
     n_fields = len(engine.history_fields)
     need = 8 * n_runs * (n_fields * engine.kept + math.prod(engine.param_shape) + len(engine.summary_fields))
-    if n_fields:
-        checks.memory(need, max_memory, f"{n_runs} runs x {engine.kept} kept steps, {need} bytes")
-    else:
-        checks.memory(need, max_memory, f"{n_runs} runs, {need} bytes", advice="sweep fewer runs at a time")
+    checks.memory(need, max_memory, n_runs, engine.kept if n_fields else 0)
 
     history = np.full((n_runs, n_fields, engine.kept), np.nan)
     final_params = np.zeros((n_runs, *engine.param_shape))
     summary = np.zeros((n_runs, len(engine.summary_fields)))
     every = engine.record_every
     for r, spec in enumerate(runs):
-        out = engine.run(spec)
+        out = engine.run(spec, r)
         if every:
             for f, name in enumerate(engine.history_fields):
                 kept = out.history[name][every - 1 :: every]

@@ -26,6 +26,7 @@ def train_grpo(
     seed_key: list[int],
     params: GrpoParams,
     kl_threshold: float = math.inf,
+    name: str = "train_grpo",
 ) -> dict[str, list]:
     """``steps`` GRPO steps on the stream of ``random.Random(seed)``; updates ``theta`` in place.
 
@@ -34,7 +35,10 @@ def train_grpo(
     rng.choice(PROMPTS)``, then the group's ``num_generations`` draws of ``rng.random()``,
     and takes :func:`~.methods.grpo.grpo_update`. Returns the per-step history
     (``GRPO_HISTORY_KEYS``) with ``mean_kl``, the running mean of the exact KL, which warns
-    with :class:`~.driver.KLWarning` once it passes ``kl_threshold``.
+    with :class:`~.driver.KLWarning` once it passes ``kl_threshold``. A step that leaves a
+    logit overflowed (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError``
+    naming the run (``name``), the step, ``lr`` and ``beta``; ``theta`` and the history then
+    hold every step before it and the failing step's update.
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -43,6 +47,7 @@ def train_grpo(
     random = rng.random
     prompts = range(len(theta))
     group = range(params.num_generations)
+    overflowed = checks.overflowed
     history: dict[str, list] = {key: [] for key in GRPO_HISTORY_KEYS}
     (
         record_prompt, record_score, record_reward_std, record_kl, record_clip_frac, record_loss, record_mean_kl,
@@ -53,8 +58,10 @@ def train_grpo(
         x = choice(prompts)
         logits = theta[x]
         out, _ = grpo_update(logits, ref_log_probs[x], weights, [random() for _ in group], params)
-        if not all(math.isfinite(v) for v in logits):
-            raise FloatingPointError(f"train_grpo diverged at step {t}: non-finite logits")
+        if overflowed(logits):
+            raise FloatingPointError(
+                f"{name} diverged at step {t}: logits overflowed (lr={params.lr!r}, beta={params.beta!r})"
+            )
         kl_sum += out.kl
         mean_kl = kl_sum / (t + 1)
         record_prompt(x)
@@ -105,9 +112,11 @@ class GrpoEngine:
         self.kept = steps // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (len(theta), len(theta[0]))
 
-    def run(self, spec: GrpoRun) -> RunOutput:
+    def run(self, spec: GrpoRun, index: int) -> RunOutput:
         theta = [list(row) for row in self.theta]
-        history = train_grpo(theta, self.ref, self.weights, self.steps, spec.seed_key, spec.params)
+        history = train_grpo(
+            theta, self.ref, self.weights, self.steps, spec.seed_key, spec.params, name=f"sweep run {index}"
+        )
         summary = [
             expected_score(theta, self.weights),
             policy_kl(theta, self.ref),

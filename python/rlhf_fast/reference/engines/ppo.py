@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ... import _checks as checks
+from ..._checks import OVERFLOW
 from ..kernels.policy import expected_score, policy_kl
 from ..kernels.softmax import log_softmax_row
 from ..methods.bradley_terry import one_token_scores, vocab_weights
@@ -32,6 +33,7 @@ def train_rlhf(
     controller: Any,
     values: Any,
     kl_threshold: float = math.inf,
+    name: str = "train_rlhf",
 ) -> dict[str, list]:
     """``steps`` PPO-RLHF steps on the stream of ``random.Random(seed)``; updates ``theta`` in place.
 
@@ -43,6 +45,11 @@ def train_rlhf(
     per step, so ``n_steps = 1``). Returns the per-step history (``HISTORY_KEYS``), the
     running mean of the exact KL included: the lesson's monitor, which warns with
     :class:`~.driver.KLWarning` once it passes ``kl_threshold``.
+
+    A step that leaves a logit or the prompt's value overflowed (:func:`~rlhf_fast._checks.overflowed`)
+    raises ``FloatingPointError`` naming the run (``name``), the step, ``lr`` and the step's
+    beta; ``theta``, ``values`` and the history then hold every step before it and the
+    failing step's update.
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -50,6 +57,7 @@ def train_rlhf(
     choice = rng.choice
     random = rng.random
     prompts = range(len(theta))
+    overflowed = checks.overflowed
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     (
         record_prompt, record_token, record_score, record_kl, record_reward, record_clip_frac, record_beta,
@@ -62,8 +70,8 @@ def train_rlhf(
         beta = controller.value
         logits = theta[x]
         out, values[x] = rlhf_step(logits, ref_log_probs[x], weights, random(), beta, params, values[x])
-        if not all(math.isfinite(v) for v in logits):
-            raise FloatingPointError(f"train_rlhf diverged at step {t}: non-finite logits (beta={beta!r})")
+        if overflowed(logits) or not abs(values[x]) < OVERFLOW:
+            raise FloatingPointError(f"{name} diverged at step {t}: logits overflowed (lr={params.lr!r}, beta={beta!r})")
         kl_sum += out.kl
         mean_kl = kl_sum / (t + 1)
         record_prompt(x)
@@ -123,11 +131,12 @@ class PpoEngine:
         self.kept = steps // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (len(theta), len(theta[0]))
 
-    def run(self, spec: PpoRun) -> RunOutput:
+    def run(self, spec: PpoRun, index: int) -> RunOutput:
         theta = [list(row) for row in self.theta]
         controller = copy.copy(spec.controller)  # the spec's stays at the starting beta
         history = train_rlhf(
-            theta, self.ref, self.scores, self.steps, spec.seed_key, spec.params, controller, [0.0] * len(theta)
+            theta, self.ref, self.scores, self.steps, spec.seed_key, spec.params, controller, [0.0] * len(theta),
+            name=f"sweep run {index}",
         )
         summary = [
             expected_score(theta, self.weights),

@@ -12,8 +12,9 @@ from .driver import RunOutput, sweep
 
 
 def train_rm(pairs: PreferenceSet, epochs: int, lr: float, w: dict[str, float]) -> None:
-    """``epochs`` SGD passes over every pair in order, updating ``w`` in place."""
-    pairs.fit(range(len(pairs)), epochs, lr, w)
+    """``epochs`` SGD passes over every pair in order, updating ``w`` in place; an epoch that
+    leaves a weight overflowed raises ``FloatingPointError`` (:meth:`PreferenceSet.fit`)."""
+    pairs.fit(range(len(pairs)), epochs, lr, w, "train_rm")
 
 
 class RmRun(NamedTuple):
@@ -39,9 +40,9 @@ class RmEngine:
         self.vocab = list(w0)
         self.param_shape: tuple[int, ...] = (len(self.vocab),)
 
-    def run(self, spec: RmRun) -> RunOutput:
+    def run(self, spec: RmRun, index: int) -> RunOutput:
         w = dict(self.w0)
-        self.pairs.fit(range(spec.start, spec.stop), spec.epochs, spec.lr, w)
+        self.pairs.fit(range(spec.start, spec.stop), spec.epochs, spec.lr, w, f"sweep run {index}")
         return RunOutput({}, [w[tok] for tok in self.vocab], [])
 
     def work(self, spec: RmRun) -> int:

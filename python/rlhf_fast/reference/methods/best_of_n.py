@@ -16,6 +16,9 @@ from ..kernels.kl import kl_unchecked
 from ..kernels.sampling import sample_index
 from ..rng import from_key
 
+# The largest n: a Monte-Carlo sample draws n tokens, so past this one sample takes minutes.
+MAX_N = 1_000_000_000
+
 
 def bon_distribution(pi: Sequence[float], weights: Sequence[float], n: int) -> list[float]:
     """The exact law of the kept token: ``pi(a) / pi(T) * (F_le^n - F_lt^n)`` for ``a`` in tie group ``T``.

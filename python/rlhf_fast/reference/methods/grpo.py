@@ -21,6 +21,9 @@ SCALE_REWARDS = ("group", "none")
 # Added to the group's std before dividing by it (TRL's 1e-4): a group whose rewards are all
 # equal gets zero advantages instead of a division by zero.
 GROUP_STD_EPS = 1e-4
+# Bounds on the counts, far past any use: a group of 2**31 samples would take 16 GiB of draws.
+MAX_NUM_GENERATIONS = 65_536
+MAX_NUM_ITERATIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +49,16 @@ class GrpoParams:
         scale_rewards: str,
         num_iterations: int,
     ) -> GrpoParams:
-        """The parameters, checked: ``num_generations >= 2``, ``beta >= 0``, ``epsilon > 0``,
-        ``epsilon_high > 0`` (``None``: ``epsilon``), ``lr > 0``, ``num_iterations >= 1``."""
-        num_generations = checks.count("num_generations", num_generations, 2)
+        """The parameters, checked: ``2 <= num_generations <= MAX_NUM_GENERATIONS``, ``beta >= 0``,
+        ``epsilon > 0``, ``epsilon_high > 0`` (``None``: ``epsilon``), ``lr > 0``,
+        ``1 <= num_iterations <= MAX_NUM_ITERATIONS``."""
+        num_generations = checks.count("num_generations", num_generations, 2, MAX_NUM_GENERATIONS)
         beta = checks.non_negative("beta", beta)
         epsilon = checks.positive("epsilon", epsilon)
         epsilon_high = checks.optional(checks.positive)("epsilon_high", epsilon_high)
         lr = checks.positive("lr", lr)
         scale_rewards = checks.option("scale_rewards", scale_rewards, SCALE_REWARDS)
-        num_iterations = checks.count("num_iterations", num_iterations, 1)
+        num_iterations = checks.count("num_iterations", num_iterations, 1, MAX_NUM_ITERATIONS)
         return cls(
             num_generations,
             beta,

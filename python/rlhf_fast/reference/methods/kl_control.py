@@ -17,7 +17,7 @@ class FixedKLController:
     """A constant KL coefficient."""
 
     def __init__(self, kl_coef: float):
-        self.value = kl_coef
+        self.value = checks.non_negative("kl_coef", kl_coef)
 
     def update(self, current: float, n_steps: int) -> None:
         pass
@@ -30,9 +30,9 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
-        self.value = init_kl_coef
-        self.target = target
-        self.horizon = horizon
+        self.value = checks.non_negative("init_kl_coef", init_kl_coef)
+        self.target = checks.positive("target", target)
+        self.horizon = checks.positive("horizon", horizon)
 
     def update(self, current: float, n_steps: int) -> None:
         proportional_error = min(max(current / self.target - 1, -0.2), 0.2)
@@ -44,8 +44,8 @@ class DoublingKLController:
     """The lesson's rule: beta doubles when KL > target and halves when KL < target / 2."""
 
     def __init__(self, init_kl_coef: float, target: float):
-        self.value = init_kl_coef
-        self.target = target
+        self.value = checks.non_negative("init_kl_coef", init_kl_coef)
+        self.target = checks.positive("target", target)
 
     def update(self, current: float, n_steps: int) -> None:
         if current > self.target:
@@ -55,13 +55,18 @@ class DoublingKLController:
 
 
 def make_kl_controller(kind: str, beta: float, target: float = KL_TARGET, horizon: float = 10000.0):
-    """The controller named ``kind`` (``fixed``, ``adaptive`` or ``doubling``) starting at ``beta``."""
+    """The controller named ``kind`` (``fixed``, ``adaptive`` or ``doubling``) starting at ``beta``.
+
+    ``target`` and ``horizon`` must be real numbers whatever the kind (the Rust signature takes
+    floats); they are checked > 0 where the kind uses them.
+    """
+    kind = checks.option("kl_ctl", kind, KL_CONTROLLERS)
     beta = checks.non_negative("beta", beta)
+    target = checks.real("target", target)
+    horizon = checks.real("horizon", horizon)
     if kind == "fixed":
         return FixedKLController(beta)
     target = checks.positive("target", target)
     if kind == "adaptive":
         return AdaptiveKLController(beta, target, checks.positive("horizon", horizon))
-    if kind == "doubling":
-        return DoublingKLController(beta, target)
-    raise ValueError(f"kl_ctl must be one of {KL_CONTROLLERS}, got {kind!r}")
+    return DoublingKLController(beta, target)

@@ -18,6 +18,9 @@ from ..kernels.kl import KL_ESTIMATORS, KL_PENALTIES, kl_to_log
 from ..kernels.sampling import sample_index
 from ..kernels.softmax import softmax_row
 
+# PPO epochs per step: far past any use, low enough that a typo cannot stall a run for hours.
+MAX_PPO_EPOCHS = 10_000
+
 
 def is_clipped(advantage: float, ratio: float, eps: float) -> bool:
     """Whether ``min(ratio A, clip(ratio, 1-eps, 1+eps) A)`` is flat in the ratio here."""
@@ -62,12 +65,12 @@ class PpoParams:
     def new(
         cls, eps: float, lr: float, ppo_epochs: int, kl_penalty: str, vf_coef: float, cliprange_value: float
     ) -> PpoParams:
-        """The parameters, checked: ``eps > 0``, ``lr > 0``, ``ppo_epochs >= 1``, ``kl_penalty`` one of
-        ``KL_PENALTIES``, ``vf_coef >= 0``, ``cliprange_value > 0``."""
+        """The parameters, checked: ``eps > 0``, ``lr > 0``, ``1 <= ppo_epochs <= MAX_PPO_EPOCHS``,
+        ``kl_penalty`` one of ``KL_PENALTIES``, ``vf_coef >= 0``, ``cliprange_value > 0``."""
         return cls(
             checks.positive("eps", eps),
             checks.positive("lr", lr),
-            checks.count("ppo_epochs", ppo_epochs, 1),
+            checks.count("ppo_epochs", ppo_epochs, 1, MAX_PPO_EPOCHS),
             checks.option("kl_penalty", kl_penalty, KL_PENALTIES),
             checks.non_negative("vf_coef", vf_coef),
             checks.positive("cliprange_value", cliprange_value),

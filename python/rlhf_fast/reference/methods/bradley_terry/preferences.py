@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from .... import _checks as checks
-from ...lesson import VOCAB, make_dataset
+from ...lesson import PAIR_BYTES, VOCAB, make_dataset
 from . import bag, rm_update
 
 
@@ -26,14 +26,18 @@ class PreferenceSet:
     def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
         self.prompts: list[str] = []
         self.bags: list[tuple[dict[str, int], dict[str, int]]] = []
-        for i, item in enumerate(checks.sequence("pairs", pairs, "an iterable of (prompt, chosen, rejected)")):
-            x, y_pos, y_neg = checks.triple(i, item)
+        for x, chosen, rejected in checks.preference_triples("pairs", pairs):
             self.prompts.append(x)
-            self.bags.append((bag(checks.tokens("chosen", y_pos)), bag(checks.tokens("rejected", y_neg))))
+            self.bags.append((bag(chosen), bag(rejected)))
 
     @classmethod
     def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
-        return cls(make_dataset(checks.count("n", n, 0), checks.integer("seed", seed)))
+        """``PreferenceSet(make_dataset(n, seed))``; ``n`` pairs too many for half the machine's
+        memory are refused before any is drawn."""
+        n = checks.count("n", n, 0)
+        seed = checks.integer("seed", seed)
+        checks.fits("n", n, n * PAIR_BYTES)
+        return cls(make_dataset(n, seed))
 
     def __len__(self) -> int:
         return len(self.bags)
@@ -55,9 +59,16 @@ class PreferenceSet:
 
         return [(x, text(b_pos), text(b_neg)) for x, (b_pos, b_neg) in zip(self.prompts, self.bags)]
 
-    def fit(self, indices: range, epochs: int, lr: float, w: dict[str, float]) -> None:
-        """``epochs`` SGD passes over the pairs ``indices`` in order (:func:`rm_update`); updates ``w``."""
+    def fit(self, indices: range, epochs: int, lr: float, w: dict[str, float], name: str) -> None:
+        """``epochs`` SGD passes over the pairs ``indices`` in order (:func:`rm_update`); updates ``w``.
+
+        After each epoch every weight of ``w`` is checked: one overflowed
+        (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError`` naming the run
+        (``name``), the 0-based epoch and ``lr``, with ``w`` as that epoch left it.
+        """
         bags = self.bags[indices.start : indices.stop]
-        for _ in range(epochs):
+        for epoch in range(epochs):
             for b_pos, b_neg in bags:
                 rm_update(w, b_pos, b_neg, lr)
+            if checks.overflowed(w.values()):
+                raise FloatingPointError(f"{name} diverged in epoch {epoch}: weights overflowed (lr={lr!r})")
