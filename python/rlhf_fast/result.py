@@ -430,6 +430,30 @@ class SweepResult:
         out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
         return "\n".join(out)
 
+    def _long_columns(self) -> dict[str, np.ndarray]:
+        """The long table of :meth:`to_pandas` and :meth:`to_arrow` as numpy columns, in order;
+        ``prompt`` and ``token`` as int8 codes into ``PROMPTS`` / ``VOCAB``, -1 where missing."""
+        n_runs = math.prod(self.shape)
+        per_run = not self.fields
+        repeat = 1 if per_run else len(self.steps)
+        data: dict[str, np.ndarray] = {}
+        if per_run:
+            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
+            if self.weights is not None and self.vocab is not None:
+                flat = self.weights.reshape(n_runs, len(self.vocab))
+                data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
+        else:
+            data["step"] = np.tile(self.steps, n_runs)
+            flat = self.history.reshape(n_runs, len(self.fields), repeat)
+            for f, name in enumerate(self.fields):
+                values = flat[:, f, :].reshape(-1)
+                data[name] = _codes(values).astype(np.int8) if name in _CATEGORIES else values
+        columns: dict[str, np.ndarray] = {}
+        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
+            columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
+        columns.update(data)
+        return columns
+
     def to_pandas(self):
         """A long table: one row per run and kept step (per run, for methods without history).
 
@@ -448,27 +472,44 @@ class SweepResult:
             Without pandas.
         """
         pd = _require("pandas", "to_pandas()")
-        n_runs = math.prod(self.shape)
-        per_run = not self.fields
-        repeat = 1 if per_run else len(self.steps)
-        data: dict[str, Any] = {}
-        if per_run:
-            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
-            if self.weights is not None and self.vocab is not None:
-                flat = self.weights.reshape(n_runs, len(self.vocab))
-                data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
-        else:
-            data["step"] = np.tile(self.steps, n_runs)
-            flat = self.history.reshape(n_runs, len(self.fields), repeat)
-            for f, name in enumerate(self.fields):
-                values = flat[:, f, :].reshape(-1)
-                data[name] = (pd.Categorical.from_codes(_codes(values), categories=list(_CATEGORIES[name]))
-                              if name in _CATEGORIES else values)
-        columns: dict[str, Any] = {}
-        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
-            columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
-        columns.update(data)
+        # Not to_arrow().to_pandas(): Arrow turns an axis that mixes None with numbers (a DPO
+        # seed axis [None, 1]) into floats with NaN, where this frame keeps None.
+        columns: dict[str, Any] = self._long_columns()
+        for name, categories in _CATEGORIES.items():
+            if name in self.fields:
+                columns[name] = pd.Categorical.from_codes(columns[name], categories=list(categories))
         return pd.DataFrame(columns)
+
+    def to_arrow(self):
+        """The long table of :meth:`to_pandas` as a ``pyarrow.Table``, built from the arrays.
+
+        No pandas on the way: each numeric column is a numpy array handed to Arrow without a
+        copy (a history field is copied once out of ``history``, where its values are
+        strided), ``prompt`` and ``token`` are their int8 codes with a dictionary. Write it
+        with ``pyarrow.parquet.write_table`` or ``pyarrow.csv.write_csv``.
+
+        Returns
+        -------
+        pyarrow.Table
+            The columns of :meth:`to_pandas`, in its order and under its names; ``prompt``
+            and ``token`` dictionary-encoded strings of ``PROMPTS`` / ``VOCAB`` (null where
+            the history is padding).
+
+        Raises
+        ------
+        ImportError
+            Without pyarrow.
+        """
+        pa = _require("pyarrow", "to_arrow()")
+        columns = {}
+        for name, values in self._long_columns().items():
+            if name in _CATEGORIES:
+                columns[name] = _arrow_categorical(pa, values, _CATEGORIES[name])
+            elif values.dtype.kind in "iuf":
+                columns[name] = _arrow_numbers(pa, values)
+            else:  # an axis of strings, None or a mix: the general conversion (it imports pandas)
+                columns[name] = pa.array(values.tolist())
+        return pa.table(columns)
 
     # ------------------------------------------------------------------------ plots
 
@@ -670,6 +711,28 @@ def _column(values: list) -> np.ndarray:
     """Axis values as an array: numbers keep their dtype, anything else (str, None) is object."""
     array = np.asarray(values)
     return array if array.dtype.kind in "biuf" else np.asarray(values, dtype=object)
+
+
+# pyarrow.array() imports pandas, whatever it is given (half a second, more than writing the
+# B1 sweep's history), to ask whether its argument is a pandas object: the arrays of numbers
+# and of categories are built from their buffers instead.
+
+
+def _arrow_numbers(pa, values: np.ndarray):
+    """A numeric numpy column as an Arrow array, sharing its memory."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _arrow_categorical(pa, codes: np.ndarray, categories: Sequence[str]):
+    """int8 ``codes`` into ``categories`` (-1: missing) as a dictionary-encoded string array."""
+    encoded = [category.encode() for category in categories]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    dictionary = pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
+    codes = np.ascontiguousarray(codes, dtype=np.int8)
+    valid = np.packbits(codes >= 0, bitorder="little")
+    indices = pa.Array.from_buffers(pa.int8(), len(codes), [pa.py_buffer(valid), pa.py_buffer(codes)])
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
 def _fmt(value: Any) -> str:
