@@ -15,6 +15,8 @@ preferences between responses it has never seen.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 from . import reference
 from .heldout import heldout_split
 from .reference import PROMPTS, VOCAB
+from .result import place_labels
 
 METHODS = ("PPO", "DPO", "GRPO", "Best-of-N")
 
@@ -88,17 +91,33 @@ class Comparison:
             records.append(record)
         return records
 
-    def plot(self, path=None):
-        """RM score against KL to the reference for every method: the frontier."""
+    def plot(self, path: str | os.PathLike | None = None):
+        """RM score against KL to the reference for every method: the frontier.
+
+        Each setting is a marker (mean ± std over seeds) with its label beside it, placed by
+        :func:`~rlhf_fast.result.place_labels` where it covers no other label, marker, line
+        or the legend; settings that land on the same point (DPO's robust loss without label
+        smoothing is its sigmoid loss) share one label.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there (PNG, PDF, ... by the suffix).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         import matplotlib
 
-        if path is not None:
-            matplotlib.use("Agg", force=False)
+        if path is not None and "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
         style = {"PPO": ("tab:blue", "o"), "DPO": ("tab:orange", "s"), "GRPO": ("tab:green", "^"),
                  "Best-of-N": ("tab:red", "D")}
+        labels: dict[tuple[str, float, float], list[str]] = {}
         for method in METHODS:
             rows = [r for r in self.rows if r.method == method]
             if not rows:
@@ -106,19 +125,20 @@ class Comparison:
             colour, marker = style[method]
             kls = np.array([r.kl.mean() for r in rows])
             scores = np.array([r.score.mean() for r in rows])
-            ax.errorbar(kls, scores, xerr=[r.kl.std() for r in rows], yerr=[r.score.std() for r in rows],
+            ax.errorbar(kls, scores, xerr=[_std(r.kl) for r in rows], yerr=[_std(r.score) for r in rows],
                         fmt=marker, color=colour, label=method, capsize=3, markersize=7, linestyle="none")
             if method in ("Best-of-N", "PPO"):
                 order = np.argsort(kls)
                 ax.plot(kls[order], scores[order], color=colour, alpha=0.4)
             for r, x, y in zip(rows, kls, scores):
-                ax.annotate(r.setting, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=colour)
-        ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1)
-        ax.text(math.log(len(VOCAB)), ax.get_ylim()[1], "log V: one token only ", color="grey", fontsize=8,
-                va="top", ha="right")
+                labels.setdefault((colour, round(x, 3), round(y, 3)), []).append(r.setting)
+        ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1, label="log V: a single token")
         ax.set(xlabel="KL(π || π_ref), exact, averaged over prompts", ylabel="expected RM score of the final policy",
                title=f"RM score against KL: PPO, DPO, GRPO, Best-of-N (mean ± std over {self.seeds} seeds)")
-        ax.legend(loc="lower right")
+        legend = ax.legend(loc="lower right")
+        fig.draw_without_rendering()  # the layout and the limits are final: labels are placed on them
+        place_labels(ax, [(x, y, " = ".join(settings), colour) for (colour, x, y), settings in labels.items()],
+                     avoid=[legend.get_window_extent()], marker_size=7)
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
