@@ -89,7 +89,7 @@ def _parser() -> _Parser:
     parser = _Parser(prog="python -m rlhf_fast", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rlhf_fast {rl.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare}")
 
     p = commands.add_parser(
         "demo",
