@@ -382,25 +382,3 @@ def test_preference_set_is_make_dataset_tokenised():
     assert rl.train_rm(generated, epochs=2) == pytest.approx(reference.train_rm(reference.make_dataset(1000, 7), 2))
     rows = reference.pairs_to_rows(reference.make_dataset(20, 2))
     assert rl.PreferenceSet(rows).to_pairs() == reference.make_dataset(20, 2)
-
-
-def test_cli_sweep_writes_the_tables_and_the_plot(tmp_path):
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("pandas")
-    done = subprocess.run(
-        [sys.executable, "-m", "rlhf_fast", "sweep", "--betas", "0", "1", "--seeds", "3", "--steps", "100",
-         "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, check=True,
-    )
-    assert "final E[score]" in done.stdout
-    for name in ("summary.csv", "history.csv", "sweep.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    lines = (tmp_path / "history.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 3 * 100
-
-
-def test_cli_help_explains_every_flag():
-    done = subprocess.run([sys.executable, "-m", "rlhf_fast", "sweep", "--help"], capture_output=True, text=True)
-    for flag in ("--betas", "--seeds", "--steps", "--out", "--eps", "--lr", "--ppo-epochs", "--kl-ctl",
-                 "--target", "--horizon", "--record-every", "--threads", "--exact", "--quiet"):
-        assert flag in done.stdout

@@ -1,18 +1,247 @@
 """Command line: ``python -m rlhf_fast demo`` runs the lesson end to end; ``sweep`` runs a grid;
-``compare`` sets PPO, DPO, GRPO and Best-of-N side by side."""
+``compare`` sets PPO, DPO, GRPO and Best-of-N side by side.
+
+Bad arguments, and any argument the library refuses, give one line
+(``python -m rlhf_fast <command>: error: <message>``) and exit status 2; Ctrl-C gives one line
+and status 130. Output files are written under temporary names in the output directory and
+renamed once all of them are complete, so an interrupted run leaves none that looks finished.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gc
+import math
+import os
 import statistics
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
 import rlhf_fast as rl
+
+from .heldout import HELDOUT_BAGS, heldout_split
+
+HISTORY_FORMATS = ("parquet", "csv")
+
+
+# ------------------------------------------------------------------------- arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: ``prog: error: message`` (``--help`` has the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.splitlines())}\n")
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _real(bound: float, *, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number > ``bound`` (``strict``) or >= ``bound``."""
+    relation = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < bound or (strict and value == bound):
+            raise argparse.ArgumentTypeError(f"must be a finite number {relation} {bound:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _directory(text: str) -> Path:
+    """An argparse type: a directory, existing or to be created (not an existing file)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return path
+
+
+_POSITIVE = _real(0.0, strict=True)
+_NON_NEGATIVE = _real(0.0, strict=False)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="python -m rlhf_fast", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rlhf_fast {rl.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare}")
+
+    p = commands.add_parser(
+        "demo",
+        help="the lesson end to end: RM, held-out accuracy, PPO-RLHF per beta",
+        description="Trains the lesson's reward model (5 epochs, lr 0.1) on --train-pairs pairs, measures "
+        "its accuracy on --heldout-pairs pairs whose chosen and rejected bags occur in no training pair "
+        "(rlhf_fast.heldout), then runs train_rlhf for every beta and seed.",
+    )
+    p.add_argument("--betas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.1, 1.0],
+                   help="KL coefficients (default: 0 0.1 1)")
+    p.add_argument("--seeds", type=_count(1), default=5, help="runs per beta, seeds 0..N-1 (default: 5)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO-RLHF steps per run (default: 2000)")
+    p.add_argument("--train-pairs", type=_count(1), default=500, help="RM training pairs (default: 500)")
+    p.add_argument("--heldout-pairs", type=_count(1), default=100,
+                   help="held-out pairs, no bag shared with training (default: 100)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=demo, parser=p)
+
+    p = commands.add_parser(
+        "sweep",
+        help="a beta x seeds PPO-RLHF grid in parallel: summary table, long Parquet/CSV history, plot",
+        description="Trains the lesson's reward model (make_dataset(500, 0), 5 epochs, lr 0.1), then runs "
+        "train_rlhf for every beta x seed in parallel and writes summary.csv, the long history table "
+        "(history.parquet, or as --format says) and sweep.png (RM score and KL over updates, RM score "
+        "against KL: the lesson's medium exercise) to --out.",
+    )
+    p.add_argument("--betas", type=_NON_NEGATIVE, nargs="+", required=True, help="KL coefficients, one curve each")
+    p.add_argument("--seeds", type=_count(1), default=20, help="runs per beta, seeds 0..N-1 (default: 20)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO-RLHF steps per run (default: 2000)")
+    p.add_argument("--out", type=_directory, required=True,
+                   help="directory for the tables and the plot (created if missing)")
+    p.add_argument("--format", nargs="+", choices=HISTORY_FORMATS, default=["parquet"],
+                   help="the history table's formats, one or both (default: parquet)")
+    p.add_argument("--eps", type=_POSITIVE, default=0.2, help="PPO clip range (default: 0.2)")
+    p.add_argument("--lr", type=_POSITIVE, default=0.05, help="policy learning rate (default: 0.05)")
+    p.add_argument("--ppo-epochs", type=_count(1), default=4, help="clipped-surrogate epochs per sample (default: 4)")
+    p.add_argument("--kl-ctl", choices=["fixed", "adaptive", "doubling"], default="fixed",
+                   help="KL coefficient control: fixed beta, TRL's adaptive controller, or the lesson's doubling "
+                   "rule; the betas are the starting values (default: fixed)")
+    p.add_argument("--target", type=_POSITIVE, default=rl.KL_TARGET,
+                   help=f"KL target of the adaptive/doubling control (default: log(V)/2 = {rl.KL_TARGET:.3g})")
+    p.add_argument("--horizon", type=_POSITIVE, default=10000.0,
+                   help="horizon of the adaptive control (default: 10000)")
+    p.add_argument("--record-every", type=_count(0), default=1,
+                   help="keep every k-th step of the history; 0 keeps summaries only (default: 1)")
+    p.add_argument("--threads", type=_count(1), default=None,
+                   help="worker threads (default: all cores, or RAYON_NUM_THREADS)")
+    p.add_argument("--train-pairs", type=_count(1), default=500,
+                   help="RM training pairs, make_dataset(N, 0) (default: 500)")
+    p.add_argument("--exact", action="store_true", help="libm's exp/ln in every lane: bit-identical to the reference")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=sweep, parser=p)
+
+    p = commands.add_parser(
+        "compare",
+        help="PPO vs DPO vs GRPO vs Best-of-N on the lesson's data: table and RM-score-vs-KL plot",
+        description="The lesson's hard exercise: every method from the uniform SFT policy, scored by the lesson's "
+        "reward model; prints final expected RM score, KL to the reference, preference accuracy on held-out "
+        "pairs whose bags occur in no training pair, and compute (wall time, softmax evaluations, RM steps), "
+        "and writes compare.csv and compare.png to --out.",
+    )
+    p.add_argument("--seeds", type=_count(1), default=5, help="seeds per setting (default: 5)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO and GRPO steps per run (default: 2000)")
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for compare.csv and compare.png (default: .)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=compare, parser=p)
+    return parser
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class _Staged:
+    """Output files written under temporary names beside their own, renamed at the end.
+
+    ``with _Staged(directory) as staged:`` hands out ``staged.path(name)``, a hidden
+    ``.<stem>.<pid>.partial<suffix>`` in the directory (the suffix kept, so writers that go
+    by it still can). When the block completes, every file is renamed to its name; when it
+    raises (Ctrl-C included), every one is deleted. A reader never sees a file that stops
+    half-way, and never this run's summary beside a previous run's history.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.staged: dict[Path, Path] = {}  # final path -> temporary path
+
+    def path(self, name: str) -> Path:
+        final = self.directory / name
+        temporary = self.directory / f".{final.stem}.{os.getpid()}.partial{final.suffix}"
+        self.staged[final] = temporary
+        return temporary
+
+    def __enter__(self) -> _Staged:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None:
+            for temporary in self.staged.values():
+                temporary.unlink(missing_ok=True)
+            return
+        for final, temporary in self.staged.items():
+            os.replace(temporary, final)
+
+    @property
+    def written(self) -> str:
+        return ", ".join(str(final) for final in self.staged)
+
+
+def _make_directory(args: argparse.Namespace) -> None:
+    """``--out``, created before any work, so that a directory we cannot write fails at once."""
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        args.parser.error(f"argument --out: cannot create {str(args.out)!r}: {err.strerror}")
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _write_history(result: rl.SweepResult, paths: dict[str, Path]) -> None:
+    """The sweep's long history table (:meth:`~rlhf_fast.SweepResult.to_arrow`) in each format of
+    ``paths``."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    table = result.to_arrow()
+    floats = set(result.fields) - {f.name for f in table.schema if pa.types.is_dictionary(f.type)}
+    for fmt, path in paths.items():
+        if fmt == "parquet":
+            # Dictionary pages only for the columns whose values repeat (the axes, step, prompt,
+            # token): for the float fields, nearly all distinct, building one first doubles the
+            # write time and then falls back to plain pages anyway.
+            repeated = [name for name in table.column_names if name not in floats]
+            pyarrow.parquet.write_table(table, path, use_dictionary=repeated)
+        else:
+            pyarrow.csv.write_csv(table, path)
+
+
+def _close(figure) -> None:
+    """Close a saved figure: the CLI shows none, and :func:`main` may run many times in a process."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+# -------------------------------------------------------------------------- commands
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -20,46 +249,71 @@ def _mean_spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
 
 
+def _bags(words: Iterable[str]) -> str:
+    return ", ".join(" ".join(bag) for bag in sorted(HELDOUT_BAGS) if bag[0] in words)
+
+
 def demo(args: argparse.Namespace) -> int:
     """Reward model, held-out accuracy, then PPO-RLHF for each beta: the lesson in one table."""
+    from tqdm import tqdm
+
     started = time.perf_counter()
-    w = rl.train_rm(rl.make_dataset(args.train_pairs, 0), epochs=5, lr=0.1)
-    accuracy = rl.pairwise_accuracy(w, rl.make_dataset(args.heldout_pairs, 1))
+    train, heldout = heldout_split(args.train_pairs, args.heldout_pairs)
+    w = rl.train_rm(train, epochs=5, lr=0.1)
+    accuracy = rl.pairwise_accuracy(w, heldout)
     rm_seconds = time.perf_counter() - started
     print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND})")
-    print(f"reward model: {args.train_pairs} pairs, 5 epochs, lr 0.1 -> held-out accuracy {accuracy:.3f}")
+    print(f"reward model: {len(train)} pairs, 5 epochs, lr 0.1 -> held-out accuracy {accuracy:.3f} "
+          f"on {len(heldout)} pairs")
+    print(f"held-out bags, never in training: {_bags(rl.GOOD_WORDS)} (chosen); {_bags(rl.BAD_WORDS)} (rejected)")
     print("weights: " + ", ".join(f"{tok} {w[tok]:+.2f}" for tok in rl.VOCAB))
     print()
 
-    header = f"{'beta':>6}  {'final E[RM score]':>18}  {'mean KL':>15}  {'clip fraction':>15}"
+    rows = []
+    rlhf_started = time.perf_counter()
+    with tqdm(total=len(args.betas) * args.seeds * args.steps, unit="step", unit_scale=True, desc="PPO-RLHF",
+              leave=False, disable=args.quiet) as bar:
+        for beta in args.betas:
+            scores, kls, clips, alarms = [], [], [], 0
+            for seed in range(args.seeds):
+                theta = rl.init_policy()
+                # The lesson's KL monitor: counted in the table rather than printed once per run.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", rl.KLWarning)
+                    history = rl.train_rlhf(theta, rl.init_policy(), w, args.steps, seed, beta=beta)
+                alarms += any(issubclass(c.category, rl.KLWarning) for c in caught)
+                for c in caught:
+                    if not issubclass(c.category, rl.KLWarning):
+                        warnings.warn_explicit(c.message, c.category, c.filename, c.lineno)
+                scores.append(rl.expected_score(theta, w))
+                kls.append(float(history["mean_kl"][-1]))
+                clips.append(float(np.mean(history["clip_frac"])))
+                bar.update(args.steps)
+            rows.append((beta, scores, kls, clips, alarms))
+    rlhf_seconds = time.perf_counter() - rlhf_started
+
+    header = (f"{'beta':>6}  {'final E[RM score]':>18}  {'mean KL':>15}  {'clip fraction':>15}  "
+              f"{'KL alarms':>9}")
     print(f"PPO-RLHF: {args.steps} steps x {args.seeds} seeds per beta (mean ± std over seeds)")
     print(header)
     print("-" * len(header))
-    rlhf_started = time.perf_counter()
-    for beta in args.betas:
-        scores, kls, clips = [], [], []
-        for seed in range(args.seeds):
-            theta = rl.init_policy()
-            history = rl.train_rlhf(theta, rl.init_policy(), w, args.steps, seed, beta=beta)
-            scores.append(rl.expected_score(theta, w))
-            kls.append(float(history["mean_kl"][-1]))
-            clips.append(float(np.mean(history["clip_frac"])))
-        print(f"{beta:>6g}  {_mean_spread(scores):>18}  {_mean_spread(kls):>15}  {_mean_spread(clips):>15}")
-    rlhf_seconds = time.perf_counter() - rlhf_started
+    for beta, scores, kls, clips, alarms in rows:
+        print(f"{beta:>6g}  {_mean_spread(scores):>18}  {_mean_spread(kls):>15}  {_mean_spread(clips):>15}  "
+              f"{f'{alarms}/{args.seeds}':>9}")
     total_steps = args.steps * args.seeds * len(args.betas)
     print()
     print(
-        f"time: reward model {rm_seconds * 1e3:.1f} ms, PPO-RLHF {rlhf_seconds * 1e3:.1f} ms "
+        f"time: data and reward model {rm_seconds * 1e3:.1f} ms, PPO-RLHF {rlhf_seconds * 1e3:.1f} ms "
         f"({total_steps / rlhf_seconds:,.0f} steps/s)"
     )
     print("A uniform policy scores 0 and has KL 0; the best token scores max(w) at KL log 8 = 2.08.")
+    print(f"KL alarms: runs whose mean KL passed kl_threshold = 0.75 log 8 = {rl.KL_THRESHOLD:.2f} (KLWarning).")
     return 0
 
 
 def sweep(args: argparse.Namespace) -> int:
     """A beta x seeds PPO-RLHF grid: tables and the plot of the lesson's medium exercise."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_directory(args)
     started = time.perf_counter()
     w = rl.train_rm(rl.make_dataset(args.train_pairs, 0), epochs=5, lr=0.1)
     result = rl.sweep_rlhf(
@@ -85,29 +339,17 @@ def sweep(args: argparse.Namespace) -> int:
     )
     print(result.summary_table())
 
-    summary_path = out / "summary.csv"
-    rows = result.summary()
-    with summary_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    written = [summary_path]
-    if args.record_every:
-        table = result.to_pandas()
-        history_path = out / "history.csv"
-        table.to_csv(history_path, index=False)
-        written.append(history_path)
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            table.to_parquet(out / "history.parquet", index=False)
-            written.append(out / "history.parquet")
-        plot_path = out / "sweep.png"
-        result.plot(plot_path)
-        written.append(plot_path)
-    print(f"wrote {', '.join(str(p) for p in written)} in {time.perf_counter() - started:.1f} s")
+    with _Staged(args.out) as staged:
+        _write_csv(staged.path("summary.csv"), result.summary())
+        if args.record_every:
+            paths = {fmt: staged.path(f"history.{fmt}") for fmt in dict.fromkeys(args.format)}
+            # The table's copies and pyarrow's writer run mostly without the GIL: the history goes
+            # to disk while matplotlib imports and draws, the longest part of the B1 command.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                history_written = pool.submit(_write_history, result, paths)
+                _close(result.plot(staged.path("sweep.png")))
+                history_written.result()
+    print(f"wrote {staged.written} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -115,14 +357,13 @@ def compare(args: argparse.Namespace) -> int:
     """PPO, DPO, GRPO and Best-of-N on the lesson's data: one table and the frontier plot."""
     from .compare import compare as run_comparison
 
+    _make_directory(args)
     started = time.perf_counter()
-    result = run_comparison(seeds=args.seeds, steps=args.steps)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    result = run_comparison(seeds=args.seeds, steps=args.steps, progress=not args.quiet)
     print(
         f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {args.seeds} seeds per setting, {args.steps} steps "
-        f"for PPO and GRPO, DPO 4 epochs over the RM's 500 pairs; held-out: {result.heldout_pairs} pairs never "
-        "trained on"
+        f"for PPO and GRPO, DPO 4 epochs over the RM's {result.train_pairs} pairs; held-out: "
+        f"{result.heldout_pairs} pairs whose bags occur in no training pair"
     )
     print(result.table())
     print(
@@ -131,70 +372,49 @@ def compare(args: argparse.Namespace) -> int:
         f"({result.rm_seconds * 1e3:.1f} ms) for the methods that need an RM; softmaxes are the policy softmax "
         "evaluations per run."
     )
-    records = result.to_rows()
-    with (out / "compare.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    result.plot(out / "compare.png")
-    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'} in {time.perf_counter() - started:.1f} s")
+    with _Staged(args.out) as staged:
+        _write_csv(staged.path("compare.csv"), result.to_rows())
+        _close(result.plot(staged.path("compare.png")))
+    print(f"wrote {staged.written} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlhf_fast", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="the lesson end to end: RM, held-out accuracy, PPO-RLHF per beta")
-    p.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.1, 1.0], help="KL coefficients (default: 0 0.1 1)")
-    p.add_argument("--seeds", type=int, default=5, help="runs per beta, seeds 0..N-1 (default: 5)")
-    p.add_argument("--steps", type=int, default=2000, help="PPO-RLHF steps per run (default: 2000)")
-    p.add_argument("--train-pairs", type=int, default=500, help="RM training pairs, make_dataset(N, 0) (default: 500)")
-    p.add_argument("--heldout-pairs", type=int, default=100, help="held-out pairs, make_dataset(N, 1) (default: 100)")
-    p.set_defaults(run=demo)
+    """Run the command line.
 
-    p = commands.add_parser(
-        "sweep",
-        help="a beta x seeds PPO-RLHF grid in parallel: summary table, long CSV/Parquet, plot",
-        description="Trains the lesson's reward model (make_dataset(500, 0), 5 epochs, lr 0.1), then runs "
-        "train_rlhf for every beta x seed in parallel and writes summary.csv, history.csv (and "
-        "history.parquet when pyarrow is installed) and sweep.png (RM score and KL over updates, RM score "
-        "against KL: the lesson's medium exercise) to --out.",
-    )
-    p.add_argument("--betas", type=float, nargs="+", required=True, help="KL coefficients, one curve each")
-    p.add_argument("--seeds", type=int, default=20, help="runs per beta, seeds 0..N-1 (default: 20)")
-    p.add_argument("--steps", type=int, default=2000, help="PPO-RLHF steps per run (default: 2000)")
-    p.add_argument("--out", required=True, help="directory for the tables and the plot (created if missing)")
-    p.add_argument("--eps", type=float, default=0.2, help="PPO clip range (default: 0.2)")
-    p.add_argument("--lr", type=float, default=0.05, help="policy learning rate (default: 0.05)")
-    p.add_argument("--ppo-epochs", type=int, default=4, help="clipped-surrogate epochs per sample (default: 4)")
-    p.add_argument("--kl-ctl", choices=["fixed", "adaptive", "doubling"], default="fixed",
-                   help="KL coefficient control: fixed beta, TRL's adaptive controller, or the lesson's doubling "
-                   "rule; the betas are the starting values (default: fixed)")
-    p.add_argument("--target", type=float, default=rl.KL_TARGET,
-                   help=f"KL target of the adaptive/doubling control (default: log(V)/2 = {rl.KL_TARGET:.3g})")
-    p.add_argument("--horizon", type=float, default=10000.0, help="horizon of the adaptive control (default: 10000)")
-    p.add_argument("--record-every", type=int, default=1,
-                   help="keep every k-th step of the history; 0 keeps summaries only (default: 1)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores, or RAYON_NUM_THREADS)")
-    p.add_argument("--train-pairs", type=int, default=500, help="RM training pairs, make_dataset(N, 0) (default: 500)")
-    p.add_argument("--exact", action="store_true", help="libm's exp/ln in every lane: bit-identical to the reference")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=sweep)
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``python -m rlhf_fast`` (default: ``sys.argv[1:]``).
 
-    p = commands.add_parser(
-        "compare",
-        help="PPO vs DPO vs GRPO vs Best-of-N on the lesson's data: table and RM-score-vs-KL plot",
-        description="The lesson's hard exercise: every method from the uniform SFT policy, scored by the lesson's "
-        "reward model; prints final expected RM score, KL to the reference, held-out preference accuracy and "
-        "compute (wall time, softmax evaluations, RM steps), and writes compare.csv and compare.png to --out.",
-    )
-    p.add_argument("--seeds", type=int, default=5, help="seeds per setting (default: 5)")
-    p.add_argument("--steps", type=int, default=2000, help="PPO and GRPO steps per run (default: 2000)")
-    p.add_argument("--out", default=".", help="directory for compare.csv and compare.png (default: .)")
-    p.set_defaults(run=compare)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    Returns
+    -------
+    int
+        0 when the command succeeded.
+
+    Raises
+    ------
+    SystemExit
+        Status 2 with one line on stderr for a bad argument, or one the library refuses
+        (``ValueError``, ``TypeError``); 1 for a run that fails (a diverged run, no memory, a
+        file that cannot be written); 130 on Ctrl-C; 0 for ``--help`` and ``--version``.
+    """
+    args = _parser().parse_args(argv)
+    command = args.parser
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        command.exit(130, f"{command.prog}: interrupted\n")
+    except (ValueError, TypeError) as err:
+        command.error(str(err))
+    except (ArithmeticError, MemoryError, OSError) as err:
+        command.exit(1, f"{command.prog}: error: {err}\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        # The interpreter's last garbage collection walks every object matplotlib made (0.3 s
+        # after the B1 sweep) only to free memory the process is about to hand back anyway.
+        gc.freeze()

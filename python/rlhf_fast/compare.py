@@ -2,17 +2,21 @@
 lesson's data, in final RM score, KL to the reference, held-out preference accuracy and
 compute.
 
-Every method starts from the uniform SFT policy, which is also the frozen reference. The RM
-(for PPO, GRPO and Best-of-N, and to score every final policy) is the lesson's:
-``train_rm(make_dataset(500, 0), epochs=5, lr=0.1)``; DPO trains on the same 500 pairs
-directly. A held-out set, ``make_dataset(heldout_pairs, 1)`` with every pair that also occurs
-in the training set removed, is never trained on: it measures how well each policy's
-implied reward ``log pi(y|x) - log pi_ref(y|x)`` orders preferences it has not seen.
+Every method starts from the uniform SFT policy, which is also the frozen reference. The
+training pairs and the held-out pairs come from :func:`rlhf_fast.heldout.heldout_split`: 500
+lesson pairs drawn from 7 of the 10 good and 7 of the 10 bad response bags, and held-out pairs
+drawn from the other 3 + 3, so that no held-out response occurs in training (every word
+does). The RM (for PPO, GRPO and Best-of-N, and to score every final policy) is
+``train_rm(train, epochs=5, lr=0.1)``; DPO trains on the same pairs directly. The held-out
+pairs measure how well each policy's implied reward ``log pi(y|x) - log pi_ref(y|x)`` orders
+preferences between responses it has never seen.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from . import reference
+from .heldout import heldout_split
 from .reference import PROMPTS, VOCAB
+from .result import place_labels
 
 METHODS = ("PPO", "DPO", "GRPO", "Best-of-N")
 
@@ -41,7 +47,10 @@ class Row:
 
 @dataclass
 class Comparison:
+    """What :func:`compare` measured: one :class:`Row` per method and setting."""
+
     rows: list[Row]
+    train_pairs: int
     heldout_pairs: int
     seeds: int
     rm_seconds: float
@@ -77,22 +86,38 @@ class Comparison:
             for name in ("score", "kl", "accuracy"):
                 values = getattr(row, name)
                 record[name] = float(values.mean())
-                record[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+                record[f"{name}_std"] = _std(values)
             record.update(seconds=row.seconds, softmaxes=row.softmaxes, rm_steps=row.rm_steps)
             records.append(record)
         return records
 
-    def plot(self, path=None):
-        """RM score against KL to the reference for every method: the frontier."""
+    def plot(self, path: str | os.PathLike | None = None):
+        """RM score against KL to the reference for every method: the frontier.
+
+        Each setting is a marker (mean ± std over seeds) with its label beside it, placed by
+        :func:`~rlhf_fast.result.place_labels` where it covers no other label, marker, line
+        or the legend; settings that land on the same point (DPO's robust loss without label
+        smoothing is its sigmoid loss) share one label.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there (PNG, PDF, ... by the suffix).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         import matplotlib
 
-        if path is not None:
-            matplotlib.use("Agg", force=False)
+        if path is not None and "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
         style = {"PPO": ("tab:blue", "o"), "DPO": ("tab:orange", "s"), "GRPO": ("tab:green", "^"),
                  "Best-of-N": ("tab:red", "D")}
+        labels: dict[tuple[str, float, float], list[str]] = {}
         for method in METHODS:
             rows = [r for r in self.rows if r.method == method]
             if not rows:
@@ -100,33 +125,32 @@ class Comparison:
             colour, marker = style[method]
             kls = np.array([r.kl.mean() for r in rows])
             scores = np.array([r.score.mean() for r in rows])
-            ax.errorbar(kls, scores, xerr=[r.kl.std() for r in rows], yerr=[r.score.std() for r in rows],
+            ax.errorbar(kls, scores, xerr=[_std(r.kl) for r in rows], yerr=[_std(r.score) for r in rows],
                         fmt=marker, color=colour, label=method, capsize=3, markersize=7, linestyle="none")
             if method in ("Best-of-N", "PPO"):
                 order = np.argsort(kls)
                 ax.plot(kls[order], scores[order], color=colour, alpha=0.4)
             for r, x, y in zip(rows, kls, scores):
-                ax.annotate(r.setting, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=colour)
-        ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1)
-        ax.text(math.log(len(VOCAB)), ax.get_ylim()[1], "log V: one token only ", color="grey", fontsize=8,
-                va="top", ha="right")
+                labels.setdefault((colour, round(x, 3), round(y, 3)), []).append(r.setting)
+        ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1, label="log V: a single token")
         ax.set(xlabel="KL(π || π_ref), exact, averaged over prompts", ylabel="expected RM score of the final policy",
                title=f"RM score against KL: PPO, DPO, GRPO, Best-of-N (mean ± std over {self.seeds} seeds)")
-        ax.legend(loc="lower right")
+        legend = ax.legend(loc="lower right")
+        fig.draw_without_rendering()  # the layout and the limits are final: labels are placed on them
+        place_labels(ax, [(x, y, " = ".join(settings), colour) for (colour, x, y), settings in labels.items()],
+                     avoid=[legend.get_window_extent()], marker_size=7)
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
 
 
+def _std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
 def _spread(values: np.ndarray) -> str:
-    std = values.std(ddof=1) if values.size > 1 else 0.0
-    return f"{values.mean():.3f} ± {std:.3f}"
-
-
-def _heldout(train: list, n: int) -> list:
-    """``make_dataset(n, 1)`` less every pair that also occurs in the training set."""
-    seen = set(train)
-    return [pair for pair in reference.make_dataset(n, 1) if pair not in seen]
+    # round(., 3) + 0.0: a mean of -7e-16 (the untrained policy's score) is "0.000", not "-0.000"
+    return f"{round(float(values.mean()), 3) + 0.0:.3f} ± {_std(values):.3f}"
 
 
 def _counts(pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,6 +195,7 @@ def compare(
     bon_ns=(1, 2, 4, 8, 16, 64),
     train_pairs: int = 500,
     heldout_pairs: int = 1000,
+    progress: bool = False,
 ) -> Comparison:
     """Runs every method on the lesson's data and returns the :class:`Comparison`.
 
@@ -178,59 +203,95 @@ def compare(
     ``dpo_betas`` x ``dpo_loss_types`` x ``dpo_epochs`` epochs of the training pairs, each
     seed shuffling their order; GRPO: ``sweep_grpo`` over ``grpo_betas`` x ``seeds`` x
     ``steps`` (8 generations per step); Best-of-N from the SFT policy, exact, for ``bon_ns``.
+
+    Parameters
+    ----------
+    seeds : int, optional
+        Seeds per PPO, DPO and GRPO setting.
+    steps : int, optional
+        PPO and GRPO steps per run.
+    ppo_betas, dpo_betas, grpo_betas : sequence of float, optional
+        The KL coefficients of each method, one setting each.
+    dpo_loss_types : sequence of str, optional
+        DPO's losses, each with every ``dpo_betas``.
+    dpo_epochs : int, optional
+        DPO's epochs over the training pairs.
+    bon_ns : sequence of int, optional
+        Best-of-N's ``n``, one setting each.
+    train_pairs, heldout_pairs : int, optional
+        Sizes of the training and held-out sets of :func:`rlhf_fast.heldout.heldout_split`
+        (seed 0), which share no response bag.
+    progress : bool, optional
+        Show a progress bar over the settings (on stderr).
+
+    Returns
+    -------
+    Comparison
+        One row per method and setting, with the statistics over seeds.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting the methods refuse (named by the method's own check).
     """
+    from tqdm.auto import tqdm
+
     import rlhf_fast as rl
 
-    pairs = reference.make_dataset(train_pairs, 0)
-    heldout = _heldout(pairs, heldout_pairs)
-    if not heldout:
-        raise ValueError("every held-out pair also occurs in the training set: raise heldout_pairs")
+    pairs, heldout = heldout_split(train_pairs, heldout_pairs)
     started = time.perf_counter()
     w = rl.train_rm(pairs, epochs=5, lr=0.1)
     rm_seconds = time.perf_counter() - started
-    rm_steps = 5 * train_pairs
+    rm_steps = 5 * len(pairs)
     log_ref = _log_softmax(np.zeros((len(PROMPTS), len(VOCAB))))
     rows: list[Row] = []
+    settings = len(ppo_betas) + len(dpo_loss_types) * len(dpo_betas) + len(grpo_betas) + len(bon_ns)
+    bar = tqdm(total=settings, unit="setting", desc="compare", leave=False, disable=not progress)
 
-    for beta in ppo_betas:
-        started = time.perf_counter()
-        result = rl.sweep_rlhf(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
-        seconds = time.perf_counter() - started + rm_seconds
-        accuracy = implied_accuracy(_log_softmax(result.final_theta[0]), log_ref, heldout)
-        rows.append(Row("PPO", f"β={beta:g}", result.runs["final_score"][0], result.runs["final_kl"][0], accuracy,
-                        seconds, steps * 4, rm_steps))
-
-    for loss_type in dpo_loss_types:
-        for beta in dpo_betas:
+    with bar:
+        for beta in ppo_betas:
             started = time.perf_counter()
-            result = rl.sweep_dpo(pairs, betas=[beta], seeds=seeds, loss_type=loss_type, epochs=dpo_epochs, w=w,
-                                  record_every=0)
-            seconds = time.perf_counter() - started
+            result = rl.sweep_rlhf(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
+            seconds = time.perf_counter() - started + rm_seconds
+            accuracy = implied_accuracy(_log_softmax(result.final_theta[0]), log_ref, heldout)
+            rows.append(Row("PPO", f"β={beta:g}", result.runs["final_score"][0], result.runs["final_kl"][0],
+                            accuracy, seconds, steps * 4, rm_steps))
+            bar.update()
+
+        for loss_type in dpo_loss_types:
+            for beta in dpo_betas:
+                started = time.perf_counter()
+                result = rl.sweep_dpo(pairs, betas=[beta], seeds=seeds, loss_type=loss_type, epochs=dpo_epochs, w=w,
+                                      record_every=0)
+                seconds = time.perf_counter() - started
+                final = result.final_theta.reshape(-1, len(PROMPTS), len(VOCAB))
+                accuracy = implied_accuracy(_log_softmax(final), log_ref, heldout)
+                # per pair step: log-softmax of the policy and softmax for the gradient (the reference's is cached)
+                rows.append(Row("DPO", f"{loss_type} β={beta:g}", result.runs["final_score"].ravel(),
+                                result.runs["final_kl"].ravel(), accuracy, seconds, 2 * dpo_epochs * len(pairs), 0))
+                bar.update()
+
+        for beta in grpo_betas:
+            started = time.perf_counter()
+            result = rl.sweep_grpo(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
+            seconds = time.perf_counter() - started + rm_seconds
             final = result.final_theta.reshape(-1, len(PROMPTS), len(VOCAB))
             accuracy = implied_accuracy(_log_softmax(final), log_ref, heldout)
-            # per pair step: log-softmax of the policy and softmax for the gradient (the reference's is cached)
-            rows.append(Row("DPO", f"{loss_type} β={beta:g}", result.runs["final_score"].ravel(),
-                            result.runs["final_kl"].ravel(), accuracy, seconds, 2 * dpo_epochs * train_pairs, 0))
+            rows.append(Row("GRPO", f"β={beta:g} G=8", result.runs["final_score"].ravel(),
+                            result.runs["final_kl"].ravel(), accuracy, seconds, steps * 2, rm_steps))
+            bar.update()
 
-    for beta in grpo_betas:
-        started = time.perf_counter()
-        result = rl.sweep_grpo(w, betas=[beta], seeds=seeds, steps=steps, record_every=0)
-        seconds = time.perf_counter() - started + rm_seconds
-        accuracy = implied_accuracy(_log_softmax(result.final_theta.reshape(-1, len(PROMPTS), len(VOCAB))), log_ref,
-                                    heldout)
-        rows.append(Row("GRPO", f"β={beta:g} G=8", result.runs["final_score"].ravel(), result.runs["final_kl"].ravel(),
-                        accuracy, seconds, steps * 2, rm_steps))
+        for n in bon_ns:
+            started = time.perf_counter()
+            out = rl.best_of_n(reference.init_policy(), w, n)
+            seconds = time.perf_counter() - started + rm_seconds
+            with np.errstate(divide="ignore"):
+                log_bon = np.log(np.array([out["distribution"][x] for x in PROMPTS]))
+            accuracy = np.array([implied_accuracy(log_bon, log_ref, heldout)])
+            # Best-of-N is deterministic here (exact distribution): no spread over seeds.
+            rows.append(Row("Best-of-N", f"N={n}", np.array([out["expected_score"]]), np.array([out["kl_exact"]]),
+                            accuracy, seconds, len(PROMPTS), rm_steps))
+            bar.update()
 
-    for n in bon_ns:
-        started = time.perf_counter()
-        out = rl.best_of_n(reference.init_policy(), w, n)
-        seconds = time.perf_counter() - started + rm_seconds
-        with np.errstate(divide="ignore"):
-            log_bon = np.log(np.array([out["distribution"][x] for x in PROMPTS]))
-        accuracy = np.array([implied_accuracy(log_bon, log_ref, heldout)])
-        # Best-of-N is deterministic here (exact distribution): no spread over seeds.
-        rows.append(Row("Best-of-N", f"N={n}", np.array([out["expected_score"]]), np.array([out["kl_exact"]]),
-                        accuracy, seconds, len(PROMPTS), rm_steps))
-
-    return Comparison(rows=rows, heldout_pairs=len(heldout), seeds=seeds, rm_seconds=rm_seconds,
-                      extra={"w": w, "kl_analytic": {n: math.log(n) - (n - 1) / n for n in bon_ns}})
+    return Comparison(rows=rows, train_pairs=len(pairs), heldout_pairs=len(heldout), seeds=seeds,
+                      rm_seconds=rm_seconds, extra={"w": w, "kl_analytic": {n: math.log(n) - (n - 1) / n for n in bon_ns}})

@@ -7,6 +7,7 @@ run-major arrays reshaped to ``[*axes, ...]`` as views: the history is never cop
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -430,6 +431,30 @@ class SweepResult:
         out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
         return "\n".join(out)
 
+    def _long_columns(self) -> dict[str, np.ndarray]:
+        """The long table of :meth:`to_pandas` and :meth:`to_arrow` as numpy columns, in order;
+        ``prompt`` and ``token`` as int8 codes into ``PROMPTS`` / ``VOCAB``, -1 where missing."""
+        n_runs = math.prod(self.shape)
+        per_run = not self.fields
+        repeat = 1 if per_run else len(self.steps)
+        data: dict[str, np.ndarray] = {}
+        if per_run:
+            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
+            if self.weights is not None and self.vocab is not None:
+                flat = self.weights.reshape(n_runs, len(self.vocab))
+                data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
+        else:
+            data["step"] = np.tile(self.steps, n_runs)
+            flat = self.history.reshape(n_runs, len(self.fields), repeat)
+            for f, name in enumerate(self.fields):
+                values = flat[:, f, :].reshape(-1)
+                data[name] = _codes(values).astype(np.int8) if name in _CATEGORIES else values
+        columns: dict[str, np.ndarray] = {}
+        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
+            columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
+        columns.update(data)
+        return columns
+
     def to_pandas(self):
         """A long table: one row per run and kept step (per run, for methods without history).
 
@@ -448,27 +473,44 @@ class SweepResult:
             Without pandas.
         """
         pd = _require("pandas", "to_pandas()")
-        n_runs = math.prod(self.shape)
-        per_run = not self.fields
-        repeat = 1 if per_run else len(self.steps)
-        data: dict[str, Any] = {}
-        if per_run:
-            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
-            if self.weights is not None and self.vocab is not None:
-                flat = self.weights.reshape(n_runs, len(self.vocab))
-                data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
-        else:
-            data["step"] = np.tile(self.steps, n_runs)
-            flat = self.history.reshape(n_runs, len(self.fields), repeat)
-            for f, name in enumerate(self.fields):
-                values = flat[:, f, :].reshape(-1)
-                data[name] = (pd.Categorical.from_codes(_codes(values), categories=list(_CATEGORIES[name]))
-                              if name in _CATEGORIES else values)
-        columns: dict[str, Any] = {}
-        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
-            columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
-        columns.update(data)
+        # Not to_arrow().to_pandas(): Arrow turns an axis that mixes None with numbers (a DPO
+        # seed axis [None, 1]) into floats with NaN, where this frame keeps None.
+        columns: dict[str, Any] = self._long_columns()
+        for name, categories in _CATEGORIES.items():
+            if name in self.fields:
+                columns[name] = pd.Categorical.from_codes(columns[name], categories=list(categories))
         return pd.DataFrame(columns)
+
+    def to_arrow(self):
+        """The long table of :meth:`to_pandas` as a ``pyarrow.Table``, built from the arrays.
+
+        No pandas on the way: each numeric column is a numpy array handed to Arrow without a
+        copy (a history field is copied once out of ``history``, where its values are
+        strided), ``prompt`` and ``token`` are their int8 codes with a dictionary. Write it
+        with ``pyarrow.parquet.write_table`` or ``pyarrow.csv.write_csv``.
+
+        Returns
+        -------
+        pyarrow.Table
+            The columns of :meth:`to_pandas`, in its order and under its names; ``prompt``
+            and ``token`` dictionary-encoded strings of ``PROMPTS`` / ``VOCAB`` (null where
+            the history is padding).
+
+        Raises
+        ------
+        ImportError
+            Without pyarrow.
+        """
+        pa = _require("pyarrow", "to_arrow()")
+        columns = {}
+        for name, values in self._long_columns().items():
+            if name in _CATEGORIES:
+                columns[name] = _arrow_categorical(pa, values, _CATEGORIES[name])
+            elif values.dtype.kind in "iuf":
+                columns[name] = _arrow_numbers(pa, values)
+            else:  # an axis of strings, None or a mix: the general conversion (it imports pandas)
+                columns[name] = pa.array(values.tolist())
+        return pa.table(columns)
 
     # ------------------------------------------------------------------------ plots
 
@@ -514,11 +556,19 @@ class SweepResult:
         if spec.along is not None and not along:
             raise ValueError(f"this {self.method} sweep has no run summaries to plot (e.g. a held-out accuracy)")
         n_panels = len(spec.curves) + bool(spec.front) + bool(along)
-        fig, axs = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6), layout="constrained", squeeze=False)
+        # Margins fixed in inches, not a layout engine: constrained layout measures every tick
+        # label twice more before drawing, a fifth of the time the CLI's B1 sweep command takes.
+        # They fit tick labels of up to 6 characters and one-line axis labels and titles.
+        left, right, gap, bottom, top = 0.85, 0.2, 1.0, 0.6, 0.75
+        width, height = 5.2 * n_panels, 4.6
+        fig, axs = plt.subplots(1, n_panels, figsize=(width, height), squeeze=False, gridspec_kw={
+            "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
+            "wspace": gap / ((width - left - right - gap * (n_panels - 1)) / n_panels)})
         panels = list(axs[0])
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         log_v = {"color": "grey", "linestyle": ":", "linewidth": 1, "label": "log V: a single token"}
         notes = []
+        labels: list[tuple[float, float, str, str]] = []  # the front's points, labelled once laid out
 
         if spec.curves:
             x, windowed = self._windows(points)
@@ -547,7 +597,7 @@ class SweepResult:
         if spec.front:
             ax = panels[len(spec.curves)]
             if not spec.front_from_history:
-                self._along_panel(ax, list(spec.front), colours)
+                labels = self._along_panel(ax, list(spec.front), colours)
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
                 ax.axvline(math.log(len(VOCAB)), **log_v)
             ax.set(xlabel=_KL_LABEL, ylabel="RM score", title="RM score against KL (reward hacking: far right)")
@@ -564,6 +614,10 @@ class SweepResult:
         if n_seeds > 1:
             notes.insert(0, f"{n_seeds} seeds per point, mean ± 1 std over seeds")
         fig.suptitle(f"{spec.title} sweep" + (": " + ", ".join(notes) if notes else ""))
+        if labels:
+            fig.draw_without_rendering()  # the layout and the limits are final: labels are placed on them
+            front = panels[len(spec.curves)]
+            place_labels(front, labels, avoid=[front.get_legend().get_window_extent()])
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
@@ -602,13 +656,16 @@ class SweepResult:
             raise ValueError("this grid has no axis but seed to plot against")
         return next((a for a in point_axes if len(self.axes[a]) > 1), point_axes[0])
 
-    def _along_panel(self, ax, series: list[tuple[str, str | None, str]], colours: list[str]) -> None:
+    def _along_panel(
+        self, ax, series: list[tuple[str, str | None, str]], colours: list[str]
+    ) -> list[tuple[float, float, str, str]]:
         """Run summaries (seed means ± std) along the first swept axis, one line per other point.
 
         ``series`` holds ``(y, x, label)``: with ``x`` None the axis' values are the x
-        coordinates, else the run summary ``x`` gives them (a score against KL, each point
-        annotated with its axis value). A series whose values are all NaN (no sampled score, no RM to
-        score DPO with) is left out.
+        coordinates, else the run summary ``x`` gives them (a score against KL). A series whose
+        values are all NaN (no sampled score, no RM to score DPO with) is left out. Returns the
+        labels of the first line's points, ``(x, y, axis value, colour)``, when ``x`` is a run
+        summary (the axis value is not on either axis then) and there are at most 12.
         """
         axis = self._along_axis()
         values = self.axes[axis]
@@ -616,6 +673,7 @@ class SweepResult:
         shown = [a for a in others if len(self.axes[a]) > 1]
         at = self._point_axes.index(axis)
         n = 0
+        labels = []
         for y_name, x_name, series_label in series:
             y_mean, y_std, _ = self._pooled(self.runs[y_name])
             if np.all(np.isnan(y_mean)):
@@ -633,13 +691,12 @@ class SweepResult:
                 ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, color=colour, marker="o", markersize=4, capsize=3,
                             label=label)
                 if x_name is not None and n == 0 and len(values) <= 12:
-                    for i, (x, y) in enumerate(zip(xs, ys)):
-                        ax.annotate(self._label([axis], [i]), (x, y), textcoords="offset points", xytext=(4, 4),
-                                    fontsize=7, color=colour)
+                    labels = [(x, y, self._label([axis], [i]), colour) for i, (x, y) in enumerate(zip(xs, ys))]
                 n += 1
         numbers = _column(values)
         if series and series[0][1] is None and numbers.dtype.kind in "iuf" and 0 < 100 * numbers.min() <= numbers.max():
             ax.set_xscale("log")  # learning rates, n of Best-of-N: spread over decades
+        return labels
 
     # ------------------------------------------------------------------------- repr
 
@@ -670,6 +727,118 @@ def _column(values: list) -> np.ndarray:
     """Axis values as an array: numbers keep their dtype, anything else (str, None) is object."""
     array = np.asarray(values)
     return array if array.dtype.kind in "biuf" else np.asarray(values, dtype=object)
+
+
+# Label offsets in points, nearest first: beside, above or below, then diagonally, then further out.
+_OFFSETS = [(dx * d, dy * d) for d in (7, 14, 24, 36)
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))]
+
+
+def place_labels(ax, labels: Sequence[tuple[float, float, str, str]], avoid: Sequence = (), *,
+                 marker_size: float = 4.0) -> None:
+    """Annotate points so that no label overlaps another label, a point, a line or a box to avoid.
+
+    Each label in turn gets the first offset of ``_OFFSETS`` (nearest first) whose text box
+    stays inside the axes, covers nothing (no label placed so far, no point, nothing in
+    ``avoid``, no drawn line or error bar) and is nearer its own point than any other. When
+    none does, it gets the one that stays inside, overlaps the least label, point and box
+    area, is nearer its own point, and crosses the least line, in that order. Labels set off
+    further than the nearest ring get a thin line to their point. Boxes are computed in display space, so the figure must be laid out first (e.g.
+    ``fig.draw_without_rendering()``); the labels are kept out of the layout so that it stays.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes holding the points, laid out.
+    labels : sequence of (x, y, text, colour)
+        The points in data coordinates and their labels.
+    avoid : sequence of matplotlib.transforms.Bbox, optional
+        Display boxes no label may cover (a legend's ``get_window_extent()``).
+    marker_size : float, optional
+        The points' marker size in points: the box around each point labels keep off.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    pixels = fig.dpi / 72  # per point
+    frame = ax.get_window_extent(renderer)
+    anchors = ax.transData.transform([(x, y) for x, y, _, _ in labels])
+    half = (marker_size / 2 + 1) * pixels  # half a marker, and a little room
+    boxes = [*([b.x0, b.y0, b.x1, b.y1] for b in avoid), *([px - half, py - half, px + half, py + half]
+                                                            for px, py in anchors)]
+    lines = _line_points(ax, spacing=2 * pixels)
+    for i, ((x, y, text, colour), (px, py)) in enumerate(zip(labels, anchors)):
+        probe = ax.text(0, 0, text, fontsize=7)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        taken = np.array(boxes)
+        best = None
+        for dx, dy in _OFFSETS:
+            # The box as annotate() aligns it: left of the point for a negative dx, and so on.
+            x0 = px + dx * pixels - (extent.width if dx < 0 else extent.width / 2 if dx == 0 else 0)
+            y0 = py + dy * pixels - (extent.height if dy < 0 else extent.height / 2 if dy == 0 else 0)
+            x1, y1 = x0 + extent.width, y0 + extent.height
+            inside = frame.x0 <= x0 and x1 <= frame.x1 and frame.y0 <= y0 and y1 <= frame.y1
+            width = np.clip(np.minimum(x1, taken[:, 2]) - np.maximum(x0, taken[:, 0]), 0, None)
+            height = np.clip(np.minimum(y1, taken[:, 3]) - np.maximum(y0, taken[:, 1]), 0, None)
+            crossed = np.count_nonzero((lines[:, 0] > x0) & (lines[:, 0] < x1) & (lines[:, 1] > y0) & (lines[:, 1] < y1))
+            # Distance from the box to each point: a label nearer another point reads as that one's.
+            reach = np.hypot(np.maximum(np.maximum(x0 - anchors[:, 0], anchors[:, 0] - x1), 0),
+                             np.maximum(np.maximum(y0 - anchors[:, 1], anchors[:, 1] - y1), 0))
+            ambiguous = bool((np.delete(reach, i) < reach[i]).any())
+            cost = (not inside, float((width * height).sum()), ambiguous, crossed)
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, [x0, y0, x1, y1])
+            if cost == (False, 0.0, False, 0):
+                break
+        _, dx, dy, box = best
+        far = max(abs(dx), abs(dy)) > _OFFSETS[0][0]
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=colour,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                    va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                    arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4}
+                    if far else None).set_in_layout(False)
+        boxes.append(box)
+
+
+def _line_points(ax, spacing: float) -> np.ndarray:
+    """``[n, 2]`` display points every ``spacing`` pixels along the drawn lines and error bars."""
+    from matplotlib.collections import LineCollection
+
+    segments = []
+    for line in ax.lines:
+        if line.get_linestyle() not in ("None", "none", "", " "):  # markers alone are points, not lines
+            xy = line.get_transform().transform(line.get_xydata())
+            segments.extend(itertools.pairwise(xy))
+    for collection in ax.collections:
+        if not isinstance(collection, LineCollection):  # error bars are; fill_between's bands are areas
+            continue
+        for segment in collection.get_segments():
+            xy = collection.get_transform().transform(segment)
+            segments.extend(itertools.pairwise(xy))
+    points = [np.linspace(a, b, 2 + int(np.hypot(*(b - a)) / spacing)) for a, b in segments]
+    return np.concatenate(points) if points else np.zeros((0, 2))
+
+
+# pyarrow.array() imports pandas, whatever it is given (half a second, more than writing the
+# B1 sweep's history), to ask whether its argument is a pandas object: the arrays of numbers
+# and of categories are built from their buffers instead.
+
+
+def _arrow_numbers(pa, values: np.ndarray):
+    """A numeric numpy column as an Arrow array, sharing its memory."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _arrow_categorical(pa, codes: np.ndarray, categories: Sequence[str]):
+    """int8 ``codes`` into ``categories`` (-1: missing) as a dictionary-encoded string array."""
+    encoded = [category.encode() for category in categories]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    dictionary = pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
+    codes = np.ascontiguousarray(codes, dtype=np.int8)
+    valid = np.packbits(codes >= 0, bitorder="little")
+    indices = pa.Array.from_buffers(pa.int8(), len(codes), [pa.py_buffer(valid), pa.py_buffer(codes)])
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
 def _fmt(value: Any) -> str:
