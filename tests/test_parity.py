@@ -576,8 +576,9 @@ def _rows() -> list[Row]:
             for param, bad_values in params.items():
                 for bad in bad_values:
                     named = param
-                    if name.startswith("sweep_") and param in ("seeds", "steps") and bad.oversized:
-                        named = "max_memory"  # the grid is refused for its size
+                    if name.startswith("sweep_") and param in ("seeds", "steps") and bad.label != "2**64":
+                        # the grid is refused for its size; a count past 64 bits for itself
+                        named = "max_memory" if bad.oversized else param
                     if param == "kind":
                         named = "kl_ctl"  # make_kl_controller(kind) is train_rlhf's kl_ctl
                     rows.append(Row(f"{name}-{param}-{bad.label}", call_with(name, base, param, bad), named, bad.exc,

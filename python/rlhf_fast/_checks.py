@@ -79,6 +79,8 @@ def integer(name: str, value: Any) -> int:
 def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     """An int >= ``minimum`` (and <= ``maximum``, if given)."""
     value = integer(name, value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in 64 bits, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
@@ -122,7 +124,9 @@ def sequence(name: str, values: Any, what: str) -> list:
 
 def _is_sequence(values: Any) -> bool:
     """A sequence the Rust bindings can read item by item: not a string, not an iterator."""
-    return isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, (str, bytes))
+    if isinstance(values, np.ndarray):
+        return values.ndim > 0
+    return isinstance(values, Sequence) and not isinstance(values, (str, bytes))
 
 
 def logits(name: str, row: Any, size: int | None = None) -> list[float]:

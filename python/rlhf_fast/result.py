@@ -663,7 +663,7 @@ class SweepResult:
 
         ``series`` holds ``(y, x, label)``: with ``x`` None the axis' values are the x
         coordinates, else the run summary ``x`` gives them (a score against KL). A series whose
-        values are all NaN (no sampled score, no RM to score DPO with) is left out. Returns the
+        summaries are absent (no sampled score, no RM to score DPO with) is left out. Returns the
         labels of the first line's points, ``(x, y, axis value, colour)``, when ``x`` is a run
         summary (the axis value is not on either axis then) and there are at most 12.
         """
@@ -675,6 +675,8 @@ class SweepResult:
         n = 0
         labels = []
         for y_name, x_name, series_label in series:
+            if y_name not in self.runs or (x_name is not None and x_name not in self.runs):
+                continue
             y_mean, y_std, _ = self._pooled(self.runs[y_name])
             if np.all(np.isnan(y_mean)):
                 continue

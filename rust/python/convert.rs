@@ -1,11 +1,13 @@
 //! Python values in and out: policies (dict of lists or a float64 `[P, V]` array), reward
 //! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
 
-use numpy::{IntoPyArray, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySequence, PyString, PyTuple, PyType};
 
 use crate::error::{self, py_float};
 use crate::lesson::{PROMPTS, VOCAB};
@@ -70,7 +72,7 @@ pub fn optional_real(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<f64>
 }
 
 /// An integral number but a bool (`_checks.integer`), or a `TypeError` naming `name`; an int
-/// past 64 bits is a `ValueError` naming it (no count or index of this package gets there).
+/// past 64 bits is a `ValueError` naming it (`_checks.count`: no count of this package gets there).
 pub fn int(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let integral = obj.is_exact_instance_of::<PyInt>()
         || (!obj.is_instance_of::<PyBool>()
@@ -80,8 +82,7 @@ pub fn int(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     }
     match obj.extract::<i64>() {
         Err(err) if err.is_instance_of::<PyOverflowError>(obj.py()) => {
-            let (bound, limit) = if obj.gt(0)? { ("<=", i64::MAX) } else { (">=", i64::MIN) };
-            Err(PyValueError::new_err(format!("{name} must be {bound} {limit}, got {obj}")))
+            Err(PyValueError::new_err(format!("{name} must fit in 64 bits, got {obj}")))
         }
         converted => converted,
     }
@@ -114,13 +115,32 @@ pub fn option(name: &str, obj: &Bound<'_, PyAny>, options: &[&'static str]) -> P
 
 // ------------------------------------------------------------------------- other arguments
 
-/// A sequence of floats (list, tuple, 1-D array, any iterable of numbers).
+/// A sequence of real numbers (a list, a tuple, a 1-D array) as floats (`_checks.logits`'s
+/// type checks): a `TypeError` naming `name`, or `name[i]` for an entry that is not a real
+/// number (a bool, a str, None).
 pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(format!("{name} must be a sequence of floats, got str")));
+    let not_floats = || PyTypeError::new_err(format!("{name} must be a sequence of floats, got {}", type_name(obj)));
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(not_floats());
     }
-    obj.extract::<Vec<f64>>()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be a sequence of floats, got {}", type_name(obj))))
+    if let Ok(array) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
+        return Ok(array.as_array().to_vec());
+    }
+    // another array (an int dtype, 2-D) is read entry by entry, as the reference does
+    let array_of_entries = obj.cast::<PyUntypedArray>().is_ok_and(|array| array.ndim() > 0);
+    if !(array_of_entries || obj.is_instance_of::<PySequence>()) {
+        return Err(not_floats());
+    }
+    let mut values = error::vec_with_capacity(obj.len()?, name)?;
+    for (i, item) in obj.try_iter()?.enumerate() {
+        let item = item?;
+        // `real`'s fast path first, so the entry's name is only formatted for an error
+        match item.cast_exact::<PyFloat>() {
+            Ok(float) => values.push(float.value()),
+            Err(_) => values.push(real(&format!("{name}[{i}]"), &item)?),
+        }
+    }
+    Ok(values)
 }
 
 /// The key `random.Random(seed)` feeds MT19937's `init_by_array`: `abs(seed)` in 32-bit
@@ -160,14 +180,14 @@ impl<'a, 'py> FromPyObject<'a, 'py> for SeedKey {
     }
 }
 
-/// `PROMPTS.index(prompt)`, or an error naming `prompt`.
-pub fn prompt_index(prompt: &Bound<'_, PyAny>) -> PyResult<usize> {
+/// `PROMPTS.index(prompt)`, or an error naming the argument `name`.
+pub fn prompt_index(name: &str, prompt: &Bound<'_, PyAny>) -> PyResult<usize> {
     let text: String = prompt
         .extract()
-        .map_err(|_| PyTypeError::new_err(format!("prompt must be a str, got {}", type_name(prompt))))?;
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a str, got {}", type_name(prompt))))?;
     PROMPTS.iter().position(|&p| p == text).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "prompt {} is unknown; known prompts: ['help me', 'answer me', 'explain this']",
+            "{name} {} is unknown; known prompts: ['help me', 'answer me', 'explain this']",
             prompt.repr().map(|r| r.to_string()).unwrap_or(text)
         ))
     })
@@ -401,7 +421,7 @@ pub fn split_tokens(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A response's tokens: a string split on white space, or a sequence of token strings.
-pub fn tokens_of(name: &str, y: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+pub fn tokens_of(name: impl std::fmt::Display, y: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(text) = y.cast::<PyString>() {
         return Ok(split_tokens(&text.to_cow()?).map(str::to_owned).collect());
     }

@@ -109,17 +109,15 @@ fn sample(probs: &Bound<'_, PyAny>, rng: &Bound<'_, PyAny>) -> PyResult<usize> {
 
 /// `a` as a token index in `[0, vocab_size)` (the reference's `_checks.token`).
 fn token_index(a: &Bound<'_, PyAny>, vocab_size: usize) -> PyResult<usize> {
-    let index = int("a", a).map_err(|err| {
-        if err.is_instance_of::<PyTypeError>(a.py()) {
-            PyTypeError::new_err(format!("a must be an int token index, got {}", type_name(a)))
-        } else {
-            err
+    let out_of_range = || PyValueError::new_err(format!("a must be a token index in [0, {vocab_size}), got {a}"));
+    let index = match int("a", a) {
+        Ok(index) => index,
+        Err(err) if err.is_instance_of::<PyTypeError>(a.py()) => {
+            return Err(PyTypeError::new_err(format!("a must be an int token index, got {}", type_name(a))));
         }
-    })?;
-    usize::try_from(index)
-        .ok()
-        .filter(|&index| index < vocab_size)
-        .ok_or_else(|| PyValueError::new_err(format!("a must be a token index in [0, {vocab_size}), got {index}")))
+        Err(_) => return Err(out_of_range()),
+    };
+    usize::try_from(index).ok().filter(|&index| index < vocab_size).ok_or_else(out_of_range)
 }
 
 /// PPO's clipped objective for token `a`.
@@ -178,7 +176,7 @@ fn rlhf_step<'py>(
     let ref_table = policy_table("ref", r#ref, false)?;
     frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
-    let x = prompt_index(prompt)?;
+    let x = prompt_index("prompt", prompt)?;
     check_rng(rng)?;
     error::positive("eps", eps)?;
     let beta = error::non_negative("beta", beta)?;

@@ -42,7 +42,7 @@ fn dpo_step_metrics<'py>(
     let theta_table = policy_table("theta", theta, true)?;
     let ref_table = policy_table("ref", r#ref, false)?;
     frozen_copy(theta, r#ref)?;
-    let row = prompt_index(x)?;
+    let row = prompt_index("x", x)?;
     let ids = |tokens: Vec<usize>| tokens.into_iter().map(|t| t as u32).collect::<Vec<u32>>();
     let chosen = ids(response_tokens("y_pos", y_pos)?);
     let rejected = ids(response_tokens("y_neg", y_neg)?);
@@ -138,7 +138,7 @@ fn grpo_step<'py>(
     let ref_table = policy_table("ref", r#ref, false)?;
     frozen_copy(theta, r#ref)?;
     let weights = vocab_weights(w)?;
-    let x = prompt_index(prompt)?;
+    let x = prompt_index("prompt", prompt)?;
     check_rng(rng)?;
     let params = grpo_params(num_generations, beta, epsilon, epsilon_high, lr, scale_rewards, num_iterations)?;
     let mut uniforms = vec_with_capacity(params.num_generations, "the GRPO group")?;

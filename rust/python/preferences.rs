@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::args;
 use super::convert::{
-    checked_weights, count, pair_fields, seed_key as convert_seed_key, tokens_of, weight_of, SeedKey,
+    checked_weights, count, pair_fields, seed_key as convert_seed_key, tokens_of, type_name, weight_of, SeedKey,
 };
 use super::detached::run_detached;
 use super::sweep::{run_sweep, SweepOptions};
@@ -62,23 +62,34 @@ impl PreferenceSet {
         let mut prompt_ids: HashMap<String, u32> = HashMap::new();
         let mut prompts = Vec::new();
         let mut prefs = Preferences::new();
-        let iter = pairs
-            .try_iter()
-            .map_err(|_| PyTypeError::new_err("pairs must be an iterable of (prompt, chosen, rejected)"))?;
+        // `_checks.preference_triples`: any iterable but a string
+        let not_pairs = || {
+            PyTypeError::new_err(format!(
+                "pairs must be an iterable of (prompt, chosen, rejected), got {}",
+                type_name(pairs)
+            ))
+        };
+        if pairs.is_instance_of::<PyString>() || pairs.is_instance_of::<PyBytes>() {
+            return Err(not_pairs());
+        }
+        let iter = pairs.try_iter().map_err(|_| not_pairs())?;
         for (i, item) in iter.enumerate() {
             // A pair's responses can be long: look for Ctrl-C at every one (a flag test).
             pairs.py().check_signals()?;
             let item = item?;
             let (x, chosen, rejected) = pair_fields(i, &item)?;
-            let x: String =
-                x.extract().map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str")))?;
+            let x: String = x
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("pairs[{i}] prompt must be a str, got {}", type_name(&x))))?;
             let next = prompt_ids.len() as u32;
             let prompt = *prompt_ids.entry(x.clone()).or_insert_with(|| {
                 prompts.push(x);
                 next
             });
-            let chosen: Vec<u32> = tokens_of("chosen", &chosen)?.iter().map(|t| interner.id(t)).collect();
-            let rejected: Vec<u32> = tokens_of("rejected", &rejected)?.iter().map(|t| interner.id(t)).collect();
+            let chosen: Vec<u32> =
+                tokens_of(format_args!("pairs[{i}] chosen"), &chosen)?.iter().map(|t| interner.id(t)).collect();
+            let rejected: Vec<u32> =
+                tokens_of(format_args!("pairs[{i}] rejected"), &rejected)?.iter().map(|t| interner.id(t)).collect();
             prefs.push(prompt, &chosen, &rejected);
         }
         Ok(PreferenceSet { prefs, prompts, vocab: interner.vocab })
