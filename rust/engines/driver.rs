@@ -8,11 +8,12 @@
 //! so the numbers do not depend on the thread count or the scheduling; errors are reported
 //! for the first failing run in run order, whichever thread met it first.
 
+use std::alloc::{alloc_zeroed, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{drop_in_background, reserve, Error, Result};
+use crate::error::{drop_in_background, Error, Result};
 
 /// Progress and cancellation shared between a sweep and whoever waits for it.
 #[derive(Debug, Default)]
@@ -180,16 +181,14 @@ fn pieces(buf: &mut [f64], len: usize, n: usize) -> Vec<&mut [f64]> {
     }
 }
 
-/// Asks the kernel to back the 2 MiB-aligned part of `buf`'s spare capacity with
-/// transparent huge pages, so that the first writes fault in a few huge pages instead of
-/// thousands of small ones.
+/// Asks the kernel to back the 2 MiB-aligned part of `buf` with transparent huge pages, so
+/// that the first writes fault in a few huge pages instead of thousands of small ones.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut Vec<f64>) {
+fn advise_huge_pages(buf: &mut [f64]) {
     const HUGE_PAGE: usize = 2 << 20;
-    let spare = buf.spare_capacity_mut();
-    let start = spare.as_ptr() as usize;
+    let start = buf.as_mut_ptr() as usize;
     let (first, last) =
-        (start.next_multiple_of(HUGE_PAGE), (start + std::mem::size_of_val(spare)) / HUGE_PAGE * HUGE_PAGE);
+        (start.next_multiple_of(HUGE_PAGE), (start + std::mem::size_of_val(buf)) / HUGE_PAGE * HUGE_PAGE);
     if last > first {
         // SAFETY: `first..last` lies inside `buf`'s allocation; MADV_HUGEPAGE only changes how
         // those pages are backed, never their contents, and its failure leaves them as they were.
@@ -198,17 +197,32 @@ fn advise_huge_pages(buf: &mut Vec<f64>) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: &mut Vec<f64>) {}
+fn advise_huge_pages(_: &mut [f64]) {}
 
 /// `len` zeros, or [`Error::OutOfMemory`] naming `what` if the system refuses them. The
-/// zeros are written on the current pool, in parallel: the first touch of each page is the
-/// costly part, and it is spread over the threads that will fill the rows.
+/// allocator's zeroed memory (`calloc`): a large block comes as fresh pages that the kernel
+/// zeroes on their first touch, so no pass over it is made here, and the first writes of
+/// the runs fault it in, spread over the threads that fill the rows and between their ticks
+/// (a pass here took seconds for a large history, before any progress or Ctrl-C).
 fn zeroed(len: usize, what: &str) -> Result<Vec<f64>> {
-    let mut buf = Vec::new();
-    reserve(&mut buf, len, what)?;
+    let refused = || {
+        let bytes = u128::from(len as u64) * std::mem::size_of::<f64>() as u128;
+        Error::OutOfMemory(format!("cannot allocate {what} ({bytes} bytes)"))
+    };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = Layout::array::<f64>(len).map_err(|_| refused())?;
+    // SAFETY: `layout` has a non-zero size (`len > 0` and an f64 is 8 bytes).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<f64>();
+    if ptr.is_null() {
+        return Err(refused());
+    }
+    // SAFETY: `ptr` comes from the global allocator with `Layout::array::<f64>(len)`, the
+    // layout of a `Vec<f64>` of capacity `len`, and all `len` values are initialised: an f64
+    // whose bits are all zero is 0.0.
+    let mut buf = unsafe { Vec::from_raw_parts(ptr, len, len) };
     advise_huge_pages(&mut buf);
-    // Fits the reserved capacity: no reallocation (which could abort) takes place.
-    buf.par_extend(rayon::iter::repeat_n(0.0, len));
     Ok(buf)
 }
 
