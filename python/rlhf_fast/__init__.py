@@ -21,7 +21,22 @@ else:
     from .reference import __all__ as _api
 
     def simd_paths() -> list[str]:
-        """The sweep engine's vector paths: the reference backend has none."""
+        """The vector paths the sweep engine can run on this CPU, best last.
+
+        These are the values ``sweep_rlhf(..., simd=...)`` takes; ``"portable"`` is always there
+        (the reference backend has no vector unit: ``["python"]``).
+
+        Returns
+        -------
+        list[str]
+            Path names: ``"portable"``, then ``"avx2"`` and ``"avx512"`` where the CPU has them.
+
+        Examples
+        --------
+        >>> paths = rl.simd_paths()
+        >>> paths[0] in ("portable", "python")
+        True
+        """
         return ["python"]
 
 

@@ -2,7 +2,9 @@
 
 Most names here are ``rlhf_fast._core`` functions themselves; the few adapters check the
 types the core cannot tell apart, pick the kernel for the input's type (a list or a numpy
-array) and raise the reference's warnings. Plumbing that has nothing to compute (the
+array) and raise the reference's warnings; each takes its reference twin's docstring (at the
+end of this module), and each ``_core`` function carries the same text, so ``help()`` reads
+the same on both backends. Plumbing that has nothing to compute (the
 constants, ``make_pair``, row conversion, the controller classes) is the reference's own.
 """
 
@@ -37,6 +39,7 @@ from .reference import (  # noqa: F401  (plumbing with nothing to compute: the r
     rows_to_pairs,
 )
 from .reference import __all__ as _reference_all
+from .reference import api as _reference_api
 
 __all__ = list(_reference_all)
 
@@ -73,12 +76,10 @@ def _rows_kernel(z, one_row, rows):
 
 
 def softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
-    """``exp(z - max z)`` normalised; a numpy array gets a numpy array back (2-D: row-wise)."""
     return _rows_kernel(z, _core.softmax, _core.softmax_rows)
 
 
 def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
-    """``z - logsumexp(z)``; a numpy array gets a numpy array back (2-D: row-wise)."""
     return _rows_kernel(z, _core.log_softmax, _core.log_softmax_rows)
 
 
@@ -101,14 +102,6 @@ def train_rlhf(
     cliprange_value: float = 0.2,
     value: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``steps`` PPO-RLHF steps on ``random.Random(seed)``'s stream, run entirely in Rust.
-
-    Same arguments and numbers as :func:`rlhf_fast.reference.train_rlhf`; ``theta`` (a dict
-    of lists or a float64 ``[3, 8]`` array) is updated in place. Returns the per-step
-    history as numpy arrays: ``prompt``, ``token``, ``score``, ``kl``, ``reward``,
-    ``clip_frac``, the ``beta`` used and the running ``mean_kl``; warns with
-    :class:`KLWarning` once the running mean KL passes ``kl_threshold``.
-    """
     kl_threshold = positive("kl_threshold", kl_threshold)
     return _core.train_rlhf(
         theta,
@@ -142,12 +135,6 @@ def dpo_step(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> float:
-    """One SGD step on a DPO loss; mutates ``theta[x]`` and returns the loss before it.
-
-    ``loss_type`` is TRL's: ``sigmoid`` (with ``label_smoothing``: cDPO), ``robust``,
-    ``ipo`` or ``hinge`` (docs/METHODS.md section 2). Same arguments and numbers as
-    :func:`rlhf_fast.reference.dpo_step`; ``theta`` may also be a float64 ``[3, 8]`` array.
-    """
     record = _core.dpo_step_metrics(
         theta, ref, x, y_pos, y_neg, real("beta", beta), real("lr", lr),
         option("loss_type", loss_type, DPO_LOSS_TYPES), real("label_smoothing", label_smoothing),
@@ -165,13 +152,6 @@ def train_dpo(
     label_smoothing: float = 0.0,
     seed: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """``epochs`` passes of :func:`dpo_step` over ``pairs``, run entirely in Rust.
-
-    Same arguments and numbers as :func:`rlhf_fast.reference.train_dpo` (pairs in order,
-    or reshuffled every epoch on ``random.Random(seed)``); ``theta`` is updated in place.
-    Returns the per-step history as numpy arrays: ``prompt``, ``loss``,
-    ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``.
-    """
     return _core.train_dpo(
         theta, ref, pairs, integer("epochs", epochs), real("beta", beta), real("lr", lr),
         option("loss_type", loss_type, DPO_LOSS_TYPES), real("label_smoothing", label_smoothing),
@@ -192,11 +172,6 @@ def grpo_step(
     scale_rewards: str = "group",
     num_iterations: int = 1,
 ) -> dict:
-    """One GRPO step on ``prompt`` (docs/METHODS.md section 3); mutates ``theta[prompt]``.
-
-    Draws ``num_generations`` tokens with ``rng.random()``; returns ``tokens``, ``score``,
-    ``reward_std``, ``kl``, ``clip_frac`` and ``loss`` as the reference does.
-    """
     return _core.grpo_step(
         theta, ref, w, prompt, rng, integer("num_generations", num_generations), real("beta", beta),
         real("epsilon", epsilon), optional(real)("epsilon_high", epsilon_high), real("lr", lr),
@@ -218,14 +193,6 @@ def train_grpo(
     num_iterations: int = 1,
     kl_threshold: float = KL_THRESHOLD,
 ) -> dict[str, np.ndarray]:
-    """``steps`` GRPO steps on ``random.Random(seed)``'s stream, run entirely in Rust.
-
-    Same arguments and numbers as :func:`rlhf_fast.reference.train_grpo`; ``theta`` is
-    updated in place. Returns the per-step history as numpy arrays (``prompt``,
-    ``score``, ``reward_std``, ``kl``, ``clip_frac``, ``loss``, ``mean_kl``) and warns with
-    :class:`KLWarning` once the running mean KL passes ``kl_threshold``. A reward model
-    that scores responses by length alone is refused (ValueError naming ``w``).
-    """
     options = (
         integer("num_generations", num_generations), real("beta", beta), real("epsilon", epsilon),
         optional(real)("epsilon_high", epsilon_high), real("lr", lr),
@@ -241,11 +208,13 @@ def best_of_n(
     samples: int = 0,
     seed: int = 0,
 ) -> dict:
-    """Best-of-``n`` from ``policy`` (usually ``ref``) against ``w`` (docs/METHODS.md section 4).
-
-    Returns ``expected_score``, ``kl_analytic`` (``log n - (n - 1) / n``), ``kl_exact``,
-    ``distribution`` (prompt -> the law of the kept token) and ``sampled_score`` (the
-    Monte-Carlo mean kept score on ``random.Random(seed)`` with ``samples > 0``, else
-    ``None``), as :func:`rlhf_fast.reference.best_of_n`.
-    """
     return _core.best_of_n(policy, w, integer("n", n), integer("samples", samples), integer("seed", seed))
+
+
+# One text for both backends: each adapter above documents itself with its reference twin's
+# docstring (tests/test_docs.py runs its examples against both).
+for _name in (
+    "softmax", "log_softmax", "train_rlhf", "dpo_step", "train_dpo", "grpo_step", "train_grpo", "best_of_n"
+):
+    globals()[_name].__doc__ = getattr(_reference_api, _name).__doc__
+del _name

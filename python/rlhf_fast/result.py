@@ -135,6 +135,25 @@ class SweepResult:
         The engine's vector path (``"scalar"``, ``"python"`` for the reference, ...).
     nbytes : int
         Bytes held by the arrays above.
+
+    Parameters
+    ----------
+    method, axes
+        The attributes of the same names; build one with :meth:`from_engine` (every sweep
+        front end does).
+    history, fields, runs, total_steps, record_every, final_theta, weights, vocab, seconds, simd
+        Keyword-only: the attributes of the same names.
+
+    Examples
+    --------
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+    >>> result.method, result.shape, result.steps[-1]
+    ('ppo', (2, 2), np.int64(49))
+    >>> result.history.shape, result.fields.index("objective_kl")
+    ((2, 2, 10, 50), 3)
+    >>> result.final_theta.shape, round(float(result.final_score[1, 0]), 4)
+    ((2, 2, 3, 8), 0.442)
     """
 
     def __init__(
@@ -217,6 +236,15 @@ class SweepResult:
         ------
         ValueError
             An unknown method, or arrays whose sizes disagree with the grid or each other.
+
+        Examples
+        --------
+        >>> out = {"history": np.zeros((2, 0, 0)), "history_fields": [],
+        ...        "final_params": np.zeros((2, 0)), "summary": np.array([[0.5], [0.7]]),
+        ...        "summary_fields": ["score"], "simd": "scalar"}
+        >>> result = rl.SweepResult.from_engine("best_of_n", {"n": [1, 2], "seed": [0]}, out)
+        >>> result.shape, result.score.tolist()
+        ((2, 1), [[0.5], [0.7]])
         """
         if method not in _SPECS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -295,7 +323,20 @@ class SweepResult:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by ``history``, ``final_theta``, ``weights`` and ``runs``."""
+        """Bytes held by ``history``, ``final_theta``, ``weights`` and ``runs``.
+
+        Returns
+        -------
+        int
+            The arrays' ``nbytes`` summed (views of the engine's output count in full).
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> result.nbytes == result.history.nbytes + result.final_theta.nbytes + 7 * 4 * 8
+        True
+        """
         arrays = [self.history, self.final_theta, self.weights, *self.runs.values()]
         return sum(a.nbytes for a in arrays if a is not None)
 
@@ -336,6 +377,14 @@ class SweepResult:
         ValueError
             An axis or value not on the grid, an axis left out, or a method that keeps no
             history (rm, best_of_n: see ``runs`` and :meth:`w`).
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> one = result.run(beta=0.1, seed=1)
+        >>> one["token"].dtype, one["objective_kl"].shape, round(float(one["mean_kl"][-1]), 4)
+        (dtype('int64'), (50,), 0.0742)
         """
         if not self.fields:
             raise ValueError(f"a {self.method} sweep keeps no history: its runs are in result.runs")
@@ -359,6 +408,13 @@ class SweepResult:
         ------
         ValueError
             Not an RM sweep, or an axis or value not on the grid.
+
+        Examples
+        --------
+        >>> pairs = rl.PreferenceSet.make_dataset(200, seed=0)
+        >>> result = rl.sweep_rm(pairs, lrs=[0.1, 1.0], epochs=2)
+        >>> round(result.w(lr=0.1)["kind"], 4)
+        1.0421
         """
         if self.weights is None or self.vocab is None:
             raise ValueError(f"w() is the reward model of an rm sweep; this is a {self.method} sweep")
@@ -390,6 +446,14 @@ class SweepResult:
             and for each run summary ``name`` its mean over seeds and ``name_std`` (ddof=1,
             0.0 with one seed). A grid without a seed axis (rm) pools nothing: one row per
             run, ``seeds`` 1.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> row = result.summary()[0]
+        >>> row["beta"], row["seeds"], round(row["final_score"], 4)
+        (0.0, 2, 0.4671)
         """
         pooled = {name: self._pooled(values) for name, values in self.runs.items()}
         n_seeds = len(self.axes.get("seed", [None]))
@@ -414,6 +478,16 @@ class SweepResult:
             final E[score], final KL, last-epoch loss, accuracy; best_of_n: E[score],
             sampled score, KL exact, KL analytic; rm: accuracy, or whatever run summaries
             there are). Without a seed axis, the values alone.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> print(result.summary_table())  # doctest: +NORMALIZE_WHITESPACE
+        beta  seeds  final E[score]       final KL        mean KL      clip frac
+        ----  -----  --------------  -------------  -------------  -------------
+           0      2   0.467 ± 0.035  0.196 ± 0.078  0.063 ± 0.017  0.000 ± 0.000
+         0.1      2   0.466 ± 0.034  0.194 ± 0.076  0.062 ± 0.017  0.000 ± 0.000
         """
         columns = [(n, t) for n, t in _SPECS[self.method].table if n in self.runs] or [(n, n) for n in self.runs]
         pooled = "seed" in self.axes
@@ -471,6 +545,14 @@ class SweepResult:
         ------
         ImportError
             Without pandas.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> df = result.to_pandas()
+        >>> df.shape, list(df.columns[:5])
+        ((200, 13), ['beta', 'seed', 'step', 'prompt', 'token'])
         """
         pd = _require("pandas", "to_pandas()")
         # Not to_arrow().to_pandas(): Arrow turns an axis that mixes None with numbers (a DPO
@@ -500,6 +582,14 @@ class SweepResult:
         ------
         ImportError
             Without pyarrow.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> table = result.to_arrow()
+        >>> table.num_rows, table.column_names == list(result.to_pandas().columns)
+        (200, True)
         """
         pa = _require("pyarrow", "to_arrow()")
         columns = {}
@@ -542,6 +632,17 @@ class SweepResult:
         ValueError
             Curves over updates from a sweep that kept no history (``record_every=0``), or
             an RM sweep without run summaries.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     fig = result.plot(os.path.join(tmp, "sweep.png"), points=10)
+        ...     saved = os.path.exists(os.path.join(tmp, "sweep.png"))
+        >>> len(fig.axes), saved
+        (3, True)
         """
         matplotlib = _require("matplotlib", "plot()")
         if path is not None and "matplotlib.pyplot" not in sys.modules:

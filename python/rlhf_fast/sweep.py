@@ -273,9 +273,28 @@ def sweep_rlhf(
     Raises
     ------
     ValueError, TypeError
-        A setting out of range or of the wrong type (named), or a grid over ``max_memory``.
+        A setting out of range or of the wrong type, named in the message (``"betas must
+        be a sequence of floats, got float"``, ``"lr must be > 0, got -1.0"``); a reward
+        model that scores by length alone; or a grid over ``max_memory``: ``"this sweep
+        would keep ... bytes (... runs x ... kept steps), over max_memory=... bytes: pass
+        record_every=k to keep every k-th step (or 0 for summaries only)"``.
+    FloatingPointError
+        A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
+        overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
+    MemoryError
+        The outputs could not be allocated (Rust backend).
     KeyboardInterrupt
-        Ctrl-C, within about 25 ms.
+        Ctrl-C, within about 25 ms; nothing is returned.
+
+    Examples
+    --------
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+    >>> result.axes, result.objective_kl.shape
+    ({'beta': [0.0, 0.1], 'seed': [0, 1]}, (2, 2, 50))
+    >>> result.final_score.round(4)
+    array([[0.4422, 0.492 ],
+           [0.442 , 0.4898]])
     """
     check.scores_by_content(w)
     grid = _Grid()
@@ -367,6 +386,31 @@ def sweep_rm(
         ``method="rm"``: ``weights [lr, epochs, n_pairs, token]`` over ``vocab``,
         ``w(lr=..., epochs=..., n_pairs=...)`` as the lesson's dict, and ``accuracy`` with
         ``heldout``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting out of range or of the wrong type, named in the message (``"lrs[1] must be
+        > 0, got 0.0"``); empty ``pairs`` or ``heldout``; ``n_pairs`` above the number of
+        pairs (``"n_pairs=500 is more than the 200 pairs given"``); or a grid over
+        ``max_memory`` (``"this sweep would keep ... bytes ..., over max_memory=...
+        bytes: sweep fewer runs"``).
+    FloatingPointError
+        A model's weights overflow: ``"sweep run 3 diverged in epoch 1: weights
+        overflowed (lr=...)"``.
+    MemoryError
+        The outputs could not be allocated (Rust backend).
+    KeyboardInterrupt
+        Ctrl-C, within about 25 ms; nothing is returned.
+
+    Examples
+    --------
+    >>> pairs = rl.PreferenceSet.make_dataset(200, seed=0)
+    >>> result = rl.sweep_rm(pairs, lrs=[0.1, 1.0], epochs=2, heldout=rl.make_dataset(50, 1))
+    >>> result.shape, result.accuracy.ravel().tolist()
+    ((2, 1, 1), [1.0, 1.0])
+    >>> round(result.w(lr=0.1)["kind"], 4)  # train_rm(pairs, epochs=2, lr=0.1)["kind"]
+    1.0421
     """
     preference_set = _engines.PreferenceSet
     prefs = pairs if isinstance(pairs, preference_set) else preference_set(pairs)
@@ -476,6 +520,31 @@ def sweep_dpo(
         epochs than the longest is NaN past its end, ``prompt`` -1), ``final_theta``, and the
         run summaries ``final_score`` (with ``w``), ``final_kl``, ``last_epoch_loss``,
         ``last_epoch_accuracy``, ``last_epoch_margin``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting out of range or of the wrong type, named in the message; empty
+        ``pairs``, a pair with a token outside ``VOCAB``, or a :class:`PreferenceSet`
+        (its bags lose the token order: pass ``pairs.to_pairs()``); a point pairing a
+        non-zero ``label_smoothing`` with ``ipo`` or ``hinge``; or a grid over
+        ``max_memory`` (``"this sweep would keep ... bytes ..., over max_memory=...
+        bytes: pass record_every=k ..."``).
+    FloatingPointError
+        A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
+        overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
+    MemoryError
+        The outputs could not be allocated (Rust backend).
+    KeyboardInterrupt
+        Ctrl-C, within about 25 ms; nothing is returned.
+
+    Examples
+    --------
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> result = rl.sweep_dpo(rl.make_dataset(50, seed=0), betas=[0.1, 0.5], seeds=2, w=w)
+    >>> result.loss.shape, result.final_score.round(4)
+    ((2, 2, 50), array([[0.0228, 0.0228],
+           [0.1076, 0.1077]]))
     """
     pairs = _dpo_pairs(pairs)
     grid = _Grid()
@@ -537,11 +606,12 @@ def sweep_grpo(
     progress: bool | Callable[[int], None] = False,
     max_memory: int | None = None,
 ) -> SweepResult:
-    """Every GRPO run of the grid ``betas x seeds`` (x ``num_generations``, ``epsilon``, ``lr``,
-    ``num_iterations`` given as sequences, in that order between beta and seed).
+    """Every GRPO run of the grid ``betas x seeds`` (x any other setting given as a sequence).
 
-    Run ``(beta, ..., seed)`` is ``train_grpo(theta, ref, w, steps, seed, beta=..., ...)`` from
-    a copy of ``theta`` against ``ref`` (both uniform by default).
+    ``num_generations``, ``epsilon``, ``lr`` and ``num_iterations`` given as sequences are
+    axes, in that order between beta and seed. Run ``(beta, ..., seed)`` is
+    ``train_grpo(theta, ref, w, steps, seed, beta=..., ...)`` from a copy of ``theta`` against
+    ``ref`` (both uniform by default).
 
     Parameters
     ----------
@@ -567,6 +637,30 @@ def sweep_grpo(
         ``reward_std``, ``kl`` (exact), ``clip_ratio``, ``loss``, ``mean_kl``; ``final_theta``;
         run summaries ``final_score``, ``final_kl``, ``mean_score``, ``mean_reward_std``,
         ``mean_kl``, ``clip_frac``, ``mean_loss``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting out of range or of the wrong type, named in the message
+        (``"num_generations must be >= 2, got 1"``); a reward model that scores by length
+        alone; or a grid over ``max_memory`` (``"this sweep would keep ... bytes ..., over
+        max_memory=... bytes: pass record_every=k ..."``).
+    FloatingPointError
+        A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
+        overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
+    MemoryError
+        The outputs could not be allocated (Rust backend).
+    KeyboardInterrupt
+        Ctrl-C, within about 25 ms; nothing is returned.
+
+    Examples
+    --------
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> result = rl.sweep_grpo(w, betas=[0.04], seeds=2, steps=20)
+    >>> result.fields
+    ('prompt', 'reward', 'reward_std', 'kl', 'clip_ratio', 'loss', 'mean_kl')
+    >>> result.final_score.round(4)
+    array([[0.0391, 0.0404]])
     """
     check.scores_by_content(w)
     grid = _Grid()
@@ -613,8 +707,9 @@ def sweep_best_of_n(
     progress: bool | Callable[[int], None] = False,
     max_memory: int | None = None,
 ) -> SweepResult:
-    """Best-of-N for every ``n`` of ``ns`` and every seed: run ``(n, seed)`` is
-    ``best_of_n(policy, w, n, samples=samples, seed=seed)``.
+    """Best-of-N for every ``n`` of ``ns`` and every seed.
+
+    Run ``(n, seed)`` is ``best_of_n(policy, w, n, samples=samples, seed=seed)``.
 
     Parameters
     ----------
@@ -636,6 +731,24 @@ def sweep_best_of_n(
     SweepResult
         ``method="best_of_n"``: run summaries ``expected_score``, ``kl_analytic``,
         ``kl_exact`` and, with ``samples > 0``, ``sampled_score``, each ``[n, seed]``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A setting out of range or of the wrong type, named in the message (``"ns must be a
+        sequence of ints, got int"``, ``"ns[0] must be >= 1, got 0"``); a reward model that
+        scores by length alone; or a grid over ``max_memory``.
+    MemoryError
+        The outputs could not be allocated (Rust backend).
+    KeyboardInterrupt
+        Ctrl-C, within about 25 ms; nothing is returned.
+
+    Examples
+    --------
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> result = rl.sweep_best_of_n(w, ns=[2, 4, 16])
+    >>> result.expected_score.ravel().round(4), result.kl_exact.ravel().round(4)
+    (array([0.5619, 0.9654, 1.1043]), array([0.1875, 0.6246, 1.6799]))
     """
     check.scores_by_content(w)
     grid = _Grid()

@@ -21,7 +21,32 @@ use crate::methods::kl_control::KlController;
 use crate::methods::ppo::{self, PpoParams, StepScratch};
 use crate::methods::reward_checks::check_not_length_only;
 
-/// Logistic function, stable for any input.
+/// The logistic function ``1 / (1 + exp(-z))``, stable for any input.
+///
+/// It never evaluates ``exp`` of a large positive number, so it neither overflows nor warns:
+/// ``sigmoid(-1000.0)`` is ``0.0`` and ``sigmoid(1000.0)`` is ``1.0``.
+///
+/// Parameters
+/// ----------
+/// z : float
+///     Any real number; infinities allowed.
+///
+/// Returns
+/// -------
+/// float
+///     In ``[0, 1]``.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``z`` is not a real number: ``"z must be a real number, got str"``.
+/// ValueError
+///     ``z`` is NaN: ``"z must not be NaN"``.
+///
+/// Examples
+/// --------
+/// >>> rl.sigmoid(0.0), round(rl.sigmoid(2.0), 4), rl.sigmoid(-1000.0)
+/// (0.5, 0.8808, 0.0)
 #[pyfunction]
 fn sigmoid(#[pyo3(from_py_with = args::z)] z: f64) -> PyResult<f64> {
     if z.is_nan() {
@@ -73,31 +98,159 @@ fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, P
     map_rows(z, core_softmax::log_softmax_row)
 }
 
-/// Exact `KL(p || q)` with `0 log 0 = 0`.
+/// Exact ``KL(p || q) = sum_i p_i (log p_i - log q_i)``, with ``0 log 0 = 0``.
+///
+/// Parameters
+/// ----------
+/// p, q : sequence of float
+///     Probability distributions of the same length: entries >= 0 summing to 1 (within 1e-6).
+///
+/// Returns
+/// -------
+/// float
+///     >= 0; ``inf`` where ``q`` is 0 and ``p`` is not.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``p`` or ``q`` is not a sequence of real numbers (named).
+/// ValueError
+///     ``p`` or ``q`` is not a distribution (``"p must sum to 1 (within 1e-6), got 0.9"``),
+///     or their lengths differ: ``"p and q must have the same length, got 2 and 3"``.
+///
+/// Examples
+/// --------
+/// >>> round(rl.kl([0.5, 0.5], [0.9, 0.1]), 4)
+/// 0.5108
+/// >>> round(rl.kl([1.0, 0.0], [0.5, 0.5]), 4)
+/// 0.6931
 #[pyfunction]
 fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(core_kl::kl(&f64_vec("p", p)?, &f64_vec("q", q)?)?)
 }
 
-/// Schulman's k1 estimator of KL for a sampled token: `log p(a) - log q(a)`.
+/// Schulman's k1 estimate of ``KL(p || q)`` from one token ``a ~ p``: ``log p(a) - log q(a)``.
+///
+/// Unbiased, high-variance, and can be negative.
+///
+/// Parameters
+/// ----------
+/// logp, logq : float
+///     ``log p(a)`` and ``log q(a)`` of the sampled token; finite.
+///
+/// Returns
+/// -------
+/// float
+///
+/// Raises
+/// ------
+/// TypeError
+///     An argument that is not a real number (named).
+/// ValueError
+///     An argument that is not finite: ``"logp must be finite, got -inf"``.
+///
+/// Examples
+/// --------
+/// >>> import math
+/// >>> round(rl.kl_k1(math.log(0.5), math.log(0.25)), 4)
+/// 0.6931
 #[pyfunction]
 fn kl_k1(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k1(logp, logq)?)
 }
 
-/// Schulman's k2 estimator: `(log q(a) - log p(a))^2 / 2`.
+/// Schulman's k2 estimate of ``KL(p || q)`` from one token ``a ~ p``.
+///
+/// ``(log q(a) - log p(a))^2 / 2``: biased, low-variance, never negative.
+///
+/// Parameters
+/// ----------
+/// logp, logq : float
+///     ``log p(a)`` and ``log q(a)`` of the sampled token; finite.
+///
+/// Returns
+/// -------
+/// float
+///     >= 0.
+///
+/// Raises
+/// ------
+/// TypeError
+///     An argument that is not a real number (named).
+/// ValueError
+///     An argument that is not finite: ``"logq must be finite, got nan"``.
+///
+/// Examples
+/// --------
+/// >>> import math
+/// >>> round(rl.kl_k2(math.log(0.5), math.log(0.25)), 4)
+/// 0.2402
 #[pyfunction]
 fn kl_k2(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k2(logp, logq)?)
 }
 
-/// Schulman's k3 estimator: `(r - 1) - log r`, `r = q(a) / p(a)`.
+/// Schulman's k3 estimate of ``KL(p || q)`` from one token ``a ~ p``: ``(r - 1) - log r``.
+///
+/// ``r = q(a) / p(a)``. Unbiased, low-variance, never negative (GRPO's KL term).
+///
+/// Parameters
+/// ----------
+/// logp, logq : float
+///     ``log p(a)`` and ``log q(a)`` of the sampled token; finite.
+///
+/// Returns
+/// -------
+/// float
+///     >= 0.
+///
+/// Raises
+/// ------
+/// TypeError
+///     An argument that is not a real number (named).
+/// ValueError
+///     An argument that is not finite: ``"logp must be finite, got inf"``.
+///
+/// Examples
+/// --------
+/// >>> import math
+/// >>> round(rl.kl_k3(math.log(0.5), math.log(0.25)), 4)
+/// 0.1931
 #[pyfunction]
 fn kl_k3(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
     Ok(core_kl::kl_k3(logp, logq)?)
 }
 
-/// Inverse-CDF draw of an index from `probs` with one `rng.random()`.
+/// Draw an index from ``probs`` by inverse CDF with one ``rng.random()``.
+///
+/// Returns the first index whose running sum exceeds ``u = rng.random()`` (the last index if
+/// rounding leaves the total below ``u``), exactly as the lesson's loop.
+///
+/// Parameters
+/// ----------
+/// probs : sequence of float
+///     A probability distribution: entries >= 0 summing to 1 (within 1e-6).
+/// rng : random.Random
+///     Anything with a ``random()`` method; called once.
+///
+/// Returns
+/// -------
+/// int
+///     An index into ``probs``.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``probs`` is not a sequence of real numbers, or ``rng`` has no ``random()``:
+///     ``"rng must be a random.Random (anything with a random() method), got int"``.
+/// ValueError
+///     ``probs`` is not a distribution: ``"probs must be non-negative, got -0.1"``.
+///
+/// Examples
+/// --------
+/// >>> import random
+/// >>> rl.sample([0.25, 0.25, 0.25, 0.25], random.Random(0))  # u = 0.844...
+/// 3
 #[pyfunction]
 fn sample(probs: &Bound<'_, PyAny>, rng: &Bound<'_, PyAny>) -> PyResult<usize> {
     let probs = f64_vec("probs", probs)?;
@@ -120,7 +273,39 @@ fn token_index(a: &Bound<'_, PyAny>, vocab_size: usize) -> PyResult<usize> {
     usize::try_from(index).ok().filter(|&index| index < vocab_size).ok_or_else(out_of_range)
 }
 
-/// PPO's clipped objective for token `a`.
+/// PPO's clipped objective for one sampled token: ``min(r A, clip(r, 1 - eps, 1 + eps) A)``.
+///
+/// ``r = pi(a) / pi_old(a)`` with ``pi = softmax(logits)``; the objective is maximised.
+///
+/// Parameters
+/// ----------
+/// logits : sequence of float
+///     The current logits of the prompt; finite, at least one.
+/// a : int
+///     The sampled token, an index into ``logits``.
+/// p_old_a : float
+///     ``pi_old(a)``, the probability the token was sampled with; > 0.
+/// advantage : float
+///     ``A``; finite.
+/// eps : float
+///     The clip range, > 0 (the lesson's 0.2).
+///
+/// Returns
+/// -------
+/// float
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     An argument of the wrong type or out of range, named: ``"a must be a token index in
+///     [0, 8), got 9"``, ``"p_old_a must be > 0, got 0.0"``.
+///
+/// Examples
+/// --------
+/// >>> rl.clipped_surrogate([0.0] * 8, 0, 0.125, 1.0, 0.2)  # r = 1
+/// 1.0
+/// >>> round(rl.clipped_surrogate([1.0] + [0.0] * 7, 0, 0.125, 1.0, 0.2), 4)  # r > 1.2: clipped
+/// 1.2
 #[pyfunction]
 fn clipped_surrogate(
     logits: &Bound<'_, PyAny>,
@@ -134,7 +319,40 @@ fn clipped_surrogate(
     Ok(ppo::clipped_surrogate(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
 }
 
-/// Gradient of the clipped objective in the logits (zero where clipped).
+/// The gradient of :func:`clipped_surrogate` in the logits.
+///
+/// ``A r (1[j = a] - p_j)`` for each logit ``j``, or all zeros where the objective is clipped
+/// (the ratio is outside ``[1 - eps, 1 + eps]`` on the side the advantage pushes to).
+///
+/// Parameters
+/// ----------
+/// logits : sequence of float
+///     The current logits of the prompt; finite, at least one.
+/// a : int
+///     The sampled token, an index into ``logits``.
+/// p_old_a : float
+///     ``pi_old(a)``; > 0.
+/// advantage : float
+///     ``A``; finite.
+/// eps : float
+///     The clip range, > 0.
+///
+/// Returns
+/// -------
+/// list[float]
+///     One entry per logit.
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     An argument of the wrong type or out of range, named (as :func:`clipped_surrogate`).
+///
+/// Examples
+/// --------
+/// >>> [round(g, 4) for g in rl.clipped_surrogate_grad([0.0] * 4, 0, 0.25, 1.0, 0.2)]
+/// [0.75, -0.25, -0.25, -0.25]
+/// >>> rl.clipped_surrogate_grad([1.0, 0.0, 0.0, 0.0], 0, 0.25, 1.0, 0.2)  # clipped
+/// [0.0, 0.0, 0.0, 0.0]
 #[pyfunction]
 fn clipped_surrogate_grad(
     logits: &Bound<'_, PyAny>,
@@ -148,8 +366,80 @@ fn clipped_surrogate_grad(
     Ok(ppo::clipped_surrogate_grad(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
 }
 
-/// One PPO-RLHF step on `theta[prompt]` (updated in place); returns the step's record. A
-/// step whose logits or value overflow raises `FloatingPointError` and changes nothing.
+/// One PPO-RLHF step on ``prompt``: sample a token, reward it, clipped-surrogate updates.
+///
+/// ``reward = R(prompt, token) - beta * penalty``, where the penalty is the exact
+/// ``KL(pi_theta || pi_ref)`` (``kl_penalty="full"``) or Schulman's estimate ``k1``/``k2``/``k3``
+/// on the sampled token. Each of ``ppo_epochs`` epochs recomputes the ratio
+/// ``pi(a) / pi_old(a)``; an epoch whose ratio is outside the clip region on the side the
+/// advantage pushes to is clipped and changes nothing. Mutates ``theta[prompt]``.
+///
+/// With ``vf_coef == 0`` (the default) the reward is the return and the advantage (no
+/// baseline). With ``vf_coef > 0`` a per-prompt value baseline ``value`` (a dict
+/// prompt -> float or a list in PROMPTS order, updated in place; ``None`` means zeros)
+/// gives ``advantage = reward - value[prompt]``, and every epoch also takes one SGD step
+/// of TRL's clipped value loss ``0.5 * max((v - R)^2, (v_clipped - R)^2)`` (docs/METHODS.md
+/// section 1).
+///
+/// Parameters
+/// ----------
+/// theta : dict[str, list[float]] or numpy.ndarray
+///     The policy: prompt -> 8 logits (``VOCAB`` order), or a writeable float64 ``[3, 8]``
+///     array in ``PROMPTS`` order; ``theta[prompt]`` is updated in place.
+/// ref : dict[str, list[float]] or numpy.ndarray
+///     The frozen reference policy, a copy (not sharing storage with ``theta``).
+/// w : Mapping[str, float]
+///     The reward model (token -> weight); a one-token response scores ``w.get(token, 0.0)``.
+/// prompt : str
+///     One of ``PROMPTS``.
+/// rng : random.Random
+///     Anything with a ``random()`` method; called once (the sampled token).
+/// eps : float, optional
+///     PPO's clip range, > 0 (default 0.2).
+/// beta : float, optional
+///     The KL coefficient, >= 0 (default 0.1).
+/// lr : float, optional
+///     Learning rate, > 0 (default 0.05).
+/// ppo_epochs : int, optional
+///     Updates on the sample, in ``[1, 10000]`` (default 4).
+/// kl_penalty : str, optional
+///     ``"full"`` (default), ``"k1"``, ``"k2"`` or ``"k3"``: the KL that enters the reward.
+/// vf_coef : float, optional
+///     The value loss's coefficient, >= 0 (default 0.0: no baseline).
+/// cliprange_value : float, optional
+///     The value loss's clip range, > 0 (default 0.2).
+/// value : dict[str, float] or list[float], optional
+///     The value baseline, updated in place when ``vf_coef > 0`` (default: zeros, not kept).
+///
+/// Returns
+/// -------
+/// dict[str, float]
+///     The step's record: ``token`` (an index into ``VOCAB``), ``score`` (its RM score), the
+///     exact ``kl`` before the step, ``reward``, ``clip_frac`` (the share of clipped epochs),
+///     the ``kl_penalty`` that entered the reward and the ``value_loss`` before the step (0.0
+///     without a baseline).
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     An argument of the wrong type or out of range, named in the message: ``"lr must be
+///     > 0, got 0.0"``, ``"prompt 'hi' is unknown; known prompts: [...]"``, ``"ref must be
+///     a frozen copy of the policy; it shares storage with theta"``.
+/// FloatingPointError
+///     The step would leave a logit or the value overflowed (NaN, or ``2**512`` or more in
+///     magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``; ``theta``
+///     and ``value`` are left as they were.
+///
+/// Examples
+/// --------
+/// >>> import random
+/// >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+/// >>> theta, ref = rl.init_policy(), rl.init_policy()
+/// >>> record = rl.rlhf_step(theta, ref, w, "help me", random.Random(0))
+/// >>> record["token"], round(record["score"], 4), round(record["reward"], 4)
+/// (6, -1.0974, -1.0974)
+/// >>> [round(v, 4) for v in theta["help me"]]
+/// [0.0258, 0.0258, 0.0258, 0.0258, 0.0258, 0.0258, -0.1808, 0.0258]
 #[pyfunction]
 #[pyo3(signature = (
     theta, r#ref, w, prompt, rng, eps=0.2, beta=0.1, lr=0.05, ppo_epochs=4,
@@ -300,13 +590,64 @@ fn train_rlhf<'py>(
     )
 }
 
-/// Exact expected RM score of the policy, averaged over the prompts.
+/// The policy's exact expected RM score: ``sum_x sum_a pi(a|x) R(a) / |PROMPTS|``.
+///
+/// The lesson's "final RM score" without sampling: ``R(a) = w.get(VOCAB[a], 0.0)`` for each
+/// one-token response.
+///
+/// Parameters
+/// ----------
+/// theta : dict[str, list[float]] or numpy.ndarray
+///     The policy: prompt -> 8 logits, or a float64 ``[3, 8]`` array in ``PROMPTS`` order.
+/// w : Mapping[str, float]
+///     The reward model.
+///
+/// Returns
+/// -------
+/// float
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     A malformed policy or ``w``, named: ``"theta has no logits for prompt 'help me'"``,
+///     ``"theta['help me'][3] must be finite, got nan"``.
+///
+/// Examples
+/// --------
+/// >>> theta = rl.init_policy()
+/// >>> theta["help me"][1] = 5.0  # "kind"
+/// >>> round(rl.expected_score(theta, {"kind": 1.0, "rude": -1.0}), 4)
+/// 0.3162
 #[pyfunction]
 fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(policy::expected_score(&policy_table("theta", theta, false)?, &vocab_weights(w)?)?)
 }
 
-/// Exact `KL(pi_theta || pi_ref)` averaged over the prompts, in log space.
+/// Exact ``KL(pi_theta || pi_ref)``, averaged over ``PROMPTS``, computed in log space.
+///
+/// Parameters
+/// ----------
+/// theta, ref : dict[str, list[float]] or numpy.ndarray
+///     Two policies: prompt -> 8 logits, or float64 ``[3, 8]`` arrays.
+///
+/// Returns
+/// -------
+/// float
+///     >= 0.
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     A malformed policy, named (``theta`` or ``ref``).
+///
+/// Examples
+/// --------
+/// >>> theta, ref = rl.init_policy(), rl.init_policy()
+/// >>> rl.policy_kl(theta, ref)
+/// 0.0
+/// >>> theta["help me"][1] = 5.0
+/// >>> round(rl.policy_kl(theta, ref), 4)
+/// 0.6027
 #[pyfunction]
 fn policy_kl(theta: &Bound<'_, PyAny>, r#ref: &Bound<'_, PyAny>) -> PyResult<f64> {
     let theta_table = policy_table("theta", theta, false)?;

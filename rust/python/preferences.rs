@@ -21,11 +21,35 @@ use crate::methods::bradley_terry::{self as bt, Preferences};
 /// Pairs written out between two looks for Ctrl-C where a loop holds the GIL.
 const CHECK_SIGNALS_EVERY: usize = 1 << 14;
 
-/// A preference set tokenised once: `(prompt, chosen, rejected)` triples as bags of token ids.
+/// A preference set tokenised once: each pair's prompt and its two responses as bags.
 ///
-/// Ids `0..8` are `VOCAB`; other words get the next ids in first-seen order. Build one from
-/// pairs or rows with `PreferenceSet(pairs)`, or draw `make_dataset` straight into one with
-/// `PreferenceSet.make_dataset(n, seed)`; `train_rm` and `pairwise_accuracy` take it as is.
+/// ``PreferenceSet(pairs)`` takes ``(prompt, chosen, rejected)`` triples or TRL rows;
+/// ``PreferenceSet.make_dataset(n, seed)`` is ``PreferenceSet(make_dataset(n, seed))``.
+/// ``train_rm``, ``pairwise_accuracy`` and ``sweep_rm`` take it in place of pairs, so a set
+/// used many times is tokenised once. Tokens ``0..8`` are ``VOCAB``; other words follow in
+/// first-seen order (``vocab``). ``len(s)`` is the number of pairs.
+///
+/// Parameters
+/// ----------
+/// pairs : iterable of (str, str, str) or of dict
+///     ``(prompt, chosen, rejected)`` triples or rows with those keys; a response is a string
+///     of white-space-separated words or a list of words.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``pairs`` is not iterable, or an item is not a triple or row, or a prompt or response
+///     is not a string (the message names ``pairs[i]``).
+/// ValueError
+///     A triple of the wrong length or a row lacking a key (named ``pairs[i]``).
+///
+/// Examples
+/// --------
+/// >>> s = rl.PreferenceSet([("help me", "clear kind", "rude vague"), ("help me", "new", "rude")])
+/// >>> len(s), s.vocab[8:]
+/// (2, ['new'])
+/// >>> round(rl.pairwise_accuracy({"kind": 1.0, "rude": -1.0}, s), 4)
+/// 1.0
 #[pyclass(module = "rlhf_fast._core", frozen)]
 pub struct PreferenceSet {
     prefs: Preferences,
@@ -121,8 +145,35 @@ impl PreferenceSet {
         Self::tokenise(pairs)
     }
 
-    /// `PreferenceSet(make_dataset(n, seed))`, drawn and tokenised in Rust, off the GIL and
-    /// interruptible; `n` is checked against half the machine's memory first.
+    /// ``PreferenceSet(make_dataset(n, seed))``, without the strings in between.
+    ///
+    /// Parameters
+    /// ----------
+    /// n : int
+    ///     How many pairs, >= 0.
+    /// seed : int, optional
+    ///     The stream's seed (default 0).
+    ///
+    /// Returns
+    /// -------
+    /// PreferenceSet
+    ///     The pairs ``make_dataset(n, seed)`` draws, tokenised.
+    ///
+    /// Raises
+    /// ------
+    /// TypeError
+    ///     ``n`` or ``seed`` is not an int (named).
+    /// ValueError
+    ///     ``n < 0``, or ``n`` pairs too many for half the machine's memory (refused before any
+    ///     is drawn): ``"n=... needs ... bytes, more than max_memory=... bytes"``.
+    /// KeyboardInterrupt
+    ///     Ctrl-C during a long draw (Rust backend).
+    ///
+    /// Examples
+    /// --------
+    /// >>> s = rl.PreferenceSet.make_dataset(1000, seed=0)
+    /// >>> len(s), s.to_pairs()[0]
+    /// (1000, ('answer me', 'thorough clear', 'vague wrong'))
     #[staticmethod]
     #[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
     fn make_dataset(py: Python<'_>, #[pyo3(from_py_with = args::n)] n: i64, seed: SeedKey) -> PyResult<Self> {
@@ -146,13 +197,34 @@ impl PreferenceSet {
         format!("PreferenceSet({} pairs, {} tokens)", self.prefs.len(), self.vocab.len())
     }
 
-    /// Token strings by id.
+    /// The token strings by id: ``VOCAB``, then every other token in first-seen order.
+    ///
+    /// Returns
+    /// -------
+    /// list[str]
+    ///     A new list.
+    ///
+    /// Examples
+    /// --------
+    /// >>> rl.PreferenceSet([("help me", "kind new", "rude")]).vocab[-2:]
+    /// ['wrong', 'new']
     #[getter]
     fn vocab(&self) -> Vec<String> {
         self.vocab.clone()
     }
 
-    /// The pairs as `(prompt, chosen, rejected)` strings, each response rebuilt from its bag.
+    /// The pairs, each response rebuilt from its bag (tokens grouped in first-seen order).
+    ///
+    /// Returns
+    /// -------
+    /// list[tuple[str, str, str]]
+    ///     ``(prompt, chosen, rejected)`` triples; a response repeating a word has its copies
+    ///     side by side.
+    ///
+    /// Examples
+    /// --------
+    /// >>> rl.PreferenceSet([("help me", "kind clear kind", "rude")]).to_pairs()
+    /// [('help me', 'kind kind clear', 'rude')]
     fn to_pairs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let prompts: Vec<Bound<'py, PyString>> = self.prompts.iter().map(|p| PyString::new(py, p)).collect();
         // Equal bags share one string (the lesson has 16 chosen and 16 rejected responses), so a
@@ -175,8 +247,38 @@ impl PreferenceSet {
     }
 }
 
-/// `n` synthetic preference pairs, the very ones `random.Random(seed)` draws (interruptible;
-/// `n` is checked against half the machine's memory first).
+/// ``n`` synthetic preference pairs, drawn on one ``random.Random(seed)``.
+///
+/// ``n`` calls of ``make_pair`` on the same stream: the very pairs the lesson's loop draws
+/// for the same seed. The Rust backend draws them off the GIL and stops on Ctrl-C.
+///
+/// Parameters
+/// ----------
+/// n : int
+///     How many pairs, >= 0.
+/// seed : int, optional
+///     The stream's seed (default 0).
+///
+/// Returns
+/// -------
+/// list[tuple[str, str, str]]
+///     ``(prompt, chosen, rejected)`` triples: two good words beat two bad ones.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``n`` or ``seed`` is not an int (named).
+/// ValueError
+///     ``n < 0``, or ``n`` pairs would not fit in half the machine's memory:
+///     ``"n=... needs ... bytes, more than max_memory=... bytes"``.
+/// KeyboardInterrupt
+///     Ctrl-C during a long draw (Rust backend).
+///
+/// Examples
+/// --------
+/// >>> rl.make_dataset(2, seed=0)  # doctest: +NORMALIZE_WHITESPACE
+/// [('answer me', 'thorough clear', 'vague wrong'),
+///  ('answer me', 'specific thorough', 'vague short')]
 #[pyfunction]
 #[pyo3(signature = (n, seed=SeedKey::default()), text_signature = "(n, seed=0)")]
 fn make_dataset<'py>(
@@ -187,13 +289,57 @@ fn make_dataset<'py>(
     PreferenceSet::make_dataset(py, n, seed)?.to_pairs(py)
 }
 
-/// The key `random.Random(seed)` seeds MT19937 with: `abs(seed)` in 32-bit words.
+/// The key ``random.Random(seed)`` seeds MT19937 with (``init_by_array``).
+///
+/// ``abs(seed)`` in 32-bit little-endian words, ``[0]`` for 0 (SPEC section 3): two seeds with
+/// the same key give the same stream, which is why ``seed`` and ``-seed`` run alike.
+///
+/// Parameters
+/// ----------
+/// seed : int
+///     Any int, of any size.
+///
+/// Returns
+/// -------
+/// list[int]
+///     The key's 32-bit words, least significant first.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``seed`` is not an int (a bool neither): ``"seed must be an int, got float"``.
+///
+/// Examples
+/// --------
+/// >>> rl.seed_key(0), rl.seed_key(-7), rl.seed_key(2**32 + 5)
+/// ([0], [7], [5, 1])
 #[pyfunction]
 fn seed_key(seed: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     convert_seed_key(seed)
 }
 
 /// Token counts of a response, in first-seen order.
+///
+/// Parameters
+/// ----------
+/// y : str or sequence of str
+///     A string (split on white space) or a list of tokens.
+///
+/// Returns
+/// -------
+/// dict[str, int]
+///     Token -> how many times it occurs.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``y`` is neither a string nor a sequence of strings:
+///     ``"y must be a str or a sequence of token strings, got int"``.
+///
+/// Examples
+/// --------
+/// >>> rl.bag("kind kind clear")
+/// {'kind': 2, 'clear': 1}
 #[pyfunction]
 fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     let counts = PyDict::new(y.py());
@@ -207,7 +353,29 @@ fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     Ok(counts)
 }
 
-/// `sum w.get(tok, 0) * cnt` over the bag.
+/// The reward of a bag: ``sum(w[tok] * cnt)``, tokens missing from ``w`` weighing 0.
+///
+/// Parameters
+/// ----------
+/// w : Mapping[str, float]
+///     The reward model: token -> weight.
+/// b : Mapping[str, int]
+///     A bag (:func:`bag`): token -> count.
+///
+/// Returns
+/// -------
+/// float
+///     The sum, left to right over ``b``.
+///
+/// Raises
+/// ------
+/// TypeError
+///     ``w`` or ``b`` is not a dict (named): ``"w must be a dict token -> weight, got list"``.
+///
+/// Examples
+/// --------
+/// >>> rl.dot({"kind": 1.0, "rude": -1.0}, rl.bag("kind kind rude vague"))
+/// 1.0
 #[pyfunction]
 fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
     checked_weights("w", w)?;
@@ -225,8 +393,43 @@ fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(total)
 }
 
-/// One Bradley-Terry SGD step; mutates `w` and returns the loss before the step. A step
-/// whose weights overflow raises `FloatingPointError` and changes nothing.
+/// One SGD step on the Bradley-Terry loss ``-log sigmoid(R(y+) - R(y-))``; mutates ``w``.
+///
+/// ``R(y)`` is :func:`dot` of ``w`` and the response's :func:`bag`. The step adds
+/// ``lr * (1 - sigmoid(margin)) * count`` to each chosen token's weight and subtracts it from
+/// each rejected token's, creating missing tokens at 0. The prompt ``x`` is not a feature.
+///
+/// Parameters
+/// ----------
+/// w : dict[str, float]
+///     The reward model, updated in place.
+/// x : str
+///     The prompt (unused: the lesson's reward model scores responses only).
+/// y_pos, y_neg : str or sequence of str
+///     The chosen and the rejected response.
+/// lr : float
+///     Learning rate, > 0.
+///
+/// Returns
+/// -------
+/// float
+///     The loss before the step.
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     An argument of the wrong type or out of range, named: ``"lr must be > 0, got 0.0"``.
+/// FloatingPointError
+///     The step would leave a weight overflowed (NaN, or ``2**512`` or more in magnitude):
+///     ``"rm_train_step diverged: weights overflowed (lr=...)"``; ``w`` is left as it was.
+///
+/// Examples
+/// --------
+/// >>> w = {}
+/// >>> round(rl.rm_train_step(w, "help me", "clear kind", "rude vague", lr=0.1), 4)
+/// 0.6931
+/// >>> w
+/// {'clear': 0.05, 'kind': 0.05, 'rude': -0.05, 'vague': -0.05}
 #[pyfunction]
 fn rm_train_step(
     w: &Bound<'_, PyAny>,
@@ -260,17 +463,51 @@ fn rm_train_step(
     Ok(loss)
 }
 
-/// `epochs` SGD passes over the pairs (a `PreferenceSet`, pairs or rows); returns `w`.
+/// Train a Bradley-Terry reward model: ``epochs`` passes of ``rm_train_step`` over the pairs.
 ///
-/// Where every response has at most four distinct tokens and `lr * |d|^2 <= 8` for every pair
-/// (`d`: chosen minus rejected token counts; the lesson's pairs qualify up to lr = 1), each
-/// margin is computed from the weights before the previous step plus that step's effect, which
-/// halves the loop's latency; the weights then stay within a few ulps of the reference's.
-/// Otherwise the loop is the reference's, operation for operation.
+/// The pairs are walked in order, every epoch. A new ``w`` starts at 0 for every word of
+/// ``VOCAB``; a given one is updated in place. The Rust backend runs off the GIL and stops on
+/// Ctrl-C (an interrupted call changes nothing). Where every response has at most four distinct
+/// tokens and ``lr * |d|^2 <= 8`` for every pair (``d``: chosen minus rejected token counts; the
+/// lesson's pairs qualify up to lr = 1) it computes each margin from the weights before the
+/// previous step plus that step's effect, which halves the loop's latency; the weights then stay
+/// within a few ulps of the reference's. Otherwise it follows the reference operation for
+/// operation.
 ///
-/// Runs off the GIL and stops on Ctrl-C (an interrupted call changes nothing). Refuses empty
-/// `pairs`; an epoch whose weights overflow raises `FloatingPointError` naming it and `lr`,
-/// `w` as that epoch left it.
+/// Parameters
+/// ----------
+/// pairs : PreferenceSet or iterable of pairs
+///     A :class:`PreferenceSet`, or ``(prompt, chosen, rejected)`` triples or TRL rows; at
+///     least one.
+/// epochs : int, optional
+///     Passes over the pairs, >= 0 (default 5).
+/// lr : float, optional
+///     Learning rate, > 0 (default 0.1).
+/// w : dict[str, float], optional
+///     Weights to start from, updated in place (default: a new dict of zeros).
+///
+/// Returns
+/// -------
+/// dict[str, float]
+///     ``w``: token -> weight.
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     An argument of the wrong type or out of range, named (``"epochs must be >= 0, got
+///     -1"``), or empty ``pairs``: ``"pairs must not be empty"``.
+/// FloatingPointError
+///     An epoch leaves a weight overflowed: ``"train_rm diverged in epoch 3: weights
+///     overflowed (lr=...)"``; ``w`` holds what that epoch left.
+/// KeyboardInterrupt
+///     Ctrl-C (Rust backend; ``w`` is left as it was).
+///
+/// Examples
+/// --------
+/// >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2, lr=0.1)
+/// >>> {tok: round(v, 4) for tok, v in w.items()}  # doctest: +NORMALIZE_WHITESPACE
+/// {'clear': 1.0973, 'kind': 1.0421, 'rude': -1.2735, 'short': -1.0278,
+///  'specific': 1.0913, 'thorough': 1.1054, 'vague': -1.0974, 'wrong': -0.9374}
 #[pyfunction]
 #[pyo3(signature = (pairs, epochs=5, lr=0.1, w=None))]
 fn train_rm<'py>(
@@ -317,7 +554,38 @@ fn train_rm<'py>(
     Ok(w)
 }
 
-/// Share of pairs with `R(chosen) > R(rejected)` strictly.
+/// The share of pairs the reward model orders strictly right: ``R(chosen) > R(rejected)``.
+///
+/// A tie counts as wrong: a pair whose two responses score the same (an untrained all-zero
+/// ``w``, or two responses with the same bag) adds 0, not 1/2, so a reward model that scores
+/// everything alike has accuracy 0.0. Tokens missing from ``w`` weigh 0.
+///
+/// Parameters
+/// ----------
+/// w : Mapping[str, float]
+///     The reward model: token -> weight.
+/// pairs : PreferenceSet or iterable of pairs
+///     A :class:`PreferenceSet`, or ``(prompt, chosen, rejected)`` triples or TRL rows; at
+///     least one.
+///
+/// Returns
+/// -------
+/// float
+///     In ``[0, 1]``.
+///
+/// Raises
+/// ------
+/// TypeError, ValueError
+///     ``w`` not a dict, a malformed pair (named ``pairs[i]``), or empty ``pairs``:
+///     ``"pairs must not be empty"``.
+///
+/// Examples
+/// --------
+/// >>> pairs = [("help me", "clear kind", "rude vague"), ("help me", "kind", "vague")]
+/// >>> rl.pairwise_accuracy({"clear": 1.0, "rude": -1.0}, pairs)  # the second pair ties: wrong
+/// 0.5
+/// >>> rl.pairwise_accuracy({}, pairs)
+/// 0.0
 #[pyfunction]
 fn pairwise_accuracy(w: &Bound<'_, PyAny>, pairs: &Bound<'_, PyAny>) -> PyResult<f64> {
     checked_weights("w", w)?;

@@ -58,7 +58,21 @@ fn output_dict<'py>(py: Python<'py>, out: SweepOutput, simd: &str) -> PyResult<B
     Ok(dict)
 }
 
-/// The vector paths this CPU can run, best last (`simd=` values of `sweep_rlhf`).
+/// The vector paths the sweep engine can run on this CPU, best last.
+///
+/// These are the values ``sweep_rlhf(..., simd=...)`` takes; ``"portable"`` is always there
+/// (the reference backend has no vector unit: ``["python"]``).
+///
+/// Returns
+/// -------
+/// list[str]
+///     Path names: ``"portable"``, then ``"avx2"`` and ``"avx512"`` where the CPU has them.
+///
+/// Examples
+/// --------
+/// >>> paths = rl.simd_paths()
+/// >>> paths[0] in ("portable", "python")
+/// True
 #[pyfunction]
 pub fn simd_paths() -> Vec<&'static str> {
     Simd::available().iter().map(|unit| unit.name()).collect()

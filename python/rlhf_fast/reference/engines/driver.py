@@ -21,7 +21,24 @@ from ... import _checks as checks
 
 
 class KLWarning(UserWarning):
-    """The running mean KL(pi_theta || pi_ref) passed the monitor's threshold."""
+    """The running mean KL(pi_theta || pi_ref) passed the monitor's threshold.
+
+    ``train_rlhf`` and ``train_grpo`` warn with it once per run, when the running mean of the
+    exact KL first passes ``kl_threshold``: the policy is drifting from the reference (raise
+    beta or stop early). A ``UserWarning``; filter it with ``warnings.simplefilter``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = rl.train_rlhf(rl.init_policy(), rl.init_policy(), w, 100, 0, kl_threshold=0.01)
+    >>> [c.category.__name__ for c in caught]
+    ['KLWarning']
+    >>> str(caught[0].message)  # doctest: +ELLIPSIS
+    'mean KL(pi_theta || pi_ref) passed kl_threshold=0.01 at step ... nats): ...'
+    """
 
 
 def warn_kl(mean_kl: float, kl_threshold: float, t: int) -> None:

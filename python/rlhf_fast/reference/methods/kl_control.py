@@ -14,19 +14,87 @@ KL_CONTROLLERS = ("fixed", "adaptive", "doubling")
 
 
 class FixedKLController:
-    """A constant KL coefficient."""
+    """A constant KL coefficient: ``value`` never changes.
+
+    Parameters
+    ----------
+    kl_coef : float
+        The coefficient, >= 0.
+
+    Attributes
+    ----------
+    value : float
+        The coefficient in force.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``kl_coef`` not a finite real number >= 0: ``"kl_coef must be >= 0, got -1.0"``.
+
+    Examples
+    --------
+    >>> ctl = rl.FixedKLController(0.1)
+    >>> ctl.update(5.0, 1)
+    >>> ctl.value
+    0.1
+    """
 
     def __init__(self, kl_coef: float):
         self.value = checks.non_negative("kl_coef", kl_coef)
 
     def update(self, current: float, n_steps: int) -> None:
+        """Feed the controller a measured KL: a fixed coefficient ignores it.
+
+        Parameters
+        ----------
+        current : float
+            The KL measured over ``n_steps`` samples.
+        n_steps : int
+            How many samples ``current`` was measured on.
+
+        Examples
+        --------
+        >>> ctl = rl.FixedKLController(0.1)
+        >>> ctl.update(5.0, 1)
+        >>> ctl.value
+        0.1
+        """
         pass
 
 
 class AdaptiveKLController:
-    """TRL's proportional controller (Ziegler et al. 2019), formula for formula.
+    """TRL's proportional KL controller (Ziegler et al. 2019), formula for formula.
 
     ``err = clip(KL / target - 1, -0.2, 0.2)``; ``beta *= 1 + err * n_steps / horizon``.
+
+    Parameters
+    ----------
+    init_kl_coef : float
+        The starting coefficient, >= 0.
+    target : float
+        The KL to hold, > 0.
+    horizon : float
+        How many samples the coefficient takes to react, > 0.
+
+    Attributes
+    ----------
+    value : float
+        The coefficient in force.
+    target, horizon : float
+        As given.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument not a finite real number in range, named: ``"target must be > 0, got
+        0.0"``.
+
+    Examples
+    --------
+    >>> ctl = rl.AdaptiveKLController(0.1, target=1.0, horizon=100.0)
+    >>> ctl.update(3.0, 10)  # KL far above target: err = 0.2
+    >>> round(ctl.value, 4)
+    0.102
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
@@ -35,19 +103,83 @@ class AdaptiveKLController:
         self.horizon = checks.positive("horizon", horizon)
 
     def update(self, current: float, n_steps: int) -> None:
+        """Feed the controller a measured KL: ``value *= 1 + err * n_steps / horizon``.
+
+        ``err = clip(KL / target - 1, -0.2, 0.2)``.
+
+        Parameters
+        ----------
+        current : float
+            The KL measured over ``n_steps`` samples.
+        n_steps : int
+            How many samples ``current`` was measured on.
+
+        Examples
+        --------
+        >>> ctl = rl.AdaptiveKLController(0.1, target=1.0, horizon=100.0)
+        >>> ctl.update(0.5, 10)  # KL below target: err = -0.2
+        >>> round(ctl.value, 4)
+        0.098
+        """
         proportional_error = min(max(current / self.target - 1, -0.2), 0.2)
         mult = 1 + proportional_error * n_steps / self.horizon
         self.value *= mult
 
 
 class DoublingKLController:
-    """The lesson's rule: beta doubles when KL > target and halves when KL < target / 2."""
+    """The lesson's rule: beta doubles when KL > target and halves when KL < target / 2.
+
+    Parameters
+    ----------
+    init_kl_coef : float
+        The starting coefficient, >= 0.
+    target : float
+        The KL to hold, > 0.
+
+    Attributes
+    ----------
+    value : float
+        The coefficient in force.
+    target : float
+        As given.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument not a finite real number in range, named: ``"init_kl_coef must be >= 0,
+        got -1.0"``.
+
+    Examples
+    --------
+    >>> ctl = rl.DoublingKLController(0.1, target=1.0)
+    >>> ctl.update(2.0, 1)
+    >>> ctl.value
+    0.2
+    """
 
     def __init__(self, init_kl_coef: float, target: float):
         self.value = checks.non_negative("init_kl_coef", init_kl_coef)
         self.target = checks.positive("target", target)
 
     def update(self, current: float, n_steps: int) -> None:
+        """Feed the controller a measured KL: double or halve ``value``.
+
+        Doubles above ``target``, halves below ``target / 2``.
+
+        Parameters
+        ----------
+        current : float
+            The KL measured over ``n_steps`` samples.
+        n_steps : int
+            How many samples ``current`` was measured on (unused: the rule looks at ``current``).
+
+        Examples
+        --------
+        >>> ctl = rl.DoublingKLController(0.1, target=1.0)
+        >>> ctl.update(0.2, 1)
+        >>> ctl.value
+        0.05
+        """
         if current > self.target:
             self.value *= 2.0
         elif current < self.target / 2.0:
@@ -59,6 +191,33 @@ def make_kl_controller(kind: str, beta: float, target: float = KL_TARGET, horizo
 
     ``target`` and ``horizon`` must be real numbers whatever the kind (the Rust signature takes
     floats); they are checked > 0 where the kind uses them.
+
+    Parameters
+    ----------
+    kind : str
+        ``"fixed"``, ``"adaptive"`` or ``"doubling"`` (``train_rlhf``'s ``kl_ctl``).
+    beta : float
+        The starting coefficient, >= 0.
+    target : float, optional
+        The KL to hold (default ``KL_TARGET``, half of ``log len(VOCAB)``).
+    horizon : float, optional
+        The adaptive controller's horizon (default 10000.0).
+
+    Returns
+    -------
+    FixedKLController or AdaptiveKLController or DoublingKLController
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument of the wrong type or out of range, named: ``"kl_ctl must be one of
+        ('fixed', 'adaptive', 'doubling'), got 'pid'"``.
+
+    Examples
+    --------
+    >>> ctl = rl.make_kl_controller("doubling", 0.1, target=1.0)
+    >>> type(ctl).__name__, ctl.value
+    ('DoublingKLController', 0.1)
     """
     kind = checks.option("kl_ctl", kind, KL_CONTROLLERS)
     beta = checks.non_negative("beta", beta)

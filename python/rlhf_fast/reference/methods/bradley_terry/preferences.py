@@ -16,11 +16,35 @@ from . import bag, rm_update
 
 
 class PreferenceSet:
-    """A preference set tokenised once: each pair's prompt and its responses as bags.
+    """A preference set tokenised once: each pair's prompt and its two responses as bags.
 
     ``PreferenceSet(pairs)`` takes ``(prompt, chosen, rejected)`` triples or TRL rows;
     ``PreferenceSet.make_dataset(n, seed)`` is ``PreferenceSet(make_dataset(n, seed))``.
-    :func:`train_rm` and :func:`pairwise_accuracy` take it in place of pairs.
+    ``train_rm``, ``pairwise_accuracy`` and ``sweep_rm`` take it in place of pairs, so a set
+    used many times is tokenised once. Tokens ``0..8`` are ``VOCAB``; other words follow in
+    first-seen order (``vocab``). ``len(s)`` is the number of pairs.
+
+    Parameters
+    ----------
+    pairs : iterable of (str, str, str) or of dict
+        ``(prompt, chosen, rejected)`` triples or rows with those keys; a response is a string
+        of white-space-separated words or a list of words.
+
+    Raises
+    ------
+    TypeError
+        ``pairs`` is not iterable, or an item is not a triple or row, or a prompt or response
+        is not a string (the message names ``pairs[i]``).
+    ValueError
+        A triple of the wrong length or a row lacking a key (named ``pairs[i]``).
+
+    Examples
+    --------
+    >>> s = rl.PreferenceSet([("help me", "clear kind", "rude vague"), ("help me", "new", "rude")])
+    >>> len(s), s.vocab[8:]
+    (2, ['new'])
+    >>> round(rl.pairwise_accuracy({"kind": 1.0, "rude": -1.0}, s), 4)
+    1.0
     """
 
     def __init__(self, pairs: Iterable[tuple[str, str, str] | Mapping[str, str]]):
@@ -32,8 +56,36 @@ class PreferenceSet:
 
     @classmethod
     def make_dataset(cls, n: int, seed: int = 0) -> PreferenceSet:
-        """``PreferenceSet(make_dataset(n, seed))``; ``n`` pairs too many for half the machine's
-        memory are refused before any is drawn."""
+        """``PreferenceSet(make_dataset(n, seed))``, without the strings in between.
+
+        Parameters
+        ----------
+        n : int
+            How many pairs, >= 0.
+        seed : int, optional
+            The stream's seed (default 0).
+
+        Returns
+        -------
+        PreferenceSet
+            The pairs ``make_dataset(n, seed)`` draws, tokenised.
+
+        Raises
+        ------
+        TypeError
+            ``n`` or ``seed`` is not an int (named).
+        ValueError
+            ``n < 0``, or ``n`` pairs too many for half the machine's memory (refused before any
+            is drawn): ``"n=... needs ... bytes, more than max_memory=... bytes"``.
+        KeyboardInterrupt
+            Ctrl-C during a long draw (Rust backend).
+
+        Examples
+        --------
+        >>> s = rl.PreferenceSet.make_dataset(1000, seed=0)
+        >>> len(s), s.to_pairs()[0]
+        (1000, ('answer me', 'thorough clear', 'vague wrong'))
+        """
         n = checks.count("n", n, 0)
         seed = checks.integer("seed", seed)
         checks.fits("n", n, n * PAIR_BYTES)
@@ -44,7 +96,18 @@ class PreferenceSet:
 
     @property
     def vocab(self) -> list[str]:
-        """``VOCAB``, then every other token in first-seen order."""
+        """The token strings by id: ``VOCAB``, then every other token in first-seen order.
+
+        Returns
+        -------
+        list[str]
+            A new list.
+
+        Examples
+        --------
+        >>> rl.PreferenceSet([("help me", "kind new", "rude")]).vocab[-2:]
+        ['wrong', 'new']
+        """
         seen = dict.fromkeys(VOCAB)
         for b_pos, b_neg in self.bags:
             seen.update(dict.fromkeys(b_pos))
@@ -52,7 +115,19 @@ class PreferenceSet:
         return list(seen)
 
     def to_pairs(self) -> list[tuple[str, str, str]]:
-        """The pairs, each response rebuilt from its bag (tokens grouped in first-seen order)."""
+        """The pairs, each response rebuilt from its bag (tokens grouped in first-seen order).
+
+        Returns
+        -------
+        list[tuple[str, str, str]]
+            ``(prompt, chosen, rejected)`` triples; a response repeating a word has its copies
+            side by side.
+
+        Examples
+        --------
+        >>> rl.PreferenceSet([("help me", "kind clear kind", "rude")]).to_pairs()
+        [('help me', 'kind kind clear', 'rude')]
+        """
 
         def text(b: dict[str, int]) -> str:
             return " ".join(tok for tok, cnt in b.items() for _ in range(cnt))
