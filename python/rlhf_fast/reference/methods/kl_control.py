@@ -59,7 +59,6 @@ class FixedKLController:
         >>> ctl.value
         0.1
         """
-        pass
 
 
 class AdaptiveKLController:
