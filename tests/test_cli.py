@@ -160,11 +160,12 @@ def test_help_explains_every_flag():
 def test_an_interrupted_write_leaves_no_output(capsys, tmp_path, monkeypatch):
     import pyarrow.parquet
 
-    def interrupted(table, where, **kwargs):
-        Path(where).write_bytes(b"PAR1 and then Ctrl-C")
-        raise KeyboardInterrupt
+    class Interrupted(pyarrow.parquet.ParquetWriter):
+        def write_table(self, table, *args, **kwargs):
+            super().write_table(table.slice(0, 10), *args, **kwargs)
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(pyarrow.parquet, "write_table", interrupted)
+    monkeypatch.setattr(pyarrow.parquet, "ParquetWriter", Interrupted)
     code, _, err = cli(capsys, *SMALL_SWEEP, "--format", "csv", "parquet", "--out", str(tmp_path))
     assert (code, err) == (130, "python -m rlhf_fast sweep: interrupted\n")
     assert list(tmp_path.iterdir()) == [], "no summary, history or plot, whole or partial, is left"
@@ -238,6 +239,17 @@ def test_to_arrow_is_the_long_table_of_to_pandas():
         pd.testing.assert_frame_equal(table.to_pandas(), result.to_pandas())
         if result.fields:
             assert str(table.schema.field("prompt").type) == "dictionary<values=string, indices=int8, ordered=0>"
+
+
+@pytest.mark.parametrize("max_rows", [1, 59, 60, 61, 10**6])
+def test_arrow_batches_are_whole_runs_that_make_the_table(max_rows):
+    pa = pytest.importorskip("pyarrow")
+    w = rl.train_rm(rl.make_dataset(100, 0))
+    result = rl.sweep_rlhf(w, betas=[0.0, 0.5], seeds=3, steps=30, kl_penalty=["k1", "k3"])
+    pieces = list(result.to_arrow_batches(max_rows=max_rows))
+    per_piece = max(1, max_rows // 30) * 30
+    assert [p.num_rows for p in pieces[:-1]] == [per_piece] * (len(pieces) - 1)
+    assert pa.concat_tables(pieces).equals(result.to_arrow())
 
 
 def test_to_arrow_does_not_import_pandas():

@@ -10,6 +10,7 @@ renamed once all of them are complete, so an interrupted run leaves none that lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
 import math
@@ -214,24 +215,38 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer.writerows(records)
 
 
-def _write_history(result: rl.SweepResult, paths: dict[str, Path]) -> None:
+def _write_history(result: rl.SweepResult, paths: dict[str, Path], progress: bool) -> None:
     """The sweep's long history table (:meth:`~rlhf_fast.SweepResult.to_arrow`) in each format of
-    ``paths``."""
+    ``paths``, piece by piece (:meth:`~rlhf_fast.SweepResult.to_arrow_batches`): a history of
+    gigabytes is never copied whole into a table."""
     import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet
+    from tqdm import tqdm
 
-    table = result.to_arrow()
-    floats = set(result.fields) - {f.name for f in table.schema if pa.types.is_dictionary(f.type)}
-    for fmt, path in paths.items():
-        if fmt == "parquet":
-            # Dictionary pages only for the columns whose values repeat (the axes, step, prompt,
-            # token): for the float fields, nearly all distinct, building one first doubles the
-            # write time and then falls back to plain pages anyway.
-            repeated = [name for name in table.column_names if name not in floats]
-            pyarrow.parquet.write_table(table, path, use_dictionary=repeated)
-        else:
-            pyarrow.csv.write_csv(table, path)
+    writers = []
+    rows = math.prod(result.shape) * len(result.steps)
+    bar = tqdm(total=rows, desc="writing history", unit="row", unit_scale=True, disable=not progress)
+    with contextlib.ExitStack() as closing:
+        closing.enter_context(bar)
+        for piece in result.to_arrow_batches():
+            if not writers:
+                dictionaries = {f.name for f in piece.schema if pa.types.is_dictionary(f.type)}
+                floats = set(result.fields) - dictionaries
+                for fmt, path in paths.items():
+                    if fmt == "parquet":
+                        # Dictionary pages only for the columns whose values repeat (the axes,
+                        # step, prompt, token): for the float fields, nearly all distinct,
+                        # building one first doubles the write time and then falls back to
+                        # plain pages anyway.
+                        repeated = [name for name in piece.column_names if name not in floats]
+                        writer = pyarrow.parquet.ParquetWriter(path, piece.schema, use_dictionary=repeated)
+                    else:
+                        writer = pyarrow.csv.CSVWriter(path, piece.schema)
+                    writers.append(closing.enter_context(writer))
+            for writer in writers:
+                writer.write_table(piece)
+            bar.update(piece.num_rows)
 
 
 def _close(figure) -> None:
@@ -346,7 +361,7 @@ def sweep(args: argparse.Namespace) -> int:
             # The table's copies and pyarrow's writer run mostly without the GIL: the history goes
             # to disk while matplotlib imports and draws, the longest part of the B1 command.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                history_written = pool.submit(_write_history, result, paths)
+                history_written = pool.submit(_write_history, result, paths, not args.quiet)
                 _close(result.plot(staged.path("sweep.png")))
                 history_written.result()
     print(f"wrote {staged.written} in {time.perf_counter() - started:.1f} s")

@@ -505,26 +505,29 @@ class SweepResult:
         out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
         return "\n".join(out)
 
-    def _long_columns(self) -> dict[str, np.ndarray]:
+    def _long_columns(self, runs: range | None = None) -> dict[str, np.ndarray]:
         """The long table of :meth:`to_pandas` and :meth:`to_arrow` as numpy columns, in order;
-        ``prompt`` and ``token`` as int8 codes into ``PROMPTS`` / ``VOCAB``, -1 where missing."""
+        ``prompt`` and ``token`` as int8 codes into ``PROMPTS`` / ``VOCAB``, -1 where missing.
+        ``runs``: the rows of these runs only (flat indices in C order), all by default."""
         n_runs = math.prod(self.shape)
+        runs = range(n_runs) if runs is None else runs
+        chosen = slice(runs.start, runs.stop)
         per_run = not self.fields
         repeat = 1 if per_run else len(self.steps)
         data: dict[str, np.ndarray] = {}
         if per_run:
-            data.update({name: values.reshape(n_runs) for name, values in self.runs.items()})
+            data.update({name: values.reshape(n_runs)[chosen] for name, values in self.runs.items()})
             if self.weights is not None and self.vocab is not None:
-                flat = self.weights.reshape(n_runs, len(self.vocab))
+                flat = self.weights.reshape(n_runs, len(self.vocab))[chosen]
                 data.update({f"w[{tok}]": flat[:, j] for j, tok in enumerate(self.vocab)})
         else:
-            data["step"] = np.tile(self.steps, n_runs)
-            flat = self.history.reshape(n_runs, len(self.fields), repeat)
+            data["step"] = np.tile(self.steps, len(runs))
+            flat = self.history.reshape(n_runs, len(self.fields), repeat)[chosen]
             for f, name in enumerate(self.fields):
                 values = flat[:, f, :].reshape(-1)
                 data[name] = _codes(values).astype(np.int8) if name in _CATEGORIES else values
         columns: dict[str, np.ndarray] = {}
-        for axis, index in zip(self.axes, np.unravel_index(np.arange(n_runs), self.shape)):
+        for axis, index in zip(self.axes, np.unravel_index(np.arange(runs.start, runs.stop), self.shape)):
             columns[f"{axis}_axis" if axis in data else axis] = np.repeat(_column(self.axes[axis])[index], repeat)
         columns.update(data)
         return columns
@@ -592,8 +595,45 @@ class SweepResult:
         (200, True)
         """
         pa = _require("pyarrow", "to_arrow()")
+        return self._arrow_table(pa, None)
+
+    def to_arrow_batches(self, max_rows: int = 1 << 20):
+        """The table of :meth:`to_arrow` in pieces of whole runs, for writing a large history
+        with bounded memory (``pyarrow.parquet.ParquetWriter``, ``pyarrow.csv.CSVWriter``).
+
+        Parameters
+        ----------
+        max_rows : int, optional
+            Rows per piece, at most (a piece holds at least one run).
+
+        Yields
+        ------
+        pyarrow.Table
+            Consecutive runs' rows, all with the schema of :meth:`to_arrow`;
+            ``pyarrow.concat_tables`` of them is :meth:`to_arrow`.
+
+        Raises
+        ------
+        ImportError
+            Without pyarrow.
+
+        Examples
+        --------
+        >>> w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+        >>> result = rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=50)
+        >>> [piece.num_rows for piece in result.to_arrow_batches(max_rows=120)]
+        [100, 100]
+        """
+        pa = _require("pyarrow", "to_arrow_batches()")
+        n_runs = math.prod(self.shape)
+        rows_per_run = len(self.steps) if self.fields else 1
+        runs_per_piece = max(1, max_rows // rows_per_run)
+        for start in range(0, n_runs, runs_per_piece):
+            yield self._arrow_table(pa, range(start, min(start + runs_per_piece, n_runs)))
+
+    def _arrow_table(self, pa, runs: range | None):
         columns = {}
-        for name, values in self._long_columns().items():
+        for name, values in self._long_columns(runs).items():
             if name in _CATEGORIES:
                 columns[name] = _arrow_categorical(pa, values, _CATEGORIES[name])
             elif values.dtype.kind in "iuf":
