@@ -45,7 +45,9 @@ pub use kernels::kl::{kl, kl_k1, kl_k2, kl_k3, KlPenalty};
 pub use kernels::logistic::{sigmoid, softplus};
 pub use kernels::policy::{expected_score, policy_kl};
 pub use kernels::sampling::sample_index;
-pub use kernels::simd::{Avx2Isa, Avx512Isa, Simd};
+pub use kernels::simd::Simd;
+#[cfg(target_arch = "x86_64")]
+pub use kernels::simd::{Avx2Isa, Avx512Isa};
 pub use kernels::softmax::{log_softmax, log_softmax_row, softmax, softmax_row};
 pub use lesson::{make_dataset, make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB};
 pub use methods::best_of_n::{bon_distribution, bon_exact, bon_kl_analytic};

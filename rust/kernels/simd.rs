@@ -266,6 +266,7 @@ impl Simd {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
+#[cfg(target_arch = "x86_64")]
 pub use x86::{Avx2Isa, Avx512Isa};
 
 #[cfg(target_arch = "x86_64")]
