@@ -31,7 +31,15 @@ def real(name: str, value: Any) -> float:
     """A real number (not a bool), as a float; NaN and infinities pass."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
+
+
+def _too_large(name: str, value: Any) -> str:
+    """The message for an int past the floats (``float()`` raises OverflowError)."""
+    return f"{name} must fit in a float, got an int of {int(value).bit_length()} bits"
 
 
 def not_nan(name: str, value: Any) -> float:
@@ -47,7 +55,10 @@ def finite(name: str, value: Any) -> float:
     # real()'s test written out: this runs once per logit of every policy checked
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
