@@ -60,6 +60,8 @@ _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
 _BOOKKEEPING = 256
+# Worker threads a sweep may ask for (each is an OS thread; results never depend on the count).
+_MAX_THREADS = 1024
 
 
 class _Grid:
@@ -122,11 +124,19 @@ def _options(n_threads: Any, progress: Any, max_memory: Any) -> tuple[int | None
     """The options every sweep takes, checked: ``n_threads``, ``progress``, ``max_memory``."""
     if not (progress is None or isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be a bool or a callable taking a step count, got {type(progress).__name__}")
+    max_memory = check.optional(check.counts(1))("max_memory", max_memory)
     return (
-        check.optional(check.counts(1))("n_threads", n_threads),
+        check.optional(check.counts(1, _MAX_THREADS))("n_threads", n_threads),
         progress,
-        check.optional(check.counts(1))("max_memory", max_memory),
+        # more than a u64 counts is more than any machine has: no limit, which the core takes
+        None if max_memory is None else min(max_memory, 2**64 - 1),
     )
+
+
+def _kept_every(record_every: int, steps: int) -> int:
+    """``record_every`` as the engines take it: any period past ``steps`` keeps no step, as
+    ``steps + 1`` does (and fits the core's integers where ``10**30`` does not)."""
+    return min(record_every, steps + 1)
 
 
 def _sweep(
@@ -170,7 +180,10 @@ def _sweep(
 
 def _first_axis(name: str, values: Any, check_one: Callable[[str, Any], Any], what: str) -> list:
     """A sweep's first axis (``betas``, ``ns``), which must be given as a sequence."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or np.ndim(values) == 0:
+    # not np.ndim(values): of a range it builds an array (range(10**12): 8 TB)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or (
+        isinstance(values, np.ndarray) and values.ndim == 0
+    ):
         raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
     return check.grid_axis(name, values, check_one)[0]
 
@@ -281,7 +294,7 @@ def sweep_rlhf(
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     for name, value, check_one in (
         ("eps", eps, check.positive),
         ("lr", lr, check.positive),
@@ -502,6 +515,7 @@ def sweep_dpo(
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
+    record_every = _kept_every(record_every, max(grid.values("epochs")) * len(pairs))
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
     def engine(runs, callback, limit):
@@ -572,7 +586,7 @@ def sweep_grpo(
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     epsilon_high = check.optional(check.positive)("epsilon_high", epsilon_high)
     scale_rewards = check.option("scale_rewards", scale_rewards, SCALE_REWARDS)
     for name, value, check_one in (
