@@ -62,6 +62,8 @@ _TABLE = len(PROMPTS) * len(VOCAB)
 _BOOKKEEPING = 256
 # Worker threads a sweep may ask for (each is an OS thread; results never depend on the count).
 _MAX_THREADS = 1024
+# Steps of a run: the core counts them in an i64 (a summaries-only sweep needs no memory per step).
+_MAX_STEPS = 2**63 - 1
 
 
 class _Grid:
@@ -92,13 +94,22 @@ class _Grid:
 
     @property
     def n_runs(self) -> int:
-        return math.prod(len(values) for values in self.axes.values())
+        return math.prod(_length(values) for values in self.axes.values())
 
     def settings(self) -> Iterator[dict[str, Any]]:
         """Every run's settings, the axes in C order."""
         names = list(self.axes)
         for values in itertools.product(*self.axes.values()):
             yield {**self.constants, **dict(zip(names, values))}
+
+
+def _length(values: Sequence) -> int:
+    """``len(values)``, also of a range past ``sys.maxsize`` (``range(2**64)``: seeds=2**64)."""
+    try:
+        return len(values)
+    except OverflowError:
+        step = values.step
+        return max(0, (values.stop - values.start + step - (1 if step > 0 else -1)) // step)
 
 
 @contextmanager
@@ -166,7 +177,12 @@ def _sweep(
     per_run = (_HISTORY_FIELDS.get(method, 0) * kept + summaries + params) * 8 + _BOOKKEEPING
     limit = check.default_max_memory() if max_memory is None else max_memory
     check.memory(grid.n_runs * per_run, limit, grid.n_runs, kept)
-    runs = [make_run(settings) for settings in grid.settings()]
+    if steps > _MAX_STEPS:  # summaries only: no memory per step, but the core counts them in an i64
+        raise ValueError(f"steps must be <= {_MAX_STEPS}, got {steps}")
+    try:
+        runs = [make_run(settings) for settings in grid.settings()]
+    except MemoryError:  # a max_memory past what the machine has
+        raise MemoryError(f"cannot hold the settings of {grid.n_runs} runs (max_memory={limit})") from None
     started = time.perf_counter()
     with _progress(progress, work(runs), f"sweep ({method})") as callback:
         out = engine(runs, callback, limit)
