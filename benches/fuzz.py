@@ -58,7 +58,7 @@ def run_calls(backend_name: str, seed: int, start: int, stop: int, progress: mma
                 struct.pack_into("q", progress, 0, i)
             call = make_call(seed, i, backend)
             fn = functions[call.function]
-            status, detail = fuzzing.outcome(lambda: fn(**call.kwargs))
+            status, detail = fuzzing.outcome(lambda: fn(**call.kwargs), call.function)
             counts[call.function, status] += 1
             if status.startswith("FAIL") and kept[call.function, status] < MAX_FAILURES_KEPT:
                 kept[call.function, status] += 1
@@ -196,7 +196,8 @@ def replay(backends: list[str], seed: int, index: int) -> int:
                 traceback.print_exc()
                 result = None
         call = make_call(seed, index, backend)
-        verdict = fuzzing.outcome(lambda: backend.function(call.function)(**call.kwargs))
+        with fuzzing.strict_warnings():
+            verdict = fuzzing.outcome(lambda: backend.function(call.function)(**call.kwargs), call.function)
         print(f"[{name}] result: {result!r:.300}\n[{name}] outcome: {verdict}\n")
         status |= verdict[0].startswith("FAIL")
     return status

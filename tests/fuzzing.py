@@ -682,7 +682,15 @@ def _cheap_best_of_n(kwargs: dict) -> None:
 
 
 # function -> an adjustment of a drawn call's arguments (kept cheap)
-FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "sweep_best_of_n": _cheap_best_of_n}
+def _recorded_steps(kwargs: dict) -> None:
+    """A huge step count is junk for the memory its history needs; summaries only
+    (``record_every=0``), it is only a very long run: keep a history then."""
+    if kwargs.get("record_every") == 0 and isinstance(kwargs.get("steps"), int) and kwargs["steps"] > 10**6:
+        kwargs["record_every"] = 1
+
+
+FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "sweep_best_of_n": _cheap_best_of_n,
+                                              "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps}
 FUNCTIONS = list(SPECS)
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
 
@@ -793,49 +801,56 @@ def draw_call(source: Any, function: str | None = None, backend: Backend | None 
 # ------------------------------------------------------------------------------ outcomes
 
 
-def non_finite(result: Any, path: str = "result", depth: int = 0) -> str | None:
-    """Where ``result`` holds NaN or an infinity (or a complex number), else None."""
+# What a function is documented to hold as NaN: sweep_dpo's history past the end of a run
+# with fewer epochs than the longest (docstring of rlhf_fast.sweep_dpo).
+NAN_DOCUMENTED = {"sweep_dpo": "history"}
+
+
+def non_finite(result: Any, path: str = "result", depth: int = 0, nan_under: str | None = None,
+               nan_ok: bool = False) -> str | None:
+    """Where ``result`` holds NaN or an infinity (or a complex number), else None; NaN passes
+    under a dict key or attribute named ``nan_under``."""
     if depth > 8:
         return None
     if isinstance(result, float):
-        return None if math.isfinite(result) else f"{path} = {result!r}"
+        return None if math.isfinite(result) or (nan_ok and math.isnan(result)) else f"{path} = {result!r}"
     if isinstance(result, (bool, int, str, bytes)) or result is None:
         return None
     if isinstance(result, complex):
         return f"{path} = {result!r} (complex)"
     if isinstance(result, np.ndarray):
         if result.dtype.kind in "fc":
-            bad = ~np.isfinite(result)
+            bad = np.isinf(result) if nan_ok and result.dtype.kind == "f" else ~np.isfinite(result)
             if bad.any():
                 where = tuple(int(i) for i in np.argwhere(bad)[0])
                 return f"{path}[{where}] = {result[where]!r}"
             return None
         if result.dtype.kind == "O":
             for i, v in enumerate(result.ravel().tolist()):
-                found = non_finite(v, f"{path}.flat[{i}]", depth + 1)
+                found = non_finite(v, f"{path}.flat[{i}]", depth + 1, nan_under, nan_ok)
                 if found:
                     return found
         return None
     if isinstance(result, np.generic):
-        return non_finite(result.item(), path, depth + 1)
+        return non_finite(result.item(), path, depth + 1, nan_under, nan_ok)
     if isinstance(result, dict):
         for key, v in result.items():
-            found = non_finite(v, f"{path}[{key!r}]", depth + 1)
+            found = non_finite(v, f"{path}[{key!r}]", depth + 1, nan_under, nan_ok or key == nan_under)
             if found:
                 return found
         return None
     if isinstance(result, (list, tuple)):
         for i, v in enumerate(result):
-            found = non_finite(v, f"{path}[{i}]", depth + 1)
+            found = non_finite(v, f"{path}[{i}]", depth + 1, nan_under, nan_ok)
             if found:
                 return found
         return None
     if hasattr(result, "__dict__") and not isinstance(result, (random.Random, type)):
-        return non_finite(vars(result), f"{path}.", depth + 1)
+        return non_finite(vars(result), f"{path}.", depth + 1, nan_under, nan_ok)
     return None
 
 
-def outcome(fn: Callable[[], Any]) -> tuple[str, str]:
+def outcome(fn: Callable[[], Any], function: str | None = None) -> tuple[str, str]:
     """``(class, detail)`` of one call, class one of ``ok``, the four allowed exception
     names, or ``FAIL:...`` (a bug: what went wrong in ``detail``). Warnings must be turned into
     errors by the caller (see :func:`strict_warnings`)."""
@@ -850,7 +865,7 @@ def outcome(fn: Callable[[], Any]) -> tuple[str, str]:
         raise
     except BaseException as err:  # noqa: BLE001 - PanicException, warnings as errors, anything else
         return f"FAIL:{type(err).__name__}", f"{type(err).__module__}.{type(err).__name__}: {err}"
-    found = non_finite(result)
+    found = non_finite(result, nan_under=NAN_DOCUMENTED.get(function or ""))
     if found:
         return "FAIL:non-finite", found
     return "ok", ""
