@@ -31,7 +31,15 @@ def real(name: str, value: Any) -> float:
     """A real number (not a bool), as a float; NaN and infinities pass."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
+
+
+def _too_large(name: str, value: Any) -> str:
+    """The message for an int past the floats (``float()`` raises OverflowError)."""
+    return f"{name} must fit in a float, got an int of {int(value).bit_length()} bits"
 
 
 def not_nan(name: str, value: Any) -> float:
@@ -47,7 +55,10 @@ def finite(name: str, value: Any) -> float:
     # real()'s test written out: this runs once per logit of every policy checked
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
@@ -373,7 +384,10 @@ def scores_by_content(w: Any) -> None:
 
 def grid_axis(name: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[list, bool]:
     """``(values, is_axis)``: a sequence is a grid axis (every value checked), a scalar a constant."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or np.ndim(value) == 0:
+    # not np.ndim(value): of a range it builds an array (range(10**12): 8 TB)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or (
+        isinstance(value, np.ndarray) and value.ndim == 0
+    ):
         return [check(name, value)], False
     values = [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
     if not values:
@@ -391,7 +405,14 @@ def seed_axis(seeds: Any, allow_none: bool) -> Sequence:
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1 (a count) or a list of ints, got {seeds!r}")
         return range(int(seeds))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or np.ndim(seeds) == 0:
+    if isinstance(seeds, range):  # ints already, and kept a range: the memory check sizes it
+        if not seeds:
+            raise ValueError("seeds must not be empty")
+        return seeds
+    # np.ndim of a range builds an array of it: range(10**12) would take 8 TB
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or (
+        isinstance(seeds, np.ndarray) and seeds.ndim == 0
+    ):
         raise TypeError(f"seeds must be an int count or a sequence of ints, got {type(seeds).__name__}")
     check = optional(integer) if allow_none else integer
     values = [check(f"seeds[{i}]", s) for i, s in enumerate(seeds)]

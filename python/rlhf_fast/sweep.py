@@ -60,6 +60,10 @@ _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
 _BOOKKEEPING = 256
+# Worker threads a sweep may ask for (each is an OS thread; results never depend on the count).
+_MAX_THREADS = 1024
+# Steps of a run: the core counts them in an i64 (a summaries-only sweep needs no memory per step).
+_MAX_STEPS = 2**63 - 1
 
 
 class _Grid:
@@ -90,13 +94,22 @@ class _Grid:
 
     @property
     def n_runs(self) -> int:
-        return math.prod(len(values) for values in self.axes.values())
+        return math.prod(_length(values) for values in self.axes.values())
 
     def settings(self) -> Iterator[dict[str, Any]]:
         """Every run's settings, the axes in C order."""
         names = list(self.axes)
         for values in itertools.product(*self.axes.values()):
             yield {**self.constants, **dict(zip(names, values))}
+
+
+def _length(values: Sequence) -> int:
+    """``len(values)``, also of a range past ``sys.maxsize`` (``range(2**64)``: seeds=2**64)."""
+    try:
+        return len(values)
+    except OverflowError:
+        step = values.step
+        return max(0, (values.stop - values.start + step - (1 if step > 0 else -1)) // step)
 
 
 @contextmanager
@@ -122,11 +135,19 @@ def _options(n_threads: Any, progress: Any, max_memory: Any) -> tuple[int | None
     """The options every sweep takes, checked: ``n_threads``, ``progress``, ``max_memory``."""
     if not (progress is None or isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be a bool or a callable taking a step count, got {type(progress).__name__}")
+    max_memory = check.optional(check.counts(1))("max_memory", max_memory)
     return (
-        check.optional(check.counts(1))("n_threads", n_threads),
+        check.optional(check.counts(1, _MAX_THREADS))("n_threads", n_threads),
         progress,
-        check.optional(check.counts(1))("max_memory", max_memory),
+        # more than a u64 counts is more than any machine has: no limit, which the core takes
+        None if max_memory is None else min(max_memory, 2**64 - 1),
     )
+
+
+def _kept_every(record_every: int, steps: int) -> int:
+    """``record_every`` as the engines take it: any period past ``steps`` keeps no step, as
+    ``steps + 1`` does (and fits the core's integers where ``10**30`` does not)."""
+    return min(record_every, steps + 1)
 
 
 def _sweep(
@@ -156,7 +177,12 @@ def _sweep(
     per_run = (_HISTORY_FIELDS.get(method, 0) * kept + summaries + params) * 8 + _BOOKKEEPING
     limit = check.default_max_memory() if max_memory is None else max_memory
     check.memory(grid.n_runs * per_run, limit, grid.n_runs, kept)
-    runs = [make_run(settings) for settings in grid.settings()]
+    if steps > _MAX_STEPS:  # summaries only: no memory per step, but the core counts them in an i64
+        raise ValueError(f"steps must be <= {_MAX_STEPS}, got {steps}")
+    try:
+        runs = [make_run(settings) for settings in grid.settings()]
+    except MemoryError:  # a max_memory past what the machine has
+        raise MemoryError(f"cannot hold the settings of {grid.n_runs} runs (max_memory={limit})") from None
     started = time.perf_counter()
     with _progress(progress, work(runs), f"sweep ({method})") as callback:
         out = engine(runs, callback, limit)
@@ -170,7 +196,10 @@ def _sweep(
 
 def _first_axis(name: str, values: Any, check_one: Callable[[str, Any], Any], what: str) -> list:
     """A sweep's first axis (``betas``, ``ns``), which must be given as a sequence."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or np.ndim(values) == 0:
+    # not np.ndim(values): of a range it builds an array (range(10**12): 8 TB)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or (
+        isinstance(values, np.ndarray) and values.ndim == 0
+    ):
         raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
     return check.grid_axis(name, values, check_one)[0]
 
@@ -300,7 +329,7 @@ def sweep_rlhf(
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     for name, value, check_one in (
         ("eps", eps, check.positive),
         ("lr", lr, check.positive),
@@ -571,6 +600,7 @@ def sweep_dpo(
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
+    record_every = _kept_every(record_every, max(grid.values("epochs")) * len(pairs))
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
     def engine(runs, callback, limit):
@@ -666,7 +696,7 @@ def sweep_grpo(
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     epsilon_high = check.optional(check.positive)("epsilon_high", epsilon_high)
     scale_rewards = check.option("scale_rewards", scale_rewards, SCALE_REWARDS)
     for name, value, check_one in (

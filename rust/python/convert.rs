@@ -57,8 +57,14 @@ pub fn real(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<f64> {
             || obj.is_instance_of::<PyFloat>()
             || is_instance_of_abc(obj, &REAL, "numbers", "Real")?)
     {
-        // `float(obj)`: an int past the floats raises Python's own OverflowError, as there.
-        return obj.extract();
+        // `float(obj)`: an int past the floats is a ValueError naming it, as in `_checks.real`.
+        return obj.extract().or_else(|err: PyErr| {
+            if !err.is_instance_of::<PyOverflowError>(obj.py()) {
+                return Err(err);
+            }
+            let bits = obj.call_method0("__int__")?.call_method0("bit_length")?;
+            Err(PyValueError::new_err(format!("{name} must fit in a float, got an int of {bits} bits")))
+        });
     }
     Err(PyTypeError::new_err(format!("{name} must be a real number, got {}", type_name(obj))))
 }
