@@ -4,7 +4,7 @@
 use numpy::{
     IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySequence, PyString, PyTuple, PyType};
@@ -116,6 +116,31 @@ pub fn option(name: &str, obj: &Bound<'_, PyAny>, options: &[&'static str]) -> P
         None => {
             Err(PyValueError::new_err(format!("{name} must be one of {}, got {}", options_tuple(options), obj.repr()?)))
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------- results
+//
+// What a call returns is finite, or the call raises (the reference's `api._finite_result`):
+// finite but extreme arguments (a log-ratio past 709, logits 1e308 apart) overflow inside a
+// kernel, and that is a `FloatingPointError` naming the function, never an inf handed back.
+
+/// `value`, or a `FloatingPointError` if it is not finite.
+pub fn finite_result(function: &str, value: f64) -> PyResult<f64> {
+    if value.is_finite() {
+        return Ok(value);
+    }
+    Err(PyFloatingPointError::new_err(format!("{function} overflowed: the result is {}", py_float(value))))
+}
+
+/// `values`, or a `FloatingPointError` naming the first entry that is not finite.
+pub fn finite_results<T: AsRef<[f64]>>(function: &str, values: T) -> PyResult<T> {
+    match values.as_ref().iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(j) => Err(PyFloatingPointError::new_err(format!(
+            "{function} overflowed: result[{j}] is {}",
+            py_float(values.as_ref()[j])
+        ))),
     }
 }
 
