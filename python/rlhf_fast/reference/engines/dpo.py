@@ -11,7 +11,7 @@ from ..kernels.softmax import log_softmax_row
 from ..methods.bradley_terry import vocab_weights
 from ..methods.dpo import DpoParams, dpo_update
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep
+from .driver import RunOutput, check_summary, mean, sweep
 
 DPO_HISTORY_KEYS = (
     "prompt", "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"
@@ -135,6 +135,7 @@ class DpoEngine:
         ]
         if self.weights is not None:
             summary.insert(0, expected_score(theta, self.weights))
+        check_summary(self.summary_fields, summary, index, spec.params.lr, spec.params.beta)
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: DpoRun) -> int:

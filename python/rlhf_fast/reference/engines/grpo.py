@@ -13,7 +13,7 @@ from ..methods.bradley_terry import vocab_weights
 from ..methods.grpo import GrpoParams, grpo_update
 from ..methods.reward_checks import check_not_length_only
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep, warn_kl
+from .driver import RunOutput, check_summary, mean, sweep, warn_kl
 
 GRPO_HISTORY_KEYS = ("prompt", "score", "reward_std", "kl", "clip_frac", "loss", "mean_kl")
 FLOAT_KEYS = GRPO_HISTORY_KEYS[1:]  # what a step's record is checked for (prompt is an int)
@@ -131,6 +131,7 @@ class GrpoEngine:
             policy_kl(theta, self.ref),
             *(mean(history[key]) for key in ("score", "reward_std", "kl", "clip_frac", "loss")),
         ]
+        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, spec.params.beta)
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: GrpoRun) -> int:

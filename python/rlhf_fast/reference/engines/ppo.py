@@ -16,7 +16,7 @@ from ..methods.kl_control import make_kl_controller
 from ..methods.ppo import PpoParams, rlhf_step
 from ..methods.reward_checks import check_not_length_only
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep, warn_kl
+from .driver import RunOutput, check_summary, mean, sweep, warn_kl
 
 HISTORY_KEYS = (
     "prompt", "token", "score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss"
@@ -155,6 +155,7 @@ class PpoEngine:
             mean(history["clip_frac"]),
             controller.value,
         ]
+        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, spec.controller.value)  # the run's beta
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: PpoRun) -> int:
