@@ -497,3 +497,17 @@ def overflowed(values: Iterable[float]) -> bool:
         if not abs(v) < OVERFLOW:
             return True
     return False
+
+
+def non_finite(keys: Iterable[str], values: Iterable[float]) -> str | None:
+    """The first of ``keys`` whose value (``values``, in the same order) is not finite, or ``None``.
+
+    A training step's record (issue 9, section 7b): checked after the logits' overflow check, in
+    the order of the history's keys; the key it returns names the record in the step's
+    ``FloatingPointError`` (``"... diverged at step 3: reward_std overflowed (lr=..., beta=...)"``).
+    """
+    isfinite = math.isfinite
+    for key, v in zip(keys, values):
+        if not isfinite(v):
+            return key
+    return None

@@ -1108,6 +1108,8 @@ def rlhf_step(
     )
     if checks.overflowed(row) or (vf_coef > 0.0 and not abs(new_value) < checks.OVERFLOW):
         raise FloatingPointError(f"rlhf_step diverged: logits overflowed (lr={lr!r}, beta={beta!r})")
+    if (key := checks.non_finite(ppo.StepOutcome._fields[1:], outcome[1:])) is not None:  # token is an int
+        raise FloatingPointError(f"rlhf_step diverged: {key} overflowed (lr={lr!r}, beta={beta!r})")
     _write_row(theta, x, row)
     if value is not None and vf_coef > 0.0:  # without a baseline, value is never written
         values[x] = new_value
@@ -1203,8 +1205,10 @@ def train_rlhf(
         memory: ``"steps=... needs ... bytes, more than max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit or the value overflowed: ``"train_rlhf diverged at step 812:
-        logits overflowed (lr=..., beta=...)"``; ``theta`` and ``value`` then hold that
-        step's update.
+        logits overflowed (lr=..., beta=...)"``, or records a value that is not finite, the
+        first in the history's order: ``"train_rlhf diverged at step 3: reward overflowed
+        (lr=..., beta=...)"``; ``theta`` and ``value`` then hold that step's update, the
+        history does not record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
@@ -1308,7 +1312,8 @@ def dpo_step(
         outside VOCAB"``, ``"label_smoothing must be in [0, 0.5), got 0.5"``.
     FloatingPointError
         The step would leave a logit overflowed: ``"dpo_step diverged: logits overflowed
-        (lr=..., beta=...)"``; ``theta`` is left as it was.
+        (lr=..., beta=...)"``, or its loss is not finite: ``"dpo_step diverged: loss
+        overflowed (lr=..., beta=...)"``; ``theta`` is left as it was.
 
     Examples
     --------
@@ -1329,6 +1334,8 @@ def dpo_step(
     loss = dpo.dpo_update(logits, log_softmax_row(ref_rows[row]), chosen, rejected, params).loss
     if checks.overflowed(logits):
         raise FloatingPointError(f"dpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    if (key := checks.non_finite(("loss",), (loss,))) is not None:
+        raise FloatingPointError(f"dpo_step diverged: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})")
     _write_row(theta, row, logits)
     return loss
 
@@ -1384,7 +1391,10 @@ def train_dpo(
         machine's memory: ``"epochs=... needs ... bytes, more than max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit overflowed: ``"train_dpo diverged at step 41: logits
-        overflowed (lr=..., beta=...)"``; ``theta`` then holds that step's update.
+        overflowed (lr=..., beta=...)"``, or records a value that is not finite, the first in
+        the history's order: ``"train_dpo diverged at step 2: rewards/chosen overflowed
+        (lr=..., beta=...)"``; ``theta`` then holds that step's update, the history does not
+        record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
@@ -1481,7 +1491,9 @@ def grpo_step(
         >= 2, got 1"``.
     FloatingPointError
         The update would leave a logit overflowed: ``"grpo_step diverged: logits overflowed
-        (lr=..., beta=...)"``; ``theta`` is left as it was (the group is still drawn).
+        (lr=..., beta=...)"``, or a value of the record is not finite, the first in its order:
+        ``"grpo_step diverged: reward_std overflowed (lr=..., beta=...)"``; ``theta`` is left
+        as it was (the group is still drawn).
 
     Examples
     --------
@@ -1504,6 +1516,8 @@ def grpo_step(
     outcome, tokens = grpo.grpo_update(row, log_softmax_row(ref_rows[x]), bt.vocab_weights(w), uniforms, params)
     if checks.overflowed(row):  # never silent garbage: theta is left as it was
         raise FloatingPointError(f"grpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    if (key := checks.non_finite(grpo.GrpoOutcome._fields, outcome)) is not None:
+        raise FloatingPointError(f"grpo_step diverged: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})")
     _write_row(theta, x, row)
     return {"tokens": tokens, **outcome._asdict()}
 
@@ -1569,7 +1583,9 @@ def train_grpo(
         max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit overflowed: ``"train_grpo diverged at step 7: logits
-        overflowed (lr=..., beta=...)"``; ``theta`` then holds that step's update.
+        overflowed (lr=..., beta=...)"``, or records a value that is not finite, the first in
+        the history's order: ``"train_grpo diverged at step 0: reward_std overflowed (lr=...,
+        beta=...)"``; ``theta`` then holds that step's update, the history does not record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
