@@ -127,12 +127,18 @@ def one_of(options: tuple[str, ...]) -> Callable[[str, Any], str]:
 
 
 def finite_result(function: str, value: Any) -> Any:
-    """``value`` (a float, a list of floats or an array), or a ``FloatingPointError`` naming
+    """``value`` (a float, a list of floats, an array, or a dict whose float values are checked),
+    or a ``FloatingPointError`` naming
     ``function`` and the first entry that is not finite: finite but extreme arguments can
     overflow inside a kernel, and an inf is never handed back (Rust's ``finite_result``)."""
     if isinstance(value, float):
         if not math.isfinite(value):
             raise FloatingPointError(f"{function} overflowed: the result is {value!r}")
+        return value
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise FloatingPointError(f"{function} overflowed: result[{key!r}] is {v!r}")
         return value
     entries = value.ravel().tolist() if isinstance(value, np.ndarray) else value
     for j, v in enumerate(entries):

@@ -1682,11 +1682,12 @@ def best_of_n(
     samples = checks.count("samples", samples, 0)
     seed = checks.integer("seed", seed)
     outcome = bon_engine.best_of_n(rows, weights, n, samples, seed_key_unchecked(seed))
-    return {
+    result = {
         "expected_score": outcome.expected_score,
         "kl_analytic": outcome.kl_analytic,
         "kl_exact": outcome.kl_exact,
         "distribution": dict(zip(PROMPTS, outcome.p_bon)),
         "sampled_score": outcome.sampled_score,
     }
+    return checks.finite_result("best_of_n", result)
 

@@ -53,7 +53,9 @@ def train_rlhf(
     (the first of ``FLOAT_KEYS``, ``mean_kl`` the running mean with this step, is named:
     ``"... diverged at step 3: reward overflowed ..."``). ``theta``, ``values`` and the
     history then hold every step before it and the failing step's update; the failing step
-    is not recorded and the controller is not fed it.
+    is not recorded and the controller is not fed it. A controller whose coefficient the
+    step's KL would take past the floats (the doubling rule, ~1,000 doublings on) ends the
+    run after that step is recorded: ``"... diverged at step 1040: beta overflowed ..."``.
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -92,10 +94,15 @@ def train_rlhf(
         record_mean_kl(mean_kl)
         record_kl_penalty(out.kl_penalty)
         record_value_loss(out.value_loss)
-        controller.update(out.kl, 1)  # the controllers are fed the exact KL
         if not warned and mean_kl > kl_threshold:
             warned = True
             warn_kl(mean_kl, kl_threshold, t)
+        try:
+            controller.update(out.kl, 1)  # the controllers are fed the exact KL
+        except FloatingPointError:  # the doubling rule, doubled past the floats
+            raise FloatingPointError(
+                f"{name} diverged at step {t}: beta overflowed (lr={params.lr!r}, beta={beta!r})"
+            ) from None
     return history
 
 
