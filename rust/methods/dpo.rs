@@ -9,7 +9,9 @@
 //! `u = (log pi(y+) - log ref(y+)) / |y+| - (log pi(y-) - log ref(y-)) / |y-|`.
 //! The loop over a preference set is [`crate::engines::dpo`]'s.
 
-use crate::error::{finite, finite_slice, overflowed, positive, py_float, Error, Result};
+use crate::error::{
+    finite, finite_slice, first_nonfinite, overflowed, positive, py_float, record_overflowed, Error, Result,
+};
 use crate::kernels::logistic::Logistic;
 use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
 
@@ -125,6 +127,22 @@ pub struct DpoOutcome {
     pub accuracy: f64,
 }
 
+impl DpoOutcome {
+    /// The first recorded float that is not finite, by its key in `train_dpo`'s history
+    /// (TRL's names: loss, rewards/chosen, rewards/rejected, rewards/margins,
+    /// rewards/accuracies).
+    #[inline]
+    pub fn nonfinite_key(&self) -> Option<&'static str> {
+        first_nonfinite([
+            ("loss", self.loss),
+            ("rewards/chosen", self.chosen),
+            ("rewards/rejected", self.rejected),
+            ("rewards/margins", self.margin),
+            ("rewards/accuracies", self.accuracy),
+        ])
+    }
+}
+
 /// Scratch rows a step reuses: `log pi`, `pi`, and the token counts of both responses.
 #[derive(Clone, Debug)]
 pub struct DpoScratch {
@@ -230,9 +248,9 @@ fn check_response(name: &str, tokens: &[u32], vocab_size: usize) -> Result<()> {
 }
 
 /// Checked [`dpo_update`] from the reference's logits: one step of any loss type, with the
-/// step's metrics. Mutates `logits` only when every argument is valid and the step leaves
-/// them within bounds (an overflow is an error naming `lr` and `beta`, the logits left as
-/// they were).
+/// step's metrics. Mutates `logits` only when every argument is valid, the step leaves them
+/// within bounds and its loss is finite (else an error naming `lr` and `beta`, the logits
+/// left as they were).
 pub fn dpo_step_metrics(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -258,6 +276,10 @@ pub fn dpo_step_metrics(
             py_float(params.lr),
             py_float(params.beta)
         )));
+    }
+    // `dpo_step` returns the loss alone: that is what must be finite.
+    if !out.loss.is_finite() {
+        return Err(record_overflowed("dpo_step diverged", "loss", params.lr, params.beta));
     }
     logits.copy_from_slice(&updated);
     Ok(out)
