@@ -1,8 +1,9 @@
 //! DPO runs over a preference set: the loop [`train_dpo`], and the sweep engine [`DpoEngine`].
 
-use super::driver::{Engine, Keep, Monitor, RunsOut, Ticker};
+use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result,
+    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed,
+    reserve, Error, Result,
 };
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
@@ -49,8 +50,9 @@ impl EpochOrder {
 /// `epochs` passes of [`dpo_update`] over `pairs`, in the order of [`EpochOrder`], updating
 /// the `[n_prompts, vocab_size]` table `theta` against the reference's log-probabilities.
 /// After each step `on_step(epoch, prompt, outcome)` sees what the step saw; a step whose
-/// logits overflow stops the loop with an error that `run_name` (`train_dpo`, `sweep run 3`)
-/// begins. `monitor` counts the steps and stops the loop when cancelled.
+/// logits overflow, or whose record holds a float that is not finite (the first in the
+/// history's order is named), stops the loop with an error that `run_name` (`train_dpo`,
+/// `sweep run 3`) begins. `monitor` counts the steps and stops the loop when cancelled.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dpo_epochs(
@@ -89,6 +91,14 @@ fn dpo_epochs(
                     py_float(params.lr),
                     py_float(params.beta)
                 )));
+            }
+            if let Some(key) = out.nonfinite_key() {
+                return Err(record_overflowed(
+                    &format!("{run_name} diverged at step {t}"),
+                    key,
+                    params.lr,
+                    params.beta,
+                ));
             }
             on_step(epoch, x as u32, &out);
             t += 1;
@@ -307,7 +317,7 @@ impl Engine for DpoEngine<'_> {
             }
             None => out.summary.copy_from_slice(&rest),
         }
-        Ok(())
+        check_summary(&run_name, self.summary_fields(), out.summary, run.params.lr, run.params.beta)
     }
 }
 

@@ -1,7 +1,9 @@
 //! GRPO runs: the loop [`train_grpo`], and the sweep engine [`GrpoEngine`].
 
-use super::driver::{Engine, Keep, Monitor, RunsOut, Ticker};
-use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
+use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
+use crate::error::{
+    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+};
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
 use crate::methods::grpo::{grpo_update, GrpoOutcome, GrpoParams, GrpoScratch};
@@ -42,6 +44,8 @@ struct GrpoRun<'a> {
     uniforms: Vec<f64>,
     scratch: GrpoScratch,
     n_prompts: u32,
+    /// The exact KLs of the steps so far, summed: the running mean's numerator.
+    kl_sum: f64,
 }
 
 impl<'a> GrpoRun<'a> {
@@ -64,6 +68,7 @@ impl<'a> GrpoRun<'a> {
             uniforms,
             scratch: GrpoScratch::new(weights.len(), params.num_generations)?,
             n_prompts,
+            kl_sum: 0.0,
         })
     }
 
@@ -73,11 +78,12 @@ impl<'a> GrpoRun<'a> {
         u64::from(self.params.num_iterations) * group * self.weights.len() as u64
     }
 
-    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update. A
-    /// step whose logits overflow is an error that `run_name` (`train_grpo`, `sweep run 3`)
-    /// begins.
+    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update;
+    /// returns the prompt, the outcome and the running mean KL. A step whose logits overflow,
+    /// or whose record holds a float that is not finite, is an error that `run_name`
+    /// (`train_grpo`, `sweep run 3`) begins.
     #[inline]
-    fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome)> {
+    fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome, f64)> {
         let v = self.weights.len();
         let prompt = self.rng.randbelow(self.n_prompts);
         for u in self.uniforms.iter_mut() {
@@ -99,7 +105,13 @@ impl<'a> GrpoRun<'a> {
                 py_float(self.params.beta)
             )));
         }
-        Ok((prompt, out))
+        self.kl_sum += out.kl;
+        let mean_kl = self.kl_sum / (t + 1) as f64;
+        if let Some(key) = out.nonfinite_key(Some(mean_kl)) {
+            let what = format!("{run_name} diverged at step {t}");
+            return Err(record_overflowed(&what, key, self.params.lr, self.params.beta));
+        }
+        Ok((prompt, out, mean_kl))
     }
 }
 
@@ -148,7 +160,8 @@ impl GrpoHistory {
 /// appending each step's record to `history`: each step draws `prompt =
 /// rng.choice(PROMPTS)` and then the group's `G` tokens. `theta` is updated in place;
 /// `reference` is the frozen policy of the same shape, `weights[a]` the reward of token `a`.
-/// A run whose logits overflow stops with an error, `history` as it stood before the failing
+/// A run whose logits overflow, or whose step records a float that is not finite (the first
+/// in the history's order is named), stops with an error, `history` as it stood before the failing
 /// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
 /// checked against half the machine's memory before anything is allocated; `monitor` is
 /// ticked as the run goes and stops it when cancelled.
@@ -170,17 +183,15 @@ pub fn train_grpo(
     let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key)?;
     let mut ticker = Ticker::new(monitor);
     let work_per_step = run.work_per_step();
-    let mut kl_sum = 0.0;
     for t in 0..steps {
-        let (prompt, out) = run.step(t, "train_grpo")?;
-        kl_sum += out.kl;
+        let (prompt, out, mean_kl) = run.step(t, "train_grpo")?;
         history.prompt.push(prompt);
         history.score.push(out.score);
         history.reward_std.push(out.reward_std);
         history.kl.push(out.kl);
         history.clip_frac.push(out.clip_frac);
         history.loss.push(out.loss);
-        history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.mean_kl.push(mean_kl);
         history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u8));
         ticker.advance(1, work_per_step)?;
     }
@@ -250,17 +261,15 @@ impl Engine for GrpoEngine<'_> {
         let run_name = format!("sweep run {}", out.first_run);
         let mut ticker = Ticker::new(monitor);
         let work_per_step = run.work_per_step();
-        let (mut kl_sum, mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0);
         let mut keep = Keep::new(self.record_every);
         for t in 0..self.steps {
-            let (x, step) = run.step(t, &run_name)?;
-            kl_sum += step.kl;
+            let (x, step, mean_kl) = run.step(t, &run_name)?;
             score_sum += step.score;
             std_sum += step.reward_std;
             clip_sum += step.clip_frac;
             loss_sum += step.loss;
             if let Some(slot) = keep.slot() {
-                let mean_kl = kl_sum / (t + 1) as f64;
                 let values = [f64::from(x), step.score, step.reward_std, step.kl, step.clip_frac, step.loss, mean_kl];
                 for (f, value) in values.into_iter().enumerate() {
                     out.history[f * kept + slot] = value;
@@ -276,11 +285,11 @@ impl Engine for GrpoEngine<'_> {
             policy_kl(theta, self.reference, self.weights.len())?,
             score_sum / steps,
             std_sum / steps,
-            kl_sum / steps,
+            run.kl_sum / steps,
             clip_sum / steps,
             loss_sum / steps,
         ]);
-        Ok(())
+        check_summary(&run_name, &GRPO_SUMMARY_FIELDS, out.summary, spec.params.lr, spec.params.beta)
     }
 }
 

@@ -2,7 +2,9 @@
 //! advances runs eight at a time in the lanes of `ppo_lanes.rs` (where its `Engine` impl is).
 
 use super::driver::{Monitor, Ticker};
-use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
+use crate::error::{
+    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+};
 use crate::kernels::policy::check_policy_pair;
 use crate::kernels::simd::Simd;
 use crate::kernels::softmax::log_softmax_rows;
@@ -81,7 +83,8 @@ impl RlhfHistory {
 /// `theta` is updated in place; `reference` is the frozen policy of the same shape,
 /// `weights[j]` the reward of token `j`, and `values` the per-prompt baseline (updated only
 /// when `params.vf_coef > 0`). A run whose logits or value overflow (see
-/// [`crate::error::overflowed`]) stops with an error, `history` as it stood before the failing
+/// [`crate::error::overflowed`]), or whose step records a float that is not finite (the
+/// first in the history's order is named), stops with an error, `history` as it stood before the failing
 /// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
 /// checked against half the machine's memory before anything is allocated; `monitor` is
 /// ticked as the run goes and stops it when cancelled.
@@ -134,6 +137,10 @@ pub fn train_rlhf(
             )));
         }
         kl_sum += out.kl;
+        let mean_kl = kl_sum / (t + 1) as f64;
+        if let Some(key) = out.nonfinite_key(Some((beta, mean_kl))) {
+            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta));
+        }
         history.prompt.push(prompt as u32);
         history.token.push(out.token as u32);
         history.score.push(out.score);
@@ -141,7 +148,7 @@ pub fn train_rlhf(
         history.reward.push(out.reward);
         history.clip_frac.push(out.clip_frac);
         history.beta.push(beta);
-        history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.mean_kl.push(mean_kl);
         history.kl_penalty.push(out.kl_penalty);
         history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
