@@ -380,6 +380,52 @@ mod tests {
     }
 
     #[test]
+    fn a_record_that_is_not_finite_stops_the_run_unrecorded() {
+        // A group holding the 1e300 token has a reward std of inf; its advantages are then
+        // 0 and the logits stay finite.
+        let weights = [1e300, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+        let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        // Away from the reference, so that the KL term moves the logits on every step.
+        let theta0: Vec<f64> = (0..24).map(|i| if i % 8 == 1 { 0.5 } else { 0.0 }).collect();
+        let mut theta = theta0.clone();
+        let (history, outcome) = train(&mut theta, &ZEROS, &weights, 1000, &[5], &p);
+        let t = history.kl.len();
+        assert!(t > 0 && !history.tokens.contains(&0), "{t}");
+        let expected = format!("train_grpo diverged at step {t}: reward_std overflowed (lr=0.05, beta=0.04)");
+        assert_eq!(outcome, Err(Error::Diverged(expected)));
+        let mut before = theta0.clone();
+        let (short, outcome) = train(&mut before, &ZEROS, &weights, t, &[5], &p);
+        outcome.unwrap();
+        assert_eq!(short, history);
+        // theta holds the failing step's update (the KL term still moves the logits).
+        assert!(before.iter().zip(&theta).any(|(a, b)| a != b));
+        // The sweep stops there too.
+        let specs = vec![GrpoRunSpec { seed_key: vec![5], params: p }; 2];
+        let engine = GrpoEngine::new(&theta0, &ZEROS, &weights, 1000, 1).unwrap();
+        let err = sweep(&engine, &specs, u64::MAX, &Monitor::default()).unwrap_err();
+        let expected = format!("sweep run 0 diverged at step {t}: reward_std overflowed (lr=0.05, beta=0.04)");
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn a_summary_that_is_not_finite_fails_the_sweep() {
+        // beta = 1e307: each step's loss (beta times a k3 below 0.4) is finite, the sum of
+        // 400 steps' losses is not; lr = 5e-324 keeps the logits where they are.
+        let mut theta0 = [0.0; 24];
+        for x in 0..3 {
+            theta0[x * 8] = 1.0;
+        }
+        let p = GrpoParams::new(8, 1e307, 0.2, None, 5e-324, ScaleRewards::Group, 1).unwrap();
+        let (history, outcome) = train(&mut theta0.to_vec(), &ZEROS, &WEIGHTS, 400, &[2], &p);
+        outcome.unwrap();
+        assert!(history.loss.iter().sum::<f64>().is_infinite());
+        let engine = GrpoEngine::new(&theta0, &ZEROS, &WEIGHTS, 400, 0).unwrap();
+        let spec = GrpoRunSpec { seed_key: vec![2], params: p };
+        let err = sweep(&engine, &[spec], u64::MAX, &Monitor::default()).unwrap_err();
+        assert_eq!(err.to_string(), "sweep run 0 diverged: mean_loss overflowed (lr=5e-324, beta=1e+307)");
+    }
+
+    #[test]
     fn runs_are_sized_before_they_start() {
         let p = GrpoParams::new(65536, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
         let steps = usize::MAX / (1 << 20);

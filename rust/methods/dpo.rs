@@ -366,6 +366,19 @@ mod tests {
     }
 
     #[test]
+    fn dpo_step_refuses_a_loss_that_is_not_finite_and_leaves_the_logits() {
+        let wild = DpoParams::new(1e308, 5e-324, LossType::Sigmoid, 0.0).unwrap();
+        let mut logits = [-5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let err = dpo_step_metrics(&mut logits, &[0.0; 8], &[0], &[1], &wild).unwrap_err();
+        assert_eq!(err, Error::Diverged("dpo_step diverged: loss overflowed (lr=5e-324, beta=1e+308)".into()));
+        assert_eq!(logits, [-5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // Only the loss is dpo_step's to return: infinite rewards beside a finite loss pass.
+        let ipo = DpoParams::new(1e308, 5e-324, LossType::Hinge, 0.0).unwrap();
+        let out = dpo_step_metrics(&mut logits, &[0.0; 8], &[1], &[0], &ipo).unwrap();
+        assert!(out.loss.is_finite() && out.chosen.is_finite() && out.rejected.is_infinite(), "{out:?}");
+    }
+
+    #[test]
     fn every_loss_type_steps_along_its_negative_gradient() {
         let theta = [0.2, -0.4, 0.9, 0.0, 0.3];
         let reference = [0.0, 0.1, -0.3, 0.2, -0.1];

@@ -419,6 +419,17 @@ mod tests {
     }
 
     #[test]
+    fn grpo_step_refuses_a_record_that_is_not_finite_and_leaves_the_logits() {
+        let weights = [1e300, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+        let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        let mut logits = [0.5; 8];
+        let err = grpo_step(&mut logits, &[0.0; 8], &weights, &[0.01, 0.9], &p).unwrap_err();
+        assert_eq!(err, Error::Diverged("grpo_step diverged: reward_std overflowed (lr=0.05, beta=0.04)".into()));
+        assert_eq!(logits, [0.5; 8]);
+        assert!(grpo_step(&mut logits, &[0.0; 8], &weights, &[0.9, 0.9], &p).is_ok());
+    }
+
+    #[test]
     fn the_step_descends_the_loss_it_reports() {
         let theta = [0.3, -0.2, 0.8, 0.0, -0.5, 0.1, 0.4, -0.3];
         let reference = [0.1, 0.0, -0.2, 0.3, 0.0, -0.1, 0.2, 0.0];
