@@ -177,6 +177,20 @@ pub fn overflowed(params: &[f64]) -> bool {
     params.iter().fold(false, |any, &x| any | (x.abs() >= OVERFLOW) | x.is_nan())
 }
 
+/// The key of the first value of a step's `record` (in the record's order) that is not
+/// finite: the value that ends a run (issue 9, section 7b).
+#[inline]
+pub fn first_nonfinite<const N: usize>(record: [(&'static str, f64); N]) -> Option<&'static str> {
+    record.into_iter().find(|&(_, x)| !x.is_finite()).map(|(key, _)| key)
+}
+
+/// The error of a run or step whose recorded `key` is not finite: `"{what}: {key}
+/// overflowed (lr=..., beta=...)"`, `what` being e.g. `"train_rlhf diverged at step 3"`,
+/// `"rlhf_step diverged"` or `"sweep run 2 diverged"`.
+pub fn record_overflowed(what: &str, key: &str, lr: f64, beta: f64) -> Error {
+    Error::Diverged(format!("{what}: {key} overflowed (lr={}, beta={})", py_float(lr), py_float(beta)))
+}
+
 /// A float the way Python's `repr` writes it, so that messages read the same on both
 /// backends: the shortest digits that round-trip, in scientific notation with a signed
 /// two-digit exponent outside `1e-4 <= |x| < 1e16`, `.0` on integral values, `inf`, `nan`.

@@ -1,6 +1,6 @@
 //! PPO's clipped surrogate for one sampled token, and the lesson's PPO-RLHF step.
 
-use crate::error::{at_most, finite, finite_slice, non_negative, positive, Error, Result};
+use crate::error::{at_most, finite, finite_slice, first_nonfinite, non_negative, positive, Error, Result};
 use crate::kernels::kl::{kl_to_log, KlPenalty};
 use crate::kernels::sampling::sample_index;
 use crate::kernels::softmax::softmax_row;
@@ -62,6 +62,26 @@ pub struct StepOutcome {
     pub clip_frac: f64,
     /// TRL's clipped value loss before the step (0 without a value baseline).
     pub value_loss: f64,
+}
+
+impl StepOutcome {
+    /// The first recorded float that is not finite, by its key: `rlhf_step`'s record order
+    /// (score, kl, reward, clip_frac, kl_penalty, value_loss), with a run's `(beta, mean_kl)`
+    /// after clip_frac where `train_rlhf`'s history has them.
+    #[inline]
+    pub fn nonfinite_key(&self, run: Option<(f64, f64)>) -> Option<&'static str> {
+        let (beta, mean_kl) = run.unwrap_or((0.0, 0.0));
+        first_nonfinite([
+            ("score", self.score),
+            ("kl", self.kl),
+            ("reward", self.reward),
+            ("clip_frac", self.clip_frac),
+            ("beta", beta),
+            ("mean_kl", mean_kl),
+            ("kl_penalty", self.kl_penalty),
+            ("value_loss", self.value_loss),
+        ])
+    }
 }
 
 /// The hyper-parameters of a PPO-RLHF step, checked once.

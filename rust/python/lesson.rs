@@ -521,6 +521,9 @@ fn rlhf_step<'py>(
         let message = format!("rlhf_step diverged: logits overflowed (lr={}, beta={})", py_float(lr), py_float(beta));
         return Err(Error::Diverged(message).into());
     }
+    if let Some(key) = out.nonfinite_key(None) {
+        return Err(error::record_overflowed("rlhf_step diverged", key, lr, beta).into());
+    }
     write_back_row(theta, x, &logits)?;
     write_back_values(value, &values)?;
 
