@@ -201,21 +201,31 @@ pub fn py_float(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
-    // Rust's `{:e}` gives the same shortest round-trip digits as Python: `d.ddde<exp>`.
-    let scientific = format!("{value:e}");
+    // Python's repr: the fewest significant digits that read back as `value` (the count
+    // `{:e}` finds), correctly rounded to that count. Rust's shortest digits break a tie the
+    // other way (562949953421312.25 is `...312.3` there, `...312.2` in Python), so the digits
+    // come from `{:.N$e}`, which rounds exactly, half to even.
+    let shortest = format!("{:e}", value.abs());
+    let count = shortest.split('e').next().map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
+    let scientific = format!("{:.*e}", count - 1, value.abs());
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if value.is_sign_negative() { "-" } else { "" };
     if (-4..16).contains(&exponent) {
-        // `{}` writes the same digits in positional notation; Python marks integral values.
-        let positional = format!("{value}");
-        if positional.contains('.') {
-            positional
+        let point = exponent + 1; // digits before the decimal point
+        let text = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
         } else {
-            positional + ".0"
-        }
+            let (whole, fraction) = digits.split_at(point as usize);
+            format!("{whole}.{fraction}")
+        };
+        format!("{sign}{text}")
     } else {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exponent_sign}{:02}", exponent.unsigned_abs())
     }
 }
 
@@ -239,6 +249,7 @@ mod tests {
             (0x4341c37937e07fff, "9999999999999998.0"),
             (0x430c6bf526340000, "1000000000000000.0"),
             (0x42dc12218377de66, "123456789012345.6"),
+            (0x4300000000000002, "562949953421312.2"), // a tie of two shortest digits: half to even
             (0x7e37e43c8800759c, "1e+300"),
             (0x5fef06d5a4bf631f, "1.3e+154"),
             (0x5ff0000000000000, "1.3407807929942597e+154"),

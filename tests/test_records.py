@@ -226,3 +226,24 @@ def test_sweep_dpo_names_the_run_and_checks_the_summaries():
     rl.train_dpo(copy.deepcopy(start), rl.init_policy(), pairs, beta=2e307, lr=5e-324)
     with fails_with("sweep run 0 diverged: last_epoch_loss overflowed (lr=5e-324, beta=2e+307)"):
         rl.sweep_dpo(pairs, betas=[2e307], lr=5e-324, theta=start)
+
+
+def test_a_doubling_controller_past_the_floats_ends_the_run_on_that_step():
+    """lr=5e-324 keeps the logits still, so KL stays above the target and beta doubles from 1
+    every step: 2**1023 * 2 is past the floats on step 1023, which stays recorded."""
+    theta = policy()
+    for prompt in PROMPTS:
+        theta[prompt][0] = 1.0
+    w = rl.train_rm(rl.make_dataset(100, 0))
+    with pytest.raises(FloatingPointError, match=re.escape(
+        "train_rlhf diverged at step 1023: beta overflowed (lr=5e-324, beta=8.98846567431158e+307)"
+    )):
+        rl.train_rlhf(theta, policy(), w, steps=3000, seed=0, kl_ctl="doubling", beta=1.0, target=1e-9, lr=5e-324)
+
+
+def test_best_of_n_scores_that_overflow_are_raised_not_returned():
+    w = {word: (1.7e308 if word in rl.GOOD_WORDS else -1.7e308) for word in VOCAB}
+    with pytest.raises(FloatingPointError, match=re.escape("best_of_n overflowed: result['expected_score'] is inf")):
+        rl.best_of_n(policy(), w, 4, samples=10)
+    with pytest.raises(FloatingPointError, match=re.escape("sweep run 0 overflowed: sampled_score is -inf (n=1)")):
+        rl.sweep_best_of_n(w, ns=[1, 4], seeds=2, samples=10)

@@ -152,6 +152,10 @@ pub fn train_rlhf(
         history.kl_penalty.push(out.kl_penalty);
         history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
+        if !controller.value().is_finite() {
+            // the doubling rule, doubled past the floats: the step stays recorded
+            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), "beta", params.lr, beta));
+        }
         ticker.advance(1, work_per_step)?;
     }
     ticker.flush()

@@ -482,6 +482,17 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             for l in 0..self.n_real {
                 self.controllers[l].update(kl_of[l], 1.0);
             }
+            // The doubling rule can take a coefficient past the floats: its run ends on this
+            // step, recorded (the reference's controller refuses the update).
+            let limit = failed.as_ref().map_or(self.n_real, |&(l, _)| l);
+            if let Some(l) = (0..limit).find(|&l| !self.controllers[l].value().is_finite()) {
+                let what = format!("sweep run {} diverged at step {t}", out.first_run + l);
+                let error = record_overflowed(&what, "beta", self.params.lr.to_array()[l], draws.beta_of[l]);
+                if l == 0 {
+                    return Err(error);
+                }
+                failed = Some((l, error));
+            }
             ticker.advance(self.n_real as u64, work_per_step)?;
         }
         ticker.flush()?;

@@ -464,8 +464,10 @@ fn clipped_surrogate_grad(
 ///     a frozen copy of the policy; it shares storage with theta"``.
 /// FloatingPointError
 ///     The step would leave a logit or the value overflowed (NaN, or ``2**512`` or more in
-///     magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``; ``theta``
-///     and ``value`` are left as they were.
+///     magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``, or a
+///     value it returns that is not finite, the first in the record's order:
+///     ``"rlhf_step diverged: value_loss overflowed (lr=..., beta=...)"``; ``theta`` and
+///     ``value`` are left as they were.
 ///
 /// Examples
 /// --------

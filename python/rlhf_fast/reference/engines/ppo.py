@@ -162,7 +162,7 @@ class PpoEngine:
             mean(history["clip_frac"]),
             controller.value,
         ]
-        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, spec.controller.value)  # the run's beta
+        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, controller.value)  # its final beta, as Rust
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: PpoRun) -> int:
