@@ -683,14 +683,20 @@ def _cheap_best_of_n(kwargs: dict) -> None:
 
 # function -> an adjustment of a drawn call's arguments (kept cheap)
 def _recorded_steps(kwargs: dict) -> None:
-    """A huge step count is junk for the memory its history needs; summaries only
+    """A huge step (or epoch) count is junk for the memory its history needs; summaries only
     (``record_every=0``), it is only a very long run: keep a history then."""
-    if kwargs.get("record_every") == 0 and isinstance(kwargs.get("steps"), int) and kwargs["steps"] > 10**6:
+
+    def huge(count: Any) -> bool:
+        counts = count if isinstance(count, (list, tuple, np.ndarray)) else [count]
+        return any(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 10**6 for c in counts)
+
+    if kwargs.get("record_every") == 0 and (huge(kwargs.get("steps")) or huge(kwargs.get("epochs"))):
         kwargs["record_every"] = 1
 
 
 FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "sweep_best_of_n": _cheap_best_of_n,
-                                              "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps}
+                                              "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps,
+                                              "sweep_dpo": _recorded_steps}
 FUNCTIONS = list(SPECS)
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
 
