@@ -202,12 +202,14 @@ pub fn py_float(value: f64) -> String {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
     // Python's repr: the fewest significant digits that read back as `value` (the count
-    // `{:e}` finds), correctly rounded to that count. Rust's shortest digits break a tie the
-    // other way (562949953421312.25 is `...312.3` there, `...312.2` in Python), so the digits
-    // come from `{:.N$e}`, which rounds exactly, half to even.
+    // `{:e}` finds), and of those the nearest to `value`: the digits correctly rounded to
+    // that count (`{:.N$e}`, exact, half to even) where they read back, as they do unless
+    // `value` sits next to a power of two. Rust's own shortest digits break a tie the other
+    // way (562949953421312.25 is `...312.3` there, `...312.2` in Python).
     let shortest = format!("{:e}", value.abs());
     let count = shortest.split('e').next().map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
-    let scientific = format!("{:.*e}", count - 1, value.abs());
+    let rounded = format!("{:.*e}", count - 1, value.abs());
+    let scientific = if rounded.parse::<f64>() == Ok(value.abs()) { rounded } else { shortest };
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
@@ -250,6 +252,7 @@ mod tests {
             (0x430c6bf526340000, "1000000000000000.0"),
             (0x42dc12218377de66, "123456789012345.6"),
             (0x4300000000000002, "562949953421312.2"), // a tie of two shortest digits: half to even
+            (0x3e70000000000000, "5.960464477539063e-08"), // 2**-24: the rounded digits would not read back
             (0x7e37e43c8800759c, "1e+300"),
             (0x5fef06d5a4bf631f, "1.3e+154"),
             (0x5ff0000000000000, "1.3407807929942597e+154"),
