@@ -704,6 +704,23 @@ SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
 # ------------------------------------------------------------------------------ backends
 
 
+def on_engines(name: str, engines: Any) -> Callable[..., Any]:
+    """The sweep front end ``name`` run on ``engines`` (``rlhf_fast._core`` or the reference's),
+    whatever ``RLHF_FAST_BACKEND`` chose."""
+    front_end = getattr(sweep_module, name)
+
+    def on_these_engines(*args, **kwargs):
+        saved = sweep_module._engines
+        sweep_module._engines = engines
+        try:
+            return front_end(*args, **kwargs)
+        finally:
+            sweep_module._engines = saved
+
+    return on_these_engines
+
+
+
 class Backend:
     """A backend's public functions: the lesson functions of ``rlhf_fast._fast`` (Rust) or
     ``rlhf_fast.reference``, and the sweep front ends run on its engines."""
@@ -720,17 +737,7 @@ class Backend:
 
     def function(self, name: str) -> Callable[..., Any]:
         if name.startswith("sweep_"):
-            front_end = getattr(sweep_module, name)
-
-            def on_these_engines(*args, **kwargs):
-                saved = sweep_module._engines
-                sweep_module._engines = self.engines
-                try:
-                    return front_end(*args, **kwargs)
-                finally:
-                    sweep_module._engines = saved
-
-            return on_these_engines
+            return on_engines(name, self.engines)
         if name == "KLController.update":
             return lambda controller, **kwargs: (controller.update(**kwargs), controller.value)[1]
         target: Any = self.functions

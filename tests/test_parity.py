@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from fuzzing import on_engines
 from rlhf_fast import reference as ref
 from rlhf_fast import sweep as sweep_module
 from sandbox import forked, outcome_of
@@ -46,17 +47,7 @@ class Backend:
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("sweep_"):
             return getattr(self.functions, name)
-        front_end = getattr(sweep_module, name)
-
-        def on_these_engines(*args, **kwargs):
-            saved = sweep_module._engines
-            sweep_module._engines = self.engines
-            try:
-                return front_end(*args, **kwargs)
-            finally:
-                sweep_module._engines = saved
-
-        return on_these_engines
+        return on_engines(name, self.engines)
 
 
 REFERENCE = Backend(ref, sweep_module._ReferenceEngines)
