@@ -685,10 +685,6 @@ class SweepResult:
         (3, True)
         """
         matplotlib = _require("matplotlib", "plot()")
-        if path is not None and "matplotlib.pyplot" not in sys.modules:
-            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
-        import matplotlib.pyplot as plt
-
         spec = _SPECS[self.method]
         if spec.curves and len(self.steps) == 0:
             raise ValueError("this sweep kept no history (record_every=0): nothing to plot over updates")
@@ -702,11 +698,11 @@ class SweepResult:
         # They fit tick labels of up to 6 characters and one-line axis labels and titles.
         left, right, gap, bottom, top = 0.85, 0.2, 1.0, 0.6, 0.75
         width, height = 5.2 * n_panels, 4.6
-        fig, axs = plt.subplots(1, n_panels, figsize=(width, height), squeeze=False, gridspec_kw={
+        fig = new_figure(path, figsize=(width, height))
+        panels = list(fig.subplots(1, n_panels, squeeze=False, gridspec_kw={
             "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
-            "wspace": gap / ((width - left - right - gap * (n_panels - 1)) / n_panels)})
-        panels = list(axs[0])
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+            "wspace": gap / ((width - left - right - gap * (n_panels - 1)) / n_panels)})[0])
+        colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         log_v = {"color": "grey", "linestyle": ":", "linewidth": 1, "label": "log V: a single token"}
         notes = []
         labels: list[tuple[float, float, str, str]] = []  # the front's points, labelled once laid out
@@ -1001,6 +997,39 @@ def _size(n: int) -> str:
             break
         size, unit = size / 1024, bigger
     return f"{size:.1f} {unit}"
+
+
+def new_figure(path: str | os.PathLike | None, **figure):
+    """An empty figure: a bare one to save from a script, pyplot's where pyplot may show it.
+
+    A script that saves a figure and never imported pyplot gets a plain
+    :class:`matplotlib.figure.Figure`, which saves through the Agg canvas and is freed like
+    any object: importing pyplot and its backend machinery would be a sixth of the CLI's B1
+    sweep command. A session that uses pyplot, or asks for a figure without saving it (to
+    show it), gets one from :func:`matplotlib.pyplot.figure`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        Where the caller saves the figure, or None.
+    **figure
+        Keyword arguments of :class:`matplotlib.figure.Figure` (``figsize``, ``layout``, ...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _require("matplotlib", "a plot")
+    if path is not None and "matplotlib.pyplot" not in sys.modules:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(**figure)
+        FigureCanvasAgg(fig)  # a renderer for laying out labels; savefig picks the file's own
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(**figure)
 
 
 def _require(module: str, what: str):
