@@ -101,7 +101,9 @@ class Comparison:
         Parameters
         ----------
         path : str or os.PathLike, optional
-            Save the figure there (PNG, PDF, ... by the suffix).
+            Save the figure there (PNG, PDF, ... by the suffix). From a script that never
+            imported pyplot the figure is then a bare one, pyplot's otherwise
+            (:func:`~rlhf_fast.result.new_figure`).
 
         Returns
         -------

@@ -657,7 +657,9 @@ class SweepResult:
         Parameters
         ----------
         path : str or os.PathLike, optional
-            Save the figure there (PNG, PDF, ... by the suffix).
+            Save the figure there (PNG, PDF, ... by the suffix). From a script that never
+            imported pyplot the figure is then a bare one, pyplot's otherwise
+            (:func:`~rlhf_fast.result.new_figure`).
         points : int, optional
             Windows of the kept steps in the curves over updates.
 
