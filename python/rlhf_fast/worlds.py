@@ -228,8 +228,10 @@ class World:
     def _gold_under(self, p: np.ndarray) -> np.ndarray:
         if self.gold == "linear":
             return self.response_len * (p * self.gold_token).sum(axis=1)
-        # 1 - (1 - p)^L without the cancellation of 1 - (1 - tiny p)
-        seen = -np.expm1(self.response_len * np.log1p(-np.minimum(p, 1.0)))
+        # 1 - (1 - p)^L without the cancellation of 1 - (1 - tiny p); p = 1 gives log1p(-1) =
+        # -inf and seen = 1, exactly right
+        with np.errstate(divide="ignore"):
+            seen = -np.expm1(self.response_len * np.log1p(-np.minimum(p, 1.0)))
         return (seen * self.gold_token).sum(axis=1)
 
     def expected_score(self, logits: Any, rm: RewardModel) -> np.ndarray:
