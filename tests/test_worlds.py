@@ -57,10 +57,17 @@ def test_the_lesson_world_is_the_lessons():
     ("zipf", float("nan"), ValueError, "zipf"),
     ("gold", "quadratic", ValueError, "gold must be one of"),
     ("seed", -1, ValueError, "seed must be >= 0"),
+    ("repeat_penalty", -1.0, ValueError, "repeat_penalty"),
 ])
 def test_bad_world_arguments_are_named(argument, value, error, message):
     with pytest.raises(error, match=message):
         World(**{argument: value})
+
+
+def test_a_linear_gold_has_no_repeat_penalty():
+    assert World(gold="linear").repeat_penalty == 0.0
+    with pytest.raises(ValueError, match="repeat_penalty applies to gold='count_once'"):
+        World(gold="linear", repeat_penalty=0.5)
 
 
 def test_a_world_too_big_for_memory_is_refused_before_allocating():
@@ -95,17 +102,18 @@ def test_count_once_gold_counts_a_repeated_token_once():
     g = world.gold_token
     responses = np.array([[1, 1, 1, 2, 2], [1, 2, 3, 4, 5]])
     np.testing.assert_allclose(world.gold_score(np.array([0, 1]), responses),
-                               [g[0, 1] + g[0, 2], g[1, 1:6].sum()])
+                               [g[0, 1] + g[0, 2] - 3 * world.repeat_penalty, g[1, 1:6].sum()])
+    assert world.repeat_penalty == 1.0
     linear = World(**SMALL, gold="linear", seed=0)
     assert linear.gold_score(np.array([0]), responses[:1])[0] == pytest.approx(3 * g[0, 1] + 2 * g[0, 2])
 
 
 def test_a_policy_on_one_token_gets_its_gold_once_and_its_proxy_l_times():
-    world = World(**SMALL, seed=0)
+    world = World(**SMALL, repeat_penalty=0.25, seed=0)
     logits = np.full(world.ref_logits.shape, -1e4)
     logits[:, 3] = 0.0
     rm = RewardModel(np.arange(world.vocab, dtype=float))
-    np.testing.assert_allclose(world.expected_gold(logits), world.gold_token[:, 3])
+    np.testing.assert_allclose(world.expected_gold(logits), world.gold_token[:, 3] - 0.25 * (world.response_len - 1))
     np.testing.assert_allclose(world.expected_score(logits, rm), world.response_len * 3.0)
     np.testing.assert_allclose(world.kl(logits), -world.response_len * world.ref_log_probs[:, 3])
 

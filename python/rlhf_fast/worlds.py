@@ -87,9 +87,15 @@ class World:
         ``v`` and ``u`` standard normal: a shared part and a per-prompt part.
     gold : {"count_once", "linear"}, optional
         ``"count_once"``: a response's gold is the sum of the values of its distinct tokens
-        (diminishing returns: a repeated token adds nothing), so a proxy linear in token
-        counts is misspecified and can be hacked by repetition. ``"linear"``: every copy
-        counts, and a linear proxy can be exactly right.
+        (diminishing returns: a repeated token adds nothing), less ``repeat_penalty`` for
+        every repeated copy (degenerate, repetitive text), so a proxy linear in token counts
+        is misspecified and can be hacked by repetition. ``"linear"``: every copy counts,
+        and a linear proxy can be exactly right.
+    repeat_penalty : float, optional
+        What each repeated copy of a token costs a ``"count_once"`` gold (1.0 by default;
+        ``"linear"`` has none). Without it, repetition only stops paying; with it, the
+        proxy's favourite token repeated ``L`` times is a bad response, and a policy that
+        collapses onto it loses gold it had gained.
     seed : int, optional
         Seeds NumPy's PCG64 generator that draws the world's tables.
 
@@ -117,6 +123,7 @@ class World:
     zipf: float = 1.1
     prompt_scale: float = 0.5
     gold: str = "count_once"
+    repeat_penalty: float | None = None
     seed: int = 0
     ref_logits: np.ndarray = field(init=False)
     gold_token: np.ndarray = field(init=False)
@@ -129,6 +136,12 @@ class World:
         zipf = checks.non_negative("zipf", checks.finite("zipf", self.zipf))
         prompt_scale = checks.non_negative("prompt_scale", checks.finite("prompt_scale", self.prompt_scale))
         gold = checks.option("gold", self.gold, GOLD_KINDS)
+        if self.repeat_penalty is None:
+            repeat_penalty = 1.0 if gold == "count_once" else 0.0
+        else:
+            repeat_penalty = checks.non_negative("repeat_penalty", checks.finite("repeat_penalty", self.repeat_penalty))
+            if gold == "linear" and repeat_penalty != 0.0:
+                raise ValueError(f"repeat_penalty applies to gold='count_once', got {repeat_penalty!r} with 'linear'")
         seed = checks.count("seed", self.seed, 0)
         checks.fits("vocab", vocab, 2 * 8 * n_prompts * vocab)
         rng = np.random.default_rng(seed)
@@ -136,7 +149,8 @@ class World:
         ref_logits = -zipf * np.log1p(ranks.astype(np.float64))
         gold_token = rng.standard_normal(vocab)[None, :] + prompt_scale * rng.standard_normal((n_prompts, vocab))
         for name, value in [("n_prompts", n_prompts), ("vocab", vocab), ("response_len", response_len),
-                            ("zipf", zipf), ("prompt_scale", prompt_scale), ("gold", gold), ("seed", seed),
+                            ("zipf", zipf), ("prompt_scale", prompt_scale), ("gold", gold),
+                            ("repeat_penalty", repeat_penalty), ("seed", seed),
                             ("ref_logits", _read_only(ref_logits)), ("gold_token", _read_only(gold_token))]:
             object.__setattr__(self, name, value)
 
@@ -160,7 +174,7 @@ class World:
         world = object.__new__(cls)
         gold_row = [1.0 if tok in GOOD_WORDS else -1.0 if tok in BAD_WORDS else 0.0 for tok in VOCAB]
         values = {"n_prompts": len(PROMPTS), "vocab": len(VOCAB), "response_len": 1, "zipf": 0.0,
-                  "prompt_scale": 0.0, "gold": "linear", "seed": 0, "tokens": VOCAB,
+                  "prompt_scale": 0.0, "gold": "linear", "repeat_penalty": 0.0, "seed": 0, "tokens": VOCAB,
                   "ref_logits": _read_only(np.zeros((len(PROMPTS), len(VOCAB)))),
                   "gold_token": _read_only(np.tile(gold_row, (len(PROMPTS), 1)))}
         for name, value in values.items():
@@ -168,8 +182,9 @@ class World:
         return world
 
     def __repr__(self) -> str:
+        penalty = f", repeat_penalty={self.repeat_penalty:g}" if self.repeat_penalty else ""
         return (f"World(n_prompts={self.n_prompts}, vocab={self.vocab}, response_len={self.response_len}, "
-                f"zipf={self.zipf:g}, gold={self.gold!r}, seed={self.seed})")
+                f"zipf={self.zipf:g}, gold={self.gold!r}{penalty}, seed={self.seed})")
 
     # ------------------------------------------------------------------ the reference
 
@@ -209,8 +224,10 @@ class World:
     def expected_gold(self, logits: Any) -> np.ndarray:
         """The gold's expectation over the policy's responses, per prompt (exact).
 
-        ``"count_once"``: ``sum_a g(a) (1 - (1 - pi(a))^L)``, the chance token ``a`` occurs at
-        least once times its value; ``"linear"``: ``L * sum_a pi(a) g(a)``.
+        ``"count_once"``: ``sum_a (g(a) + lam) (1 - (1 - pi(a))^L) - lam L``, where
+        ``1 - (1 - pi(a))^L`` is the chance token ``a`` occurs at least once and ``lam`` is
+        ``repeat_penalty`` (a response has ``L`` minus its distinct tokens repeated copies);
+        ``"linear"``: ``L * sum_a pi(a) g(a)``.
 
         Parameters
         ----------
@@ -232,7 +249,14 @@ class World:
         # -inf and seen = 1, exactly right
         with np.errstate(divide="ignore"):
             seen = -np.expm1(self.response_len * np.log1p(-np.minimum(p, 1.0)))
-        return (seen * self.gold_token).sum(axis=1)
+        return (seen * self.gold_seen).sum(axis=1) - self.repeat_penalty * self.response_len
+
+    @property
+    def gold_seen(self) -> np.ndarray:
+        """``[n_prompts, vocab]``: what a ``"count_once"`` gold gains when a token occurs at
+        least once, ``gold_token + repeat_penalty``; its gold is the sum of these over the
+        distinct tokens, minus ``repeat_penalty * response_len``."""
+        return self.gold_token + self.repeat_penalty
 
     def expected_score(self, logits: Any, rm: RewardModel) -> np.ndarray:
         """A reward model's expected score of the policy's responses, per prompt (exact).
@@ -305,7 +329,9 @@ class World:
             ``[n]``.
         """
         prompts, responses = self._responses(prompts, responses)
-        return _bag_score(self.gold_token, prompts, responses, self.gold == "count_once")
+        if self.gold == "linear":
+            return _bag_score(self.gold_token, prompts, responses, count_once=False)
+        return _bag_score(self.gold_seen, prompts, responses, count_once=True) - self.repeat_penalty * self.response_len
 
     def _responses(self, prompts: Any, responses: Any) -> tuple[np.ndarray, np.ndarray]:
         prompts = np.asarray(prompts)
@@ -463,7 +489,9 @@ class Judge:
         return self.rho * gold + math.sqrt(1.0 - self.rho**2) * noise + self.bias * familiar
 
     def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
-        values, count_once = self.token_values(world), world.gold == "count_once"
+        # the judge dislikes repetition as the gold does (the constant part of the gold cancels)
+        count_once = world.gold == "count_once"
+        values = self.token_values(world) + (world.repeat_penalty if count_once else 0.0)
         margin = _bag_score(values, prompts, first, count_once) - _bag_score(values, prompts, second, count_once)
         preference = _sigmoid(margin / self.temperature)
         pb = self.position_bias
