@@ -305,13 +305,18 @@ class World:
 
     def _draw(self, rng: np.random.Generator, n: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prompts = rng.integers(self.n_prompts, size=n)
-        cdf = np.cumsum(p, axis=1)
-        u = rng.random((n, self.response_len)) * cdf[prompts, -1:]
-        responses = np.empty((n, self.response_len), dtype=np.int64)
+        return prompts, self._respond(rng, prompts, p)
+
+    def _respond(self, rng: np.random.Generator, prompts: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """A response to each prompt from the policy ``p`` (``[n_prompts, vocab]`` probabilities)."""
+        responses = np.empty((len(prompts), self.response_len), dtype=np.int64)
         for x in range(self.n_prompts):
-            rows = prompts == x
-            responses[rows] = np.minimum(np.searchsorted(cdf[x], u[rows], side="right"), self.vocab - 1)
-        return prompts, responses
+            rows = np.flatnonzero(prompts == x)
+            if rows.size:
+                cdf = np.cumsum(p[x])
+                u = rng.random((rows.size, self.response_len)) * cdf[-1]
+                responses[rows] = np.minimum(np.searchsorted(cdf, u, side="right"), self.vocab - 1)
+        return responses
 
     def gold_score(self, prompts: Any, responses: Any) -> np.ndarray:
         """The gold of given responses.
@@ -380,12 +385,7 @@ class World:
         rng = np.random.default_rng(checks.count("seed", seed, 0))
         p = softmax_rows(self.ref_logits)
         prompts, first = self._draw(rng, n, p)
-        second = np.empty_like(first)
-        for x in range(self.n_prompts):
-            rows = np.flatnonzero(prompts == x)
-            cdf = np.cumsum(p[x])
-            u = rng.random((len(rows), self.response_len)) * cdf[-1]
-            second[rows] = np.minimum(np.searchsorted(cdf, u, side="right"), self.vocab - 1)
+        second = self._respond(rng, prompts, p)
         target = labeller._label(self, prompts, first, second, rng)
         return WorldPairs(prompts, first, second, target, labeller.cost * n)
 
