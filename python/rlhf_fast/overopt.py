@@ -28,11 +28,23 @@ import numpy as np
 
 from . import _checks as checks
 from .result import new_figure
-from .worlds import GaoFit, Judge, Labeller, RewardModel, World, best_of_n_kl, fit_gao, softmax_rows, train_reward_model
+from .worlds import (
+    Frontier,
+    GaoFit,
+    Judge,
+    Labeller,
+    RewardModel,
+    World,
+    best_of_n_kl,
+    fit_gao,
+    softmax_rows,
+    train_reward_model,
+)
 
 __all__ = ["overoptimization", "Overoptimization", "guard_stop"]
 
 LABELLERS = {"human": Labeller(), "ai": Judge()}
+FRONTIER_BETAS = np.geomspace(100.0, 0.01, 80)
 
 
 def guard_stop(gold: np.ndarray, proxy: np.ndarray, patience: int) -> np.ndarray:
@@ -115,6 +127,7 @@ class Row:
     guard_gold: float  # where the guard stopped (mean over seeds)
     guard_kl: float
     beta_finals: dict[float, tuple[float, float, float]]  # beta -> (kl, gold, beta=0 gold at that kl)
+    frontier: Frontier  # the proxy's KL-regularised optima, gold relative to the reference's
 
 
 @dataclass
@@ -210,6 +223,9 @@ class Overoptimization:
                 ax.plot(ppo.d, ppo.gold, color=c, linewidth=2, label=f"{row.rm_pairs:,} pairs: gold (PPO β=0)")
                 ax.fill_between(ppo.d, ppo.gold - ppo.gold_spread, ppo.gold + ppo.gold_spread, color=c, alpha=0.15)
                 ax.plot(ppo.d, ppo.proxy, color=c, linestyle="--", linewidth=1)
+                front = row.frontier.kl <= ppo.kl.max()
+                ax.plot(np.sqrt(row.frontier.kl[front]), row.frontier.gold[front], color=c, linestyle="-.",
+                        linewidth=1, alpha=0.8)
                 grid = np.linspace(0.0, ppo.d.max(), 100)
                 ax.plot(grid, row.ppo_fit(grid), color=c, linewidth=0.8, alpha=0.7)
                 bon = [cv for cv in mine if cv.method == "bon"]
@@ -224,8 +240,9 @@ class Overoptimization:
             ax.set(xlabel="d = sqrt(KL(π || π_ref))", title=f"{labeller} labels")
             ax.legend(loc="lower left", fontsize=8)
         axes[0].set_ylabel("score relative to the reference policy")
-        fig.suptitle("Gold (solid) and proxy (dashed) against d: PPO β=0 (lines; thin: Gao's R_RL fit), Best-of-N "
-                     "(◆; dotted: R_bon fit), β>0 finals (★), guard stops (✕)", fontsize=10)
+        fig.suptitle("Gold (solid) and proxy (dashed) of PPO β=0 against d = sqrt(KL); thin: Gao's R_RL fit\n"
+                     "dash-dot: gold along the proxy's optima π ∝ π_ref exp(r/β); Best-of-N ◆ (dotted: R_bon fit)\n"
+                     "final points of β > 0 ★; where the guard stops ✕", fontsize=10)
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
@@ -362,15 +379,17 @@ def overoptimization(
                                       np.array([gold_bon - base_gold]), np.array([proxy_bon - base_proxy]),
                                       np.zeros(1)))
                 curves += mine
+                frontier = Frontier.of(world, rm, FRONTIER_BETAS)
+                frontier = Frontier(frontier.betas, frontier.kl, frontier.proxy - base_proxy, frontier.gold - base_gold)
                 rows.append(_row(labeller, n, pairs.cost, rm.gold_accuracy(world, heldout), mine, gold, proxy, kl,
-                                 betas, patience))
+                                 betas, patience, frontier))
                 bar.update()
     settings = {"rm_pairs": rm_pairs, "labellers": labellers, "betas": betas, "ns": ns, "seeds": seeds,
                 "steps": steps, "lr": lr, "record_every": record_every, "patience": patience}
     return Overoptimization(world, curves, rows, time.perf_counter() - started, settings)
 
 
-def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience) -> Row:
+def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience, frontier) -> Row:
     zero = betas.index(0.0)
     ppo = next(cv for cv in curves if cv.method == "ppo" and cv.setting == 0.0)
     bon = [cv for cv in curves if cv.method == "bon"]
@@ -392,5 +411,5 @@ def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience) 
         peak_gold=float(ppo.gold[k]), peak_kl=float(ppo.kl[k]), final_gold=float(ppo.gold[-1]),
         final_proxy=float(ppo.proxy[-1]), final_kl=float(ppo.kl[-1]),
         guard_gold=float(gold[zero][seeds, stop].mean()), guard_kl=float(kl[zero][seeds, stop].mean()),
-        beta_finals=beta_finals,
+        beta_finals=beta_finals, frontier=frontier,
     )

@@ -1,0 +1,55 @@
+"""The over-optimisation lab: the guard's rule, and Goodhart's law in a world over seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rlhf_fast as rl
+from conftest import rust_only
+from rlhf_fast.overopt import best_of_n_curve, guard_stop, overoptimization
+
+
+def test_the_guard_stops_after_patience_falls_while_the_proxy_rises():
+    gold = np.array([[0.0, 1.0, 2.0, 1.5, 1.0, 0.5, 0.0],
+                     [0.0, 1.0, 0.5, 1.5, 1.0, 2.0, 1.0],  # never two falls in a row
+                     [0.0, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0]])
+    proxy = np.array([np.arange(7.0), np.arange(7.0), [0, 1, 2, 2, 2, 3, 4]])  # row 3: proxy flat at 3, 4
+    np.testing.assert_array_equal(guard_stop(gold, proxy, patience=2), [4, 6, 6])
+    np.testing.assert_array_equal(guard_stop(gold, proxy, patience=1), [3, 2, 2])
+
+
+def test_best_of_n_gains_proxy_with_n_and_its_kl_is_the_bound():
+    world = rl.World(n_prompts=4, vocab=128, seed=0)
+    rm = rl.train_reward_model(world, world.preferences(2000, seed=1))
+    rows = best_of_n_curve(world, rm, [1, 4, 16], draws=400, seed=0)
+    assert [n for n, *_ in rows] == [1, 4, 16]
+    assert rows[0][1] == 0.0 and rows[2][1] == pytest.approx(np.log(16) - 15 / 16)
+    proxies = [proxy for *_, proxy in rows]
+    assert proxies[0] < proxies[1] < proxies[2]
+
+
+def test_the_lab_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="betas must include 0.0"):
+        overoptimization(rl.World(n_prompts=2, vocab=16), betas=[0.1])
+    with pytest.raises(ValueError, match="labellers must be one of"):
+        overoptimization(rl.World(n_prompts=2, vocab=16), labellers=["crowd"])
+    with pytest.raises(TypeError, match="world must be a World"):
+        overoptimization("lesson")
+
+
+@rust_only  # a 1024-token world takes the reference minutes; differential tests cover its twin
+def test_goodhart_gold_rises_then_falls_and_more_data_moves_the_peak_out_and_up():
+    """The issue's acceptance: beta = 0 PPO against a misspecified proxy in a 1,024-token world."""
+    result = overoptimization(rl.World(n_prompts=16, vocab=1024, response_len=8, seed=0), rm_pairs=(300, 30000),
+                              labellers=("human",), betas=(0.0,), ns=(1, 16), seeds=6, steps=1000)
+    few, many = result.rows
+    for row in result.rows:
+        curve = next(c for c in result.curves if c.rm_pairs == row.rm_pairs and c.method == "ppo")
+        k = int(curve.gold.argmax())
+        assert row.peak_gold > 0.2  # the proxy first helps ...
+        assert row.final_gold < row.peak_gold - 1.0  # ... then hurts, by a clear margin,
+        assert curve.proxy[-1] > curve.proxy[k] + 1.0  # while the proxy keeps rising
+    assert many.gold_accuracy > few.gold_accuracy
+    assert many.peak_gold > few.peak_gold
+    assert many.peak_kl > few.peak_kl
