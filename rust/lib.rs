@@ -56,7 +56,8 @@ pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoPa
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
 pub use methods::ppo::{
-    clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, PpoParams, StepOutcome, StepScratch,
+    bag_rlhf_step, clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, BagOutcome, BagScratch,
+    PpoParams, StepOutcome, StepScratch,
 };
 pub use methods::reward_checks::check_not_length_only;
 pub use rng::{seed_key, Mt19937};
