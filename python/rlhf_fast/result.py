@@ -764,8 +764,8 @@ class SweepResult:
                 labels = self._along_panel(ax, list(spec.front), colours)
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
                 ax.axvline(math.log(len(VOCAB)), **log_v)
-            xlabel, ylabel, title = spec.front_labels
-            ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+            front_x, front_y, front_title = spec.front_labels
+            ax.set(xlabel=front_x, ylabel=front_y, title=front_title)
         if along:
             ax = panels[-1]
             axis = self._along_axis()
