@@ -53,8 +53,16 @@ pub struct Table<'a> {
     pub cols: usize,
 }
 
-/// Every entry of `table` finite: `name[row, col]` in the message.
+/// `table` holds `rows x cols` values, every one finite: `name[row, col]` in the message.
 fn finite_table(name: &str, table: Table<'_>) -> Result<()> {
+    if table.rows.checked_mul(table.cols) != Some(table.values.len()) {
+        return Err(Error::invalid(format!(
+            "{name} holds {} values, not {} x {}",
+            table.values.len(),
+            table.rows,
+            table.cols
+        )));
+    }
     match table.values.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(Error::invalid(format!(
             "{name}[{}, {}] must be finite, got {}",
@@ -799,6 +807,8 @@ mod tests {
         inf[1] = f64::NEG_INFINITY;
         assert_eq!(new(table(values, 2, 4), &inf, table(gold, 2, 4), 3), "weights[1] must be finite, got -inf");
         assert_eq!(new(table(values, 2, 4), weights, table(&nan, 2, 4), 3), "gold_token[1, 2] must be finite, got nan");
+        let short = Table { values: &values[..7], rows: 2, cols: 4 };
+        assert_eq!(new(short, weights, table(gold, 2, 4), 3), "ref_logits holds 7 values, not 2 x 4");
         let world = tables.world(true, 3);
         let mut history = WorldHistory::default();
         let err = train_world_rlhf(
