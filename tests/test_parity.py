@@ -494,9 +494,12 @@ SWEEPS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
         {"w": weights(content=True), "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
          "eps": axis(reals("positive")), "lr": axis(reals("positive")), "ppo_epochs": axis(ints(1, 10_000)),
          "kl_ctl": axis(options(ref.KL_CONTROLLERS)), "target": axis(reals("positive")),
-         "horizon": axis(reals("positive")), "kl_penalty": axis(options(ref.KL_PENALTIES)),
+         "horizon": axis(reals("positive")),
+         # None is kl_penalty's default: "full" without a world, "k1" in one
+         "kl_penalty": [bad for bad in axis(options(ref.KL_PENALTIES)) if bad.label != "none"],
          "vf_coef": axis(reals("non_negative")), "cliprange_value": axis(reals("positive")),
          "theta": policies(False)[1:], "ref": policies(False)[1:],
+         "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError)],
          "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
          "exact": [junk("str", "yes", TypeError)], "simd": [junk("int", 1, TypeError)]},
     ),

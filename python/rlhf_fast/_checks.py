@@ -99,6 +99,18 @@ def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> in
     return value
 
 
+def int64(name: str, value: Any) -> int:
+    """An int (not a bool) that fits in 64 bits, its range checked by the caller."""
+    return count(name, value, -(2**63))
+
+
+def boolean(name: str, value: Any) -> bool:
+    """A bool (not an int: ``1`` for ``True`` is a mistake worth naming)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def option(name: str, value: Any, options: tuple[str, ...]) -> str:
     """One of a fixed set of strings: TypeError for a non-str, ValueError for an unknown one."""
     if not isinstance(value, str):
@@ -443,6 +455,16 @@ def seed_axis(seeds: Any, allow_none: bool) -> Sequence:
     if not values:
         raise ValueError("seeds must not be empty")
     return values
+
+
+def float_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    """A float64 numpy array of ``ndim`` dimensions (a world's tables), as it is: its shape and
+    values are the caller's to check."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a {ndim}-D float64 array, got {type(value).__name__}")
+    if value.ndim != ndim or value.dtype != np.float64:
+        raise TypeError(f"{name} must be a {ndim}-D float64 array, got a {value.ndim}-D {value.dtype} array")
+    return value
 
 
 def policy_array(name: str, value: Any) -> np.ndarray:

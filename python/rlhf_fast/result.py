@@ -42,6 +42,12 @@ class _Spec:
     # Run summaries against the first swept axis: (y label, title, names); "" and () for
     # the names themselves and every run summary.
     along: tuple[str, str, tuple[str, ...]] | None = None
+    # The front panel's x label, y label and title.
+    front_labels: tuple[str, str, str] = (
+        "KL(π_θ || π_ref)", "RM score", "RM score against KL (reward hacking: far right)"
+    )
+    # A line at log V on KL panels: the KL of a single token from the lesson's uniform reference.
+    log_v: bool = True
 
 
 _KL_LABEL = "KL(π_θ || π_ref)"
@@ -86,6 +92,19 @@ _SPECS = {
         along=("KL(π_BoN || π)", "KL of Best-of-N to the policy", ("kl_exact", "kl_analytic")),
     ),
     "rm": _Spec(title="Reward model", params="weights", table=(("accuracy", "accuracy"),), along=("", "", ())),
+    "world_ppo": _Spec(
+        title="PPO in a world",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL")),
+        curves=(("proxy_score", "E[proxy score] of a response", "proxy score over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_kl", "KL(π_θ^L || π_ref^L)", "KL to the reference over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response",
+                      "gold (solid) and proxy (dashed) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -99,7 +118,7 @@ class SweepResult:
     Attributes
     ----------
     method : str
-        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``.
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``.
     axes : dict[str, list]
         Each grid axis and its values, in index order; the grid is their product.
     shape : tuple[int, ...]
@@ -206,7 +225,7 @@ class SweepResult:
         Parameters
         ----------
         method : str
-            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"`` or ``"best_of_n"``.
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"`` or ``"world_ppo"``.
         axes : Mapping[str, Sequence]
             Each grid axis and its values, in order (``seed`` last where there is one). The
             engine's runs are the product of the axes in C order: run ``r`` is grid point
@@ -477,7 +496,8 @@ class SweepResult:
             ``mean ± std`` (ppo and grpo: final E[score], final KL, mean KL, clip frac; dpo:
             final E[score], final KL, last-epoch loss, accuracy; best_of_n: E[score],
             sampled score, KL exact, KL analytic; rm: accuracy, or whatever run summaries
-            there are). Without a seed axis, the values alone.
+            there are; world_ppo: final proxy, final gold, final KL). Without a seed axis,
+            the values alone.
 
         Examples
         --------
@@ -650,7 +670,9 @@ class SweepResult:
         ppo and grpo: RM score and KL over updates, and RM score against KL (the lesson's
         medium exercise); dpo: loss and preference accuracy over updates, and final score
         against final KL; best_of_n: score against KL (exact and analytic), and KL over n;
-        rm: the run summaries (held-out accuracy) against the first swept axis. Curves over
+        rm: the run summaries (held-out accuracy) against the first swept axis; world_ppo:
+        proxy score, gold score and KL over updates, and gold (solid) and proxy (dashed)
+        against KL, where over-optimisation shows as gold turning down. Curves over
         updates are averaged over seeds in ``points`` windows of the kept steps, with a band
         of one standard deviation over seeds; each curve or line is one grid point.
 
@@ -714,7 +736,7 @@ class SweepResult:
             notes.append(f"{self.total_steps} updates in {len(x)} windows")
             names = {name for name, _, _ in spec.curves}
             if spec.front_from_history:
-                names.update(spec.front[0][:2])
+                names.update(name for score_kl in spec.front for name in score_kl[:2])
             pooled = {name: self._pooled(windowed(name)) for name in names}
             for n, (label, index) in enumerate(self._points()):
                 colour = colours[n % len(colours)]
@@ -724,14 +746,17 @@ class SweepResult:
                     ax.fill_between(x, mean[index] - spread[index], mean[index] + spread[index], color=colour,
                                     alpha=0.15)
                 if spec.front_from_history:
-                    (score, spread, _), (kl, _, _) = pooled[spec.front[0][0]], pooled[spec.front[0][1]]
                     ax = panels[len(spec.curves)]
-                    ax.plot(kl[index], score[index], color=colour, marker=".", markersize=3, label=label)
-                    ax.fill_between(kl[index], score[index] - spread[index], score[index] + spread[index],
-                                    color=colour, alpha=0.15)
+                    # One line per score (the world's gold solid, its proxy dashed), one colour per point.
+                    for (score_name, kl_name, what), style in zip(spec.front, ("-", "--", ":")):
+                        (score, spread, _), (kl, _, _) = pooled[score_name], pooled[kl_name]
+                        ax.plot(kl[index], score[index], color=colour, linestyle=style, marker=".", markersize=3,
+                                label=", ".join(part for part in (what, label) if part))
+                        ax.fill_between(kl[index], score[index] - spread[index], score[index] + spread[index],
+                                        color=colour, alpha=0.15)
             for ax, (name, ylabel, title) in zip(panels, spec.curves):
                 ax.set(xlabel="update", ylabel=ylabel, title=title)
-                if _is_kl(name):
+                if _is_kl(name) and spec.log_v:
                     ax.axhline(math.log(len(VOCAB)), **log_v)
         if spec.front:
             ax = panels[len(spec.curves)]
@@ -739,7 +764,8 @@ class SweepResult:
                 labels = self._along_panel(ax, list(spec.front), colours)
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
                 ax.axvline(math.log(len(VOCAB)), **log_v)
-            ax.set(xlabel=_KL_LABEL, ylabel="RM score", title="RM score against KL (reward hacking: far right)")
+            front_x, front_y, front_title = spec.front_labels
+            ax.set(xlabel=front_x, ylabel=front_y, title=front_title)
         if along:
             ax = panels[-1]
             axis = self._along_axis()

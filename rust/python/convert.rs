@@ -2,7 +2,8 @@
 //! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
 
 use numpy::{
-    IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
+    IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyReadwriteArray2, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyFloatingPointError, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -172,6 +173,34 @@ pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
         }
     }
     Ok(values)
+}
+
+/// A float64 numpy array of `ndim` dimensions (`_checks.float_array`), copied out with its
+/// shape; its values are the caller's to check. A `TypeError` naming `name` otherwise.
+pub fn float_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<f64>, Vec<usize>)> {
+    let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
+        return Err(PyTypeError::new_err(format!("{name} must be a {ndim}-D float64 array, got {}", type_name(obj))));
+    };
+    let array = obj.extract::<PyReadonlyArrayDyn<'_, f64>>().ok().filter(|array| array.ndim() == ndim);
+    let Some(array) = array else {
+        let dtype = untyped.dtype().str().map(|s| s.to_string()).unwrap_or_default();
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a {ndim}-D float64 array, got a {}-D {dtype} array",
+            untyped.ndim()
+        )));
+    };
+    let view = array.as_array();
+    let mut values = error::vec_with_capacity(view.len(), name)?;
+    values.extend(view.iter().copied());
+    Ok((values, array.shape().to_vec()))
+}
+
+/// A bool (`_checks.boolean`): not an int, a `TypeError` naming `name` otherwise.
+pub fn boolean(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match obj.cast::<PyBool>() {
+        Ok(value) => Ok(value.is_true()),
+        Err(_) => Err(PyTypeError::new_err(format!("{name} must be a bool, got {}", type_name(obj)))),
+    }
 }
 
 /// The key `random.Random(seed)` feeds MT19937's `init_by_array`: `abs(seed)` in 32-bit

@@ -9,6 +9,7 @@ mod lesson;
 mod methods;
 mod preferences;
 mod sweep;
+mod world;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -35,5 +36,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     preferences::register(m)?;
     methods::register(m)?;
     sweep::register(m)?;
+    world::register(m)?;
     Ok(())
 }
