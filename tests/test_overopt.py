@@ -34,22 +34,27 @@ def test_the_lab_refuses_what_it_cannot_fit():
         overoptimization(rl.World(n_prompts=2, vocab=16), betas=[0.1])
     with pytest.raises(ValueError, match="labellers must be one of"):
         overoptimization(rl.World(n_prompts=2, vocab=16), labellers=["crowd"])
+    with pytest.raises(ValueError, match="ns must hold at least two counts above 1"):
+        overoptimization(rl.World(n_prompts=2, vocab=16), ns=[1, 8])
     with pytest.raises(TypeError, match="world must be a World"):
         overoptimization("lesson")
 
 
 @rust_only  # a 1024-token world takes the reference minutes; differential tests cover its twin
-def test_goodhart_gold_rises_then_falls_and_more_data_moves_the_peak_out_and_up():
+@pytest.mark.parametrize("world_seed", [0, 1, 2])
+def test_goodhart_gold_rises_then_falls_and_more_data_moves_the_peak_out_and_up(world_seed):
     """The issue's acceptance: beta = 0 PPO against a misspecified proxy in a 1,024-token world."""
-    result = overoptimization(rl.World(n_prompts=16, vocab=1024, response_len=8, seed=0), rm_pairs=(300, 30000),
-                              labellers=("human",), betas=(0.0,), ns=(1, 16), seeds=6, steps=1000)
+    world = rl.World(n_prompts=16, vocab=1024, response_len=8, seed=world_seed)
+    result = overoptimization(world, rm_pairs=(300, 30000), labellers=("human",), betas=(0.0,), ns=(1, 4, 16),
+                              seeds=6, steps=2000)
     few, many = result.rows
-    for row in result.rows:
-        curve = next(c for c in result.curves if c.rm_pairs == row.rm_pairs and c.method == "ppo")
-        k = int(curve.gold.argmax())
-        assert row.peak_gold > 0.2  # the proxy first helps ...
-        assert row.final_gold < row.peak_gold - 1.0  # ... then hurts, by a clear margin,
-        assert curve.proxy[-1] > curve.proxy[k] + 1.0  # while the proxy keeps rising
+    curve = next(c for c in result.curves if c.rm_pairs == many.rm_pairs and c.method == "ppo")
+    k = int(curve.gold.argmax())
+    assert many.peak_gold > 0.2  # the proxy first helps ...
+    assert many.final_gold < many.peak_gold - 1.0  # ... then hurts, by a clear margin,
+    assert curve.proxy[-1] > curve.proxy[k] + 1.0  # while the proxy keeps rising
+    assert (np.diff(curve.proxy[k:]) > -0.05).mean() > 0.9
+    assert few.final_gold < few.peak_gold - 1.0  # a small RM is hacked too
     assert many.gold_accuracy > few.gold_accuracy
-    assert many.peak_gold > few.peak_gold
+    assert many.peak_gold > few.peak_gold + 0.1
     assert many.peak_kl > few.peak_kl

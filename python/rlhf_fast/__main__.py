@@ -180,7 +180,7 @@ def _parser() -> _Parser:
     p.add_argument("--ns", type=_count(1), nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256],
                    help="Best-of-N candidate counts (default: 1 2 4 ... 256)")
     p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")
-    p.add_argument("--steps", type=_count(1), default=1000, help="PPO steps per run (default: 1000)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
     p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
     p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
     p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")

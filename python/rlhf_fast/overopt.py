@@ -287,7 +287,7 @@ def overoptimization(
     lr: float = 0.1,
     record_every: int = 25,
     patience: int = 3,
-    bon_draws: int = 1000,
+    bon_draws: int = 500,
     progress: bool = False,
 ) -> Overoptimization:
     """Reward over-optimisation in a world: gold and proxy against KL for PPO and Best-of-N.
@@ -346,8 +346,10 @@ def overoptimization(
     if 0.0 not in betas:
         raise ValueError("betas must include 0.0: the over-optimising run the fits and the guard are drawn from")
     ns = [checks.count("ns", n, 1, 1 << 16) for n in ns]
-    if not rm_pairs or not labellers or not ns:
-        raise ValueError("rm_pairs, labellers and ns must not be empty")
+    if not rm_pairs or not labellers:
+        raise ValueError("rm_pairs and labellers must not be empty")
+    if len({n for n in ns if n > 1}) < 2:
+        raise ValueError(f"ns must hold at least two counts above 1 for the Best-of-N fit, got {ns}")
     seeds = checks.count("seeds", seeds, 1, 10_000)
     patience = checks.count("patience", patience, 1)
     bon_draws = checks.count("bon_draws", bon_draws, 1, 1 << 20)
