@@ -36,6 +36,11 @@ def test_the_lab_refuses_what_it_cannot_fit():
         overoptimization(rl.World(n_prompts=2, vocab=16), labellers=["crowd"])
     with pytest.raises(ValueError, match="ns must hold at least two counts above 1"):
         overoptimization(rl.World(n_prompts=2, vocab=16), ns=[1, 8])
+    with pytest.raises(ValueError, match="no better than chance"):  # labels that all say the opposite
+        overoptimization(rl.World(n_prompts=2, vocab=32), rm_pairs=[200], labellers=[rl.Labeller(flip=1.0)],
+                         seeds=1, steps=50)
+    with pytest.raises(ValueError, match="record_every must be <= 10"):
+        overoptimization(rl.World(n_prompts=2, vocab=16), steps=10, record_every=25)
     with pytest.raises(TypeError, match="world must be a World"):
         overoptimization("lesson")
 

@@ -279,7 +279,7 @@ def overoptimization(
     world: World | None = None,
     *,
     rm_pairs: Sequence[int] = (300, 3000, 30000),
-    labellers: Sequence[str] = ("human", "ai"),
+    labellers: Sequence[str | Labeller | Judge] = ("human", "ai"),
     betas: Sequence[float] = (0.0, 0.05, 0.2),
     ns: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     seeds: int = 4,
@@ -305,8 +305,10 @@ def overoptimization(
         with a repeat penalty (misspecified for a linear proxy).
     rm_pairs : sequence of int
         Labelled pairs for each reward model.
-    labellers : sequence of {"human", "ai"}
-        Human labels (Bradley-Terry on the gold) and an AI judge's (:class:`~rlhf_fast.Judge`).
+    labellers : sequence of {"human", "ai"} or of Labeller / Judge
+        Human labels (``Labeller()``: Bradley-Terry on the gold) and an AI judge's
+        (``Judge()``), or labellers of your own (shown as ``"human"`` / ``"ai"`` and their
+        position).
     betas : sequence of float
         PPO's KL coefficients; must include 0 (the over-optimising run the fits use).
     ns : sequence of int
@@ -333,7 +335,8 @@ def overoptimization(
     Raises
     ------
     ValueError
-        ``betas`` without 0, an unknown labeller, a bad count.
+        ``betas`` without 0, an unknown labeller, a bad count; or a reward model whose held-out
+        gold accuracy is within two standard errors of chance (nothing to optimise but noise).
     """
     import rlhf_fast as rl
 
@@ -341,7 +344,7 @@ def overoptimization(
     if not isinstance(world, World):
         raise TypeError(f"world must be a World, got {type(world).__name__}")
     rm_pairs = [checks.count("rm_pairs", n, 2, 10**7) for n in rm_pairs]
-    labellers = [checks.option("labellers", name, tuple(LABELLERS)) for name in labellers]
+    labellers = dict(_labeller(i, item) for i, item in enumerate(labellers))
     betas = [checks.non_negative("betas", b) for b in betas]
     if 0.0 not in betas:
         raise ValueError("betas must include 0.0: the over-optimising run the fits and the guard are drawn from")
@@ -351,6 +354,8 @@ def overoptimization(
     if len({n for n in ns if n > 1}) < 2:
         raise ValueError(f"ns must hold at least two counts above 1 for the Best-of-N fit, got {ns}")
     seeds = checks.count("seeds", seeds, 1, 10_000)
+    steps = checks.count("steps", steps, 1)
+    record_every = checks.count("record_every", record_every, 1, steps)  # the curves need two records or more
     patience = checks.count("patience", patience, 1)
     bon_draws = checks.count("bon_draws", bon_draws, 1, 1 << 20)
     checks.fits("bon_draws", bon_draws, 8 * bon_draws * max(ns) * (world.response_len + 3))
@@ -362,10 +367,12 @@ def overoptimization(
     curves, rows = [], []
     with tqdm(total=len(labellers) * len(rm_pairs), desc="overopt", unit="RM", disable=not progress,
               leave=False) as bar:
-        for labeller in labellers:
+        for labeller, labels in labellers.items():
             for i, n in enumerate(rm_pairs):
-                pairs = world.preferences(n, seed=1 + i, labeller=LABELLERS[labeller])
+                pairs = world.preferences(n, seed=1 + i, labeller=labels)
                 rm = train_reward_model(world, pairs, epochs=1)
+                accuracy = rm.gold_accuracy(world, heldout)
+                _refuse_at_chance(accuracy, len(heldout), f"{n} {labeller}-labelled pairs")
                 base_proxy = float(world.expected_score(world.ref_logits, rm).mean())
                 result = rl.sweep_rlhf(rm, world=world, betas=betas, seeds=seeds, steps=steps, lr=lr, vf_coef=1.0,
                                        kl_penalty="k1", record_every=record_every)
@@ -383,12 +390,27 @@ def overoptimization(
                 curves += mine
                 frontier = Frontier.of(world, rm, FRONTIER_BETAS)
                 frontier = Frontier(frontier.betas, frontier.kl, frontier.proxy - base_proxy, frontier.gold - base_gold)
-                rows.append(_row(labeller, n, pairs.cost, rm.gold_accuracy(world, heldout), mine, gold, proxy, kl,
+                rows.append(_row(labeller, n, pairs.cost, accuracy, mine, gold, proxy, kl,
                                  betas, patience, frontier))
                 bar.update()
-    settings = {"rm_pairs": rm_pairs, "labellers": labellers, "betas": betas, "ns": ns, "seeds": seeds,
+    settings = {"rm_pairs": rm_pairs, "labellers": list(labellers), "betas": betas, "ns": ns, "seeds": seeds,
                 "steps": steps, "lr": lr, "record_every": record_every, "patience": patience}
     return Overoptimization(world, curves, rows, time.perf_counter() - started, settings)
+
+
+def _labeller(i: int, item: Any) -> tuple[str, Labeller | Judge]:
+    if isinstance(item, (Labeller, Judge)):
+        return f"{'human' if isinstance(item, Labeller) else 'ai'} #{i}", item
+    name = checks.option("labellers", item, tuple(LABELLERS))
+    return name, LABELLERS[name]
+
+
+def _refuse_at_chance(accuracy: float, n: int, source: str) -> None:
+    """An RM that orders held-out gold no better than a coin flip (within two standard errors
+    of 0.5 on ``n`` pairs) has nothing to teach a policy; optimising it is pure reward hacking."""
+    if accuracy <= 0.5 + 2.0 * math.sqrt(0.25 / n):
+        raise ValueError(f"the reward model trained on {source} orders held-out gold pairs no better than chance "
+                         f"(accuracy {accuracy:.3f} on {n}): refusing to optimise against it; give it more pairs")
 
 
 def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience, frontier) -> Row:
