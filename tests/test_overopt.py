@@ -63,3 +63,16 @@ def test_goodhart_gold_rises_then_falls_and_more_data_moves_the_peak_out_and_up(
     assert many.gold_accuracy > few.gold_accuracy
     assert many.peak_gold > few.peak_gold + 0.1
     assert many.peak_kl > few.peak_kl
+
+
+def test_a_world_sweep_says_where_the_guard_would_stop():
+    world = rl.World(n_prompts=4, vocab=64, seed=0)
+    rm = rl.train_reward_model(world, world.preferences(300, seed=1))
+    result = rl.sweep_rlhf(rm, world=world, betas=[0.0, 0.5], seeds=3, steps=300, record_every=10)
+    guard = result.guard(patience=2)
+    stop = guard_stop(result.gold_score, result.proxy_score, 2)
+    np.testing.assert_array_equal(guard["step"], result.steps[stop] + 1)
+    np.testing.assert_array_equal(guard["gold"], np.take_along_axis(result.gold_score, stop[..., None], -1)[..., 0])
+    assert guard["fired"].shape == (2, 3)
+    with pytest.raises(ValueError, match="needs a world sweep"):
+        rl.sweep_rlhf(rl.train_rm(rl.make_dataset(50, 0)), betas=[0.0], seeds=1, steps=5).guard()

@@ -486,6 +486,51 @@ class SweepResult:
             rows.append(row)
         return rows
 
+    def guard(self, patience: int = 3) -> dict[str, np.ndarray]:
+        """Where an over-optimisation guard would have stopped each run of a world sweep.
+
+        The guard is the Ship It "holdout human eval": the gold, evaluated at every kept
+        step, has fallen ``patience`` evaluations in a row while the proxy rose
+        (:func:`rlhf_fast.overopt.guard_stop`). It flags; the runs went on.
+
+        Parameters
+        ----------
+        patience : int, optional
+            Falls in a row that stop a run.
+
+        Returns
+        -------
+        dict of numpy.ndarray
+            Each ``[*shape]``: ``fired`` (bool), ``step`` (1-based update of the stop, the
+            last kept one where the guard never fired), ``gold``, ``proxy`` and ``kl`` there,
+            and ``final_gold`` for comparison.
+
+        Raises
+        ------
+        ValueError
+            Not a world sweep, or one that kept no history.
+
+        Examples
+        --------
+        >>> world = rl.World(n_prompts=4, vocab=64, seed=0)
+        >>> rm = rl.train_reward_model(world, world.preferences(300, seed=1))
+        >>> result = rl.sweep_rlhf(rm, world=world, betas=[0.0], seeds=2, steps=200, record_every=10)
+        >>> sorted(result.guard())
+        ['final_gold', 'fired', 'gold', 'kl', 'proxy', 'step']
+        """
+        from .overopt import guard_stop
+
+        if self.method != "world_ppo":
+            raise ValueError(f"guard() needs a world sweep (sweep_rlhf(..., world=...)), not a {self.method} sweep")
+        if len(self.steps) == 0:
+            raise ValueError("this sweep kept no history (record_every=0): the guard has nothing to evaluate")
+        gold, proxy, kl = self.gold_score, self.proxy_score, self.mean_kl
+        stop = guard_stop(gold, proxy, patience)
+        index = stop[..., None]
+        take = lambda series: np.take_along_axis(series, index, axis=-1)[..., 0]  # noqa: E731
+        return {"fired": stop < len(self.steps) - 1, "step": self.steps[stop] + 1, "gold": take(gold),
+                "proxy": take(proxy), "kl": take(kl), "final_gold": gold[..., -1].copy()}
+
     def summary_table(self) -> str:
         """:meth:`summary` as aligned text, one line per grid point.
 
