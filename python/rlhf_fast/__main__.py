@@ -175,8 +175,8 @@ def _parser() -> _Parser:
                    help="labelled pairs per reward model (default: 300 3000 30000)")
     p.add_argument("--labellers", choices=["human", "ai"], nargs="+", default=["human", "ai"],
                    help="who labels the pairs (default: human ai)")
-    p.add_argument("--betas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.05, 0.2],
-                   help="PPO KL coefficients, 0 among them (default: 0 0.05 0.2)")
+    p.add_argument("--betas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.2],
+                   help="PPO KL coefficients, 0 among them (default: 0 0.2)")
     p.add_argument("--ns", type=_count(1), nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256],
                    help="Best-of-N candidate counts (default: 1 2 4 ... 256)")
     p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")

@@ -44,7 +44,7 @@ from .worlds import (
 __all__ = ["overoptimization", "Overoptimization", "guard_stop"]
 
 LABELLERS = {"human": Labeller(), "ai": Judge()}
-FRONTIER_BETAS = np.geomspace(100.0, 0.01, 80)
+FRONTIER_BETAS = np.geomspace(100.0, 0.01, 40)
 
 
 def guard_stop(gold: np.ndarray, proxy: np.ndarray, patience: int) -> np.ndarray:
@@ -252,25 +252,46 @@ def _kl(value: float) -> str:
     return "never" if math.isinf(value) else f"{value:.1f}"
 
 
-def best_of_n_curve(world: World, rm: RewardModel, ns: Sequence[int], draws: int, seed: int) -> list[tuple]:
+@dataclass(frozen=True)
+class Candidates:
+    """Reference responses for Best-of-N: ``draws`` prompts, ``n_max`` responses to each.
+
+    They come from the reference alone, so one set serves every reward model of a lab.
+    """
+
+    prompts: np.ndarray  # [draws]
+    responses: np.ndarray  # [draws, n_max, response_len]
+    gold: np.ndarray  # [draws, n_max]
+
+    @classmethod
+    def draw(cls, world: World, draws: int, n_max: int, seed: int) -> Candidates:
+        rng = np.random.default_rng(seed)
+        prompts = rng.integers(world.n_prompts, size=draws)
+        every = np.repeat(prompts, n_max)
+        responses = world._respond(rng, every, softmax_rows(world.ref_logits))
+        gold = world.gold_score(every, responses)
+        return cls(prompts, responses.reshape(draws, n_max, -1), gold.reshape(draws, n_max))
+
+
+def best_of_n_curve(world: World, rm: RewardModel, ns: Sequence[int], draws: int, seed: int,
+                    candidates: Candidates | None = None) -> list[tuple]:
     """Best-of-N against the proxy from the reference: ``(n, kl, gold, proxy)`` per ``n``.
 
-    ``draws`` prompts each get ``max(ns)`` reference responses; the best of the first ``n`` by
-    the proxy is kept, so every ``n`` sees the same draws. Gold and proxy are means over the
-    draws (of the sampled responses); the KL is ``log n - (n - 1) / n``.
+    ``draws`` prompts each get ``max(ns)`` reference responses (``candidates``, or drawn
+    with ``seed``); the best of the first ``n`` by the proxy is kept (the first of equals),
+    so every ``n`` sees the same draws. Gold and proxy are means over the draws; the KL is
+    ``log n - (n - 1) / n``.
     """
-    rng = np.random.default_rng(seed)
     n_max = max(ns)
-    # each block of n_max candidates answers one prompt
-    prompts = np.repeat(rng.integers(world.n_prompts, size=draws), n_max)
-    responses = world._respond(rng, prompts, softmax_rows(world.ref_logits))
-    proxy = rm.score(responses).reshape(draws, n_max)
-    gold = world.gold_score(prompts, responses).reshape(draws, n_max)
+    if candidates is None:
+        candidates = Candidates.draw(world, draws, n_max, seed)
+    draws = len(candidates.prompts)
+    proxy = rm.score(candidates.responses.reshape(draws * n_max, -1)).reshape(draws, n_max)
     best = np.maximum.accumulate(proxy, axis=1)
     rows = []
     for n in ns:
         pick = (proxy[:, :n] == best[:, n - 1 : n]).argmax(axis=1)
-        rows.append((n, float(best_of_n_kl(n)), float(gold[np.arange(draws), pick].mean()),
+        rows.append((n, float(best_of_n_kl(n)), float(candidates.gold[np.arange(draws), pick].mean()),
                      float(proxy[np.arange(draws), pick].mean())))
     return rows
 
@@ -280,12 +301,12 @@ def overoptimization(
     *,
     rm_pairs: Sequence[int] = (300, 3000, 30000),
     labellers: Sequence[str | Labeller | Judge] = ("human", "ai"),
-    betas: Sequence[float] = (0.0, 0.05, 0.2),
+    betas: Sequence[float] = (0.0, 0.2),
     ns: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     seeds: int = 4,
     steps: int = 2000,
     lr: float = 0.1,
-    record_every: int = 25,
+    record_every: int = 50,
     patience: int = 3,
     bon_draws: int = 500,
     progress: bool = False,
@@ -361,6 +382,7 @@ def overoptimization(
     checks.fits("bon_draws", bon_draws, 8 * bon_draws * max(ns) * (world.response_len + 3))
     started = time.perf_counter()
     heldout = world.preferences(4000, seed=10**6)
+    candidates = Candidates.draw(world, bon_draws, max(ns), seed=7)
     base_gold = float(world.expected_gold(world.ref_logits).mean())
     from tqdm.auto import tqdm
 
@@ -383,7 +405,8 @@ def overoptimization(
                 for b, beta in enumerate(betas):
                     mine.append(Curve(labeller, n, "ppo", beta, kl[b].mean(0), gold[b].mean(0), proxy[b].mean(0),
                                       gold[b].std(0), result.steps + 1))
-                for n_bon, kl_bon, gold_bon, proxy_bon in best_of_n_curve(world, rm, ns, bon_draws, seed=7 + i):
+                for n_bon, kl_bon, gold_bon, proxy_bon in best_of_n_curve(world, rm, ns, bon_draws, seed=0,
+                                                                           candidates=candidates):
                     mine.append(Curve(labeller, n, "bon", float(n_bon), np.array([kl_bon]),
                                       np.array([gold_bon - base_gold]), np.array([proxy_bon - base_proxy]),
                                       np.zeros(1)))
