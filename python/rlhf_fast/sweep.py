@@ -364,8 +364,8 @@ def sweep_rlhf(
     >>> result.method, result.final_theta.shape
     ('world_ppo', (2, 2, 4, 64))
     >>> result.runs["final_kl"].round(3)
-    array([[0.199, 0.414],
-           [0.156, 0.244]])
+    array([[0.198, 0.458],
+           [0.099, 0.288]])
     """
     in_world = world is not None
     if in_world:
