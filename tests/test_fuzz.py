@@ -1,13 +1,15 @@
 """Junk through every public function on both backends: a finite result or one of four errors.
 
 Hypothesis draws a call of each public function (``fuzzing.SPECS``: every name of
-``rlhf_fast.reference.__all__``, the controllers' ``update``, ``PreferenceSet.make_dataset``
-and the five sweeps), each argument valid, junk or left out, and runs it on the Rust-backed
+``rlhf_fast.reference.__all__``, the controllers' ``update``, ``PreferenceSet.make_dataset``,
+the five sweeps, ``sweep_rlhf`` in a world, and the world API of ``rlhf_fast.worlds`` and
+``rlhf_fast.overopt``), each argument valid, junk or left out, and runs it on the Rust-backed
 API and on the reference, whatever ``RLHF_FAST_BACKEND`` says. The outcome must be a result
 whose every float is finite, or ``ValueError``/``TypeError``/``MemoryError``/
 ``FloatingPointError`` with a message, and no warning but ``KLWarning`` (issue 9). A call
 with an oversized count runs in a forked, memory-capped child (``sandbox.py``).
-``benches/fuzz.py`` makes 100,000 such calls per backend from the same generators.
+``benches/fuzz.py`` makes 100,000 such calls per backend from the same generators, but for
+``fuzzing.SLOW`` (the over-optimisation lab, ~0.1 s a valid call), which only runs here.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def test_junk_gives_a_finite_result_or_an_allowed_error(backend, function, data)
     check(backend, fuzzing.draw_call(fuzzing.HypothesisSource(data), function, backend))
 
 
+@pytest.mark.parametrize("function", sorted(fuzzing.SLOW))
+@settings(max_examples=max(5, settings.default.max_examples // 6))
+@given(data=st.data())
+def test_slow_functions_too(backend, function, data):
+    """The functions too slow for the benchmark's 100,000 calls: a few examples here."""
+    check(backend, fuzzing.draw_call(fuzzing.HypothesisSource(data), function, backend))
+
+
 # Bugs the fuzzer found, kept as explicit cases: (id, function, arguments).
 REGRESSIONS = [
     # float(10**400) raised OverflowError (both backends): now a ValueError naming the entry
@@ -86,6 +96,15 @@ def test_every_public_function_is_fuzzed():
     public = {name for name in fuzzing.ref.__all__ if callable(getattr(fuzzing.ref, name)) and name != "KLWarning"}
     assert public - set(fuzzing.FUNCTIONS) == set()
     assert {"sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n"} <= set(fuzzing.FUNCTIONS)
+    # the world API: every public class (its constructor), function and method
+    worlds = {name for name in fuzzing.worlds_module.__all__ if name != "Frontier"} | {"Frontier.of"}
+    worlds |= {f"{cls}.{method}" for cls in ("World", "RewardModel", "Judge")
+               for method in vars(getattr(fuzzing.worlds_module, cls))
+               if not method.startswith("_") and callable(vars(getattr(fuzzing.worlds_module, cls))[method])}
+    worlds |= {"GaoFit.__call__", "GaoFit.peaks"}
+    lab = {"overoptimization", "guard_stop", "best_of_n_curve"}
+    assert worlds | lab | {"sweep_rlhf[world]"} <= set(fuzzing.SPECS), sorted(worlds | lab - set(fuzzing.SPECS))
+    assert set(fuzzing.SPECS) == set(fuzzing.FUNCTIONS) | fuzzing.SLOW
 
 
 def test_the_outcome_rule_refuses_nan_and_other_errors():
