@@ -1215,8 +1215,10 @@ WORLD_SPECS: dict[str, list[Param]] = {
     "overoptimization": [
         req("world", LAB_WORLD), opt("rm_pairs", LAB_RM_PAIRS), opt("labellers", LAB_LABELLERS), opt("betas", LAB_BETAS),
         req("ns", LAB_NS), req("seeds", counts(1, 1, minimum=1, maximum=10_000)),
-        req("steps", counts(1, 3, minimum=1, sized=True)), opt("lr", positive()),
-        req("record_every", counts(1, 2, minimum=1, sized=True)), opt("patience", counts(1, 3, minimum=1)),
+        # Gao's fit needs two recorded steps: valid is 2 or 3 steps, each recorded
+        req("steps", Kind(counts(2, 3).valid, counts(2, 3, minimum=1, sized=True).junk + [val("one", 1)])),
+        opt("lr", positive()), req("record_every", Kind(counts(1, 1).valid, counts(1, 1, minimum=1, sized=True).junk + [
+            val("above-steps", 4)])), opt("patience", counts(1, 3, minimum=1)),
         req("bon_draws", counts(1, 10, minimum=1, maximum=1 << 20)), opt("progress", Kind(BOOL.valid[:1], BOOL.junk))],
 }
 SPECS.update(WORLD_SPECS)
