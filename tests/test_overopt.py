@@ -19,6 +19,27 @@ def test_the_guard_stops_after_patience_falls_while_the_proxy_rises():
     np.testing.assert_array_equal(guard_stop(gold, proxy, patience=1), [3, 2, 2])
 
 
+def test_the_guard_checks_its_histories_and_stops_a_single_record_at_it():
+    np.testing.assert_array_equal(guard_stop([[0.0], [1.0]], [[0.0], [1.0]], patience=1), [0, 0])
+    with pytest.raises(ValueError, match=r"proxy must have shape \(2, 3\), got \(2, 2\)"):
+        guard_stop(np.zeros((2, 3)), np.zeros((2, 2)), patience=1)
+    with pytest.raises(ValueError, match=r"gold must have at least one record"):
+        guard_stop(np.zeros((2, 0)), np.zeros((2, 0)), patience=1)
+    with pytest.raises(ValueError, match=r"gold\[1\] must be finite, got nan"):
+        guard_stop([0.0, np.nan], [0.0, 1.0], patience=1)
+
+
+def test_best_of_n_curve_checks_what_it_is_given():
+    world = rl.World(n_prompts=2, vocab=8, response_len=3, seed=0)
+    rm = rl.RewardModel(np.zeros(8))
+    with pytest.raises(ValueError, match="draws must be >= 1, got 0"):
+        best_of_n_curve(world, rm, [1, 2], draws=0, seed=0)
+    with pytest.raises(ValueError, match="rm must weigh the world's 8 tokens, got 9 weights"):
+        best_of_n_curve(world, rl.RewardModel(np.zeros(9)), [1, 2], draws=4, seed=0)
+    with pytest.raises(TypeError, match="ns must be a sequence of ints, got int"):
+        best_of_n_curve(world, rm, 4, draws=4, seed=0)
+
+
 def test_best_of_n_gains_proxy_with_n_and_its_kl_is_the_bound():
     world = rl.World(n_prompts=4, vocab=128, seed=0)
     rm = rl.train_reward_model(world, world.preferences(2000, seed=1))
@@ -38,11 +59,20 @@ def test_the_lab_refuses_what_it_cannot_fit():
         overoptimization(rl.World(n_prompts=2, vocab=16), ns=[1, 8])
     with pytest.raises(ValueError, match="no better than chance"):  # labels that all say the opposite
         overoptimization(rl.World(n_prompts=2, vocab=32), rm_pairs=[200], labellers=[rl.Labeller(flip=1.0)],
-                         seeds=1, steps=50)
-    with pytest.raises(ValueError, match="record_every must be <= 10"):
+                         seeds=1, steps=100)
+    with pytest.raises(ValueError, match="record_every must leave at least two recorded steps"):
         overoptimization(rl.World(n_prompts=2, vocab=16), steps=10, record_every=25)
     with pytest.raises(TypeError, match="world must be a World"):
         overoptimization("lesson")
+    world = rl.World(n_prompts=2, vocab=16)
+    with pytest.raises(TypeError, match="rm_pairs must be a sequence of ints, got int"):
+        overoptimization(world, rm_pairs=20)
+    with pytest.raises(TypeError, match="labellers must be a sequence of labeller names or labellers, got str"):
+        overoptimization(world, labellers="human")
+    with pytest.raises(TypeError, match="progress must be a bool, got str"):
+        overoptimization(world, progress="yes")
+    with pytest.raises(ValueError, match="record_every must leave at least two recorded steps"):
+        overoptimization(world, steps=10, record_every=10)
 
 
 @rust_only  # a 1024-token world takes the reference minutes; differential tests cover its twin

@@ -269,3 +269,72 @@ def test_gold_peaks_then_falls_along_the_proxy_frontier_and_more_data_moves_the_
         peaks[n] = (np.mean(peak_kl), np.mean(peak_gold))
     assert peaks[30_000][1] > peaks[300][1] + 2.0
     assert peaks[30_000][0] > peaks[300][0]
+
+
+# ------------------------------------------------------------------ junk, by name
+
+SMALL_WORLD = World(n_prompts=2, vocab=8, response_len=3, seed=0)
+
+
+def _other_pairs():
+    return World(n_prompts=2, vocab=20, response_len=3, seed=0).preferences(5, seed=0)
+
+
+JUNK = [  # what the fuzzer found taken silently, or refused by Python or numpy in their own words
+    (lambda: Judge(soft="yes"), TypeError, "soft must be a bool, got str"),
+    (lambda: Judge(both_orders=1), TypeError, "both_orders must be a bool, got int"),
+    (lambda: Judge(bias=1e7), ValueError, r"bias must be in \[-1e6, 1e6\]"),
+    (lambda: World(zipf=1e7), ValueError, r"zipf must be <= 1e6, got 10000000.0"),
+    (lambda: World(prompt_scale=1.7e308), ValueError, "prompt_scale must be <= 1e6"),
+    (lambda: RewardModel([1e300, 0.0]), ValueError, r"weights\[0\] must be below 2\*\*512 in magnitude"),
+    (lambda: RewardModel(np.zeros(2, dtype=complex)), TypeError, "weights must hold real numbers"),
+    (lambda: RewardModel([[0.0], [0.0, 1.0]]), ValueError, "weights must be a 1-D array of token weights"),
+    (lambda: RewardModel([0.0, 1.0], tokens="ab"), TypeError, "tokens must be a sequence of token names"),
+    (lambda: RewardModel([0.0, 1.0], tokens=("a",)), ValueError, "tokens must name the 2 weights, got 1"),
+    (lambda: RewardModel(np.zeros(8)).score([[8, 0, 0]]), ValueError, r"responses must be token indices in \[0, 8\)"),
+    (lambda: worlds.WorldPairs([0], [[0]], [[1]], [1.5], 0.0), ValueError, r"target\[0\] must be a probability"),
+    (lambda: worlds.WorldPairs([0], [[0]], [[1]], [np.nan], 0.0), ValueError, r"target\[0\] must be finite"),
+    (lambda: worlds.WorldPairs([0], [[0.5]], [[1]], [1.0], 0.0), TypeError, "first must hold integers"),
+    (lambda: worlds.WorldPairs([0], [[0]], [[1, 2]], [1.0], 0.0), ValueError, r"second must have shape \(1, 1\)"),
+    (lambda: SMALL_WORLD.kl(np.zeros((2, 8), dtype=complex)), TypeError, "logits must hold real numbers"),
+    (lambda: SMALL_WORLD.kl([[10**400] * 8] * 2), TypeError, "logits must hold real numbers"),
+    (lambda: SMALL_WORLD.kl(np.full((2, 8), np.nan)), ValueError, r"logits\[0, 0\] must be finite, got nan"),
+    (lambda: SMALL_WORLD.expected_score(SMALL_WORLD.ref_logits, {}), TypeError, "rm must be a RewardModel, got dict"),
+    (lambda: SMALL_WORLD.expected_score(SMALL_WORLD.ref_logits, RewardModel(np.zeros(9))), ValueError,
+     "rm must weigh the world's 8 tokens, got 9 weights"),
+    (lambda: RewardModel(np.zeros(8)).weights_for("lesson"), TypeError, "world must be a World, got str"),
+    (lambda: Judge().token_values(None), TypeError, "world must be a World, got NoneType"),
+    (lambda: train_reward_model(SMALL_WORLD, _other_pairs()), ValueError, "pairs has token 1[0-9], past the world's 8"),
+    (lambda: train_reward_model(SMALL_WORLD, [("a", "b", "c")]), TypeError, "pairs must be a WorldPairs"),
+    (lambda: train_reward_model(SMALL_WORLD, SMALL_WORLD.preferences(3, seed=0), margin=[0.0]), ValueError,
+     r"margin must have shape \(3,\)"),
+    (lambda: train_reward_model(SMALL_WORLD, SMALL_WORLD.preferences(3, seed=0), lr=1e300), FloatingPointError,
+     r"train_reward_model diverged in epoch 0: weights overflowed \(lr=1e\+300\)"),
+    (lambda: Frontier.of(SMALL_WORLD, "Gold", [1.0]), ValueError, "reward must be a RewardModel or 'gold', got 'Gold'"),
+    (lambda: Frontier.of(SMALL_WORLD, "gold", []), ValueError, "betas must not be empty"),
+    (lambda: Frontier.of(SMALL_WORLD, "gold", range(1, 10**12)), ValueError, "betas=999999999999 needs"),
+    (lambda: worlds.best_of_n_kl(0), ValueError, "n must be >= 1, got 0.0"),
+    (lambda: fit_gao([1.0, 2.0, 3.0], [1.0, 2.0], "bon"), ValueError, r"gold must have shape \(3,\), got \(2,\)"),
+    (lambda: fit_gao([1e200, 2e200], [1.0, 2.0], "bon"), FloatingPointError, "fit_gao overflowed"),
+    (lambda: worlds.GaoFit("bon", float("nan"), 1.0), ValueError, "alpha must be finite"),
+    (lambda: worlds.GaoFit("bon", 1.0, 1.0)(-1.0), ValueError, r"d must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "message"), JUNK, ids=[case[2][:40] for case in JUNK])
+def test_junk_is_refused_naming_the_argument(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_a_gao_fit_peaks_at_d_zero_or_later_and_at_inf_past_the_floats():
+    assert worlds.GaoFit("bon", -1.0, 1.0).peak_d == 0.0  # it only falls: its peak over d >= 0 is at 0
+    assert worlds.GaoFit("bon", 1.0, 1e-308).peak_kl == math.inf
+    assert worlds.GaoFit("rl", 1e308, 1.0).peak_d == math.inf
+    assert worlds.GaoFit("rl", 1.0, 1.0).peak_d == 1.0
+
+
+def test_a_frontier_at_a_subnormal_beta_is_the_proxy_s_best_token():
+    rm = RewardModel(np.arange(8.0))
+    frontier = Frontier.of(SMALL_WORLD, rm, [5e-324])
+    assert frontier.proxy[0] == pytest.approx(SMALL_WORLD.response_len * 7.0)

@@ -467,6 +467,109 @@ def float_array(name: str, value: Any, ndim: int) -> np.ndarray:
     return value
 
 
+# ------------------------------------------------------------------- array_like arguments
+
+
+def _sequence_length(values: Sequence) -> int:
+    """``len(values)``; a ``range`` past ``sys.maxsize`` counts as 2**64."""
+    try:
+        return len(values)
+    except OverflowError:
+        return 2**64
+
+
+def as_array(name: str, value: Any, what: str) -> np.ndarray:
+    """``value`` as a numpy array (an array is returned as it is): nested sequences of numbers,
+    an object with ``__array__`` or a number. A sequence's length is checked against
+    :func:`default_max_memory` before it is converted (``range(10**12)`` would take 8 TB), and a
+    ragged one is refused naming ``name``; ``what`` is what ``name`` should be."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (str, bytes, Mapping)) or not (
+        isinstance(value, (Sequence, numbers.Number)) or hasattr(value, "__array__")
+    ):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if isinstance(value, Sequence):
+        n = _sequence_length(value)
+        fits(name, n, 8 * n)
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{name} must be {what}, got a ragged or mixed {type(value).__name__}") from None
+
+
+def _at(array: np.ndarray, flat: int) -> str:
+    """The index of the flat position ``flat`` of ``array``, as ``[i, j]`` (nothing for a 0-d array)."""
+    if array.ndim == 0:
+        return ""
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, array.shape)) + "]"
+
+
+def _shape_of(name: str, array: np.ndarray, ndim: int | None, shape: tuple[int, ...] | None) -> None:
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {array.shape}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got a {array.ndim}-D array of shape {array.shape}")
+
+
+def real_array(
+    name: str,
+    value: Any,
+    what: str = "an array of real numbers",
+    *,
+    ndim: int | None = None,
+    shape: tuple[int, ...] | None = None,
+    finite: bool = True,
+) -> np.ndarray:
+    """A float64 array of ints or floats (not bools, not complex numbers, not objects), of
+    ``ndim`` dimensions or ``shape`` if given, every entry finite unless ``finite=False``:
+    :func:`as_array`, then its dtype, its shape and its values, in that order. A float64
+    array passes uncopied (read-only, strided: as it is); the caller must not write to it."""
+    array = as_array(name, value, what)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got an array of {array.dtype.name}")
+    _shape_of(name, array, ndim, shape)
+    array = array.astype(np.float64, copy=False)
+    if finite and not np.isfinite(array).all():
+        flat = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise ValueError(f"{name}{_at(array, flat)} must be finite, got {float(array.flat[flat])!r}")
+    return array
+
+
+def index_array(
+    name: str, value: Any, what: str, *, ndim: int | None = None, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """An int64 array of indices >= 0 (ints, not bools or floats; an empty list passes) of
+    ``ndim`` dimensions or ``shape``; their upper bound is the caller's to check."""
+    array = as_array(name, value, what)
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise TypeError(f"{name} must hold integers, got an array of {array.dtype.name}")
+    _shape_of(name, array, ndim, shape)
+    if array.size and array.dtype.kind == "u" and array.max() > 2**63 - 1:
+        flat = int(array.argmax())
+        raise ValueError(f"{name}{_at(array, flat)} must fit in 64 bits, got {int(array.flat[flat])}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        flat = int(array.argmin())
+        raise ValueError(f"{name}{_at(array, flat)} must be >= 0, got {int(array.flat[flat])}")
+    return array
+
+
+def sequence_of(name: str, values: Any, check: Callable[[str, Any], Any], what: str) -> list:
+    """A non-empty sequence (or 1-D array) whose every value passes ``check(name, value)``, as a
+    list; its length is checked against memory before it is read."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or (
+        isinstance(values, np.ndarray) and values.ndim != 1
+    ):
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
+    n = _sequence_length(values)
+    fits(name, n, 8 * n)
+    out = [check(name, v) for v in values]
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return out
+
+
 def policy_array(name: str, value: Any) -> np.ndarray:
     """A sweep's starting or reference policy (``None``: uniform; else a policy :func:`policy`
     takes) as a new float64 ``[P, V]`` array."""

@@ -35,6 +35,7 @@ from .worlds import (
     Labeller,
     RewardModel,
     World,
+    _rm_weights,
     best_of_n_kl,
     fit_gao,
     softmax_rows,
@@ -44,6 +45,8 @@ from .worlds import (
 __all__ = ["overoptimization", "Overoptimization", "guard_stop"]
 
 LABELLERS = {"human": Labeller(), "ai": Judge()}
+MAX_BON_N = 1 << 16
+MAX_BON_DRAWS = 1 << 20
 FRONTIER_BETAS = np.geomspace(100.0, 0.01, 40)
 
 
@@ -71,10 +74,15 @@ def guard_stop(gold: np.ndarray, proxy: np.ndarray, patience: int) -> np.ndarray
     4
     """
     patience = checks.count("patience", patience, 1)
-    gold, proxy = np.asarray(gold, dtype=np.float64), np.asarray(proxy, dtype=np.float64)
+    gold = checks.real_array("gold", gold, "an array of records (its last axis)")
+    if gold.ndim < 1 or gold.shape[-1] < 1:
+        raise ValueError(f"gold must have at least one record (its last axis), got shape {gold.shape}")
+    proxy = checks.real_array("proxy", proxy, "an array of records (its last axis)", shape=gold.shape)
     falls = np.diff(gold, axis=-1) < 0.0
     rises = np.diff(proxy, axis=-1) > 0.0
     bad = (falls & rises).astype(np.int64)
+    if bad.shape[-1] == 0:  # one record: nothing can fall, the guard stops at it
+        return np.zeros(bad.shape[:-1], dtype=np.int64)
     # runs of consecutive bad records: a cumulative count that restarts at every good one
     counts = np.zeros_like(bad)
     running = np.zeros(bad.shape[:-1], dtype=np.int64)
@@ -282,6 +290,13 @@ def best_of_n_curve(world: World, rm: RewardModel, ns: Sequence[int], draws: int
     so every ``n`` sees the same draws. Gold and proxy are means over the draws; the KL is
     ``log n - (n - 1) / n``.
     """
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a World, got {type(world).__name__}")
+    _rm_weights("rm", rm, world)
+    ns = checks.sequence_of("ns", ns, checks.counts(1, MAX_BON_N), "ints")
+    draws = checks.count("draws", draws, 1, MAX_BON_DRAWS)
+    checks.fits("draws", draws, 8 * draws * max(ns) * (world.response_len + 3))
+    seed = checks.count("seed", seed, 0)
     n_max = max(ns)
     if candidates is None:
         candidates = Candidates.draw(world, draws, n_max, seed)
@@ -364,22 +379,26 @@ def overoptimization(
     world = World() if world is None else world
     if not isinstance(world, World):
         raise TypeError(f"world must be a World, got {type(world).__name__}")
-    rm_pairs = [checks.count("rm_pairs", n, 2, 10**7) for n in rm_pairs]
-    labellers = dict(_labeller(i, item) for i, item in enumerate(labellers))
-    betas = [checks.non_negative("betas", b) for b in betas]
+    rm_pairs = checks.sequence_of("rm_pairs", rm_pairs, checks.counts(2, 10**7), "ints")
+    labellers = dict(_labeller(i, item) for i, item in enumerate(checks.sequence_of(
+        "labellers", labellers, lambda name, item: item, "labeller names or labellers")))
+    betas = checks.sequence_of("betas", betas, checks.non_negative, "floats")
     if 0.0 not in betas:
         raise ValueError("betas must include 0.0: the over-optimising run the fits and the guard are drawn from")
-    ns = [checks.count("ns", n, 1, 1 << 16) for n in ns]
-    if not rm_pairs or not labellers:
-        raise ValueError("rm_pairs and labellers must not be empty")
+    ns = checks.sequence_of("ns", ns, checks.counts(1, MAX_BON_N), "ints")
     if len({n for n in ns if n > 1}) < 2:
         raise ValueError(f"ns must hold at least two counts above 1 for the Best-of-N fit, got {ns}")
     seeds = checks.count("seeds", seeds, 1, 10_000)
     steps = checks.count("steps", steps, 1)
-    record_every = checks.count("record_every", record_every, 1, steps)  # the curves need two records or more
+    lr = checks.positive("lr", lr)
+    record_every = checks.count("record_every", record_every, 1)
+    if steps // record_every < 2:
+        raise ValueError(f"record_every must leave at least two recorded steps for Gao's fit, got "
+                         f"record_every={record_every} with steps={steps}")
     patience = checks.count("patience", patience, 1)
-    bon_draws = checks.count("bon_draws", bon_draws, 1, 1 << 20)
+    bon_draws = checks.count("bon_draws", bon_draws, 1, MAX_BON_DRAWS)
     checks.fits("bon_draws", bon_draws, 8 * bon_draws * max(ns) * (world.response_len + 3))
+    progress = checks.boolean("progress", progress)
     started = time.perf_counter()
     heldout = world.preferences(4000, seed=10**6)
     candidates = Candidates.draw(world, bon_draws, max(ns), seed=7)
@@ -414,7 +433,7 @@ def overoptimization(
                 frontier = Frontier.of(world, rm, FRONTIER_BETAS)
                 frontier = Frontier(frontier.betas, frontier.kl, frontier.proxy - base_proxy, frontier.gold - base_gold)
                 rows.append(_row(labeller, n, pairs.cost, accuracy, mine, gold, proxy, kl,
-                                 betas, patience, frontier))
+                                 betas, patience, frontier, steps, lr))
                 bar.update()
     settings = {"rm_pairs": rm_pairs, "labellers": list(labellers), "betas": betas, "ns": ns, "seeds": seeds,
                 "steps": steps, "lr": lr, "record_every": record_every, "patience": patience}
@@ -436,9 +455,17 @@ def _refuse_at_chance(accuracy: float, n: int, source: str) -> None:
                          f"(accuracy {accuracy:.3f} on {n}): refusing to optimise against it; give it more pairs")
 
 
-def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience, frontier) -> Row:
+def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience, frontier, steps, lr) -> Row:
     zero = betas.index(0.0)
     ppo = next(cv for cv in curves if cv.method == "ppo" and cv.setting == 0.0)
+    try:
+        ppo_fit = fit_gao(ppo.d, ppo.gold, "rl")
+    except ValueError:
+        raise ValueError(
+            f"steps={steps} with lr={lr!r} left the beta = 0 PPO run against the {labeller} reward model of {n} "
+            f"pairs with fewer than two recorded points of KL > 0, and Gao's fit needs two: give it more steps or "
+            f"a larger lr"
+        ) from None
     bon = [cv for cv in curves if cv.method == "bon"]
     k = int(ppo.gold.argmax())
     stop = guard_stop(gold[zero], proxy[zero], patience)  # [seed]
@@ -453,7 +480,7 @@ def _row(labeller, n, cost, accuracy, curves, gold, proxy, kl, betas, patience, 
         beta_finals[beta] = (final_kl, final_gold, along)
     return Row(
         labeller=labeller, rm_pairs=n, label_cost=cost, gold_accuracy=accuracy,
-        ppo_fit=fit_gao(ppo.d, ppo.gold, "rl"),
+        ppo_fit=ppo_fit,
         bon_fit=fit_gao(np.array([cv.d[0] for cv in bon]), np.array([cv.gold[0] for cv in bon]), "bon"),
         peak_gold=float(ppo.gold[k]), peak_kl=float(ppo.kl[k]), final_gold=float(ppo.gold[-1]),
         final_proxy=float(ppo.proxy[-1]), final_kl=float(ppo.kl[-1]),

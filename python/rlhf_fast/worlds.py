@@ -22,6 +22,7 @@ once, by this one implementation, under either backend.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,13 @@ GOLD_KINDS = ("count_once", "linear")
 MAX_VOCAB = 1 << 20
 MAX_PROMPTS = 1 << 16
 MAX_RESPONSE_LEN = 1 << 12
+# zipf, prompt_scale, repeat_penalty and a judge's bias are at most this: past it a world's
+# logits or values would overflow (zipf=1e308 makes -inf logits) or every sum over its tokens
+# would, and a world that extreme is no model of text.
+MAX_SCALE = 1e6
+# A reward model's weights are below this in magnitude (rlhf_fast._checks.OVERFLOW: a parameter
+# past 2**512 has overflowed), so that a response's score, a sum of them, is finite.
+MAX_WEIGHT = 2.0**512
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -55,16 +63,62 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _scale(name: str, value: Any) -> float:
+    """A finite real in ``[0, MAX_SCALE]``."""
+    value = checks.non_negative(name, value)
+    if value > MAX_SCALE:
+        raise ValueError(f"{name} must be <= 1e6, got {value!r}")
+    return value
+
+
+def _shifted(logits: np.ndarray) -> np.ndarray:
+    """Each row less its maximum: ``-inf`` where a row spans more than the floats (1e308 and
+    -1e308), which is a probability of exactly 0."""
+    with np.errstate(over="ignore"):
+        return logits - logits.max(axis=-1, keepdims=True)
+
+
 def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     """Row-wise ``log softmax``, stable (the row's maximum is subtracted first)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+    shifted = _shifted(logits)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    shifted = np.exp(_shifted(logits))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _world(name: str, world: Any) -> World:
+    if not isinstance(world, World):
+        raise TypeError(f"{name} must be a World, got {type(world).__name__}")
+    return world
+
+
+def _rm_weights(name: str, rm: Any, world: World) -> np.ndarray:
+    """The weights of the reward model ``rm`` (the argument ``name``), one per token of ``world``."""
+    if not isinstance(rm, RewardModel):
+        raise TypeError(f"{name} must be a RewardModel, got {type(rm).__name__}")
+    if len(rm.weights) != world.vocab:
+        raise ValueError(f"{name} must weigh the world's {world.vocab} tokens, got {len(rm.weights)} weights")
+    return rm.weights
+
+
+def _pairs_of(name: str, pairs: Any, world: World) -> WorldPairs:
+    """``pairs`` (the argument ``name``), labelled pairs of responses of ``world``: its response
+    length, its prompts and its tokens."""
+    if not isinstance(pairs, WorldPairs):
+        raise TypeError(f"{name} must be a WorldPairs (World.preferences), got {type(pairs).__name__}")
+    length = pairs.first.shape[1]
+    if length != world.response_len:
+        raise ValueError(f"{name} must hold responses of the world's {world.response_len} tokens, got {length}")
+    if len(pairs) and pairs.prompts.max() >= world.n_prompts:
+        raise ValueError(f"{name} has prompt {int(pairs.prompts.max())}, past the world's {world.n_prompts} prompts")
+    top = max(int(pairs.first.max()), int(pairs.second.max())) if len(pairs) else 0
+    if top >= world.vocab:
+        raise ValueError(f"{name} has token {top}, past the world's {world.vocab} tokens")
+    return pairs
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -133,13 +187,13 @@ class World:
         n_prompts = checks.count("n_prompts", self.n_prompts, 1, MAX_PROMPTS)
         vocab = checks.count("vocab", self.vocab, 2, MAX_VOCAB)
         response_len = checks.count("response_len", self.response_len, 1, MAX_RESPONSE_LEN)
-        zipf = checks.non_negative("zipf", checks.finite("zipf", self.zipf))
-        prompt_scale = checks.non_negative("prompt_scale", checks.finite("prompt_scale", self.prompt_scale))
+        zipf = _scale("zipf", self.zipf)
+        prompt_scale = _scale("prompt_scale", self.prompt_scale)
         gold = checks.option("gold", self.gold, GOLD_KINDS)
         if self.repeat_penalty is None:
             repeat_penalty = 1.0 if gold == "count_once" else 0.0
         else:
-            repeat_penalty = checks.non_negative("repeat_penalty", checks.finite("repeat_penalty", self.repeat_penalty))
+            repeat_penalty = _scale("repeat_penalty", self.repeat_penalty)
             if gold == "linear" and repeat_penalty != 0.0:
                 raise ValueError(f"repeat_penalty applies to gold='count_once', got {repeat_penalty!r} with 'linear'")
         seed = checks.count("seed", self.seed, 0)
@@ -194,12 +248,11 @@ class World:
         return log_softmax_rows(self.ref_logits)
 
     def _policy(self, name: str, logits: Any) -> np.ndarray:
-        logits = np.asarray(logits, dtype=np.float64)
-        if logits.shape != self.ref_logits.shape:
-            raise ValueError(f"{name} must have shape {self.ref_logits.shape} (n_prompts, vocab), got {logits.shape}")
-        if not np.isfinite(logits).all():
-            raise ValueError(f"{name} must be finite")
-        return logits
+        shape = self.ref_logits.shape
+        logits = checks.real_array(name, logits, f"a {list(shape)} array of logits (n_prompts, vocab)", finite=False)
+        if logits.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} (n_prompts, vocab), got {logits.shape}")
+        return checks.real_array(name, logits)
 
     # ------------------------------------------------------------ exact expectations
 
@@ -218,7 +271,8 @@ class World:
         """
         log_p = log_softmax_rows(self._policy("logits", logits))
         p = np.exp(log_p)
-        per_token = np.where(p > 0.0, p * (log_p - self.ref_log_probs), 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore"):  # 0 * -inf where a token has no probability: counted 0
+            per_token = np.where(p > 0.0, p * (log_p - self.ref_log_probs), 0.0).sum(axis=1)
         return self.response_len * np.maximum(per_token, 0.0)
 
     def expected_gold(self, logits: Any) -> np.ndarray:
@@ -274,7 +328,7 @@ class World:
             ``[n_prompts]``: ``L * sum_a pi(a) w(a)``.
         """
         p = softmax_rows(self._policy("logits", logits))
-        return self.response_len * (p * rm.weights_for(self)).sum(axis=1)
+        return self.response_len * (p * _rm_weights("rm", rm, self)).sum(axis=1)
 
     # ------------------------------------------------------------------ responses
 
@@ -339,17 +393,14 @@ class World:
         return _bag_score(self.gold_seen, prompts, responses, count_once=True) - self.repeat_penalty * self.response_len
 
     def _responses(self, prompts: Any, responses: Any) -> tuple[np.ndarray, np.ndarray]:
-        prompts = np.asarray(prompts)
-        responses = np.asarray(responses)
-        if prompts.ndim != 1 or prompts.dtype.kind not in "iu":
-            raise TypeError("prompts must be a 1-d array of prompt indices")
-        if responses.shape != (len(prompts), self.response_len) or responses.dtype.kind not in "iu":
-            raise TypeError(f"responses must be an integer array of shape ({len(prompts)}, {self.response_len})")
-        if prompts.size and not (0 <= prompts.min() and prompts.max() < self.n_prompts):
-            raise ValueError(f"prompts must be in [0, {self.n_prompts})")
-        if responses.size and not (0 <= responses.min() and responses.max() < self.vocab):
-            raise ValueError(f"responses must be token indices in [0, {self.vocab})")
-        return prompts.astype(np.int64), responses.astype(np.int64)
+        prompts = checks.index_array("prompts", prompts, "a 1-D array of prompt indices", ndim=1)
+        shape = (len(prompts), self.response_len)
+        responses = checks.index_array("responses", responses, f"an {list(shape)} array of token indices", shape=shape)
+        if prompts.size and prompts.max() >= self.n_prompts:
+            raise ValueError(f"prompts must be prompt indices in [0, {self.n_prompts}), got {int(prompts.max())}")
+        if responses.size and responses.max() >= self.vocab:
+            raise ValueError(f"responses must be token indices in [0, {self.vocab}), got {int(responses.max())}")
+        return prompts, responses
 
     # ------------------------------------------------------------------ labels
 
@@ -387,7 +438,10 @@ class World:
         prompts, first = self._draw(rng, n, p)
         second = self._respond(rng, prompts, p)
         target = labeller._label(self, prompts, first, second, rng)
-        return WorldPairs(prompts, first, second, target, labeller.cost * n)
+        cost = labeller.cost * n
+        if not math.isfinite(cost):
+            raise FloatingPointError(f"preferences overflowed: {n} labels at {labeller.cost!r} each cost {cost!r}")
+        return WorldPairs(prompts, first, second, target, cost)
 
 
 @dataclass(frozen=True)
@@ -419,7 +473,8 @@ class Labeller:
         checks.non_negative("cost", checks.finite("cost", self.cost))
 
     def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
-        margin = (world.gold_score(prompts, first) - world.gold_score(prompts, second)) / self.temperature
+        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
+            margin = (world.gold_score(prompts, first) - world.gold_score(prompts, second)) / self.temperature
         prefer_first = rng.random(len(prompts)) < _sigmoid(margin)
         flipped = rng.random(len(prompts)) < self.flip
         return (prefer_first ^ flipped).astype(np.float64)
@@ -471,16 +526,21 @@ class Judge:
         rho = checks.finite("rho", self.rho)
         if not -1.0 <= rho <= 1.0:
             raise ValueError(f"rho must be a correlation in [-1, 1], got {rho!r}")
-        checks.finite("bias", self.bias)
+        bias = checks.finite("bias", self.bias)
+        if abs(bias) > MAX_SCALE:
+            raise ValueError(f"bias must be in [-1e6, 1e6], got {bias!r}")
         position_bias = checks.non_negative("position_bias", self.position_bias)
         if position_bias > 1.0:
             raise ValueError(f"position_bias must be a probability in [0, 1], got {position_bias!r}")
+        checks.boolean("soft", self.soft)
+        checks.boolean("both_orders", self.both_orders)
         checks.positive("temperature", checks.finite("temperature", self.temperature))
         checks.count("seed", self.seed, 0)
         checks.non_negative("cost", checks.finite("cost", self.cost))
 
     def token_values(self, world: World) -> np.ndarray:
         """``[n_prompts, vocab]``: the judge's value of each token for each prompt."""
+        world = _world("world", world)
         rng = np.random.default_rng([self.seed, world.seed])
         gold = world.gold_token
         noise = rng.standard_normal(gold.shape) * gold.std()
@@ -493,7 +553,8 @@ class Judge:
         count_once = world.gold == "count_once"
         values = self.token_values(world) + (world.repeat_penalty if count_once else 0.0)
         margin = _bag_score(values, prompts, first, count_once) - _bag_score(values, prompts, second, count_once)
-        preference = _sigmoid(margin / self.temperature)
+        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
+            preference = _sigmoid(margin / self.temperature)
         pb = self.position_bias
         first_shown_first = pb + (1.0 - pb) * preference  # P(first preferred) when shown first
         first_shown_second = (1.0 - pb) * preference  # ... when shown second
@@ -543,6 +604,27 @@ class WorldPairs:
     target: np.ndarray
     cost: float
 
+    def __post_init__(self) -> None:
+        """Copies of the arrays, checked and read-only: prompts and tokens indices (ints >= 0; a
+        world checks their upper bounds where the pairs are used), one target in [0, 1] per pair."""
+        prompts = checks.index_array("prompts", self.prompts, "a 1-D array of prompt indices", ndim=1)
+        n = len(prompts)
+        first = checks.index_array("first", self.first, "an [n, response_len] array of token indices", ndim=2)
+        if first.shape[0] != n:
+            raise ValueError(f"first must have {n} rows (one per pair), got {first.shape[0]}")
+        if first.shape[1] < 1:
+            raise ValueError("first must have at least one token per response, got 0")
+        second = checks.index_array("second", self.second, "an [n, response_len] array of token indices",
+                                    shape=first.shape)
+        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
+        if n and not ((target >= 0.0) & (target <= 1.0)).all():
+            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
+            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
+        cost = checks.non_negative("cost", self.cost)
+        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
+            object.__setattr__(self, name, _read_only(np.array(value)))
+        object.__setattr__(self, "cost", cost)
+
     def __len__(self) -> int:
         return len(self.prompts)
 
@@ -577,9 +659,22 @@ class RewardModel:
     tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        weights = np.array(self.weights, dtype=np.float64)
-        if weights.ndim != 1 or not np.isfinite(weights).all():
-            raise ValueError("weights must be a 1-d array of finite floats")
+        weights = np.array(checks.real_array("weights", self.weights, "a 1-D array of token weights", ndim=1))
+        if not len(weights):
+            raise ValueError("weights must not be empty")
+        if (np.abs(weights) >= MAX_WEIGHT).any():
+            bad = int(np.flatnonzero(np.abs(weights) >= MAX_WEIGHT)[0])
+            raise ValueError(f"weights[{bad}] must be below 2**512 in magnitude, got {float(weights[bad])!r}")
+        tokens = self.tokens
+        if tokens is not None:
+            if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+                raise TypeError(f"tokens must be a sequence of token names or None, got {type(tokens).__name__}")
+            if len(tokens) != len(weights):
+                raise ValueError(f"tokens must name the {len(weights)} weights, got {len(tokens)} names")
+            for i, tok in enumerate(tokens):
+                if not isinstance(tok, str):
+                    raise TypeError(f"tokens[{i}] must be a str, got {type(tok).__name__}")
+            object.__setattr__(self, "tokens", tuple(tokens))
         object.__setattr__(self, "weights", _read_only(weights))
 
     def __repr__(self) -> str:
@@ -587,13 +682,17 @@ class RewardModel:
 
     def weights_for(self, world: World) -> np.ndarray:
         """The weights, checked against the world's vocabulary."""
+        world = _world("world", world)
         if len(self.weights) != world.vocab:
-            raise ValueError(f"rm has {len(self.weights)} weights, the world {world.vocab} tokens")
+            raise ValueError(f"world must have this reward model's {len(self.weights)} tokens, got {world.vocab}")
         return self.weights
 
     def score(self, responses: Any) -> np.ndarray:
         """``[n]``: the score of each of ``[n, response_len]`` responses."""
-        return self.weights[np.asarray(responses)].sum(axis=1)
+        responses = checks.index_array("responses", responses, "an [n, response_len] array of token indices", ndim=2)
+        if responses.size and responses.max() >= len(self.weights):
+            raise ValueError(f"responses must be token indices in [0, {len(self.weights)}), got {int(responses.max())}")
+        return self.weights[responses].sum(axis=1)
 
     def as_dict(self) -> dict[str, float]:
         """The weights as the lesson's dict (token name -> weight), for a world with names."""
@@ -614,6 +713,8 @@ class RewardModel:
         -------
         float
         """
+        self.weights_for(world)
+        pairs = _pairs_of("pairs", pairs, world)
         gold = world.gold_score(pairs.prompts, pairs.first) - world.gold_score(pairs.prompts, pairs.second)
         proxy = self.score(pairs.first) - self.score(pairs.second)
         decided = gold != 0.0
@@ -646,6 +747,8 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
     -------
     RewardModel
     """
+    world = _world("world", world)
+    pairs = _pairs_of("pairs", pairs, world)
     epochs = checks.count("epochs", epochs, 0, 10_000)
     lr = checks.positive("lr", checks.finite("lr", lr))
     c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
@@ -653,13 +756,12 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
     n = len(pairs)
     if n == 0:
         raise ValueError("pairs must not be empty")
-    margins = np.zeros(n) if margin is None else np.asarray(margin, dtype=np.float64)
-    if margins.shape != (n,) or not np.isfinite(margins).all():
-        raise ValueError(f"margin must be {n} finite floats, one per pair")
+    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
+                                                                  shape=(n,))
     w = [0.0] * world.vocab
     first, second = pairs.first.tolist(), pairs.second.tolist()
     target, margins_list = pairs.target.tolist(), margins.tolist()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for a, b, t, mu in zip(first, second, target, margins_list):
             r_a = sum(w[tok] for tok in a)
             r_b = sum(w[tok] for tok in b)
@@ -671,8 +773,9 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
                 w[tok] -= lr * (d_m + d_sum)
             for tok in b:
                 w[tok] -= lr * (d_sum - d_m)
-    weights = checks.finite_result("train_reward_model", np.array(w))
-    return RewardModel(weights, world.tokens)
+        if checks.overflowed(w):
+            raise FloatingPointError(f"train_reward_model diverged in epoch {epoch}: weights overflowed (lr={lr!r})")
+    return RewardModel(np.array(w), world.tokens)
 
 
 def _sigmoid_scalar(x: float) -> float:
@@ -725,18 +828,28 @@ class Frontier:
         -------
         Frontier
         """
-        betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or not (np.isfinite(betas) & (betas > 0)).all():
-            raise ValueError("betas must be a 1-d array of positive finite floats")
+        world = _world("world", world)
         if isinstance(reward, RewardModel):
-            r, rm = reward.weights_for(world)[None, :], reward
-        elif reward == "gold":
+            r, rm = _rm_weights("reward", reward, world)[None, :], reward
+        elif isinstance(reward, str):
+            if reward != "gold":
+                raise ValueError(f"reward must be a RewardModel or 'gold', got {reward!r}")
             r, rm = world.gold_token, None
         else:
-            raise TypeError("reward must be a RewardModel or 'gold'")
+            raise TypeError(f"reward must be a RewardModel or 'gold', got {type(reward).__name__}")
+        betas = checks.real_array("betas", betas, "a 1-D array of positive KL coefficients", ndim=1)
+        if not len(betas):
+            raise ValueError("betas must not be empty")
+        if (betas <= 0.0).any():
+            bad = int(np.flatnonzero(betas <= 0.0)[0])
+            raise ValueError(f"betas[{bad}] must be > 0, got {float(betas[bad])!r}")
+        # pi ∝ ref exp(r / beta) = ref exp((r - max r) / beta): the tilt is <= 0, and where it
+        # passes the floats (a tiny beta) its -inf is a probability of 0, held at -1e300
+        r = r - r.max(axis=-1, keepdims=True)
         kl, proxy, gold = [], [], []
         for beta in betas:
-            logits = world.ref_logits + r / beta
+            with np.errstate(over="ignore"):
+                logits = world.ref_logits + np.maximum(r / beta, -1e300)
             kl.append(world.kl(logits).mean())
             proxy.append(world.expected_score(logits, rm).mean() if rm is not None else 0.0)
             gold.append(world.expected_gold(logits).mean())
@@ -755,7 +868,9 @@ def best_of_n_kl(n: Any) -> np.ndarray:
     -------
     numpy.ndarray
     """
-    n = np.asarray(n, dtype=np.float64)
+    n = checks.real_array("n", n, "a count or an array of counts")
+    if n.size and n.min() < 1.0:
+        raise ValueError(f"n must be >= 1, got {float(n.min())!r}")
     return np.log(n) - (n - 1.0) / n
 
 
@@ -772,26 +887,40 @@ class GaoFit:
     alpha: float
     beta: float
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "form", checks.option("form", self.form, ("bon", "rl")))
+        object.__setattr__(self, "alpha", checks.finite("alpha", self.alpha))
+        object.__setattr__(self, "beta", checks.finite("beta", self.beta))
+
     def __call__(self, d: Any) -> np.ndarray:
-        d = np.asarray(d, dtype=np.float64)
-        if self.form == "bon":
-            return d * (self.alpha - self.beta * d)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, d * (self.alpha - self.beta * np.log(np.where(d > 0, d, 1.0))), 0.0)
+        d = checks.real_array("d", d, "sqrt(KL), a number or an array of them")
+        if d.size and d.min() < 0.0:
+            raise ValueError(f"d must be >= 0 (a square root of a KL), got {float(d.min())!r}")
+        with np.errstate(all="ignore"):
+            if self.form == "bon":
+                out = d * (self.alpha - self.beta * d)
+            else:
+                out = np.where(d > 0, d * (self.alpha - self.beta * np.log(np.where(d > 0, d, 1.0))), 0.0)
+        if not np.isfinite(out).all():
+            raise FloatingPointError(f"GaoFit overflowed: its value at d={float(d.max())!r} is not a float")
+        return out
 
     @property
     def peak_d(self) -> float:
-        """The ``d`` where the fitted gold peaks (inf if it never turns down)."""
+        """The ``d >= 0`` where the fitted gold peaks (0 if it only falls, inf if it never turns down)."""
         if self.beta <= 0:
             return math.inf
         if self.form == "bon":
-            return self.alpha / (2.0 * self.beta)
-        return math.exp(self.alpha / self.beta - 1.0)
+            return max(self.alpha / (2.0 * self.beta), 0.0)
+        try:
+            return math.exp(self.alpha / self.beta - 1.0)
+        except OverflowError:  # past the floats: it turns down too late to say
+            return math.inf
 
     @property
     def peak_kl(self) -> float:
         """``peak_d ** 2``: the KL at which the fitted gold peaks."""
-        return self.peak_d**2
+        return self.peak_d * self.peak_d
 
 
 def fit_gao(d: Any, gold: Any, form: str) -> GaoFit:
@@ -810,12 +939,22 @@ def fit_gao(d: Any, gold: Any, form: str) -> GaoFit:
     GaoFit
     """
     form = checks.option("form", form, ("bon", "rl"))
-    d = np.asarray(d, dtype=np.float64)
-    gold = np.asarray(gold, dtype=np.float64)
+    d = checks.real_array("d", d, "a 1-D array of sqrt(KL)", ndim=1, finite=False)
+    gold = checks.real_array("gold", gold, "a 1-D array of gold scores", shape=d.shape, finite=False)
     keep = np.isfinite(d) & np.isfinite(gold) & (d > 0)
     if keep.sum() < 2:
-        raise ValueError("fit_gao needs at least two points with d > 0")
+        raise ValueError(f"d must hold at least two points with d > 0 and a finite gold, got {int(keep.sum())}")
     d, gold = d[keep], gold[keep]
-    second = -d * d if form == "bon" else -d * np.log(d)
-    (alpha, beta), *_ = np.linalg.lstsq(np.stack([d, second], axis=1), gold, rcond=None)
+    with np.errstate(all="ignore"):
+        second = -d * d if form == "bon" else -d * np.log(d)
+    design = np.stack([d, second], axis=1)
+    if not np.isfinite(design).all():
+        raise FloatingPointError(f"fit_gao overflowed: d={float(d.max())!r} is too large for the {form!r} form")
+    try:
+        with np.errstate(all="ignore"):
+            (alpha, beta), *_ = np.linalg.lstsq(design, gold, rcond=None)
+    except np.linalg.LinAlgError as err:
+        raise FloatingPointError(f"fit_gao did not converge: {err}") from None
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise FloatingPointError(f"fit_gao overflowed: alpha={float(alpha)!r}, beta={float(beta)!r}")
     return GaoFit(form, float(alpha), float(beta))
