@@ -106,3 +106,17 @@ def test_a_world_sweep_says_where_the_guard_would_stop():
     assert guard["fired"].shape == (2, 3)
     with pytest.raises(ValueError, match="needs a world sweep"):
         rl.sweep_rlhf(rl.train_rm(rl.make_dataset(50, 0)), betas=[0.0], seeds=1, steps=5).guard()
+
+
+def test_the_overopt_command_writes_its_table_and_plot(tmp_path, capsys):
+    from rlhf_fast.__main__ import main
+
+    code = main(["overopt", "--rm-pairs", "300", "3000", "--labellers", "human", "--ns", "1", "4", "16", "--seeds",
+                 "1", "--steps", "100", "--record-every", "10", "--vocab", "128", "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "gold acc" in out and out.count(" human ") == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["overopt.csv", "overopt.png"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["overopt", "--steps", "10", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "record_every must leave at least two recorded steps" in capsys.readouterr().err

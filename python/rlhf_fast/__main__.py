@@ -181,6 +181,9 @@ def _parser() -> _Parser:
                    help="Best-of-N candidate counts (default: 1 2 4 ... 256)")
     p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")
     p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
+    p.add_argument("--record-every", type=_count(1), default=50,
+                   help="evaluate gold, proxy and KL every k steps: the curves' points and the guard's "
+                   "evaluations (default: 50)")
     p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
     p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
     p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
@@ -431,12 +434,13 @@ def overopt(args: argparse.Namespace) -> int:
     _make_directory(args)
     world = rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
     result = overoptimization(world, rm_pairs=args.rm_pairs, labellers=args.labellers, betas=args.betas, ns=args.ns,
-                              seeds=args.seeds, steps=args.steps, progress=not args.quiet)
+                              seeds=args.seeds, steps=args.steps, record_every=args.record_every,
+                              progress=not args.quiet)
     print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {world!r}; PPO {args.steps} steps x {args.seeds} "
           f"seeds per beta, kl_penalty k1; scores relative to the reference policy's")
     print(result.table())
     print("peak gold / at KL: the beta=0 PPO runs' mean gold at its highest; end: after the last step; guard: where "
-          "it stops a run (gold fell 3 records in a row while the proxy rose); beta=b: a run's final gold, and in "
+          "it stops a run (gold fell 3 evaluations in a row while the proxy rose); beta=b: a run's final gold, and in "
           "brackets the beta=0 runs' gold at the same KL (equal if beta only moves a run along the curve, as Gao "
           "et al. found); fit peak KL: Gao's R_RL and R_bon forms fitted.")
     with _Staged(args.out) as staged:
