@@ -159,6 +159,17 @@ impl StepScratch {
     }
 }
 
+/// The step's advantage and TRL's value loss before any update (where the clipped and
+/// unclipped terms coincide): `reward - v_old` and `0.5 (v_old - reward)^2` with a value
+/// baseline (`vf_coef > 0`), else the reward itself (it is the return) and 0.
+fn advantage_and_value_loss(reward: f64, v_old: f64, params: &PpoParams) -> (f64, f64) {
+    if params.vf_coef > 0.0 {
+        (reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward)))
+    } else {
+        (reward, 0.0)
+    }
+}
+
 /// One PPO-RLHF step on one prompt's logits (the lesson's `rlhf_step`), with the prompt's
 /// value baseline `value` (read and updated only when `params.vf_coef > 0`).
 ///
@@ -188,11 +199,7 @@ pub fn rlhf_step(
     let reward = score - beta * kl_penalty; // the KL enters the reward only
     let with_value = params.vf_coef > 0.0;
     let v_old = *value;
-    let (advantage, value_loss) = if with_value {
-        (reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward)))
-    } else {
-        (reward, 0.0) // the reward is the return; no baseline
-    };
+    let (advantage, value_loss) = advantage_and_value_loss(reward, v_old, params);
     let mut clipped = 0;
     let mut frozen = false;
     p.copy_from_slice(p_old);
@@ -339,11 +346,7 @@ pub fn bag_rlhf_step(
     let reward = score - beta * kl_penalty; // the KL enters the reward only
     let with_value = params.vf_coef > 0.0;
     let v_old = *value;
-    let (advantage, value_loss) = if with_value {
-        (reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward)))
-    } else {
-        (reward, 0.0) // the reward is the return; no baseline
-    };
+    let (advantage, value_loss) = advantage_and_value_loss(reward, v_old, params);
     for &a in tokens.iter() {
         counts[a] += 1.0;
     }

@@ -114,6 +114,15 @@ def value_update(v: float, v_old: float, ret: float, params: PpoParams) -> float
     return v - params.lr * params.vf_coef * grad
 
 
+def advantage_and_value_loss(reward: float, v_old: float, params: PpoParams) -> tuple[float, float]:
+    """The step's advantage and TRL's value loss before any update (where the clipped and
+    unclipped terms coincide): ``reward - v_old`` and ``0.5 (v_old - reward)^2`` with a value
+    baseline (``vf_coef > 0``), else the reward itself (it is the return) and 0."""
+    if params.vf_coef > 0.0:
+        return reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward))
+    return reward, 0.0
+
+
 def rlhf_step(
     logits: list[float],
     ref_log_probs: Sequence[float],
@@ -149,15 +158,10 @@ def rlhf_step(
         penalty = KL_ESTIMATORS[params.kl_penalty](math.log(p_old[a]), ref_log_probs[a])
     reward = score - beta * penalty  # the KL enters the reward only
     baseline = params.vf_coef > 0.0
+    v_old = float(value)
+    advantage, value_loss = advantage_and_value_loss(reward, v_old, params)
     if baseline:
-        v_old = float(value)
-        advantage = reward - v_old
-        # TRL's value loss before any update, where the clipped and unclipped terms coincide
-        value_loss = 0.5 * ((v_old - reward) * (v_old - reward))
         value = v_old
-    else:
-        advantage = reward  # the reward is the return; no baseline
-        value_loss = 0.0
     clipped = 0
     for _ in range(ppo_epochs):
         p = softmax_row(logits)
@@ -238,14 +242,10 @@ def bag_rlhf_step(
             penalty += estimator(_log(p_old[a]), ref_log_probs[a])
     reward = score - beta * penalty  # the KL enters the reward only
     baseline = params.vf_coef > 0.0
+    v_old = float(value)
+    advantage, value_loss = advantage_and_value_loss(reward, v_old, params)
     if baseline:
-        v_old = float(value)
-        advantage = reward - v_old
-        value_loss = 0.5 * ((v_old - reward) * (v_old - reward))
         value = v_old
-    else:
-        advantage = reward
-        value_loss = 0.0
     counts = [0.0] * len(logits)
     for a in tokens:
         counts[a] += 1.0
