@@ -289,3 +289,14 @@ def sweep_world_rlhf(
     progress: _Progress = None,
     max_memory: int | None = None,
 ) -> _SweepOutput: ...
+def sweep_world_best_of_n(
+    ref_logits: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    gold_token: npt.NDArray[np.float64],
+    count_once: bool,
+    response_len: int,
+    runs: Sequence[tuple[int, int, int]],
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
