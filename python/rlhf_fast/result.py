@@ -951,8 +951,8 @@ class SweepResult:
 
 
 # KL coefficients the frontier is traced over: from near the reference (KL ~ 0) to near the
-# reward's argmax (the largest KL a policy tilted by it reaches), 4 per decade.
-FRONTIER_BETAS = np.geomspace(1e4, 1e-4, 33)
+# reward's argmax (the largest KL a policy tilted by it reaches), 8 per decade.
+FRONTIER_BETAS = np.geomspace(1e4, 1e-4, 65)
 FRONTIER_LABELS = ("frontier: proxy of π ∝ π_ref exp(r/β)", "frontier: gold of π ∝ π_ref exp(g/β)")
 
 
@@ -983,15 +983,18 @@ def draw_frontier(ax, world: Any, reward_model: Any, *, gold: bool = True) -> No
     traces = [(Frontier.of(world, reward_model, FRONTIER_BETAS), "proxy", "--", FRONTIER_LABELS[0])]
     if gold:
         traces.append((Frontier.of(world, "gold", FRONTIER_BETAS), "gold", "-", FRONTIER_LABELS[1]))
+    low, high = ylim
     for frontier, score, style, label in traces:
         # up to the first point past the panel's KL, which the kept limits then cut at the edge
         shown = np.flatnonzero(frontier.kl <= kl_max)
         last = min(len(frontier.kl), (shown[-1] + 2) if shown.size else 2)
-        ax.plot(frontier.kl[:last], getattr(frontier, score)[:last], color="black", linestyle=style, linewidth=1.2,
-                alpha=0.7, label=label)
+        values = getattr(frontier, score)
+        ax.plot(frontier.kl[:last], values[:last], color="black", linestyle=style, linewidth=1.2, alpha=0.7,
+                label=label)
+        inside = values[: max(1, last - 1)]
+        low, high = min(low, float(inside.min())), max(high, float(inside.max()))
     ax.set_xlim(xlim)
-    ax.set_ylim(min(ylim[0], *(getattr(f, s)[0] for f, s, _, _ in traces)), max(
-        ylim[1], *(float(np.interp(kl_max, f.kl, getattr(f, s))) for f, s, _, _ in traces)))
+    ax.set_ylim(low, high + 0.03 * (high - low))
 
 
 def _decoded(name: str, values: np.ndarray) -> np.ndarray:
