@@ -971,3 +971,7 @@ def _world_gold(world: World) -> tuple[bool, np.ndarray, float]:
     gold = world.gold_seen if count_once else world.gold_token
     offset = world.repeat_penalty * world.response_len if count_once else 0.0
     return count_once, gold, offset
+
+
+# Each reads a reward model w: also a RewardModel of the lesson's VOCAB where no world is given.
+check.accept_reward_models(globals())
