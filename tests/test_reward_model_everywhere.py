@@ -14,7 +14,6 @@ import random
 
 import numpy as np
 import pytest
-
 import rlhf_fast as rl
 from rlhf_fast._checks import READS_REWARD_MODEL
 from rlhf_fast.result import SweepResult
@@ -29,16 +28,24 @@ def lesson_rm() -> RewardModel:
     return train_reward_model(world, world.preferences(300, seed=0), epochs=2)
 
 
+def rlhf_step(w):
+    theta = rl.init_policy()
+    return rl.rlhf_step(theta, rl.init_policy(), w, "help me", random.Random(4), beta=0.1, kl_penalty="k1"), theta
+
+
+def grpo_step(w):
+    theta = rl.init_policy()
+    return rl.grpo_step(theta, rl.init_policy(), w, "answer me", random.Random(2)), theta
+
+
 # name -> a call taking the reward model; every one cheap
 CALLS = {
     "dot": lambda w: rl.dot(w, rl.bag("clear and kind")),
     "pairwise_accuracy": lambda w: rl.pairwise_accuracy(w, PAIRS),
     "expected_score": lambda w: rl.expected_score(rl.init_policy(), w),
-    "rlhf_step": lambda w: (lambda theta: (rl.rlhf_step(theta, rl.init_policy(), w, "help me", random.Random(4),
-                                                        beta=0.1, kl_penalty="k1"), theta))(rl.init_policy()),
+    "rlhf_step": rlhf_step,
     "train_rlhf": lambda w: rl.train_rlhf(rl.init_policy(), rl.init_policy(), w=w, steps=30, seed=1, kl_penalty="k3"),
-    "grpo_step": lambda w: (lambda theta: (rl.grpo_step(theta, rl.init_policy(), w, "answer me", random.Random(2)),
-                                           theta))(rl.init_policy()),
+    "grpo_step": grpo_step,
     "train_grpo": lambda w: rl.train_grpo(rl.init_policy(), rl.init_policy(), w, 10, 5),
     "best_of_n": lambda w: rl.best_of_n(rl.init_policy(), w, 4, samples=50, seed=2),
     "sweep_rlhf": lambda w: rl.sweep_rlhf(w, betas=[0.0, 0.1], seeds=2, steps=20),
@@ -66,7 +73,7 @@ def assert_identical(got, expected, path="result"):
         assert len(got) == len(expected), path
         for i, (a, b) in enumerate(zip(got, expected)):
             assert_identical(a, b, f"{path}[{i}]")
-    elif isinstance(expected, np.ndarray) or isinstance(expected, float):
+    elif isinstance(expected, (np.ndarray, float)):
         np.testing.assert_array_equal(got, expected, err_msg=path)
     else:
         assert got == expected, path

@@ -20,11 +20,10 @@ import math
 
 import numpy as np
 import pytest
+import rlhf_fast as rl
 from conftest import RUST, assert_close, rust_only
 from hypothesis import given
 from hypothesis import strategies as st
-
-import rlhf_fast as rl
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast.reference.engines import world_best_of_n as ref_world_bon
 from rlhf_fast.reference.methods.best_of_n import bon_distribution

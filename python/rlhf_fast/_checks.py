@@ -388,7 +388,8 @@ def reward_dict(w: Any, name: str = "w") -> Any:
     ``RewardModel`` of another vocabulary is refused, naming the argument."""
     global _reward_model_class
     if _reward_model_class is None:
-        from .worlds import RewardModel  # worlds imports this module: looked up on first use
+        # worlds imports this module: looked up on first use
+        from .worlds import RewardModel
 
         _reward_model_class = RewardModel
     if not isinstance(w, _reward_model_class):

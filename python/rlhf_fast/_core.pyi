@@ -41,6 +41,7 @@ __all__ = [
     "sweep_rlhf",
     "sweep_rm",
     "sweep_world_rlhf",
+    "sweep_world_best_of_n",
     "train_dpo",
     "train_grpo",
     "train_rlhf",
