@@ -254,3 +254,20 @@ def test_every_k1_run_ends_on_or_below_the_proxy_frontier_and_the_plot_draws_it(
     assert_close(y, frontier.proxy[: len(y)])
     assert_close(x, frontier.kl[: len(x)])
     assert x[-2] <= result.mean_kl.max() * 1.001 + 1e-12
+
+
+def test_the_comparison_plot_draws_the_rm_frontier_every_method_stays_under(tmp_path):
+    from rlhf_fast.compare import Comparison, Row
+
+    w = rl.train_rm(rl.make_dataset(200, seed=0), epochs=2)
+    ppo = rl.sweep_rlhf(w, betas=[0.1], seeds=2, steps=300, kl_penalty="k1", record_every=0)
+    row = Row("PPO", "β=0.1", ppo.runs["final_score"][0], ppo.runs["final_kl"][0], np.zeros(2), 0.0, 0, 0)
+    fig = Comparison([row], 200, 0, 2, 0.0, extra={"w": w}).plot(tmp_path / "compare.png")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert FRONTIER_LABELS[0] in lines and FRONTIER_LABELS[1] not in lines
+    rm = RewardModel(np.array([w[tok] for tok in rl.VOCAB]), rl.VOCAB)
+    frontier = Frontier.of(World.lesson(), rm, FRONTIER_BETAS)
+    assert_close(lines[FRONTIER_LABELS[0]].get_data()[1], frontier.proxy[: len(lines[FRONTIER_LABELS[0]].get_data()[1])])
+    # every final policy under the frontier: E[r] - beta' KL at most the optimum's, at every beta'
+    for score, kl in zip(row.score, row.kl):
+        assert (score - frontier.betas * kl <= frontier.proxy - frontier.betas * frontier.kl + 1e-9).all()
