@@ -1,9 +1,9 @@
 """Junk for every public function: the generators behind ``test_fuzz.py`` and ``benches/fuzz.py``.
 
 Every public function of ``rlhf_fast.reference.__all__`` (the controllers' ``update`` and
-``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf`` in a world
-(``"sweep_rlhf[world]"``) and the world API (``rlhf_fast.worlds``: constructors, functions and
-methods, a method's instance an argument named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per
+``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf`` and
+``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ``"sweep_best_of_n[world]"``) and the
+world API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance an argument named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per
 argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
 that argument may take (``valid``) and the junk it may meet (``junk``: wrong types, NaN and
 infinities, negative, zero and huge counts, wrong shapes and dtypes, non-contiguous and
@@ -1211,6 +1211,13 @@ WORLD_SPECS: dict[str, list[Param]] = {
         opt("simd", Kind([val("none", None)], [val("portable", "portable"), val("int", 1)])),
         opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS), opt("exact", BOOL),
         opt("max_memory", MAX_MEMORY)],
+    # Best-of-N in a world on the backend's engine: a RewardModel of the world's vocabulary, sampled
+    "sweep_best_of_n[world]": [
+        req("w", RM), req("world", WORLD), req("ns", first_axis(counts(1, 8, minimum=1, maximum=1_000_000_000))),
+        opt("seeds", SEEDS),
+        opt("samples", Kind([val("none", None), *counts(2, 6).valid], counts(2, 6, minimum=2, sized=True).junk)),
+        opt("policy", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "policy")])),
+        opt("n_threads", THREADS), opt("progress", PROGRESS), opt("max_memory", MAX_MEMORY)],
     # the lab, tiny: a few pairs, a step or three, a handful of draws (see SLOW)
     "overoptimization": [
         req("world", LAB_WORLD), opt("rm_pairs", LAB_RM_PAIRS), opt("labellers", LAB_LABELLERS), opt("betas", LAB_BETAS),
@@ -1248,6 +1255,13 @@ def _recorded_steps(kwargs: dict) -> None:
         kwargs["record_every"] = 1
 
 
+def _cheap_world_best_of_n(kwargs: dict) -> None:
+    """A world's Best-of-N samples ``samples * n`` responses (1,000 samples by default): a call
+    that leaves them out gets a few, so that a valid call stays cheap."""
+    if kwargs.get("samples") is None:
+        kwargs["samples"] = 3
+
+
 def _cheap_lab(kwargs: dict) -> None:
     """The lab's defaults are a real study (30,000 pairs, 2,000 steps): a setting left out
     (or dropped) gets a tiny one instead; a huge step count keeps a history, as for the sweeps."""
@@ -1262,7 +1276,8 @@ def _cheap_lab(kwargs: dict) -> None:
 FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "sweep_best_of_n": _cheap_best_of_n,
                                               "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps,
                                               "sweep_dpo": _recorded_steps, "sweep_rlhf[world]": _recorded_steps,
-                                              "overoptimization": _cheap_lab}
+                                              "overoptimization": _cheap_lab,
+                                              "sweep_best_of_n[world]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
 SLOW = {"overoptimization"}

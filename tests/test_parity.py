@@ -534,7 +534,7 @@ SWEEPS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
          "ns": [junk("scalar", 4, TypeError), junk("empty", list, ValueError),
                 junk("zero-entry", lambda: [0], ValueError), junk("float-entry", lambda: [2.0], TypeError),
                 junk("above-entry", lambda: [10**9 + 1], ValueError)],
-         "seeds": SEEDS, "samples": ints(0), "policy": policies(False)[1:], "n_threads": THREADS,
+         "seeds": SEEDS, "samples": ints(0, optional=True), "policy": policies(False)[1:], "n_threads": THREADS,
          "progress": PROGRESS, "max_memory": MAX_MEMORY},
     ),
 }
@@ -577,6 +577,21 @@ SWEEPS["sweep_rlhf[world]"] = (
      "simd": [junk("portable", "portable", ValueError), junk("int", 1, TypeError)],
      "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
      "exact": [junk("str", "yes", TypeError)]},
+)
+
+# Best-of-N in a world, on each backend's engine behind the one front end.
+SWEEPS["sweep_best_of_n[world]"] = (
+    lambda: dict(w=world_rm(), world=WORLD, ns=[1, 4], seeds=2, samples=5),
+    {"w": [junk("dict", lambda: dict(W), TypeError), junk("none", None, TypeError),
+           junk("array", lambda: np.zeros(8), TypeError), junk("wrong-vocab", lambda: world_rm(9), ValueError)],
+     "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError), junk("class", lambda: World, TypeError),
+               junk("other-vocab", lambda: World(n_prompts=2, vocab=9, response_len=3), ValueError)],
+     "ns": [junk("scalar", 4, TypeError), junk("empty", list, ValueError), junk("zero-entry", lambda: [0], ValueError),
+            junk("float-entry", lambda: [2.0], TypeError), junk("above-entry", lambda: [10**9 + 1], ValueError)],
+     "seeds": SEEDS, "samples": ints(2, optional=True),
+     # a world's Best-of-N samples its own reference
+     "policy": [junk("init", theta0, ValueError), junk("str", "policy", ValueError)],
+     "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY},
 )
 
 

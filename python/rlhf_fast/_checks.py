@@ -10,6 +10,8 @@ word their errors alike.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -370,6 +372,64 @@ def weights(w: Any, name: str = "w") -> None:
         raise TypeError(f"{name} must be a dict token -> weight, got {type(w).__name__}")
     for tok, value in w.items():
         finite(f"{name}[{tok!r}]", value)
+
+
+# The lesson's functions that read a reward model ``w`` (not those that train one in place):
+# each also takes a RewardModel of the lesson's VOCAB (accept_reward_models).
+READS_REWARD_MODEL = ("dot", "pairwise_accuracy", "expected_score", "rlhf_step", "train_rlhf", "grpo_step",
+                      "train_grpo", "best_of_n", "sweep_rlhf", "sweep_dpo", "sweep_grpo", "sweep_best_of_n")
+_reward_model_class: type | None = None
+
+
+def reward_dict(w: Any, name: str = "w") -> Any:
+    """``w`` as the lesson's dict token -> weight when it is a ``RewardModel`` of the lesson's
+    ``VOCAB`` (``RewardModel.as_dict()``: the same floats, so every result is bit-identical to
+    passing that dict); any other ``w`` unchanged, for the function's own checks. A
+    ``RewardModel`` of another vocabulary is refused, naming the argument."""
+    global _reward_model_class
+    if _reward_model_class is None:
+        # worlds imports this module: looked up on first use
+        from .worlds import RewardModel
+
+        _reward_model_class = RewardModel
+    if not isinstance(w, _reward_model_class):
+        return w
+    if w.tokens != tuple(VOCAB):
+        names = "unnamed tokens" if w.tokens is None else "tokens other than VOCAB's"
+        raise ValueError(
+            f"{name} must be a dict token -> weight or a RewardModel of the lesson's {len(VOCAB)} VOCAB tokens "
+            f"(train_reward_model(World.lesson(), ...)), got a RewardModel of {len(w.weights)} {names}"
+        )
+    return w.as_dict()
+
+
+def accepts_reward_model(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, taking for its argument ``w`` a ``RewardModel`` of the lesson's ``VOCAB``
+    too (:func:`reward_dict`), except where a ``world`` is given (a world's sweep takes
+    ``RewardModel`` of its own vocabulary). Name, docstring and signature stay the function's."""
+    params = list(inspect.signature(function).parameters.values())
+    at = next(i for i, p in enumerate(params) if p.name == "w")
+    positional = params[at].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+    @functools.wraps(function)
+    def reads_reward_model(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("world") is None:
+            if positional and len(args) > at:
+                args = (*args[:at], reward_dict(args[at]), *args[at + 1:])
+            elif "w" in kwargs:
+                kwargs["w"] = reward_dict(kwargs["w"])
+        return function(*args, **kwargs)
+
+    return reads_reward_model
+
+
+def accept_reward_models(namespace: dict[str, Any]) -> None:
+    """Every function of :data:`READS_REWARD_MODEL` in a module's ``namespace`` (its
+    ``globals()``), replaced by its :func:`accepts_reward_model`: the one place where each
+    backend's lesson functions and the sweeps learn to take a ``RewardModel``."""
+    for name in READS_REWARD_MODEL:
+        if name in namespace:
+            namespace[name] = accepts_reward_model(namespace[name])
 
 
 def value_baseline(value: Any) -> list[float] | None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._checks import integer, option, optional, positive, real
+from ._checks import accept_reward_models, integer, option, optional, positive, real
 from ._core import PreferenceSet  # noqa: F401
 from .reference import (  # noqa: F401  (plumbing with nothing to compute: the reference's own)
     BAD_WORDS,
@@ -218,3 +218,6 @@ for _name in (
 ):
     globals()[_name].__doc__ = getattr(_reference_api, _name).__doc__
 del _name
+
+# Each reads a reward model w: also a RewardModel of the lesson's VOCAB (one converter for every function).
+accept_reward_models(globals())

@@ -25,7 +25,7 @@ import numpy as np
 from . import reference
 from .heldout import heldout_split
 from .reference import PROMPTS, VOCAB
-from .result import new_figure, place_labels
+from .result import draw_frontier, new_figure, place_labels
 
 METHODS = ("PPO", "DPO", "GRPO", "Best-of-N")
 
@@ -93,6 +93,10 @@ class Comparison:
     def plot(self, path: str | os.PathLike | None = None):
         """RM score against KL to the reference for every method: the frontier.
 
+        With the RM in ``extra["w"]`` (as :func:`compare` leaves it), the analytic frontier
+        ``pi* ∝ pi_ref exp(w / beta)`` traced over beta is drawn too (dashed, black): the most
+        RM score any policy has at its KL.
+
         Each setting is a marker (mean ± std over seeds) with its label beside it, placed by
         :func:`~rlhf_fast.result.place_labels` where it covers no other label, marker, line
         or the legend; settings that land on the same point (DPO's robust loss without label
@@ -129,6 +133,12 @@ class Comparison:
             for r, x, y in zip(rows, kls, scores):
                 labels.setdefault((colour, round(x, 3), round(y, 3)), []).append(r.setting)
         ax.axvline(math.log(len(VOCAB)), color="grey", linestyle=":", linewidth=1, label="log V: a single token")
+        if "w" in self.extra:  # the RM's frontier in the lesson's world: no policy scores more at its KL
+            from .worlds import RewardModel, World
+
+            w = self.extra["w"]
+            draw_frontier(ax, World.lesson(), RewardModel(np.array([w.get(tok, 0.0) for tok in VOCAB]), VOCAB),
+                          gold=False)
         ax.set(xlabel="KL(π || π_ref), exact, averaged over prompts", ylabel="expected RM score of the final policy",
                title=f"RM score against KL: PPO, DPO, GRPO, Best-of-N (mean ± std over {self.seeds} seeds)")
         legend = ax.legend(loc="lower right")

@@ -105,6 +105,17 @@ _SPECS = {
                       "gold (solid) and proxy (dashed) against KL"),
         log_v=False,
     ),
+    "world_best_of_n": _Spec(
+        title="Best-of-N in a world",
+        params=None,
+        table=(("sampled_proxy_score", "proxy"), ("sampled_gold_score", "gold"), ("kl_analytic", "KL analytic"),
+               ("ref_gold_score", "reference gold")),
+        front=(("sampled_gold_score", "kl_analytic", "gold"), ("sampled_proxy_score", "kl_analytic", "proxy")),
+        along=("expected score of a response", "proxy and gold", ("sampled_proxy_score", "sampled_gold_score")),
+        front_labels=("KL(π_BoN || π_ref), log n - (n-1)/n", "expected score of a response",
+                      "gold and proxy against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -207,6 +218,16 @@ class SweepResult:
         self.vocab = None if vocab is None else tuple(vocab)
         self.seconds = seconds
         self.simd = simd
+        # A world sweep's world and reward model: what its plot draws the analytic frontier of.
+        self.world: Any = None
+        self.reward_model: Any = None
+
+    def _in_world(self, world: Any, reward_model: Any) -> SweepResult:
+        """This result, knowing the world its runs ran in and the reward model they optimised
+        (a world sweep's front end calls it), so that :meth:`plot` draws the frontier."""
+        self.world = world
+        self.reward_model = reward_model
+        return self
 
     @classmethod
     def from_engine(
@@ -808,7 +829,10 @@ class SweepResult:
             if not spec.front_from_history:
                 labels = self._along_panel(ax, list(spec.front), colours)
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
-                ax.axvline(math.log(len(VOCAB)), **log_v)
+                if spec.log_v:
+                    ax.axvline(math.log(len(VOCAB)), **log_v)
+            if self.world is not None and self.reward_model is not None:
+                draw_frontier(ax, self.world, self.reward_model)
             front_x, front_y, front_title = spec.front_labels
             ax.set(xlabel=front_x, ylabel=front_y, title=front_title)
         if along:
@@ -924,6 +948,53 @@ class SweepResult:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+# KL coefficients the frontier is traced over: from near the reference (KL ~ 0) to near the
+# reward's argmax (the largest KL a policy tilted by it reaches), 8 per decade.
+FRONTIER_BETAS = np.geomspace(1e4, 1e-4, 65)
+FRONTIER_LABELS = ("frontier: proxy of π ∝ π_ref exp(r/β)", "frontier: gold of π ∝ π_ref exp(g/β)")
+
+
+def draw_frontier(ax, world: Any, reward_model: Any, *, gold: bool = True) -> None:
+    """The analytic frontier of a world on a score-against-KL panel, up to the panel's KL.
+
+    The KL-regularised optima ``pi*_beta ∝ pi_ref exp(r / beta)``
+    (:meth:`rlhf_fast.worlds.Frontier.of`), traced over beta: the proxy's expected score
+    along the reward model's optima (no policy scores more proxy at its KL: each optimum
+    maximises ``E[r] - beta KL``), and with ``gold`` the gold's along its own (exactly the
+    best gold at each KL for a linear gold; the best linear tilt for a count-once one). Black
+    lines, dashed for the proxy, labelled :data:`FRONTIER_LABELS`; drawn up to the largest KL
+    already on the panel.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        A panel with the response's KL on x and expected scores on y, data already drawn.
+    world : rlhf_fast.worlds.World
+    reward_model : rlhf_fast.worlds.RewardModel
+    gold : bool, optional
+        Also the gold's frontier.
+    """
+    from .worlds import Frontier
+
+    kl_max = ax.dataLim.x1 if np.isfinite(ax.dataLim.x1) and ax.dataLim.x1 > 0 else 1.0
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    traces = [(Frontier.of(world, reward_model, FRONTIER_BETAS), "proxy", "--", FRONTIER_LABELS[0])]
+    if gold:
+        traces.append((Frontier.of(world, "gold", FRONTIER_BETAS), "gold", "-", FRONTIER_LABELS[1]))
+    low, high = ylim
+    for frontier, score, style, label in traces:
+        # up to the first point past the panel's KL, which the kept limits then cut at the edge
+        shown = np.flatnonzero(frontier.kl <= kl_max)
+        last = min(len(frontier.kl), (shown[-1] + 2) if shown.size else 2)
+        values = getattr(frontier, score)
+        ax.plot(frontier.kl[:last], values[:last], color="black", linestyle=style, linewidth=1.2, alpha=0.7,
+                label=label)
+        inside = values[: max(1, last - 1)]
+        low, high = min(low, float(inside.min())), max(high, float(inside.max()))
+    ax.set_xlim(xlim)
+    ax.set_ylim(low, high + 0.03 * (high - low))
 
 
 def _decoded(name: str, values: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from . import reference as _reference
 from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
 from .reference import engines as _reference_engines
+from .reference.engines import world_best_of_n as _reference_world_best_of_n
 from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
@@ -44,6 +45,7 @@ class _ReferenceEngines:
     sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
     sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
     sweep_world_rlhf = staticmethod(_reference_world_ppo.sweep_world_rlhf)
+    sweep_world_best_of_n = staticmethod(_reference_world_best_of_n.sweep_world_best_of_n)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -403,7 +405,8 @@ def sweep_rlhf(
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
     if in_world:
         _refuse_in_world(grid, theta=theta, ref=ref, executor=executor, shards=shards, simd=simd)
-        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory)
+        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory)._in_world(
+            world, w)
 
     def make_run(s):
         return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["kl_ctl"], s["beta"], s["target"], s["horizon"],
@@ -833,12 +836,13 @@ def sweep_grpo(
 
 
 def sweep_best_of_n(
-    w: Mapping[str, float],
+    w: Mapping[str, float] | RewardModel,
     *,
     ns: Sequence[int],
     seeds: int | Sequence[int] = 1,
-    samples: int = 0,
+    samples: int | None = None,
     policy: Any = None,
+    world: World | None = None,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
     max_memory: int | None = None,
@@ -847,18 +851,32 @@ def sweep_best_of_n(
 
     Run ``(n, seed)`` is ``best_of_n(policy, w, n, samples=samples, seed=seed)``.
 
+    With a ``world`` (:class:`rlhf_fast.worlds.World`), the runs are Best-of-N in that world
+    instead, from its reference policy: run ``(n, seed)`` draws ``samples`` times a prompt
+    (uniform, as world PPO draws it) and ``n`` responses of ``world.response_len`` tokens,
+    keeps the first of those ``w`` scores highest, and records the kept responses' mean
+    proxy score and gold with their standard errors. Its KL is ``log n - (n - 1) / n``
+    (Stiennon et al. 2020, Gao et al. 2022: an upper bound where responses tie); the
+    reference's exact proxy and gold, the ``n = 1`` expectation, stand beside them.
+
     Parameters
     ----------
-    w : Mapping[str, float]
-        The reward model; one that scores by length alone is refused.
+    w : Mapping[str, float] or RewardModel
+        The reward model; one that scores by length alone is refused. With ``world`` a
+        :class:`~rlhf_fast.worlds.RewardModel` with one weight per token of the world.
     ns : sequence of int
         The first axis.
     seeds : int or sequence of int
         The Monte-Carlo streams, the last axis (the exact statistics depend on ``n`` only).
-    samples : int
-        Monte-Carlo draws per run (0: the exact statistics only).
+    samples : int, optional
+        Monte-Carlo draws per run: by default 0 (the exact statistics only) without a
+        world, 1,000 in a world, where Best-of-N is sampled and needs at least 2 (a
+        standard error).
     policy : policy, optional
-        The policy to sample from (default: uniform, the SFT policy).
+        The policy to sample from (default: uniform, the SFT policy); not with a world,
+        whose Best-of-N samples its reference ``world.ref_logits``.
+    world : World, optional
+        Run Best-of-N in this world (``rlhf_fast.worlds.World``).
     n_threads, progress, max_memory
         As :func:`sweep_rlhf`.
 
@@ -867,13 +885,17 @@ def sweep_best_of_n(
     SweepResult
         ``method="best_of_n"``: run summaries ``expected_score``, ``kl_analytic``,
         ``kl_exact`` and, with ``samples > 0``, ``sampled_score``, each ``[n, seed]``.
+        With a world, ``method="world_best_of_n"``: run summaries ``sampled_proxy_score``,
+        ``sampled_proxy_score_se``, ``sampled_gold_score``, ``sampled_gold_score_se``,
+        ``kl_analytic``, ``ref_proxy_score`` and ``ref_gold_score``.
 
     Raises
     ------
     ValueError, TypeError
         A setting out of range or of the wrong type, named in the message (``"ns must be a
         sequence of ints, got int"``, ``"ns[0] must be >= 1, got 0"``); a reward model that
-        scores by length alone; or a grid over ``max_memory``.
+        scores by length alone; or a grid over ``max_memory``. With a world: ``w`` not a
+        ``RewardModel`` of its vocabulary, ``samples`` below 2, or ``policy`` given.
     MemoryError
         The outputs could not be allocated (Rust backend).
     KeyboardInterrupt
@@ -885,12 +907,25 @@ def sweep_best_of_n(
     >>> result = rl.sweep_best_of_n(w, ns=[2, 4, 16])
     >>> result.expected_score.ravel().round(4), result.kl_exact.ravel().round(4)
     (array([0.5619, 0.9654, 1.1043]), array([0.1875, 0.6246, 1.6799]))
+
+    In a world, against a reward model learned from its labelled pairs:
+
+    >>> from rlhf_fast.worlds import World, train_reward_model
+    >>> world = World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> rm = train_reward_model(world, world.preferences(300, seed=1))
+    >>> result = rl.sweep_best_of_n(rm, world=world, ns=[1, 16], seeds=2, samples=500)
+    >>> result.method, result.sampled_gold_score.shape
+    ('world_best_of_n', (2, 2))
+    >>> bool((result.sampled_proxy_score[1] > result.sampled_proxy_score[0]).all())
+    True
     """
+    if world is not None:
+        return _sweep_world_best_of_n(w, world, ns, seeds, samples, policy, n_threads, progress, max_memory)
     check.scores_by_content(w)
     grid = _Grid()
     grid.axis("n", _first_axis("ns", ns, check.counts(1, MAX_N), "ints"))
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
-    samples = check.count("samples", samples, 0)
+    samples = check.count("samples", 0 if samples is None else samples, 0)
     table = check.policy_array("policy", policy)
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
@@ -900,3 +935,43 @@ def sweep_best_of_n(
     return _sweep("best_of_n", grid, lambda s: (s["n"], samples, s["seed"]), engine, steps=0, record_every=0,
                   summaries=4 if samples else 3, params=0, work=lambda runs: len(runs) * samples, progress=progress,
                   max_memory=max_memory)
+
+
+def _sweep_world_best_of_n(w: Any, world: Any, ns: Any, seeds: Any, samples: Any, policy: Any, n_threads: Any,
+                           progress: Any, max_memory: Any) -> SweepResult:
+    """The Best-of-N grid of :func:`sweep_best_of_n` run in ``world`` by its engine."""
+    weights = _world_weights(w, world)
+    grid = _Grid()
+    grid.axis("n", _first_axis("ns", ns, check.counts(1, MAX_N), "ints"))
+    grid.axis("seed", check.seed_axis(seeds, allow_none=False))
+    samples = check.count("samples", 1000 if samples is None else samples, 2)
+    if policy is not None:
+        raise ValueError("policy cannot be given with a world: its Best-of-N samples its reference, world.ref_logits")
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    count_once, gold, offset = _world_gold(world)
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_world_best_of_n(world.ref_logits, weights, gold, count_once, world.response_len, runs,
+                                              n_threads=n_threads, progress=callback, max_memory=limit)
+
+    result = _sweep("world_best_of_n", grid, lambda s: (s["n"], samples, s["seed"]), engine, steps=0,
+                    record_every=0, summaries=7, params=0, work=lambda runs: len(runs) * samples, progress=progress,
+                    max_memory=max_memory)
+    if offset:
+        for name in ("sampled_gold_score", "ref_gold_score"):
+            result.runs[name] -= offset
+    return result._in_world(world, w)
+
+
+def _world_gold(world: World) -> tuple[bool, np.ndarray, float]:
+    """What a world's engines take for its gold: whether it counts a repeated token once, the
+    table they sum, and the constant the front end subtracts from what they recorded. A
+    count-once gold is ``sum_a gold_seen(a) s(a) - repeat_penalty * L``."""
+    count_once = world.gold == "count_once"
+    gold = world.gold_seen if count_once else world.gold_token
+    offset = world.repeat_penalty * world.response_len if count_once else 0.0
+    return count_once, gold, offset
+
+
+# Each reads a reward model w: also a RewardModel of the lesson's VOCAB where no world is given.
+check.accept_reward_models(globals())

@@ -3,7 +3,7 @@
 //! analytic `log N - (N - 1) / N`, and one Monte-Carlo draw on a CPython-compatible stream.
 
 use crate::kernels::kl::kl_unchecked;
-use crate::kernels::sampling::BucketSampler;
+use crate::kernels::sampling::{sample_bisect, BucketSampler};
 use crate::rng::Mt19937;
 
 /// The exact law of the token Best-of-`n` keeps when sampling from `pi`, written into `out`.
@@ -69,6 +69,42 @@ pub fn bon_draws(sampler: &BucketSampler, weights: &[f64], x: usize, draws: u64,
         best = best.max(weights[sampler.sample(x, rng)]);
     }
     best
+}
+
+/// One response of a world: `bag.len()` tokens drawn i.i.d. from the prompt's row whose
+/// running sums are `cumulative`, one `rng.random()` each, as world PPO's bag step draws
+/// them. Returns the bag's proxy score `sum_i w(y_i)`, summed left to right from 0.0.
+#[inline]
+pub fn draw_bag(cumulative: &[f64], weights: &[f64], bag: &mut [usize], rng: &mut Mt19937) -> f64 {
+    for token in bag.iter_mut() {
+        *token = sample_bisect(cumulative, rng.random());
+    }
+    let mut score = 0.0;
+    for &a in bag.iter() {
+        score += weights[a];
+    }
+    score
+}
+
+/// The gold of one bag from one prompt's row `gold_row`: every copy counted (`count_once`
+/// false, summed in the bag's order), or each distinct token once, summed in increasing token
+/// order (`distinct` is scratch). A count-once world's constant repeat penalty is the caller's.
+pub fn bag_gold(gold_row: &[f64], bag: &[usize], count_once: bool, distinct: &mut Vec<usize>) -> f64 {
+    let mut gold = 0.0;
+    if count_once {
+        distinct.clear();
+        distinct.extend_from_slice(bag);
+        distinct.sort_unstable();
+        distinct.dedup();
+        for &a in distinct.iter() {
+            gold += gold_row[a];
+        }
+    } else {
+        for &a in bag {
+            gold += gold_row[a];
+        }
+    }
+    gold
 }
 
 #[cfg(test)]
@@ -140,5 +176,27 @@ mod tests {
             let first = bon_draws(&sampler, &WEIGHTS, x, 1, f64::NEG_INFINITY, &mut rng);
             assert_eq!(bon_draws(&sampler, &WEIGHTS, x, 3, first, &mut rng), best, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_bag_is_drawn_as_world_ppo_draws_it_and_its_gold_counts_as_asked() {
+        let p = crate::kernels::softmax::softmax(&[0.3, -1.0, 2.0, 0.0]).unwrap();
+        let mut cumulative = [0.0; 4];
+        crate::kernels::sampling::running_sums(&p, &mut cumulative);
+        let weights = [1.0, -2.0, 0.5, 3.0];
+        for seed in 0..20 {
+            let mut rng = Mt19937::from_seed(seed);
+            let mut bag = [0; 5];
+            let score = draw_bag(&cumulative, &weights, &mut bag, &mut rng);
+            let mut by_hand = Mt19937::from_seed(seed);
+            let tokens: Vec<usize> =
+                (0..5).map(|_| crate::kernels::sampling::sample_index(&p, by_hand.random())).collect();
+            assert_eq!(bag[..], tokens[..], "seed {seed}");
+            assert_eq!(score, tokens.iter().fold(0.0, |s, &a| s + weights[a]));
+        }
+        let gold = [10.0, 20.0, 40.0, 80.0];
+        let mut scratch = Vec::new();
+        assert_eq!(bag_gold(&gold, &[2, 0, 2, 2], true, &mut scratch), 50.0);
+        assert_eq!(bag_gold(&gold, &[2, 0, 2, 2], false, &mut scratch), 130.0);
     }
 }

@@ -93,3 +93,25 @@ def bon_sampled_score(
                 best = s
         total += best
     return total / samples
+
+
+def draw_bag(p: Sequence[float], weights: Sequence[float], length: int, rng) -> tuple[list[int], float]:
+    """One response of a world: ``length`` tokens drawn i.i.d. from the prompt's probabilities
+    ``p``, one ``rng.random()`` each, as world PPO's bag step draws them. Returns the bag and
+    its proxy score ``sum_i w(y_i)``, summed left to right from 0.0."""
+    random = rng.random
+    bag = [sample_index(p, random()) for _ in range(length)]
+    score = 0.0
+    for a in bag:
+        score += weights[a]
+    return bag, score
+
+
+def bag_gold(gold_row: Sequence[float], bag: Sequence[int], count_once: bool) -> float:
+    """The gold of one bag from one prompt's row: every copy counted (summed in the bag's
+    order), or with ``count_once`` each distinct token once, summed in increasing token order.
+    A count-once world's constant repeat penalty is the caller's."""
+    gold = 0.0
+    for a in sorted(set(bag)) if count_once else bag:
+        gold += gold_row[a]
+    return gold
