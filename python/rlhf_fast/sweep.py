@@ -27,12 +27,13 @@ from . import reference as _reference
 from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
 from .reference import engines as _reference_engines
+from .reference.engines import world_dpo as _reference_world_dpo
 from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
-from .worlds import RewardModel, World
+from .worlds import RewardModel, World, WorldPairs, _pairs_of
 
 
 class _ReferenceEngines:
@@ -44,6 +45,7 @@ class _ReferenceEngines:
     sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
     sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
     sweep_world_rlhf = staticmethod(_reference_world_ppo.sweep_world_rlhf)
+    sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -58,7 +60,7 @@ else:
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
 
 # Per-run series each engine records (history), for the memory estimate.
-_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7}
+_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9}
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
@@ -465,11 +467,7 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
         return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
                 s["cliprange_value"])
 
-    count_once = world.gold == "count_once"
-    # A count-once gold is sum_a gold_seen(a) s(a) - repeat_penalty * L: the engines sum the
-    # first part, and the constant is added here, once, to what they recorded.
-    gold = world.gold_seen if count_once else world.gold_token
-    offset = world.repeat_penalty * world.response_len if count_once else 0.0
+    gold, count_once, offset = _world_gold(world)
 
     def engine(runs, callback, limit):
         return _engines.sweep_world_rlhf(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
@@ -479,8 +477,26 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
     result = _sweep("world_ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=3,
                     params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,
                     max_memory=max_memory)
+    return _shift_gold(result, offset)
+
+
+def _world_gold(world: World) -> tuple[np.ndarray, bool, float]:
+    """What a world engine is handed of the gold: ``(gold_token table, count_once, offset)``.
+
+    A count-once gold is ``sum_a gold_seen(a) s(a) - repeat_penalty * L``: the engines sum
+    the first part, and the constant ``offset`` is added by :func:`_shift_gold`, once, to what
+    they recorded.
+    """
+    count_once = world.gold == "count_once"
+    gold = world.gold_seen if count_once else world.gold_token
+    return gold, count_once, world.repeat_penalty * world.response_len if count_once else 0.0
+
+
+def _shift_gold(result: SweepResult, offset: float) -> SweepResult:
+    """A world sweep's gold (history and final) less the constant ``offset`` of :func:`_world_gold`."""
     if offset:
-        result.history[..., result.fields.index("gold_score"), :] -= offset
+        if "gold_score" in result.fields:
+            result.history[..., result.fields.index("gold_score"), :] -= offset
         result.runs["final_gold_score"] -= offset
     return result
 
@@ -589,6 +605,8 @@ def sweep_rm(
 
 def _dpo_pairs(pairs: Any) -> list:
     """Pairs as a list (a generator is read once); a ``PreferenceSet`` lost the token order."""
+    if isinstance(pairs, WorldPairs):
+        raise TypeError("pairs is a rlhf_fast.worlds.WorldPairs: pass the world it came from too (world=...)")
     if hasattr(pairs, "bags") or type(pairs).__name__ == "PreferenceSet":
         raise TypeError(
             "pairs must be (prompt, chosen, rejected) triples or rows, not a PreferenceSet "
@@ -605,7 +623,7 @@ def _dpo_pairs(pairs: Any) -> list:
 
 
 def sweep_dpo(
-    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]],
+    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]] | WorldPairs,
     *,
     betas: Sequence[float],
     seeds: int | Sequence[int | None] | None = None,
@@ -615,7 +633,8 @@ def sweep_dpo(
     epochs: int | Sequence[int] = 1,
     theta: Any = None,
     ref: Any = None,
-    w: Mapping[str, float] | None = None,
+    w: Mapping[str, float] | RewardModel | None = None,
+    world: World | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
@@ -681,7 +700,7 @@ def sweep_dpo(
     ((2, 2, 50), array([[0.0228, 0.0228],
            [0.1076, 0.1077]]))
     """
-    pairs = _dpo_pairs(pairs)
+    pairs = _dpo_pairs(pairs) if world is None else _world_pairs(pairs, world)
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.positive, "floats"))
     record_every = check.count("record_every", record_every, 0)
@@ -702,6 +721,8 @@ def sweep_dpo(
                     "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
                     f"{ls!r} with loss_type={kind!r}: sweep those losses separately"
                 )
+    if world is not None:
+        return _sweep_world_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads, progress, max_memory)
     if w is not None:
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
@@ -718,6 +739,51 @@ def sweep_dpo(
                   engine, steps=max(grid.values("epochs")) * len(pairs), record_every=record_every,
                   summaries=5 if w is not None else 4, params=_TABLE,
                   work=lambda runs: sum(run[4] for run in runs) * len(pairs), progress=progress, max_memory=max_memory)
+
+
+def _world_pairs(pairs: Any, world: Any) -> WorldPairs:
+    """``pairs`` for a world DPO sweep: labelled pairs of the world's responses, at least one."""
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a rlhf_fast.worlds.World, got {type(world).__name__}")
+    pairs = _pairs_of("pairs", pairs, world)
+    if not len(pairs):
+        raise ValueError("pairs must not be empty")
+    return pairs
+
+
+def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta: Any, ref: Any, record_every: int,
+                     n_threads: Any, progress: Any, max_memory: Any) -> SweepResult:
+    """The DPO grid of :func:`sweep_dpo` run in ``world`` by its engine."""
+    weights = None if w is None else _world_weights(w, world)
+    for name, value in (("theta", theta), ("ref", ref)):
+        if value is not None:
+            why = "its runs start at its reference, world.ref_logits" if name == "theta" else "its reference is world.ref_logits"
+            raise ValueError(f"{name} cannot be given with a world: {why}")
+    soft = np.flatnonzero((pairs.target != 0.0) & (pairs.target != 1.0))
+    for loss_type in grid.values("loss_type"):
+        if soft.size and loss_type != "sigmoid":
+            i = int(soft[0])
+            raise ValueError(
+                f"loss_type {loss_type!r} needs hard labels (targets 0 or 1), but pairs.target[{i}] is "
+                f"{float(pairs.target[i])!r}, a soft label (a Judge's with soft=True): soft labels are only "
+                "defined for loss_type 'sigmoid'"
+            )
+    steps = max(grid.values("epochs")) * len(pairs)
+    record_every = _kept_every(record_every, steps)
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    gold, count_once, offset = _world_gold(world)
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_world_dpo(world.ref_logits, weights, gold, count_once, world.response_len, pairs.prompts,
+                                        pairs.first, pairs.second, pairs.target, runs, record_every=record_every,
+                                        n_threads=n_threads, progress=callback, max_memory=limit)
+
+    result = _sweep("world_dpo", grid, lambda s: (s["beta"], s["lr"], s["loss_type"], s["label_smoothing"],
+                                                  s["epochs"], s["seed"]),
+                    engine, steps=steps, record_every=record_every, summaries=6 if w is not None else 5,
+                    params=world.n_prompts * world.vocab, work=lambda runs: sum(run[4] for run in runs) * len(pairs),
+                    progress=progress, max_memory=max_memory)
+    return _shift_gold(result, offset)
 
 
 # ---------------------------------------------------------------------------------- GRPO
