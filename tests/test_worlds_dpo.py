@@ -306,8 +306,9 @@ FRONT_END_ERRORS = [
      "theta cannot be given with a world: its runs start at its reference, world.ref_logits"),
     ({"ref": np.zeros((2, 8))}, "ValueError", "ref cannot be given with a world: its reference is world.ref_logits"),
     ({"pairs": SOFT_PAIRS, "loss_type": ["sigmoid", "ipo"]}, "ValueError",
-     f"loss_type 'ipo' needs hard labels (targets 0 or 1), but pairs.target[0] is {float(SOFT_PAIRS.target[0])!r}, a soft "
-     "label (a Judge's with soft=True): soft labels are only defined for loss_type 'sigmoid'"),
+     "loss_type 'ipo' needs hard labels (targets 0 or 1), but pairs.target[0] is "
+     f"{float(SOFT_PAIRS.target[0])!r}, a soft label (a Judge's with soft=True): soft labels are only defined for "
+     "loss_type 'sigmoid'"),
     ({"label_smoothing": 0.5}, "ValueError", "label_smoothing must be in [0, 0.5), got 0.5"),
     ({"loss_type": "hinge", "label_smoothing": 0.1}, "ValueError",
      "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got 0.1 with loss_type='hinge': sweep "

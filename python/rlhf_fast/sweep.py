@@ -646,10 +646,27 @@ def sweep_dpo(
     loss_type=..., label_smoothing=..., seed=seed)`` from a copy of ``theta`` against ``ref``
     (both uniform by default).
 
+    With a ``world`` (:class:`rlhf_fast.worlds.World`), the runs are DPO in that world on its
+    labelled pairs (``world.preferences(n, seed, labeller)``): the policy is one row of logits
+    per prompt, starting at ``world.ref_logits``, which is also the frozen reference; a
+    response is a bag of ``L = world.response_len`` i.i.d. tokens, ``log pi(y|x) = sum_i log
+    softmax(theta_x)[y_i]``. Each pair is one SGD step of the lesson's DPO on the response its
+    label prefers; the gradient in the logits is ``count(y+) - count(y-)`` times the loss's
+    derivative (the policy's terms cancel for equal lengths; IPO's log-ratios are averaged over
+    the ``L`` tokens, as TRL's are). A soft label ``t = P(first preferred)`` (an AI judge with
+    ``soft=True``) makes the sigmoid loss the cross-entropy ``-t log sigmoid(h) - (1 - t) log
+    sigmoid(-h)``, ``h`` the DPO logit of the first over the second: cDPO's label smoothing
+    with the preferred response as chosen and ``min(t, 1 - t)`` as its smoothing (a hard label
+    is the ordinary loss). ``label_smoothing`` then smooths the target once more, ``t' = (1 -
+    ls) t + ls (1 - t)``. The robust, IPO and hinge losses are defined for hard labels only,
+    and refuse soft ones. The history also holds the exact means over prompts, under the
+    policy after each step, of the gold, the response's KL and, with ``w``, the proxy score.
+
     Parameters
     ----------
-    pairs : sequence of pairs
-        ``(prompt, chosen, rejected)`` triples or TRL rows, every token in ``VOCAB``.
+    pairs : sequence of pairs or WorldPairs
+        ``(prompt, chosen, rejected)`` triples or TRL rows, every token in ``VOCAB``; with a
+        ``world``, its labelled pairs (:class:`~rlhf_fast.worlds.WorldPairs`).
     betas : sequence of float
         The first axis.
     seeds : int, sequence of int or None, or None
@@ -659,10 +676,15 @@ def sweep_dpo(
         Each given as a sequence becomes an axis, in this order; a point pairing a non-zero
         ``label_smoothing`` with ``ipo`` or ``hinge`` is refused, as ``train_dpo`` refuses it.
     theta, ref : policy, optional
-        The starting policy and the frozen reference.
-    w : Mapping[str, float], optional
+        The starting policy and the frozen reference; not with a world, whose runs start at
+        its reference ``world.ref_logits``.
+    w : Mapping[str, float] or RewardModel, optional
         A reward model to score each final policy with (``final_score``; without one the
-        summary has no ``final_score``).
+        summary has no ``final_score``); with a world, a
+        :class:`~rlhf_fast.worlds.RewardModel` of its vocabulary whose exact score the
+        history records as ``proxy_score`` (DPO never sees it).
+    world : World, optional
+        Run DPO in this world on ``pairs``, its labelled pairs.
     record_every, n_threads, progress, max_memory
         As :func:`sweep_rlhf`.
 
@@ -673,7 +695,13 @@ def sweep_dpo(
         ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (a run with fewer
         epochs than the longest is NaN past its end, ``prompt`` -1), ``final_theta``, and the
         run summaries ``final_score`` (with ``w``), ``final_kl``, ``last_epoch_loss``,
-        ``last_epoch_accuracy``, ``last_epoch_margin``.
+        ``last_epoch_accuracy``, ``last_epoch_margin``. With a world, ``method="world_dpo"``:
+        history fields ``prompt_index`` (the pair's prompt), ``loss``, ``rewards_chosen``,
+        ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (before the step),
+        then the exact means after it, ``proxy_score`` (with ``w``), ``gold_score`` and
+        ``mean_kl`` (``L KL(pi || pi_ref)``); ``final_theta`` ``[*axes, n_prompts, vocab]``;
+        the run summaries ``final_proxy_score`` (with ``w``), ``final_gold_score``,
+        ``final_kl`` and the last epoch's three means.
 
     Raises
     ------
@@ -683,7 +711,10 @@ def sweep_dpo(
         (its bags lose the token order: pass ``pairs.to_pairs()``); a point pairing a
         non-zero ``label_smoothing`` with ``ipo`` or ``hinge``; or a grid over
         ``max_memory`` (``"this sweep would keep ... bytes ..., over max_memory=...
-        bytes: pass record_every=k ..."``).
+        bytes: pass record_every=k ..."``). With a world: ``pairs`` not a ``WorldPairs`` of
+        it (another response length, a prompt or token past the world's), ``w`` not a
+        ``RewardModel`` of its vocabulary, ``theta`` or ``ref`` given, or soft labels with a
+        ``loss_type`` other than ``"sigmoid"``; a ``WorldPairs`` without its world.
     FloatingPointError
         A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
         overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
@@ -699,6 +730,20 @@ def sweep_dpo(
     >>> result.loss.shape, result.final_score.round(4)
     ((2, 2, 50), array([[0.0228, 0.0228],
            [0.1076, 0.1077]]))
+
+    In a world, on pairs its human labeller judged (the gold of the reference policy is
+    -3.317 here; DPO raises it, further at the larger beta in three epochs of plain SGD):
+
+    >>> from rlhf_fast.worlds import World
+    >>> world = World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> pairs = world.preferences(200, seed=1)
+    >>> result = rl.sweep_dpo(pairs, world=world, betas=[0.1, 0.5], seeds=2, epochs=3, lr=0.5,
+    ...                       record_every=50)
+    >>> result.method, result.gold_score.shape
+    ('world_dpo', (2, 2, 12))
+    >>> result.runs["final_gold_score"].round(3)
+    array([[-1.731, -1.738],
+           [-0.433, -0.299]])
     """
     pairs = _dpo_pairs(pairs) if world is None else _world_pairs(pairs, world)
     grid = _Grid()
@@ -757,7 +802,8 @@ def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta
     weights = None if w is None else _world_weights(w, world)
     for name, value in (("theta", theta), ("ref", ref)):
         if value is not None:
-            why = "its runs start at its reference, world.ref_logits" if name == "theta" else "its reference is world.ref_logits"
+            why = ("its runs start at its reference, world.ref_logits" if name == "theta"
+                   else "its reference is world.ref_logits")
             raise ValueError(f"{name} cannot be given with a world: {why}")
     soft = np.flatnonzero((pairs.target != 0.0) & (pairs.target != 1.0))
     for loss_type in grid.values("loss_type"):

@@ -176,7 +176,9 @@ def _world_dpo_epochs(
     t = 0
 
     def diverged(key: str) -> FloatingPointError:
-        return FloatingPointError(f"{name} diverged at step {t}: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})")
+        return FloatingPointError(
+            f"{name} diverged at step {t}: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})"
+        )
 
     def means() -> WorldStats:
         stats = exact.means(world, theta)
@@ -191,7 +193,8 @@ def _world_dpo_epochs(
         for i in order:
             x = pairs.prompts[i]
             first_is_chosen, smoothing = pair_label(pairs.target[i], params.label_smoothing)
-            chosen, rejected = (pairs.first[i], pairs.second[i]) if first_is_chosen else (pairs.second[i], pairs.first[i])
+            first, second = pairs.first[i], pairs.second[i]
+            chosen, rejected = (first, second) if first_is_chosen else (second, first)
             logits = theta[x]
             out = bag_dpo_update(logits, world.ref_log_probs[x], chosen, rejected, smoothing, params)
             exact.changed(x)
