@@ -614,7 +614,7 @@ mod tests {
         runs
     }
 
-    fn field<'o>(out: &'o SweepOutput, fields: usize, r: usize, f: usize) -> &'o [f64] {
+    fn field(out: &SweepOutput, fields: usize, r: usize, f: usize) -> &[f64] {
         &out.history[(r * fields + f) * out.n_kept..(r * fields + f + 1) * out.n_kept]
     }
 
@@ -707,7 +707,7 @@ mod tests {
             hard.check_labels_for(loss_type).unwrap();
         }
         let ipo = WorldDpoRun { params: params(LossType::Ipo, 0.1, 0.1, 0.0), epochs: 1, shuffle_seed: None };
-        assert!(WorldDpoEngine::new(world.clone(), &good, true, 1, &[ipo.clone()]).is_err());
+        assert!(WorldDpoEngine::new(world.clone(), &good, true, 1, std::slice::from_ref(&ipo)).is_err());
         let zero = WorldDpoRun { epochs: 0, ..ipo };
         assert_eq!(
             WorldDpoEngine::new(world.clone(), &hard, true, 1, &[zero]).unwrap_err().to_string(),
