@@ -38,6 +38,10 @@ pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_H
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
 pub use engines::world_best_of_n::{WorldBonEngine, WorldBonRun, WORLD_BON_SUMMARY_FIELDS};
+pub use engines::world_dpo::{
+    train_world_dpo, WorldDpoEngine, WorldDpoHistory, WorldDpoRun, WorldPairs, WORLD_DPO_HISTORY_FIELDS,
+    WORLD_DPO_HISTORY_FIELDS_GOLD, WORLD_DPO_SUMMARY_FIELDS,
+};
 pub use engines::world_ppo::{
     train_world_rlhf, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldStats, WorldTables,
     WORLD_PPO_HISTORY_FIELDS, WORLD_PPO_SUMMARY_FIELDS,
@@ -57,7 +61,10 @@ pub use kernels::softmax::{log_softmax, log_softmax_row, softmax, softmax_row};
 pub use lesson::{make_dataset, make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB};
 pub use methods::best_of_n::{bag_gold, bon_distribution, bon_exact, bon_kl_analytic, draw_bag};
 pub use methods::bradley_terry::{bag, dot, pairwise_accuracy, rm_train_step, rm_update, Bag, BagEntry, Preferences};
-pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoParams, DpoScratch, LossType};
+pub use methods::dpo::{
+    bag_dpo_update, dpo_step_metrics, dpo_update, pair_label, BagDpoScratch, DpoOutcome, DpoPairs, DpoParams,
+    DpoScratch, LossType,
+};
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
 pub use methods::ppo::{

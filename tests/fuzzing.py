@@ -1,9 +1,10 @@
 """Junk for every public function: the generators behind ``test_fuzz.py`` and ``benches/fuzz.py``.
 
 Every public function of ``rlhf_fast.reference.__all__`` (the controllers' ``update`` and
-``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf`` and
-``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ``"sweep_best_of_n[world]"``) and the
-world API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance an argument named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per
+``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf``,
+``sweep_dpo`` and ``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ...) and the world
+API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance an argument
+named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per
 argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
 that argument may take (``valid``) and the junk it may meet (``junk``: wrong types, NaN and
 infinities, negative, zero and huge counts, wrong shapes and dtypes, non-contiguous and
@@ -801,6 +802,24 @@ RM_JUNK = [
 RM = Kind(RM_FOR_WORLD, RM_JUNK)
 
 
+def _labelled(r: Draws, world: World, labeller: Labeller | Judge | None = None) -> WorldPairs:
+    """A few of ``world``'s pairs (1 to 5), labelled by a human unless said otherwise."""
+    return world.preferences(1 + int(r.integers(5)), seed=int(r.integers(100)), labeller=labeller)
+
+
+# A world's labelled pairs for DPO: hard (a human's, a judge's drawn labels) or soft (a judge's
+# probabilities); junk: the lesson's pairs, pairs of another response length, none at all.
+WORLD_DPO_PAIRS = Kind(
+    [later("human", lambda r, kw: _labelled(r, _world_of(kw))),
+     later("judge-soft", lambda r, kw: _labelled(r, _world_of(kw), Judge(soft=True))),
+     later("judge-hard", lambda r, kw: _labelled(r, _world_of(kw), Judge(soft=False, both_orders=True)))],
+    [val("none", None), fresh("lesson-triples", lambda: ref.make_dataset(3, 0)),
+     fresh("preference-set", lambda: ref.PreferenceSet.make_dataset(3, 0)),
+     later("longer-responses", lambda r, kw: World(n_prompts=_world_of(kw).n_prompts, vocab=_world_of(kw).vocab,
+                                                   response_len=_world_of(kw).response_len + 1).preferences(2, 0)),
+     later("empty", lambda r, kw: _world_of(kw).preferences(0, 0))])
+
+
 def _logits_junk() -> list[Value]:
     def shaped(f: Callable[[World], Any]) -> Callable[[Any, dict], Any]:
         return lambda r, kw: f(_world_of(kw))
@@ -1218,6 +1237,17 @@ WORLD_SPECS: dict[str, list[Param]] = {
         opt("samples", Kind([val("none", None), *counts(2, 6).valid], counts(2, 6, minimum=2, sized=True).junk)),
         opt("policy", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "policy")])),
         opt("n_threads", THREADS), opt("progress", PROGRESS), opt("max_memory", MAX_MEMORY)],
+    # DPO in a world on the backend's engine: the world's labelled pairs, a RewardModel of it or none
+    "sweep_dpo[world]": [
+        req("pairs", WORLD_DPO_PAIRS), req("world", WORLD), req("betas", first_axis(positive(0.01, 1.0))),
+        opt("seeds", DPO_SEEDS), opt("loss_type", axis(options(ref.DPO_LOSS_TYPES))),
+        opt("label_smoothing", axis(reals("finite", 0.0, 0.4, (0.0,)))), opt("lr", axis(positive())),
+        opt("epochs", axis(counts(1, 2, minimum=1, sized=True))),
+        opt("theta", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "theta")])),
+        opt("ref", Kind([val("none", None)], [fresh("init", ref.init_policy)])),
+        opt("w", Kind([val("none", None), *RM_FOR_WORLD], [v for v in RM_JUNK if v.label != "none"])),
+        opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS),
+        opt("max_memory", MAX_MEMORY)],
     # the lab, tiny: a few pairs, a step or three, a handful of draws (see SLOW)
     "overoptimization": [
         req("world", LAB_WORLD), opt("rm_pairs", LAB_RM_PAIRS), opt("labellers", LAB_LABELLERS), opt("betas", LAB_BETAS),
@@ -1276,7 +1306,7 @@ def _cheap_lab(kwargs: dict) -> None:
 FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "sweep_best_of_n": _cheap_best_of_n,
                                               "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps,
                                               "sweep_dpo": _recorded_steps, "sweep_rlhf[world]": _recorded_steps,
-                                              "overoptimization": _cheap_lab,
+                                              "sweep_dpo[world]": _recorded_steps, "overoptimization": _cheap_lab,
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
@@ -1444,7 +1474,7 @@ def draw_call(source: Any, function: str | None = None, backend: Backend | None 
 
 # What a function is documented to hold as NaN: sweep_dpo's history past the end of a run
 # with fewer epochs than the longest (docstring of rlhf_fast.sweep_dpo).
-NAN_DOCUMENTED = {"sweep_dpo": "history"}
+NAN_DOCUMENTED = {"sweep_dpo": "history", "sweep_dpo[world]": "history"}
 # What is documented as +inf: where a Gao fit peaks when it never turns down (GaoFit.peak_d).
 INF_DOCUMENTED = {"GaoFit.peaks"}
 

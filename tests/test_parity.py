@@ -29,7 +29,7 @@ import pytest
 from fuzzing import on_engines
 from rlhf_fast import reference as ref
 from rlhf_fast import sweep as sweep_module
-from rlhf_fast.worlds import RewardModel, World
+from rlhf_fast.worlds import Judge, RewardModel, World
 from sandbox import forked, outcome_of
 
 NAN, INF = math.nan, math.inf
@@ -595,6 +595,30 @@ SWEEPS["sweep_best_of_n[world]"] = (
 )
 
 
+# DPO in a world: its labelled pairs, each backend's engine behind the one front end.
+WORLD_PAIRS = WORLD.preferences(5, seed=1)
+
+SWEEPS["sweep_dpo[world]"] = (
+    lambda: dict(pairs=WORLD_PAIRS, world=WORLD, betas=[0.1, 0.5], seeds=[None, 1], epochs=[1, 2], w=world_rm()),
+    {"pairs": [junk("lesson-triples", lambda: PAIRS, TypeError), junk("none", None, TypeError),
+               junk("preference-set", lambda: ref.PreferenceSet.make_dataset(3, 0), TypeError),
+               junk("longer-responses", lambda: World(n_prompts=2, vocab=8, response_len=4).preferences(2, 0),
+                    ValueError),
+               junk("empty", lambda: WORLD.preferences(0, 0), ValueError),
+               junk("soft-judge", lambda: WORLD.preferences(3, 0, labeller=Judge(soft=True)), None)],
+     "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError), junk("class", lambda: World, TypeError)],
+     "w": [junk("dict", lambda: dict(W), TypeError), junk("array", lambda: np.zeros(8), TypeError),
+           junk("wrong-vocab", lambda: world_rm(9), ValueError)],
+     "betas": [*AXIS_OF_REALS, junk("zero-entry", lambda: [0.0], ValueError)], "seeds": SEEDS,
+     "loss_type": axis(options(ref.DPO_LOSS_TYPES)),
+     "label_smoothing": [*axis(reals("finite")), junk("half", 0.5, ValueError)], "lr": axis(reals("positive")),
+     "epochs": axis(ints(1)),
+     "theta": [junk("init", theta0, ValueError), junk("str", "theta", ValueError)],
+     "ref": [junk("init", theta0, ValueError)],
+     "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY},
+)
+
+
 class Row(NamedTuple):
     id: str
     call: Callable[[Any], Any]  # call(backend)
@@ -662,6 +686,7 @@ DIVERGING = [
         diverging("sweep_dpo", label, lr=[lr, 0.05]),
         diverging("sweep_grpo", label, lr=lr),
         diverging("sweep_rlhf[world]", label, lr=[0.05, lr]),
+        diverging("sweep_dpo[world]", label, lr=[lr, 0.05]),
     )
 ] + [
     # a beta past the floats overflows a world's full penalty: each engine names the run's beta

@@ -116,6 +116,20 @@ _SPECS = {
                       "gold and proxy against KL"),
         log_v=False,
     ),
+    "world_dpo": _Spec(
+        title="DPO in a world",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("last_epoch_loss", "last-epoch loss"), ("last_epoch_accuracy", "accuracy")),
+        curves=(("loss", "DPO loss", "loss over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_kl", "KL(π_θ^L || π_ref^L)", "KL to the reference over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response",
+                      "gold (solid) and proxy (dashed, with w) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -541,8 +555,11 @@ class SweepResult:
         """
         from .overopt import guard_stop
 
-        if self.method != "world_ppo":
-            raise ValueError(f"guard() needs a world sweep (sweep_rlhf(..., world=...)), not a {self.method} sweep")
+        if not {"gold_score", "proxy_score"} <= set(self.fields):
+            raise ValueError(
+                f"guard() needs a world sweep with a proxy (sweep_rlhf(..., world=...), sweep_dpo(..., world=..., "
+                f"w=...)), not a {self.method} sweep" + (" without w" if self.method == "world_dpo" else "")
+            )
         if len(self.steps) == 0:
             raise ValueError("this sweep kept no history (record_every=0): the guard has nothing to evaluate")
         gold, proxy, kl = self.gold_score, self.proxy_score, self.mean_kl
@@ -801,8 +818,9 @@ class SweepResult:
             x, windowed = self._windows(points)
             notes.append(f"{self.total_steps} updates in {len(x)} windows")
             names = {name for name, _, _ in spec.curves}
+            front = [score_kl for score_kl in spec.front if set(score_kl[:2]) <= set(self.fields)]
             if spec.front_from_history:
-                names.update(name for score_kl in spec.front for name in score_kl[:2])
+                names.update(name for score_kl in front for name in score_kl[:2])
             pooled = {name: self._pooled(windowed(name)) for name in names}
             for n, (label, index) in enumerate(self._points()):
                 colour = colours[n % len(colours)]
@@ -814,7 +832,7 @@ class SweepResult:
                 if spec.front_from_history:
                     ax = panels[len(spec.curves)]
                     # One line per score (the world's gold solid, its proxy dashed), one colour per point.
-                    for (score_name, kl_name, what), style in zip(spec.front, ("-", "--", ":")):
+                    for (score_name, kl_name, what), style in zip(front, ("-", "--", ":")):
                         (score, spread, _), (kl, _, _) = pooled[score_name], pooled[kl_name]
                         ax.plot(kl[index], score[index], color=colour, linestyle=style, marker=".", markersize=3,
                                 label=", ".join(part for part in (what, label) if part))
@@ -831,7 +849,7 @@ class SweepResult:
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
                 if spec.log_v:
                     ax.axvline(math.log(len(VOCAB)), **log_v)
-            if self.world is not None and self.reward_model is not None:
+            if self.world is not None:
                 draw_frontier(ax, self.world, self.reward_model)
             front_x, front_y, front_title = spec.front_labels
             ax.set(xlabel=front_x, ylabel=front_y, title=front_title)
@@ -972,7 +990,8 @@ def draw_frontier(ax, world: Any, reward_model: Any, *, gold: bool = True) -> No
     ax : matplotlib.axes.Axes
         A panel with the response's KL on x and expected scores on y, data already drawn.
     world : rlhf_fast.worlds.World
-    reward_model : rlhf_fast.worlds.RewardModel
+    reward_model : rlhf_fast.worlds.RewardModel or None
+        The proxy whose frontier is drawn (none without one: a DPO sweep scored by no RM).
     gold : bool, optional
         Also the gold's frontier.
     """
@@ -980,7 +999,9 @@ def draw_frontier(ax, world: Any, reward_model: Any, *, gold: bool = True) -> No
 
     kl_max = ax.dataLim.x1 if np.isfinite(ax.dataLim.x1) and ax.dataLim.x1 > 0 else 1.0
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    traces = [(Frontier.of(world, reward_model, FRONTIER_BETAS), "proxy", "--", FRONTIER_LABELS[0])]
+    traces = []
+    if reward_model is not None:
+        traces.append((Frontier.of(world, reward_model, FRONTIER_BETAS), "proxy", "--", FRONTIER_LABELS[0]))
     if gold:
         traces.append((Frontier.of(world, "gold", FRONTIER_BETAS), "gold", "-", FRONTIER_LABELS[1]))
     low, high = ylim

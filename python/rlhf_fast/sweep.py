@@ -28,12 +28,13 @@ from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
 from .reference import engines as _reference_engines
 from .reference.engines import world_best_of_n as _reference_world_best_of_n
+from .reference.engines import world_dpo as _reference_world_dpo
 from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
-from .worlds import RewardModel, World
+from .worlds import RewardModel, World, WorldPairs, _pairs_of
 
 
 class _ReferenceEngines:
@@ -46,6 +47,7 @@ class _ReferenceEngines:
     sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
     sweep_world_rlhf = staticmethod(_reference_world_ppo.sweep_world_rlhf)
     sweep_world_best_of_n = staticmethod(_reference_world_best_of_n.sweep_world_best_of_n)
+    sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -60,7 +62,7 @@ else:
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
 
 # Per-run series each engine records (history), for the memory estimate.
-_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7}
+_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9}
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
@@ -468,11 +470,7 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
         return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
                 s["cliprange_value"])
 
-    count_once = world.gold == "count_once"
-    # A count-once gold is sum_a gold_seen(a) s(a) - repeat_penalty * L: the engines sum the
-    # first part, and the constant is added here, once, to what they recorded.
-    gold = world.gold_seen if count_once else world.gold_token
-    offset = world.repeat_penalty * world.response_len if count_once else 0.0
+    gold, count_once, offset = _world_gold(world)
 
     def engine(runs, callback, limit):
         return _engines.sweep_world_rlhf(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
@@ -482,8 +480,26 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
     result = _sweep("world_ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=3,
                     params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,
                     max_memory=max_memory)
+    return _shift_gold(result, offset)
+
+
+def _world_gold(world: World) -> tuple[np.ndarray, bool, float]:
+    """What a world engine is handed of the gold: ``(gold_token table, count_once, offset)``.
+
+    A count-once gold is ``sum_a gold_seen(a) s(a) - repeat_penalty * L``: the engines sum
+    the first part, and the constant ``offset`` is added by :func:`_shift_gold`, once, to what
+    they recorded.
+    """
+    count_once = world.gold == "count_once"
+    gold = world.gold_seen if count_once else world.gold_token
+    return gold, count_once, world.repeat_penalty * world.response_len if count_once else 0.0
+
+
+def _shift_gold(result: SweepResult, offset: float) -> SweepResult:
+    """A world sweep's gold (history and final) less the constant ``offset`` of :func:`_world_gold`."""
     if offset:
-        result.history[..., result.fields.index("gold_score"), :] -= offset
+        if "gold_score" in result.fields:
+            result.history[..., result.fields.index("gold_score"), :] -= offset
         result.runs["final_gold_score"] -= offset
     return result
 
@@ -592,6 +608,8 @@ def sweep_rm(
 
 def _dpo_pairs(pairs: Any) -> list:
     """Pairs as a list (a generator is read once); a ``PreferenceSet`` lost the token order."""
+    if isinstance(pairs, WorldPairs):
+        raise TypeError("pairs is a rlhf_fast.worlds.WorldPairs: pass the world it came from too (world=...)")
     if hasattr(pairs, "bags") or type(pairs).__name__ == "PreferenceSet":
         raise TypeError(
             "pairs must be (prompt, chosen, rejected) triples or rows, not a PreferenceSet "
@@ -608,7 +626,7 @@ def _dpo_pairs(pairs: Any) -> list:
 
 
 def sweep_dpo(
-    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]],
+    pairs: Sequence[tuple[str, str, str] | Mapping[str, str]] | WorldPairs,
     *,
     betas: Sequence[float],
     seeds: int | Sequence[int | None] | None = None,
@@ -618,7 +636,8 @@ def sweep_dpo(
     epochs: int | Sequence[int] = 1,
     theta: Any = None,
     ref: Any = None,
-    w: Mapping[str, float] | None = None,
+    w: Mapping[str, float] | RewardModel | None = None,
+    world: World | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
@@ -630,10 +649,27 @@ def sweep_dpo(
     loss_type=..., label_smoothing=..., seed=seed)`` from a copy of ``theta`` against ``ref``
     (both uniform by default).
 
+    With a ``world`` (:class:`rlhf_fast.worlds.World`), the runs are DPO in that world on its
+    labelled pairs (``world.preferences(n, seed, labeller)``): the policy is one row of logits
+    per prompt, starting at ``world.ref_logits``, which is also the frozen reference; a
+    response is a bag of ``L = world.response_len`` i.i.d. tokens, ``log pi(y|x) = sum_i log
+    softmax(theta_x)[y_i]``. Each pair is one SGD step of the lesson's DPO on the response its
+    label prefers; the gradient in the logits is ``count(y+) - count(y-)`` times the loss's
+    derivative (the policy's terms cancel for equal lengths; IPO's log-ratios are averaged over
+    the ``L`` tokens, as TRL's are). A soft label ``t = P(first preferred)`` (an AI judge with
+    ``soft=True``) makes the sigmoid loss the cross-entropy ``-t log sigmoid(h) - (1 - t) log
+    sigmoid(-h)``, ``h`` the DPO logit of the first over the second: cDPO's label smoothing
+    with the preferred response as chosen and ``min(t, 1 - t)`` as its smoothing (a hard label
+    is the ordinary loss). ``label_smoothing`` then smooths the target once more, ``t' = (1 -
+    ls) t + ls (1 - t)``. The robust, IPO and hinge losses are defined for hard labels only,
+    and refuse soft ones. The history also holds the exact means over prompts, under the
+    policy after each step, of the gold, the response's KL and, with ``w``, the proxy score.
+
     Parameters
     ----------
-    pairs : sequence of pairs
-        ``(prompt, chosen, rejected)`` triples or TRL rows, every token in ``VOCAB``.
+    pairs : sequence of pairs or WorldPairs
+        ``(prompt, chosen, rejected)`` triples or TRL rows, every token in ``VOCAB``; with a
+        ``world``, its labelled pairs (:class:`~rlhf_fast.worlds.WorldPairs`).
     betas : sequence of float
         The first axis.
     seeds : int, sequence of int or None, or None
@@ -643,10 +679,15 @@ def sweep_dpo(
         Each given as a sequence becomes an axis, in this order; a point pairing a non-zero
         ``label_smoothing`` with ``ipo`` or ``hinge`` is refused, as ``train_dpo`` refuses it.
     theta, ref : policy, optional
-        The starting policy and the frozen reference.
-    w : Mapping[str, float], optional
+        The starting policy and the frozen reference; not with a world, whose runs start at
+        its reference ``world.ref_logits``.
+    w : Mapping[str, float] or RewardModel, optional
         A reward model to score each final policy with (``final_score``; without one the
-        summary has no ``final_score``).
+        summary has no ``final_score``); with a world, a
+        :class:`~rlhf_fast.worlds.RewardModel` of its vocabulary whose exact score the
+        history records as ``proxy_score`` (DPO never sees it).
+    world : World, optional
+        Run DPO in this world on ``pairs``, its labelled pairs.
     record_every, n_threads, progress, max_memory
         As :func:`sweep_rlhf`.
 
@@ -657,7 +698,13 @@ def sweep_dpo(
         ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (a run with fewer
         epochs than the longest is NaN past its end, ``prompt`` -1), ``final_theta``, and the
         run summaries ``final_score`` (with ``w``), ``final_kl``, ``last_epoch_loss``,
-        ``last_epoch_accuracy``, ``last_epoch_margin``.
+        ``last_epoch_accuracy``, ``last_epoch_margin``. With a world, ``method="world_dpo"``:
+        history fields ``prompt_index`` (the pair's prompt), ``loss``, ``rewards_chosen``,
+        ``rewards_rejected``, ``rewards_margins``, ``rewards_accuracies`` (before the step),
+        then the exact means after it, ``proxy_score`` (with ``w``), ``gold_score`` and
+        ``mean_kl`` (``L KL(pi || pi_ref)``); ``final_theta`` ``[*axes, n_prompts, vocab]``;
+        the run summaries ``final_proxy_score`` (with ``w``), ``final_gold_score``,
+        ``final_kl`` and the last epoch's three means.
 
     Raises
     ------
@@ -667,7 +714,10 @@ def sweep_dpo(
         (its bags lose the token order: pass ``pairs.to_pairs()``); a point pairing a
         non-zero ``label_smoothing`` with ``ipo`` or ``hinge``; or a grid over
         ``max_memory`` (``"this sweep would keep ... bytes ..., over max_memory=...
-        bytes: pass record_every=k ..."``).
+        bytes: pass record_every=k ..."``). With a world: ``pairs`` not a ``WorldPairs`` of
+        it (another response length, a prompt or token past the world's), ``w`` not a
+        ``RewardModel`` of its vocabulary, ``theta`` or ``ref`` given, or soft labels with a
+        ``loss_type`` other than ``"sigmoid"``; a ``WorldPairs`` without its world.
     FloatingPointError
         A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
         overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
@@ -683,8 +733,22 @@ def sweep_dpo(
     >>> result.loss.shape, result.final_score.round(4)
     ((2, 2, 50), array([[0.0228, 0.0228],
            [0.1076, 0.1077]]))
+
+    In a world, on pairs its human labeller judged (the gold of the reference policy is
+    -3.317 here; DPO raises it, further at the larger beta in three epochs of plain SGD):
+
+    >>> from rlhf_fast.worlds import World
+    >>> world = World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> pairs = world.preferences(200, seed=1)
+    >>> result = rl.sweep_dpo(pairs, world=world, betas=[0.1, 0.5], seeds=2, epochs=3, lr=0.5,
+    ...                       record_every=50)
+    >>> result.method, result.gold_score.shape
+    ('world_dpo', (2, 2, 12))
+    >>> result.runs["final_gold_score"].round(3)
+    array([[-1.731, -1.738],
+           [-0.433, -0.299]])
     """
-    pairs = _dpo_pairs(pairs)
+    pairs = _dpo_pairs(pairs) if world is None else _world_pairs(pairs, world)
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.positive, "floats"))
     record_every = check.count("record_every", record_every, 0)
@@ -705,6 +769,8 @@ def sweep_dpo(
                     "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
                     f"{ls!r} with loss_type={kind!r}: sweep those losses separately"
                 )
+    if world is not None:
+        return _sweep_world_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads, progress, max_memory)
     if w is not None:
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
@@ -721,6 +787,52 @@ def sweep_dpo(
                   engine, steps=max(grid.values("epochs")) * len(pairs), record_every=record_every,
                   summaries=5 if w is not None else 4, params=_TABLE,
                   work=lambda runs: sum(run[4] for run in runs) * len(pairs), progress=progress, max_memory=max_memory)
+
+
+def _world_pairs(pairs: Any, world: Any) -> WorldPairs:
+    """``pairs`` for a world DPO sweep: labelled pairs of the world's responses, at least one."""
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a rlhf_fast.worlds.World, got {type(world).__name__}")
+    pairs = _pairs_of("pairs", pairs, world)
+    if not len(pairs):
+        raise ValueError("pairs must not be empty")
+    return pairs
+
+
+def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta: Any, ref: Any, record_every: int,
+                     n_threads: Any, progress: Any, max_memory: Any) -> SweepResult:
+    """The DPO grid of :func:`sweep_dpo` run in ``world`` by its engine."""
+    weights = None if w is None else _world_weights(w, world)
+    for name, value in (("theta", theta), ("ref", ref)):
+        if value is not None:
+            why = ("its runs start at its reference, world.ref_logits" if name == "theta"
+                   else "its reference is world.ref_logits")
+            raise ValueError(f"{name} cannot be given with a world: {why}")
+    soft = np.flatnonzero((pairs.target != 0.0) & (pairs.target != 1.0))
+    for loss_type in grid.values("loss_type"):
+        if soft.size and loss_type != "sigmoid":
+            i = int(soft[0])
+            raise ValueError(
+                f"loss_type {loss_type!r} needs hard labels (targets 0 or 1), but pairs.target[{i}] is "
+                f"{float(pairs.target[i])!r}, a soft label (a Judge's with soft=True): soft labels are only "
+                "defined for loss_type 'sigmoid'"
+            )
+    steps = max(grid.values("epochs")) * len(pairs)
+    record_every = _kept_every(record_every, steps)
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    gold, count_once, offset = _world_gold(world)
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_world_dpo(world.ref_logits, weights, gold, count_once, world.response_len, pairs.prompts,
+                                        pairs.first, pairs.second, pairs.target, runs, record_every=record_every,
+                                        n_threads=n_threads, progress=callback, max_memory=limit)
+
+    result = _sweep("world_dpo", grid, lambda s: (s["beta"], s["lr"], s["loss_type"], s["label_smoothing"],
+                                                  s["epochs"], s["seed"]),
+                    engine, steps=steps, record_every=record_every, summaries=6 if w is not None else 5,
+                    params=world.n_prompts * world.vocab, work=lambda runs: sum(run[4] for run in runs) * len(pairs),
+                    progress=progress, max_memory=max_memory)
+    return _shift_gold(result, offset)._in_world(world, w)
 
 
 # ---------------------------------------------------------------------------------- GRPO
@@ -948,7 +1060,7 @@ def _sweep_world_best_of_n(w: Any, world: Any, ns: Any, seeds: Any, samples: Any
     if policy is not None:
         raise ValueError("policy cannot be given with a world: its Best-of-N samples its reference, world.ref_logits")
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
-    count_once, gold, offset = _world_gold(world)
+    gold, count_once, offset = _world_gold(world)
 
     def engine(runs, callback, limit):
         return _engines.sweep_world_best_of_n(world.ref_logits, weights, gold, count_once, world.response_len, runs,
@@ -961,16 +1073,6 @@ def _sweep_world_best_of_n(w: Any, world: Any, ns: Any, seeds: Any, samples: Any
         for name in ("sampled_gold_score", "ref_gold_score"):
             result.runs[name] -= offset
     return result._in_world(world, w)
-
-
-def _world_gold(world: World) -> tuple[bool, np.ndarray, float]:
-    """What a world's engines take for its gold: whether it counts a repeated token once, the
-    table they sum, and the constant the front end subtracts from what they recorded. A
-    count-once gold is ``sum_a gold_seen(a) s(a) - repeat_penalty * L``."""
-    count_once = world.gold == "count_once"
-    gold = world.gold_seen if count_once else world.gold_token
-    offset = world.repeat_penalty * world.response_len if count_once else 0.0
-    return count_once, gold, offset
 
 
 # Each reads a reward model w: also a RewardModel of the lesson's VOCAB where no world is given.

@@ -237,6 +237,97 @@ fn dpo_core(
     }
 }
 
+/// How DPO learns from a pair of two responses labelled with `target`, the probability that
+/// the first is preferred: `(first_is_chosen, smoothing)`. The chosen response is the one the
+/// label favours (the first when `target >= 0.5`) and `smoothing` the chance its label is
+/// wrong: `min(target, 1 - target)` for a soft label, itself flipped with probability
+/// `label_smoothing` (cDPO's): `s + ls - 2 s ls`. With that as the step's `label_smoothing`,
+/// the sigmoid loss is `-t' log sigmoid(h) - (1 - t') log sigmoid(-h)`, `h` the DPO logit of
+/// the first over the second and `t' = (1 - ls) target + ls (1 - target)`; a hard label
+/// (`target` 0 or 1) gives `label_smoothing` itself, bit for bit: the ordinary (c)DPO step
+/// with chosen = the preferred response.
+#[inline]
+pub fn pair_label(target: f64, label_smoothing: f64) -> (bool, f64) {
+    let first_is_chosen = target >= 0.5;
+    // Exact: 1 - target for target in [0.5, 1] (Sterbenz).
+    let own = if first_is_chosen { 1.0 - target } else { target };
+    (first_is_chosen, own + label_smoothing - 2.0 * own * label_smoothing)
+}
+
+/// Scratch a bag DPO step reuses: `log pi` over the vocabulary and the responses' count
+/// differences (all zero between steps).
+#[derive(Clone, Debug)]
+pub struct BagDpoScratch {
+    logp: Vec<f64>,
+    counts: Vec<i32>,
+}
+
+impl BagDpoScratch {
+    /// Scratch for a vocabulary of `vocab_size`, or [`Error::OutOfMemory`].
+    pub fn new(vocab_size: usize) -> Result<Self> {
+        let mut logp = crate::error::vec_with_capacity(vocab_size, "a row of the vocabulary")?;
+        logp.resize(vocab_size, 0.0);
+        let mut counts = crate::error::vec_with_capacity(vocab_size, "a row of the vocabulary")?;
+        counts.resize(vocab_size, 0);
+        Ok(BagDpoScratch { logp, counts })
+    }
+}
+
+/// One DPO step on one prompt's logits from a pair of responses of the same length `L`
+/// (bags of i.i.d. tokens), unchecked: `ref_log_probs` the frozen reference's log-softmax
+/// for the prompt, token ids below `logits.len()`, `chosen.len() == rejected.len() >= 1`,
+/// `smoothing` the pair's label smoothing ([`pair_label`]; it replaces `params`'). The loss
+/// and the metrics are [`dpo_update`]'s; the gradient is its `du / dlogit_j` with the
+/// policy's terms cancelled, as they do for equal lengths: `count_j(y+) - count_j(y-)`
+/// (over `L` for IPO), so only the responses' tokens move, each once. Mutates `logits`;
+/// returns what the step saw before the update.
+#[inline]
+pub fn bag_dpo_update(
+    logits: &mut [f64],
+    ref_log_probs: &[f64],
+    chosen: &[u32],
+    rejected: &[u32],
+    smoothing: f64,
+    params: &DpoParams,
+    scratch: &mut BagDpoScratch,
+) -> DpoOutcome {
+    debug_assert_eq!(chosen.len(), rejected.len());
+    let BagDpoScratch { logp, counts } = scratch;
+    log_softmax_row(logits, logp);
+    let pos_logratio = log_ratio(logp, ref_log_probs, chosen);
+    let neg_logratio = log_ratio(logp, ref_log_probs, rejected);
+    let length = chosen.len() as f64;
+    let ipo = params.loss_type == LossType::Ipo;
+    let u = if ipo { pos_logratio / length - neg_logratio / length } else { pos_logratio - neg_logratio };
+    let pair_params = DpoParams { label_smoothing: smoothing, ..*params };
+    let (loss, step) = pair_params.loss_and_step(u);
+
+    for &a in chosen {
+        counts[a as usize] += 1;
+    }
+    for &a in rejected {
+        counts[a as usize] -= 1;
+    }
+    // Each token's count difference once, at its first occurrence; the counts end all zero.
+    for &a in chosen.iter().chain(rejected) {
+        let a = a as usize;
+        let difference = std::mem::take(&mut counts[a]);
+        if difference != 0 {
+            let du = if ipo { f64::from(difference) / length } else { f64::from(difference) };
+            logits[a] -= step * du;
+        }
+    }
+    let chosen_reward = params.beta * pos_logratio;
+    let rejected_reward = params.beta * neg_logratio;
+    DpoOutcome {
+        loss,
+        chosen: chosen_reward,
+        rejected: rejected_reward,
+        margin: chosen_reward - rejected_reward,
+        accuracy: if chosen_reward > rejected_reward { 1.0 } else { 0.0 },
+    }
+}
+
 fn check_response(name: &str, tokens: &[u32], vocab_size: usize) -> Result<()> {
     if tokens.is_empty() {
         return Err(Error::invalid(format!("{name} must have at least one token")));
@@ -355,6 +446,7 @@ impl DpoPairs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::logistic::sigmoid;
 
     fn params(loss_type: LossType, beta: f64, ls: f64) -> DpoParams {
         DpoParams::new(beta, 1e-4, loss_type, ls).unwrap()
@@ -451,6 +543,84 @@ mod tests {
     ) -> Result<f64> {
         let params = DpoParams::new(beta, lr, LossType::Sigmoid, 0.0)?;
         Ok(dpo_step_metrics(logits, reference, chosen, rejected, &params)?.loss)
+    }
+
+    /// The loss of a bag pair with a soft label `target`, as the loss of its step.
+    fn bag_loss(logits: &[f64], logq: &[f64], first: &[u32], second: &[u32], target: f64, p: &DpoParams) -> f64 {
+        let (first_is_chosen, smoothing) = pair_label(target, p.label_smoothing);
+        let (chosen, rejected) = if first_is_chosen { (first, second) } else { (second, first) };
+        let mut scratch = BagDpoScratch::new(logits.len()).unwrap();
+        bag_dpo_update(&mut logits.to_vec(), logq, chosen, rejected, smoothing, p, &mut scratch).loss
+    }
+
+    #[test]
+    fn the_bag_step_steps_along_the_negative_gradient_of_its_loss() {
+        let theta = [0.2, -0.4, 0.9, 0.0, 0.3, -1.1];
+        let logq = crate::kernels::softmax::log_softmax(&[0.0, 0.1, -0.3, 0.2, -0.1, 0.5]).unwrap();
+        let (first, second) = ([0u32, 0, 2, 5], [1u32, 3, 2, 2]);
+        let cases = [
+            (LossType::Sigmoid, 0.5, 0.0, 1.0),
+            (LossType::Sigmoid, 0.5, 0.0, 0.0),
+            (LossType::Sigmoid, 0.5, 0.2, 1.0),
+            (LossType::Sigmoid, 0.7, 0.0, 0.3),
+            (LossType::Sigmoid, 0.7, 0.1, 0.8),
+            (LossType::Sigmoid, 0.7, 0.0, 0.5),
+            (LossType::Robust, 0.7, 0.3, 0.0),
+            (LossType::Ipo, 0.5, 0.0, 1.0),
+            (LossType::Ipo, 2.0, 0.0, 0.0),
+            (LossType::Hinge, 0.5, 0.0, 1.0),
+        ];
+        for (loss_type, beta, ls, target) in cases {
+            let p = params(loss_type, beta, ls);
+            let (first_is_chosen, smoothing) = pair_label(target, ls);
+            let (chosen, rejected) = if first_is_chosen { (&first, &second) } else { (&second, &first) };
+            let mut stepped = theta;
+            let mut scratch = BagDpoScratch::new(6).unwrap();
+            bag_dpo_update(&mut stepped, &logq, chosen, rejected, smoothing, &p, &mut scratch);
+            assert!(scratch.counts.iter().all(|&c| c == 0));
+            for j in 0..theta.len() {
+                let h = 1e-6;
+                let (mut up, mut down) = (theta, theta);
+                up[j] += h;
+                down[j] -= h;
+                let fd = (bag_loss(&up, &logq, &first, &second, target, &p)
+                    - bag_loss(&down, &logq, &first, &second, target, &p))
+                    / (2.0 * h);
+                let moved = stepped[j] - theta[j];
+                assert!((moved + p.lr * fd).abs() < 1e-10, "{loss_type:?} t={target} j={j}: {moved} vs {}", -p.lr * fd);
+            }
+        }
+    }
+
+    #[test]
+    fn a_soft_label_is_the_cross_entropy_and_a_hard_one_the_lessons_step() {
+        let logits = [0.3, -0.2, 0.8, 0.1];
+        let logq = crate::kernels::softmax::log_softmax(&[0.0, 0.4, -0.3, 0.2]).unwrap();
+        let (first, second) = ([0u32, 2, 2], [1u32, 3, 0]);
+        let p = params(LossType::Sigmoid, 0.6, 0.1);
+        let mut scratch = BagDpoScratch::new(4).unwrap();
+        let out = bag_dpo_update(&mut logits.to_vec(), &logq, &first, &second, 0.0, &p, &mut scratch);
+        let h = out.margin;
+        for (target, ls) in [(0.7, 0.0), (0.2, 0.0), (0.7, 0.1), (0.5, 0.3)] {
+            let smoothed = (1.0 - ls) * target + ls * (1.0 - target);
+            let expected = -smoothed * sigmoid(h).ln() - (1.0 - smoothed) * sigmoid(-h).ln();
+            let p = params(LossType::Sigmoid, 0.6, ls);
+            assert!((bag_loss(&logits, &logq, &first, &second, target, &p) - expected).abs() < 1e-12, "{target} {ls}");
+        }
+        // A hard label and the lesson's step: the same loss and metrics, the same update up to
+        // the cancelled policy terms.
+        for (loss_type, ls) in [(LossType::Sigmoid, 0.2), (LossType::Robust, 0.1), (LossType::Ipo, 0.0)] {
+            let p = params(loss_type, 0.6, ls);
+            assert_eq!(pair_label(1.0, ls), (true, ls));
+            assert_eq!(pair_label(0.0, ls), (false, ls));
+            let (mut bag, mut lesson) = (logits.to_vec(), logits.to_vec());
+            let bag_out = bag_dpo_update(&mut bag, &logq, &first, &second, ls, &p, &mut scratch);
+            let lesson_out = dpo_update(&mut lesson, &logq, &first, &second, &p, &mut DpoScratch::new(4));
+            assert_eq!(bag_out, lesson_out);
+            for (a, b) in bag.iter().zip(&lesson) {
+                assert!((a - b).abs() < 1e-14, "{loss_type:?}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod preferences;
 mod sweep;
 mod world;
 mod world_best_of_n;
+mod world_dpo;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -39,5 +40,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sweep::register(m)?;
     world::register(m)?;
     world_best_of_n::register(m)?;
+    world_dpo::register(m)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ computes it, averages each response's log-ratio over its tokens first:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ... import _checks as checks
@@ -124,6 +124,70 @@ def dpo_update(
         else:
             du_j = (count_pos - len_pos * p[j]) - (count_neg - len_neg * p[j])
         logits[j] -= step * du_j
+    chosen_reward = params.beta * pos_logratio
+    rejected_reward = params.beta * neg_logratio
+    return DpoOutcome(
+        loss,
+        chosen_reward,
+        rejected_reward,
+        chosen_reward - rejected_reward,
+        1.0 if chosen_reward > rejected_reward else 0.0,
+    )
+
+
+def pair_label(target: float, label_smoothing: float) -> tuple[bool, float]:
+    """How DPO learns from a pair labelled ``target`` (the probability its first response is
+    preferred): ``(first_is_chosen, smoothing)``.
+
+    The chosen response is the one the label favours (the first when ``target >= 0.5``) and
+    ``smoothing`` the chance its label is wrong: ``s = min(target, 1 - target)``, itself
+    flipped with probability ``label_smoothing`` (cDPO's), ``s + ls - 2 s ls``. With that as
+    the step's label smoothing the sigmoid loss is ``-t' log sigmoid(h) - (1 - t') log
+    sigmoid(-h)``, ``h`` the DPO logit of the first over the second and ``t' = (1 - ls) target
+    + ls (1 - target)``; a hard label (0 or 1) gives ``label_smoothing`` itself, bit for bit.
+    """
+    first_is_chosen = target >= 0.5
+    own = 1.0 - target if first_is_chosen else target  # exact for target in [0.5, 1] (Sterbenz)
+    return first_is_chosen, own + label_smoothing - 2.0 * own * label_smoothing
+
+
+def bag_dpo_update(
+    logits: list[float],
+    ref_log_probs: Sequence[float],
+    chosen: Sequence[int],
+    rejected: Sequence[int],
+    smoothing: float,
+    params: DpoParams,
+) -> DpoOutcome:
+    """One DPO step on one prompt's ``logits`` from two responses of the same length ``L``.
+
+    The loss and metrics are :func:`dpo_update`'s with the pair's label ``smoothing``
+    (:func:`pair_label`) in place of ``params``'; the gradient is its ``du / dlogit_j`` with
+    the policy's terms cancelled, as they do for equal lengths: ``count_j(y+) - count_j(y-)``
+    (over ``L`` for IPO), so only the responses' tokens move, each once, in the order they
+    first occur. Mutates ``logits``; returns what the step saw before the update.
+    """
+    logp = log_softmax_row(logits)
+    pos_logratio = 0.0
+    for a in chosen:
+        pos_logratio += logp[a] - ref_log_probs[a]
+    neg_logratio = 0.0
+    for a in rejected:
+        neg_logratio += logp[a] - ref_log_probs[a]
+    length = float(len(chosen))
+    ipo = params.loss_type == "ipo"
+    u = pos_logratio / length - neg_logratio / length if ipo else pos_logratio - neg_logratio
+    loss, step = replace(params, label_smoothing=smoothing).loss_and_step(u)
+
+    counts: dict[int, int] = {}
+    for a in chosen:
+        counts[a] = counts.get(a, 0) + 1
+    for a in rejected:
+        counts[a] = counts.get(a, 0) - 1
+    for a, difference in counts.items():
+        if difference:
+            du = difference / length if ipo else float(difference)
+            logits[a] -= step * du
     chosen_reward = params.beta * pos_logratio
     rejected_reward = params.beta * neg_logratio
     return DpoOutcome(
