@@ -16,20 +16,13 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve,
-    vec_with_capacity, Error, Result,
+    default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
+    Result,
 };
-use crate::kernels::kl::kl_to_log;
-use crate::kernels::softmax::{log_softmax_row, softmax_row};
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
+use crate::methods::world_stats::{check_theta, ExactMeans};
+pub use crate::methods::world_stats::{Table, WorldStats, WorldTables};
 use crate::rng::Mt19937;
-
-/// Most prompts a world has (its tables are `[prompts, vocab]`).
-pub const MAX_PROMPTS: usize = 1 << 16;
-/// Most tokens a world's vocabulary has.
-pub const MAX_VOCAB: usize = 1 << 20;
-/// Most tokens a response has.
-pub const MAX_RESPONSE_LEN: i64 = 1 << 12;
 
 /// The per-step series of a world PPO sweep: the sampled response's record (TRL's names,
 /// '/' as '_') and the exact means over prompts under the policy after the step.
@@ -45,163 +38,6 @@ pub const WORLD_PPO_HISTORY_FIELDS: [&str; 7] = [
 /// Per-run results of a world PPO sweep: the final policy's exact means over prompts.
 pub const WORLD_PPO_SUMMARY_FIELDS: [&str; 3] = ["final_proxy_score", "final_gold_score", "final_kl"];
 
-/// A `[rows, cols]` table of floats, row-major.
-#[derive(Clone, Copy, Debug)]
-pub struct Table<'a> {
-    pub values: &'a [f64],
-    pub rows: usize,
-    pub cols: usize,
-}
-
-/// `table` holds `rows x cols` values, every one finite: `name[row, col]` in the message.
-fn finite_table(name: &str, table: Table<'_>) -> Result<()> {
-    if table.rows.checked_mul(table.cols) != Some(table.values.len()) {
-        return Err(Error::invalid(format!(
-            "{name} holds {} values, not {} x {}",
-            table.values.len(),
-            table.rows,
-            table.cols
-        )));
-    }
-    match table.values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(Error::invalid(format!(
-            "{name}[{}, {}] must be finite, got {}",
-            i / table.cols,
-            i % table.cols,
-            py_float(table.values[i])
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The exact means over prompts a world run records, or one prompt's share of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct WorldStats {
-    /// The reward model's expected score of a response: `L sum_a pi(a) w(a)`.
-    pub proxy_score: f64,
-    /// The gold's expectation over responses.
-    pub gold_score: f64,
-    /// The response's KL to the reference, `L KL(pi || pi_ref)` (log space).
-    pub kl: f64,
-}
-
-impl WorldStats {
-    /// The first that is not finite, by its history field's name.
-    fn nonfinite_key(&self) -> Option<&'static str> {
-        crate::error::first_nonfinite([
-            ("proxy_score", self.proxy_score),
-            ("gold_score", self.gold_score),
-            ("mean_kl", self.kl),
-        ])
-    }
-}
-
-/// A world's tables, checked: what every run in it shares.
-#[derive(Clone, Debug)]
-pub struct WorldTables<'a> {
-    /// `[n_prompts, vocab_size]`: the reference (SFT) policy's logits; a run starts there.
-    pub ref_logits: &'a [f64],
-    /// The reward model's weight of each token.
-    pub weights: &'a [f64],
-    /// `[n_prompts, vocab_size]`: the gold value of each token for each prompt.
-    pub gold_token: &'a [f64],
-    /// Whether the gold counts a repeated token once (else every copy counts).
-    pub count_once: bool,
-    pub response_len: usize,
-    pub n_prompts: usize,
-    pub vocab_size: usize,
-    /// The reference's log-probabilities, once: it never changes.
-    ref_log_probs: Vec<f64>,
-}
-
-impl<'a> WorldTables<'a> {
-    /// Checks the tables' shapes (`ref_logits` 1 to 2^16 prompts by 2 to 2^20 tokens,
-    /// `weights` one per token, `gold_token` of `ref_logits`' shape), their values (finite)
-    /// and `1 <= response_len <= 4096`, each error naming its argument.
-    pub fn new(
-        ref_logits: Table<'a>,
-        weights: &'a [f64],
-        gold_token: Table<'a>,
-        count_once: bool,
-        response_len: i64,
-    ) -> Result<Self> {
-        let Table { rows: n_prompts, cols: vocab_size, .. } = ref_logits;
-        if !(1..=MAX_PROMPTS).contains(&n_prompts) {
-            return Err(Error::invalid(format!(
-                "ref_logits must have 1 to {MAX_PROMPTS} rows (one per prompt), got {n_prompts}"
-            )));
-        }
-        if !(2..=MAX_VOCAB).contains(&vocab_size) {
-            return Err(Error::invalid(format!(
-                "ref_logits must have 2 to {MAX_VOCAB} columns (one per token), got {vocab_size}"
-            )));
-        }
-        finite_table("ref_logits", ref_logits)?;
-        if weights.len() != vocab_size {
-            return Err(Error::invalid(format!(
-                "weights must have {vocab_size} entries (one per token of ref_logits), got {}",
-                weights.len()
-            )));
-        }
-        finite_slice("weights", weights)?;
-        if (gold_token.rows, gold_token.cols) != (n_prompts, vocab_size) {
-            return Err(Error::invalid(format!(
-                "gold_token must have the shape of ref_logits, ({n_prompts}, {vocab_size}), got ({}, {})",
-                gold_token.rows, gold_token.cols
-            )));
-        }
-        finite_table("gold_token", gold_token)?;
-        if response_len < 1 {
-            return Err(Error::invalid(format!("response_len must be >= 1, got {response_len}")));
-        }
-        crate::error::at_most("response_len", response_len, MAX_RESPONSE_LEN)?;
-        let mut ref_log_probs = vec_with_capacity(ref_logits.values.len(), "the reference's log-probabilities")?;
-        ref_log_probs.resize(ref_logits.values.len(), 0.0);
-        for (row, out) in ref_logits.values.chunks_exact(vocab_size).zip(ref_log_probs.chunks_exact_mut(vocab_size)) {
-            log_softmax_row(row, out);
-        }
-        Ok(WorldTables {
-            ref_logits: ref_logits.values,
-            weights,
-            gold_token: gold_token.values,
-            count_once,
-            response_len: response_len as usize,
-            n_prompts,
-            vocab_size,
-            ref_log_probs,
-        })
-    }
-
-    /// Prompt `x`'s exact statistics under the policy row `logits`; `p` is scratch of a row.
-    pub fn prompt_stats(&self, x: usize, logits: &[f64], p: &mut [f64]) -> WorldStats {
-        let row = x * self.vocab_size..(x + 1) * self.vocab_size;
-        let length = self.response_len as f64;
-        softmax_row(logits, p);
-        let mut proxy = 0.0;
-        for (&pa, &wa) in p.iter().zip(self.weights) {
-            proxy += pa * wa;
-        }
-        let mut gold = 0.0;
-        if self.count_once {
-            for (&pa, &ga) in p.iter().zip(&self.gold_token[row.clone()]) {
-                // P(a among L draws) = 1 - (1 - p)^L, without the cancellation of 1 - (1 - tiny p)
-                let seen = if pa < 1.0 { -(length * (-pa).ln_1p()).exp_m1() } else { 1.0 };
-                gold += seen * ga;
-            }
-        } else {
-            for (&pa, &ga) in p.iter().zip(&self.gold_token[row.clone()]) {
-                gold += pa * ga;
-            }
-            gold *= length;
-        }
-        WorldStats {
-            proxy_score: length * proxy,
-            gold_score: gold,
-            kl: length * kl_to_log(p, &self.ref_log_probs[row]),
-        }
-    }
-}
-
 /// A PPO run in a world on one stream: what [`train_world_rlhf`] and the sweep share.
 struct WorldRun<'a> {
     world: &'a WorldTables<'a>,
@@ -214,11 +50,7 @@ struct WorldRun<'a> {
     /// Each prompt's value baseline (used when `params.vf_coef > 0`).
     values: Vec<f64>,
     scratch: BagScratch,
-    /// Each prompt's exact statistics, and whether a step changed its row since.
-    stats: Vec<WorldStats>,
-    stale: Vec<bool>,
-    /// A row of probabilities for the statistics.
-    p: Vec<f64>,
+    exact: ExactMeans,
 }
 
 impl<'a> WorldRun<'a> {
@@ -235,10 +67,6 @@ impl<'a> WorldRun<'a> {
             row.resize(len, 0.0);
             Ok(row)
         };
-        let mut stats = vec_with_capacity(n_prompts, "the statistics of each prompt")?;
-        stats.resize(n_prompts, WorldStats::default());
-        let mut stale = vec_with_capacity(n_prompts, "the statistics of each prompt")?;
-        stale.resize(n_prompts, true);
         Ok(WorldRun {
             world,
             theta,
@@ -248,9 +76,7 @@ impl<'a> WorldRun<'a> {
             uniforms: zeros(world.response_len, "a response")?,
             values: zeros(n_prompts, "the value baselines")?,
             scratch: BagScratch::new(vocab_size, world.response_len)?,
-            stats,
-            stale,
-            p: zeros(vocab_size, "a row of the vocabulary")?,
+            exact: ExactMeans::new(world)?,
         })
     }
 
@@ -286,7 +112,7 @@ impl<'a> WorldRun<'a> {
             &mut self.values[x],
             &mut self.scratch,
         );
-        self.stale[x] = true;
+        self.exact.changed(x);
         if overflowed(&self.theta[row]) | overflowed(&self.values[x..=x]) {
             return Err(Error::Diverged(format!(
                 "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
@@ -304,19 +130,7 @@ impl<'a> WorldRun<'a> {
     /// left to right, over the number of prompts), recomputing the rows changed since the
     /// last call.
     fn exact_means(&mut self) -> WorldStats {
-        let v = self.world.vocab_size;
-        let mut total = WorldStats::default();
-        for x in 0..self.world.n_prompts {
-            if self.stale[x] {
-                self.stats[x] = self.world.prompt_stats(x, &self.theta[x * v..(x + 1) * v], &mut self.p);
-                self.stale[x] = false;
-            }
-            total.proxy_score += self.stats[x].proxy_score;
-            total.gold_score += self.stats[x].gold_score;
-            total.kl += self.stats[x].kl;
-        }
-        let n = self.world.n_prompts as f64;
-        WorldStats { proxy_score: total.proxy_score / n, gold_score: total.gold_score / n, kl: total.kl / n }
+        self.exact.means(self.world, self.theta)
     }
 
     /// [`WorldRun::exact_means`] after step `t`, or the error naming the first not finite.
@@ -327,19 +141,6 @@ impl<'a> WorldRun<'a> {
             None => Ok(means),
         }
     }
-}
-
-/// Checks a policy for `world`: one row of finite logits per prompt.
-fn check_theta(world: &WorldTables<'_>, theta: &[f64]) -> Result<()> {
-    if theta.len() != world.ref_logits.len() {
-        return Err(Error::invalid(format!(
-            "theta must have the shape of ref_logits, ({}, {}), got {} values",
-            world.n_prompts,
-            world.vocab_size,
-            theta.len()
-        )));
-    }
-    finite_table("theta", Table { values: theta, rows: world.n_prompts, cols: world.vocab_size })
 }
 
 /// Per-step record of a PPO run in a world: the prompt, the response's tokens, the step's

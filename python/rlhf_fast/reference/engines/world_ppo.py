@@ -18,19 +18,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from ... import _checks as checks
 from ..._checks import OVERFLOW
-from ..kernels.kl import kl_to_log
-from ..kernels.softmax import log_softmax_row, softmax_row
 from ..methods.ppo import BagOutcome, PpoParams, bag_rlhf_step
+from ..methods.world_stats import ExactMeans, WorldStats, WorldTables
 from ..rng import from_key, seed_key
 from .driver import RunOutput, check_summary, sweep
-
-MAX_PROMPTS = 1 << 16
-MAX_VOCAB = 1 << 20
-MAX_RESPONSE_LEN = 1 << 12
 
 # The sampled response's record (TRL's names, '/' written '_') and the exact means over prompts.
 WORLD_PPO_HISTORY_FIELDS = (
@@ -49,92 +42,6 @@ MEAN_KEYS = ("proxy_score", "gold_score", "mean_kl")
 HISTORY_KEYS = ("prompt", "tokens", *STEP_KEYS, *MEAN_KEYS)
 
 
-class WorldStats(NamedTuple):
-    """The exact statistics of a policy in a world: one prompt's, or their means over prompts."""
-
-    proxy_score: float  # the reward model's expected score of a response, L sum_a pi(a) w(a)
-    gold_score: float  # the gold's expectation over responses
-    kl: float  # L KL(pi || pi_ref), the response's KL to the reference (log space)
-
-
-def _finite_table(name: str, table: np.ndarray) -> None:
-    bad = np.flatnonzero(~np.isfinite(table))
-    if bad.size:
-        row, col = divmod(int(bad[0]), table.shape[1])
-        raise ValueError(f"{name}[{row}, {col}] must be finite, got {float(table[row, col])!r}")
-
-
-class WorldTables:
-    """A world's tables, checked: what every run in it shares (Rust's ``WorldTables``).
-
-    ``ref_logits`` and ``gold_token`` are ``[n_prompts, vocab]`` rows, ``weights`` the reward
-    model's weight of each token, ``count_once`` whether the gold counts a repeated token once.
-    """
-
-    def __init__(self, ref_logits, weights, gold_token, count_once: bool, response_len: int):
-        self.ref_logits: list[list[float]] = ref_logits
-        self.weights: list[float] = weights
-        self.gold_token: list[list[float]] = gold_token
-        self.count_once = count_once
-        self.response_len = response_len
-        self.n_prompts = len(ref_logits)
-        self.vocab_size = len(weights)
-        # The frozen reference never changes: its log-probabilities once per prompt.
-        self.ref_log_probs = [log_softmax_row(row) for row in ref_logits]
-
-    @classmethod
-    def new(
-        cls, ref_logits: np.ndarray, weights: np.ndarray, gold_token: np.ndarray, count_once: bool, response_len: int
-    ) -> WorldTables:
-        """Checks the tables' shapes (``ref_logits`` 1 to 2**16 prompts by 2 to 2**20 tokens,
-        ``weights`` one per token, ``gold_token`` of ``ref_logits``' shape), their values
-        (finite) and ``1 <= response_len <= 4096``, each error naming its argument; the arrays
-        are float64 arrays of the right dimensions (:func:`rlhf_fast._checks.float_array`)."""
-        n_prompts, vocab_size = ref_logits.shape
-        if not 1 <= n_prompts <= MAX_PROMPTS:
-            raise ValueError(f"ref_logits must have 1 to {MAX_PROMPTS} rows (one per prompt), got {n_prompts}")
-        if not 2 <= vocab_size <= MAX_VOCAB:
-            raise ValueError(f"ref_logits must have 2 to {MAX_VOCAB} columns (one per token), got {vocab_size}")
-        _finite_table("ref_logits", ref_logits)
-        if len(weights) != vocab_size:
-            raise ValueError(
-                f"weights must have {vocab_size} entries (one per token of ref_logits), got {len(weights)}"
-            )
-        bad = np.flatnonzero(~np.isfinite(weights))
-        if bad.size:
-            raise ValueError(f"weights[{int(bad[0])}] must be finite, got {float(weights[bad[0]])!r}")
-        if gold_token.shape != ref_logits.shape:
-            raise ValueError(
-                f"gold_token must have the shape of ref_logits, ({n_prompts}, {vocab_size}), "
-                f"got ({gold_token.shape[0]}, {gold_token.shape[1]})"
-            )
-        _finite_table("gold_token", gold_token)
-        if response_len < 1:
-            raise ValueError(f"response_len must be >= 1, got {response_len}")
-        if response_len > MAX_RESPONSE_LEN:
-            raise ValueError(f"response_len must be <= {MAX_RESPONSE_LEN}, got {response_len}")
-        return cls(ref_logits.tolist(), weights.tolist(), gold_token.tolist(), count_once, response_len)
-
-    def prompt_stats(self, x: int, logits: Sequence[float]) -> WorldStats:
-        """Prompt ``x``'s exact statistics under the policy row ``logits``."""
-        length = self.response_len
-        p = softmax_row(logits)
-        proxy = 0.0
-        for pa, wa in zip(p, self.weights):
-            proxy += pa * wa
-        gold = 0.0
-        if self.count_once:
-            for pa, ga in zip(p, self.gold_token[x]):
-                # P(a among L draws) = 1 - (1 - p)^L, without the cancellation of 1 - (1 - tiny p)
-                seen = -math.expm1(length * math.log1p(-pa)) if pa < 1.0 else 1.0
-                gold += seen * ga
-        else:
-            for pa, ga in zip(p, self.gold_token[x]):
-                gold += pa * ga
-            gold *= length
-        return WorldStats(length * proxy, gold, length * kl_to_log(p, self.ref_log_probs[x]))
-
-
 class WorldRun:
     """A PPO run in a world on one stream: what :func:`train_world_rlhf` and the sweep share."""
 
@@ -148,7 +55,7 @@ class WorldRun:
         self.prompts = range(world.n_prompts)
         self.draws = range(world.response_len)
         self.values = [0.0] * world.n_prompts  # each prompt's value baseline
-        self.stats: list[WorldStats | None] = [None] * world.n_prompts  # None: a step changed the row
+        self.exact = ExactMeans(world)
 
     def _diverged(self, name: str, t: int, key: str) -> FloatingPointError:
         return FloatingPointError(
@@ -167,7 +74,7 @@ class WorldRun:
         out, self.values[x] = bag_rlhf_step(
             logits, self.world.ref_log_probs[x], self.world.weights, uniforms, self.beta, self.params, self.values[x]
         )
-        self.stats[x] = None
+        self.exact.changed(x)
         if checks.overflowed(logits) or not abs(self.values[x]) < OVERFLOW:
             raise self._diverged(name, t, "logits")
         record = (out.score, out.kl, out.reward, out.clip_frac, out.kl_penalty, out.value_loss)
@@ -176,19 +83,8 @@ class WorldRun:
         return x, out
 
     def exact_means(self) -> WorldStats:
-        """The exact means over prompts under the current policy (each prompt's statistics
-        summed left to right, over the number of prompts), recomputing the rows changed since
-        the last call."""
-        proxy = gold = kl = 0.0
-        for x in self.prompts:
-            stats = self.stats[x]
-            if stats is None:
-                stats = self.stats[x] = self.world.prompt_stats(x, self.theta[x])
-            proxy += stats.proxy_score
-            gold += stats.gold_score
-            kl += stats.kl
-        n = self.world.n_prompts
-        return WorldStats(proxy / n, gold / n, kl / n)
+        """The exact means over prompts under the current policy (:meth:`ExactMeans.means`)."""
+        return self.exact.means(self.world, self.theta)
 
     def recorded_means(self, t: int, name: str) -> WorldStats:
         """:meth:`exact_means` after step ``t``, or the ``FloatingPointError`` naming the first not finite."""
