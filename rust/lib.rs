@@ -37,6 +37,10 @@ pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
+pub use engines::world_grpo::{
+    train_world_grpo, WorldGrpoEngine, WorldGrpoHistory, WorldGrpoRunSpec, WORLD_GRPO_HISTORY_FIELDS,
+    WORLD_GRPO_SUMMARY_FIELDS,
+};
 pub use engines::world_ppo::{
     train_world_rlhf, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldStats, WorldTables,
     WORLD_PPO_HISTORY_FIELDS, WORLD_PPO_SUMMARY_FIELDS,
@@ -57,6 +61,7 @@ pub use lesson::{make_dataset, make_pair, BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB}
 pub use methods::best_of_n::{bon_distribution, bon_exact, bon_kl_analytic};
 pub use methods::bradley_terry::{bag, dot, pairwise_accuracy, rm_train_step, rm_update, Bag, BagEntry, Preferences};
 pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoParams, DpoScratch, LossType};
+pub use methods::grpo::{bag_grpo_update, BagGrpoScratch, MAX_GROUP_TOKENS};
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
 pub use methods::ppo::{
