@@ -105,6 +105,20 @@ _SPECS = {
                       "gold (solid) and proxy (dashed) against KL"),
         log_v=False,
     ),
+    "world_grpo": _Spec(
+        title="GRPO in a world",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("clip_frac", "clip frac")),
+        curves=(("proxy_score", "E[proxy score] of a response", "proxy score over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_kl", "KL(π_θ^L || π_ref^L)", "KL to the reference over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response",
+                      "gold (solid) and proxy (dashed) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -118,7 +132,7 @@ class SweepResult:
     Attributes
     ----------
     method : str
-        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``.
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``, ``"world_grpo"``.
     axes : dict[str, list]
         Each grid axis and its values, in index order; the grid is their product.
     shape : tuple[int, ...]
@@ -225,7 +239,7 @@ class SweepResult:
         Parameters
         ----------
         method : str
-            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"`` or ``"world_ppo"``.
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"`` or ``"world_grpo"``.
         axes : Mapping[str, Sequence]
             Each grid axis and its values, in order (``seed`` last where there is one). The
             engine's runs are the product of the axes in C order: run ``r`` is grid point
@@ -520,7 +534,7 @@ class SweepResult:
         """
         from .overopt import guard_stop
 
-        if self.method != "world_ppo":
+        if not {"proxy_score", "gold_score", "mean_kl"} <= set(self.fields):  # a world sweep's exact means
             raise ValueError(f"guard() needs a world sweep (sweep_rlhf(..., world=...)), not a {self.method} sweep")
         if len(self.steps) == 0:
             raise ValueError("this sweep kept no history (record_every=0): the guard has nothing to evaluate")

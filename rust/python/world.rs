@@ -17,7 +17,7 @@ use crate::methods::ppo::{bag_rlhf_step as core_bag_rlhf_step, BagScratch, PpoPa
 use crate::methods::world_stats::MAX_RESPONSE_LEN;
 
 /// A world's tables as the bindings receive them: float64 arrays, copied out with their shapes.
-struct OwnedTables {
+pub(super) struct OwnedTables {
     ref_logits: (Vec<f64>, Vec<usize>),
     weights: Vec<f64>,
     gold_token: (Vec<f64>, Vec<usize>),
@@ -27,7 +27,7 @@ struct OwnedTables {
 
 impl OwnedTables {
     /// The arguments' types, in their order (`_checks.float_array`, `boolean`, `int64`).
-    fn convert(
+    pub(super) fn convert(
         ref_logits: &Bound<'_, PyAny>,
         weights: &Bound<'_, PyAny>,
         gold_token: &Bound<'_, PyAny>,
@@ -44,7 +44,7 @@ impl OwnedTables {
     }
 
     /// The tables, checked ([`WorldTables::new`]).
-    fn world(&self) -> PyResult<WorldTables<'_>> {
+    pub(super) fn world(&self) -> PyResult<WorldTables<'_>> {
         fn table((values, shape): &(Vec<f64>, Vec<usize>)) -> Table<'_> {
             Table { values, rows: shape[0], cols: shape[1] }
         }
