@@ -132,7 +132,8 @@ class SweepResult:
     Attributes
     ----------
     method : str
-        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``, ``"world_grpo"``.
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``,
+        ``"world_grpo"``.
     axes : dict[str, list]
         Each grid axis and its values, in index order; the grid is their product.
     shape : tuple[int, ...]
@@ -239,7 +240,8 @@ class SweepResult:
         Parameters
         ----------
         method : str
-            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"`` or ``"world_grpo"``.
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"`` or
+            ``"world_grpo"``.
         axes : Mapping[str, Sequence]
             Each grid axis and its values, in order (``seed`` last where there is one). The
             engine's runs are the product of the axes in C order: run ``r`` is grid point
