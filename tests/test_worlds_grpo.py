@@ -387,7 +387,7 @@ def test_the_bag_step_binding_names_its_arguments():
         "ValueError", "uniforms[1] must be a draw in [0, 1), got 1.0")
     record = step(logits, ref_log_probs, weights, [0.1, 0.6, 0.3, 0.9], num_generations=2, lr=0.5)
     expected_logits = list(logits)
-    out, tokens = bag_grpo_update(expected_logits, ref_log_probs, weights, [0.1, 0.6, 0.3, 0.9],
-                                  GrpoParams.new(2, 0.04, 0.2, None, 0.5, "group", 1))
+    _, tokens = bag_grpo_update(expected_logits, ref_log_probs, weights, [0.1, 0.6, 0.3, 0.9],
+                                GrpoParams.new(2, 0.04, 0.2, None, 0.5, "group", 1))
     assert record["tokens"] == tokens == [0, 2, 1, 3]
     assert_close(record["logits"], expected_logits)
