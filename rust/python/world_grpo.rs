@@ -46,9 +46,6 @@ pub fn bag_grpo_step<'py>(
     let mut row = f64_vec("logits", logits)?;
     error::finite_slice("logits", &row)?;
     let v = row.len();
-    if v == 0 {
-        return Err(Error::invalid("logits must hold at least one logit").into());
-    }
     let same_length = |name: &str, values: Vec<f64>| -> PyResult<Vec<f64>> {
         if values.len() != v {
             return Err(
