@@ -42,6 +42,10 @@ pub use engines::world_dpo::{
     train_world_dpo, WorldDpoEngine, WorldDpoHistory, WorldDpoRun, WorldPairs, WORLD_DPO_HISTORY_FIELDS,
     WORLD_DPO_HISTORY_FIELDS_GOLD, WORLD_DPO_SUMMARY_FIELDS,
 };
+pub use engines::world_grpo::{
+    train_world_grpo, WorldGrpoEngine, WorldGrpoHistory, WorldGrpoRunSpec, WORLD_GRPO_HISTORY_FIELDS,
+    WORLD_GRPO_SUMMARY_FIELDS,
+};
 pub use engines::world_ppo::{
     train_world_rlhf, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldStats, WorldTables,
     WORLD_PPO_HISTORY_FIELDS, WORLD_PPO_SUMMARY_FIELDS,
@@ -65,6 +69,7 @@ pub use methods::dpo::{
     bag_dpo_update, dpo_step_metrics, dpo_update, pair_label, BagDpoScratch, DpoOutcome, DpoPairs, DpoParams,
     DpoScratch, LossType,
 };
+pub use methods::grpo::{bag_grpo_update, BagGrpoScratch, MAX_GROUP_TOKENS};
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
 pub use methods::ppo::{

@@ -2,10 +2,9 @@
 
 Every public function of ``rlhf_fast.reference.__all__`` (the controllers' ``update`` and
 ``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf``,
-``sweep_dpo`` and ``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ...) and the world
-API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance an argument
-named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per
-argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
+``sweep_dpo``, ``sweep_grpo`` and ``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ...)
+and the world API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance
+an argument named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
 that argument may take (``valid``) and the junk it may meet (``junk``: wrong types, NaN and
 infinities, negative, zero and huge counts, wrong shapes and dtypes, non-contiguous and
 read-only arrays, empty inputs, unknown prompts and tokens, dicts with missing keys; a world's
@@ -1248,6 +1247,18 @@ WORLD_SPECS: dict[str, list[Param]] = {
         opt("w", Kind([val("none", None), *RM_FOR_WORLD], [v for v in RM_JUNK if v.label != "none"])),
         opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS),
         opt("max_memory", MAX_MEMORY)],
+    # GRPO in a world on the backend's engine: a RewardModel of the world's vocabulary
+    "sweep_grpo[world]": [
+        req("w", RM), req("world", WORLD), req("betas", first_axis(non_negative(0.0, 0.5))), req("seeds", SEEDS),
+        req("steps", counts(1, 3, minimum=1, sized=True)),
+        opt("num_generations", axis(counts(2, 4, minimum=2, maximum=65_536))),
+        opt("epsilon", axis(positive(0.05, 0.5))), opt("epsilon_high", EPSILON_HIGH),
+        opt("lr", axis(positive())), opt("scale_rewards", options(ref.SCALE_REWARDS)),
+        opt("num_iterations", axis(counts(1, 2, minimum=1, maximum=10_000))),
+        opt("theta", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "theta")])),
+        opt("ref", Kind([val("none", None)], [fresh("init", ref.init_policy)])),
+        opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS),
+        opt("max_memory", MAX_MEMORY)],
     # the lab, tiny: a few pairs, a step or three, a handful of draws (see SLOW)
     "overoptimization": [
         req("world", LAB_WORLD), opt("rm_pairs", LAB_RM_PAIRS), opt("labellers", LAB_LABELLERS), opt("betas", LAB_BETAS),
@@ -1307,6 +1318,7 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_rlhf": _recorded_steps, "sweep_grpo": _recorded_steps,
                                               "sweep_dpo": _recorded_steps, "sweep_rlhf[world]": _recorded_steps,
                                               "sweep_dpo[world]": _recorded_steps, "overoptimization": _cheap_lab,
+                                              "sweep_grpo[world]": _recorded_steps,
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.

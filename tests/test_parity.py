@@ -619,6 +619,23 @@ SWEEPS["sweep_dpo[world]"] = (
 )
 
 
+# GRPO in a world: the same world, the same refusals of the lesson's policies.
+SWEEPS["sweep_grpo[world]"] = (
+    lambda: dict(w=world_rm(), world=WORLD, betas=[0.0, 0.1], seeds=2, steps=3, num_generations=[2, 4], lr=0.5),
+    {"w": [junk("dict", lambda: dict(W), TypeError), junk("none", None, TypeError),
+           junk("array", lambda: np.zeros(8), TypeError), junk("wrong-vocab", lambda: world_rm(9), ValueError)],
+     "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError), junk("class", lambda: World, TypeError),
+               junk("other-vocab", lambda: World(n_prompts=2, vocab=9, response_len=3), ValueError)],
+     "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
+     "num_generations": axis(ints(2, 65_536)), "epsilon": axis(reals("positive")),
+     "epsilon_high": reals("positive", optional=True), "lr": axis(reals("positive")),
+     "scale_rewards": options(ref.SCALE_REWARDS), "num_iterations": axis(ints(1, 10_000)),
+     "theta": [junk("init", theta0, ValueError), junk("str", "theta", TypeError)],
+     "ref": [junk("init", theta0, ValueError), junk("int", 3, TypeError)],
+     "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY},
+)
+
+
 class Row(NamedTuple):
     id: str
     call: Callable[[Any], Any]  # call(backend)
@@ -687,6 +704,7 @@ DIVERGING = [
         diverging("sweep_grpo", label, lr=lr),
         diverging("sweep_rlhf[world]", label, lr=[0.05, lr]),
         diverging("sweep_dpo[world]", label, lr=[lr, 0.05]),
+        diverging("sweep_grpo[world]", label, lr=lr),
     )
 ] + [
     # a beta past the floats overflows a world's full penalty: each engine names the run's beta

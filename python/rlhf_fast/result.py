@@ -130,6 +130,20 @@ _SPECS = {
                       "gold (solid) and proxy (dashed, with w) against KL"),
         log_v=False,
     ),
+    "world_grpo": _Spec(
+        title="GRPO in a world",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("clip_frac", "clip frac")),
+        curves=(("proxy_score", "E[proxy score] of a response", "proxy score over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_kl", "KL(π_θ^L || π_ref^L)", "KL to the reference over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response",
+                      "gold (solid) and proxy (dashed) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -143,7 +157,8 @@ class SweepResult:
     Attributes
     ----------
     method : str
-        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``.
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``,
+        ``"world_grpo"``.
     axes : dict[str, list]
         Each grid axis and its values, in index order; the grid is their product.
     shape : tuple[int, ...]
@@ -260,7 +275,8 @@ class SweepResult:
         Parameters
         ----------
         method : str
-            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"`` or ``"world_ppo"``.
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"`` or
+            ``"world_grpo"``.
         axes : Mapping[str, Sequence]
             Each grid axis and its values, in order (``seed`` last where there is one). The
             engine's runs are the product of the axes in C order: run ``r`` is grid point
@@ -555,10 +571,10 @@ class SweepResult:
         """
         from .overopt import guard_stop
 
-        if not {"gold_score", "proxy_score"} <= set(self.fields):
+        if not {"proxy_score", "gold_score", "mean_kl"} <= set(self.fields):  # a world sweep's exact means
             raise ValueError(
-                f"guard() needs a world sweep with a proxy (sweep_rlhf(..., world=...), sweep_dpo(..., world=..., "
-                f"w=...)), not a {self.method} sweep" + (" without w" if self.method == "world_dpo" else "")
+                f"guard() needs a world sweep with a proxy (sweep_rlhf, sweep_grpo or sweep_dpo with w=..., "
+                f"given world=...), not a {self.method} sweep" + (" without w" if self.method == "world_dpo" else "")
             )
         if len(self.steps) == 0:
             raise ValueError("this sweep kept no history (record_every=0): the guard has nothing to evaluate")

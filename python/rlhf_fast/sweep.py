@@ -29,8 +29,10 @@ from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, 
 from .reference import engines as _reference_engines
 from .reference.engines import world_best_of_n as _reference_world_best_of_n
 from .reference.engines import world_dpo as _reference_world_dpo
+from .reference.engines import world_grpo as _reference_world_grpo
 from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.methods.best_of_n import MAX_N
+from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
@@ -48,6 +50,7 @@ class _ReferenceEngines:
     sweep_world_rlhf = staticmethod(_reference_world_ppo.sweep_world_rlhf)
     sweep_world_best_of_n = staticmethod(_reference_world_best_of_n.sweep_world_best_of_n)
     sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
+    sweep_world_grpo = staticmethod(_reference_world_grpo.sweep_world_grpo)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -450,7 +453,8 @@ def _world_weights(w: Any, world: Any) -> np.ndarray:
 
 def _refuse_in_world(grid: _Grid, **lesson_only: Any) -> None:
     """A world's engine keeps beta fixed and starts at the world's reference, on this machine."""
-    for i, value in enumerate(grid.values("kl_ctl")):
+    has_kl_ctl = "kl_ctl" in grid.axes or "kl_ctl" in grid.constants  # PPO's grid has one
+    for i, value in enumerate(grid.values("kl_ctl") if has_kl_ctl else []):
         if value != "fixed":
             name = "kl_ctl" if "kl_ctl" in grid.constants else f"kl_ctl[{i}]"
             raise ValueError(f"{name} must be 'fixed' with a world (its engine keeps beta fixed), got {value!r}")
@@ -462,22 +466,26 @@ def _refuse_in_world(grid: _Grid, **lesson_only: Any) -> None:
             raise ValueError(f"{name} cannot be given with a world: {why}")
 
 
+def _world_ppo_run(s: dict[str, Any]) -> tuple:
+    """A run of :func:`sweep_rlhf`'s grid as the world PPO engine takes it."""
+    return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
+            s["cliprange_value"])
+
+
 def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, record_every: int,
-                 n_threads: int | None, progress: Any, max_memory: int | None) -> SweepResult:
-    """The PPO grid of :func:`sweep_rlhf` run in ``world`` by its engine."""
-
-    def make_run(s):
-        return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
-                s["cliprange_value"])
-
+                 n_threads: int | None, progress: Any, max_memory: int | None, *, method: str = "world_ppo",
+                 make_run: Callable[[dict[str, Any]], tuple] = _world_ppo_run, engine: str = "sweep_world_rlhf",
+                 summaries: int = 3) -> SweepResult:
+    """A grid run in ``world`` by a world engine (``engine``, the name of the core's function):
+    :func:`sweep_rlhf`'s PPO grid by default, :func:`sweep_grpo`'s with ``method="world_grpo"``."""
     gold, count_once, offset = _world_gold(world)
 
-    def engine(runs, callback, limit):
-        return _engines.sweep_world_rlhf(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
+    def run_engine(runs, callback, limit):
+        return getattr(_engines, engine)(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
                                          record_every=record_every, n_threads=n_threads, progress=callback,
                                          max_memory=limit)
 
-    result = _sweep("world_ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=3,
+    result = _sweep(method, grid, make_run, run_engine, steps=steps, record_every=record_every, summaries=summaries,
                     params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,
                     max_memory=max_memory)
     return _shift_gold(result, offset)
@@ -837,9 +845,11 @@ def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta
 
 # ---------------------------------------------------------------------------------- GRPO
 
+_HISTORY_FIELDS["world_grpo"] = 8
+
 
 def sweep_grpo(
-    w: Mapping[str, float],
+    w: Mapping[str, float] | RewardModel,
     *,
     betas: Sequence[float],
     seeds: int | Sequence[int],
@@ -852,6 +862,7 @@ def sweep_grpo(
     num_iterations: int | Sequence[int] = 1,
     theta: Any = None,
     ref: Any = None,
+    world: World | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
@@ -864,10 +875,21 @@ def sweep_grpo(
     ``train_grpo(theta, ref, w, steps, seed, beta=..., ...)`` from a copy of ``theta`` against
     ``ref`` (both uniform by default).
 
+    With a ``world`` (:class:`rlhf_fast.worlds.World`), the runs are GRPO in that world
+    instead: each step samples ``num_generations`` responses, bags of ``world.response_len``
+    tokens drawn i.i.d. from the policy, scored ``sum_i w(y_i)`` by ``w``, a
+    :class:`~rlhf_fast.worlds.RewardModel`; the loss is TRL's per-token one (each token has its
+    own ratio, clipped term and ``k3``, averaged over the group's tokens, as TRL's default
+    ``loss_type="dapo"`` does when every completion has the same length). Each run starts at
+    the world's reference policy, which is also the ``k3`` term's reference, and the history
+    keeps the exact means over prompts of the proxy score, the hidden gold and the
+    response's KL.
+
     Parameters
     ----------
-    w : Mapping[str, float]
-        The reward model; one that scores by length alone is refused.
+    w : Mapping[str, float] or RewardModel
+        The reward model; one that scores by length alone is refused. With ``world``, a
+        :class:`~rlhf_fast.worlds.RewardModel` with one weight per token of the world.
     betas : sequence of float
         KL coefficients of the ``k3`` term: the first axis.
     seeds : int or sequence of int
@@ -879,7 +901,9 @@ def sweep_grpo(
     epsilon_high, scale_rewards
         ``train_grpo``'s, the same for every run.
     theta, ref, record_every, n_threads, progress, max_memory
-        As :func:`sweep_rlhf`.
+        As :func:`sweep_rlhf`; ``theta`` and ``ref`` not with a world.
+    world : World, optional
+        Run GRPO in this world (``rlhf_fast.worlds.World``) rather than the lesson's.
 
     Returns
     -------
@@ -887,7 +911,15 @@ def sweep_grpo(
         ``method="grpo"``: history fields ``prompt``, ``reward`` (the group's mean),
         ``reward_std``, ``kl`` (exact), ``clip_ratio``, ``loss``, ``mean_kl``; ``final_theta``;
         run summaries ``final_score``, ``final_kl``, ``mean_score``, ``mean_reward_std``,
-        ``mean_kl``, ``clip_frac``, ``mean_loss``.
+        ``mean_kl``, ``clip_frac``, ``mean_loss``. With a world, ``method="world_grpo"``:
+        history fields ``reward`` (the group's mean proxy score), ``reward_std``, ``kl``
+        (the sampled prompt's exact ``L KL(pi_old || pi_ref)`` before the step),
+        ``clip_ratio`` (of the (token, iteration) terms), ``loss`` and the exact means over
+        prompts under the policy after the step, ``proxy_score``, ``gold_score`` and
+        ``mean_kl`` (``L KL(pi || pi_ref)``); ``final_theta`` ``[*axes, n_prompts, vocab]``;
+        run summaries ``final_proxy_score``, ``final_gold_score``, ``final_kl``, then
+        ``mean_score``, ``mean_reward_std``, ``mean_kl`` (the mean of ``kl`` over the steps,
+        in ``runs["mean_kl"]``), ``clip_frac`` and ``mean_loss``.
 
     Raises
     ------
@@ -895,7 +927,9 @@ def sweep_grpo(
         A setting out of range or of the wrong type, named in the message
         (``"num_generations must be >= 2, got 1"``); a reward model that scores by length
         alone; or a grid over ``max_memory`` (``"this sweep would keep ... bytes ..., over
-        max_memory=... bytes: pass record_every=k ..."``).
+        max_memory=... bytes: pass record_every=k ..."``). With a world: ``w`` not a
+        ``RewardModel`` of its vocabulary, ``theta`` or ``ref`` given, or a group of more
+        than 2**20 tokens (``num_generations * response_len``).
     FloatingPointError
         A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
         overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
@@ -912,8 +946,24 @@ def sweep_grpo(
     ('prompt', 'reward', 'reward_std', 'kl', 'clip_ratio', 'loss', 'mean_kl')
     >>> result.final_score.round(4)
     array([[0.0391, 0.0404]])
+
+    In a world, a reward model learned from its labelled pairs:
+
+    >>> from rlhf_fast.worlds import World, train_reward_model
+    >>> world = World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> rm = train_reward_model(world, world.preferences(300, seed=1))
+    >>> result = rl.sweep_grpo(rm, world=world, betas=[0.0, 0.5], seeds=2, steps=100, lr=0.5)
+    >>> result.method, result.final_theta.shape
+    ('world_grpo', (2, 2, 4, 64))
+    >>> result.runs["final_kl"].round(3)
+    array([[0.238, 0.251],
+           [0.136, 0.143]])
     """
-    check.scores_by_content(w)
+    in_world = world is not None
+    if in_world:
+        weights = _world_weights(w, world)
+    else:
+        check.scores_by_content(w)
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
@@ -935,6 +985,14 @@ def sweep_grpo(
     def make_run(s):
         return (s["seed"], s["num_generations"], s["beta"], s["epsilon"], epsilon_high, s["lr"], scale_rewards,
                 s["num_iterations"])
+
+    if in_world:
+        _refuse_in_world(grid, theta=theta, ref=ref)
+        for n in grid.values("num_generations"):
+            _reference_grpo.check_group_tokens(n, world.response_len)
+        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory,
+                            method="world_grpo", make_run=make_run, engine="sweep_world_grpo",
+                            summaries=8)._in_world(world, w)
 
     def engine(runs, callback, limit):
         return _engines.sweep_grpo(theta0, ref0, w, steps, runs, record_every=record_every, n_threads=n_threads,

@@ -1,7 +1,8 @@
 //! The top layer of the core: whole runs, and sweeps of many runs.
 //!
 //! Each engine module holds a method's single-run loop (`train_rlhf`, `train_rm`,
-//! `train_dpo`, `train_grpo`, `best_of_n`, `train_world_rlhf`, `train_world_dpo`) and its sweep
+//! `train_dpo`, `train_grpo`, `best_of_n`, `train_world_rlhf`, `train_world_dpo`,
+//! `train_world_grpo`) and its sweep
 //! [`driver::Engine`], which the one [`driver::sweep`] runs over a grid on the rayon pool. Engines build on
 //! [`crate::methods`] and [`crate::kernels`].
 
@@ -14,4 +15,5 @@ mod ppo_lanes;
 pub mod reward_model;
 pub mod world_best_of_n;
 pub mod world_dpo;
+pub mod world_grpo;
 pub mod world_ppo;

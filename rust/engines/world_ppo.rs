@@ -23,9 +23,6 @@ use crate::error::{
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
 use crate::methods::world_stats::{check_theta, ExactMeans};
 pub use crate::methods::world_stats::{Table, WorldStats, WorldTables};
-// The bindings' bound on a bag step's draws, where they have always found it.
-#[cfg(feature = "python")]
-pub use crate::methods::world_stats::MAX_RESPONSE_LEN;
 use crate::rng::Mt19937;
 
 /// The per-step series of a world PPO sweep: the sampled response's record (TRL's names,

@@ -6,7 +6,8 @@ use crate::error::{
     at_most, finite_slice, first_nonfinite, non_negative, overflowed, positive, py_float, record_overflowed,
     vec_with_capacity, Error, Result,
 };
-use crate::kernels::sampling::{running_sums, sample_running};
+use crate::kernels::kl::kl_to_log;
+use crate::kernels::sampling::{running_sums, sample_bisect, sample_running};
 use crate::kernels::softmax::{log_softmax_row, softmax_row};
 
 /// Largest `num_generations`: a step's group (and its scratch) stays small.
@@ -391,6 +392,169 @@ pub fn grpo_step(
     Ok((out, scratch.tokens))
 }
 
+/// Most tokens a world GRPO step samples, `num_generations * response_len`: the group's
+/// draws and tokens stay small beside a row of the vocabulary.
+pub const MAX_GROUP_TOKENS: usize = 1 << 20;
+
+/// Scratch a bag GRPO step reuses, allocated once per run: rows of the vocabulary (up to 2^20
+/// tokens) are never allocated per step.
+#[derive(Clone, Debug)]
+pub struct BagGrpoScratch {
+    p_old: Vec<f64>,
+    p: Vec<f64>,
+    /// Running sums of `p_old`, which every draw of the group bisects.
+    cumulative: Vec<f64>,
+    /// Per token: the summed loss coefficients of the terms sampling it; all zero between steps.
+    coef_of: Vec<f64>,
+    /// `[generation, position]` sampled tokens, row-major.
+    tokens: Vec<usize>,
+    advantages: Vec<f64>,
+}
+
+impl BagGrpoScratch {
+    /// Scratch for a vocabulary of `vocab_size` and groups of `num_generations` responses of
+    /// `response_len` tokens (at most [`MAX_GROUP_TOKENS`] in all), or an error.
+    pub fn new(vocab_size: usize, num_generations: usize, response_len: usize) -> Result<Self> {
+        let group_tokens = check_group_tokens(num_generations, response_len)?;
+        let zeros = |len: usize, what: &str| -> Result<Vec<f64>> {
+            let mut row = vec_with_capacity(len, what)?;
+            row.resize(len, 0.0);
+            Ok(row)
+        };
+        let mut tokens = vec_with_capacity(group_tokens, "the GRPO group")?;
+        tokens.resize(group_tokens, 0);
+        Ok(BagGrpoScratch {
+            p_old: zeros(vocab_size, "a row of the vocabulary")?,
+            p: zeros(vocab_size, "a row of the vocabulary")?,
+            cumulative: zeros(vocab_size, "a row of the vocabulary")?,
+            coef_of: zeros(vocab_size, "a row of the vocabulary")?,
+            tokens,
+            advantages: zeros(num_generations, "the GRPO group")?,
+        })
+    }
+
+    /// The tokens the last step sampled, response after response, in draw order.
+    pub fn tokens(&self) -> &[usize] {
+        &self.tokens
+    }
+}
+
+/// `num_generations * response_len`, or the error naming both when it passes [`MAX_GROUP_TOKENS`].
+pub fn check_group_tokens(num_generations: usize, response_len: usize) -> Result<usize> {
+    match num_generations.checked_mul(response_len) {
+        Some(n) if n <= MAX_GROUP_TOKENS => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "num_generations * response_len must be <= {MAX_GROUP_TOKENS} (the tokens of a group), got \
+             {num_generations} * {response_len}"
+        ))),
+    }
+}
+
+/// One GRPO step on one prompt's logits whose `G = params.num_generations` responses are bags
+/// of `L = uniforms.len() / G` tokens drawn i.i.d. from `p_old = softmax(logits)`, one per
+/// draw of `rng.random()` (response `i` takes draws `i L .. (i + 1) L`, each token as
+/// [`crate::kernels::sampling::sample_index`] picks it). A response's reward is `sum_t
+/// w(y_t)` (from 0.0), its advantage the lesson's group-normalised one.
+///
+/// TRL's per-token loss: each token `t` of response `i` has its own ratio `pi(y_it) /
+/// p_old(y_it)`, clipped term `-min(r A_i, clip(r, 1 - epsilon, 1 + epsilon_high) A_i)` and `k3`
+/// term `beta k3(y_it)`; TRL's default `loss_type="dapo"` (and `"grpo"`, `"bnpo"`) average
+/// them over the group's `G L` tokens when every response is `L` long. The gradient in logit
+/// `j` is `sum_it c_it (1[j = y_it] - p_j) / (G L)`, summed as `(c_j - C p_j) / (G L)` with
+/// `c_j` the coefficients of the terms sampling `j` and `C` all of them, so a step costs
+/// `O(V + G L)` per iteration. The record's `kl` is the response's exact `L KL(p_old ||
+/// pi_ref)`; `clip_frac` the clipped share of (token, iteration) terms. Inputs must be valid:
+/// finite, `uniforms` a positive multiple of `G` within [`MAX_GROUP_TOKENS`], the scratch
+/// sized for them.
+pub fn bag_grpo_update(
+    logits: &mut [f64],
+    ref_log_probs: &[f64],
+    weights: &[f64],
+    uniforms: &[f64],
+    params: &GrpoParams,
+    scratch: &mut BagGrpoScratch,
+) -> GrpoOutcome {
+    let BagGrpoScratch { p_old, p, cumulative, coef_of, tokens, advantages } = scratch;
+    let g_f = params.num_generations as f64;
+    let length = uniforms.len() / params.num_generations;
+    let n_terms = uniforms.len() as f64;
+    softmax_row(logits, p_old);
+    running_sums(p_old, cumulative);
+    for (token, &u) in tokens.iter_mut().zip(uniforms) {
+        *token = sample_bisect(cumulative, u);
+    }
+    let mut total = 0.0;
+    for (adv, response) in advantages.iter_mut().zip(tokens.chunks_exact(length)) {
+        let mut reward = 0.0;
+        for &a in response {
+            reward += weights[a];
+        }
+        *adv = reward; // the reward, until the group's statistics turn it into the advantage
+        total += reward;
+    }
+    let mean = total / g_f;
+    let mut squares = 0.0;
+    for &reward in advantages.iter() {
+        let d = reward - mean;
+        squares += d * d;
+    }
+    let std = (squares / (g_f - 1.0)).sqrt();
+    for adv in advantages.iter_mut() {
+        *adv = match params.scale_rewards {
+            ScaleRewards::Group => (*adv - mean) / (std + GROUP_STD_EPS),
+            ScaleRewards::None => *adv - mean,
+        };
+    }
+    let kl = length as f64 * kl_to_log(p_old, ref_log_probs);
+
+    let (upper, lower) = (1.0 + params.epsilon_high, 1.0 - params.epsilon);
+    let mut clipped = 0u64;
+    let mut loss = 0.0;
+    for iteration in 0..params.num_iterations {
+        if iteration == 0 {
+            p.copy_from_slice(p_old); // softmax of the same logits
+        } else {
+            softmax_row(logits, p);
+        }
+        let mut coef_total = 0.0;
+        let mut loss_sum = 0.0;
+        for (&adv, response) in advantages.iter().zip(tokens.chunks_exact(length)) {
+            for &a in response {
+                let ratio = p[a] / p_old[a];
+                let flat = ((adv >= 0.0) & (ratio > upper)) | ((adv < 0.0) & (ratio < lower));
+                clipped += u64::from(flat);
+                let mut coef = if flat { 0.0 } else { -adv * ratio };
+                let log_ratio = ref_log_probs[a] - ln(p[a]); // log(q(a) / pi(a))
+                let ratio_q = log_ratio.exp();
+                coef += params.beta * (1.0 - ratio_q); // d(beta * k3) / d log pi(a)
+                if iteration == 0 {
+                    let clipped_ratio = ratio.max(lower).min(upper);
+                    let k3 = ratio_q - log_ratio - 1.0;
+                    loss_sum += -(ratio * adv).min(clipped_ratio * adv) + params.beta * k3;
+                }
+                coef_of[a] += coef;
+                coef_total += coef;
+            }
+        }
+        if iteration == 0 {
+            loss = loss_sum / n_terms;
+        }
+        for ((logit, &pj), &cj) in logits.iter_mut().zip(p.iter()).zip(coef_of.iter()) {
+            *logit -= params.lr * (cj - coef_total * pj) / n_terms;
+        }
+        for &a in tokens.iter() {
+            coef_of[a] = 0.0;
+        }
+    }
+    GrpoOutcome {
+        score: mean,
+        reward_std: std,
+        kl,
+        clip_frac: clipped as f64 / (n_terms * f64::from(params.num_iterations)),
+        loss,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,5 +811,128 @@ mod tests {
         assert!(grpo_step(&mut row, &[0.0; 8], &WEIGHTS, &[0.5, 1.0], &p).is_err());
         assert!(grpo_step(&mut row, &[0.0; 7], &WEIGHTS, &[0.5, 0.1], &p).is_err());
         assert_eq!(row, [0.0; 8]);
+    }
+}
+
+#[cfg(test)]
+mod bag_tests {
+    use super::*;
+    use crate::kernels::softmax::softmax;
+
+    fn scratch_for(v: usize, p: &GrpoParams, length: usize) -> BagGrpoScratch {
+        BagGrpoScratch::new(v, p.num_generations, length).unwrap()
+    }
+
+    #[test]
+    fn a_bag_of_one_token_is_the_lessons_step() {
+        let weights = [1.5, 1.5, -1.6, -1.5, 1.6, 1.6, -1.5, -1.5];
+        let reference = [0.1, 0.0, -0.2, 0.3, 0.0, -0.1, 0.2, 0.0];
+        let mut logq = [0.0; 8];
+        log_softmax_row(&reference, &mut logq);
+        let uniforms = [0.05, 0.9, 0.33, 0.61, 0.12, 0.47];
+        for (beta, scale, iters) in
+            [(0.04, ScaleRewards::Group, 1), (0.5, ScaleRewards::None, 3), (0.0, ScaleRewards::Group, 2)]
+        {
+            let p = GrpoParams::new(6, beta, 0.2, Some(0.28), 0.3, scale, iters).unwrap();
+            let theta = [0.3, -0.2, 0.8, 0.0, -0.5, 0.1, 0.4, -0.3];
+            let (mut lesson, mut bag) = (theta, theta);
+            let mut lesson_scratch = GrpoScratch::new(8, 6).unwrap();
+            let expected = grpo_update(&mut lesson, &logq, &weights, &uniforms, &p, &mut lesson_scratch);
+            let mut scratch = scratch_for(8, &p, 1);
+            let got = bag_grpo_update(&mut bag, &logq, &weights, &uniforms, &p, &mut scratch);
+            assert_eq!(scratch.tokens(), lesson_scratch.tokens());
+            assert_eq!(
+                (got.score, got.reward_std, got.kl, got.clip_frac),
+                (expected.score, expected.reward_std, expected.kl, expected.clip_frac)
+            );
+            assert!((got.loss - expected.loss).abs() < 1e-15);
+            for (a, b) in bag.iter().zip(&lesson) {
+                assert!((a - b).abs() < 1e-14, "{bag:?} vs {lesson:?}");
+            }
+        }
+    }
+
+    /// TRL's GRPO loss of a group of bags at `logits`: the mean over the `G L` tokens of
+    /// `-min(r A, clip(r) A) + beta k3`, for fixed tokens, advantages and `p_old`.
+    fn bag_loss(logits: &[f64], logq: &[f64], p_old: &[f64], tokens: &[usize], adv: &[f64], p: &GrpoParams) -> f64 {
+        let pi = softmax(logits).unwrap();
+        let length = tokens.len() / adv.len();
+        let mut total = 0.0;
+        for (i, &a) in tokens.iter().enumerate() {
+            let adv = adv[i / length];
+            let ratio = pi[a] / p_old[a];
+            let clipped = ratio.max(1.0 - p.epsilon).min(1.0 + p.epsilon_high);
+            let d = logq[a] - pi[a].ln();
+            total += -(ratio * adv).min(clipped * adv) + p.beta * (d.exp() - d - 1.0);
+        }
+        total / tokens.len() as f64
+    }
+
+    #[test]
+    fn each_iteration_descends_the_per_token_loss_by_its_gradient() {
+        let v = 12;
+        let weights: Vec<f64> = (0..v).map(|j| ((j * 7) % 5) as f64 - 2.0).collect();
+        let reference: Vec<f64> = (0..v).map(|j| 0.3 * ((j * 3) % 4) as f64).collect();
+        let mut logq = vec![0.0; v];
+        log_softmax_row(&reference, &mut logq);
+        let theta: Vec<f64> = (0..v).map(|j| 0.2 * ((j * 5) % 7) as f64 - 0.6).collect();
+        let uniforms: Vec<f64> = (0..4 * 3).map(|i| ((i * 37 + 11) % 97) as f64 / 97.0).collect();
+        for (beta, scale) in [(0.04, ScaleRewards::Group), (0.7, ScaleRewards::None)] {
+            let two = GrpoParams::new(4, beta, 0.2, None, 0.01, scale, 2).unwrap();
+            let one = GrpoParams { num_iterations: 1, ..two };
+            let (mut once, mut twice) = (theta.clone(), theta.clone());
+            let mut scratch = scratch_for(v, &two, 3);
+            let out = bag_grpo_update(&mut once, &logq, &weights, &uniforms, &one, &mut scratch);
+            let tokens = scratch.tokens().to_vec();
+            bag_grpo_update(&mut twice, &logq, &weights, &uniforms, &two, &mut scratch);
+            let rewards: Vec<f64> = tokens.chunks(3).map(|r| r.iter().map(|&a| weights[a]).sum()).collect();
+            let adv: Vec<f64> = rewards
+                .iter()
+                .map(|r| match scale {
+                    ScaleRewards::Group => (r - out.score) / (out.reward_std + GROUP_STD_EPS),
+                    ScaleRewards::None => r - out.score,
+                })
+                .collect();
+            let p_old = softmax(&theta).unwrap();
+            assert!((out.loss - bag_loss(&theta, &logq, &p_old, &tokens, &adv, &one)).abs() < 1e-14);
+            // The first iteration at theta, the second at the logits the first left.
+            for (from, to) in [(&theta, &once), (&once, &twice)] {
+                for j in 0..v {
+                    let h = 1e-6;
+                    let (mut up, mut down) = (from.clone(), from.clone());
+                    up[j] += h;
+                    down[j] -= h;
+                    let fd = (bag_loss(&up, &logq, &p_old, &tokens, &adv, &one)
+                        - bag_loss(&down, &logq, &p_old, &tokens, &adv, &one))
+                        / (2.0 * h);
+                    assert!(((to[j] - from[j]) + one.lr * fd).abs() < 1e-11, "beta={beta} j={j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_leaves_its_scratch_as_a_fresh_one() {
+        let weights = [1.0, -1.0, 0.5, 2.0, 0.0];
+        let logq = [-1.6; 5];
+        let p = GrpoParams::new(3, 0.1, 0.2, None, 0.5, ScaleRewards::Group, 2).unwrap();
+        let uniforms = [0.1, 0.5, 0.9, 0.3, 0.7, 0.2];
+        let mut used = scratch_for(5, &p, 2);
+        let (mut a, mut b) = ([0.0; 5], [0.0; 5]);
+        bag_grpo_update(&mut a, &logq, &weights, &uniforms, &p, &mut used);
+        let mut again = a;
+        let first = bag_grpo_update(&mut again, &logq, &weights, &uniforms, &p, &mut used);
+        b.copy_from_slice(&a);
+        let fresh = bag_grpo_update(&mut b, &logq, &weights, &uniforms, &p, &mut scratch_for(5, &p, 2));
+        assert_eq!((first, again), (fresh, b));
+    }
+
+    #[test]
+    fn a_group_too_large_is_refused_naming_both_counts() {
+        let err = BagGrpoScratch::new(8, 65536, 4096).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "num_generations * response_len must be <= 1048576 (the tokens of a group), got 65536 * 4096"
+        );
     }
 }

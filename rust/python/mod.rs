@@ -12,6 +12,7 @@ mod sweep;
 mod world;
 mod world_best_of_n;
 mod world_dpo;
+mod world_grpo;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -41,5 +42,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world::register(m)?;
     world_best_of_n::register(m)?;
     world_dpo::register(m)?;
+    world_grpo::register(m)?;
     Ok(())
 }

@@ -11,11 +11,10 @@ use super::convert::{boolean, count, f64_vec, float_array, history_dict, int, Se
 use super::detached::run_detached;
 use super::sweep::{run_sweep, SweepOptions};
 use crate::engines::driver::Monitor;
-use crate::engines::world_ppo::{
-    self, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldTables, MAX_RESPONSE_LEN,
-};
+use crate::engines::world_ppo::{self, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldTables};
 use crate::error::{self, overflowed, py_float, Error};
 use crate::methods::ppo::{bag_rlhf_step as core_bag_rlhf_step, BagScratch, PpoParams};
+use crate::methods::world_stats::MAX_RESPONSE_LEN;
 
 /// A world's tables as the bindings receive them: float64 arrays, copied out with their shapes.
 pub(super) struct OwnedTables {

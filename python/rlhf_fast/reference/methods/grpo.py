@@ -166,3 +166,113 @@ def grpo_update(
         for j in range(len(logits)):
             logits[j] -= lr * grad[j] / G
     return GrpoOutcome(mean, std, kl_t, clipped / (G * num_iterations), loss), tokens
+
+
+# Most tokens a world GRPO step samples, num_generations * response_len: the group's draws and
+# tokens stay small beside a row of the vocabulary.
+MAX_GROUP_TOKENS = 1 << 20
+
+
+def check_group_tokens(num_generations: int, response_len: int) -> int:
+    """``num_generations * response_len``, or the ``ValueError`` naming both past ``MAX_GROUP_TOKENS``."""
+    n = num_generations * response_len
+    if n > MAX_GROUP_TOKENS:
+        raise ValueError(
+            f"num_generations * response_len must be <= {MAX_GROUP_TOKENS} (the tokens of a group), "
+            f"got {num_generations} * {response_len}"
+        )
+    return n
+
+
+def _ratio(p: float, p_old: float) -> float:
+    """IEEE's ``p / p_old``, where Python raises at 0: a token the draw fell through to at the
+    end of a row whose last probability underflowed (its ratio is NaN, and the step diverges)."""
+    if p_old == 0.0:
+        return math.nan if p == 0.0 else math.inf
+    return p / p_old
+
+
+def bag_grpo_update(
+    logits: list[float],
+    ref_log_probs: Sequence[float],
+    weights: Sequence[float],
+    uniforms: Sequence[float],
+    params: GrpoParams,
+) -> tuple[GrpoOutcome, list[int]]:
+    """One GRPO step on one prompt's ``logits`` whose responses are bags of tokens; mutates
+    them, returns the outcome and the tokens (response after response).
+
+    The ``G = num_generations`` responses are bags of ``L = len(uniforms) // G`` tokens drawn
+    i.i.d. from ``p_old = softmax(logits)``, response ``i`` from ``uniforms[i L:(i + 1) L]``; a
+    response's reward is ``sum_t weights[y_t]`` (from 0.0) and its advantage
+    :func:`grpo_update`'s. TRL's per-token loss: each token of each response has its own
+    ratio ``pi(y) / p_old(y)``, clipped term and ``beta * k3``, averaged over the group's
+    ``G L`` tokens (TRL's default ``loss_type="dapo"``, and ``"grpo"``, when every response
+    is ``L`` long). The gradient in logit ``j``, ``sum c (1[j = y] - p_j) / (G L)`` over the
+    terms, is summed as ``(c_j - C p_j) / (G L)``: ``c_j`` the coefficients of the terms
+    sampling ``j``, ``C`` all of them. The record's ``kl`` is the response's exact ``L
+    KL(p_old || pi_ref)``, ``clip_frac`` the clipped share of (token, iteration) terms. With
+    ``L = 1`` this is :func:`grpo_update` (the same tokens; floats within rounding).
+    """
+    G = params.num_generations
+    L = len(uniforms) // G
+    n_terms = len(uniforms)
+    beta = params.beta
+    epsilon = params.epsilon
+    epsilon_high = params.epsilon_high
+    lr = params.lr
+    num_iterations = params.num_iterations
+    p_old = softmax_row(logits)
+    tokens = [sample_index(p_old, u) for u in uniforms]
+    rewards = []
+    for i in range(G):
+        r = 0.0
+        for a in tokens[i * L:(i + 1) * L]:
+            r += weights[a]
+        rewards.append(r)
+    total = 0.0
+    for r in rewards:
+        total += r
+    mean = total / G
+    squares = 0.0
+    for r in rewards:
+        d = r - mean
+        squares += d * d
+    std = math.sqrt(squares / (G - 1))  # Bessel-corrected, as torch.std
+    if params.scale_rewards == "group":
+        advantages = [(r - mean) / (std + GROUP_STD_EPS) for r in rewards]
+    else:  # "none": Dr. GRPO
+        advantages = [r - mean for r in rewards]
+    kl_t = L * kl_to_log(p_old, ref_log_probs)  # the monitor: the response's exact KL
+
+    V = len(logits)
+    clipped = 0
+    loss = 0.0
+    for iteration in range(num_iterations):
+        p = softmax_row(logits)
+        coef_of = [0.0] * V
+        coef_total = 0.0
+        loss_sum = 0.0
+        for i in range(G):
+            adv = advantages[i]
+            for a in tokens[i * L:(i + 1) * L]:
+                ratio = _ratio(p[a], p_old[a])
+                flat = (adv >= 0 and ratio > 1 + epsilon_high) or (adv < 0 and ratio < 1 - epsilon)
+                if flat:  # min(r A, clip(r) A) is the clipped, constant branch
+                    clipped += 1
+                    coef = 0.0
+                else:
+                    coef = -adv * ratio
+                log_r = ref_log_probs[a] - _log(p[a])  # log(pi_ref(a) / pi(a))
+                coef += beta * (1 - _exp(log_r))  # d(beta * k3) / d log pi(a)
+                if iteration == 0:
+                    clipped_ratio = min(max(ratio, 1 - epsilon), 1 + epsilon_high)
+                    k3 = _exp(log_r) - log_r - 1
+                    loss_sum += -min(ratio * adv, clipped_ratio * adv) + beta * k3
+                coef_of[a] += coef
+                coef_total += coef
+        if iteration == 0:
+            loss = loss_sum / n_terms
+        for j in range(V):
+            logits[j] -= lr * (coef_of[j] - coef_total * p[j]) / n_terms
+    return GrpoOutcome(mean, std, kl_t, clipped / (n_terms * num_iterations), loss), tokens

@@ -5,7 +5,7 @@ prompt, so what a run records of its policy is exact, never sampled: per prompt,
 score ``L sum_a pi(a) w(a)``, the gold (``sum_a g(a) (1 - (1 - pi(a))^L)`` when a repeated
 token counts once, ``L sum_a pi(a) g(a)`` when every copy counts) and the response's KL
 ``L KL(pi || pi_ref)``; :class:`ExactMeans` keeps their means over prompts, recomputing only
-the rows a step changed. Shared by the world engines (PPO, DPO), so that they record the
+the rows a step changed. Shared by the world engines (PPO, DPO, GRPO), so that they record the
 same numbers.
 """
 
