@@ -12,4 +12,5 @@ pub mod grpo;
 pub mod ppo;
 mod ppo_lanes;
 pub mod reward_model;
+pub mod world;
 pub mod world_ppo;

@@ -12,3 +12,4 @@ pub mod grpo;
 pub mod kl_control;
 pub mod ppo;
 pub mod reward_checks;
+pub mod world;
