@@ -81,7 +81,9 @@ fn solve(r11: f64, r12: f64, r22: f64, b1: f64, b2: f64, points: usize) -> (f64,
     let (v1, v2) = (angle.cos(), angle.sin());
     let (w1, w2) = (a * v1 + b * v2, c * v2);
     let along = (w1 * b1 + w2 * b2) / (w1 * w1 + w2 * w2) / scale;
-    (v1 * along, v2 * along)
+    // a direction the fit does not use has a coefficient of 0, even when the other overflows
+    let coefficient = |v: f64| if v == 0.0 { 0.0 } else { v * along };
+    (coefficient(v1), coefficient(v2))
 }
 
 #[cfg(test)]
@@ -127,6 +129,8 @@ mod tests {
     fn too_few_points_and_overflow_are_refused_by_name() {
         let err = fit_gao(&[1.0, 0.0, f64::NAN], &[1.0, 1.0, 1.0], true).unwrap_err();
         assert_eq!(err.to_string(), "d must hold at least two points with d > 0 and a finite gold, got 1");
+        let err = fit_gao(&[1e-300, 2e-300], &[1e300, -1e300], true).unwrap_err();
+        assert_eq!(err.to_string(), "fit_gao overflowed: alpha=-inf, beta=0.0");
         let err = fit_gao(&[1.0, 1e200], &[1.0, 1.0], true).unwrap_err();
         assert_eq!(err.to_string(), "fit_gao overflowed: d=1e+200 is too large for the 'bon' form");
         assert!(fit_gao(&[1.0], &[1.0, 2.0], true).is_err());

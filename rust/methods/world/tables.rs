@@ -81,10 +81,13 @@ fn mean_and_std(values: &[f64]) -> (f64, f64) {
     (mean, (squares / n).sqrt())
 }
 
+/// The spread of the reference's log-probabilities below which it has no familiar tokens.
+pub const MIN_SPREAD: f64 = 1e-12;
+
 /// An AI judge's `[n_prompts, vocab]` token values: `rho` times the gold's, plus
 /// `sqrt(1 - rho^2)` times `noise` (standard normals, one per entry) at the gold's spread,
 /// plus `bias` times the reference's log-probabilities standardised to the gold's spread (a
-/// judge that favours familiar text).
+/// judge that favours familiar text; none when their spread is at most [`MIN_SPREAD`]).
 pub fn judge_token_values(
     gold_token: &[f64],
     ref_logits: &[f64],
@@ -120,12 +123,12 @@ pub fn judge_token_values(
     }
     let (_, gold_std) = mean_and_std(gold_token);
     let (familiar_mean, familiar_std) = mean_and_std(&familiar);
-    // a reference that is uniform everywhere has no familiar tokens, not a division by zero
-    let familiar_scale = familiar_std.max(1e-12);
     let noise_weight = (1.0 - rho * rho).sqrt();
     let mut values = vec_with_capacity(gold_token.len(), "the judge's token values")?;
     for ((&g, &z), &f) in gold_token.iter().zip(noise).zip(&familiar) {
-        let standardised = (f - familiar_mean) / familiar_scale * gold_std;
+        // A reference with no spread (uniform everywhere) has no familiar tokens: its
+        // log-probabilities differ by rounding alone, which standardising would blow up.
+        let standardised = if familiar_std > MIN_SPREAD { (f - familiar_mean) / familiar_std * gold_std } else { 0.0 };
         values.push(rho * g + noise_weight * (z * gold_std) + bias * standardised);
     }
     Ok(values)

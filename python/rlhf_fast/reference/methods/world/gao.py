@@ -74,4 +74,5 @@ def solve(r11: float, r12: float, r22: float, b1: float, b2: float, points: int)
     v1, v2 = math.cos(angle), math.sin(angle)
     w1, w2 = a * v1 + b * v2, c * v2
     along = (w1 * b1 + w2 * b2) / (w1 * w1 + w2 * w2) / scale
-    return v1 * along, v2 * along
+    # a direction the fit does not use has a coefficient of 0, even when the other overflows
+    return tuple(0.0 if v == 0.0 else v * along for v in (v1, v2))

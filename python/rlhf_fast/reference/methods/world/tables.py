@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 from ...kernels.softmax import log_softmax_row
 
+# The spread of the reference's log-probabilities below which it has no familiar tokens.
+MIN_SPREAD = 1e-12
+
 
 def world_tables(
     rank_uniforms: Sequence[Sequence[float]],
@@ -55,18 +58,19 @@ def judge_token_values(
 ) -> list[list[float]]:
     """An AI judge's token values: ``rho`` times the gold's, plus ``sqrt(1 - rho^2)`` times
     ``noise`` (standard normals) at the gold's spread, plus ``bias`` times the reference's
-    log-probabilities standardised to the gold's spread (a judge that favours familiar text)."""
+    log-probabilities standardised to the gold's spread (a judge that favours familiar text;
+    none when their spread is at most ``MIN_SPREAD``)."""
     familiar = [log_softmax_row(row) for row in ref_logits]
     _, gold_std = mean_and_std([g for row in gold_token for g in row])
     familiar_mean, familiar_std = mean_and_std([f for row in familiar for f in row])
-    # a reference that is uniform everywhere has no familiar tokens, not a division by zero
-    familiar_scale = max(familiar_std, 1e-12)
     noise_weight = math.sqrt(1.0 - rho * rho)
     values = []
     for gold_row, noise_row, familiar_row in zip(gold_token, noise, familiar):
         row = []
         for g, z, f in zip(gold_row, noise_row, familiar_row):
-            standardised = (f - familiar_mean) / familiar_scale * gold_std
+            # A reference with no spread (uniform everywhere) has no familiar tokens: its
+            # log-probabilities differ by rounding alone, which standardising would blow up.
+            standardised = (f - familiar_mean) / familiar_std * gold_std if familiar_std > MIN_SPREAD else 0.0
             row.append(rho * g + noise_weight * (z * gold_std) + bias * standardised)
         values.append(row)
     return values
