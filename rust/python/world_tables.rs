@@ -101,6 +101,13 @@ pub fn judge_token_values<'py>(
     let Owned2d(gold, rows, vocab) = Owned2d::convert("gold_token", gold_token)?;
     let reference = Owned2d::convert("ref_logits", ref_logits)?;
     let noise = Owned2d::convert("noise", noise)?;
+    for (name, table) in [("ref_logits", &reference), ("noise", &noise)] {
+        if (table.1, table.2) != (rows, vocab) {
+            let message =
+                format!("{name} must have the shape of gold_token, ({rows}, {vocab}), got ({}, {})", table.1, table.2);
+            return Err(PyValueError::new_err(message));
+        }
+    }
     let (rho, bias) = (real("rho", rho)?, real("bias", bias)?);
     let values = py.detach(|| tables::judge_token_values(&gold, &reference.0, vocab, &noise.0, rho, bias))?;
     Ok(values.into_pyarray(py).reshape([rows, vocab])?.into_any())
@@ -283,6 +290,11 @@ pub fn world_expectations<'py>(
     let py = ref_logits.py();
     let world = OwnedWorld::convert(ref_logits, gold_token, count_once, repeat_penalty, response_len)?;
     let logits = Owned2d::convert("logits", logits)?;
+    let shape = (world.ref_logits.1, world.ref_logits.2);
+    if (logits.1, logits.2) != shape {
+        let message = format!("logits must have the shape of ref_logits, {shape:?}, got ({}, {})", logits.1, logits.2);
+        return Err(PyValueError::new_err(message));
+    }
     let weights = weights.map(|w| floats("weights", w)).transpose()?;
     let out = py.detach(|| world::world_expectations(&world.spec(), weights.as_deref(), &logits.0))?;
     Ok(series(py, out))

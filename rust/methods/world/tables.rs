@@ -30,7 +30,7 @@ pub fn world_tables(
     zipf: f64,
     prompt_scale: f64,
 ) -> Result<Tables> {
-    if vocab == 0 || rank_uniforms.len() % vocab != 0 {
+    if vocab == 0 || !rank_uniforms.len().is_multiple_of(vocab) {
         return Err(Error::invalid(format!(
             "rank_uniforms must hold whole rows of {vocab} draws, got {} draws",
             rank_uniforms.len()
@@ -96,7 +96,7 @@ pub fn judge_token_values(
     rho: f64,
     bias: f64,
 ) -> Result<Vec<f64>> {
-    if vocab < 2 || gold_token.len() % vocab != 0 || gold_token.is_empty() {
+    if vocab < 2 || !gold_token.len().is_multiple_of(vocab) || gold_token.is_empty() {
         return Err(Error::invalid(format!(
             "gold_token must hold whole rows of {vocab} >= 2 values, got {} values",
             gold_token.len()
