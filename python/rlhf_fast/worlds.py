@@ -15,8 +15,25 @@ Everything a world computes for a policy is exact, not sampled: for a bag of ``L
 tokens, ``E[sum_i w(y_i)] = L * sum_a pi(a) w(a)``, ``E[gold] = sum_a g(a) (1 - (1 - pi(a))^L)``
 when each distinct token counts once, and ``KL(pi^L || ref^L) = L * KL(pi || ref)``.
 
-A world's tables come from NumPy's PCG64 stream of its ``seed`` (not CPython's): they are made
-once, by this one implementation, under either backend.
+A world's random numbers come from NumPy's PCG64 stream of its ``seed`` (not CPython's), under
+either backend. What a world computes from them goes through the backend (``_engines``, as in
+:mod:`rlhf_fast.sweep`): the Rust core, or with ``RLHF_FAST_BACKEND=python`` its pure-Python
+twin, which agree (the same tables and labels, floats within 1e-9;
+``tests/test_worlds_twins.py``):
+
+- the tables from the draws (``World``) and an AI judge's token values (``Judge.token_values``):
+  ``rust/methods/world/tables.rs``, ``reference/methods/world/tables.py``;
+- the labels of a :class:`Labeller` and of a :class:`Judge`, given the scores of both
+  responses and the draws: ``methods/world/labels``;
+- a bag's score (``World.gold_score``, ``RewardModel.score``, the judge's margin):
+  ``methods/world/scores``;
+- :func:`train_reward_model`: one pair's SGD step in ``methods/world/reward_model``, the passes
+  over the pairs in ``engines/world``;
+- the exact expectations (``World.kl``, ``World.expected_gold``, ``World.expected_score``)
+  and :meth:`Frontier.of`: ``engines/world``, on ``engines/world_ppo``'s ``prompt_stats``;
+- :func:`fit_gao`: ``methods/world/gao``.
+
+Responses (``World.sample``, the pairs of ``World.preferences``) are NumPy's draws.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 //!
 //! The proxy score and the gold under a policy are [`WorldTables::prompt_stats`]'s, the one
 //! place they are computed. The KL is taken in log space, `sum_a pi(a) (log pi(a) - log
-//! pi_ref(a))` from the policy's log-softmax, and held at 0 from below: the reference's own
+//! pi_ref(a))` with `log pi` the policy's log-softmax, and held at 0 from below: the reference's own
 //! KL is exactly 0 (its log-probabilities are the same floats), where `prompt_stats`' KL, from
 //! `log` of the probabilities, can be a rounding error of either sign. A `"count_once"` gold
 //! is the sum of `gold_token + repeat_penalty` over the distinct tokens less
@@ -139,14 +139,13 @@ fn checked_tables<'a>(
     WorldTables::new(world.ref_logits, weights, seen, world.count_once, world.response_len)
 }
 
-/// `max(sum_a pi(a) (log pi(a) - ref_log_probs(a)), 0)` from `log_p`, the policy's
-/// log-probabilities; a token of probability 0 adds nothing.
-fn kl_from_log_probs(log_p: &[f64], ref_log_probs: &[f64]) -> f64 {
+/// `max(sum_a p(a) (log_p(a) - ref_log_probs(a)), 0)` from the policy's probabilities `p` and
+/// log-probabilities `log_p`; a token of probability 0 adds nothing.
+fn kl_from_log_probs(p: &[f64], log_p: &[f64], ref_log_probs: &[f64]) -> f64 {
     let mut total = 0.0;
-    for (&lp, &lq) in log_p.iter().zip(ref_log_probs) {
-        let p = lp.exp();
-        if p > 0.0 {
-            total += p * (lp - lq);
+    for ((&pa, &lp), &lq) in p.iter().zip(log_p).zip(ref_log_probs) {
+        if pa > 0.0 {
+            total += pa * (lp - lq);
         }
     }
     total.max(0.0)
@@ -178,7 +177,8 @@ impl Rows {
         }
         log_softmax_row(logits, &mut self.log_p);
         let ref_log_p = &self.ref_log_probs[x * v..(x + 1) * v];
-        stats.kl = world.response_len as f64 * kl_from_log_probs(&self.log_p, ref_log_p);
+        // prompt_stats left the policy's probabilities in `p`
+        stats.kl = world.response_len as f64 * kl_from_log_probs(&self.p, &self.log_p, ref_log_p);
         stats
     }
 }

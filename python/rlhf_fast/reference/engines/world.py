@@ -7,7 +7,7 @@ exact expectations per prompt (:func:`world_expectations`: ``World.kl``,
 
 The proxy score and the gold under a policy are :meth:`.world_ppo.WorldTables.prompt_stats`'s,
 the one place they are computed. The KL is taken in log space, ``sum_a pi(a) (log pi(a) - log
-pi_ref(a))`` from the policy's log-softmax, and held at 0 from below: the reference's own KL
+pi_ref(a))`` with ``log pi`` the policy's log-softmax, and held at 0 from below: the reference's own KL
 is exactly 0 (its log-probabilities are the same floats), where ``prompt_stats``' KL, from
 ``log`` of the probabilities, can be a rounding error of either sign. A ``"count_once"`` gold
 is the sum of ``gold_token + repeat_penalty`` over the distinct tokens less
@@ -16,11 +16,10 @@ is the sum of ``gold_token + repeat_penalty`` over the distinct tokens less
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from ..._checks import overflowed
-from ..kernels.softmax import log_softmax_row
+from ..kernels.softmax import log_softmax_row, softmax_row
 from ..methods.world.reward_model import rm_pair_step
 from .world_ppo import WorldStats, WorldTables
 
@@ -50,14 +49,13 @@ def _tables(ref_logits, gold_token, count_once: bool, repeat_penalty: float, res
                        response_len)
 
 
-def kl_from_log_probs(log_p: Sequence[float], ref_log_probs: Sequence[float]) -> float:
-    """``max(sum_a pi(a) (log pi(a) - ref_log_probs(a)), 0)`` from ``log_p``, the policy's
-    log-probabilities; a token of probability 0 adds nothing."""
+def kl_from_log_probs(p: Sequence[float], log_p: Sequence[float], ref_log_probs: Sequence[float]) -> float:
+    """``max(sum_a p(a) (log_p(a) - ref_log_probs(a)), 0)`` from the policy's probabilities
+    ``p`` and log-probabilities ``log_p``; a token of probability 0 adds nothing."""
     total = 0.0
-    for lp, lq in zip(log_p, ref_log_probs):
-        p = math.exp(lp)
-        if p > 0.0:
-            total += p * (lp - lq)
+    for pa, lp, lq in zip(p, log_p, ref_log_probs):
+        if pa > 0.0:
+            total += pa * (lp - lq)
     return max(total, 0.0)
 
 
@@ -65,7 +63,7 @@ def _stats(world: WorldTables, repeat_penalty: float, x: int, logits: Sequence[f
     """Prompt ``x``'s exact statistics under the policy row ``logits``."""
     stats = world.prompt_stats(x, logits)
     gold = stats.gold_score - repeat_penalty * world.response_len if world.count_once else stats.gold_score
-    kl = world.response_len * kl_from_log_probs(log_softmax_row(logits), world.ref_log_probs[x])
+    kl = world.response_len * kl_from_log_probs(softmax_row(logits), log_softmax_row(logits), world.ref_log_probs[x])
     return WorldStats(stats.proxy_score, gold, kl)
 
 
