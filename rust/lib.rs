@@ -37,6 +37,9 @@ pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
+pub use engines::world::{
+    train_reward_model, world_expectations, world_frontier, Expectations, LabelledPairs, RmSgd, WorldSpec,
+};
 pub use engines::world_best_of_n::{WorldBonEngine, WorldBonRun, WORLD_BON_SUMMARY_FIELDS};
 pub use engines::world_dpo::{
     train_world_dpo, WorldDpoEngine, WorldDpoHistory, WorldDpoRun, WorldPairs, WORLD_DPO_HISTORY_FIELDS,
@@ -77,4 +80,9 @@ pub use methods::ppo::{
     PpoParams, StepOutcome, StepScratch,
 };
 pub use methods::reward_checks::check_not_length_only;
+pub use methods::world::gao::fit_gao;
+pub use methods::world::labels::{judge_labels, labeller_labels, JudgeParams};
+pub use methods::world::reward_model::rm_pair_step;
+pub use methods::world::scores::{bag_score, ValueTable};
+pub use methods::world::tables::{judge_token_values, world_tables, Tables};
 pub use rng::{seed_key, Mt19937};

@@ -11,6 +11,7 @@ __all__ = [
     "bag",
     "bag_grpo_step",
     "bag_rlhf_step",
+    "bag_score",
     "best_of_n",
     "check_not_length_only",
     "clipped_surrogate",
@@ -18,11 +19,15 @@ __all__ = [
     "dot",
     "dpo_step_metrics",
     "expected_score",
+    "fit_gao",
     "grpo_step",
+    "judge_labels",
+    "judge_token_values",
     "kl",
     "kl_k1",
     "kl_k2",
     "kl_k3",
+    "labeller_labels",
     "log_softmax",
     "log_softmax_rows",
     "make_dataset",
@@ -47,11 +52,15 @@ __all__ = [
     "sweep_world_best_of_n",
     "train_dpo",
     "train_grpo",
+    "train_reward_model",
     "train_rlhf",
     "train_rm",
     "train_world_dpo",
     "train_world_grpo",
     "train_world_rlhf",
+    "world_expectations",
+    "world_frontier",
+    "world_tables",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -381,3 +390,62 @@ def sweep_world_grpo(
     progress: _Progress = None,
     max_memory: int | None = None,
 ) -> _SweepOutput: ...
+
+# A world's own computations (rust/python/world_tables.rs): float64 and int64 arrays in and out.
+_Floats: TypeAlias = npt.NDArray[np.float64]
+_Indices: TypeAlias = npt.NDArray[np.int64]
+_Series: TypeAlias = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+def world_tables(
+    rank_uniforms: _Floats, shared_normals: _Floats, prompt_normals: _Floats, zipf: float, prompt_scale: float
+) -> tuple[_Floats, _Floats]: ...
+def judge_token_values(gold_token: _Floats, ref_logits: _Floats, noise: _Floats, rho: float, bias: float) -> _Floats: ...
+def labeller_labels(
+    gold_first: _Floats,
+    gold_second: _Floats,
+    temperature: float,
+    flip: float,
+    prefer_uniforms: _Floats,
+    flip_uniforms: _Floats,
+) -> _Floats: ...
+def judge_labels(
+    score_first: _Floats,
+    score_second: _Floats,
+    temperature: float,
+    position_bias: float,
+    soft: bool,
+    both_orders: bool,
+    order_uniforms: _Floats,
+    draw_uniforms: _Floats,
+) -> _Floats: ...
+def bag_score(values: _Floats, prompts: _Indices, responses: _Indices, count_once: bool, offset: float) -> _Floats: ...
+def train_reward_model(
+    vocab: int,
+    first: _Indices,
+    second: _Indices,
+    target: _Floats,
+    margin: _Floats,
+    epochs: int,
+    lr: float,
+    center_rewards_coefficient: float,
+) -> _Floats: ...
+def world_expectations(
+    ref_logits: _Floats,
+    gold_token: _Floats,
+    count_once: bool,
+    repeat_penalty: float,
+    response_len: int,
+    logits: _Floats,
+    weights: _Floats | None = None,
+) -> _Series: ...
+def world_frontier(
+    ref_logits: _Floats,
+    gold_token: _Floats,
+    count_once: bool,
+    repeat_penalty: float,
+    response_len: int,
+    reward: _Floats,
+    betas: _Floats,
+    weights: _Floats | None = None,
+) -> _Series: ...
+def fit_gao(d: _Floats, gold: _Floats, form: str) -> tuple[float, float]: ...

@@ -15,8 +15,25 @@ Everything a world computes for a policy is exact, not sampled: for a bag of ``L
 tokens, ``E[sum_i w(y_i)] = L * sum_a pi(a) w(a)``, ``E[gold] = sum_a g(a) (1 - (1 - pi(a))^L)``
 when each distinct token counts once, and ``KL(pi^L || ref^L) = L * KL(pi || ref)``.
 
-A world's tables come from NumPy's PCG64 stream of its ``seed`` (not CPython's): they are made
-once, by this one implementation, under either backend.
+A world's random numbers come from NumPy's PCG64 stream of its ``seed`` (not CPython's), under
+either backend. What a world computes from them goes through the backend (``_engines``, as in
+:mod:`rlhf_fast.sweep`): the Rust core, or with ``RLHF_FAST_BACKEND=python`` its pure-Python
+twin, which agree (the same tables and labels, floats within 1e-9;
+``tests/test_worlds_twins.py``):
+
+- the tables from the draws (``World``) and an AI judge's token values (``Judge.token_values``):
+  ``rust/methods/world/tables.rs``, ``reference/methods/world/tables.py``;
+- the labels of a :class:`Labeller` and of a :class:`Judge`, given the scores of both
+  responses and the draws: ``methods/world/labels``;
+- a bag's score (``World.gold_score``, ``RewardModel.score``, the judge's margin):
+  ``methods/world/scores``;
+- :func:`train_reward_model`: one pair's SGD step in ``methods/world/reward_model``, the passes
+  over the pairs in ``engines/world``;
+- the exact expectations (``World.kl``, ``World.expected_gold``, ``World.expected_score``)
+  and :meth:`Frontier.of`: ``engines/world``, on ``engines/world_ppo``'s ``prompt_stats``;
+- :func:`fit_gao`: ``methods/world/gao``.
+
+Responses (``World.sample``, the pairs of ``World.preferences``) are NumPy's draws.
 """
 
 from __future__ import annotations
@@ -29,7 +46,13 @@ from typing import Any
 import numpy as np
 
 from . import _checks as checks
+from ._backend import BACKEND
+from .reference.engines import world as _reference_world
 from .reference.lesson import BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB
+from .reference.methods.world import gao as _reference_gao
+from .reference.methods.world import labels as _reference_labels
+from .reference.methods.world import scores as _reference_scores
+from .reference.methods.world import tables as _reference_tables
 
 __all__ = [
     "World",
@@ -56,6 +79,73 @@ MAX_SCALE = 1e6
 # A reward model's weights are below this in magnitude (rlhf_fast._checks.OVERFLOW: a parameter
 # past 2**512 has overflowed), so that a response's score, a sum of them, is finite.
 MAX_WEIGHT = 2.0**512
+
+
+def _floats(values: Any) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
+
+
+class _ReferenceEngines:
+    """The reference's twins of a world's computations under the core's names: NumPy arrays in
+    and out, as the core takes and gives them, lists in between."""
+
+    @staticmethod
+    def world_tables(rank_uniforms, shared_normals, prompt_normals, zipf, prompt_scale):
+        ref_logits, gold_token = _reference_tables.world_tables(
+            rank_uniforms.tolist(), shared_normals.tolist(), prompt_normals.tolist(), zipf, prompt_scale)
+        return _floats(ref_logits), _floats(gold_token)
+
+    @staticmethod
+    def judge_token_values(gold_token, ref_logits, noise, rho, bias):
+        return _floats(_reference_tables.judge_token_values(gold_token.tolist(), ref_logits.tolist(), noise.tolist(),
+                                                            rho, bias))
+
+    @staticmethod
+    def labeller_labels(gold_first, gold_second, temperature, flip, prefer_uniforms, flip_uniforms):
+        return _floats(_reference_labels.labeller_labels(gold_first.tolist(), gold_second.tolist(), temperature, flip,
+                                                         prefer_uniforms.tolist(), flip_uniforms.tolist()))
+
+    @staticmethod
+    def judge_labels(score_first, score_second, temperature, position_bias, soft, both_orders, order_uniforms,
+                     draw_uniforms):
+        return _floats(_reference_labels.judge_labels(score_first.tolist(), score_second.tolist(), temperature,
+                                                      position_bias, soft, both_orders, order_uniforms.tolist(),
+                                                      draw_uniforms.tolist()))
+
+    @staticmethod
+    def bag_score(values, prompts, responses, count_once, offset):
+        return _floats(_reference_scores.bag_score(values.tolist(), prompts.tolist(), responses.tolist(), count_once,
+                                                   offset))
+
+    @staticmethod
+    def train_reward_model(vocab, first, second, target, margin, epochs, lr, center_rewards_coefficient):
+        return _floats(_reference_world.train_reward_model(vocab, first.tolist(), second.tolist(), target.tolist(),
+                                                           margin.tolist(), epochs, lr, center_rewards_coefficient))
+
+    @staticmethod
+    def world_expectations(ref_logits, gold_token, count_once, repeat_penalty, response_len, logits, weights=None):
+        series = _reference_world.world_expectations(
+            ref_logits.tolist(), gold_token.tolist(), count_once, repeat_penalty, response_len, logits.tolist(),
+            None if weights is None else weights.tolist())
+        return tuple(_floats(values) for values in series)
+
+    @staticmethod
+    def world_frontier(ref_logits, gold_token, count_once, repeat_penalty, response_len, reward, betas, weights=None):
+        series = _reference_world.world_frontier(
+            ref_logits.tolist(), gold_token.tolist(), count_once, repeat_penalty, response_len, reward.tolist(),
+            betas.tolist(), None if weights is None else weights.tolist())
+        return tuple(_floats(values) for values in series)
+
+    @staticmethod
+    def fit_gao(d, gold, form):
+        return _reference_gao.fit_gao(d.tolist(), gold.tolist(), form == "bon")
+
+
+# What a world computes with: the Rust core, or its twin on the python backend.
+if BACKEND == "rust":
+    from . import _core as _engines
+else:
+    _engines = _ReferenceEngines
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -199,9 +289,10 @@ class World:
         seed = checks.count("seed", self.seed, 0)
         checks.fits("vocab", vocab, 2 * 8 * n_prompts * vocab)
         rng = np.random.default_rng(seed)
-        ranks = np.argsort(rng.random((n_prompts, vocab)), axis=1)
-        ref_logits = -zipf * np.log1p(ranks.astype(np.float64))
-        gold_token = rng.standard_normal(vocab)[None, :] + prompt_scale * rng.standard_normal((n_prompts, vocab))
+        rank_uniforms = rng.random((n_prompts, vocab))
+        shared_normals = rng.standard_normal(vocab)
+        ref_logits, gold_token = _engines.world_tables(rank_uniforms, shared_normals,
+                                                       rng.standard_normal((n_prompts, vocab)), zipf, prompt_scale)
         for name, value in [("n_prompts", n_prompts), ("vocab", vocab), ("response_len", response_len),
                             ("zipf", zipf), ("prompt_scale", prompt_scale), ("gold", gold),
                             ("repeat_penalty", repeat_penalty), ("seed", seed),
@@ -269,11 +360,15 @@ class World:
         numpy.ndarray
             ``[n_prompts]``, in nats (a mean over prompts is the KL a sweep records).
         """
-        log_p = log_softmax_rows(self._policy("logits", logits))
-        p = np.exp(log_p)
-        with np.errstate(invalid="ignore"):  # 0 * -inf where a token has no probability: counted 0
-            per_token = np.where(p > 0.0, p * (log_p - self.ref_log_probs), 0.0).sum(axis=1)
-        return self.response_len * np.maximum(per_token, 0.0)
+        return self._expectations(self._policy("logits", logits))[0]
+
+    def _expectations(self, logits: np.ndarray, weights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(kl, proxy, gold)`` per prompt under the checked policy ``logits``, the proxy under
+        the reward model ``weights`` (0 without)."""
+        return _engines.world_expectations(self.ref_logits, self.gold_token, self.gold == "count_once",
+                                           self.repeat_penalty, self.response_len, np.ascontiguousarray(logits),
+                                           weights)
 
     def expected_gold(self, logits: Any) -> np.ndarray:
         """The gold's expectation over the policy's responses, per prompt (exact).
@@ -293,17 +388,7 @@ class World:
         numpy.ndarray
             ``[n_prompts]``.
         """
-        p = softmax_rows(self._policy("logits", logits))
-        return self._gold_under(p)
-
-    def _gold_under(self, p: np.ndarray) -> np.ndarray:
-        if self.gold == "linear":
-            return self.response_len * (p * self.gold_token).sum(axis=1)
-        # 1 - (1 - p)^L without the cancellation of 1 - (1 - tiny p); p = 1 gives log1p(-1) =
-        # -inf and seen = 1, exactly right
-        with np.errstate(divide="ignore"):
-            seen = -np.expm1(self.response_len * np.log1p(-np.minimum(p, 1.0)))
-        return (seen * self.gold_seen).sum(axis=1) - self.repeat_penalty * self.response_len
+        return self._expectations(self._policy("logits", logits))[2]
 
     @property
     def gold_seen(self) -> np.ndarray:
@@ -327,8 +412,8 @@ class World:
         numpy.ndarray
             ``[n_prompts]``: ``L * sum_a pi(a) w(a)``.
         """
-        p = softmax_rows(self._policy("logits", logits))
-        return self.response_len * (p * _rm_weights("rm", rm, self)).sum(axis=1)
+        logits = self._policy("logits", logits)
+        return self._expectations(logits, _rm_weights("rm", rm, self))[1]
 
     # ------------------------------------------------------------------ responses
 
@@ -390,7 +475,8 @@ class World:
         prompts, responses = self._responses(prompts, responses)
         if self.gold == "linear":
             return _bag_score(self.gold_token, prompts, responses, count_once=False)
-        return _bag_score(self.gold_seen, prompts, responses, count_once=True) - self.repeat_penalty * self.response_len
+        penalty = self.repeat_penalty
+        return _bag_score(self.gold_token, prompts, responses, count_once=True, offset=penalty) - penalty * self.response_len
 
     def _responses(self, prompts: Any, responses: Any) -> tuple[np.ndarray, np.ndarray]:
         prompts = checks.index_array("prompts", prompts, "a 1-D array of prompt indices", ndim=1)
@@ -473,11 +559,10 @@ class Labeller:
         checks.non_negative("cost", checks.finite("cost", self.cost))
 
     def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
-        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
-            margin = (world.gold_score(prompts, first) - world.gold_score(prompts, second)) / self.temperature
-        prefer_first = rng.random(len(prompts)) < _sigmoid(margin)
-        flipped = rng.random(len(prompts)) < self.flip
-        return (prefer_first ^ flipped).astype(np.float64)
+        prefer_uniforms = rng.random(len(prompts))
+        flip_uniforms = rng.random(len(prompts))
+        return _engines.labeller_labels(world.gold_score(prompts, first), world.gold_score(prompts, second),
+                                        float(self.temperature), float(self.flip), prefer_uniforms, flip_uniforms)
 
 
 @dataclass(frozen=True)
@@ -542,44 +627,29 @@ class Judge:
         """``[n_prompts, vocab]``: the judge's value of each token for each prompt."""
         world = _world("world", world)
         rng = np.random.default_rng([self.seed, world.seed])
-        gold = world.gold_token
-        noise = rng.standard_normal(gold.shape) * gold.std()
-        familiar = world.ref_log_probs
-        familiar = (familiar - familiar.mean()) / max(familiar.std(), 1e-12) * gold.std()
-        return self.rho * gold + math.sqrt(1.0 - self.rho**2) * noise + self.bias * familiar
+        noise = rng.standard_normal(world.gold_token.shape)
+        return _engines.judge_token_values(world.gold_token, world.ref_logits, noise, float(self.rho), float(self.bias))
 
     def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
         # the judge dislikes repetition as the gold does (the constant part of the gold cancels)
         count_once = world.gold == "count_once"
-        values = self.token_values(world) + (world.repeat_penalty if count_once else 0.0)
-        margin = _bag_score(values, prompts, first, count_once) - _bag_score(values, prompts, second, count_once)
-        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
-            preference = _sigmoid(margin / self.temperature)
-        pb = self.position_bias
-        first_shown_first = pb + (1.0 - pb) * preference  # P(first preferred) when shown first
-        first_shown_second = (1.0 - pb) * preference  # ... when shown second
-        if self.both_orders:
-            p = 0.5 * (first_shown_first + first_shown_second)
-        else:
-            p = np.where(rng.random(len(prompts)) < 0.5, first_shown_first, first_shown_second)
-        if self.soft:
-            return p
-        return (rng.random(len(prompts)) < p).astype(np.float64)
+        values = self.token_values(world)
+        offset = world.repeat_penalty if count_once else 0.0
+        score_first = _bag_score(values, prompts, first, count_once, offset)
+        score_second = _bag_score(values, prompts, second, count_once, offset)
+        n = len(prompts)
+        order_uniforms = np.empty(0) if self.both_orders else rng.random(n)
+        draw_uniforms = np.empty(0) if self.soft else rng.random(n)
+        return _engines.judge_labels(score_first, score_second, float(self.temperature), float(self.position_bias),
+                                     bool(self.soft), bool(self.both_orders), order_uniforms, draw_uniforms)
 
 
-def _bag_score(values: np.ndarray, prompts: np.ndarray, responses: np.ndarray, count_once: bool) -> np.ndarray:
-    """``[n]``: the sum of ``values[prompt, token]`` over each response's tokens, each distinct
-    token once if ``count_once``."""
-    if count_once:
-        responses = np.sort(responses, axis=1)
-        first = np.ones_like(responses, dtype=bool)
-        first[:, 1:] = responses[:, 1:] != responses[:, :-1]
-        return np.where(first, values[prompts[:, None], responses], 0.0).sum(axis=1)
-    return values[prompts[:, None], responses].sum(axis=1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+def _bag_score(values: np.ndarray, prompts: np.ndarray, responses: np.ndarray, count_once: bool,
+               offset: float = 0.0) -> np.ndarray:
+    """``[n]``: the sum of ``values[prompt, token] + offset`` over each response's tokens, each
+    distinct token once if ``count_once`` (checked int64 indices into ``values``)."""
+    return _engines.bag_score(values, np.ascontiguousarray(prompts, dtype=np.int64),
+                              np.ascontiguousarray(responses, dtype=np.int64), count_once, float(offset))
 
 
 @dataclass(frozen=True, eq=False)
@@ -692,7 +762,7 @@ class RewardModel:
         responses = checks.index_array("responses", responses, "an [n, response_len] array of token indices", ndim=2)
         if responses.size and responses.max() >= len(self.weights):
             raise ValueError(f"responses must be token indices in [0, {len(self.weights)}), got {int(responses.max())}")
-        return self.weights[responses].sum(axis=1)
+        return _bag_score(self.weights[None, :], np.zeros(len(responses), dtype=np.int64), responses, False)
 
     def as_dict(self) -> dict[str, float]:
         """The weights as the lesson's dict (token name -> weight), for a world with names."""
@@ -758,31 +828,10 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
         raise ValueError("pairs must not be empty")
     margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
                                                                   shape=(n,))
-    w = [0.0] * world.vocab
-    first, second = pairs.first.tolist(), pairs.second.tolist()
-    target, margins_list = pairs.target.tolist(), margins.tolist()
-    for epoch in range(epochs):
-        for a, b, t, mu in zip(first, second, target, margins_list):
-            r_a = sum(w[tok] for tok in a)
-            r_b = sum(w[tok] for tok in b)
-            m = r_a - r_b
-            # d loss / d m, each sigmoid taken where it does not cancel
-            d_m = -t * _sigmoid_scalar(-(m - mu)) + (1.0 - t) * _sigmoid_scalar(m + mu)
-            d_sum = 2.0 * c * (r_a + r_b)
-            for tok in a:
-                w[tok] -= lr * (d_m + d_sum)
-            for tok in b:
-                w[tok] -= lr * (d_sum - d_m)
-        if checks.overflowed(w):
-            raise FloatingPointError(f"train_reward_model diverged in epoch {epoch}: weights overflowed (lr={lr!r})")
-    return RewardModel(np.array(w), world.tokens)
-
-
-def _sigmoid_scalar(x: float) -> float:
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
+    weights = _engines.train_reward_model(world.vocab, np.ascontiguousarray(pairs.first),
+                                          np.ascontiguousarray(pairs.second), np.ascontiguousarray(pairs.target),
+                                          np.ascontiguousarray(margins, dtype=np.float64), epochs, lr, c)
+    return RewardModel(weights, world.tokens)
 
 
 # ------------------------------------------------------------------ the frontier
@@ -845,15 +894,11 @@ class Frontier:
             raise ValueError(f"betas[{bad}] must be > 0, got {float(betas[bad])!r}")
         # pi ∝ ref exp(r / beta) = ref exp((r - max r) / beta): the tilt is <= 0, and where it
         # passes the floats (a tiny beta) its -inf is a probability of 0, held at -1e300
-        r = r - r.max(axis=-1, keepdims=True)
-        kl, proxy, gold = [], [], []
-        for beta in betas:
-            with np.errstate(over="ignore"):
-                logits = world.ref_logits + np.maximum(r / beta, -1e300)
-            kl.append(world.kl(logits).mean())
-            proxy.append(world.expected_score(logits, rm).mean() if rm is not None else 0.0)
-            gold.append(world.expected_gold(logits).mean())
-        return cls(betas, np.array(kl), np.array(proxy), np.array(gold))
+        kl, proxy, gold = _engines.world_frontier(
+            world.ref_logits, world.gold_token, world.gold == "count_once", world.repeat_penalty, world.response_len,
+            np.ascontiguousarray(r, dtype=np.float64), np.ascontiguousarray(betas, dtype=np.float64),
+            None if rm is None else rm.weights)
+        return cls(betas, kl, proxy, gold)
 
 
 def best_of_n_kl(n: Any) -> np.ndarray:
@@ -941,20 +986,7 @@ def fit_gao(d: Any, gold: Any, form: str) -> GaoFit:
     form = checks.option("form", form, ("bon", "rl"))
     d = checks.real_array("d", d, "a 1-D array of sqrt(KL)", ndim=1, finite=False)
     gold = checks.real_array("gold", gold, "a 1-D array of gold scores", shape=d.shape, finite=False)
-    keep = np.isfinite(d) & np.isfinite(gold) & (d > 0)
-    if keep.sum() < 2:
-        raise ValueError(f"d must hold at least two points with d > 0 and a finite gold, got {int(keep.sum())}")
-    d, gold = d[keep], gold[keep]
-    with np.errstate(all="ignore"):
-        second = -d * d if form == "bon" else -d * np.log(d)
-    design = np.stack([d, second], axis=1)
-    if not np.isfinite(design).all():
-        raise FloatingPointError(f"fit_gao overflowed: d={float(d.max())!r} is too large for the {form!r} form")
-    try:
-        with np.errstate(all="ignore"):
-            (alpha, beta), *_ = np.linalg.lstsq(design, gold, rcond=None)
-    except np.linalg.LinAlgError as err:
-        raise FloatingPointError(f"fit_gao did not converge: {err}") from None
-    if not (math.isfinite(alpha) and math.isfinite(beta)):
-        raise FloatingPointError(f"fit_gao overflowed: alpha={float(alpha)!r}, beta={float(beta)!r}")
+    # the points with d > 0 and a finite gold, at least two, are the twin's to pick
+    alpha, beta = _engines.fit_gao(np.ascontiguousarray(d, dtype=np.float64),
+                                   np.ascontiguousarray(gold, dtype=np.float64), form)
     return GaoFit(form, float(alpha), float(beta))

@@ -12,4 +12,5 @@ pub mod grpo;
 pub mod kl_control;
 pub mod ppo;
 pub mod reward_checks;
+pub mod world;
 pub mod world_stats;

@@ -13,6 +13,7 @@ mod world;
 mod world_best_of_n;
 mod world_dpo;
 mod world_grpo;
+mod world_tables;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -43,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_best_of_n::register(m)?;
     world_dpo::register(m)?;
     world_grpo::register(m)?;
+    world_tables::register(m)?;
     Ok(())
 }
