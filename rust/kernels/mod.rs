@@ -8,6 +8,7 @@ pub mod fastmath;
 pub mod kl;
 pub mod logistic;
 pub mod policy;
+pub mod rows;
 pub mod sampling;
 pub mod simd;
 pub mod softmax;
