@@ -113,6 +113,13 @@ fn chunk_max<V: Vector>(isa: V::Isa, xs: &[f64]) -> f64 {
     best.to_array().iter().fold(f64::NEG_INFINITY, |acc, &x| if x > acc { x } else { acc })
 }
 
+/// `x − x`: 0 where `x` is finite, NaN where it is not (∞ − ∞ and NaN − NaN are NaN).
+#[inline(always)]
+#[allow(clippy::eq_op)] // the point is what the subtraction does to non-finite values
+fn poison<V: Vector>(x: V) -> V {
+    x - x
+}
+
 /// Vector accumulators of one chunk.
 #[derive(Clone, Copy)]
 struct Acc<V> {
@@ -141,11 +148,11 @@ fn block<V: Vector, const N: usize, const REF: bool, const STORE: bool>(
         let lo = (v * LANES).min(z.len());
         let hi = ((v + 1) * LANES).min(z.len());
         let zv = load::<V>(isa, &z[lo..hi]);
-        acc.bad = acc.bad + (zv - zv);
+        acc.bad = acc.bad + poison(zv);
         x[v] = zv - m;
         if REF {
             let rv = load::<V>(isa, &r[lo..hi]);
-            acc.bad_ref = acc.bad_ref + (rv - rv);
+            acc.bad_ref = acc.bad_ref + poison(rv);
             y[v] = rv - m_ref;
         }
     }

@@ -8,6 +8,7 @@ mod detached;
 mod lesson;
 mod methods;
 mod preferences;
+mod rows;
 mod sweep;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
@@ -34,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     lesson::register(m)?;
     preferences::register(m)?;
     methods::register(m)?;
+    rows::register(m)?;
     sweep::register(m)?;
     Ok(())
 }

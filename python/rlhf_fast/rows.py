@@ -1,0 +1,457 @@
+"""Batches of large-vocabulary rows: softmax, log-softmax, KL, sampling and PPO's gradient.
+
+Every function takes a ``[rows, V]`` float64 table of logits (``V`` up to 65,536 and past it)
+and treats each row as the lesson's one-row kernels do. On the Rust backend each row is read
+from memory once, vectorised along the vocabulary, rows in parallel, off the GIL (Ctrl-C
+stops it); ``RLHF_FAST_BACKEND=python`` runs the pure-Python twin
+(:mod:`rlhf_fast.reference.kernels.rows`). The backends agree to a few ulps on floats
+(1e-12 relative, tested) and exactly on sampled tokens.
+
+Arguments are numpy arrays: tables 2-D, C-contiguous, float64 and finite; per-row arguments
+1-D with one entry per row. Anything else is refused with a ``TypeError`` or ``ValueError``
+naming the argument (``np.ascontiguousarray(x, dtype=np.float64)`` converts).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._backend import BACKEND
+from .reference.kernels import rows as _ref
+
+if BACKEND == "rust":
+    from . import _core
+
+__all__ = [
+    "softmax_rows",
+    "log_softmax_rows",
+    "kl_rows",
+    "sample_rows",
+    "ppo_grad_rows",
+    "ppo_batch_step",
+    "PpoBatchStep",
+    "stream_sum",
+]
+
+_RUST = BACKEND == "rust"
+
+
+class PpoBatchStep(NamedTuple):
+    """What :func:`ppo_batch_step` returns, one entry (or row) per row of logits."""
+
+    tokens: np.ndarray  # int64: the sampled token
+    kl: np.ndarray  # KL(pi || pi_ref)
+    reward: np.ndarray  # weights[token] - beta * kl: the advantage
+    p_token: np.ndarray  # pi(token): p_old of later PPO epochs
+    grad: np.ndarray  # [rows, V]: the clipped surrogate's gradient in the logits
+
+
+# ------------------------------------------------------------------------------- checks
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"a {x.ndim}-D {x.dtype} array"
+    return type(x).__name__
+
+
+def _table(name: str, x: Any) -> np.ndarray:
+    if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype == np.float64):
+        raise TypeError(f"{name} must be a 2-D numpy float64 array, got {_describe(x)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape ({x.shape[0]}, {x.shape[1]})")
+    return x
+
+
+def _same_shape(name: str, x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    x = _table(name, x)
+    if x.shape != shape:
+        raise ValueError(f"{name} must have the shape of logits {list(shape)}, got {list(x.shape)}")
+    return x
+
+
+def _vector(name: str, x: Any, length: int, dtype: type) -> np.ndarray:
+    if not (isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype == dtype):
+        raise TypeError(f"{name} must be a 1-D numpy {np.dtype(dtype).name} array, got {_describe(x)}")
+    if len(x) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(x)}")
+    return x
+
+
+def _each(name: str, x: np.ndarray, what: str, ok: np.ndarray) -> None:
+    bad = np.flatnonzero(~ok)
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] must be {what}, got {float(x[i])!r}")
+
+
+def _draws(u: Any, rows: int) -> np.ndarray:
+    u = _vector("u", u, rows, np.float64)
+    with np.errstate(invalid="ignore"):
+        _each("u", u, "in [0, 1)", (u >= 0.0) & (u < 1.0))
+    return u
+
+
+def _scalar(name: str, value: Any, what: str, ok: bool) -> float:
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {float(value)!r}")
+    return float(value)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _finite_table(name: str, x: np.ndarray) -> None:
+    """The first non-finite entry, named (the Rust kernels check this in their own pass)."""
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        i, j = (int(k) for k in bad[0])
+        raise ValueError(f"{name}[{i}, {j}] must be finite, got {float(x[i, j])!r}")
+
+
+def _lists(x: np.ndarray) -> list:
+    return x.tolist()
+
+
+# ------------------------------------------------------------------------------ kernels
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Softmax of every row: ``exp(z - max z) / sum``.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite (±1e4 is fine: the max is subtracted).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[rows, V]`` float64; each row sums to 1.
+
+    Raises
+    ------
+    TypeError
+        ``logits`` is not a 2-D float64 array.
+    ValueError
+        ``logits`` is empty, not C-contiguous or has a non-finite entry
+        (``"logits[2, 4] must be finite, got nan"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import softmax_rows
+    >>> softmax_rows(np.log(np.array([[1.0, 3.0], [1.0, 1.0]]))).round(6).tolist()
+    [[0.25, 0.75], [0.5, 0.5]]
+    """
+    logits = _table("logits", logits)
+    if _RUST:
+        return _core.rows_softmax(logits)
+    _finite_table("logits", logits)
+    return np.array(_ref.softmax_rows(_lists(logits)), dtype=np.float64)
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax of every row: ``(z - max z) - log sum exp(z - max z)``.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[rows, V]`` float64, every entry <= 0.
+
+    Raises
+    ------
+    TypeError
+        ``logits`` is not a 2-D float64 array.
+    ValueError
+        ``logits`` is empty, not C-contiguous or has a non-finite entry.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import log_softmax_rows
+    >>> log_softmax_rows(np.array([[0.0, 0.0], [-1e4, 1e4]])).round(6).tolist()
+    [[-0.693147, -0.693147], [-20000.0, 0.0]]
+    """
+    logits = _table("logits", logits)
+    if _RUST:
+        return _core.rows_log_softmax(logits)
+    _finite_table("logits", logits)
+    return np.array(_ref.log_softmax_rows(_lists(logits)), dtype=np.float64)
+
+
+def kl_rows(logits: np.ndarray, ref_logits: np.ndarray) -> np.ndarray:
+    """``KL(softmax(logits[i]) || softmax(ref_logits[i]))`` for every row, exactly.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite: the policy.
+    ref_logits : numpy.ndarray
+        The reference policy's logits, of the same shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[rows]`` float64, >= 0 up to rounding; finite even where the reference's
+        probabilities underflow (it works in log space).
+
+    Raises
+    ------
+    TypeError
+        An argument is not a 2-D float64 array (named).
+    ValueError
+        Shapes differ, or an entry is not finite (``"ref_logits[0, 7] must be finite, got inf"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import kl_rows
+    >>> z = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    >>> kl_rows(z, np.zeros((2, 2))).round(6).tolist()
+    [0.0, 0.368064]
+    """
+    logits = _table("logits", logits)
+    ref_logits = _same_shape("ref_logits", ref_logits, logits.shape)
+    if _RUST:
+        return _core.rows_kl(logits, ref_logits)
+    _finite_table("logits", logits)
+    _finite_table("ref_logits", ref_logits)
+    return np.array(_ref.kl_rows(_lists(logits), _lists(ref_logits)), dtype=np.float64)
+
+
+def sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One token per row by inverse CDF: the first index whose running sum of ``softmax(row)``
+    exceeds ``u[i]``, the last index if rounding leaves none (the lesson's ``sample``).
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite.
+    u : numpy.ndarray
+        ``[rows]`` float64 draws in ``[0, 1)``, e.g. ``rng.random()`` each.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[rows]`` int64 tokens, the same on both backends for every draw.
+
+    Raises
+    ------
+    TypeError
+        ``logits`` or ``u`` is not an array of the right kind.
+    ValueError
+        ``u`` has the wrong length or an entry outside ``[0, 1)``; a logit is not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import sample_rows
+    >>> z = np.log(np.array([[0.25, 0.5, 0.25], [0.25, 0.5, 0.25]]))
+    >>> sample_rows(z, np.array([0.2, 0.8])).tolist()
+    [0, 2]
+    """
+    logits = _table("logits", logits)
+    u = _draws(u, logits.shape[0])
+    if _RUST:
+        return _core.rows_sample(logits, u)
+    _finite_table("logits", logits)
+    return np.array(_ref.sample_rows(_lists(logits), u.tolist()), dtype=np.int64)
+
+
+def ppo_grad_rows(
+    logits: np.ndarray, tokens: np.ndarray, p_old: np.ndarray, advantages: np.ndarray, eps: float = 0.2
+) -> np.ndarray:
+    """Gradient in the logits of PPO's clipped surrogate for one sampled token per row.
+
+    For row ``i`` with token ``a``, ``r = softmax(logits[i])[a] / p_old[i]`` and advantage
+    ``A``: the surrogate ``min(r A, clip(r, 1 - eps, 1 + eps) A)`` has gradient
+    ``A r (1[j = a] - p_j)``, or 0 where the clip is flat (``A >= 0`` and ``r > 1 + eps``,
+    or ``A < 0`` and ``r < 1 - eps``) — ``clipped_surrogate_grad`` of the lesson, row by row.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite: the current policy.
+    tokens : numpy.ndarray
+        ``[rows]`` int64, each in ``[0, V)``.
+    p_old : numpy.ndarray
+        ``[rows]`` float64 in ``(0, 1]``: each token's probability when it was sampled.
+    advantages : numpy.ndarray
+        ``[rows]`` float64, finite.
+    eps : float, default 0.2
+        The clip range, > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[rows, V]`` float64 gradient (ascent direction of the surrogate).
+
+    Raises
+    ------
+    TypeError
+        An array argument is not of the right kind, or ``eps`` is not a real number.
+    ValueError
+        A length, a token, a probability, an advantage, ``eps`` or a logit is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import ppo_grad_rows
+    >>> z = np.zeros((2, 2))
+    >>> g = ppo_grad_rows(z, np.array([0, 1]), np.array([0.5, 0.1]), np.array([1.0, 1.0]))
+    >>> g.tolist()  # row 1: ratio 5 > 1.2 with A > 0, clipped
+    [[0.5, -0.5], [0.0, 0.0]]
+    """
+    logits = _table("logits", logits)
+    rows, v = logits.shape
+    tokens = _vector("tokens", tokens, rows, np.int64)
+    _each("tokens", tokens, f"in [0, {v})", (tokens >= 0) & (tokens < v))
+    p_old = _vector("p_old", p_old, rows, np.float64)
+    with np.errstate(invalid="ignore"):
+        _each("p_old", p_old, "in (0, 1]", (p_old > 0.0) & (p_old <= 1.0))
+    advantages = _vector("advantages", advantages, rows, np.float64)
+    _each("advantages", advantages, "finite", np.isfinite(advantages))
+    eps = _real("eps", eps)
+    eps = _scalar("eps", eps, "finite and > 0", np.isfinite(eps) and eps > 0.0)
+    if _RUST:
+        return _core.rows_ppo_grad(logits, tokens, p_old, advantages, eps)
+    _finite_table("logits", logits)
+    grads = _ref.ppo_grad_rows(_lists(logits), tokens.tolist(), p_old.tolist(), advantages.tolist(), eps)
+    return np.array(grads, dtype=np.float64)
+
+
+def ppo_batch_step(
+    logits: np.ndarray,
+    ref_logits: np.ndarray,
+    u: np.ndarray,
+    weights: np.ndarray,
+    beta: float = 0.1,
+    out: np.ndarray | None = None,
+) -> PpoBatchStep:
+    """Benchmark B3's fused step on every row: softmax, a sample, KL to the reference, and
+    PPO's gradient — the lesson's ``rlhf_step`` up to its first epoch, on a batch.
+
+    Per row: ``p = softmax(z)``; the token ``a`` sampled with ``u[i]`` (as :func:`sample_rows`);
+    ``kl = KL(p || softmax(z_ref))``; ``reward = weights[a] - beta * kl``, which is the
+    advantage (no baseline); and the clipped surrogate's gradient at the first PPO epoch,
+    where the policy is the one that sampled: the ratio is 1, the clip cannot act, and the
+    gradient is ``reward * (1[j = a] - p_j)``. Later epochs are :func:`ppo_grad_rows` with
+    ``p_old = p_token``. Each row is read from memory once.
+
+    Parameters
+    ----------
+    logits, ref_logits : numpy.ndarray
+        ``[rows, V]`` float64, C-contiguous, finite: the policy and the frozen reference.
+    u : numpy.ndarray
+        ``[rows]`` float64 draws in ``[0, 1)``.
+    weights : numpy.ndarray
+        ``[V]`` float64, finite: the reward model's score of each token.
+    beta : float, default 0.1
+        KL coefficient, finite and >= 0.
+    out : numpy.ndarray, optional
+        A writeable C-contiguous float64 array of the shape of ``logits`` (sharing no memory
+        with the inputs) to write the gradient into, instead of a fresh one.
+
+    Returns
+    -------
+    PpoBatchStep
+        ``(tokens, kl, reward, p_token, grad)``: ``[rows]`` arrays and the ``[rows, V]`` gradient.
+
+    Raises
+    ------
+    TypeError
+        An argument is not of the right kind (named).
+    ValueError
+        Shapes or lengths differ, or a draw, weight, ``beta`` or logit is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import ppo_batch_step
+    >>> z = np.log(np.array([[0.25, 0.5, 0.25]]))
+    >>> step = ppo_batch_step(z, z.copy(), np.array([0.6]), np.array([0.0, 2.0, 0.0]))
+    >>> int(step.tokens[0]), float(step.kl[0]), float(step.reward[0]), float(step.p_token[0])
+    (1, 0.0, 2.0, 0.5)
+    >>> step.grad.tolist()
+    [[-0.5, 1.0, -0.5]]
+    """
+    logits = _table("logits", logits)
+    ref_logits = _same_shape("ref_logits", ref_logits, logits.shape)
+    rows, v = logits.shape
+    u = _draws(u, rows)
+    weights = _vector("weights", weights, v, np.float64)
+    _each("weights", weights, "finite", np.isfinite(weights))
+    beta = _real("beta", beta)
+    beta = _scalar("beta", beta, "finite and >= 0", np.isfinite(beta) and beta >= 0.0)
+    if out is not None:
+        if not (isinstance(out, np.ndarray) and out.ndim == 2 and out.dtype == np.float64):
+            raise TypeError(f"out must be a 2-D numpy float64 array, got {_describe(out)}")
+        if out.shape != logits.shape or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous array of the shape of logits {list(logits.shape)}")
+        if not out.flags.writeable or np.may_share_memory(out, logits) or np.may_share_memory(out, ref_logits):
+            raise ValueError("out must be writeable and share no memory with logits or ref_logits")
+    if _RUST:
+        return PpoBatchStep(*_core.rows_ppo_batch_step(logits, ref_logits, u, weights, beta, out))
+    _finite_table("logits", logits)
+    _finite_table("ref_logits", ref_logits)
+    tokens, kl, reward, p_token, grad = _ref.ppo_batch_step(
+        _lists(logits), _lists(ref_logits), u.tolist(), weights.tolist(), beta
+    )
+    if out is None:
+        out = np.array(grad, dtype=np.float64).reshape(logits.shape)
+    else:
+        out[...] = grad
+    return PpoBatchStep(
+        np.array(tokens, dtype=np.int64),
+        np.array(kl, dtype=np.float64),
+        np.array(reward, dtype=np.float64),
+        np.array(p_token, dtype=np.float64),
+        out,
+    )
+
+
+def stream_sum(a: np.ndarray, b: np.ndarray) -> float:
+    """``a.sum() + b.sum()`` as fast as memory delivers the bytes: benchmark B3's ceiling.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        2-D, C-contiguous float64 tables (any shapes).
+
+    Returns
+    -------
+    float
+        The sum (its order of additions differs between backends; only its time matters).
+
+    Raises
+    ------
+    TypeError
+        An argument is not a 2-D float64 array.
+    ValueError
+        An argument is empty or not C-contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import stream_sum
+    >>> stream_sum(np.ones((2, 3)), np.full((1, 2), 0.5))
+    7.0
+    """
+    a = _table("a", a)
+    b = _table("b", b)
+    if _RUST:
+        return _core.rows_stream_sum(a, b)
+    return _ref.stream_sum(_lists(a), _lists(b))
