@@ -173,10 +173,7 @@ fn rows_ppo_grad<'py>(
     let (rows, v) = (z.shape()[0], z.shape()[1]);
     let tokens = vector::<i64>("tokens", tokens, rows, "int64")?;
     if let Some(i) = tokens.as_slice()?.iter().position(|&t| t < 0 || t as u64 >= v as u64) {
-        return Err(PyValueError::new_err(format!(
-            "tokens[{i}] must be in [0, {v}), got {}",
-            tokens.as_slice()?[i]
-        )));
+        return Err(PyValueError::new_err(format!("tokens[{i}] must be in [0, {v}), got {}", tokens.as_slice()?[i])));
     }
     let p_old = vector::<f64>("p_old", p_old, rows, "float64")?;
     each("p_old", p_old.as_slice()?, "in (0, 1]", |x| x > 0.0 && x <= 1.0)?;
