@@ -2,7 +2,8 @@
 //!
 //! Rows of logits in, probabilities, log-probabilities, divergences and samples out
 //! ([`softmax`], [`kl`], [`sampling`], [`logistic`], [`policy`]), the vectorisable `exp`/`ln`
-//! ([`fastmath`]) and the vector types the lane engine computes with ([`simd`]).
+//! ([`fastmath`]) and the vector types the lane engine computes with ([`simd`]); [`rows`]
+//! runs softmax, KL, sampling and PPO's gradient over batches of large-vocabulary rows.
 
 pub mod fastmath;
 pub mod kl;

@@ -1,82 +1,81 @@
 //! Softmax, log-softmax, KL(π‖π_ref), sampling and the PPO surrogate gradient over rows of a
-//! large vocabulary (`V` up to 65,536 and past it), vectorised *along the row*, one row per
-//! task on the rayon pool.
+//! large vocabulary (`V` up to 65,536 and past it), vectorised *along the row*, rows in
+//! parallel on the rayon pool.
 //!
-//! [`softmax`](super::softmax) and friends walk a row several times with libm's `exp`; here a
-//! row is read from memory once. It is cut into chunks of [`CHUNK`] logits; each chunk's
-//! maximum is taken while the chunk sits in L1, the running maximum `M` moves up to it (the
-//! sums so far rescaled by `exp(M_old − M)`, one scalar `exp` per chunk), and then every logit
-//! of the chunk is exponentiated against `M` ([`fastmath`](super::fastmath)'s vector `exp`)
-//! and summed. With the reference row alongside, the same pass gathers
-//! `S = Σ e^(z−M)`, `R = Σ e^(r−M_r)` and `T = Σ e^(z−M)·((z−M) − (r−M_r))`, and
-//! `KL(π‖π_ref) = T/S − ln S + ln R` (the log-ratio is taken between shifted logits, so logits
-//! of ±1e4 lose nothing to cancellation). Kernels that need `π` itself keep the chunk's
-//! `e^(z−M_c)` in their output row and scale it by `e^(M_c − M)/S` in a second sweep over
-//! that row, which is still in cache.
+//! [`softmax`](super::softmax) and friends walk a row several times with libm's `exp`; here
+//! each input row is read from memory once and each output row written to memory once. Every
+//! row goes through three passes, and a thread works on three consecutive rows at once, one
+//! pass each, in a single loop, so that memory and arithmetic overlap instead of taking turns:
+//!
+//! - **A** (row `i+1`), the row's first read, from memory: its maximum `M` (and the reference's
+//!   `M_r`), and without a reference its plain sum, which is finite exactly when every entry
+//!   is (with one, pass B's `S` and `T` show a bad logit or reference entry);
+//! - **B** (row `i`, now in cache): `e^(z−M)` per logit ([`exp_nonpositive_fused`]), kept in a
+//!   scratch row of the thread, and the sums `S = Σ e^(z−M)`, `R = Σ e^(r−M_r)` and
+//!   `T = Σ e^(z−M)·((z−M) − (r−M_r))`, per chunk of [`CHUNK`] logits (sampling skips whole
+//!   chunks by their sums); `KL(π‖π_ref) = T/S − ln S + ln R`, with the log-ratio taken between
+//!   shifted logits, so logits of ±1e4 lose nothing to cancellation. Given the reference's
+//!   log-softmax `lq` instead (`ref_normalized`, computed once per batch when the reference is
+//!   fixed), `T = Σ e^(z−M)·((z−M) − lq)` and `KL = T/S − ln S`: one `exp` per logit, not two;
+//! - **W** (row `i−1`): its output, `π` scaled as the kernel needs (`e^(z−M)` from the scratch
+//!   row times one factor), written with non-temporal stores where 64-byte aligned: the lines
+//!   go to memory without being read first.
+//!
+//! Benchmark B3 (`benches/b3_large_vocab.py`) measures this against a pass that moves the same
+//! bytes (`stream_add`); on the 2-core development machine the step with reference logits is
+//! bound by its two `exp` per logit, not by memory, and the step given the reference's
+//! log-softmax reaches about the ceiling's 60 % (see the benchmark's output).
+//!
+//! Memory traffic per row is thus the inputs read once and the output written once, the least
+//! the kernel can do; the scratch rows (two of `V` doubles per thread) stay in L2/L3.
 //!
 //! **Against the reference twin** (`reference/kernels/rows.py`, libm's `exp`, sums left to
-//! right): every lane runs the same IEEE operations in the same order on every vector unit,
-//! so results do not depend on the CPU; they differ from the reference by `exp`'s two ulps
-//! and the order of the sums (eight lane sums per chunk), a few ulps relative for `π` and
-//! `log π` (tested to 1e-12), and `1e-12 × (1 + Σ π|log π − log π_ref|)` for the KL.
+//! right): every lane runs the same IEEE operations (fused multiply-adds included) in the
+//! same order on every vector unit, and a row's arithmetic does not depend on its neighbours,
+//! so results do not depend on the CPU or the thread count; they differ from the reference by
+//! `exp`'s two ulps (and `exp` flushed to 0 below `e^−708`, an absolute error under
+//! `3.4e-308`) and the order of the sums (eight lane sums per chunk): a few ulps relative for
+//! `π` and `log π` (tested to 1e-12), and `1e-12 × (1 + Σ π|log π − log π_ref|)` for the KL.
 //! **Sampled tokens are the reference's, always**: the fast running sums are within
 //! [`sample_margin`] of the reference's, so where `u` is farther than that from both sums
 //! around the token picked, the reference picks that token too; closer (a chance of about
 //! `1e-10` a row), the row is sampled again exactly as the reference does it, with libm.
 //! PPO's clip decision is made safe the same way.
 //!
-//! Inputs are not checked beforehand (a pass of its own would double the memory traffic):
-//! each pass also sums `x − x` over its logits, which is NaN exactly when one is not finite,
-//! and the batch functions then name the first such entry.
+//! Inputs are not checked beforehand (a pass of its own would add a read of every table):
+//! pass A's sums, or pass B's, are finite exactly when a row's entries are, and the batch
+//! functions then name the first entry that is not.
 
 use rayon::prelude::*;
 
 use crate::error::{py_float, Error, Result};
-use crate::kernels::fastmath::exp_nonpositive_rows;
+use crate::kernels::fastmath::exp_nonpositive_fused;
 use crate::kernels::sampling::sample_index;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::simd::{Avx2, Avx2Isa, Avx512, Avx512Isa};
 use crate::kernels::simd::{Portable, Simd, Vector, LANES};
 use crate::kernels::softmax::softmax_row;
 
-/// Logits per chunk: 8 KiB of a row, with its reference and its output, stays in L1.
+/// Logits per chunk, the unit of sampling's running sums.
 pub const CHUNK: usize = 1024;
-/// Vectors exponentiated side by side, so their polynomial chains overlap.
-const UNROLL: usize = 4;
-/// Padding for a row's last, partial vector: finite, and its `exp` is 0.
+/// Vectors per chunk.
+const CHUNK_VECTORS: usize = CHUNK / LANES;
+/// Padding for a row's last, partial vector in pass B: finite, and its `exp` is 0.
 const PAD: f64 = f64::MIN;
 
-// ---------------------------------------------------------------------------- one pass
+/// What a kernel's second table holds: nothing, reference logits, or the reference's
+/// log-softmax (`ref_normalized`).
+const NO_REF: u8 = 0;
+const REF_LOGITS: u8 = 1;
+const REF_LOG_PROBS: u8 = 2;
 
-/// What one pass over a row (and its reference row) gathers.
-#[derive(Clone, Copy, Debug, Default)]
-struct Scan {
-    /// The row's maximum and `Σ e^(z−m)`.
-    m: f64,
-    s: f64,
-    /// The same for the reference row (zero without one).
-    m_ref: f64,
-    s_ref: f64,
-    /// `Σ e^(z−m) ((z−m) − (r−m_ref))`.
-    t: f64,
-    /// NaN exactly when a logit, or a reference logit, is not finite.
-    bad: f64,
-    bad_ref: f64,
-}
+/// What pass W writes: nothing; `src · a` (`src` the scratch row of `e^(z−M)`); or
+/// `(src − a) − b` (`src` the logits: log-softmax).
+const W_NONE: u8 = 0;
+const W_SCALED: u8 = 1;
+const W_SHIFTED: u8 = 2;
 
-impl Scan {
-    /// `KL(softmax z ‖ softmax r) = T/S − ln S + ln R`.
-    fn kl(&self) -> f64 {
-        self.t / self.s - self.s.ln() + self.s_ref.ln()
-    }
-}
-
-/// Per-chunk records a kernel that needs `π` keeps: the running maximum the chunk's
-/// `e^(z−M_c)` were taken against and their sum.
-struct Chunks<'a> {
-    max: &'a mut [f64],
-    sum: &'a mut [f64],
-}
+// ------------------------------------------------------------------------------ vectors
 
 /// `xs` (at most one vector) as a vector, padded with [`PAD`].
 #[inline(always)]
@@ -91,10 +90,18 @@ fn load<V: Vector>(isa: V::Isa, xs: &[f64]) -> V {
     }
 }
 
+/// The first `out.len()` (at most [`LANES`]) lanes of `v`, written to `out`.
 #[inline(always)]
 fn store<V: Vector>(v: V, out: &mut [f64]) {
-    let values = v.to_array();
-    out.copy_from_slice(&values[..out.len()]);
+    match <&mut [f64; LANES]>::try_from(&mut *out) {
+        Ok(full) => *full = v.to_array(),
+        Err(_) => {
+            let values = v.to_array();
+            for (o, &x) in out.iter_mut().zip(&values) {
+                *o = x;
+            }
+        }
+    }
 }
 
 /// Sum of a vector's lanes, first to last.
@@ -103,154 +110,283 @@ fn lanes_sum<V: Vector>(v: V) -> f64 {
     v.to_array().iter().fold(0.0, |acc, &x| acc + x)
 }
 
-/// Largest of a slice: vector maxima of its lanes, then across them.
+/// Largest of a vector's lanes (NaNs skipped).
 #[inline(always)]
-fn chunk_max<V: Vector>(isa: V::Isa, xs: &[f64]) -> f64 {
-    let mut best = V::splat(isa, f64::NEG_INFINITY);
-    for piece in xs.chunks(LANES) {
-        best = best.max(load::<V>(isa, piece));
+fn lanes_max<V: Vector>(v: V) -> f64 {
+    v.to_array().iter().fold(f64::NEG_INFINITY, |acc, &x| if x > acc { x } else { acc })
+}
+
+// ------------------------------------------------------------------------------ passes
+
+/// How far ahead of pass A's reads the next lines are asked for, in logits: the hardware
+/// prefetcher alone does not keep enough of them in flight while the core computes.
+const PREFETCH: usize = 256;
+
+/// Asks the CPU to start loading the cache line of `x` (a hint: it reads nothing, cannot
+/// fault, and changes no result).
+#[inline(always)]
+fn prefetch(x: &f64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is SSE (every x86-64 CPU has it) and only hints at an address,
+    // here that of a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const f64).cast());
     }
-    best.to_array().iter().fold(f64::NEG_INFINITY, |acc, &x| if x > acc { x } else { acc })
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
-/// `x − x`: 0 where `x` is finite, NaN where it is not (∞ − ∞ and NaN − NaN are NaN).
-#[inline(always)]
-#[allow(clippy::eq_op)] // the point is what the subtraction does to non-finite values
-fn poison<V: Vector>(x: V) -> V {
-    x - x
+/// Pass A's findings on a row: its maximum `m` (NaNs skipped); without a reference, the
+/// row's plain sum, finite exactly when every entry is (or, harmlessly, when finite entries of
+/// ~1e308 add up past the largest double: the search for the culprit then finds none); with
+/// one, the reference's maximum `m_ref` (its finiteness, and the row's, show in pass B's `T`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Peek {
+    m: f64,
+    sum: f64,
+    m_ref: f64,
 }
 
-/// Vector accumulators of one chunk.
+/// Pass A's vector accumulators: the row's maximum, and its sum or the reference's maximum.
 #[derive(Clone, Copy)]
-struct Acc<V> {
-    s: V,
-    s_ref: V,
-    t: V,
-    bad: V,
-    bad_ref: V,
-}
-
-/// `N` vectors of a chunk (`z.len() <= N * LANES`, the last one padded): their `e^(z−M)`
-/// added to the accumulators and, with `STORE`, written to `e`.
-#[inline(always)]
-fn block<V: Vector, const N: usize, const REF: bool, const STORE: bool>(
-    isa: V::Isa,
-    z: &[f64],
-    r: &[f64],
-    e: &mut [f64],
+struct PeekAcc<V> {
     m: V,
-    m_ref: V,
-    acc: &mut Acc<V>,
-) {
-    let mut x = [m; N];
-    let mut y = [m_ref; N];
-    for v in 0..N {
-        let lo = (v * LANES).min(z.len());
-        let hi = ((v + 1) * LANES).min(z.len());
-        let zv = load::<V>(isa, &z[lo..hi]);
-        acc.bad = acc.bad + poison(zv);
-        x[v] = zv - m;
-        if REF {
-            let rv = load::<V>(isa, &r[lo..hi]);
-            acc.bad_ref = acc.bad_ref + poison(rv);
-            y[v] = rv - m_ref;
+    other: V,
+}
+
+impl<V: Vector> PeekAcc<V> {
+    #[inline(always)]
+    fn new<const REF: u8>(isa: V::Isa) -> Self {
+        let low = V::splat(isa, f64::NEG_INFINITY);
+        PeekAcc { m: low, other: if REF == NO_REF { V::zero(isa) } else { low } }
+    }
+
+    /// One whole vector of the row at `j` (and of the reference, unless `REF` is `NO_REF`).
+    #[inline(always)]
+    fn add<const REF: u8>(&mut self, isa: V::Isa, z: &[f64], r: &[f64], j: usize) {
+        let zv = load::<V>(isa, &z[j..j + LANES]);
+        self.m = zv.max_or_rhs(self.m);
+        if REF == NO_REF {
+            self.other = self.other + zv;
+        } else {
+            self.other = load::<V>(isa, &r[j..j + LANES]).max_or_rhs(self.other);
         }
     }
-    let ez = exp_nonpositive_rows(&x);
-    let er = if REF { exp_nonpositive_rows(&y) } else { ez };
-    for v in 0..N {
-        acc.s = acc.s + ez[v];
-        if REF {
-            acc.s_ref = acc.s_ref + er[v];
-            acc.t = acc.t + ez[v] * (x[v] - y[v]);
+
+    /// The findings, with the row's last `len % LANES` entries (from `start`) added one by one.
+    #[inline(always)]
+    fn finish<const REF: u8>(&self, z: &[f64], r: &[f64], start: usize) -> Peek {
+        let mut peek = Peek { m: lanes_max(self.m), sum: 0.0, m_ref: 0.0 };
+        for &x in &z[start..] {
+            peek.m = if x > peek.m { x } else { peek.m };
         }
-        if STORE {
-            let lo = (v * LANES).min(z.len());
-            let hi = ((v + 1) * LANES).min(z.len());
-            store(ez[v], &mut e[lo..hi]);
+        if REF == NO_REF {
+            peek.sum = lanes_sum(self.other) + z[start..].iter().fold(0.0, |acc, &x| acc + x);
+        } else {
+            peek.m_ref = lanes_max(self.other);
+            for &x in &r[start..] {
+                peek.m_ref = if x > peek.m_ref { x } else { peek.m_ref };
+            }
+        }
+        peek
+    }
+}
+
+/// Pass A alone: a task's first row.
+#[inline(always)]
+fn peek_row<V: Vector, const REF: u8>(isa: V::Isa, z: &[f64], r: &[f64]) -> Peek {
+    let whole = z.len() / LANES * LANES;
+    let mut acc = PeekAcc::<V>::new::<REF>(isa);
+    for j in (0..whole).step_by(LANES) {
+        acc.add::<REF>(isa, z, r, j);
+    }
+    acc.finish::<REF>(z, r, whole)
+}
+
+/// Pass B's totals.
+#[derive(Clone, Copy, Debug)]
+struct Sums {
+    /// `S = Σ e^(z−M)`, `R = Σ e^(r−M_r)` (1 without reference logits), `T`.
+    s: f64,
+    s_ref: f64,
+    t: f64,
+}
+
+/// How pass W writes a row: `src · a` or `(src − a) − b`, as the kernel's `W` says.
+#[derive(Clone, Copy, Debug, Default)]
+struct WriteSpec {
+    a: f64,
+    b: f64,
+}
+
+/// Pass W's value for the vector of `src` at `j` (whole or, at the ends, padded).
+#[inline(always)]
+fn written<V: Vector, const W: u8>(isa: V::Isa, src: &[f64], spec: WriteSpec, lo: usize, hi: usize) -> V {
+    let x = load::<V>(isa, &src[lo..hi]);
+    if W == W_SCALED {
+        x * V::splat(isa, spec.a)
+    } else {
+        (x - V::splat(isa, spec.a)) - V::splat(isa, spec.b)
+    }
+}
+
+/// Pass W's ordinary stores: `out`'s elements before its first 64-byte boundary (`head` of
+/// them) and after its last whole aligned vector (from `tail`).
+#[inline(always)]
+fn write_ends<V: Vector, const W: u8>(
+    isa: V::Isa,
+    src: &[f64],
+    out: &mut [f64],
+    spec: WriteSpec,
+    head: usize,
+    tail: usize,
+) {
+    for (lo, hi) in [(0, head), (tail, out.len())] {
+        let mut j = lo;
+        while j < hi {
+            let end = (j + LANES).min(hi);
+            store(written::<V, W>(isa, src, spec, j, end), &mut out[j..end]);
+            j = end;
         }
     }
 }
 
-/// One pass over `z` (and `r` with `REF`): the [`Scan`], and with `STORE` every `e^(z−M_c)`
-/// in `e` and each chunk's `M_c` and sum in `chunks`.
+/// Where `out`'s aligned whole vectors start (`head`) and how many there are.
 #[inline(always)]
-fn scan<V: Vector, const REF: bool, const STORE: bool>(
+fn aligned(out: &[f64]) -> (usize, usize) {
+    // `align_offset` is `usize::MAX` when `out` is not even 8-byte aligned: all ordinary stores.
+    let head = out.as_ptr().align_offset(64).min(out.len());
+    (head, (out.len() - head) / LANES)
+}
+
+/// Pass W alone: a task's last row.
+#[inline(always)]
+fn write_row<V: Vector, const W: u8>(isa: V::Isa, src: &[f64], out: &mut [f64], spec: WriteSpec) {
+    let (head, n) = aligned(out);
+    for g in 0..n {
+        let j = head + g * LANES;
+        written::<V, W>(isa, src, spec, j, j + LANES).stream(&mut out[j..j + LANES]);
+    }
+    write_ends::<V, W>(isa, src, out, spec, head, head + n * LANES);
+}
+
+/// Pass B over row `z` (and `r`, as `REF` says), whose pass A found `peek`, fused with pass A
+/// over the next row `next` and pass W of the previous row into `w_out` (empty: none): the
+/// next row's [`Peek`] and this row's [`Sums`]; with `STORE`, every `e^(z−M)` in `e`; each
+/// chunk's `Σ e^(z−M)` in `chunk_sums`.
+///
+/// Per chunk of [`CHUNK`] logits, three loops, each with few vectors live (an AVX2 vector is
+/// two of the sixteen registers; spilled accumulators and reloaded constants cost more
+/// instructions than the arithmetic): `e^(z−M)` with pass A of the next row alongside (its
+/// loads, prefetched [`PREFETCH`] logits ahead, overlap the arithmetic); what the reference
+/// adds; and pass W of the previous row. (Streaming stores inside the first loop, next to its
+/// spilled accumulators, made a thread running alone four times slower: measured, and kept out.)
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
     isa: V::Isa,
+    next: (&[f64], &[f64]),
     z: &[f64],
     r: &[f64],
+    peek: &Peek,
     e: &mut [f64],
-    chunks: Chunks<'_>,
-) -> Scan {
-    let mut out = Scan { m: f64::NEG_INFINITY, m_ref: f64::NEG_INFINITY, ..Scan::default() };
+    chunk_sums: &mut [f64],
+    w_src: &[f64],
+    w_out: &mut [f64],
+    spec: WriteSpec,
+) -> (Peek, Sums) {
+    let v = z.len();
+    let whole = v / LANES;
+    let (head, n_w) = if W == W_NONE { (0, 0) } else { aligned(w_out) };
     let zero = V::zero(isa);
-    let mut total = Acc { s: zero, s_ref: zero, t: zero, bad: zero, bad_ref: zero };
-    for (c, start) in (0..z.len()).step_by(CHUNK).enumerate() {
-        let end = (start + CHUNK).min(z.len());
-        let zc = &z[start..end];
-        let rc = if REF { &r[start..end] } else { &r[..0] };
-        // The running maxima move up to this chunk's; the sums so far follow them.
-        let m = out.m.max(chunk_max::<V>(isa, zc));
-        let m_ref = if REF { out.m_ref.max(chunk_max::<V>(isa, rc)) } else { 0.0 };
-        if c > 0 {
-            let f = if m > out.m { (out.m - m).exp() } else { 1.0 };
-            if REF {
-                let f_ref = if m_ref > out.m_ref { (out.m_ref - m_ref).exp() } else { 1.0 };
-                // Each log-ratio (z−M) − (r−M_ref) moves by −(ΔM − ΔM_ref).
-                out.t = f * (out.t - ((m - out.m) - (m_ref - out.m_ref)) * out.s);
-                out.s_ref *= f_ref;
+    let (m, m_ref) = (V::splat(isa, peek.m), V::splat(isa, peek.m_ref));
+    let mut ahead = PeekAcc::<V>::new::<REF>(isa);
+    // A chunk's e^(z−M) when the caller keeps none and the reference needs them.
+    let mut local = [0.0; CHUNK];
+    let keep = STORE || REF != NO_REF;
+    let mut sums = Sums { s: 0.0, s_ref: if REF == REF_LOGITS { 0.0 } else { 1.0 }, t: 0.0 };
+    let n_c = chunk_sums.len();
+    for (c, chunk_sum) in chunk_sums.iter_mut().enumerate() {
+        let (g0, g1) = (c * CHUNK_VECTORS, ((c + 1) * CHUNK_VECTORS).min(whole));
+        let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(v));
+        let ec: &mut [f64] = if STORE { &mut e[lo..hi] } else { &mut local[..hi - lo] };
+        let last = c + 1 == n_c && whole * LANES < v;
+        // e^(z−M), with the next row's first read and the previous row's write.
+        let mut s = zero;
+        for g in g0..g1 {
+            let j = g * LANES;
+            if let Some(x) = next.0.get(j + PREFETCH) {
+                prefetch(x);
             }
-            out.s *= f;
+            if REF != NO_REF {
+                if let Some(x) = next.1.get(j + PREFETCH) {
+                    prefetch(x);
+                }
+            }
+            ahead.add::<REF>(isa, next.0, next.1, j);
+            let ez = exp_nonpositive_fused(load::<V>(isa, &z[j..j + LANES]) - m);
+            s = s + ez;
+            if keep {
+                store(ez, &mut ec[j - lo..j - lo + LANES]);
+            }
         }
-        out.m = m;
-        out.m_ref = m_ref;
-        let mut acc = Acc { s: zero, s_ref: zero, t: zero, bad: total.bad, bad_ref: total.bad_ref };
-        let (mv, mv_ref) = (V::splat(isa, m), V::splat(isa, m_ref));
-        let ec: &mut [f64] = if STORE { &mut e[start..end] } else { &mut [] };
-        let step = UNROLL * LANES;
-        let mut i = 0;
-        while i + step <= zc.len() {
-            let rb = if REF { &rc[i..i + step] } else { rc };
-            let eb: &mut [f64] = if STORE { &mut ec[i..i + step] } else { &mut [] };
-            block::<V, UNROLL, REF, STORE>(isa, &zc[i..i + step], rb, eb, mv, mv_ref, &mut acc);
-            i += step;
+        if last {
+            // The row's last, partial vector (in the last chunk, chunks being whole vectors):
+            // padded lanes have e = 0 and add nothing.
+            let j = whole * LANES;
+            let ez = exp_nonpositive_fused(load::<V>(isa, &z[j..]) - m);
+            s = s + ez;
+            if keep {
+                store(ez, &mut ec[j - lo..]);
+            }
         }
-        while i < zc.len() {
-            let hi = (i + LANES).min(zc.len());
-            let rb = if REF { &rc[i..hi] } else { rc };
-            let eb: &mut [f64] = if STORE { &mut ec[i..hi] } else { &mut [] };
-            block::<V, 1, REF, STORE>(isa, &zc[i..hi], rb, eb, mv, mv_ref, &mut acc);
-            i = hi;
+        *chunk_sum = lanes_sum(s);
+        sums.s += *chunk_sum;
+        // What the reference adds: `R` and `T`.
+        if REF != NO_REF {
+            let (mut s_ref, mut t) = (zero, zero);
+            for g in g0..g1 {
+                let j = g * LANES;
+                let x = load::<V>(isa, &z[j..j + LANES]) - m;
+                let ez = load::<V>(isa, &ec[j - lo..j - lo + LANES]);
+                if REF == REF_LOGITS {
+                    let y = load::<V>(isa, &r[j..j + LANES]) - m_ref;
+                    s_ref = s_ref + exp_nonpositive_fused(y);
+                    t = ez.mul_add(x - y, t);
+                } else {
+                    t = ez.mul_add(x - load::<V>(isa, &r[j..j + LANES]), t);
+                }
+            }
+            if last {
+                let j = whole * LANES;
+                let x = load::<V>(isa, &z[j..]) - m;
+                // Padded lanes: e = 0 (not the padding) times a finite log-ratio.
+                let ez = load::<V>(isa, &ec[j - lo..]).max_or_rhs(zero);
+                if REF == REF_LOGITS {
+                    let y = load::<V>(isa, &r[j..]) - m_ref;
+                    s_ref = s_ref + exp_nonpositive_fused(y);
+                    t = ez.mul_add(x - y, t);
+                } else {
+                    t = ez.mul_add(x - load::<V>(isa, &r[j..]), t);
+                }
+            }
+            if REF == REF_LOGITS {
+                sums.s_ref += lanes_sum(s_ref);
+            }
+            sums.t += lanes_sum(t);
         }
-        let chunk_sum = lanes_sum(acc.s);
-        out.s += chunk_sum;
-        if REF {
-            out.s_ref += lanes_sum(acc.s_ref);
-            out.t += lanes_sum(acc.t);
+        // W: the previous row's output over this chunk's span, past the caches.
+        if W != W_NONE {
+            for g in g0..g1.min(n_w) {
+                let k = head + g * LANES;
+                written::<V, W>(isa, w_src, spec, k, k + LANES).stream(&mut w_out[k..k + LANES]);
+            }
         }
-        if STORE {
-            chunks.max[c] = m;
-            chunks.sum[c] = chunk_sum;
-        }
-        total.bad = acc.bad;
-        total.bad_ref = acc.bad_ref;
     }
-    out.bad = lanes_sum(total.bad);
-    out.bad_ref = lanes_sum(total.bad_ref);
-    out
-}
-
-/// `e[j] *= scale[c]` for chunk `c` of `e`, and `out[j] = shift − x[j]`-style sweeps: `e` is
-/// rescaled into `π` here.
-#[inline(always)]
-fn scale_chunks<V: Vector>(isa: V::Isa, e: &mut [f64], scale: impl Fn(usize) -> f64) {
-    for (c, chunk) in e.chunks_mut(CHUNK).enumerate() {
-        let f = V::splat(isa, scale(c));
-        for piece in chunk.chunks_mut(LANES) {
-            let v = load::<V>(isa, piece) * f;
-            store(v, piece);
-        }
+    if W != W_NONE && !w_out.is_empty() {
+        write_ends::<V, W>(isa, w_src, w_out, spec, head, head + n_w * LANES);
     }
+    (ahead.finish::<REF>(next.0, next.1, whole * LANES), sums)
 }
 
 /// Chunks of a row of `v` logits.
@@ -261,27 +397,27 @@ pub fn n_chunks(v: usize) -> usize {
 /// How far the fast running sums of `π` may be from the reference's (libm's `exp`, summed
 /// left to right) for a row of `v` logits: each sum of `v` non-negative terms, in any order,
 /// is within `(v − 1)·2^−53` of the exact one relative to the total (which is about 1), each
-/// `exp` within two ulps, the rescalings and divisions a few more. Twice the sum of both
-/// sides' bounds.
+/// `exp` within two ulps (flushed to 0 below `3.4e-308`: at most `v·3.4e-308` absolute), the
+/// divisions a few ulps more. Twice the sum of both sides' bounds.
 pub fn sample_margin(v: usize) -> f64 {
-    8.0 * (v as f64 + 64.0) * (f64::EPSILON / 2.0)
+    8.0 * (v as f64 + 64.0) * (f64::EPSILON / 2.0) + 2.0 * v as f64 * 3.4e-308
 }
 
-/// The token inverse-CDF sampling picks with draw `u`, from the stored `e^(z−M_c)`: `None`
-/// when `u` lies within [`sample_margin`] of a running sum next to it, where only the
+/// The token inverse-CDF sampling picks with draw `u`, from the stored `e^(z−M)` (`π = e/S`):
+/// `None` when `u` lies within [`sample_margin`] of a running sum next to it, where only the
 /// reference's own arithmetic can say.
-fn locate(e: &[f64], chunk_max: &[f64], chunk_sum: &[f64], m: f64, s: f64, u: f64) -> Option<usize> {
+fn locate(e: &[f64], chunk_sums: &[f64], s: f64, u: f64) -> Option<usize> {
     let v = e.len();
     let margin = sample_margin(v);
+    let inv_s = 1.0 / s;
     let mut below = 0.0;
-    for (c, (&mc, &sc)) in chunk_max.iter().zip(chunk_sum).enumerate() {
-        let f = (mc - m).exp() / s;
-        let next = below + sc * f;
+    for (c, &sc) in chunk_sums.iter().enumerate() {
+        let next = below + sc * inv_s;
         if next > u {
             let start = c * CHUNK;
             let mut running = below;
             for (j, &ej) in e[start..(start + CHUNK).min(v)].iter().enumerate() {
-                let high = running + ej * f;
+                let high = running + ej * inv_s;
                 if high > u {
                     let k = start + j;
                     let clear_below = k == 0 || u - running > margin;
@@ -326,8 +462,10 @@ const CLIP_MARGIN: f64 = 1e-9;
 pub enum RowJob<'a> {
     Softmax,
     LogSoftmax,
+    /// `ref_logits` is the reference's log-softmax when `ref_normalized` (entries `<= 0`).
     Kl {
         ref_logits: &'a [f64],
+        ref_normalized: bool,
     },
     Sample {
         u: &'a [f64],
@@ -339,13 +477,32 @@ pub enum RowJob<'a> {
         advantages: &'a [f64],
         eps: f64,
     },
-    /// The fused B3 step: reference logits, draws, the reward model's weight per token, β.
+    /// The fused B3 step: reference logits (or log-softmax, `ref_normalized`), draws, the
+    /// reward model's weight per token, β.
     PpoStep {
         ref_logits: &'a [f64],
+        ref_normalized: bool,
         u: &'a [f64],
         weights: &'a [f64],
         beta: f64,
     },
+}
+
+impl RowJob<'_> {
+    /// The reference table, and whether it holds log-probabilities.
+    fn reference(&self) -> Option<(&[f64], bool)> {
+        match *self {
+            RowJob::Kl { ref_logits, ref_normalized } | RowJob::PpoStep { ref_logits, ref_normalized, .. } => {
+                Some((ref_logits, ref_normalized))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the job writes a `[rows, V]` output.
+    fn writes_rows(&self) -> bool {
+        !matches!(self, RowJob::Kl { .. } | RowJob::Sample { .. })
+    }
 }
 
 /// One row's scalar results.
@@ -361,142 +518,250 @@ pub struct RowOut {
     pub p_token: f64,
     /// Whether the row was clipped (the gradient kernel).
     pub clipped: bool,
-    bad: f64,
-    bad_ref: f64,
+    /// Not finite exactly when a logit (a reference entry) is not.
+    sum: f64,
+    sum_ref: f64,
+    /// The largest reference entry (given log-probabilities, which must be `<= 0`).
+    top_ref: f64,
 }
 
-/// Scratch a thread reuses from row to row: the per-chunk records, and a row for kernels
-/// whose output is not a row.
-#[derive(Debug, Default)]
-struct Scratch {
-    chunk_max: Vec<f64>,
-    chunk_sum: Vec<f64>,
-    row: Vec<f64>,
+/// A row's results, how pass W writes it, and the one entry written after (the gradient at
+/// the sampled token).
+struct Finished {
+    out: RowOut,
+    spec: WriteSpec,
+    fix: Option<(usize, f64)>,
 }
 
-impl Scratch {
-    fn new(v: usize, needs_row: bool) -> Self {
-        let c = n_chunks(v);
-        Scratch { chunk_max: vec![0.0; c], chunk_sum: vec![0.0; c], row: vec![0.0; if needs_row { v } else { 0 }] }
-    }
-}
-
-/// Row `i` of `job` on vector unit `V`; `out` is the row's output (empty for kernels with
-/// scalar results only).
-#[inline(always)]
-fn run_row<V: Vector>(
-    isa: V::Isa,
-    job: RowJob<'_>,
-    i: usize,
-    z: &[f64],
-    out: &mut [f64],
-    scratch: &mut Scratch,
-) -> RowOut {
-    let v = z.len();
-    let no_chunks = || Chunks { max: &mut [], sum: &mut [] };
+/// Row `i`'s results from its passes: `z` its logits, `e` its `e^(z−M)`.
+fn finish(job: RowJob<'_>, i: usize, z: &[f64], peek: &Peek, sums: &Sums, e: &[f64], chunk_sums: &[f64]) -> Finished {
+    // Not finite exactly when a logit (or a reference entry) is not: pass A's sum without a
+    // reference; with one, S (NaN, +∞ logits) and T (−∞ logits: 0 · −∞; any bad reference).
+    let (sum, sum_ref) = match job.reference() {
+        None => (peek.sum, 0.0),
+        Some(_) => (sums.s + sums.t, sums.t),
+    };
+    let base = RowOut { sum, sum_ref, top_ref: peek.m_ref, ..RowOut::default() };
+    let kl = || sums.t / sums.s - sums.s.ln() + sums.s_ref.ln();
+    let inv_s = 1.0 / sums.s;
+    let plain = |out: RowOut, a: f64| Finished { out, spec: WriteSpec { a, b: 0.0 }, fix: None };
     match job {
-        RowJob::Softmax => {
-            let chunks = Chunks { max: &mut scratch.chunk_max, sum: &mut scratch.chunk_sum };
-            let sc = scan::<V, false, true>(isa, z, &[], out, chunks);
-            let cm = &scratch.chunk_max;
-            scale_chunks::<V>(isa, out, |c| (cm[c] - sc.m).exp() / sc.s);
-            RowOut { bad: sc.bad, ..RowOut::default() }
-        }
-        RowJob::LogSoftmax => {
-            let sc = scan::<V, false, false>(isa, z, &[], &mut [], no_chunks());
-            let (m, ln_s) = (V::splat(isa, sc.m), V::splat(isa, sc.s.ln()));
-            for (zs, os) in z.chunks(LANES).zip(out.chunks_mut(LANES)) {
-                store((load::<V>(isa, zs) - m) - ln_s, os);
-            }
-            RowOut { bad: sc.bad, ..RowOut::default() }
-        }
-        RowJob::Kl { ref_logits } => {
-            let r = &ref_logits[i * v..(i + 1) * v];
-            let sc = scan::<V, true, false>(isa, z, r, &mut [], no_chunks());
-            RowOut { kl: sc.kl(), bad: sc.bad, bad_ref: sc.bad_ref, ..RowOut::default() }
-        }
+        RowJob::Softmax => plain(base, inv_s),
+        RowJob::LogSoftmax => Finished { out: base, spec: WriteSpec { a: peek.m, b: sums.s.ln() }, fix: None },
+        RowJob::Kl { .. } => plain(RowOut { kl: kl(), ..base }, 0.0),
         RowJob::Sample { u } => {
-            let chunks = Chunks { max: &mut scratch.chunk_max, sum: &mut scratch.chunk_sum };
-            let sc = scan::<V, false, true>(isa, z, &[], &mut scratch.row, chunks);
-            let u = u[i];
-            let token = locate(&scratch.row, &scratch.chunk_max, &scratch.chunk_sum, sc.m, sc.s, u)
-                .unwrap_or_else(|| sample_exactly(z, u));
-            RowOut { token: token as i64, bad: sc.bad, ..RowOut::default() }
+            let token = locate(e, chunk_sums, sums.s, u[i]).unwrap_or_else(|| sample_exactly(z, u[i]));
+            plain(RowOut { token: token as i64, ..base }, 0.0)
         }
         RowJob::PpoGrad { tokens, p_old, advantages, eps } => {
-            let chunks = Chunks { max: &mut scratch.chunk_max, sum: &mut scratch.chunk_sum };
-            let sc = scan::<V, false, true>(isa, z, &[], out, chunks);
             let (a, advantage, p_old) = (tokens[i] as usize, advantages[i], p_old[i]);
-            let cm = &scratch.chunk_max;
-            let p_a = out[a] * ((cm[a / CHUNK] - sc.m).exp() / sc.s);
+            let p_a = e[a] * inv_s;
             let mut ratio = p_a / p_old;
             let edge = if advantage >= 0.0 { 1.0 + eps } else { 1.0 - eps };
             if (ratio - edge).abs() <= CLIP_MARGIN * edge {
                 ratio = probability_exactly(z, a) / p_old;
             }
             if is_clipped(advantage, ratio, eps) {
-                out.fill(0.0);
-                return RowOut { clipped: true, bad: sc.bad, ..RowOut::default() };
+                // A flat surrogate: a gradient of zeros (e · 0, e finite and >= 0).
+                return plain(RowOut { clipped: true, ..base }, 0.0);
             }
             let scale = advantage * ratio;
             // grad_j = scale (1[j = a] − π_j) = −(scale π_j) off the token.
-            scale_chunks::<V>(isa, out, |c| -scale * ((cm[c] - sc.m).exp() / sc.s));
-            out[a] = scale * (1.0 - p_a);
-            RowOut { bad: sc.bad, ..RowOut::default() }
+            Finished { out: base, spec: WriteSpec { a: -scale * inv_s, b: 0.0 }, fix: Some((a, scale * (1.0 - p_a))) }
         }
-        RowJob::PpoStep { ref_logits, u, weights, beta } => {
-            let r = &ref_logits[i * v..(i + 1) * v];
-            let chunks = Chunks { max: &mut scratch.chunk_max, sum: &mut scratch.chunk_sum };
-            let sc = scan::<V, true, true>(isa, z, r, out, chunks);
-            let cm = &scratch.chunk_max;
-            let u = u[i];
-            let a = locate(out, cm, &scratch.chunk_sum, sc.m, sc.s, u).unwrap_or_else(|| sample_exactly(z, u));
-            let kl = sc.kl();
+        RowJob::PpoStep { u, weights, beta, .. } => {
+            let a = locate(e, chunk_sums, sums.s, u[i]).unwrap_or_else(|| sample_exactly(z, u[i]));
+            let kl = kl();
             let reward = weights[a] - beta * kl;
-            let p_a = out[a] * ((cm[a / CHUNK] - sc.m).exp() / sc.s);
+            let p_a = e[a] * inv_s;
             // The first PPO epoch: the policy is the one that sampled, the ratio is 1 and the
             // clip cannot act, so the gradient is A (1[j = a] − π_j) with A the reward.
-            scale_chunks::<V>(isa, out, |c| -reward * ((cm[c] - sc.m).exp() / sc.s));
-            out[a] = reward * (1.0 - p_a);
-            RowOut { token: a as i64, kl, reward, p_token: p_a, bad: sc.bad, bad_ref: sc.bad_ref, ..RowOut::default() }
+            Finished {
+                out: RowOut { token: a as i64, kl, reward, p_token: p_a, ..base },
+                spec: WriteSpec { a: -reward * inv_s, b: 0.0 },
+                fix: Some((a, reward * (1.0 - p_a))),
+            }
+        }
+    }
+}
+
+/// A row whose pass W is still to come: its index in the task, how it is written, and the one
+/// entry written after it.
+struct Pending {
+    row: usize,
+    spec: WriteSpec,
+    fix: Option<(usize, f64)>,
+}
+
+/// `job` on a task's consecutive rows `first..`: `z` their logits, `r` their reference rows
+/// (empty without), `out` their output rows (empty for kernels with scalar results only).
+/// Row `k` is pass B while row `k+1` is pass A and row `k−1` pass W.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_task<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
+    isa: V::Isa,
+    job: RowJob<'_>,
+    first: usize,
+    z: &[f64],
+    r: &[f64],
+    out: &mut [f64],
+    v: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<RowOut>> {
+    let n = z.len() / v;
+    let row = |k: usize| &z[k * v..(k + 1) * v];
+    let ref_row = |k: usize| if REF == NO_REF { &r[..0] } else { &r[k * v..(k + 1) * v] };
+    let mut e = vec![0.0; if STORE { v } else { 0 }];
+    let mut e_prev = vec![0.0; if STORE && W == W_SCALED { v } else { 0 }];
+    let mut chunk_sums = vec![0.0; n_chunks(v)];
+    let mut results = Vec::with_capacity(n);
+    let mut peek = peek_row::<V, REF>(isa, row(0), ref_row(0));
+    // The previous row's write.
+    let mut pending: Option<Pending> = None;
+    for k in 0..n {
+        if stop() {
+            return Err(Error::Cancelled);
+        }
+        // The last row peeks at itself (from cache; the finding is not used).
+        let next = if k + 1 < n { (row(k + 1), ref_row(k + 1)) } else { (row(k), ref_row(k)) };
+        let (w_out, w_src, spec): (&mut [f64], &[f64], WriteSpec) = match pending {
+            Some(Pending { row: p, spec, .. }) if W != W_NONE => {
+                let src = if W == W_SCALED { &e_prev[..] } else { row(p) };
+                (&mut out[p * v..(p + 1) * v], src, spec)
+            }
+            _ => (&mut [], &[], WriteSpec::default()),
+        };
+        let (next_peek, sums) = fused::<V, REF, STORE, W>(
+            isa,
+            next,
+            row(k),
+            ref_row(k),
+            &peek,
+            &mut e,
+            &mut chunk_sums,
+            w_src,
+            w_out,
+            spec,
+        );
+        if let Some(Pending { row: p, fix, .. }) = pending.take() {
+            if W != W_NONE {
+                // The streamed stores reach `out` before the one entry written after them.
+                V::stream_fence(isa);
+                if let Some((a, value)) = fix {
+                    out[p * v + a] = value;
+                }
+            }
+        }
+        let done = finish(job, first + k, row(k), &peek, &sums, &e, &chunk_sums);
+        results.push(done.out);
+        pending = Some(Pending { row: k, spec: done.spec, fix: done.fix });
+        if STORE && W == W_SCALED {
+            std::mem::swap(&mut e, &mut e_prev);
+        }
+        peek = next_peek;
+    }
+    if let (Some(Pending { row: p, spec, fix }), true) = (pending, W != W_NONE) {
+        let src = if W == W_SCALED { &e_prev[..] } else { row(p) };
+        write_row::<V, W>(isa, src, &mut out[p * v..(p + 1) * v], spec);
+        V::stream_fence(isa);
+        if let Some((a, value)) = fix {
+            out[p * v + a] = value;
+        }
+    }
+    Ok(results)
+}
+
+/// [`run_task`] for `job`'s passes.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_job<V: Vector>(
+    isa: V::Isa,
+    job: RowJob<'_>,
+    first: usize,
+    z: &[f64],
+    r: &[f64],
+    out: &mut [f64],
+    v: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<RowOut>> {
+    match job {
+        RowJob::Softmax | RowJob::PpoGrad { .. } => {
+            run_task::<V, NO_REF, true, W_SCALED>(isa, job, first, z, r, out, v, stop)
+        }
+        RowJob::LogSoftmax => run_task::<V, NO_REF, false, W_SHIFTED>(isa, job, first, z, r, out, v, stop),
+        RowJob::Sample { .. } => run_task::<V, NO_REF, true, W_NONE>(isa, job, first, z, r, out, v, stop),
+        RowJob::Kl { ref_normalized: false, .. } => {
+            run_task::<V, REF_LOGITS, false, W_NONE>(isa, job, first, z, r, out, v, stop)
+        }
+        RowJob::Kl { ref_normalized: true, .. } => {
+            run_task::<V, REF_LOG_PROBS, false, W_NONE>(isa, job, first, z, r, out, v, stop)
+        }
+        RowJob::PpoStep { ref_normalized: false, .. } => {
+            run_task::<V, REF_LOGITS, true, W_SCALED>(isa, job, first, z, r, out, v, stop)
+        }
+        RowJob::PpoStep { ref_normalized: true, .. } => {
+            run_task::<V, REF_LOG_PROBS, true, W_SCALED>(isa, job, first, z, r, out, v, stop)
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn run_row_avx2(isa: Avx2Isa, job: RowJob<'_>, i: usize, z: &[f64], out: &mut [f64], scratch: &mut Scratch) -> RowOut {
-    run_row::<Avx2>(isa, job, i, z, out, scratch)
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn run_job_avx2(
+    isa: Avx2Isa,
+    job: RowJob<'_>,
+    first: usize,
+    z: &[f64],
+    r: &[f64],
+    out: &mut [f64],
+    v: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<RowOut>> {
+    run_job::<Avx2>(isa, job, first, z, r, out, v, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn run_row_avx512(
+#[allow(clippy::too_many_arguments)]
+fn run_job_avx512(
     isa: Avx512Isa,
     job: RowJob<'_>,
-    i: usize,
+    first: usize,
     z: &[f64],
+    r: &[f64],
     out: &mut [f64],
-    scratch: &mut Scratch,
-) -> RowOut {
-    run_row::<Avx512>(isa, job, i, z, out, scratch)
+    v: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<RowOut>> {
+    run_job::<Avx512>(isa, job, first, z, r, out, v, stop)
 }
 
-/// [`run_row`] on `simd`'s vector unit.
-fn run_row_on(simd: Simd, job: RowJob<'_>, i: usize, z: &[f64], out: &mut [f64], scratch: &mut Scratch) -> RowOut {
+/// [`run_job`] on `simd`'s vector unit.
+#[allow(clippy::too_many_arguments)]
+fn run_job_on(
+    simd: Simd,
+    job: RowJob<'_>,
+    first: usize,
+    z: &[f64],
+    r: &[f64],
+    out: &mut [f64],
+    v: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<RowOut>> {
     match simd {
-        Simd::Portable => run_row::<Portable>((), job, i, z, out, scratch),
+        Simd::Portable => run_job::<Portable>((), job, first, z, r, out, v, stop),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2(isa) => {
             // SAFETY: `isa` is an `Avx2Isa`, which only `Simd::available` mints, after
-            // detecting AVX2 on this CPU: the AVX2 code of `run_row_avx2` can run here.
-            unsafe { run_row_avx2(isa, job, i, z, out, scratch) }
+            // detecting AVX2 and FMA on this CPU: the code of `run_job_avx2` can run here.
+            unsafe { run_job_avx2(isa, job, first, z, r, out, v, stop) }
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512(isa) => {
             // SAFETY: `isa` is an `Avx512Isa`, which only `Simd::available` mints, after
-            // detecting AVX-512F on this CPU: the AVX-512F code of `run_row_avx512` can run here.
-            unsafe { run_row_avx512(isa, job, i, z, out, scratch) }
+            // detecting AVX-512F on this CPU: the AVX-512F code of `run_job_avx512` can run here.
+            unsafe { run_job_avx512(isa, job, first, z, r, out, v, stop) }
         }
     }
 }
@@ -505,7 +770,7 @@ fn run_row_on(simd: Simd, job: RowJob<'_>, i: usize, z: &[f64], out: &mut [f64],
 
 /// The first entry of `name` that is not finite, as an error naming `name[row, column]`.
 fn non_finite(name: &str, rows: &[RowOut], table: &[f64], v: usize, flag: impl Fn(&RowOut) -> f64) -> Result<()> {
-    if let Some(i) = rows.iter().position(|row| flag(row).is_nan()) {
+    for (i, _) in rows.iter().enumerate().filter(|(_, row)| !flag(row).is_finite()) {
         let row = &table[i * v..(i + 1) * v];
         if let Some(j) = row.iter().position(|x| !x.is_finite()) {
             return Err(Error::invalid(format!("{name}[{i}, {j}] must be finite, got {}", py_float(row[j]))));
@@ -514,10 +779,26 @@ fn non_finite(name: &str, rows: &[RowOut], table: &[f64], v: usize, flag: impl F
     Ok(())
 }
 
-/// `job` on every row of the `[rows, v]` table `logits`, in parallel across rows on the
-/// current rayon pool; `out` is the `[rows, v]` output for kernels that write rows (empty
-/// otherwise). `stop` is asked between rows, and an error returned once it says so. The
-/// first non-finite logit (then reference logit) is an error naming it.
+/// The first positive entry of a reference given as log-probabilities, as an error.
+fn not_log_probs(rows: &[RowOut], table: &[f64], v: usize) -> Result<()> {
+    if let Some(i) = rows.iter().position(|row| row.top_ref > 0.0) {
+        let row = &table[i * v..(i + 1) * v];
+        if let Some(j) = row.iter().position(|&x| x > 0.0) {
+            return Err(Error::invalid(format!(
+                "ref_logits[{i}, {j}] must be <= 0 with ref_normalized=True (a log-softmax, such as \
+                 log_softmax_rows(ref_logits)), got {}",
+                py_float(row[j])
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `job` on every row of the `[rows, v]` table `logits`, in parallel across tasks of
+/// consecutive rows on the current rayon pool; `out` is the `[rows, v]` output for kernels
+/// that write rows (empty otherwise). `stop` is asked between rows, and an error returned
+/// once it says so. The first non-finite logit (then reference entry) is an error naming it,
+/// and so is a positive entry of a reference given as log-probabilities.
 ///
 /// The caller has checked the shapes: `logits.len() == rows * v`, the per-row arguments
 /// `rows` long, tokens in `0..v`, `weights` `v` long.
@@ -532,47 +813,52 @@ pub fn run_rows(
     if v == 0 {
         return Err(Error::invalid("logits must have at least one column"));
     }
-    let writes_rows = !matches!(job, RowJob::Kl { .. } | RowJob::Sample { .. });
-    let results: Vec<RowOut> = if writes_rows {
-        out.par_chunks_mut(v)
-            .zip(logits.par_chunks(v))
+    let rows = logits.len() / v;
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    // Two tasks a thread: few pipeline fills, and a thread that finishes early takes another.
+    let per_task = rows.div_ceil(2 * rayon::current_num_threads()).max(1) * v;
+    let reference = job.reference().map_or(&[][..], |(table, _)| table);
+    let tasks: Vec<Vec<RowOut>> = if job.writes_rows() {
+        out.par_chunks_mut(per_task)
+            .zip(logits.par_chunks(per_task))
             .enumerate()
-            .map_init(
-                || Scratch::new(v, false),
-                |scratch, (i, (row_out, z))| {
-                    if stop() {
-                        return Err(Error::Cancelled);
-                    }
-                    Ok(run_row_on(simd, job, i, z, row_out, scratch))
-                },
-            )
+            .map(|(t, (o, z))| {
+                let first = t * per_task / v;
+                let r = if reference.is_empty() { reference } else { &reference[first * v..first * v + z.len()] };
+                run_job_on(simd, job, first, z, r, o, v, stop)
+            })
             .collect::<Result<_>>()?
     } else {
         logits
-            .par_chunks(v)
+            .par_chunks(per_task)
             .enumerate()
-            .map_init(
-                || Scratch::new(v, matches!(job, RowJob::Sample { .. })),
-                |scratch, (i, z)| {
-                    if stop() {
-                        return Err(Error::Cancelled);
-                    }
-                    Ok(run_row_on(simd, job, i, z, &mut [], scratch))
-                },
-            )
+            .map(|(t, z)| {
+                let first = t * per_task / v;
+                let r = if reference.is_empty() { reference } else { &reference[first * v..first * v + z.len()] };
+                run_job_on(simd, job, first, z, r, &mut [], v, stop)
+            })
             .collect::<Result<_>>()?
     };
-    non_finite("logits", &results, logits, v, |row| row.bad)?;
-    if let RowJob::Kl { ref_logits } | RowJob::PpoStep { ref_logits, .. } = job {
-        non_finite("ref_logits", &results, ref_logits, v, |row| row.bad_ref)?;
+    let results: Vec<RowOut> = tasks.into_iter().flatten().collect();
+    non_finite("logits", &results, logits, v, |row| row.sum)?;
+    if let Some((ref_logits, normalized)) = job.reference() {
+        non_finite("ref_logits", &results, ref_logits, v, |row| row.sum_ref)?;
+        if normalized {
+            not_log_probs(&results, ref_logits, v)?;
+        }
     }
     Ok(results)
 }
 
-/// `Σ a + Σ b` over two tables, in parallel, as fast as memory delivers them: the memory
-/// ceiling the row kernels are measured against (benchmark B3 reads the same bytes).
+// --------------------------------------------------------------------------- ceilings
+
+const PIECE: usize = 1 << 16;
+
+/// `Σ a + Σ b` over two tables, in parallel, as fast as memory delivers them: how fast this
+/// machine reads the bytes a row kernel reads.
 pub fn stream_sum(simd: Simd, a: &[f64], b: &[f64]) -> f64 {
-    const PIECE: usize = 1 << 16;
     let pieces: Vec<f64> = a
         .par_chunks(PIECE)
         .chain(b.par_chunks(PIECE))
@@ -580,7 +866,7 @@ pub fn stream_sum(simd: Simd, a: &[f64], b: &[f64]) -> f64 {
             Simd::Portable => sum_piece::<Portable>((), piece),
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2(isa) => {
-                // SAFETY: `isa` proves AVX2 was detected on this CPU (only `Simd::available` mints one).
+                // SAFETY: `isa` proves AVX2 and FMA were detected on this CPU (only `Simd::available` mints one).
                 unsafe { sum_piece_avx2(isa, piece) }
             }
             #[cfg(target_arch = "x86_64")]
@@ -593,8 +879,29 @@ pub fn stream_sum(simd: Simd, a: &[f64], b: &[f64]) -> f64 {
     pieces.iter().fold(0.0, |acc, &x| acc + x)
 }
 
+/// `out = a + b` element by element, in parallel, written the way the row kernels write
+/// their output rows (non-temporal stores where aligned): how fast this machine moves the
+/// bytes a row kernel that reads two tables and writes a third moves — the memory ceiling of
+/// benchmark B3. The caller has checked that the three have one length.
+pub fn stream_add(simd: Simd, a: &[f64], b: &[f64], out: &mut [f64]) {
+    out.par_chunks_mut(PIECE).zip(a.par_chunks(PIECE)).zip(b.par_chunks(PIECE)).for_each(|((o, a), b)| match simd {
+        Simd::Portable => add_piece::<Portable>((), a, b, o),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(isa) => {
+            // SAFETY: `isa` proves AVX2 and FMA were detected on this CPU (only `Simd::available` mints one).
+            unsafe { add_piece_avx2(isa, a, b, o) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(isa) => {
+            // SAFETY: `isa` proves AVX-512F was detected on this CPU (only `Simd::available` mints one).
+            unsafe { add_piece_avx512(isa, a, b, o) }
+        }
+    });
+}
+
 #[inline(always)]
 fn sum_piece<V: Vector>(isa: V::Isa, xs: &[f64]) -> f64 {
+    const UNROLL: usize = 4;
     let mut acc = [V::zero(isa); UNROLL];
     let mut blocks = xs.chunks_exact(UNROLL * LANES);
     for block in blocks.by_ref() {
@@ -606,8 +913,27 @@ fn sum_piece<V: Vector>(isa: V::Isa, xs: &[f64]) -> f64 {
     acc.iter().fold(tail, |s, &a| s + lanes_sum(a))
 }
 
+#[inline(always)]
+fn add_piece<V: Vector>(isa: V::Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+    let (head, n) = aligned(out);
+    let sum = |lo: usize, hi: usize| load::<V>(isa, &a[lo..hi]) + load::<V>(isa, &b[lo..hi]);
+    for g in 0..n {
+        let j = head + g * LANES;
+        (load::<V>(isa, &a[j..j + LANES]) + load::<V>(isa, &b[j..j + LANES])).stream(&mut out[j..j + LANES]);
+    }
+    for (lo, hi) in [(0, head), (head + n * LANES, out.len())] {
+        let mut j = lo;
+        while j < hi {
+            let end = (j + LANES).min(hi);
+            store(sum(j, end), &mut out[j..end]);
+            j = end;
+        }
+    }
+    V::stream_fence(isa);
+}
+
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn sum_piece_avx2(isa: Avx2Isa, xs: &[f64]) -> f64 {
     sum_piece::<Avx2>(isa, xs)
 }
@@ -618,6 +944,19 @@ fn sum_piece_avx512(isa: Avx512Isa, xs: &[f64]) -> f64 {
     sum_piece::<Avx512>(isa, xs)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn add_piece_avx2(isa: Avx2Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+    add_piece::<Avx2>(isa, a, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn add_piece_avx512(isa: Avx512Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+    add_piece::<Avx512>(isa, a, b, out)
+}
+
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,21 +1004,49 @@ mod tests {
     }
 
     #[test]
-    fn every_vector_unit_gives_the_same_bits() {
+    fn every_vector_unit_and_thread_count_gives_the_same_bits() {
         let v = 2 * CHUNK + 77;
-        let z = table(4, v, 8.0, 1);
-        let r = table(4, v, 8.0, 2);
-        let u: Vec<f64> = (0..4).map(|i| 0.2 * i as f64 + 0.1).collect();
+        let z = table(5, v, 8.0, 1);
+        let r = table(5, v, 8.0, 2);
+        let mut lq = vec![0.0; r.len()];
+        run_rows(Simd::detect(), RowJob::LogSoftmax, &r, v, &mut lq, &never).unwrap();
+        let u: Vec<f64> = (0..5).map(|i| 0.2 * i as f64 + 0.1).collect();
         let w = table(1, v, 1.0, 3);
-        let job = RowJob::PpoStep { ref_logits: &r, u: &u, weights: &w, beta: 0.1 };
-        let portable = rows_of(job, Simd::Portable, &z, v, true);
-        for simd in Simd::available() {
-            let other = rows_of(job, simd, &z, v, true);
-            assert_eq!(other.0, portable.0, "{}", simd.name());
-            assert_eq!(
-                other.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                portable.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
+        let (tokens, p_old, adv) =
+            ([3i64, 0, 700, v as i64 - 1, 5], [0.01, 0.5, 1e-4, 1e-3, 0.2], [1.0, -1.0, 0.5, 2.0, -0.1]);
+        let jobs = [
+            (RowJob::PpoStep { ref_logits: &r, ref_normalized: false, u: &u, weights: &w, beta: 0.1 }, true),
+            (RowJob::PpoStep { ref_logits: &lq, ref_normalized: true, u: &u, weights: &w, beta: 0.1 }, true),
+            (RowJob::PpoGrad { tokens: &tokens, p_old: &p_old, advantages: &adv, eps: 0.2 }, true),
+            (RowJob::Softmax, true),
+            (RowJob::LogSoftmax, true),
+            (RowJob::Kl { ref_logits: &r, ref_normalized: false }, false),
+            (RowJob::Sample { u: &u }, false),
+        ];
+        let bits = |(rows, out): (Vec<RowOut>, Vec<f64>)| (rows, out.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        for (job, writes) in jobs {
+            let portable = bits(rows_of(job, Simd::Portable, &z, v, writes));
+            for simd in Simd::available() {
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let other = bits(pool.install(|| rows_of(job, simd, &z, v, writes)));
+                    assert!(other == portable, "{job:?} on {} with {threads} threads", simd.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn outputs_at_any_alignment_are_written_alike() {
+        let v = CHUNK + 21;
+        let z = table(3, v, 5.0, 4);
+        let (_, want) = rows_of(RowJob::Softmax, Simd::detect(), &z, v, true);
+        let mut buffer = vec![0.0; z.len() + 8];
+        for offset in 0..8 {
+            let out = &mut buffer[offset..offset + z.len()];
+            out.fill(f64::NAN);
+            run_rows(Simd::detect(), RowJob::Softmax, &z, v, out, &never).unwrap();
+            assert!(out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "offset {offset}");
         }
     }
 
@@ -688,7 +1055,7 @@ mod tests {
         for (v, scale) in [(5, 2.0), (CHUNK + 1, 10.0), (4 * CHUNK, 1e4)] {
             let z = table(2, v, scale, 5);
             let r = table(2, v, scale, 6);
-            let (rows, _) = rows_of(RowJob::Kl { ref_logits: &r }, Simd::detect(), &z, v, false);
+            let (rows, _) = rows_of(RowJob::Kl { ref_logits: &r, ref_normalized: false }, Simd::detect(), &z, v, false);
             for i in 0..2 {
                 let (mut p, mut lp, mut lq) = (vec![0.0; v], vec![0.0; v], vec![0.0; v]);
                 softmax_row(&z[i * v..(i + 1) * v], &mut p);
@@ -702,9 +1069,18 @@ mod tests {
                 assert!(close(rows[i].kl, kl, 0.0, 1e-13 * (1.0 + size)), "{} vs {kl}", rows[i].kl);
             }
         }
+        // Given the reference's log-softmax: the same KL, to rounding.
+        let (v, z, r) = (3 * CHUNK + 5, table(3, 3 * CHUNK + 5, 20.0, 7), table(3, 3 * CHUNK + 5, 20.0, 8));
+        let mut lq = vec![0.0; r.len()];
+        run_rows(Simd::detect(), RowJob::LogSoftmax, &r, v, &mut lq, &never).unwrap();
+        let (full, _) = rows_of(RowJob::Kl { ref_logits: &r, ref_normalized: false }, Simd::detect(), &z, v, false);
+        let (given, _) = rows_of(RowJob::Kl { ref_logits: &lq, ref_normalized: true }, Simd::detect(), &z, v, false);
+        for (a, b) in full.iter().zip(&given) {
+            assert!(close(a.kl, b.kl, 1e-13, 1e-13), "{} vs {}", a.kl, b.kl);
+        }
         // The same row twice: KL 0, to rounding.
         let z = table(1, 3000, 50.0, 9);
-        let (rows, _) = rows_of(RowJob::Kl { ref_logits: &z }, Simd::detect(), &z, 3000, false);
+        let (rows, _) = rows_of(RowJob::Kl { ref_logits: &z, ref_normalized: false }, Simd::detect(), &z, 3000, false);
         assert!(rows[0].kl.abs() < 1e-14);
     }
 
@@ -763,8 +1139,57 @@ mod tests {
         assert_eq!(err.to_string(), "logits[2, 4] must be finite, got nan");
         let mut bad_ref = r.clone();
         bad_ref[7] = f64::NEG_INFINITY;
-        let err = run_rows(Simd::detect(), RowJob::Kl { ref_logits: &bad_ref }, &r, 10, &mut [], &never).unwrap_err();
+        let err = run_rows(
+            Simd::detect(),
+            RowJob::Kl { ref_logits: &bad_ref, ref_normalized: false },
+            &r,
+            10,
+            &mut [],
+            &never,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "ref_logits[0, 7] must be finite, got -inf");
+        // Every non-finite value, in logits and references, on every kernel.
+        let u = [0.5; 3];
+        let w = vec![0.0; 10];
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut z = table(3, 10, 1.0, 2);
+            z[10 + 3] = bad;
+            let message = format!("logits[1, 3] must be finite, got {}", py_float(bad));
+            let lq = vec![-3.0; 30];
+            let (tokens, p_old, adv) = ([0i64; 3], [0.1; 3], [1.0; 3]);
+            for (job, writes) in [
+                (RowJob::Softmax, true),
+                (RowJob::LogSoftmax, true),
+                (RowJob::Sample { u: &u }, false),
+                (RowJob::PpoGrad { tokens: &tokens, p_old: &p_old, advantages: &adv, eps: 0.2 }, true),
+                (RowJob::Kl { ref_logits: &r, ref_normalized: false }, false),
+                (RowJob::Kl { ref_logits: &lq, ref_normalized: true }, false),
+                (RowJob::PpoStep { ref_logits: &r, ref_normalized: false, u: &u, weights: &w, beta: 0.1 }, true),
+                (RowJob::PpoStep { ref_logits: &lq, ref_normalized: true, u: &u, weights: &w, beta: 0.1 }, true),
+            ] {
+                let mut out = vec![0.0; if writes { 30 } else { 0 }];
+                let err = run_rows(Simd::detect(), job, &z, 10, &mut out, &never).unwrap_err();
+                assert_eq!(err.to_string(), message, "{job:?}");
+            }
+            let mut bad_ref = vec![-3.0; 30];
+            bad_ref[29] = bad;
+            let z = table(3, 10, 1.0, 3);
+            for normalized in [false, true] {
+                let job =
+                    RowJob::PpoStep { ref_logits: &bad_ref, ref_normalized: normalized, u: &u, weights: &w, beta: 0.1 };
+                let mut out = vec![0.0; 30];
+                let err = run_rows(Simd::detect(), job, &z, 10, &mut out, &never).unwrap_err();
+                assert_eq!(err.to_string(), format!("ref_logits[2, 9] must be finite, got {}", py_float(bad)));
+            }
+        }
+        // A reference given as log-probabilities has no positive entry.
+        let mut lq = vec![-1.0; 30];
+        lq[12] = 0.25;
+        let err =
+            run_rows(Simd::detect(), RowJob::Kl { ref_logits: &lq, ref_normalized: true }, &r, 10, &mut [], &never)
+                .unwrap_err();
+        assert!(err.to_string().starts_with("ref_logits[1, 2] must be <= 0 with ref_normalized=True"), "{err}");
         let stop = || true;
         assert_eq!(run_rows(Simd::detect(), RowJob::Softmax, &r, 10, &mut out, &stop), Err(Error::Cancelled));
     }
@@ -775,6 +1200,21 @@ mod tests {
         let b = vec![0.5; 17];
         for simd in Simd::available() {
             assert_eq!(stream_sum(simd, &a, &b), 100_002.0 * 100_003.0 / 2.0 + 8.5);
+        }
+    }
+
+    #[test]
+    fn the_stream_add_adds_them_entry_by_entry() {
+        let n = 3 * PIECE + 13;
+        let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let b: Vec<f64> = (0..n).map(|i| 0.5 * i as f64).collect();
+        let mut buffer = vec![0.0; n + 8];
+        for simd in Simd::available() {
+            for offset in [0, 3] {
+                let out = &mut buffer[offset..offset + n];
+                stream_add(simd, &a, &b, out);
+                assert!(out.iter().enumerate().all(|(i, &x)| x == 1.5 * i as f64), "{} {offset}", simd.name());
+            }
         }
     }
 }

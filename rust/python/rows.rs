@@ -75,12 +75,20 @@ fn scalar(name: &str, value: f64, what: &str, ok: bool) -> PyResult<f64> {
     }
 }
 
-/// `job` over `logits` off the GIL; `out` the rows it writes (empty for scalar kernels).
-fn run(py: Python<'_>, job: RowJob<'_>, logits: &[f64], v: usize, out: &mut [f64]) -> PyResult<Vec<RowOut>> {
+/// `job` over `logits` off the GIL, on `n_threads` threads (default: the process's pool);
+/// `out` the rows it writes (empty for scalar kernels).
+fn run(
+    py: Python<'_>,
+    job: RowJob<'_>,
+    logits: &[f64],
+    v: usize,
+    out: &mut [f64],
+    n_threads: Option<usize>,
+) -> PyResult<Vec<RowOut>> {
     let simd = Simd::detect();
     let monitor = Monitor::default();
     let stop = || monitor.check().is_err();
-    Ok(run_detached(py, &monitor, None, None, || rows::run_rows(simd, job, logits, v, out, &stop))??)
+    Ok(run_detached(py, &monitor, n_threads, None, || rows::run_rows(simd, job, logits, v, out, &stop))??)
 }
 
 /// A fresh `[rows, v]` float64 array (the allocator's zeroed pages) and its data.
@@ -90,53 +98,55 @@ fn output<'py>(py: Python<'py>, rows: usize, v: usize) -> Bound<'py, PyArray2<f6
 
 /// Row-wise softmax of a `[rows, V]` float64 table (see `rlhf_fast.rows.softmax_rows`).
 #[pyfunction]
-fn rows_softmax<'py>(logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+#[pyo3(signature = (logits, *, n_threads=None))]
+fn rows_softmax<'py>(logits: &Bound<'py, PyAny>, n_threads: Option<usize>) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let py = logits.py();
     let z = table("logits", logits)?;
     let (rows, v) = (z.shape()[0], z.shape()[1]);
     let out = output(py, rows, v);
     {
         let mut dst = out.try_readwrite()?;
-        run(py, RowJob::Softmax, z.as_slice()?, v, dst.as_slice_mut()?)?;
+        run(py, RowJob::Softmax, z.as_slice()?, v, dst.as_slice_mut()?, n_threads)?;
     }
     Ok(out)
 }
 
 /// Row-wise log-softmax of a `[rows, V]` float64 table (see `rlhf_fast.rows.log_softmax_rows`).
 #[pyfunction]
-fn rows_log_softmax<'py>(logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+#[pyo3(signature = (logits, *, n_threads=None))]
+fn rows_log_softmax<'py>(logits: &Bound<'py, PyAny>, n_threads: Option<usize>) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let py = logits.py();
     let z = table("logits", logits)?;
     let (rows, v) = (z.shape()[0], z.shape()[1]);
     let out = output(py, rows, v);
     {
         let mut dst = out.try_readwrite()?;
-        run(py, RowJob::LogSoftmax, z.as_slice()?, v, dst.as_slice_mut()?)?;
+        run(py, RowJob::LogSoftmax, z.as_slice()?, v, dst.as_slice_mut()?, n_threads)?;
     }
     Ok(out)
 }
 
 /// The reference logits' table, of `logits`'s shape.
 fn same_shape<'py>(name: &str, obj: &Bound<'py, PyAny>, shape: &[usize]) -> PyResult<PyReadonlyArray2<'py, f64>> {
-    let array = table(name, obj)?;
-    if array.shape() != shape {
-        return Err(PyValueError::new_err(format!(
-            "{name} must have the shape of logits {:?}, got {:?}",
-            shape,
-            array.shape()
-        )));
-    }
-    Ok(array)
+    same_shape_as(name, obj, "logits", shape)
 }
 
-/// `KL(softmax(logits[i]) || softmax(ref_logits[i]))` per row (see `rlhf_fast.rows.kl_rows`).
+/// `KL(softmax(logits[i]) || softmax(ref_logits[i]))` per row, or against `ref_logits[i]` as
+/// log-probabilities with `ref_normalized` (see `rlhf_fast.rows.kl_rows`).
 #[pyfunction]
-fn rows_kl<'py>(logits: &Bound<'py, PyAny>, ref_logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f64>>> {
+#[pyo3(signature = (logits, ref_logits, *, ref_normalized=false, n_threads=None))]
+fn rows_kl<'py>(
+    logits: &Bound<'py, PyAny>,
+    ref_logits: &Bound<'py, PyAny>,
+    ref_normalized: bool,
+    n_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let py = logits.py();
     let z = table("logits", logits)?;
     let r = same_shape("ref_logits", ref_logits, z.shape())?;
     let v = z.shape()[1];
-    let out = run(py, RowJob::Kl { ref_logits: r.as_slice()? }, z.as_slice()?, v, &mut [])?;
+    let job = RowJob::Kl { ref_logits: r.as_slice()?, ref_normalized };
+    let out = run(py, job, z.as_slice()?, v, &mut [], n_threads)?;
     Ok(PyArray1::from_iter(py, out.iter().map(|row| row.kl)))
 }
 
@@ -149,24 +159,30 @@ fn draws<'py>(u: &Bound<'py, PyAny>, rows: usize) -> PyResult<PyReadonlyArray1<'
 
 /// One token per row by inverse CDF with draw `u[i]` (see `rlhf_fast.rows.sample_rows`).
 #[pyfunction]
-fn rows_sample<'py>(logits: &Bound<'py, PyAny>, u: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+#[pyo3(signature = (logits, u, *, n_threads=None))]
+fn rows_sample<'py>(
+    logits: &Bound<'py, PyAny>,
+    u: &Bound<'py, PyAny>,
+    n_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let py = logits.py();
     let z = table("logits", logits)?;
     let (rows, v) = (z.shape()[0], z.shape()[1]);
     let u = draws(u, rows)?;
-    let out = run(py, RowJob::Sample { u: u.as_slice()? }, z.as_slice()?, v, &mut [])?;
+    let out = run(py, RowJob::Sample { u: u.as_slice()? }, z.as_slice()?, v, &mut [], n_threads)?;
     Ok(PyArray1::from_iter(py, out.iter().map(|row| row.token)))
 }
 
 /// PPO's clipped-surrogate gradient in the logits, per row (see `rlhf_fast.rows.ppo_grad_rows`).
 #[pyfunction]
-#[pyo3(signature = (logits, tokens, p_old, advantages, eps=0.2))]
+#[pyo3(signature = (logits, tokens, p_old, advantages, eps=0.2, *, n_threads=None))]
 fn rows_ppo_grad<'py>(
     logits: &Bound<'py, PyAny>,
     tokens: &Bound<'py, PyAny>,
     p_old: &Bound<'py, PyAny>,
     advantages: &Bound<'py, PyAny>,
     eps: f64,
+    n_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let py = logits.py();
     let z = table("logits", logits)?;
@@ -189,16 +205,17 @@ fn rows_ppo_grad<'py>(
             advantages: advantages.as_slice()?,
             eps,
         };
-        run(py, job, z.as_slice()?, v, dst.as_slice_mut()?)?;
+        run(py, job, z.as_slice()?, v, dst.as_slice_mut()?, n_threads)?;
     }
     Ok(out)
 }
 
 /// Benchmark B3's fused step (see `rlhf_fast.rows.ppo_batch_step`): returns `(tokens, kl,
-/// reward, p_token, grad)`; `grad` is `out` when given.
+/// reward, p_token, grad)`; `grad` is `out` when given. With `ref_normalized`, `ref_logits`
+/// is the reference's log-softmax.
 #[pyfunction]
-#[pyo3(signature = (logits, ref_logits, u, weights, beta=0.1, out=None))]
-#[allow(clippy::type_complexity)]
+#[pyo3(signature = (logits, ref_logits, u, weights, beta=0.1, out=None, *, ref_normalized=false, n_threads=None))]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn rows_ppo_batch_step<'py>(
     logits: &Bound<'py, PyAny>,
     ref_logits: &Bound<'py, PyAny>,
@@ -206,6 +223,8 @@ fn rows_ppo_batch_step<'py>(
     weights: &Bound<'py, PyAny>,
     beta: f64,
     out: Option<&Bound<'py, PyAny>>,
+    ref_normalized: bool,
+    n_threads: Option<usize>,
 ) -> PyResult<(
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
@@ -240,8 +259,14 @@ fn rows_ppo_batch_step<'py>(
         let mut dst = grad.try_readwrite().map_err(|_| {
             PyValueError::new_err("out must be writeable and share no memory with logits or ref_logits")
         })?;
-        let job = RowJob::PpoStep { ref_logits: r.as_slice()?, u: u.as_slice()?, weights: weights.as_slice()?, beta };
-        run(py, job, z.as_slice()?, v, dst.as_slice_mut()?)?
+        let job = RowJob::PpoStep {
+            ref_logits: r.as_slice()?,
+            ref_normalized,
+            u: u.as_slice()?,
+            weights: weights.as_slice()?,
+            beta,
+        };
+        run(py, job, z.as_slice()?, v, dst.as_slice_mut()?, n_threads)?
     };
     Ok((
         PyArray1::from_iter(py, results.iter().map(|row| row.token)),
@@ -252,16 +277,72 @@ fn rows_ppo_batch_step<'py>(
     ))
 }
 
-/// `sum(a) + sum(b)` as fast as memory delivers it, off the GIL on the pool: the memory
-/// ceiling benchmark B3 measures the row kernels against.
+/// `sum(a) + sum(b)` as fast as memory delivers it, off the GIL on `n_threads` threads: how
+/// fast the row kernels' inputs can be read (see `rlhf_fast.rows.stream_sum`).
 #[pyfunction]
-fn rows_stream_sum(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
+#[pyo3(signature = (a, b, *, n_threads=None))]
+fn rows_stream_sum(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, n_threads: Option<usize>) -> PyResult<f64> {
     let py = a.py();
     let (a, b) = (table("a", a)?, table("b", b)?);
     let (a, b) = (a.as_slice()?, b.as_slice()?);
     let simd = Simd::detect();
     let monitor = Monitor::default();
-    Ok(run_detached(py, &monitor, None, None, || Ok(rows::stream_sum(simd, a, b)))??)
+    Ok(run_detached(py, &monitor, n_threads, None, || Ok(rows::stream_sum(simd, a, b)))??)
+}
+
+/// `out = a + b` as fast as memory moves the bytes, off the GIL on `n_threads` threads: the
+/// memory ceiling of benchmark B3 (see `rlhf_fast.rows.stream_add`). Returns `out`.
+#[pyfunction]
+#[pyo3(signature = (a, b, out, *, n_threads=None))]
+fn rows_stream_add<'py>(
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    out: &Bound<'py, PyAny>,
+    n_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = a.py();
+    let ta = table("a", a)?;
+    let tb = same_shape_as("b", b, "a", ta.shape())?;
+    let dst = out
+        .cast::<PyArray2<f64>>()
+        .map_err(|_| PyTypeError::new_err(format!("out must be a 2-D numpy float64 array, got {}", describe(out))))?;
+    if dst.shape() != ta.shape() || !dst.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "out must be a C-contiguous array of the shape of a {:?}",
+            ta.shape()
+        )));
+    }
+    {
+        let mut dst = dst
+            .try_readwrite()
+            .map_err(|_| PyValueError::new_err("out must be writeable and share no memory with a or b"))?;
+        let (sa, sb, so) = (ta.as_slice()?, tb.as_slice()?, dst.as_slice_mut()?);
+        let simd = Simd::detect();
+        let monitor = Monitor::default();
+        run_detached(py, &monitor, n_threads, None, || {
+            rows::stream_add(simd, sa, sb, so);
+            Ok(())
+        })??;
+    }
+    Ok(out.clone())
+}
+
+/// A table of the shape of `other` (named `other_name`).
+fn same_shape_as<'py>(
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+    other_name: &str,
+    shape: &[usize],
+) -> PyResult<PyReadonlyArray2<'py, f64>> {
+    let array = table(name, obj)?;
+    if array.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "{name} must have the shape of {other_name} {:?}, got {:?}",
+            shape,
+            array.shape()
+        )));
+    }
+    Ok(array)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -272,5 +353,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rows_ppo_grad, m)?)?;
     m.add_function(wrap_pyfunction!(rows_ppo_batch_step, m)?)?;
     m.add_function(wrap_pyfunction!(rows_stream_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(rows_stream_add, m)?)?;
     Ok(())
 }
