@@ -1,11 +1,18 @@
 """Batches of large-vocabulary rows: softmax, log-softmax, KL, sampling and PPO's gradient.
 
 Every function takes a ``[rows, V]`` float64 table of logits (``V`` up to 65,536 and past it)
-and treats each row as the lesson's one-row kernels do. On the Rust backend each row is read
-from memory once, vectorised along the vocabulary, rows in parallel, off the GIL (Ctrl-C
-stops it); ``RLHF_FAST_BACKEND=python`` runs the pure-Python twin
-(:mod:`rlhf_fast.reference.kernels.rows`). The backends agree to a few ulps on floats
-(1e-12 relative, tested) and exactly on sampled tokens.
+and treats each row as the lesson's one-row kernels do. On the Rust backend each input row is
+read from memory once and each output row written once (past the caches), vectorised along
+the vocabulary, rows in parallel on ``n_threads`` threads (default: every core, or
+``RAYON_NUM_THREADS``), off the GIL (Ctrl-C stops it); ``RLHF_FAST_BACKEND=python`` runs the
+pure-Python twin (:mod:`rlhf_fast.reference.kernels.rows`), serially. The backends agree to a
+few ulps on floats (1e-12 relative, tested) and exactly on sampled tokens; the Rust results do
+not depend on ``n_threads`` or the CPU.
+
+A KL needs the reference's log-softmax, one ``exp`` per reference logit. When the reference
+is fixed for a batch, compute it once, ``lq = log_softmax_rows(ref_logits)``, and pass
+``lq`` with ``ref_normalized=True`` to :func:`kl_rows` and :func:`ppo_batch_step`: they then
+take one ``exp`` per logit instead of two.
 
 Arguments are numpy arrays: tables 2-D, C-contiguous, float64 and finite; per-row arguments
 1-D with one entry per row. Anything else is refused with a ``TypeError`` or ``ValueError``
@@ -18,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _checks as check
 from ._backend import BACKEND
 from .reference.kernels import rows as _ref
 
@@ -33,6 +41,7 @@ __all__ = [
     "ppo_batch_step",
     "PpoBatchStep",
     "stream_sum",
+    "stream_add",
 ]
 
 _RUST = BACKEND == "rust"
@@ -120,16 +129,51 @@ def _lists(x: np.ndarray) -> list:
     return x.tolist()
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _threads(n_threads: Any) -> int | None:
+    return check.optional(check.counts(1))("n_threads", n_threads)
+
+
+def _log_probs(name: str, x: np.ndarray) -> None:
+    """A reference given as log-probabilities has no positive entry (the Rust kernels check
+    this in their own pass)."""
+    bad = np.argwhere(x > 0.0)
+    if len(bad):
+        i, j = (int(k) for k in bad[0])
+        raise ValueError(
+            f"{name}[{i}, {j}] must be <= 0 with ref_normalized=True (a log-softmax, such as "
+            f"log_softmax_rows(ref_logits)), got {float(x[i, j])!r}"
+        )
+
+
+def _writeable_out(out: Any, shape: tuple[int, ...], like: str, inputs: tuple[np.ndarray, ...], names: str) -> None:
+    if not (isinstance(out, np.ndarray) and out.ndim == 2 and out.dtype == np.float64):
+        raise TypeError(f"out must be a 2-D numpy float64 array, got {_describe(out)}")
+    if out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of the shape of {like} {list(shape)}")
+    if not out.flags.writeable or any(np.may_share_memory(out, x) for x in inputs):
+        raise ValueError(f"out must be writeable and share no memory with {names}")
+
+
+
 # ------------------------------------------------------------------------------ kernels
 
 
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
+def softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.ndarray:
     """Softmax of every row: ``exp(z - max z) / sum``.
 
     Parameters
     ----------
     logits : numpy.ndarray
         ``[rows, V]`` float64, C-contiguous, finite (±1e4 is fine: the max is subtracted).
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -152,19 +196,23 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     [[0.25, 0.75], [0.5, 0.5]]
     """
     logits = _table("logits", logits)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_softmax(logits)
+        return _core.rows_softmax(logits, n_threads=n_threads)
     _finite_table("logits", logits)
     return np.array(_ref.softmax_rows(_lists(logits)), dtype=np.float64)
 
 
-def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+def log_softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.ndarray:
     """Log-softmax of every row: ``(z - max z) - log sum exp(z - max z)``.
 
     Parameters
     ----------
     logits : numpy.ndarray
         ``[rows, V]`` float64, C-contiguous, finite.
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -186,13 +234,16 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     [[-0.693147, -0.693147], [-20000.0, 0.0]]
     """
     logits = _table("logits", logits)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_log_softmax(logits)
+        return _core.rows_log_softmax(logits, n_threads=n_threads)
     _finite_table("logits", logits)
     return np.array(_ref.log_softmax_rows(_lists(logits)), dtype=np.float64)
 
 
-def kl_rows(logits: np.ndarray, ref_logits: np.ndarray) -> np.ndarray:
+def kl_rows(
+    logits: np.ndarray, ref_logits: np.ndarray, *, ref_normalized: bool = False, n_threads: int | None = None
+) -> np.ndarray:
     """``KL(softmax(logits[i]) || softmax(ref_logits[i]))`` for every row, exactly.
 
     Parameters
@@ -200,7 +251,17 @@ def kl_rows(logits: np.ndarray, ref_logits: np.ndarray) -> np.ndarray:
     logits : numpy.ndarray
         ``[rows, V]`` float64, C-contiguous, finite: the policy.
     ref_logits : numpy.ndarray
-        The reference policy's logits, of the same shape.
+        The reference policy's logits, of the same shape; with ``ref_normalized``, its
+        log-softmax instead.
+    ref_normalized : bool, default False
+        ``ref_logits`` is already the reference's log-softmax (every entry ``<= 0``), for
+        instance ``log_softmax_rows(ref_logits)`` computed once for a batch whose reference
+        is fixed: the KL is then ``sum p (log p - ref_logits)``, one ``exp`` per logit
+        instead of two. Passing logits that are not a log-softmax gives a wrong KL; a
+        positive entry is refused.
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -213,26 +274,35 @@ def kl_rows(logits: np.ndarray, ref_logits: np.ndarray) -> np.ndarray:
     TypeError
         An argument is not a 2-D float64 array (named).
     ValueError
-        Shapes differ, or an entry is not finite (``"ref_logits[0, 7] must be finite, got inf"``).
+        Shapes differ, an entry is not finite (``"ref_logits[0, 7] must be finite, got inf"``),
+        or, with ``ref_normalized``, a reference entry is positive.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from rlhf_fast.rows import kl_rows
+    >>> from rlhf_fast.rows import kl_rows, log_softmax_rows
     >>> z = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
     >>> kl_rows(z, np.zeros((2, 2))).round(6).tolist()
+    [0.0, 0.368064]
+    >>> lq = log_softmax_rows(np.zeros((2, 2)))  # once per batch
+    >>> kl_rows(z, lq, ref_normalized=True).round(6).tolist()
     [0.0, 0.368064]
     """
     logits = _table("logits", logits)
     ref_logits = _same_shape("ref_logits", ref_logits, logits.shape)
+    ref_normalized = _flag("ref_normalized", ref_normalized)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_kl(logits, ref_logits)
+        return _core.rows_kl(logits, ref_logits, ref_normalized=ref_normalized, n_threads=n_threads)
     _finite_table("logits", logits)
     _finite_table("ref_logits", ref_logits)
-    return np.array(_ref.kl_rows(_lists(logits), _lists(ref_logits)), dtype=np.float64)
+    if ref_normalized:
+        _log_probs("ref_logits", ref_logits)
+    kls = _ref.kl_rows(_lists(logits), _lists(ref_logits), ref_normalized)
+    return np.array(kls, dtype=np.float64)
 
 
-def sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+def sample_rows(logits: np.ndarray, u: np.ndarray, *, n_threads: int | None = None) -> np.ndarray:
     """One token per row by inverse CDF: the first index whose running sum of ``softmax(row)``
     exceeds ``u[i]``, the last index if rounding leaves none (the lesson's ``sample``).
 
@@ -242,6 +312,9 @@ def sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
         ``[rows, V]`` float64, C-contiguous, finite.
     u : numpy.ndarray
         ``[rows]`` float64 draws in ``[0, 1)``, e.g. ``rng.random()`` each.
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -265,14 +338,21 @@ def sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
     """
     logits = _table("logits", logits)
     u = _draws(u, logits.shape[0])
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_sample(logits, u)
+        return _core.rows_sample(logits, u, n_threads=n_threads)
     _finite_table("logits", logits)
     return np.array(_ref.sample_rows(_lists(logits), u.tolist()), dtype=np.int64)
 
 
 def ppo_grad_rows(
-    logits: np.ndarray, tokens: np.ndarray, p_old: np.ndarray, advantages: np.ndarray, eps: float = 0.2
+    logits: np.ndarray,
+    tokens: np.ndarray,
+    p_old: np.ndarray,
+    advantages: np.ndarray,
+    eps: float = 0.2,
+    *,
+    n_threads: int | None = None,
 ) -> np.ndarray:
     """Gradient in the logits of PPO's clipped surrogate for one sampled token per row.
 
@@ -293,6 +373,9 @@ def ppo_grad_rows(
         ``[rows]`` float64, finite.
     eps : float, default 0.2
         The clip range, > 0.
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -326,8 +409,9 @@ def ppo_grad_rows(
     _each("advantages", advantages, "finite", np.isfinite(advantages))
     eps = _real("eps", eps)
     eps = _scalar("eps", eps, "finite and > 0", np.isfinite(eps) and eps > 0.0)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_ppo_grad(logits, tokens, p_old, advantages, eps)
+        return _core.rows_ppo_grad(logits, tokens, p_old, advantages, eps, n_threads=n_threads)
     _finite_table("logits", logits)
     grads = _ref.ppo_grad_rows(_lists(logits), tokens.tolist(), p_old.tolist(), advantages.tolist(), eps)
     return np.array(grads, dtype=np.float64)
@@ -340,6 +424,9 @@ def ppo_batch_step(
     weights: np.ndarray,
     beta: float = 0.1,
     out: np.ndarray | None = None,
+    *,
+    ref_normalized: bool = False,
+    n_threads: int | None = None,
 ) -> PpoBatchStep:
     """Benchmark B3's fused step on every row: softmax, a sample, KL to the reference, and
     PPO's gradient — the lesson's ``rlhf_step`` up to its first epoch, on a batch.
@@ -349,12 +436,13 @@ def ppo_batch_step(
     advantage (no baseline); and the clipped surrogate's gradient at the first PPO epoch,
     where the policy is the one that sampled: the ratio is 1, the clip cannot act, and the
     gradient is ``reward * (1[j = a] - p_j)``. Later epochs are :func:`ppo_grad_rows` with
-    ``p_old = p_token``. Each row is read from memory once.
+    ``p_old = p_token``. Each row is read from memory once and its gradient written once.
 
     Parameters
     ----------
     logits, ref_logits : numpy.ndarray
-        ``[rows, V]`` float64, C-contiguous, finite: the policy and the frozen reference.
+        ``[rows, V]`` float64, C-contiguous, finite: the policy and the frozen reference
+        (with ``ref_normalized``, the reference's log-softmax).
     u : numpy.ndarray
         ``[rows]`` float64 draws in ``[0, 1)``.
     weights : numpy.ndarray
@@ -364,6 +452,14 @@ def ppo_batch_step(
     out : numpy.ndarray, optional
         A writeable C-contiguous float64 array of the shape of ``logits`` (sharing no memory
         with the inputs) to write the gradient into, instead of a fresh one.
+    ref_normalized : bool, default False
+        ``ref_logits`` is already the reference's log-softmax (every entry ``<= 0``), as
+        :func:`log_softmax_rows` gives it: compute that once per batch when the reference is
+        fixed, and each call takes one ``exp`` per logit instead of two. Logits that are not
+        a log-softmax give a wrong KL; a positive entry is refused.
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        depend on it. The reference backend runs serially and ignores it.
 
     Returns
     -------
@@ -380,13 +476,17 @@ def ppo_batch_step(
     Examples
     --------
     >>> import numpy as np
-    >>> from rlhf_fast.rows import ppo_batch_step
+    >>> from rlhf_fast.rows import log_softmax_rows, ppo_batch_step
     >>> z = np.log(np.array([[0.25, 0.5, 0.25]]))
     >>> step = ppo_batch_step(z, z.copy(), np.array([0.6]), np.array([0.0, 2.0, 0.0]))
     >>> int(step.tokens[0]), float(step.kl[0]), float(step.reward[0]), float(step.p_token[0])
     (1, 0.0, 2.0, 0.5)
     >>> step.grad.tolist()
     [[-0.5, 1.0, -0.5]]
+    >>> lq = log_softmax_rows(z)  # the reference's log-softmax, once per batch
+    >>> again = ppo_batch_step(z, lq, np.array([0.6]), np.array([0.0, 2.0, 0.0]), ref_normalized=True)
+    >>> int(again.tokens[0]), abs(float(again.kl[0])) < 1e-15
+    (1, True)
     """
     logits = _table("logits", logits)
     ref_logits = _same_shape("ref_logits", ref_logits, logits.shape)
@@ -397,18 +497,21 @@ def ppo_batch_step(
     beta = _real("beta", beta)
     beta = _scalar("beta", beta, "finite and >= 0", np.isfinite(beta) and beta >= 0.0)
     if out is not None:
-        if not (isinstance(out, np.ndarray) and out.ndim == 2 and out.dtype == np.float64):
-            raise TypeError(f"out must be a 2-D numpy float64 array, got {_describe(out)}")
-        if out.shape != logits.shape or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous array of the shape of logits {list(logits.shape)}")
-        if not out.flags.writeable or np.may_share_memory(out, logits) or np.may_share_memory(out, ref_logits):
-            raise ValueError("out must be writeable and share no memory with logits or ref_logits")
+        _writeable_out(out, logits.shape, "logits", (logits, ref_logits), "logits or ref_logits")
+    ref_normalized = _flag("ref_normalized", ref_normalized)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return PpoBatchStep(*_core.rows_ppo_batch_step(logits, ref_logits, u, weights, beta, out))
+        return PpoBatchStep(
+            *_core.rows_ppo_batch_step(
+                logits, ref_logits, u, weights, beta, out, ref_normalized=ref_normalized, n_threads=n_threads
+            )
+        )
     _finite_table("logits", logits)
     _finite_table("ref_logits", ref_logits)
+    if ref_normalized:
+        _log_probs("ref_logits", ref_logits)
     tokens, kl, reward, p_token, grad = _ref.ppo_batch_step(
-        _lists(logits), _lists(ref_logits), u.tolist(), weights.tolist(), beta
+        _lists(logits), _lists(ref_logits), u.tolist(), weights.tolist(), beta, ref_normalized
     )
     if out is None:
         out = np.array(grad, dtype=np.float64).reshape(logits.shape)
@@ -423,13 +526,17 @@ def ppo_batch_step(
     )
 
 
-def stream_sum(a: np.ndarray, b: np.ndarray) -> float:
-    """``a.sum() + b.sum()`` as fast as memory delivers the bytes: benchmark B3's ceiling.
+def stream_sum(a: np.ndarray, b: np.ndarray, *, n_threads: int | None = None) -> float:
+    """``a.sum() + b.sum()`` as fast as memory delivers the bytes: how fast this machine reads
+    what the row kernels read (benchmark B3 prints it beside :func:`stream_add`).
 
     Parameters
     ----------
     a, b : numpy.ndarray
         2-D, C-contiguous float64 tables (any shapes).
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``). The reference
+        backend runs serially and ignores it.
 
     Returns
     -------
@@ -452,6 +559,62 @@ def stream_sum(a: np.ndarray, b: np.ndarray) -> float:
     """
     a = _table("a", a)
     b = _table("b", b)
+    n_threads = _threads(n_threads)
     if _RUST:
-        return _core.rows_stream_sum(a, b)
+        return _core.rows_stream_sum(a, b, n_threads=n_threads)
     return _ref.stream_sum(_lists(a), _lists(b))
+
+
+def stream_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, n_threads: int | None = None) -> np.ndarray:
+    """``out = a + b`` as fast as memory moves the bytes: two tables read, one written, the
+    traffic of :func:`ppo_batch_step` with ``out=`` — benchmark B3's memory ceiling.
+
+    The Rust backend writes ``out`` as the row kernels write their outputs (non-temporal
+    stores where 64-byte aligned: the lines go to memory without being read first), in
+    parallel; only its time matters.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        2-D, C-contiguous float64 tables of one shape.
+    out : numpy.ndarray, optional
+        A writeable C-contiguous float64 array of that shape, sharing no memory with ``a``
+        or ``b`` (default: a fresh one).
+    n_threads : int, optional
+        Worker threads (default: every core, or ``RAYON_NUM_THREADS``). The reference
+        backend runs serially and ignores it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    TypeError
+        An argument is not a 2-D float64 array.
+    ValueError
+        An argument is empty or not C-contiguous, shapes differ, or ``out`` shares memory
+        with an input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rlhf_fast.rows import stream_add
+    >>> stream_add(np.ones((2, 3)), np.full((2, 3), 0.5)).tolist()
+    [[1.5, 1.5, 1.5], [1.5, 1.5, 1.5]]
+    """
+    a = _table("a", a)
+    b = _table("b", b)
+    if b.shape != a.shape:
+        raise ValueError(f"b must have the shape of a {list(a.shape)}, got {list(b.shape)}")
+    if out is None:
+        out = np.empty_like(a)
+    else:
+        _writeable_out(out, a.shape, "a", (a, b), "a or b")
+    n_threads = _threads(n_threads)
+    if _RUST:
+        _core.rows_stream_add(a, b, out, n_threads=n_threads)
+        return out
+    out[...] = _ref.stream_add(_lists(a), _lists(b))
+    return out

@@ -6,6 +6,9 @@ lesson's one-row kernels do (:mod:`.softmax`, :mod:`.sampling`): the max subtrac
 ``exp``, sums left to right. The Rust file reads each row from memory once, vectorised along
 the row, and says how far its floats may stray from these (a few ulps); its sampled tokens
 are these, always.
+
+``ref_normalized``: the reference table holds the reference's log-softmax, used as it is
+(the Rust kernels then skip the reference's ``exp``).
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ def log_softmax_rows(logits: Table) -> list[list[float]]:
     return [log_softmax_row(z) for z in logits]
 
 
-def kl_row(z: Sequence[float], z_ref: Sequence[float]) -> float:
+def kl_row(z: Sequence[float], z_ref: Sequence[float], ref_normalized: bool = False) -> float:
     """``KL(softmax z || softmax z_ref) = sum_j p_j (log p_j - log q_j)``, both logs from
-    log-softmax (finite where ``q_j`` underflows), ``0 log 0 = 0``."""
+    log-softmax (finite where ``q_j`` underflows), ``0 log 0 = 0``; ``log q = z_ref`` itself
+    when ``ref_normalized``."""
     p = softmax_row(z)
     log_p = log_softmax_row(z)
-    log_q = log_softmax_row(z_ref)
+    log_q = list(z_ref) if ref_normalized else log_softmax_row(z_ref)
     total = 0.0
     for pj, lpj, lqj in zip(p, log_p, log_q):
         if pj > 0.0:
@@ -41,9 +45,9 @@ def kl_row(z: Sequence[float], z_ref: Sequence[float]) -> float:
     return total
 
 
-def kl_rows(logits: Table, ref_logits: Table) -> list[float]:
+def kl_rows(logits: Table, ref_logits: Table, ref_normalized: bool = False) -> list[float]:
     """:func:`kl_row` of every pair of rows."""
-    return [kl_row(z, r) for z, r in zip(logits, ref_logits)]
+    return [kl_row(z, r, ref_normalized) for z, r in zip(logits, ref_logits)]
 
 
 def sample_rows(logits: Table, u: Sequence[float]) -> list[int]:
@@ -74,7 +78,12 @@ def ppo_grad_rows(
 
 
 def ppo_batch_step(
-    logits: Table, ref_logits: Table, u: Sequence[float], weights: Sequence[float], beta: float
+    logits: Table,
+    ref_logits: Table,
+    u: Sequence[float],
+    weights: Sequence[float],
+    beta: float,
+    ref_normalized: bool = False,
 ) -> tuple[list[int], list[float], list[float], list[float], list[list[float]]]:
     """Benchmark B3's step on every row: the lesson's ``rlhf_step`` up to its first PPO epoch.
 
@@ -88,7 +97,7 @@ def ppo_batch_step(
     for z, z_ref, ui in zip(logits, ref_logits, u):
         p = softmax_row(z)
         a = sample_index(p, ui)
-        kl = kl_row(z, z_ref)
+        kl = kl_row(z, z_ref, ref_normalized)
         reward = weights[a] - beta * kl
         tokens.append(a)
         kls.append(kl)
@@ -99,10 +108,16 @@ def ppo_batch_step(
 
 
 def stream_sum(a: Table, b: Table) -> float:
-    """``sum(a) + sum(b)``, left to right: the memory-ceiling pass of benchmark B3."""
+    """``sum(a) + sum(b)``, left to right: the read-only memory pass of benchmark B3."""
     total = 0.0
     for table in (a, b):
         for row in table:
             for x in row:
                 total += x
     return total
+
+
+def stream_add(a: Table, b: Table) -> list[list[float]]:
+    """``a + b`` entry by entry: the memory-ceiling pass of benchmark B3 (two tables read,
+    one written)."""
+    return [[x + y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
