@@ -23,9 +23,9 @@
 //!
 //! Benchmark B3 (`benches/b3_large_vocab.py`) measures this against a pass that moves the same
 //! bytes (`stream_add`). On the 2-core development machine (Zen 3, AVX2) the kernel is bound
-//! by arithmetic, not memory: the step with reference logits reaches 40–47 % of that ceiling
-//! (its two `exp` per logit alone take ~2 ns of a core per logit, where the ceiling leaves
-//! ~2.5 ns for everything), the step given the reference's log-softmax 53–58 %.
+//! by arithmetic, not memory: the step with reference logits reaches about 40–50 % of that
+//! ceiling (its two `exp` per logit alone take ~2 ns of a core per logit, where the ceiling
+//! leaves ~2.5 ns for everything), the step given the reference's log-softmax about 50–60 %.
 //!
 //! Memory traffic per row is thus the inputs read once and the output written once, the least
 //! the kernel can do; the scratch rows (two of `V` doubles per thread) stay in L2/L3.
