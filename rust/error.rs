@@ -177,6 +177,20 @@ pub fn overflowed(params: &[f64]) -> bool {
     params.iter().fold(false, |any, &x| any | (x.abs() >= OVERFLOW) | x.is_nan())
 }
 
+/// The key of the first value of a step's `record` (in the record's order) that is not
+/// finite: the value that ends a run (issue 9, section 7b).
+#[inline]
+pub fn first_nonfinite<const N: usize>(record: [(&'static str, f64); N]) -> Option<&'static str> {
+    record.into_iter().find(|&(_, x)| !x.is_finite()).map(|(key, _)| key)
+}
+
+/// The error of a run or step whose recorded `key` is not finite: `"{what}: {key}
+/// overflowed (lr=..., beta=...)"`, `what` being e.g. `"train_rlhf diverged at step 3"`,
+/// `"rlhf_step diverged"` or `"sweep run 2 diverged"`.
+pub fn record_overflowed(what: &str, key: &str, lr: f64, beta: f64) -> Error {
+    Error::Diverged(format!("{what}: {key} overflowed (lr={}, beta={})", py_float(lr), py_float(beta)))
+}
+
 /// A float the way Python's `repr` writes it, so that messages read the same on both
 /// backends: the shortest digits that round-trip, in scientific notation with a signed
 /// two-digit exponent outside `1e-4 <= |x| < 1e16`, `.0` on integral values, `inf`, `nan`.
@@ -187,21 +201,33 @@ pub fn py_float(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
-    // Rust's `{:e}` gives the same shortest round-trip digits as Python: `d.ddde<exp>`.
-    let scientific = format!("{value:e}");
+    // Python's repr: the fewest significant digits that read back as `value` (the count
+    // `{:e}` finds), and of those the nearest to `value`: the digits correctly rounded to
+    // that count (`{:.N$e}`, exact, half to even) where they read back, as they do unless
+    // `value` sits next to a power of two. Rust's own shortest digits break a tie the other
+    // way (562949953421312.25 is `...312.3` there, `...312.2` in Python).
+    let shortest = format!("{:e}", value.abs());
+    let count = shortest.split('e').next().map_or(1, |m| m.chars().filter(char::is_ascii_digit).count());
+    let rounded = format!("{:.*e}", count - 1, value.abs());
+    let scientific = if rounded.parse::<f64>() == Ok(value.abs()) { rounded } else { shortest };
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if value.is_sign_negative() { "-" } else { "" };
     if (-4..16).contains(&exponent) {
-        // `{}` writes the same digits in positional notation; Python marks integral values.
-        let positional = format!("{value}");
-        if positional.contains('.') {
-            positional
+        let point = exponent + 1; // digits before the decimal point
+        let text = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
         } else {
-            positional + ".0"
-        }
+            let (whole, fraction) = digits.split_at(point as usize);
+            format!("{whole}.{fraction}")
+        };
+        format!("{sign}{text}")
     } else {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exponent_sign}{:02}", exponent.unsigned_abs())
     }
 }
 
@@ -225,6 +251,8 @@ mod tests {
             (0x4341c37937e07fff, "9999999999999998.0"),
             (0x430c6bf526340000, "1000000000000000.0"),
             (0x42dc12218377de66, "123456789012345.6"),
+            (0x4300000000000002, "562949953421312.2"), // a tie of two shortest digits: half to even
+            (0x3e70000000000000, "5.960464477539063e-08"), // 2**-24: the rounded digits would not read back
             (0x7e37e43c8800759c, "1e+300"),
             (0x5fef06d5a4bf631f, "1.3e+154"),
             (0x5ff0000000000000, "1.3407807929942597e+154"),

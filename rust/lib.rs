@@ -39,6 +39,10 @@ pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
+pub use engines::world_ppo::{
+    train_world_rlhf, Table, WorldHistory, WorldPpoEngine, WorldPpoRun, WorldStats, WorldTables,
+    WORLD_PPO_HISTORY_FIELDS, WORLD_PPO_SUMMARY_FIELDS,
+};
 pub use error::{
     at_most, default_max_memory, finite, finite_slice, fits_in_memory, non_negative, overflowed, positive,
     probabilities, py_float, Error, Result, OVERFLOW,
@@ -59,7 +63,8 @@ pub use methods::dpo::{dpo_step_metrics, dpo_update, DpoOutcome, DpoPairs, DpoPa
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
 pub use methods::ppo::{
-    clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, PpoParams, StepOutcome, StepScratch,
+    bag_rlhf_step, clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, BagOutcome, BagScratch,
+    PpoParams, StepOutcome, StepScratch,
 };
 pub use methods::reward_checks::check_not_length_only;
 pub use rng::{seed_key, Mt19937};

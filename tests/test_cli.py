@@ -260,6 +260,17 @@ def test_to_arrow_does_not_import_pandas():
     assert done.stdout == "False\n"
 
 
+def test_the_cli_saves_its_plots_without_pyplot(tmp_path):
+    """Importing pyplot and its backends would be a sixth of the B1 command."""
+    script = ("import sys; from rlhf_fast.__main__ import main; "
+              f"main(['sweep', '--betas', '0', '--seeds', '2', '--steps', '20', '--out', {str(tmp_path / 's')!r}, '--quiet']); "
+              f"main(['compare', '--seeds', '1', '--steps', '10', '--out', {str(tmp_path / 'c')!r}, '--quiet']); "
+              "print('matplotlib.pyplot' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "False"
+    assert (tmp_path / "s" / "sweep.png").exists() and (tmp_path / "c" / "compare.png").exists()
+
+
 def test_record_every_0_writes_the_summary_alone(capsys, tmp_path):
     code, out, _ = cli(capsys, *SMALL_SWEEP, "--record-every", "0", "--out", str(tmp_path))
     assert code == 0

@@ -176,8 +176,11 @@ def test_kl_treats_zero_log_zero_as_zero(mod, data):
 
 
 @MODULES
-def test_kl_is_infinite_where_q_has_no_mass_but_p_does(mod):
-    assert mod.kl([0.5, 0.5], [1.0, 0.0]) == math.inf
+def test_kl_is_refused_where_q_has_no_mass_but_p_does(mod):
+    """KL(p || q) is infinite there: an error naming q, not an inf handed back."""
+    with pytest.raises(ValueError, match=r"^q\[1\] must be > 0 where p\[1\] > 0 \(KL\(p \|\| q\) is infinite\), got 0.0$"):
+        mod.kl([0.5, 0.5], [1.0, 0.0])
+    assert mod.kl([1.0, 0.0], [1.0, 0.0]) == 0.0  # where p has no mass either, 0 log 0 = 0
 
 
 @MODULES
@@ -214,9 +217,11 @@ def test_kl_estimators_k2_k3_are_non_negative(mod, logp, logq):
 
 @MODULES
 @pytest.mark.parametrize("logp, logq", [(-710.0, 0.0), (-800.0, -1.0), (-1e4, 0.0)])
-def test_kl_k3_with_a_huge_ratio_does_not_overflow(mod, logp, logq):
-    """r = q/p = e^710 overflows a float; k3 = r - 1 - log r is then +inf, never OverflowError."""
-    assert mod.kl_k3(logp, logq) == math.inf
+def test_kl_k3_with_a_huge_ratio_is_a_floating_point_error(mod, logp, logq):
+    """r = q/p = e^710 overflows a float: k3 = r - 1 - log r is +inf, which is raised as a
+    FloatingPointError naming the function (never an OverflowError, never an inf returned)."""
+    with pytest.raises(FloatingPointError, match=r"^kl_k3 overflowed: the result is inf$"):
+        mod.kl_k3(logp, logq)
 
 
 @MODULES
@@ -859,3 +864,44 @@ def test_init_policy_is_uniform_and_fresh(mod):
     a["help me"][0] = 1.0
     assert b["help me"][0] == 0.0, "two init_policy() calls must never share storage"
     assert a["answer me"][0] == 0.0, "rows must not share storage"
+
+
+@MODULES
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.log_softmax([1.7e308, -1.7e308]), r"^log_softmax overflowed: result\[1\] is -inf$"),
+        (lambda m: m.log_softmax(np.array([[0.0, 1.0], [1.7e308, -1.7e308]])),
+         r"^log_softmax overflowed: result\[3\] is -inf$"),
+        (lambda m: m.kl_k1(-1e308, 1e308), r"^kl_k1 overflowed: the result is -inf$"),
+        (lambda m: m.kl_k2(-1e300, 1e300), r"^kl_k2 overflowed: the result is inf$"),
+        (lambda m: m.clipped_surrogate([0.0, 1.0], 1, 0.5, -1.7e308, 0.4),
+         r"^clipped_surrogate overflowed: the result is -inf$"),
+        (lambda m: m.clipped_surrogate_grad([0.0, 1.0], 1, 0.13, -1.7e308, 0.39),
+         r"^clipped_surrogate_grad overflowed: result\[0\] is inf$"),
+        (lambda m: m.dot({"kind": 1.7e308}, {"kind": 2}), r"^dot overflowed: the result is inf$"),
+    ],
+    ids=["log_softmax", "log_softmax-array", "kl_k1", "kl_k2", "clipped_surrogate", "clipped_surrogate_grad", "dot"],
+)
+def test_a_result_that_overflows_is_a_floating_point_error(mod, call, message):
+    """Finite but extreme arguments overflow inside the kernel: raised, named, never returned."""
+    with pytest.raises(FloatingPointError, match=message):
+        call(mod)
+
+
+@MODULES
+def test_kl_controllers_refuse_bad_measurements_and_keep_a_finite_value(mod):
+    ctl = mod.make_kl_controller("doubling", 1.7e308, target=1.0)
+    with pytest.raises(FloatingPointError, match=r"^DoublingKLController overflowed: value inf \(current=5\.0, n_steps=1\)$"):
+        ctl.update(5.0, 1)
+    assert ctl.value == 1.7e308
+    with pytest.raises(TypeError, match="^current must be a real number, got complex$"):
+        ctl.update(1j, 1)
+    with pytest.raises(ValueError, match="^current must be finite, got nan$"):
+        ctl.update(math.nan, 1)
+    with pytest.raises(ValueError, match="^n_steps must be >= 1, got 0$"):
+        mod.make_kl_controller("fixed", 0.1).update(0.5, 0)
+    adaptive = mod.make_kl_controller("adaptive", 1e300, target=1.0, horizon=1.0)
+    with pytest.raises(FloatingPointError, match=r"^AdaptiveKLController overflowed: value inf"):
+        adaptive.update(5.0, 2**62)
+    assert adaptive.value == 1e300

@@ -26,8 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from fuzzing import on_engines
 from rlhf_fast import reference as ref
 from rlhf_fast import sweep as sweep_module
+from rlhf_fast.worlds import RewardModel, World
 from sandbox import forked, outcome_of
 
 NAN, INF = math.nan, math.inf
@@ -46,17 +48,7 @@ class Backend:
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("sweep_"):
             return getattr(self.functions, name)
-        front_end = getattr(sweep_module, name)
-
-        def on_these_engines(*args, **kwargs):
-            saved = sweep_module._engines
-            sweep_module._engines = self.engines
-            try:
-                return front_end(*args, **kwargs)
-            finally:
-                sweep_module._engines = saved
-
-        return on_these_engines
+        return on_engines(name, self.engines)  # "sweep_rlhf[world]" is sweep_rlhf
 
 
 REFERENCE = Backend(ref, sweep_module._ReferenceEngines)
@@ -503,9 +495,12 @@ SWEEPS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
         {"w": weights(content=True), "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
          "eps": axis(reals("positive")), "lr": axis(reals("positive")), "ppo_epochs": axis(ints(1, 10_000)),
          "kl_ctl": axis(options(ref.KL_CONTROLLERS)), "target": axis(reals("positive")),
-         "horizon": axis(reals("positive")), "kl_penalty": axis(options(ref.KL_PENALTIES)),
+         "horizon": axis(reals("positive")),
+         # None is kl_penalty's default: "full" without a world, "k1" in one
+         "kl_penalty": [bad for bad in axis(options(ref.KL_PENALTIES)) if bad.label != "none"],
          "vf_coef": axis(reals("non_negative")), "cliprange_value": axis(reals("positive")),
          "theta": policies(False)[1:], "ref": policies(False)[1:],
+         "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError)],
          "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
          "exact": [junk("str", "yes", TypeError)], "simd": [junk("int", 1, TypeError)]},
     ),
@@ -545,6 +540,46 @@ SWEEPS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
 }
 
 
+# PPO in a world: each backend's engine (Rust's, the reference twin) behind the one front end.
+WORLD = World(n_prompts=2, vocab=8, response_len=3, seed=0)
+
+
+def world_rm(vocab: int = 8) -> RewardModel:
+    return RewardModel(np.linspace(-1.0, 1.0, vocab))
+
+
+class _Submits:
+    """An executor as far as the front end can tell."""
+
+    def submit(self, *args: Any) -> None:
+        raise AssertionError("a world sweep must not reach an executor")
+
+
+SWEEPS["sweep_rlhf[world]"] = (
+    lambda: dict(w=world_rm(), world=WORLD, betas=[0.0, 0.1], seeds=2, steps=3, lr=[0.05, 0.1], vf_coef=0.5),
+    {"w": [junk("dict", lambda: dict(W), TypeError), junk("none", None, TypeError),
+           junk("array", lambda: np.zeros(8), TypeError), junk("wrong-vocab", lambda: world_rm(9), ValueError)],
+     "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError), junk("class", lambda: World, TypeError),
+               junk("other-vocab", lambda: World(n_prompts=2, vocab=9, response_len=3), ValueError)],
+     "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
+     "eps": axis(reals("positive")), "lr": axis(reals("positive")), "ppo_epochs": axis(ints(1, 10_000)),
+     # a world's engine keeps beta fixed: any other controller is refused, by name
+     "kl_ctl": [*axis(options(ref.KL_CONTROLLERS)), junk("adaptive", "adaptive", ValueError),
+                junk("axis-doubling", lambda: ["fixed", "doubling"], ValueError)],
+     "target": axis(reals("positive")), "horizon": axis(reals("positive")),
+     "kl_penalty": [bad for bad in axis(options(ref.KL_PENALTIES)) if bad.label != "none"],
+     "vf_coef": axis(reals("non_negative")), "cliprange_value": axis(reals("positive")),
+     # the lesson's policies, an executor, shards and a vector path have no place in a world
+     "theta": [junk("init", theta0, ValueError), junk("str", "theta", TypeError)],
+     "ref": [junk("init", theta0, ValueError), junk("int", 3, TypeError)],
+     "executor": [junk("submits", _Submits, ValueError), junk("str", "pool", TypeError)],
+     "shards": [junk("two", 2, ValueError), junk("zero", 0, ValueError)],
+     "simd": [junk("portable", "portable", ValueError), junk("int", 1, TypeError)],
+     "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
+     "exact": [junk("str", "yes", TypeError)]},
+)
+
+
 class Row(NamedTuple):
     id: str
     call: Callable[[Any], Any]  # call(backend)
@@ -562,7 +597,7 @@ def call_with(name: str, base: Callable[[], dict], param: str | None = None, bad
             kwargs[param] = bad.make()
         target = backend
         for part in name.split("."):
-            target = getattr(target, part)
+            target = getattr(target, part)  # "sweep_rlhf[world]": sweep_rlhf, on the backend's engines
         return target(**kwargs)
 
     return call
@@ -611,7 +646,11 @@ DIVERGING = [
         diverging("sweep_rm", label, lrs=[0.1, lr]),
         diverging("sweep_dpo", label, lr=[lr, 0.05]),
         diverging("sweep_grpo", label, lr=lr),
+        diverging("sweep_rlhf[world]", label, lr=[0.05, lr]),
     )
+] + [
+    # a beta past the floats overflows a world's full penalty: each engine names the run's beta
+    diverging("sweep_rlhf[world]", "beta-past-floats", "beta", betas=[0.1, 1.7e308], kl_penalty="full"),
 ]
 ROWS = _rows() + DIVERGING
 
@@ -650,4 +689,5 @@ def test_every_public_function_and_sweep_has_rows():
     functions = {name for name in ref.__all__ if callable(getattr(ref, name)) and name != "KLWarning"}
     covered = {name.split(".")[0] for name in FUNCTIONS} | {"PreferenceSet"}
     assert functions - covered == set()
-    assert set(SWEEPS) == set(sweep_module.__all__) - {"SweepResult"}
+    assert {name.split("[")[0] for name in SWEEPS} == set(sweep_module.__all__) - {"SweepResult"}
+    assert "sweep_rlhf[world]" in SWEEPS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -367,6 +368,20 @@ def test_ppo_plot_draws_one_curve_per_point(pyplot, tmp_path):
     kl = result.objective_kl[1].mean(axis=0)
     np.testing.assert_allclose(y, [(kl[0] + kl[1]) / 2, kl[2], kl[3]])
     assert "log V: a single token" in [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+
+
+def test_a_plot_to_show_belongs_to_pyplot_and_one_to_save_from_a_script_does_not(pyplot, tmp_path):
+    """plt.show() shows the first; a script that never imported pyplot saves the second without it."""
+    result, _ = ppo(axes={"beta": [0.0], "seed": SEEDS})
+    shown = result.plot(points=3)
+    assert pyplot.fignum_exists(shown.number)
+    script = ("import sys, rlhf_fast as rl; w = rl.train_rm(rl.make_dataset(50, 0)); "
+              "result = rl.sweep_rlhf(w, betas=[0.0], seeds=2, steps=10); "
+              f"figure = result.plot({str(tmp_path / 'saved.png')!r}); "
+              "print('matplotlib.pyplot' in sys.modules, type(figure.canvas).__name__)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout == "False FigureCanvasAgg\n"
+    assert (tmp_path / "saved.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("method", ["grpo", "dpo"])

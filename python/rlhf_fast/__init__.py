@@ -42,6 +42,8 @@ else:
 
 from .result import SweepResult
 from .sweep import sweep_best_of_n, sweep_dpo, sweep_grpo, sweep_rlhf, sweep_rm
+from . import worlds
+from .worlds import Judge, Labeller, RewardModel, World, WorldPairs, train_reward_model
 
 __all__ = [
     "BACKEND",
@@ -54,5 +56,12 @@ __all__ = [
     "sweep_dpo",
     "sweep_grpo",
     "sweep_best_of_n",
+    "worlds",
+    "World",
+    "Labeller",
+    "Judge",
+    "WorldPairs",
+    "RewardModel",
+    "train_reward_model",
 ]
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
 """Command line: ``python -m rlhf_fast demo`` runs the lesson end to end; ``sweep`` runs a grid;
-``compare`` sets PPO, DPO, GRPO and Best-of-N side by side.
+``compare`` sets PPO, DPO, GRPO and Best-of-N side by side; ``overopt`` shows reward
+over-optimisation in a world (gold against proxy, Gao et al.'s fits).
 
 Bad arguments, and any argument the library refuses, give one line
 (``python -m rlhf_fast <command>: error: <message>``) and exit status 2; Ctrl-C gives one line
@@ -90,7 +91,7 @@ def _parser() -> _Parser:
     parser = _Parser(prog="python -m rlhf_fast", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rlhf_fast {rl.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare,overopt}")
 
     p = commands.add_parser(
         "demo",
@@ -158,6 +159,39 @@ def _parser() -> _Parser:
                    help="directory for compare.csv and compare.png (default: .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=compare, parser=p)
+
+    p = commands.add_parser(
+        "overopt",
+        help="reward over-optimisation in a world: gold and proxy against KL for PPO and Best-of-N",
+        description="Goodhart's law, measured (Gao, Schulman & Hilton 2022). In a world of --prompts prompts, "
+        "--vocab tokens and responses of --response-len tokens, whose hidden gold counts a repeated token once "
+        "(less a repeat penalty), proxy reward models are trained on --rm-pairs labelled pairs from human "
+        "labels and from an AI judge; PPO (kl_penalty k1) at each beta and Best-of-N optimise each proxy. "
+        "Prints one table row per reward model (held-out gold accuracy, where the gold peaks, where it ends, "
+        "what the guard, beta and more data do, Gao's fitted peaks) and writes overopt.csv and overopt.png "
+        "to --out.",
+    )
+    p.add_argument("--rm-pairs", type=_count(2), nargs="+", default=[300, 3000, 30000],
+                   help="labelled pairs per reward model (default: 300 3000 30000)")
+    p.add_argument("--labellers", choices=["human", "ai"], nargs="+", default=["human", "ai"],
+                   help="who labels the pairs (default: human ai)")
+    p.add_argument("--betas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.2],
+                   help="PPO KL coefficients, 0 among them (default: 0 0.2)")
+    p.add_argument("--ns", type=_count(1), nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256],
+                   help="Best-of-N candidate counts (default: 1 2 4 ... 256)")
+    p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
+    p.add_argument("--record-every", type=_count(1), default=50,
+                   help="evaluate gold, proxy and KL every k steps: the curves' points and the guard's "
+                   "evaluations (default: 50)")
+    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
+    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
+    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
+    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for overopt.csv and overopt.png (default: .)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=overopt, parser=p)
     return parser
 
 
@@ -250,10 +284,9 @@ def _write_history(result: rl.SweepResult, paths: dict[str, Path], progress: boo
 
 
 def _close(figure) -> None:
-    """Close a saved figure: the CLI shows none, and :func:`main` may run many times in a process."""
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+    """Let pyplot forget a saved figure, if it made it: :func:`main` may run many times in a process."""
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(figure)
 
 
 # -------------------------------------------------------------------------- commands
@@ -394,6 +427,29 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def overopt(args: argparse.Namespace) -> int:
+    """Reward over-optimisation in a world: one table row per reward model and the plot."""
+    from .overopt import overoptimization
+
+    _make_directory(args)
+    world = rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+    result = overoptimization(world, rm_pairs=args.rm_pairs, labellers=args.labellers, betas=args.betas, ns=args.ns,
+                              seeds=args.seeds, steps=args.steps, record_every=args.record_every,
+                              progress=not args.quiet)
+    print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {world!r}; PPO {args.steps} steps x {args.seeds} "
+          f"seeds per beta, kl_penalty k1; scores relative to the reference policy's")
+    print(result.table())
+    print("peak gold / at KL: the beta=0 PPO runs' mean gold at its highest; end: after the last step; guard: where "
+          "it stops a run (gold fell 3 evaluations in a row while the proxy rose); beta=b: a run's final gold, and in "
+          "brackets the beta=0 runs' gold at the same KL (equal if beta only moves a run along the curve, as Gao "
+          "et al. found); fit peak KL: Gao's R_RL and R_bon forms fitted.")
+    with _Staged(args.out) as staged:
+        _write_csv(staged.path("overopt.csv"), result.to_rows())
+        _close(result.plot(staged.path("overopt.png")))
+    print(f"wrote {staged.written} in {result.seconds:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line.
 
@@ -427,9 +483,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A command lives seconds and makes few reference cycles; the collector's passes over the
+    # objects matplotlib creates as it imports and draws are a tenth of the B1 sweep command,
+    # and the interpreter's last collection (0.3 s after it) frees memory the process is about
+    # to hand back anyway. Reference counting still frees every array as soon as it is dropped.
+    gc.disable()
     try:
         sys.exit(main())
     finally:
-        # The interpreter's last garbage collection walks every object matplotlib made (0.3 s
-        # after the B1 sweep) only to free memory the process is about to hand back anyway.
         gc.freeze()

@@ -31,7 +31,15 @@ def real(name: str, value: Any) -> float:
     """A real number (not a bool), as a float; NaN and infinities pass."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
+
+
+def _too_large(name: str, value: Any) -> str:
+    """The message for an int past the floats (``float()`` raises OverflowError)."""
+    return f"{name} must fit in a float, got an int of {int(value).bit_length()} bits"
 
 
 def not_nan(name: str, value: Any) -> float:
@@ -47,7 +55,10 @@ def finite(name: str, value: Any) -> float:
     # real()'s test written out: this runs once per logit of every policy checked
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(_too_large(name, value)) from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
@@ -88,6 +99,18 @@ def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> in
     return value
 
 
+def int64(name: str, value: Any) -> int:
+    """An int (not a bool) that fits in 64 bits, its range checked by the caller."""
+    return count(name, value, -(2**63))
+
+
+def boolean(name: str, value: Any) -> bool:
+    """A bool (not an int: ``1`` for ``True`` is a mistake worth naming)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def option(name: str, value: Any, options: tuple[str, ...]) -> str:
     """One of a fixed set of strings: TypeError for a non-str, ValueError for an unknown one."""
     if not isinstance(value, str):
@@ -110,6 +133,30 @@ def counts(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int
 def one_of(options: tuple[str, ...]) -> Callable[[str, Any], str]:
     """:func:`option` with its options fixed: a check of one argument, for grid axes."""
     return lambda name, value: option(name, value, options)
+
+
+# ------------------------------------------------------------------------------- results
+
+
+def finite_result(function: str, value: Any) -> Any:
+    """``value`` (a float, a list of floats, an array, or a dict whose float values are checked),
+    or a ``FloatingPointError`` naming
+    ``function`` and the first entry that is not finite: finite but extreme arguments can
+    overflow inside a kernel, and an inf is never handed back (Rust's ``finite_result``)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{function} overflowed: the result is {value!r}")
+        return value
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise FloatingPointError(f"{function} overflowed: result[{key!r}] is {v!r}")
+        return value
+    entries = value.ravel().tolist() if isinstance(value, np.ndarray) else value
+    for j, v in enumerate(entries):
+        if not math.isfinite(v):
+            raise FloatingPointError(f"{function} overflowed: result[{j}] is {float(v)!r}")
+    return value
 
 
 # ------------------------------------------------------------------------- sequences
@@ -373,7 +420,10 @@ def scores_by_content(w: Any) -> None:
 
 def grid_axis(name: str, value: Any, check: Callable[[str, Any], Any]) -> tuple[list, bool]:
     """``(values, is_axis)``: a sequence is a grid axis (every value checked), a scalar a constant."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or np.ndim(value) == 0:
+    # not np.ndim(value): of a range it builds an array (range(10**12): 8 TB)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or (
+        isinstance(value, np.ndarray) and value.ndim == 0
+    ):
         return [check(name, value)], False
     values = [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
     if not values:
@@ -391,13 +441,133 @@ def seed_axis(seeds: Any, allow_none: bool) -> Sequence:
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1 (a count) or a list of ints, got {seeds!r}")
         return range(int(seeds))
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or np.ndim(seeds) == 0:
+    if isinstance(seeds, range):  # ints already, and kept a range: the memory check sizes it
+        if not seeds:
+            raise ValueError("seeds must not be empty")
+        return seeds
+    # np.ndim of a range builds an array of it: range(10**12) would take 8 TB
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or (
+        isinstance(seeds, np.ndarray) and seeds.ndim == 0
+    ):
         raise TypeError(f"seeds must be an int count or a sequence of ints, got {type(seeds).__name__}")
     check = optional(integer) if allow_none else integer
     values = [check(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not values:
         raise ValueError("seeds must not be empty")
     return values
+
+
+def float_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    """A float64 numpy array of ``ndim`` dimensions (a world's tables), as it is: its shape and
+    values are the caller's to check."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a {ndim}-D float64 array, got {type(value).__name__}")
+    if value.ndim != ndim or value.dtype != np.float64:
+        raise TypeError(f"{name} must be a {ndim}-D float64 array, got a {value.ndim}-D {value.dtype} array")
+    return value
+
+
+# ------------------------------------------------------------------- array_like arguments
+
+
+def _sequence_length(values: Sequence) -> int:
+    """``len(values)``; a ``range`` past ``sys.maxsize`` counts as 2**64."""
+    try:
+        return len(values)
+    except OverflowError:
+        return 2**64
+
+
+def as_array(name: str, value: Any, what: str) -> np.ndarray:
+    """``value`` as a numpy array (an array is returned as it is): nested sequences of numbers,
+    an object with ``__array__`` or a number. A sequence's length is checked against
+    :func:`default_max_memory` before it is converted (``range(10**12)`` would take 8 TB), and a
+    ragged one is refused naming ``name``; ``what`` is what ``name`` should be."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (str, bytes, Mapping)) or not (
+        isinstance(value, (Sequence, numbers.Number)) or hasattr(value, "__array__")
+    ):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if isinstance(value, Sequence):
+        n = _sequence_length(value)
+        fits(name, n, 8 * n)
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{name} must be {what}, got a ragged or mixed {type(value).__name__}") from None
+
+
+def _at(array: np.ndarray, flat: int) -> str:
+    """The index of the flat position ``flat`` of ``array``, as ``[i, j]`` (nothing for a 0-d array)."""
+    if array.ndim == 0:
+        return ""
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, array.shape)) + "]"
+
+
+def _shape_of(name: str, array: np.ndarray, ndim: int | None, shape: tuple[int, ...] | None) -> None:
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {array.shape}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got a {array.ndim}-D array of shape {array.shape}")
+
+
+def real_array(
+    name: str,
+    value: Any,
+    what: str = "an array of real numbers",
+    *,
+    ndim: int | None = None,
+    shape: tuple[int, ...] | None = None,
+    finite: bool = True,
+) -> np.ndarray:
+    """A float64 array of ints or floats (not bools, not complex numbers, not objects), of
+    ``ndim`` dimensions or ``shape`` if given, every entry finite unless ``finite=False``:
+    :func:`as_array`, then its dtype, its shape and its values, in that order. A float64
+    array passes uncopied (read-only, strided: as it is); the caller must not write to it."""
+    array = as_array(name, value, what)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got an array of {array.dtype.name}")
+    _shape_of(name, array, ndim, shape)
+    array = array.astype(np.float64, copy=False)
+    if finite and not np.isfinite(array).all():
+        flat = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise ValueError(f"{name}{_at(array, flat)} must be finite, got {float(array.flat[flat])!r}")
+    return array
+
+
+def index_array(
+    name: str, value: Any, what: str, *, ndim: int | None = None, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """An int64 array of indices >= 0 (ints, not bools or floats; an empty list passes) of
+    ``ndim`` dimensions or ``shape``; their upper bound is the caller's to check."""
+    array = as_array(name, value, what)
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise TypeError(f"{name} must hold integers, got an array of {array.dtype.name}")
+    _shape_of(name, array, ndim, shape)
+    if array.size and array.dtype.kind == "u" and array.max() > 2**63 - 1:
+        flat = int(array.argmax())
+        raise ValueError(f"{name}{_at(array, flat)} must fit in 64 bits, got {int(array.flat[flat])}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        flat = int(array.argmin())
+        raise ValueError(f"{name}{_at(array, flat)} must be >= 0, got {int(array.flat[flat])}")
+    return array
+
+
+def sequence_of(name: str, values: Any, check: Callable[[str, Any], Any], what: str) -> list:
+    """A non-empty sequence (or 1-D array) whose every value passes ``check(name, value)``, as a
+    list; its length is checked against memory before it is read."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or (
+        isinstance(values, np.ndarray) and values.ndim != 1
+    ):
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
+    n = _sequence_length(values)
+    fits(name, n, 8 * n)
+    out = [check(name, v) for v in values]
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return out
 
 
 def policy_array(name: str, value: Any) -> np.ndarray:
@@ -458,3 +628,17 @@ def overflowed(values: Iterable[float]) -> bool:
         if not abs(v) < OVERFLOW:
             return True
     return False
+
+
+def non_finite(keys: Iterable[str], values: Iterable[float]) -> str | None:
+    """The first of ``keys`` whose value (``values``, in the same order) is not finite, or ``None``.
+
+    A training step's record (issue 9, section 7b): checked after the logits' overflow check, in
+    the order of the history's keys; the key it returns names the record in the step's
+    ``FloatingPointError`` (``"... diverged at step 3: reward_std overflowed (lr=..., beta=...)"``).
+    """
+    isfinite = math.isfinite
+    for key, v in zip(keys, values):
+        if not isfinite(v):
+            return key
+    return None

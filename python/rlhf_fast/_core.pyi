@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "PreferenceSet",
     "bag",
+    "bag_rlhf_step",
     "best_of_n",
     "check_not_length_only",
     "clipped_surrogate",
@@ -39,6 +40,7 @@ __all__ = [
     "sweep_grpo",
     "sweep_rlhf",
     "sweep_rm",
+    "sweep_world_rlhf",
     "train_dpo",
     "train_grpo",
     "train_rlhf",
@@ -51,6 +53,7 @@ __all__ = [
     "rows_softmax",
     "rows_stream_add",
     "rows_stream_sum",
+    "train_world_rlhf",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -299,3 +302,46 @@ def rows_stream_add(
     *,
     n_threads: int | None = None,
 ) -> npt.NDArray[np.float64]: ...
+def bag_rlhf_step(
+    logits: Sequence[float],
+    ref_log_probs: Sequence[float],
+    weights: Sequence[float],
+    uniforms: Sequence[float],
+    beta: float,
+    eps: float = 0.2,
+    lr: float = 0.05,
+    ppo_epochs: int = 4,
+    kl_penalty: str = "k1",
+    vf_coef: float = 0.0,
+    cliprange_value: float = 0.2,
+    value: float = 0.0,
+) -> dict[str, Any]: ...
+def train_world_rlhf(
+    ref_logits: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    gold_token: npt.NDArray[np.float64],
+    count_once: bool,
+    response_len: int,
+    steps: int,
+    seed: int,
+    eps: float = 0.2,
+    lr: float = 0.05,
+    ppo_epochs: int = 4,
+    beta: float = 0.1,
+    kl_penalty: str = "k1",
+    vf_coef: float = 0.0,
+    cliprange_value: float = 0.2,
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.float64]]: ...
+def sweep_world_rlhf(
+    ref_logits: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    gold_token: npt.NDArray[np.float64],
+    count_once: bool,
+    response_len: int,
+    steps: int,
+    runs: Sequence[tuple[int, float, float, int, float, str, float, float]],
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...

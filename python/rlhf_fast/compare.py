@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 from . import reference
 from .heldout import heldout_split
 from .reference import PROMPTS, VOCAB
-from .result import place_labels
+from .result import new_figure, place_labels
 
 METHODS = ("PPO", "DPO", "GRPO", "Best-of-N")
 
@@ -102,19 +101,16 @@ class Comparison:
         Parameters
         ----------
         path : str or os.PathLike, optional
-            Save the figure there (PNG, PDF, ... by the suffix).
+            Save the figure there (PNG, PDF, ... by the suffix). From a script that never
+            imported pyplot the figure is then a bare one, pyplot's otherwise
+            (:func:`~rlhf_fast.result.new_figure`).
 
         Returns
         -------
         matplotlib.figure.Figure
         """
-        import matplotlib
-
-        if path is not None and "matplotlib.pyplot" not in sys.modules:
-            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
+        fig = new_figure(path, figsize=(9, 6), layout="constrained")
+        ax = fig.subplots()
         style = {"PPO": ("tab:blue", "o"), "DPO": ("tab:orange", "s"), "GRPO": ("tab:green", "^"),
                  "Best-of-N": ("tab:red", "D")}
         labels: dict[tuple[str, float, float], list[str]] = {}

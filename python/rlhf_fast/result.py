@@ -42,6 +42,12 @@ class _Spec:
     # Run summaries against the first swept axis: (y label, title, names); "" and () for
     # the names themselves and every run summary.
     along: tuple[str, str, tuple[str, ...]] | None = None
+    # The front panel's x label, y label and title.
+    front_labels: tuple[str, str, str] = (
+        "KL(π_θ || π_ref)", "RM score", "RM score against KL (reward hacking: far right)"
+    )
+    # A line at log V on KL panels: the KL of a single token from the lesson's uniform reference.
+    log_v: bool = True
 
 
 _KL_LABEL = "KL(π_θ || π_ref)"
@@ -86,6 +92,19 @@ _SPECS = {
         along=("KL(π_BoN || π)", "KL of Best-of-N to the policy", ("kl_exact", "kl_analytic")),
     ),
     "rm": _Spec(title="Reward model", params="weights", table=(("accuracy", "accuracy"),), along=("", "", ())),
+    "world_ppo": _Spec(
+        title="PPO in a world",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL")),
+        curves=(("proxy_score", "E[proxy score] of a response", "proxy score over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_kl", "KL(π_θ^L || π_ref^L)", "KL to the reference over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response",
+                      "gold (solid) and proxy (dashed) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 
@@ -99,7 +118,7 @@ class SweepResult:
     Attributes
     ----------
     method : str
-        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``.
+        One of ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"``, ``"world_ppo"``.
     axes : dict[str, list]
         Each grid axis and its values, in index order; the grid is their product.
     shape : tuple[int, ...]
@@ -206,7 +225,7 @@ class SweepResult:
         Parameters
         ----------
         method : str
-            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"`` or ``"best_of_n"``.
+            ``"ppo"``, ``"rm"``, ``"dpo"``, ``"grpo"``, ``"best_of_n"`` or ``"world_ppo"``.
         axes : Mapping[str, Sequence]
             Each grid axis and its values, in order (``seed`` last where there is one). The
             engine's runs are the product of the axes in C order: run ``r`` is grid point
@@ -467,6 +486,51 @@ class SweepResult:
             rows.append(row)
         return rows
 
+    def guard(self, patience: int = 3) -> dict[str, np.ndarray]:
+        """Where an over-optimisation guard would have stopped each run of a world sweep.
+
+        The guard is the Ship It "holdout human eval": the gold, evaluated at every kept
+        step, has fallen ``patience`` evaluations in a row while the proxy rose
+        (:func:`rlhf_fast.overopt.guard_stop`). It flags; the runs went on.
+
+        Parameters
+        ----------
+        patience : int, optional
+            Falls in a row that stop a run.
+
+        Returns
+        -------
+        dict of numpy.ndarray
+            Each ``[*shape]``: ``fired`` (bool), ``step`` (1-based update of the stop, the
+            last kept one where the guard never fired), ``gold``, ``proxy`` and ``kl`` there,
+            and ``final_gold`` for comparison.
+
+        Raises
+        ------
+        ValueError
+            Not a world sweep, or one that kept no history.
+
+        Examples
+        --------
+        >>> world = rl.World(n_prompts=4, vocab=64, seed=0)
+        >>> rm = rl.train_reward_model(world, world.preferences(300, seed=1))
+        >>> result = rl.sweep_rlhf(rm, world=world, betas=[0.0], seeds=2, steps=200, record_every=10)
+        >>> sorted(result.guard())
+        ['final_gold', 'fired', 'gold', 'kl', 'proxy', 'step']
+        """
+        from .overopt import guard_stop
+
+        if self.method != "world_ppo":
+            raise ValueError(f"guard() needs a world sweep (sweep_rlhf(..., world=...)), not a {self.method} sweep")
+        if len(self.steps) == 0:
+            raise ValueError("this sweep kept no history (record_every=0): the guard has nothing to evaluate")
+        gold, proxy, kl = self.gold_score, self.proxy_score, self.mean_kl
+        stop = guard_stop(gold, proxy, patience)
+        index = stop[..., None]
+        take = lambda series: np.take_along_axis(series, index, axis=-1)[..., 0]  # noqa: E731
+        return {"fired": stop < len(self.steps) - 1, "step": self.steps[stop] + 1, "gold": take(gold),
+                "proxy": take(proxy), "kl": take(kl), "final_gold": gold[..., -1].copy()}
+
     def summary_table(self) -> str:
         """:meth:`summary` as aligned text, one line per grid point.
 
@@ -477,7 +541,8 @@ class SweepResult:
             ``mean ± std`` (ppo and grpo: final E[score], final KL, mean KL, clip frac; dpo:
             final E[score], final KL, last-epoch loss, accuracy; best_of_n: E[score],
             sampled score, KL exact, KL analytic; rm: accuracy, or whatever run summaries
-            there are). Without a seed axis, the values alone.
+            there are; world_ppo: final proxy, final gold, final KL). Without a seed axis,
+            the values alone.
 
         Examples
         --------
@@ -650,14 +715,18 @@ class SweepResult:
         ppo and grpo: RM score and KL over updates, and RM score against KL (the lesson's
         medium exercise); dpo: loss and preference accuracy over updates, and final score
         against final KL; best_of_n: score against KL (exact and analytic), and KL over n;
-        rm: the run summaries (held-out accuracy) against the first swept axis. Curves over
+        rm: the run summaries (held-out accuracy) against the first swept axis; world_ppo:
+        proxy score, gold score and KL over updates, and gold (solid) and proxy (dashed)
+        against KL, where over-optimisation shows as gold turning down. Curves over
         updates are averaged over seeds in ``points`` windows of the kept steps, with a band
         of one standard deviation over seeds; each curve or line is one grid point.
 
         Parameters
         ----------
         path : str or os.PathLike, optional
-            Save the figure there (PNG, PDF, ... by the suffix).
+            Save the figure there (PNG, PDF, ... by the suffix). From a script that never
+            imported pyplot the figure is then a bare one, pyplot's otherwise
+            (:func:`~rlhf_fast.result.new_figure`).
         points : int, optional
             Windows of the kept steps in the curves over updates.
 
@@ -685,10 +754,6 @@ class SweepResult:
         (3, True)
         """
         matplotlib = _require("matplotlib", "plot()")
-        if path is not None and "matplotlib.pyplot" not in sys.modules:
-            matplotlib.use("Agg")  # no display needed to save; an interactive session keeps its backend
-        import matplotlib.pyplot as plt
-
         spec = _SPECS[self.method]
         if spec.curves and len(self.steps) == 0:
             raise ValueError("this sweep kept no history (record_every=0): nothing to plot over updates")
@@ -702,11 +767,11 @@ class SweepResult:
         # They fit tick labels of up to 6 characters and one-line axis labels and titles.
         left, right, gap, bottom, top = 0.85, 0.2, 1.0, 0.6, 0.75
         width, height = 5.2 * n_panels, 4.6
-        fig, axs = plt.subplots(1, n_panels, figsize=(width, height), squeeze=False, gridspec_kw={
+        fig = new_figure(path, figsize=(width, height))
+        panels = list(fig.subplots(1, n_panels, squeeze=False, gridspec_kw={
             "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
-            "wspace": gap / ((width - left - right - gap * (n_panels - 1)) / n_panels)})
-        panels = list(axs[0])
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+            "wspace": gap / ((width - left - right - gap * (n_panels - 1)) / n_panels)})[0])
+        colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         log_v = {"color": "grey", "linestyle": ":", "linewidth": 1, "label": "log V: a single token"}
         notes = []
         labels: list[tuple[float, float, str, str]] = []  # the front's points, labelled once laid out
@@ -716,7 +781,7 @@ class SweepResult:
             notes.append(f"{self.total_steps} updates in {len(x)} windows")
             names = {name for name, _, _ in spec.curves}
             if spec.front_from_history:
-                names.update(spec.front[0][:2])
+                names.update(name for score_kl in spec.front for name in score_kl[:2])
             pooled = {name: self._pooled(windowed(name)) for name in names}
             for n, (label, index) in enumerate(self._points()):
                 colour = colours[n % len(colours)]
@@ -726,14 +791,17 @@ class SweepResult:
                     ax.fill_between(x, mean[index] - spread[index], mean[index] + spread[index], color=colour,
                                     alpha=0.15)
                 if spec.front_from_history:
-                    (score, spread, _), (kl, _, _) = pooled[spec.front[0][0]], pooled[spec.front[0][1]]
                     ax = panels[len(spec.curves)]
-                    ax.plot(kl[index], score[index], color=colour, marker=".", markersize=3, label=label)
-                    ax.fill_between(kl[index], score[index] - spread[index], score[index] + spread[index],
-                                    color=colour, alpha=0.15)
+                    # One line per score (the world's gold solid, its proxy dashed), one colour per point.
+                    for (score_name, kl_name, what), style in zip(spec.front, ("-", "--", ":")):
+                        (score, spread, _), (kl, _, _) = pooled[score_name], pooled[kl_name]
+                        ax.plot(kl[index], score[index], color=colour, linestyle=style, marker=".", markersize=3,
+                                label=", ".join(part for part in (what, label) if part))
+                        ax.fill_between(kl[index], score[index] - spread[index], score[index] + spread[index],
+                                        color=colour, alpha=0.15)
             for ax, (name, ylabel, title) in zip(panels, spec.curves):
                 ax.set(xlabel="update", ylabel=ylabel, title=title)
-                if _is_kl(name):
+                if _is_kl(name) and spec.log_v:
                     ax.axhline(math.log(len(VOCAB)), **log_v)
         if spec.front:
             ax = panels[len(spec.curves)]
@@ -741,7 +809,8 @@ class SweepResult:
                 labels = self._along_panel(ax, list(spec.front), colours)
                 # Also the legend's one entry when a DPO sweep had no RM to score its policies.
                 ax.axvline(math.log(len(VOCAB)), **log_v)
-            ax.set(xlabel=_KL_LABEL, ylabel="RM score", title="RM score against KL (reward hacking: far right)")
+            front_x, front_y, front_title = spec.front_labels
+            ax.set(xlabel=front_x, ylabel=front_y, title=front_title)
         if along:
             ax = panels[-1]
             axis = self._along_axis()
@@ -1001,6 +1070,39 @@ def _size(n: int) -> str:
             break
         size, unit = size / 1024, bigger
     return f"{size:.1f} {unit}"
+
+
+def new_figure(path: str | os.PathLike | None, **figure):
+    """An empty figure: a bare one to save from a script, pyplot's where pyplot may show it.
+
+    A script that saves a figure and never imported pyplot gets a plain
+    :class:`matplotlib.figure.Figure`, which saves through the Agg canvas and is freed like
+    any object: importing pyplot and its backend machinery would be a sixth of the CLI's B1
+    sweep command. A session that uses pyplot, or asks for a figure without saving it (to
+    show it), gets one from :func:`matplotlib.pyplot.figure`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        Where the caller saves the figure, or None.
+    **figure
+        Keyword arguments of :class:`matplotlib.figure.Figure` (``figsize``, ``layout``, ...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _require("matplotlib", "a plot")
+    if path is not None and "matplotlib.pyplot" not in sys.modules:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(**figure)
+        FigureCanvasAgg(fig)  # a renderer for laying out labels; savefig picks the file's own
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(**figure)
 
 
 def _require(module: str, what: str):

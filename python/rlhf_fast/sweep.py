@@ -27,10 +27,12 @@ from . import reference as _reference
 from ._backend import BACKEND
 from .reference import DPO_LOSS_TYPES, KL_CONTROLLERS, KL_PENALTIES, KL_TARGET, PROMPTS, SCALE_REWARDS, VOCAB
 from .reference import engines as _reference_engines
+from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
+from .worlds import RewardModel, World
 
 
 class _ReferenceEngines:
@@ -41,6 +43,7 @@ class _ReferenceEngines:
     sweep_dpo = staticmethod(_reference_engines.dpo.sweep_dpo)
     sweep_grpo = staticmethod(_reference_engines.grpo.sweep_grpo)
     sweep_best_of_n = staticmethod(_reference_engines.best_of_n.sweep_best_of_n)
+    sweep_world_rlhf = staticmethod(_reference_world_ppo.sweep_world_rlhf)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -55,11 +58,15 @@ else:
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
 
 # Per-run series each engine records (history), for the memory estimate.
-_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7}
+_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7}
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
 _BOOKKEEPING = 256
+# Worker threads a sweep may ask for (each is an OS thread; results never depend on the count).
+_MAX_THREADS = 1024
+# Steps of a run: the core counts them in an i64 (a summaries-only sweep needs no memory per step).
+_MAX_STEPS = 2**63 - 1
 
 
 class _Grid:
@@ -90,13 +97,22 @@ class _Grid:
 
     @property
     def n_runs(self) -> int:
-        return math.prod(len(values) for values in self.axes.values())
+        return math.prod(_length(values) for values in self.axes.values())
 
     def settings(self) -> Iterator[dict[str, Any]]:
         """Every run's settings, the axes in C order."""
         names = list(self.axes)
         for values in itertools.product(*self.axes.values()):
             yield {**self.constants, **dict(zip(names, values))}
+
+
+def _length(values: Sequence) -> int:
+    """``len(values)``, also of a range past ``sys.maxsize`` (``range(2**64)``: seeds=2**64)."""
+    try:
+        return len(values)
+    except OverflowError:
+        step = values.step
+        return max(0, (values.stop - values.start + step - (1 if step > 0 else -1)) // step)
 
 
 @contextmanager
@@ -122,11 +138,19 @@ def _options(n_threads: Any, progress: Any, max_memory: Any) -> tuple[int | None
     """The options every sweep takes, checked: ``n_threads``, ``progress``, ``max_memory``."""
     if not (progress is None or isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be a bool or a callable taking a step count, got {type(progress).__name__}")
+    max_memory = check.optional(check.counts(1))("max_memory", max_memory)
     return (
-        check.optional(check.counts(1))("n_threads", n_threads),
+        check.optional(check.counts(1, _MAX_THREADS))("n_threads", n_threads),
         progress,
-        check.optional(check.counts(1))("max_memory", max_memory),
+        # more than a u64 counts is more than any machine has: no limit, which the core takes
+        None if max_memory is None else min(max_memory, 2**64 - 1),
     )
+
+
+def _kept_every(record_every: int, steps: int) -> int:
+    """``record_every`` as the engines take it: any period past ``steps`` keeps no step, as
+    ``steps + 1`` does (and fits the core's integers where ``10**30`` does not)."""
+    return min(record_every, steps + 1)
 
 
 def _sweep(
@@ -156,7 +180,12 @@ def _sweep(
     per_run = (_HISTORY_FIELDS.get(method, 0) * kept + summaries + params) * 8 + _BOOKKEEPING
     limit = check.default_max_memory() if max_memory is None else max_memory
     check.memory(grid.n_runs * per_run, limit, grid.n_runs, kept)
-    runs = [make_run(settings) for settings in grid.settings()]
+    if steps > _MAX_STEPS:  # summaries only: no memory per step, but the core counts them in an i64
+        raise ValueError(f"steps must be <= {_MAX_STEPS}, got {steps}")
+    try:
+        runs = [make_run(settings) for settings in grid.settings()]
+    except MemoryError:  # a max_memory past what the machine has
+        raise MemoryError(f"cannot hold the settings of {grid.n_runs} runs (max_memory={limit})") from None
     started = time.perf_counter()
     with _progress(progress, work(runs), f"sweep ({method})") as callback:
         out = engine(runs, callback, limit)
@@ -170,7 +199,10 @@ def _sweep(
 
 def _first_axis(name: str, values: Any, check_one: Callable[[str, Any], Any], what: str) -> list:
     """A sweep's first axis (``betas``, ``ns``), which must be given as a sequence."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or np.ndim(values) == 0:
+    # not np.ndim(values): of a range it builds an array (range(10**12): 8 TB)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or (
+        isinstance(values, np.ndarray) and values.ndim == 0
+    ):
         raise TypeError(f"{name} must be a sequence of {what}, got {type(values).__name__}")
     return check.grid_axis(name, values, check_one)[0]
 
@@ -192,7 +224,7 @@ def _concat_shards(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def sweep_rlhf(
-    w: Mapping[str, float],
+    w: Mapping[str, float] | RewardModel,
     *,
     betas: Sequence[float],
     seeds: int | Sequence[int],
@@ -203,11 +235,12 @@ def sweep_rlhf(
     kl_ctl: str | Sequence[str] = "fixed",
     target: float | Sequence[float] = KL_TARGET,
     horizon: float | Sequence[float] = 10000.0,
-    kl_penalty: str | Sequence[str] = "full",
+    kl_penalty: str | Sequence[str] | None = None,
     vf_coef: float | Sequence[float] = 0.0,
     cliprange_value: float | Sequence[float] = 0.2,
     theta: Any = None,
     ref: Any = None,
+    world: World | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     executor: Executor | None = None,
@@ -224,10 +257,18 @@ def sweep_rlhf(
     cliprange_value=...)`` from a copy of ``theta`` against ``ref`` (both uniform by default),
     each with its own zero value baseline.
 
+    With a ``world`` (:class:`rlhf_fast.worlds.World`), the runs are PPO in that world
+    instead: a response is a bag of ``world.response_len`` tokens drawn i.i.d. from the
+    policy, ``w`` is a :class:`~rlhf_fast.worlds.RewardModel` scoring it ``sum_i w(y_i)``,
+    each run starts at the world's reference policy with a fixed beta, and the history keeps
+    the exact means over prompts of the proxy score, the hidden gold and the response's KL.
+
     Parameters
     ----------
-    w : Mapping[str, float]
-        The reward model (``train_rm``'s dict); one that scores by length alone is refused.
+    w : Mapping[str, float] or RewardModel
+        The reward model: ``train_rm``'s dict (one that scores by length alone is refused),
+        or with ``world`` a :class:`~rlhf_fast.worlds.RewardModel` with one weight per token
+        of the world's vocabulary.
     betas : sequence of float
         KL coefficients (the starting ones for the adaptive and doubling controllers): the
         first axis.
@@ -237,25 +278,35 @@ def sweep_rlhf(
         PPO steps per run.
     eps, lr, ppo_epochs, kl_ctl, target, horizon, kl_penalty, vf_coef, cliprange_value
         ``train_rlhf``'s settings; each given as a sequence becomes an axis between ``beta``
-        and ``seed``, in this order.
+        and ``seed``, in this order. In a world ``kl_ctl`` must be ``"fixed"``.
+        ``kl_penalty=None`` (the default) is ``"full"`` without a world, as the lesson has
+        it, and ``"k1"`` in a world, TRL's default: with ``"full"`` the penalty is the
+        same for every response the policy could sample, so it only shifts the baseline
+        and has no first-order effect on the gradient, ``E_y[beta KL grad log pi(y)] = 0``;
+        a sampled estimator is what pulls the policy back to the reference.
     theta, ref : policy, optional
-        The starting policy and the frozen reference (dicts or ``[3, 8]`` arrays).
+        The starting policy and the frozen reference (dicts or ``[3, 8]`` arrays); not with
+        a world, whose runs start at its reference ``world.ref_logits``.
+    world : World, optional
+        Run PPO in this world (``rlhf_fast.worlds.World``; ``World.lesson()`` is the
+        lesson's own) rather than the lesson's default one.
     record_every : int
         Keep every k-th step of the history (0: per-run summaries only).
     n_threads : int, optional
         Worker threads (default: every core, or ``RAYON_NUM_THREADS``).
     executor : concurrent.futures.Executor, optional
         Run ``shards`` pieces of the grid on its workers instead (e.g. a Dask client's
-        ``get_executor()``); the arrays are the same.
+        ``get_executor()``); the arrays are the same. Not with a world.
     progress : bool or callable
         ``True`` shows a tqdm bar; a callable gets the number of steps finished since its last call.
     exact : bool
         libm's ``exp``/``ln`` in every lane: every float bit-identical to ``train_rlhf``, a
         few times slower. The default's vectorised functions stay within 1e-9 of the
         reference unless a run is ill-conditioned (the doubling rule driving beta to
-        astronomic values).
+        astronomic values). A world's engine always uses libm's: ignored there.
     simd : str, optional
-        Force a vector path (``rlhf_fast.simd_paths()`` lists this CPU's).
+        Force a vector path (``rlhf_fast.simd_paths()`` lists this CPU's); not with a world,
+        whose engine is scalar.
     max_memory : int, optional
         Bytes the outputs may take (default: half the machine's memory); a grid needing more
         is refused before any work.
@@ -268,7 +319,13 @@ def sweep_rlhf(
         ``objective_kl_coef``, ``mean_kl``, ``penalised_kl``, ``loss_value_avg`` (each
         ``[*axes, step]``), ``final_theta`` and the run summaries ``final_score``,
         ``final_kl``, ``mean_score``, ``mean_reward``, ``mean_kl``, ``clip_frac``,
-        ``final_beta``.
+        ``final_beta``. With a world, ``method="world_ppo"``: history fields
+        ``objective_scores`` (the sampled response's proxy score), ``objective_rlhf_reward``,
+        ``policy_clipfrac_avg``, ``penalised_kl`` (the penalty that entered the reward) and
+        the exact means over prompts under the policy after the step, ``proxy_score``,
+        ``gold_score`` and ``mean_kl`` (``L KL(pi || pi_ref)``); ``final_theta`` ``[*axes,
+        n_prompts, vocab]``; the run summaries ``final_proxy_score``, ``final_gold_score``,
+        ``final_kl``.
 
     Raises
     ------
@@ -277,7 +334,9 @@ def sweep_rlhf(
         be a sequence of floats, got float"``, ``"lr must be > 0, got -1.0"``); a reward
         model that scores by length alone; or a grid over ``max_memory``: ``"this sweep
         would keep ... bytes (... runs x ... kept steps), over max_memory=... bytes: pass
-        record_every=k to keep every k-th step (or 0 for summaries only)"``.
+        record_every=k to keep every k-th step (or 0 for summaries only)"``. With a world:
+        ``w`` not a ``RewardModel`` of its vocabulary, a ``kl_ctl`` other than
+        ``"fixed"``, or ``theta``, ``ref``, ``executor``, ``shards`` or ``simd`` given.
     FloatingPointError
         A run diverges (a logit overflows): ``"sweep run 12 diverged at step 345: logits
         overflowed (lr=..., beta=...)"``, ``r`` counting the runs in C order.
@@ -295,12 +354,30 @@ def sweep_rlhf(
     >>> result.final_score.round(4)
     array([[0.4422, 0.492 ],
            [0.442 , 0.4898]])
+
+    In a world, a reward model learned from its labelled pairs:
+
+    >>> from rlhf_fast.worlds import World, train_reward_model
+    >>> world = World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> rm = train_reward_model(world, world.preferences(300, seed=1))
+    >>> result = rl.sweep_rlhf(rm, world=world, betas=[0.05, 0.5], seeds=2, steps=100)
+    >>> result.method, result.final_theta.shape
+    ('world_ppo', (2, 2, 4, 64))
+    >>> result.runs["final_kl"].round(3)
+    array([[0.198, 0.458],
+           [0.099, 0.288]])
     """
-    check.scores_by_content(w)
+    in_world = world is not None
+    if in_world:
+        weights = _world_weights(w, world)
+    else:
+        check.scores_by_content(w)
+    if kl_penalty is None:
+        kl_penalty = "k1" if in_world else "full"
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     for name, value, check_one in (
         ("eps", eps, check.positive),
         ("lr", lr, check.positive),
@@ -324,6 +401,9 @@ def sweep_rlhf(
     if simd is not None and not isinstance(simd, str):
         raise TypeError(f"simd must be a str (one of rlhf_fast.simd_paths()) or None, got {type(simd).__name__}")
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    if in_world:
+        _refuse_in_world(grid, theta=theta, ref=ref, executor=executor, shards=shards, simd=simd)
+        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory)
 
     def make_run(s):
         return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["kl_ctl"], s["beta"], s["target"], s["horizon"],
@@ -348,6 +428,61 @@ def sweep_rlhf(
 
     return _sweep("ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=7, params=_TABLE,
                   work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
+
+
+def _world_weights(w: Any, world: Any) -> np.ndarray:
+    """The reward model's weights for a world sweep: ``w`` a ``RewardModel`` of the world's tokens."""
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a rlhf_fast.worlds.World, got {type(world).__name__}")
+    if not isinstance(w, RewardModel):
+        raise TypeError(
+            f"w must be a rlhf_fast.worlds.RewardModel in a world (one weight per token), got {type(w).__name__}"
+        )
+    if len(w.weights) != world.vocab:
+        raise ValueError(f"w must weigh the world's {world.vocab} tokens, got {len(w.weights)} weights")
+    return w.weights
+
+
+def _refuse_in_world(grid: _Grid, **lesson_only: Any) -> None:
+    """A world's engine keeps beta fixed and starts at the world's reference, on this machine."""
+    for i, value in enumerate(grid.values("kl_ctl")):
+        if value != "fixed":
+            name = "kl_ctl" if "kl_ctl" in grid.constants else f"kl_ctl[{i}]"
+            raise ValueError(f"{name} must be 'fixed' with a world (its engine keeps beta fixed), got {value!r}")
+    for name, value in lesson_only.items():
+        if value is not None:
+            why = {"theta": "its runs start at its reference, world.ref_logits",
+                   "ref": "its reference is world.ref_logits",
+                   "simd": "its engine is scalar"}.get(name, "its runs are spread over this machine's threads")
+            raise ValueError(f"{name} cannot be given with a world: {why}")
+
+
+def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, record_every: int,
+                 n_threads: int | None, progress: Any, max_memory: int | None) -> SweepResult:
+    """The PPO grid of :func:`sweep_rlhf` run in ``world`` by its engine."""
+
+    def make_run(s):
+        return (s["seed"], s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
+                s["cliprange_value"])
+
+    count_once = world.gold == "count_once"
+    # A count-once gold is sum_a gold_seen(a) s(a) - repeat_penalty * L: the engines sum the
+    # first part, and the constant is added here, once, to what they recorded.
+    gold = world.gold_seen if count_once else world.gold_token
+    offset = world.repeat_penalty * world.response_len if count_once else 0.0
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_world_rlhf(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
+                                         record_every=record_every, n_threads=n_threads, progress=callback,
+                                         max_memory=limit)
+
+    result = _sweep("world_ppo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=3,
+                    params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,
+                    max_memory=max_memory)
+    if offset:
+        result.history[..., result.fields.index("gold_score"), :] -= offset
+        result.runs["final_gold_score"] -= offset
+    return result
 
 
 # --------------------------------------------------------------------------- reward models
@@ -571,6 +706,7 @@ def sweep_dpo(
         check.weights(w)
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
+    record_every = _kept_every(record_every, max(grid.values("epochs")) * len(pairs))
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
 
     def engine(runs, callback, limit):
@@ -666,7 +802,7 @@ def sweep_grpo(
     grid = _Grid()
     grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
     steps = check.count("steps", steps, 1)
-    record_every = check.count("record_every", record_every, 0)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
     epsilon_high = check.optional(check.positive)("epsilon_high", epsilon_high)
     scale_rewards = check.option("scale_rewards", scale_rewards, SCALE_REWARDS)
     for name, value, check_one in (

@@ -1,7 +1,7 @@
 //! Best-of-N from a policy: one evaluation [`best_of_n`], and the sweep engine [`BonEngine`].
 
 use super::driver::{Engine, Monitor, RunsOut, Ticker};
-use crate::error::{at_most, finite_slice, Error, Result};
+use crate::error::{at_most, finite_slice, py_float, Error, Result};
 use crate::kernels::policy::check_table;
 use crate::kernels::sampling::BucketSampler;
 use crate::kernels::softmax::softmax_rows;
@@ -179,7 +179,15 @@ impl Engine for BonEngine<'_> {
         if self.sampled {
             out.summary[3] = sampled_score(&self.sampler, self.weights, n, run.samples as u64, &run.seed_key, monitor)?;
         }
-        Ok(())
+        // Weights near the floats' end can overflow a mean; nothing trains, so nothing "diverged".
+        match self.summary_fields().iter().zip(out.summary.iter()).find(|(_, value)| !value.is_finite()) {
+            None => Ok(()),
+            Some((field, &value)) => Err(Error::Diverged(format!(
+                "sweep run {} overflowed: {field} is {} (n={n})",
+                out.first_run,
+                py_float(value)
+            ))),
+        }
     }
 }
 

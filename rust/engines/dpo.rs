@@ -1,8 +1,9 @@
 //! DPO runs over a preference set: the loop [`train_dpo`], and the sweep engine [`DpoEngine`].
 
-use super::driver::{Engine, Keep, Monitor, RunsOut, Ticker};
+use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result,
+    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed,
+    reserve, Error, Result,
 };
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
@@ -49,8 +50,9 @@ impl EpochOrder {
 /// `epochs` passes of [`dpo_update`] over `pairs`, in the order of [`EpochOrder`], updating
 /// the `[n_prompts, vocab_size]` table `theta` against the reference's log-probabilities.
 /// After each step `on_step(epoch, prompt, outcome)` sees what the step saw; a step whose
-/// logits overflow stops the loop with an error that `run_name` (`train_dpo`, `sweep run 3`)
-/// begins. `monitor` counts the steps and stops the loop when cancelled.
+/// logits overflow, or whose record holds a float that is not finite (the first in the
+/// history's order is named), stops the loop with an error that `run_name` (`train_dpo`,
+/// `sweep run 3`) begins. `monitor` counts the steps and stops the loop when cancelled.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dpo_epochs(
@@ -89,6 +91,14 @@ fn dpo_epochs(
                     py_float(params.lr),
                     py_float(params.beta)
                 )));
+            }
+            if let Some(key) = out.nonfinite_key() {
+                return Err(record_overflowed(
+                    &format!("{run_name} diverged at step {t}"),
+                    key,
+                    params.lr,
+                    params.beta,
+                ));
             }
             on_step(epoch, x as u32, &out);
             t += 1;
@@ -307,7 +317,7 @@ impl Engine for DpoEngine<'_> {
             }
             None => out.summary.copy_from_slice(&rest),
         }
-        Ok(())
+        check_summary(&run_name, self.summary_fields(), out.summary, run.params.lr, run.params.beta)
     }
 }
 
@@ -427,6 +437,69 @@ mod tests {
         cancelled.cancel();
         let stopped = train_dpo(&mut [0.0; 24], &[0.0; 24], 8, &lesson_pairs(60), 10_000, &p, None, &cancelled);
         assert_eq!(stopped, Err(Error::Cancelled));
+    }
+
+    /// Prompt 0's chosen token 0 sits 5 logits below the rest, so `u = -5` there: a pair on
+    /// it with `beta = 1e308` has `h = -inf` and an infinite loss, while a pair on prompt 1
+    /// (`u = 0`) has a loss of ln 2. lr = 5e-324 keeps every logit finite.
+    fn lopsided() -> ([f64; 24], DpoPairs) {
+        let mut theta0 = [0.0; 24];
+        theta0[0] = -5.0;
+        let mut pairs = DpoPairs::new();
+        pairs.push(1, &[0], &[1]);
+        pairs.push(0, &[0], &[1]);
+        pairs.push(1, &[2], &[3]);
+        (theta0, pairs)
+    }
+
+    #[test]
+    fn a_record_that_is_not_finite_stops_the_run_unrecorded() {
+        let (theta0, pairs) = lopsided();
+        let wild = DpoParams::new(1e308, 5e-324, LossType::Sigmoid, 0.0).unwrap();
+        let mut theta = theta0.to_vec();
+        let err = train_dpo(&mut theta, &ZEROS, 8, &pairs, 2, &wild, None, &Monitor::default()).unwrap_err();
+        assert_eq!(
+            err,
+            Error::Diverged("train_dpo diverged at step 1: loss overflowed (lr=5e-324, beta=1e+308)".into())
+        );
+        // theta holds the failing step's update (the first step's is far below an ulp).
+        let mut first = theta0.to_vec();
+        let mut one = DpoPairs::new();
+        one.push(1, &[0], &[1]);
+        train_dpo(&mut first, &ZEROS, 8, &one, 1, &wild, None, &Monitor::default()).unwrap();
+        assert_ne!(first, theta);
+        // The sweep names its run; the history is not a record of the failing step.
+        let runs = [
+            DpoRun {
+                params: DpoParams::new(0.1, 0.05, LossType::Sigmoid, 0.0).unwrap(),
+                epochs: 2,
+                shuffle_seed: None,
+            },
+            DpoRun { params: wild, epochs: 2, shuffle_seed: None },
+        ];
+        let engine = DpoEngine::new(&theta0, &ZEROS, 8, &pairs, None, 1, &runs).unwrap();
+        let err = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap_err();
+        assert_eq!(err.to_string(), "sweep run 1 diverged at step 1: loss overflowed (lr=5e-324, beta=1e+308)");
+    }
+
+    #[test]
+    fn a_summary_that_is_not_finite_fails_the_sweep() {
+        // beta = 2e307: the loss on prompt 0 is 1e308, finite; two such pairs in the last
+        // epoch sum to inf.
+        let (theta0, _) = lopsided();
+        let mut pairs = DpoPairs::new();
+        pairs.push(0, &[0], &[1]);
+        pairs.push(0, &[0], &[1]);
+        let params = DpoParams::new(2e307, 5e-324, LossType::Sigmoid, 0.0).unwrap();
+        let history = train_dpo(&mut theta0.to_vec(), &ZEROS, 8, &pairs, 1, &params, None, &Monitor::default());
+        assert!(history.unwrap().loss.iter().all(|&l| l > 1e307 && l.is_finite()));
+        let runs = [DpoRun { params, epochs: 1, shuffle_seed: None }];
+        for (weights, expected) in [(None, "last_epoch_loss"), (Some(&WEIGHTS[..]), "last_epoch_loss")] {
+            let engine = DpoEngine::new(&theta0, &ZEROS, 8, &pairs, weights, 1, &runs).unwrap();
+            let err = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap_err();
+            let message = format!("sweep run 0 diverged: {expected} overflowed (lr=5e-324, beta=2e+307)");
+            assert_eq!(err.to_string(), message);
+        }
     }
 
     // ------------------------------------------------------------------------- the sweep

@@ -121,6 +121,16 @@ pub trait Engine: Sync {
     fn run(&self, runs: &[Self::Run], out: RunsOut<'_>, monitor: &Monitor) -> Result<()>;
 }
 
+/// A run's summary as the engine computed it at the end, checked: the first field (in
+/// `fields`' order) that is not finite ends the sweep with `"{run_name} diverged: {field}
+/// overflowed (lr=..., beta=...)"`.
+pub(crate) fn check_summary(run_name: &str, fields: &[&str], summary: &[f64], lr: f64, beta: f64) -> Result<()> {
+    match fields.iter().zip(summary).find(|(_, x)| !x.is_finite()) {
+        Some((field, _)) => Err(crate::error::record_overflowed(&format!("{run_name} diverged"), field, lr, beta)),
+        None => Ok(()),
+    }
+}
+
 /// Which steps a history keeps: `k-1, 2k-1, ...` for `record_every = k` (none for 0),
 /// counted down rather than divided every step.
 pub(crate) struct Keep {

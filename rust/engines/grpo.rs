@@ -1,7 +1,9 @@
 //! GRPO runs: the loop [`train_grpo`], and the sweep engine [`GrpoEngine`].
 
-use super::driver::{Engine, Keep, Monitor, RunsOut, Ticker};
-use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
+use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
+use crate::error::{
+    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+};
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
 use crate::methods::grpo::{grpo_update, GrpoOutcome, GrpoParams, GrpoScratch};
@@ -42,6 +44,8 @@ struct GrpoRun<'a> {
     uniforms: Vec<f64>,
     scratch: GrpoScratch,
     n_prompts: u32,
+    /// The exact KLs of the steps so far, summed: the running mean's numerator.
+    kl_sum: f64,
 }
 
 impl<'a> GrpoRun<'a> {
@@ -64,6 +68,7 @@ impl<'a> GrpoRun<'a> {
             uniforms,
             scratch: GrpoScratch::new(weights.len(), params.num_generations)?,
             n_prompts,
+            kl_sum: 0.0,
         })
     }
 
@@ -73,11 +78,12 @@ impl<'a> GrpoRun<'a> {
         u64::from(self.params.num_iterations) * group * self.weights.len() as u64
     }
 
-    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update. A
-    /// step whose logits overflow is an error that `run_name` (`train_grpo`, `sweep run 3`)
-    /// begins.
+    /// Step `t`: `prompt = rng.choice(PROMPTS)`, `G` draws of `rng.random()`, one update;
+    /// returns the prompt, the outcome and the running mean KL. A step whose logits overflow,
+    /// or whose record holds a float that is not finite, is an error that `run_name`
+    /// (`train_grpo`, `sweep run 3`) begins.
     #[inline]
-    fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome)> {
+    fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, GrpoOutcome, f64)> {
         let v = self.weights.len();
         let prompt = self.rng.randbelow(self.n_prompts);
         for u in self.uniforms.iter_mut() {
@@ -99,7 +105,13 @@ impl<'a> GrpoRun<'a> {
                 py_float(self.params.beta)
             )));
         }
-        Ok((prompt, out))
+        self.kl_sum += out.kl;
+        let mean_kl = self.kl_sum / (t + 1) as f64;
+        if let Some(key) = out.nonfinite_key(Some(mean_kl)) {
+            let what = format!("{run_name} diverged at step {t}");
+            return Err(record_overflowed(&what, key, self.params.lr, self.params.beta));
+        }
+        Ok((prompt, out, mean_kl))
     }
 }
 
@@ -148,7 +160,8 @@ impl GrpoHistory {
 /// appending each step's record to `history`: each step draws `prompt =
 /// rng.choice(PROMPTS)` and then the group's `G` tokens. `theta` is updated in place;
 /// `reference` is the frozen policy of the same shape, `weights[a]` the reward of token `a`.
-/// A run whose logits overflow stops with an error, `history` as it stood before the failing
+/// A run whose logits overflow, or whose step records a float that is not finite (the first
+/// in the history's order is named), stops with an error, `history` as it stood before the failing
 /// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
 /// checked against half the machine's memory before anything is allocated; `monitor` is
 /// ticked as the run goes and stops it when cancelled.
@@ -170,17 +183,15 @@ pub fn train_grpo(
     let mut run = GrpoRun::new(theta, &ref_log_probs, weights, params, seed_key)?;
     let mut ticker = Ticker::new(monitor);
     let work_per_step = run.work_per_step();
-    let mut kl_sum = 0.0;
     for t in 0..steps {
-        let (prompt, out) = run.step(t, "train_grpo")?;
-        kl_sum += out.kl;
+        let (prompt, out, mean_kl) = run.step(t, "train_grpo")?;
         history.prompt.push(prompt);
         history.score.push(out.score);
         history.reward_std.push(out.reward_std);
         history.kl.push(out.kl);
         history.clip_frac.push(out.clip_frac);
         history.loss.push(out.loss);
-        history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.mean_kl.push(mean_kl);
         history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u8));
         ticker.advance(1, work_per_step)?;
     }
@@ -250,17 +261,15 @@ impl Engine for GrpoEngine<'_> {
         let run_name = format!("sweep run {}", out.first_run);
         let mut ticker = Ticker::new(monitor);
         let work_per_step = run.work_per_step();
-        let (mut kl_sum, mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut score_sum, mut std_sum, mut clip_sum, mut loss_sum) = (0.0, 0.0, 0.0, 0.0);
         let mut keep = Keep::new(self.record_every);
         for t in 0..self.steps {
-            let (x, step) = run.step(t, &run_name)?;
-            kl_sum += step.kl;
+            let (x, step, mean_kl) = run.step(t, &run_name)?;
             score_sum += step.score;
             std_sum += step.reward_std;
             clip_sum += step.clip_frac;
             loss_sum += step.loss;
             if let Some(slot) = keep.slot() {
-                let mean_kl = kl_sum / (t + 1) as f64;
                 let values = [f64::from(x), step.score, step.reward_std, step.kl, step.clip_frac, step.loss, mean_kl];
                 for (f, value) in values.into_iter().enumerate() {
                     out.history[f * kept + slot] = value;
@@ -276,11 +285,11 @@ impl Engine for GrpoEngine<'_> {
             policy_kl(theta, self.reference, self.weights.len())?,
             score_sum / steps,
             std_sum / steps,
-            kl_sum / steps,
+            run.kl_sum / steps,
             clip_sum / steps,
             loss_sum / steps,
         ]);
-        Ok(())
+        check_summary(&run_name, &GRPO_SUMMARY_FIELDS, out.summary, spec.params.lr, spec.params.beta)
     }
 }
 
@@ -368,6 +377,52 @@ mod tests {
         let engine = GrpoEngine::new(&ZEROS, &ZEROS, &WEIGHTS, 100, 1).unwrap();
         let err = sweep(&engine, &specs, u64::MAX, &Monitor::default()).unwrap_err();
         assert_eq!(err.to_string(), "sweep run 4 diverged at step 0: logits overflowed (lr=1e+300, beta=0.04)");
+    }
+
+    #[test]
+    fn a_record_that_is_not_finite_stops_the_run_unrecorded() {
+        // A group holding the 1e300 token has a reward std of inf; its advantages are then
+        // 0 and the logits stay finite.
+        let weights = [1e300, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+        let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        // Away from the reference, so that the KL term moves the logits on every step.
+        let theta0: Vec<f64> = (0..24).map(|i| if i % 8 == 1 { 0.5 } else { 0.0 }).collect();
+        let mut theta = theta0.clone();
+        let (history, outcome) = train(&mut theta, &ZEROS, &weights, 1000, &[5], &p);
+        let t = history.kl.len();
+        assert!(t > 0 && !history.tokens.contains(&0), "{t}");
+        let expected = format!("train_grpo diverged at step {t}: reward_std overflowed (lr=0.05, beta=0.04)");
+        assert_eq!(outcome, Err(Error::Diverged(expected)));
+        let mut before = theta0.clone();
+        let (short, outcome) = train(&mut before, &ZEROS, &weights, t, &[5], &p);
+        outcome.unwrap();
+        assert_eq!(short, history);
+        // theta holds the failing step's update (the KL term still moves the logits).
+        assert!(before.iter().zip(&theta).any(|(a, b)| a != b));
+        // The sweep stops there too.
+        let specs = vec![GrpoRunSpec { seed_key: vec![5], params: p }; 2];
+        let engine = GrpoEngine::new(&theta0, &ZEROS, &weights, 1000, 1).unwrap();
+        let err = sweep(&engine, &specs, u64::MAX, &Monitor::default()).unwrap_err();
+        let expected = format!("sweep run 0 diverged at step {t}: reward_std overflowed (lr=0.05, beta=0.04)");
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn a_summary_that_is_not_finite_fails_the_sweep() {
+        // beta = 1e307: each step's loss (beta times a k3 below 0.4) is finite, the sum of
+        // 400 steps' losses is not; lr = 5e-324 keeps the logits where they are.
+        let mut theta0 = [0.0; 24];
+        for x in 0..3 {
+            theta0[x * 8] = 1.0;
+        }
+        let p = GrpoParams::new(8, 1e307, 0.2, None, 5e-324, ScaleRewards::Group, 1).unwrap();
+        let (history, outcome) = train(&mut theta0.to_vec(), &ZEROS, &WEIGHTS, 400, &[2], &p);
+        outcome.unwrap();
+        assert!(history.loss.iter().sum::<f64>().is_infinite());
+        let engine = GrpoEngine::new(&theta0, &ZEROS, &WEIGHTS, 400, 0).unwrap();
+        let spec = GrpoRunSpec { seed_key: vec![2], params: p };
+        let err = sweep(&engine, &[spec], u64::MAX, &Monitor::default()).unwrap_err();
+        assert_eq!(err.to_string(), "sweep run 0 diverged: mean_loss overflowed (lr=5e-324, beta=1e+307)");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The top layer of the core: whole runs, and sweeps of many runs.
 //!
 //! Each engine module holds a method's single-run loop (`train_rlhf`, `train_rm`,
-//! `train_dpo`, `train_grpo`, `best_of_n`) and its sweep [`driver::Engine`], which the one
-//! [`driver::sweep`] runs over a grid on the rayon pool. Engines build on
+//! `train_dpo`, `train_grpo`, `best_of_n`, `train_world_rlhf`) and its sweep
+//! [`driver::Engine`], which the one [`driver::sweep`] runs over a grid on the rayon pool. Engines build on
 //! [`crate::methods`] and [`crate::kernels`].
 
 pub mod best_of_n;
@@ -12,3 +12,4 @@ pub mod grpo;
 pub mod ppo;
 mod ppo_lanes;
 pub mod reward_model;
+pub mod world_ppo;

@@ -2,7 +2,9 @@
 //! advances runs eight at a time in the lanes of `ppo_lanes.rs` (where its `Engine` impl is).
 
 use super::driver::{Monitor, Ticker};
-use crate::error::{default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, reserve, Error, Result};
+use crate::error::{
+    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+};
 use crate::kernels::policy::check_policy_pair;
 use crate::kernels::simd::Simd;
 use crate::kernels::softmax::log_softmax_rows;
@@ -81,7 +83,8 @@ impl RlhfHistory {
 /// `theta` is updated in place; `reference` is the frozen policy of the same shape,
 /// `weights[j]` the reward of token `j`, and `values` the per-prompt baseline (updated only
 /// when `params.vf_coef > 0`). A run whose logits or value overflow (see
-/// [`crate::error::overflowed`]) stops with an error, `history` as it stood before the failing
+/// [`crate::error::overflowed`]), or whose step records a float that is not finite (the
+/// first in the history's order is named), stops with an error, `history` as it stood before the failing
 /// step (the lesson's KL monitor reads it) and `theta` as that step left it. `steps` is
 /// checked against half the machine's memory before anything is allocated; `monitor` is
 /// ticked as the run goes and stops it when cancelled.
@@ -134,6 +137,10 @@ pub fn train_rlhf(
             )));
         }
         kl_sum += out.kl;
+        let mean_kl = kl_sum / (t + 1) as f64;
+        if let Some(key) = out.nonfinite_key(Some((beta, mean_kl))) {
+            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta));
+        }
         history.prompt.push(prompt as u32);
         history.token.push(out.token as u32);
         history.score.push(out.score);
@@ -141,10 +148,14 @@ pub fn train_rlhf(
         history.reward.push(out.reward);
         history.clip_frac.push(out.clip_frac);
         history.beta.push(beta);
-        history.mean_kl.push(kl_sum / (t + 1) as f64);
+        history.mean_kl.push(mean_kl);
         history.kl_penalty.push(out.kl_penalty);
         history.value_loss.push(out.value_loss);
         controller.update(out.kl, 1.0);
+        if !controller.value().is_finite() {
+            // the doubling rule, doubled past the floats: the step stays recorded
+            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), "beta", params.lr, beta));
+        }
         ticker.advance(1, work_per_step)?;
     }
     ticker.flush()
@@ -542,6 +553,94 @@ mod tests {
             train_rlhf(&mut theta, &ZEROS, &WEIGHTS, 1_000_000, &[0], &params, fixed, values, &mut history, &cancelled);
         assert_eq!(outcome, Err(Error::Cancelled));
         assert!(history.kl.len() < 100_000, "a cancelled run stops within a tick: {} steps", history.kl.len());
+    }
+
+    // A reward model whose first token scores 1e300: a baseline's value loss on it is
+    // 0.5 * 1e300^2 = inf, while a tiny lr keeps every logit finite.
+    const HUGE_FIRST: [f64; 8] = [1e300, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+
+    fn value_run(seed: i128, vf_coef: f64) -> PpoRun {
+        PpoRun {
+            seed_key: seed_key(seed),
+            params: PpoParams::new(0.2, 1e-300, 4).and_then(|p| p.completed("full", vf_coef, 0.2)).unwrap(),
+            controller: KlController::fixed(0.1).unwrap(),
+        }
+    }
+
+    /// The single run of `run` on `HUGE_FIRST`: its theta, history and error.
+    fn huge_first_run(run: &PpoRun, steps: usize) -> (Vec<f64>, RlhfHistory, Error) {
+        let mut theta = ZEROS.to_vec();
+        let (history, outcome) =
+            train(&mut theta, &ZEROS, &HUGE_FIRST, steps, &run.seed_key, &run.params, run.controller);
+        (theta, history, outcome.unwrap_err())
+    }
+
+    #[test]
+    fn a_record_that_is_not_finite_stops_the_run_unrecorded() {
+        let run = value_run(4, 0.7);
+        let (theta, history, err) = huge_first_run(&run, 1000);
+        let t = history.kl.len();
+        assert_eq!(history.token.iter().filter(|&&a| a == 0).count(), 0, "token 0 fails its step");
+        assert_eq!(
+            err,
+            Error::Diverged(format!("train_rlhf diverged at step {t}: value_loss overflowed (lr=1e-300, beta=0.1)"))
+        );
+        // The history stands before the failing step; theta holds that step's update.
+        let (mut before, _) = (ZEROS.to_vec(), ());
+        let (short, outcome) = train(&mut before, &ZEROS, &HUGE_FIRST, t, &run.seed_key, &run.params, run.controller);
+        outcome.unwrap();
+        assert_eq!(short, history);
+        assert_ne!(before, theta);
+        // Without a baseline the same stream runs through.
+        let plain = value_run(4, 0.0);
+        let mut theta = ZEROS.to_vec();
+        train(&mut theta, &ZEROS, &HUGE_FIRST, 1000, &plain.seed_key, &plain.params, plain.controller).1.unwrap();
+    }
+
+    #[test]
+    fn a_lane_whose_record_is_not_finite_fails_the_first_run_in_run_order() {
+        // Each seed's failing step; lane 1 fails late and lane 3 early.
+        let mut fails: Vec<(usize, i128)> =
+            (0..12).map(|seed| (huge_first_run(&value_run(seed, 0.7), 1000).1.kl.len(), seed)).collect();
+        fails.sort();
+        let (early, late) = (fails[0], fails[11]);
+        assert!(early.0 < late.0, "{fails:?}");
+        let mut runs: Vec<PpoRun> = (0..5).map(|seed| value_run(100 + seed, 0.0)).collect();
+        runs[1] = value_run(late.1, 0.7);
+        runs[3] = value_run(early.1, 0.7);
+        let single = huge_first_run(&runs[1], 1000).2.to_string().replace("train_rlhf", "sweep run 1");
+        for (exact, simd) in
+            [(true, Simd::Portable)].into_iter().chain(Simd::available().into_iter().map(|s| (false, s)))
+        {
+            let engine = PpoEngine::new(&ZEROS, &ZEROS, &HUGE_FIRST, 1000, 1, exact, simd).unwrap();
+            let err = run_sweep(&engine, &runs, &Monitor::default()).unwrap_err();
+            assert_eq!(err.to_string(), single, "{}", simd.name());
+            // Alone, lane 3's run fails at its own step.
+            let err = run_sweep(&engine, &runs[2..], &Monitor::default()).unwrap_err();
+            let single = huge_first_run(&runs[3], 1000).2.to_string().replace("train_rlhf", "sweep run 1");
+            assert_eq!(err.to_string(), single, "{}", simd.name());
+        }
+    }
+
+    #[test]
+    fn a_summary_that_is_not_finite_fails_the_sweep() {
+        // Scores near f64::MAX / 3: every step's record and the final policy's score (a sum
+        // over the three prompts) are finite, the sum of five steps' scores is not.
+        let weights = [5e307, 4.5e307, 5e307, 4.5e307, 5e307, 4.5e307, 5e307, 4.5e307];
+        let mut runs: Vec<PpoRun> = (0..3).map(|seed| value_run(seed, 0.0)).collect();
+        for run in runs.iter_mut() {
+            run.params.lr = 1e-310;
+            run.controller = KlController::fixed(0.0).unwrap();
+        }
+        let mut theta = ZEROS.to_vec();
+        let (_, outcome) =
+            train(&mut theta, &ZEROS, &weights, 5, &runs[0].seed_key, &runs[0].params, runs[0].controller);
+        outcome.unwrap();
+        for simd in Simd::available() {
+            let engine = PpoEngine::new(&ZEROS, &ZEROS, &weights, 5, 1, false, simd).unwrap();
+            let err = run_sweep(&engine, &runs, &Monitor::default()).unwrap_err();
+            assert_eq!(err.to_string(), "sweep run 0 diverged: mean_score overflowed (lr=1e-310, beta=0.0)");
+        }
     }
 
     #[test]

@@ -19,9 +19,9 @@
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
 
-use super::driver::{Engine, Monitor, RunsOut, Ticker};
+use super::driver::{check_summary, Engine, Monitor, RunsOut, Ticker};
 use super::ppo::{PpoEngine, PpoRun, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS, VOCAB_SIZE};
-use crate::error::{py_float, Error, Result, OVERFLOW};
+use crate::error::{record_overflowed, Error, Result, OVERFLOW};
 use crate::kernels::fastmath::{exp_nonpositive_rows, ln_positive};
 use crate::kernels::kl::{KlPenalty, K3_LOG_RATIO_LIMIT};
 use crate::kernels::policy::{expected_score, policy_kl};
@@ -30,6 +30,7 @@ use crate::kernels::simd::{Avx2, Avx2Isa, Avx512, Avx512Isa};
 use crate::kernels::simd::{Portable, Simd, Vector, LANES};
 use crate::kernels::softmax::log_softmax_row;
 use crate::methods::kl_control::KlController;
+use crate::methods::ppo::StepOutcome;
 use crate::rng::Mt19937;
 
 type Rows<V> = [V; VOCAB_SIZE];
@@ -351,10 +352,10 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
         }
     }
 
-    /// The first real lane whose logits or value overflowed: reached `2^512` in magnitude or
-    /// stopped being finite (`crate::error::overflowed`, one mask test per row).
+    /// The first lane below `limit` whose logits or value overflowed: reached `2^512` in
+    /// magnitude or stopped being finite (`crate::error::overflowed`, one mask test per row).
     #[inline(always)]
-    fn diverged_lane(&self, z: &Rows<V>, value: V) -> Option<usize> {
+    fn diverged_lane(&self, z: &Rows<V>, value: V, limit: usize) -> Option<usize> {
         let (upper, lower) = (self.splat(OVERFLOW), self.splat(-OVERFLOW));
         // Ordered comparisons: a NaN lane is outside.
         let inside = |x: V| x.lt(upper) & x.gt(lower);
@@ -366,11 +367,50 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             return None;
         }
         let outside = V::unit(self.isa, !all_inside).to_array();
-        (0..self.n_real).find(|&l| outside[l] != 0.0)
+        (0..limit).find(|&l| outside[l] != 0.0)
+    }
+
+    /// The first lane below `limit` whose step recorded a float that is not finite, and that
+    /// float's key in `train_rlhf`'s history ([`StepOutcome::nonfinite_key`]). `x * 0` is 0
+    /// for a finite `x` and NaN otherwise, so one sum and one mask test clear every lane.
+    #[inline(always)]
+    fn nonfinite_lane(
+        &self,
+        step: &Sampled<V>,
+        clip_frac: V,
+        beta: V,
+        mean_kl: V,
+        value_loss: V,
+        limit: usize,
+    ) -> Option<(usize, &'static str)> {
+        let zero = self.splat(0.0);
+        let record = [step.score, step.kl, step.reward, clip_frac, beta, mean_kl, step.penalty, value_loss];
+        let probe = record.iter().fold(zero, |sum, &x| sum + x * zero);
+        if !V::any(!probe.eq(zero)) {
+            return None;
+        }
+        let [score, kl, reward, clip_frac, beta, mean_kl, kl_penalty, value_loss] = record.map(V::to_array);
+        (0..limit).find_map(|l| {
+            let out = StepOutcome {
+                token: 0,
+                score: score[l],
+                kl: kl[l],
+                kl_penalty: kl_penalty[l],
+                reward: reward[l],
+                clip_frac: clip_frac[l],
+                value_loss: value_loss[l],
+            };
+            out.nonfinite_key(Some((beta[l], mean_kl[l]))).map(|key| (l, key))
+        })
     }
 
     /// The group's runs from start to finish, writing their kept steps, final logits and
     /// summaries into `out`.
+    ///
+    /// A lane that diverges (its logits or value overflow, or its step records a float that
+    /// is not finite) fails its run there; the lanes before it carry on, since one of them
+    /// failing later, or its summary failing, comes first in run order (as the reference,
+    /// which runs them one after the other, reports). Lanes after it no longer matter.
     #[inline(always)]
     fn run(mut self, out: RunsOut<'_>, monitor: &Monitor) -> Result<()> {
         let engine = self.engine;
@@ -381,7 +421,10 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
         let (mut p, mut shifted) = (zeros, zeros);
         let mut ticker = Ticker::new(monitor);
         let work_per_step = (1 + u64::from(self.params.max_epochs)) * (LANES * VOCAB_SIZE) as u64;
+        // The first failed lane and its error: lanes from it on are no longer checked.
+        let mut failed: Option<(usize, Error)> = None;
         for t in 0..engine.steps {
+            let limit = failed.as_ref().map_or(self.n_real, |&(l, _)| l);
             let draws = self.draw();
             let (mut z, ln_q, v_old) = self.gather(draws.prompt);
             let total = Self::softmax(&z, &mut p, &mut shifted);
@@ -393,24 +436,29 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             );
             let (value, clipped) = self.ppo_epochs(&step, v_old, &mut z, &mut p, &mut shifted);
             self.scatter(draws.prompt, &z, value);
-            if let Some(l) = self.diverged_lane(&z, value) {
-                return Err(Error::Diverged(format!(
-                    "sweep run {} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                    out.first_run + l,
-                    py_float(self.params.lr.to_array()[l]),
-                    py_float(draws.beta_of[l])
-                )));
-            }
-
             let clip_frac = clipped / self.params.epochs;
             self.sums.kl = self.sums.kl + step.kl;
+            let mean_kl = self.sums.kl / self.splat((t + 1) as f64);
+            let lane_failed = if let Some(l) = self.diverged_lane(&z, value, limit) {
+                Some((l, "logits"))
+            } else {
+                self.nonfinite_lane(&step, clip_frac, draws.beta, mean_kl, value_loss, limit)
+            };
+            if let Some((l, key)) = lane_failed {
+                let what = format!("sweep run {} diverged at step {t}", out.first_run + l);
+                let error = record_overflowed(&what, key, self.params.lr.to_array()[l], draws.beta_of[l]);
+                if l == 0 {
+                    return Err(error); // no lane comes before it
+                }
+                failed = Some((l, error));
+            }
+
             self.sums.score = self.sums.score + step.score;
             self.sums.reward = self.sums.reward + step.reward;
             self.sums.clip = self.sums.clip + clip_frac;
             let kl_of = step.kl.to_array();
             if kept > 0 && (t + 1) % engine.record_every == 0 {
                 let slot = (t + 1) / engine.record_every - 1;
-                let mean_kl = self.sums.kl / self.splat((t + 1) as f64);
                 // In PPO_HISTORY_FIELDS' order.
                 let series = [
                     draws.prompt_of,
@@ -434,21 +482,36 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
             for l in 0..self.n_real {
                 self.controllers[l].update(kl_of[l], 1.0);
             }
+            // The doubling rule can take a coefficient past the floats: its run ends on this
+            // step, recorded (the reference's controller refuses the update).
+            let limit = failed.as_ref().map_or(self.n_real, |&(l, _)| l);
+            if let Some(l) = (0..limit).find(|&l| !self.controllers[l].value().is_finite()) {
+                let what = format!("sweep run {} diverged at step {t}", out.first_run + l);
+                let error = record_overflowed(&what, "beta", self.params.lr.to_array()[l], draws.beta_of[l]);
+                if l == 0 {
+                    return Err(error);
+                }
+                failed = Some((l, error));
+            }
             ticker.advance(self.n_real as u64, work_per_step)?;
         }
         ticker.flush()?;
-        self.finish(out)
+        self.finish(out, failed)
     }
 
-    /// Each real lane's final logits and its summary (the fields of `PPO_SUMMARY_FIELDS`).
-    fn finish(self, out: RunsOut<'_>) -> Result<()> {
+    /// Each real lane's final logits and its summary (the fields of `PPO_SUMMARY_FIELDS`),
+    /// checked; `failed`, the first lane that failed a step, fails the group after the lanes
+    /// before it.
+    fn finish(self, out: RunsOut<'_>, failed: Option<(usize, Error)>) -> Result<()> {
         let engine = self.engine;
         let table = self.theta.len() * VOCAB_SIZE;
         let steps = engine.steps as f64;
         let (score_sum, reward_sum) = (self.sums.score.to_array(), self.sums.reward.to_array());
         let (kl_sum, clip_sum) = (self.sums.kl.to_array(), self.sums.clip.to_array());
         let summaries = PPO_SUMMARY_FIELDS.len();
-        for l in 0..self.n_real {
+        let lr = self.params.lr.to_array();
+        let limit = failed.as_ref().map_or(self.n_real, |&(l, _)| l);
+        for l in 0..limit {
             let final_row = &mut out.params[l * table..(l + 1) * table];
             for (x, rows) in self.theta.iter().enumerate() {
                 for v in 0..VOCAB_SIZE {
@@ -464,8 +527,11 @@ impl<'a, V: Vector, const EXACT: bool> Lanes<'a, V, EXACT> {
                 clip_sum[l] / steps,
                 self.controllers[l].value(),
             ]);
+            let run_name = format!("sweep run {}", out.first_run + l);
+            let summary = &out.summary[l * summaries..(l + 1) * summaries];
+            check_summary(&run_name, &PPO_SUMMARY_FIELDS, summary, lr[l], self.controllers[l].value())?;
         }
-        Ok(())
+        failed.map_or(Ok(()), |(_, error)| Err(error))
     }
 }
 

@@ -9,7 +9,9 @@
 //! `u = (log pi(y+) - log ref(y+)) / |y+| - (log pi(y-) - log ref(y-)) / |y-|`.
 //! The loop over a preference set is [`crate::engines::dpo`]'s.
 
-use crate::error::{finite, finite_slice, overflowed, positive, py_float, Error, Result};
+use crate::error::{
+    finite, finite_slice, first_nonfinite, overflowed, positive, py_float, record_overflowed, Error, Result,
+};
 use crate::kernels::logistic::Logistic;
 use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
 
@@ -125,6 +127,22 @@ pub struct DpoOutcome {
     pub accuracy: f64,
 }
 
+impl DpoOutcome {
+    /// The first recorded float that is not finite, by its key in `train_dpo`'s history
+    /// (TRL's names: loss, rewards/chosen, rewards/rejected, rewards/margins,
+    /// rewards/accuracies).
+    #[inline]
+    pub fn nonfinite_key(&self) -> Option<&'static str> {
+        first_nonfinite([
+            ("loss", self.loss),
+            ("rewards/chosen", self.chosen),
+            ("rewards/rejected", self.rejected),
+            ("rewards/margins", self.margin),
+            ("rewards/accuracies", self.accuracy),
+        ])
+    }
+}
+
 /// Scratch rows a step reuses: `log pi`, `pi`, and the token counts of both responses.
 #[derive(Clone, Debug)]
 pub struct DpoScratch {
@@ -230,9 +248,9 @@ fn check_response(name: &str, tokens: &[u32], vocab_size: usize) -> Result<()> {
 }
 
 /// Checked [`dpo_update`] from the reference's logits: one step of any loss type, with the
-/// step's metrics. Mutates `logits` only when every argument is valid and the step leaves
-/// them within bounds (an overflow is an error naming `lr` and `beta`, the logits left as
-/// they were).
+/// step's metrics. Mutates `logits` only when every argument is valid, the step leaves them
+/// within bounds and its loss is finite (else an error naming `lr` and `beta`, the logits
+/// left as they were).
 pub fn dpo_step_metrics(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -258,6 +276,10 @@ pub fn dpo_step_metrics(
             py_float(params.lr),
             py_float(params.beta)
         )));
+    }
+    // `dpo_step` returns the loss alone: that is what must be finite.
+    if !out.loss.is_finite() {
+        return Err(record_overflowed("dpo_step diverged", "loss", params.lr, params.beta));
     }
     logits.copy_from_slice(&updated);
     Ok(out)
@@ -341,6 +363,19 @@ mod tests {
     fn loss_at(logits: &[f64], reference: &[f64], chosen: &[u32], rejected: &[u32], p: &DpoParams) -> f64 {
         let mut probe = logits.to_vec();
         dpo_step_metrics(&mut probe, reference, chosen, rejected, p).unwrap().loss
+    }
+
+    #[test]
+    fn dpo_step_refuses_a_loss_that_is_not_finite_and_leaves_the_logits() {
+        let wild = DpoParams::new(1e308, 5e-324, LossType::Sigmoid, 0.0).unwrap();
+        let mut logits = [-5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let err = dpo_step_metrics(&mut logits, &[0.0; 8], &[0], &[1], &wild).unwrap_err();
+        assert_eq!(err, Error::Diverged("dpo_step diverged: loss overflowed (lr=5e-324, beta=1e+308)".into()));
+        assert_eq!(logits, [-5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // Only the loss is dpo_step's to return: infinite rewards beside a finite loss pass.
+        let ipo = DpoParams::new(1e308, 5e-324, LossType::Hinge, 0.0).unwrap();
+        let out = dpo_step_metrics(&mut logits, &[0.0; 8], &[1], &[0], &ipo).unwrap();
+        assert!(out.loss.is_finite() && out.chosen.is_finite() && out.rejected.is_infinite(), "{out:?}");
     }
 
     #[test]

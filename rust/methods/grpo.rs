@@ -3,7 +3,8 @@
 //! clipped surrogate (DAPO's `epsilon_high`), and the `k3` KL to the reference in the loss.
 
 use crate::error::{
-    at_most, finite_slice, non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result,
+    at_most, finite_slice, first_nonfinite, non_negative, overflowed, positive, py_float, record_overflowed,
+    vec_with_capacity, Error, Result,
 };
 use crate::kernels::sampling::{running_sums, sample_running};
 use crate::kernels::softmax::{log_softmax_row, softmax_row};
@@ -101,6 +102,23 @@ pub struct GrpoOutcome {
     pub kl: f64,
     pub clip_frac: f64,
     pub loss: f64,
+}
+
+impl GrpoOutcome {
+    /// The first recorded float that is not finite, by its key: `grpo_step`'s record order
+    /// (score, reward_std, kl, clip_frac, loss), then a run's running `mean_kl` where
+    /// `train_grpo`'s history has it.
+    #[inline]
+    pub fn nonfinite_key(&self, mean_kl: Option<f64>) -> Option<&'static str> {
+        first_nonfinite([
+            ("score", self.score),
+            ("reward_std", self.reward_std),
+            ("kl", self.kl),
+            ("clip_frac", self.clip_frac),
+            ("loss", self.loss),
+            ("mean_kl", mean_kl.unwrap_or(0.0)),
+        ])
+    }
 }
 
 /// Scratch a step reuses; after a step, [`GrpoScratch::tokens`] holds its sampled tokens.
@@ -320,8 +338,9 @@ fn grpo_core(
 }
 
 /// Checked [`grpo_update`] from the reference's logits; returns the outcome and the tokens.
-/// Mutates `logits` only when every argument is valid and the step leaves them within
-/// bounds (an overflow is an error naming `lr` and `beta`, the logits left as they were).
+/// Mutates `logits` only when every argument is valid, the step leaves them within bounds
+/// and its record is finite (else an error naming `lr` and `beta`, the logits left as they
+/// were).
 pub fn grpo_step(
     logits: &mut [f64],
     ref_logits: &[f64],
@@ -365,6 +384,9 @@ pub fn grpo_step(
             py_float(params.beta)
         )));
     }
+    if let Some(key) = out.nonfinite_key(None) {
+        return Err(record_overflowed("grpo_step diverged", key, params.lr, params.beta));
+    }
     logits.copy_from_slice(&updated);
     Ok((out, scratch.tokens))
 }
@@ -394,6 +416,17 @@ mod tests {
             total += -(ratio * adv).min(clipped * adv) + p.beta * (d.exp() - d - 1.0);
         }
         total / tokens.len() as f64
+    }
+
+    #[test]
+    fn grpo_step_refuses_a_record_that_is_not_finite_and_leaves_the_logits() {
+        let weights = [1e300, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+        let p = GrpoParams::new(2, 0.04, 0.2, None, 0.05, ScaleRewards::Group, 1).unwrap();
+        let mut logits = [0.5; 8];
+        let err = grpo_step(&mut logits, &[0.0; 8], &weights, &[0.01, 0.9], &p).unwrap_err();
+        assert_eq!(err, Error::Diverged("grpo_step diverged: reward_std overflowed (lr=0.05, beta=0.04)".into()));
+        assert_eq!(logits, [0.5; 8]);
+        assert!(grpo_step(&mut logits, &[0.0; 8], &weights, &[0.9, 0.9], &p).is_ok());
     }
 
     #[test]

@@ -28,10 +28,10 @@ macro_rules! converters {
 
 converters!(real -> f64:
     z, logp, logq, p_old_a, advantage, eps, beta, lr, target, horizon, vf_coef, cliprange_value, kl_threshold,
-    label_smoothing, epsilon,
+    label_smoothing, epsilon, value,
 );
 converters!(optional_real -> Option<f64>: epsilon_high);
-converters!(int -> i64: steps, ppo_epochs, epochs, num_generations, num_iterations, n, samples);
+converters!(int -> i64: steps, ppo_epochs, epochs, num_generations, num_iterations, n, samples, record_every);
 
 pub fn kl_penalty(arg: &Bound<'_, PyAny>) -> PyResult<&'static str> {
     option("kl_penalty", arg, &KlPenalty::NAMES)

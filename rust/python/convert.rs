@@ -2,9 +2,10 @@
 //! weights (dict token -> weight), responses, and float sequences. Errors name the argument.
 
 use numpy::{
-    IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
+    IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyReadwriteArray2, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySequence, PyString, PyTuple, PyType};
@@ -57,8 +58,14 @@ pub fn real(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<f64> {
             || obj.is_instance_of::<PyFloat>()
             || is_instance_of_abc(obj, &REAL, "numbers", "Real")?)
     {
-        // `float(obj)`: an int past the floats raises Python's own OverflowError, as there.
-        return obj.extract();
+        // `float(obj)`: an int past the floats is a ValueError naming it, as in `_checks.real`.
+        return obj.extract().or_else(|err: PyErr| {
+            if !err.is_instance_of::<PyOverflowError>(obj.py()) {
+                return Err(err);
+            }
+            let bits = obj.call_method0("__int__")?.call_method0("bit_length")?;
+            Err(PyValueError::new_err(format!("{name} must fit in a float, got an int of {bits} bits")))
+        });
     }
     Err(PyTypeError::new_err(format!("{name} must be a real number, got {}", type_name(obj))))
 }
@@ -113,6 +120,31 @@ pub fn option(name: &str, obj: &Bound<'_, PyAny>, options: &[&'static str]) -> P
     }
 }
 
+// ---------------------------------------------------------------------------------- results
+//
+// What a call returns is finite, or the call raises (the reference's `api._finite_result`):
+// finite but extreme arguments (a log-ratio past 709, logits 1e308 apart) overflow inside a
+// kernel, and that is a `FloatingPointError` naming the function, never an inf handed back.
+
+/// `value`, or a `FloatingPointError` if it is not finite.
+pub fn finite_result(function: &str, value: f64) -> PyResult<f64> {
+    if value.is_finite() {
+        return Ok(value);
+    }
+    Err(PyFloatingPointError::new_err(format!("{function} overflowed: the result is {}", py_float(value))))
+}
+
+/// `values`, or a `FloatingPointError` naming the first entry that is not finite.
+pub fn finite_results<T: AsRef<[f64]>>(function: &str, values: T) -> PyResult<T> {
+    match values.as_ref().iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(j) => Err(PyFloatingPointError::new_err(format!(
+            "{function} overflowed: result[{j}] is {}",
+            py_float(values.as_ref()[j])
+        ))),
+    }
+}
+
 // ------------------------------------------------------------------------- other arguments
 
 /// A sequence of real numbers (a list, a tuple, a 1-D array) as floats (`_checks.logits`'s
@@ -141,6 +173,34 @@ pub fn f64_vec(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
         }
     }
     Ok(values)
+}
+
+/// A float64 numpy array of `ndim` dimensions (`_checks.float_array`), copied out with its
+/// shape; its values are the caller's to check. A `TypeError` naming `name` otherwise.
+pub fn float_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<f64>, Vec<usize>)> {
+    let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
+        return Err(PyTypeError::new_err(format!("{name} must be a {ndim}-D float64 array, got {}", type_name(obj))));
+    };
+    let array = obj.extract::<PyReadonlyArrayDyn<'_, f64>>().ok().filter(|array| array.ndim() == ndim);
+    let Some(array) = array else {
+        let dtype = untyped.dtype().str().map(|s| s.to_string()).unwrap_or_default();
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a {ndim}-D float64 array, got a {}-D {dtype} array",
+            untyped.ndim()
+        )));
+    };
+    let view = array.as_array();
+    let mut values = error::vec_with_capacity(view.len(), name)?;
+    values.extend(view.iter().copied());
+    Ok((values, array.shape().to_vec()))
+}
+
+/// A bool (`_checks.boolean`): not an int, a `TypeError` naming `name` otherwise.
+pub fn boolean(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match obj.cast::<PyBool>() {
+        Ok(value) => Ok(value.is_true()),
+        Err(_) => Err(PyTypeError::new_err(format!("{name} must be a bool, got {}", type_name(obj)))),
+    }
 }
 
 /// The key `random.Random(seed)` feeds MT19937's `init_by_array`: `abs(seed)` in 32-bit

@@ -8,8 +8,9 @@ use pyo3::types::PyDict;
 
 use super::args;
 use super::convert::{
-    check_rng, count, f64_vec, frozen_copy, history_dict, int, kl_threshold_arg, policy_table, prompt_index,
-    prompt_values, type_name, vocab_weights, warn_kl, write_back_row, write_back_table, write_back_values, SeedKey,
+    check_rng, count, f64_vec, finite_result, finite_results, frozen_copy, history_dict, int, kl_threshold_arg,
+    policy_table, prompt_index, prompt_values, type_name, vocab_weights, warn_kl, write_back_row, write_back_table,
+    write_back_values, SeedKey,
 };
 use super::detached::run_detached;
 use crate::engines::driver::Monitor;
@@ -64,10 +65,14 @@ fn softmax(z: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
 /// `z - logsumexp(z)` for one row of logits.
 #[pyfunction]
 fn log_softmax(z: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    Ok(core_softmax::log_softmax(&f64_vec("z", z)?)?)
+    finite_results("log_softmax", core_softmax::log_softmax(&f64_vec("z", z)?)?)
 }
 
-fn map_rows<'py>(z: PyReadonlyArray2<'py, f64>, kernel: fn(&[f64], &mut [f64])) -> PyResult<Bound<'py, PyArray2<f64>>> {
+fn map_rows<'py>(
+    z: PyReadonlyArray2<'py, f64>,
+    function: &str,
+    kernel: fn(&[f64], &mut [f64]),
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let py = z.py();
     let view = z.as_array();
     let (rows, cols) = view.dim();
@@ -83,19 +88,19 @@ fn map_rows<'py>(z: PyReadonlyArray2<'py, f64>, kernel: fn(&[f64], &mut [f64])) 
         }
         out
     });
-    out.into_pyarray(py).reshape([rows, cols])
+    finite_results(function, out)?.into_pyarray(py).reshape([rows, cols])
 }
 
 /// Row-wise softmax of a float64 matrix.
 #[pyfunction]
 fn softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    map_rows(z, core_softmax::softmax_row)
+    map_rows(z, "softmax", core_softmax::softmax_row)
 }
 
 /// Row-wise log-softmax of a float64 matrix.
 #[pyfunction]
 fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    map_rows(z, core_softmax::log_softmax_row)
+    map_rows(z, "log_softmax", core_softmax::log_softmax_row)
 }
 
 /// Exact ``KL(p || q) = sum_i p_i (log p_i - log q_i)``, with ``0 log 0 = 0``.
@@ -108,7 +113,7 @@ fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, P
 /// Returns
 /// -------
 /// float
-///     >= 0; ``inf`` where ``q`` is 0 and ``p`` is not.
+///     >= 0, finite.
 ///
 /// Raises
 /// ------
@@ -116,7 +121,12 @@ fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, P
 ///     ``p`` or ``q`` is not a sequence of real numbers (named).
 /// ValueError
 ///     ``p`` or ``q`` is not a distribution (``"p must sum to 1 (within 1e-6), got 0.9"``),
-///     or their lengths differ: ``"p and q must have the same length, got 2 and 3"``.
+///     their lengths differ (``"p and q must have the same length, got 2 and 3"``), or
+///     ``q`` is 0 where ``p`` is not, so that the KL is infinite: ``"q[1] must be > 0 where
+///     p[1] > 0 (KL(p || q) is infinite), got 0.0"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"kl overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -126,7 +136,15 @@ fn log_softmax_rows<'py>(z: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, P
 /// 0.6931
 #[pyfunction]
 fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
-    Ok(core_kl::kl(&f64_vec("p", p)?, &f64_vec("q", q)?)?)
+    let (p, q) = (f64_vec("p", p)?, f64_vec("q", q)?);
+    let divergence = core_kl::kl(&p, &q)?;
+    if let Some(j) = p.iter().zip(&q).position(|(&p, &q)| q == 0.0 && p > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "q[{j}] must be > 0 where p[{j}] > 0 (KL(p || q) is infinite), got {}",
+            py_float(q[j])
+        )));
+    }
+    finite_result("kl", divergence)
 }
 
 /// Schulman's k1 estimate of ``KL(p || q)`` from one token ``a ~ p``: ``log p(a) - log q(a)``.
@@ -148,6 +166,9 @@ fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
 ///     An argument that is not a real number (named).
 /// ValueError
 ///     An argument that is not finite: ``"logp must be finite, got -inf"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"kl_k1 overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -156,7 +177,7 @@ fn kl(p: &Bound<'_, PyAny>, q: &Bound<'_, PyAny>) -> PyResult<f64> {
 /// 0.6931
 #[pyfunction]
 fn kl_k1(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
-    Ok(core_kl::kl_k1(logp, logq)?)
+    finite_result("kl_k1", core_kl::kl_k1(logp, logq)?)
 }
 
 /// Schulman's k2 estimate of ``KL(p || q)`` from one token ``a ~ p``.
@@ -179,6 +200,9 @@ fn kl_k1(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = arg
 ///     An argument that is not a real number (named).
 /// ValueError
 ///     An argument that is not finite: ``"logq must be finite, got nan"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"kl_k2 overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -187,7 +211,7 @@ fn kl_k1(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = arg
 /// 0.2402
 #[pyfunction]
 fn kl_k2(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
-    Ok(core_kl::kl_k2(logp, logq)?)
+    finite_result("kl_k2", core_kl::kl_k2(logp, logq)?)
 }
 
 /// Schulman's k3 estimate of ``KL(p || q)`` from one token ``a ~ p``: ``(r - 1) - log r``.
@@ -210,6 +234,9 @@ fn kl_k2(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = arg
 ///     An argument that is not a real number (named).
 /// ValueError
 ///     An argument that is not finite: ``"logp must be finite, got inf"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"kl_k3 overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -218,7 +245,7 @@ fn kl_k2(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = arg
 /// 0.1931
 #[pyfunction]
 fn kl_k3(#[pyo3(from_py_with = args::logp)] logp: f64, #[pyo3(from_py_with = args::logq)] logq: f64) -> PyResult<f64> {
-    Ok(core_kl::kl_k3(logp, logq)?)
+    finite_result("kl_k3", core_kl::kl_k3(logp, logq)?)
 }
 
 /// Draw an index from ``probs`` by inverse CDF with one ``rng.random()``.
@@ -299,6 +326,9 @@ fn token_index(a: &Bound<'_, PyAny>, vocab_size: usize) -> PyResult<usize> {
 /// TypeError, ValueError
 ///     An argument of the wrong type or out of range, named: ``"a must be a token index in
 ///     [0, 8), got 9"``, ``"p_old_a must be > 0, got 0.0"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"clipped_surrogate overflowed: the result is -inf"``.
 ///
 /// Examples
 /// --------
@@ -316,7 +346,10 @@ fn clipped_surrogate(
 ) -> PyResult<f64> {
     let logits = f64_vec("logits", logits)?;
     error::finite_slice("logits", &logits)?;
-    Ok(ppo::clipped_surrogate(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
+    finite_result(
+        "clipped_surrogate",
+        ppo::clipped_surrogate(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?,
+    )
 }
 
 /// The gradient of :func:`clipped_surrogate` in the logits.
@@ -346,6 +379,9 @@ fn clipped_surrogate(
 /// ------
 /// TypeError, ValueError
 ///     An argument of the wrong type or out of range, named (as :func:`clipped_surrogate`).
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"clipped_surrogate_grad overflowed: result[0] is inf"``.
 ///
 /// Examples
 /// --------
@@ -363,7 +399,8 @@ fn clipped_surrogate_grad(
 ) -> PyResult<Vec<f64>> {
     let logits = f64_vec("logits", logits)?;
     error::finite_slice("logits", &logits)?;
-    Ok(ppo::clipped_surrogate_grad(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?)
+    let gradient = ppo::clipped_surrogate_grad(&logits, token_index(a, logits.len())?, p_old_a, advantage, eps)?;
+    finite_results("clipped_surrogate_grad", gradient)
 }
 
 /// One PPO-RLHF step on ``prompt``: sample a token, reward it, clipped-surrogate updates.
@@ -427,8 +464,10 @@ fn clipped_surrogate_grad(
 ///     a frozen copy of the policy; it shares storage with theta"``.
 /// FloatingPointError
 ///     The step would leave a logit or the value overflowed (NaN, or ``2**512`` or more in
-///     magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``; ``theta``
-///     and ``value`` are left as they were.
+///     magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``, or a
+///     value it returns that is not finite, the first in the record's order:
+///     ``"rlhf_step diverged: value_loss overflowed (lr=..., beta=...)"``; ``theta`` and
+///     ``value`` are left as they were.
 ///
 /// Examples
 /// --------
@@ -483,6 +522,9 @@ fn rlhf_step<'py>(
     if overflowed(&logits) | overflowed(&values[x..=x]) {
         let message = format!("rlhf_step diverged: logits overflowed (lr={}, beta={})", py_float(lr), py_float(beta));
         return Err(Error::Diverged(message).into());
+    }
+    if let Some(key) = out.nonfinite_key(None) {
+        return Err(error::record_overflowed("rlhf_step diverged", key, lr, beta).into());
     }
     write_back_row(theta, x, &logits)?;
     write_back_values(value, &values)?;
@@ -611,6 +653,9 @@ fn train_rlhf<'py>(
 /// TypeError, ValueError
 ///     A malformed policy or ``w``, named: ``"theta has no logits for prompt 'help me'"``,
 ///     ``"theta['help me'][3] must be finite, got nan"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"expected_score overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -620,7 +665,7 @@ fn train_rlhf<'py>(
 /// 0.3162
 #[pyfunction]
 fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f64> {
-    Ok(policy::expected_score(&policy_table("theta", theta, false)?, &vocab_weights(w)?)?)
+    finite_result("expected_score", policy::expected_score(&policy_table("theta", theta, false)?, &vocab_weights(w)?)?)
 }
 
 /// Exact ``KL(pi_theta || pi_ref)``, averaged over ``PROMPTS``, computed in log space.
@@ -639,6 +684,9 @@ fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f6
 /// ------
 /// TypeError, ValueError
 ///     A malformed policy, named (``theta`` or ``ref``).
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"policy_kl overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -651,7 +699,7 @@ fn expected_score(theta: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>) -> PyResult<f6
 #[pyfunction]
 fn policy_kl(theta: &Bound<'_, PyAny>, r#ref: &Bound<'_, PyAny>) -> PyResult<f64> {
     let theta_table = policy_table("theta", theta, false)?;
-    Ok(policy::policy_kl(&theta_table, &policy_table("ref", r#ref, false)?, VOCAB.len())?)
+    finite_result("policy_kl", policy::policy_kl(&theta_table, &policy_table("ref", r#ref, false)?, VOCAB.len())?)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -2,6 +2,7 @@
 //! Best-of-N. Convert, validate (messages name the argument), run the core off the GIL,
 //! hand back dicts of floats or numpy arrays. No numerics here.
 
+use pyo3::exceptions::PyFloatingPointError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -14,7 +15,7 @@ use super::detached::run_detached;
 use crate::engines::dpo::DpoHistory;
 use crate::engines::driver::Monitor;
 use crate::engines::grpo::GrpoHistory;
-use crate::error::{drop_in_background, vec_with_capacity};
+use crate::error::{drop_in_background, py_float, vec_with_capacity};
 use crate::lesson::{PROMPTS, VOCAB};
 use crate::{engines, methods};
 
@@ -246,6 +247,14 @@ fn best_of_n<'py>(
     let out = run_detached(py, &monitor, None, None, || {
         engines::best_of_n::best_of_n(&table, &weights, n, samples, &seed.0, &monitor)
     })??;
+    let scores = [("expected_score", out.expected_score), ("kl_analytic", out.kl_analytic), ("kl_exact", out.kl_exact)];
+    let sampled = out.sampled_score.map(|score| ("sampled_score", score));
+    if let Some((key, value)) = scores.into_iter().chain(sampled).find(|(_, value)| !value.is_finite()) {
+        return Err(PyFloatingPointError::new_err(format!(
+            "best_of_n overflowed: result['{key}'] is {}",
+            py_float(value)
+        )));
+    }
     let result = PyDict::new(py);
     result.set_item("expected_score", out.expected_score)?;
     result.set_item("kl_analytic", out.kl_analytic)?;

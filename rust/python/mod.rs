@@ -10,6 +10,7 @@ mod methods;
 mod preferences;
 mod rows;
 mod sweep;
+mod world;
 
 use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -37,5 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     methods::register(m)?;
     rows::register(m)?;
     sweep::register(m)?;
+    world::register(m)?;
     Ok(())
 }

@@ -8,7 +8,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::args;
 use super::convert::{
-    checked_weights, count, pair_fields, seed_key as convert_seed_key, tokens_of, type_name, weight_of, SeedKey,
+    checked_weights, count, finite_result, pair_fields, seed_key as convert_seed_key, tokens_of, type_name, weight_of,
+    SeedKey,
 };
 use super::detached::run_detached;
 use super::sweep::{run_sweep, SweepOptions};
@@ -371,6 +372,9 @@ fn bag<'py>(y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 /// ------
 /// TypeError
 ///     ``w`` or ``b`` is not a dict (named): ``"w must be a dict token -> weight, got list"``.
+/// FloatingPointError
+///     The result overflows for finite but extreme arguments (logits 1e308 apart, a
+///     log-ratio past 709): ``"dot overflowed: the result is inf"``.
 ///
 /// Examples
 /// --------
@@ -390,7 +394,7 @@ fn dot(w: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<f64> {
         };
         total += weight * count;
     }
-    Ok(total)
+    finite_result("dot", total)
 }
 
 /// One SGD step on the Bradley-Terry loss ``-log sigmoid(R(y+) - R(y-))``; mutates ``w``.

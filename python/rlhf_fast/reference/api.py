@@ -290,6 +290,9 @@ def dot(w: Mapping[str, float], b: Mapping[str, int]) -> float:
     ------
     TypeError
         ``w`` or ``b`` is not a dict (named): ``"w must be a dict token -> weight, got list"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"dot overflowed: the result is inf"``.
 
     Examples
     --------
@@ -298,7 +301,7 @@ def dot(w: Mapping[str, float], b: Mapping[str, int]) -> float:
     """
     checks.weights(w)
     checks.weights(b, "b")
-    return bt.dot(w, b)
+    return checks.finite_result("dot", bt.dot(w, b))
 
 
 def sigmoid(z: float) -> float:
@@ -626,6 +629,9 @@ def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
     ValueError
         ``z`` is empty, an entry is not finite (``"z[2] must be finite, got inf"``), or an
         array is not 1-D or 2-D.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"log_softmax overflowed: result[1] is -inf"``.
 
     Examples
     --------
@@ -635,8 +641,8 @@ def log_softmax(z: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
     array([-0.6931, -0.6931])
     """
     if isinstance(z, np.ndarray):
-        return _array_rows(z, log_softmax_row)
-    return log_softmax_row(checks.logits("z", z))
+        return checks.finite_result("log_softmax", _array_rows(z, log_softmax_row))
+    return checks.finite_result("log_softmax", log_softmax_row(checks.logits("z", z)))
 
 
 def kl(p: Sequence[float], q: Sequence[float]) -> float:
@@ -650,7 +656,7 @@ def kl(p: Sequence[float], q: Sequence[float]) -> float:
     Returns
     -------
     float
-        >= 0; ``inf`` where ``q`` is 0 and ``p`` is not.
+        >= 0, finite.
 
     Raises
     ------
@@ -658,7 +664,12 @@ def kl(p: Sequence[float], q: Sequence[float]) -> float:
         ``p`` or ``q`` is not a sequence of real numbers (named).
     ValueError
         ``p`` or ``q`` is not a distribution (``"p must sum to 1 (within 1e-6), got 0.9"``),
-        or their lengths differ: ``"p and q must have the same length, got 2 and 3"``.
+        their lengths differ (``"p and q must have the same length, got 2 and 3"``), or
+        ``q`` is 0 where ``p`` is not, so that the KL is infinite: ``"q[1] must be > 0 where
+        p[1] > 0 (KL(p || q) is infinite), got 0.0"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"kl overflowed: the result is inf"``.
 
     Examples
     --------
@@ -671,7 +682,10 @@ def kl(p: Sequence[float], q: Sequence[float]) -> float:
     q = checks.probabilities("q", q)
     if len(p) != len(q):
         raise ValueError(f"p and q must have the same length, got {len(p)} and {len(q)}")
-    return kl_kernels.kl_unchecked(p, q)
+    for j, (p_j, q_j) in enumerate(zip(p, q)):
+        if q_j == 0.0 and p_j > 0.0:
+            raise ValueError(f"q[{j}] must be > 0 where p[{j}] > 0 (KL(p || q) is infinite), got {q_j!r}")
+    return checks.finite_result("kl", kl_kernels.kl_unchecked(p, q))
 
 
 def kl_k1(logp: float, logq: float) -> float:
@@ -694,6 +708,9 @@ def kl_k1(logp: float, logq: float) -> float:
         An argument that is not a real number (named).
     ValueError
         An argument that is not finite: ``"logp must be finite, got -inf"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"kl_k1 overflowed: the result is inf"``.
 
     Examples
     --------
@@ -701,7 +718,7 @@ def kl_k1(logp: float, logq: float) -> float:
     >>> round(rl.kl_k1(math.log(0.5), math.log(0.25)), 4)
     0.6931
     """
-    return kl_kernels.kl_k1(checks.finite("logp", logp), checks.finite("logq", logq))
+    return checks.finite_result("kl_k1", kl_kernels.kl_k1(checks.finite("logp", logp), checks.finite("logq", logq)))
 
 
 def kl_k2(logp: float, logq: float) -> float:
@@ -725,6 +742,9 @@ def kl_k2(logp: float, logq: float) -> float:
         An argument that is not a real number (named).
     ValueError
         An argument that is not finite: ``"logq must be finite, got nan"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"kl_k2 overflowed: the result is inf"``.
 
     Examples
     --------
@@ -733,7 +753,7 @@ def kl_k2(logp: float, logq: float) -> float:
     0.2402
     """
     logq = checks.finite("logq", logq)
-    return kl_kernels.kl_k2(checks.finite("logp", logp), logq)
+    return checks.finite_result("kl_k2", kl_kernels.kl_k2(checks.finite("logp", logp), logq))
 
 
 def kl_k3(logp: float, logq: float) -> float:
@@ -757,6 +777,9 @@ def kl_k3(logp: float, logq: float) -> float:
         An argument that is not a real number (named).
     ValueError
         An argument that is not finite: ``"logp must be finite, got inf"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"kl_k3 overflowed: the result is inf"``.
 
     Examples
     --------
@@ -765,7 +788,7 @@ def kl_k3(logp: float, logq: float) -> float:
     0.1931
     """
     logq = checks.finite("logq", logq)
-    return kl_kernels.kl_k3(checks.finite("logp", logp), logq)
+    return checks.finite_result("kl_k3", kl_kernels.kl_k3(checks.finite("logp", logp), logq))
 
 
 def sample(probs: Sequence[float], rng: random.Random) -> int:
@@ -825,6 +848,9 @@ def expected_score(theta: Policy, w: Mapping[str, float]) -> float:
     TypeError, ValueError
         A malformed policy or ``w``, named: ``"theta has no logits for prompt 'help me'"``,
         ``"theta['help me'][3] must be finite, got nan"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"expected_score overflowed: the result is inf"``.
 
     Examples
     --------
@@ -835,7 +861,7 @@ def expected_score(theta: Policy, w: Mapping[str, float]) -> float:
     """
     rows = checks.policy("theta", theta)
     checks.weights(w)
-    return policy_kernels.expected_score(rows, bt.vocab_weights(w))
+    return checks.finite_result("expected_score", policy_kernels.expected_score(rows, bt.vocab_weights(w)))
 
 
 def policy_kl(theta: Policy, ref: Policy) -> float:
@@ -855,6 +881,9 @@ def policy_kl(theta: Policy, ref: Policy) -> float:
     ------
     TypeError, ValueError
         A malformed policy, named (``theta`` or ``ref``).
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"policy_kl overflowed: the result is inf"``.
 
     Examples
     --------
@@ -866,7 +895,7 @@ def policy_kl(theta: Policy, ref: Policy) -> float:
     0.6027
     """
     rows = checks.policy("theta", theta)
-    return policy_kernels.policy_kl(rows, checks.policy("ref", ref))
+    return checks.finite_result("policy_kl", policy_kernels.policy_kl(rows, checks.policy("ref", ref)))
 
 
 # ------------------------------------------------------------------------------- PPO
@@ -899,6 +928,9 @@ def clipped_surrogate(logits: Sequence[float], a: int, p_old_a: float, advantage
     TypeError, ValueError
         An argument of the wrong type or out of range, named: ``"a must be a token index in
         [0, 8), got 9"``, ``"p_old_a must be > 0, got 0.0"``.
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"clipped_surrogate overflowed: the result is -inf"``.
 
     Examples
     --------
@@ -911,7 +943,8 @@ def clipped_surrogate(logits: Sequence[float], a: int, p_old_a: float, advantage
     a = checks.token(a, len(logits))
     p_old_a = checks.positive("p_old_a", p_old_a)
     advantage = checks.finite("advantage", advantage)
-    return ppo.clipped_surrogate(logits, a, p_old_a, advantage, checks.positive("eps", eps))
+    objective = ppo.clipped_surrogate(logits, a, p_old_a, advantage, checks.positive("eps", eps))
+    return checks.finite_result("clipped_surrogate", objective)
 
 
 def clipped_surrogate_grad(
@@ -944,6 +977,9 @@ def clipped_surrogate_grad(
     ------
     TypeError, ValueError
         An argument of the wrong type or out of range, named (as :func:`clipped_surrogate`).
+    FloatingPointError
+        The result overflows for finite but extreme arguments (logits 1e308 apart, a
+        log-ratio past 709): ``"clipped_surrogate_grad overflowed: result[0] is inf"``.
 
     Examples
     --------
@@ -956,7 +992,8 @@ def clipped_surrogate_grad(
     a = checks.token(a, len(logits))
     p_old_a = checks.positive("p_old_a", p_old_a)
     advantage = checks.finite("advantage", advantage)
-    return ppo.clipped_surrogate_grad(logits, a, p_old_a, advantage, checks.positive("eps", eps))
+    gradient = ppo.clipped_surrogate_grad(logits, a, p_old_a, advantage, checks.positive("eps", eps))
+    return checks.finite_result("clipped_surrogate_grad", gradient)
 
 
 def rlhf_step(
@@ -1035,8 +1072,10 @@ def rlhf_step(
         a frozen copy of the policy; it shares storage with theta"``.
     FloatingPointError
         The step would leave a logit or the value overflowed (NaN, or ``2**512`` or more in
-        magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``; ``theta``
-        and ``value`` are left as they were.
+        magnitude): ``"rlhf_step diverged: logits overflowed (lr=..., beta=...)"``, or a
+        value it returns that is not finite, the first in the record's order:
+        ``"rlhf_step diverged: value_loss overflowed (lr=..., beta=...)"``; ``theta`` and
+        ``value`` are left as they were.
 
     Examples
     --------
@@ -1071,6 +1110,8 @@ def rlhf_step(
     )
     if checks.overflowed(row) or (vf_coef > 0.0 and not abs(new_value) < checks.OVERFLOW):
         raise FloatingPointError(f"rlhf_step diverged: logits overflowed (lr={lr!r}, beta={beta!r})")
+    if (key := checks.non_finite(ppo.StepOutcome._fields[1:], outcome[1:])) is not None:  # token is an int
+        raise FloatingPointError(f"rlhf_step diverged: {key} overflowed (lr={lr!r}, beta={beta!r})")
     _write_row(theta, x, row)
     if value is not None and vf_coef > 0.0:  # without a baseline, value is never written
         values[x] = new_value
@@ -1166,8 +1207,10 @@ def train_rlhf(
         memory: ``"steps=... needs ... bytes, more than max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit or the value overflowed: ``"train_rlhf diverged at step 812:
-        logits overflowed (lr=..., beta=...)"``; ``theta`` and ``value`` then hold that
-        step's update.
+        logits overflowed (lr=..., beta=...)"``, or records a value that is not finite, the
+        first in the history's order: ``"train_rlhf diverged at step 3: reward overflowed
+        (lr=..., beta=...)"``; ``theta`` and ``value`` then hold that step's update, the
+        history does not record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
@@ -1271,7 +1314,8 @@ def dpo_step(
         outside VOCAB"``, ``"label_smoothing must be in [0, 0.5), got 0.5"``.
     FloatingPointError
         The step would leave a logit overflowed: ``"dpo_step diverged: logits overflowed
-        (lr=..., beta=...)"``; ``theta`` is left as it was.
+        (lr=..., beta=...)"``, or its loss is not finite: ``"dpo_step diverged: loss
+        overflowed (lr=..., beta=...)"``; ``theta`` is left as it was.
 
     Examples
     --------
@@ -1292,6 +1336,8 @@ def dpo_step(
     loss = dpo.dpo_update(logits, log_softmax_row(ref_rows[row]), chosen, rejected, params).loss
     if checks.overflowed(logits):
         raise FloatingPointError(f"dpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    if (key := checks.non_finite(("loss",), (loss,))) is not None:
+        raise FloatingPointError(f"dpo_step diverged: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})")
     _write_row(theta, row, logits)
     return loss
 
@@ -1347,7 +1393,10 @@ def train_dpo(
         machine's memory: ``"epochs=... needs ... bytes, more than max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit overflowed: ``"train_dpo diverged at step 41: logits
-        overflowed (lr=..., beta=...)"``; ``theta`` then holds that step's update.
+        overflowed (lr=..., beta=...)"``, or records a value that is not finite, the first in
+        the history's order: ``"train_dpo diverged at step 2: rewards/chosen overflowed
+        (lr=..., beta=...)"``; ``theta`` then holds that step's update, the history does not
+        record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
@@ -1444,7 +1493,9 @@ def grpo_step(
         >= 2, got 1"``.
     FloatingPointError
         The update would leave a logit overflowed: ``"grpo_step diverged: logits overflowed
-        (lr=..., beta=...)"``; ``theta`` is left as it was (the group is still drawn).
+        (lr=..., beta=...)"``, or a value of the record is not finite, the first in its order:
+        ``"grpo_step diverged: reward_std overflowed (lr=..., beta=...)"``; ``theta`` is left
+        as it was (the group is still drawn).
 
     Examples
     --------
@@ -1467,6 +1518,8 @@ def grpo_step(
     outcome, tokens = grpo.grpo_update(row, log_softmax_row(ref_rows[x]), bt.vocab_weights(w), uniforms, params)
     if checks.overflowed(row):  # never silent garbage: theta is left as it was
         raise FloatingPointError(f"grpo_step diverged: logits overflowed (lr={params.lr!r}, beta={params.beta!r})")
+    if (key := checks.non_finite(grpo.GrpoOutcome._fields, outcome)) is not None:
+        raise FloatingPointError(f"grpo_step diverged: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})")
     _write_row(theta, x, row)
     return {"tokens": tokens, **outcome._asdict()}
 
@@ -1532,7 +1585,9 @@ def train_grpo(
         max_memory=... bytes"``.
     FloatingPointError
         A step leaves a logit overflowed: ``"train_grpo diverged at step 7: logits
-        overflowed (lr=..., beta=...)"``; ``theta`` then holds that step's update.
+        overflowed (lr=..., beta=...)"``, or records a value that is not finite, the first in
+        the history's order: ``"train_grpo diverged at step 0: reward_std overflowed (lr=...,
+        beta=...)"``; ``theta`` then holds that step's update, the history does not record it.
     KeyboardInterrupt
         Ctrl-C (Rust backend: ``theta`` is left as it was).
 
@@ -1629,11 +1684,12 @@ def best_of_n(
     samples = checks.count("samples", samples, 0)
     seed = checks.integer("seed", seed)
     outcome = bon_engine.best_of_n(rows, weights, n, samples, seed_key_unchecked(seed))
-    return {
+    result = {
         "expected_score": outcome.expected_score,
         "kl_analytic": outcome.kl_analytic,
         "kl_exact": outcome.kl_exact,
         "distribution": dict(zip(PROMPTS, outcome.p_bon)),
         "sampled_score": outcome.sampled_score,
     }
+    return checks.finite_result("best_of_n", result)
 

@@ -67,7 +67,11 @@ class BonEngine:
     def run(self, spec: BonRun, index: int) -> RunOutput:
         out = best_of_n(self.policy, self.weights, spec.n, spec.samples, spec.seed_key)
         sampled = () if out.sampled_score is None else (out.sampled_score,)
-        return RunOutput({}, [], [out.expected_score, out.kl_analytic, out.kl_exact, *sampled])
+        summary = [out.expected_score, out.kl_analytic, out.kl_exact, *sampled]
+        if (field := checks.non_finite(self.summary_fields, summary)) is not None:
+            value = summary[self.summary_fields.index(field)]
+            raise FloatingPointError(f"sweep run {index} overflowed: {field} is {value!r} (n={spec.n})")
+        return RunOutput({}, [], summary)
 
     def work(self, spec: BonRun) -> int:
         return spec.samples

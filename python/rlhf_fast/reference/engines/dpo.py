@@ -11,11 +11,12 @@ from ..kernels.softmax import log_softmax_row
 from ..methods.bradley_terry import vocab_weights
 from ..methods.dpo import DpoParams, dpo_update
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep
+from .driver import RunOutput, check_summary, mean, sweep
 
 DPO_HISTORY_KEYS = (
     "prompt", "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"
 )
+FLOAT_KEYS = DPO_HISTORY_KEYS[1:]  # what a step's record is checked for (prompt is an int)
 
 
 def train_dpo(
@@ -36,8 +37,11 @@ def train_dpo(
     every epoch (Rust's ``EpochOrder``). Returns the history in TRL's names
     (``DPO_HISTORY_KEYS``), all before each step. A step that leaves a logit overflowed
     (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError`` naming the run
-    (``name``), the step (counted over all epochs), ``lr`` and ``beta``; ``theta`` and the
-    history then hold every step before it and the failing step's update.
+    (``name``), the step (counted over all epochs), ``lr`` and ``beta``; so does, after that
+    check, a step whose record has a value that is not finite (the first of ``FLOAT_KEYS`` is
+    named: ``"... diverged at step 4: rewards/chosen overflowed ..."``). ``theta`` and the
+    history then hold every step before it and the failing step's update (the failing step is
+    not recorded).
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -47,6 +51,7 @@ def train_dpo(
         record_prompt, record_loss, record_chosen, record_rejected, record_margin, record_accuracy,
     ) = (history[key].append for key in DPO_HISTORY_KEYS)
     overflowed = checks.overflowed
+    non_finite = checks.non_finite
     n = len(pairs)
     t = 0
     for _ in range(epochs):
@@ -60,6 +65,10 @@ def train_dpo(
             if overflowed(logits):
                 raise FloatingPointError(
                     f"{name} diverged at step {t}: logits overflowed (lr={params.lr!r}, beta={params.beta!r})"
+                )
+            if (key := non_finite(FLOAT_KEYS, out)) is not None:  # out: the record's floats, in order
+                raise FloatingPointError(
+                    f"{name} diverged at step {t}: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})"
                 )
             record_prompt(x)
             record_loss(out.loss)
@@ -126,6 +135,7 @@ class DpoEngine:
         ]
         if self.weights is not None:
             summary.insert(0, expected_score(theta, self.weights))
+        check_summary(self.summary_fields, summary, index, spec.params.lr, spec.params.beta)
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: DpoRun) -> int:

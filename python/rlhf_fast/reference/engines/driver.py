@@ -59,6 +59,14 @@ def mean(values: Sequence[float]) -> float:
     return total / len(values)
 
 
+def check_summary(fields: Sequence[str], summary: Sequence[float], index: int, lr: float, beta: float) -> None:
+    """A run's summary, computed at its end, holds only finite values: the first that is not
+    (in ``fields`` order) ends the sweep with ``"sweep run {index} diverged: {field} overflowed
+    (lr=..., beta=...)"`` (a mean of finite records can still overflow)."""
+    if (field := checks.non_finite(fields, summary)) is not None:
+        raise FloatingPointError(f"sweep run {index} diverged: {field} overflowed (lr={lr!r}, beta={beta!r})")
+
+
 class RunOutput(NamedTuple):
     """One run's results: every step's record per history field, its final parameters and
     its summary (in the engine's field orders)."""

@@ -13,9 +13,10 @@ from ..methods.bradley_terry import vocab_weights
 from ..methods.grpo import GrpoParams, grpo_update
 from ..methods.reward_checks import check_not_length_only
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep, warn_kl
+from .driver import RunOutput, check_summary, mean, sweep, warn_kl
 
 GRPO_HISTORY_KEYS = ("prompt", "score", "reward_std", "kl", "clip_frac", "loss", "mean_kl")
+FLOAT_KEYS = GRPO_HISTORY_KEYS[1:]  # what a step's record is checked for (prompt is an int)
 
 
 def train_grpo(
@@ -37,8 +38,10 @@ def train_grpo(
     (``GRPO_HISTORY_KEYS``) with ``mean_kl``, the running mean of the exact KL, which warns
     with :class:`~.driver.KLWarning` once it passes ``kl_threshold``. A step that leaves a
     logit overflowed (:func:`~rlhf_fast._checks.overflowed`) raises ``FloatingPointError``
-    naming the run (``name``), the step, ``lr`` and ``beta``; ``theta`` and the history then
-    hold every step before it and the failing step's update.
+    naming the run (``name``), the step, ``lr`` and ``beta``; so does, after that check, a step
+    whose record has a value that is not finite (the first of ``FLOAT_KEYS`` is named:
+    ``"... diverged at step 7: reward_std overflowed ..."``). ``theta`` and the history then
+    hold every step before it and the failing step's update (the failing step is not recorded).
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -48,6 +51,7 @@ def train_grpo(
     prompts = range(len(theta))
     group = range(params.num_generations)
     overflowed = checks.overflowed
+    non_finite = checks.non_finite
     history: dict[str, list] = {key: [] for key in GRPO_HISTORY_KEYS}
     (
         record_prompt, record_score, record_reward_std, record_kl, record_clip_frac, record_loss, record_mean_kl,
@@ -64,6 +68,11 @@ def train_grpo(
             )
         kl_sum += out.kl
         mean_kl = kl_sum / (t + 1)
+        record = (out.score, out.reward_std, out.kl, out.clip_frac, out.loss, mean_kl)
+        if (key := non_finite(FLOAT_KEYS, record)) is not None:
+            raise FloatingPointError(
+                f"{name} diverged at step {t}: {key} overflowed (lr={params.lr!r}, beta={params.beta!r})"
+            )
         record_prompt(x)
         record_score(out.score)
         record_reward_std(out.reward_std)
@@ -122,6 +131,7 @@ class GrpoEngine:
             policy_kl(theta, self.ref),
             *(mean(history[key]) for key in ("score", "reward_std", "kl", "clip_frac", "loss")),
         ]
+        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, spec.params.beta)
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: GrpoRun) -> int:

@@ -16,11 +16,12 @@ from ..methods.kl_control import make_kl_controller
 from ..methods.ppo import PpoParams, rlhf_step
 from ..methods.reward_checks import check_not_length_only
 from ..rng import from_key, seed_key
-from .driver import RunOutput, mean, sweep, warn_kl
+from .driver import RunOutput, check_summary, mean, sweep, warn_kl
 
 HISTORY_KEYS = (
     "prompt", "token", "score", "kl", "reward", "clip_frac", "beta", "mean_kl", "kl_penalty", "value_loss"
 )
+FLOAT_KEYS = HISTORY_KEYS[2:]  # what a step's record is checked for (prompt and token are ints)
 
 
 def train_rlhf(
@@ -48,8 +49,13 @@ def train_rlhf(
 
     A step that leaves a logit or the prompt's value overflowed (:func:`~rlhf_fast._checks.overflowed`)
     raises ``FloatingPointError`` naming the run (``name``), the step, ``lr`` and the step's
-    beta; ``theta``, ``values`` and the history then hold every step before it and the
-    failing step's update.
+    beta; so does, after that check, a step whose record has a value that is not finite
+    (the first of ``FLOAT_KEYS``, ``mean_kl`` the running mean with this step, is named:
+    ``"... diverged at step 3: reward overflowed ..."``). ``theta``, ``values`` and the
+    history then hold every step before it and the failing step's update; the failing step
+    is not recorded and the controller is not fed it. A controller whose coefficient the
+    step's KL would take past the floats (the doubling rule, ~1,000 doublings on) ends the
+    run after that step is recorded: ``"... diverged at step 1040: beta overflowed ..."``.
     """
     # The frozen reference never changes: its log-probabilities once per prompt.
     ref_log_probs = [log_softmax_row(row) for row in ref]
@@ -58,6 +64,7 @@ def train_rlhf(
     random = rng.random
     prompts = range(len(theta))
     overflowed = checks.overflowed
+    non_finite = checks.non_finite
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     (
         record_prompt, record_token, record_score, record_kl, record_reward, record_clip_frac, record_beta,
@@ -74,6 +81,9 @@ def train_rlhf(
             raise FloatingPointError(f"{name} diverged at step {t}: logits overflowed (lr={params.lr!r}, beta={beta!r})")
         kl_sum += out.kl
         mean_kl = kl_sum / (t + 1)
+        record = (out.score, out.kl, out.reward, out.clip_frac, beta, mean_kl, out.kl_penalty, out.value_loss)
+        if (key := non_finite(FLOAT_KEYS, record)) is not None:
+            raise FloatingPointError(f"{name} diverged at step {t}: {key} overflowed (lr={params.lr!r}, beta={beta!r})")
         record_prompt(x)
         record_token(out.token)
         record_score(out.score)
@@ -84,10 +94,15 @@ def train_rlhf(
         record_mean_kl(mean_kl)
         record_kl_penalty(out.kl_penalty)
         record_value_loss(out.value_loss)
-        controller.update(out.kl, 1)  # the controllers are fed the exact KL
         if not warned and mean_kl > kl_threshold:
             warned = True
             warn_kl(mean_kl, kl_threshold, t)
+        try:
+            controller.update(out.kl, 1)  # the controllers are fed the exact KL
+        except FloatingPointError:  # the doubling rule, doubled past the floats
+            raise FloatingPointError(
+                f"{name} diverged at step {t}: beta overflowed (lr={params.lr!r}, beta={beta!r})"
+            ) from None
     return history
 
 
@@ -147,6 +162,7 @@ class PpoEngine:
             mean(history["clip_frac"]),
             controller.value,
         ]
+        check_summary(SUMMARY_FIELDS, summary, index, spec.params.lr, controller.value)  # its final beta, as Rust
         return RunOutput({field: history[key] for field, key in SWEEP_HISTORY_FIELDS.items()}, theta, summary)
 
     def work(self, spec: PpoRun) -> int:

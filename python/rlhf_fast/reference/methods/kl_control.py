@@ -7,10 +7,26 @@ coefficient in force as ``value`` and is fed the KL measured over ``n_steps`` sa
 
 from __future__ import annotations
 
+import math
+
 from ... import _checks as checks
 from ..lesson import KL_TARGET
 
 KL_CONTROLLERS = ("fixed", "adaptive", "doubling")
+
+
+def _measured(current: float, n_steps: int) -> tuple[float, int]:
+    """An update's arguments, checked: a finite KL and a count of samples."""
+    return checks.finite("current", current), checks.count("n_steps", n_steps, 1)
+
+
+def _updated(controller, value: float, current: float, n_steps: int) -> None:
+    """Sets ``controller.value``, or raises ``FloatingPointError`` and leaves it as it was."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{type(controller).__name__} overflowed: value {value!r} (current={current!r}, n_steps={n_steps})"
+        )
+    controller.value = value
 
 
 class FixedKLController:
@@ -59,6 +75,7 @@ class FixedKLController:
         >>> ctl.value
         0.1
         """
+        _measured(current, n_steps)
 
 
 class AdaptiveKLController:
@@ -120,9 +137,10 @@ class AdaptiveKLController:
         >>> round(ctl.value, 4)
         0.098
         """
+        current, n_steps = _measured(current, n_steps)
         proportional_error = min(max(current / self.target - 1, -0.2), 0.2)
         mult = 1 + proportional_error * n_steps / self.horizon
-        self.value *= mult
+        _updated(self, self.value * mult, current, n_steps)
 
 
 class DoublingKLController:
@@ -179,8 +197,9 @@ class DoublingKLController:
         >>> ctl.value
         0.05
         """
+        current, n_steps = _measured(current, n_steps)
         if current > self.target:
-            self.value *= 2.0
+            _updated(self, self.value * 2.0, current, n_steps)
         elif current < self.target / 2.0:
             self.value /= 2.0
 

@@ -1,9 +1,11 @@
-"""Twin of rust/methods/ppo.rs: PPO's clipped surrogate and the lesson's PPO-RLHF step.
+"""Twin of rust/methods/ppo.rs: PPO's clipped surrogate, the lesson's PPO-RLHF step and its bag form.
 
 One step on one prompt's row of logits (docs/METHODS.md section 1): sample a token from the
 policy, reward it with the reward model minus ``beta`` times a KL penalty to the frozen
 reference, then ``ppo_epochs`` epochs of the clipped surrogate on that one sample, with an
-optional per-prompt value baseline trained on TRL's clipped value loss.
+optional per-prompt value baseline trained on TRL's clipped value loss. :func:`bag_rlhf_step`
+is the same step for a world's responses, bags of ``L`` tokens drawn i.i.d. from the policy
+(docs/METHODS.md section 5); with ``L = 1`` it is :func:`rlhf_step` bit for bit.
 """
 
 from __future__ import annotations
@@ -112,6 +114,15 @@ def value_update(v: float, v_old: float, ret: float, params: PpoParams) -> float
     return v - params.lr * params.vf_coef * grad
 
 
+def advantage_and_value_loss(reward: float, v_old: float, params: PpoParams) -> tuple[float, float]:
+    """The step's advantage and TRL's value loss before any update (where the clipped and
+    unclipped terms coincide): ``reward - v_old`` and ``0.5 (v_old - reward)^2`` with a value
+    baseline (``vf_coef > 0``), else the reward itself (it is the return) and 0."""
+    if params.vf_coef > 0.0:
+        return reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward))
+    return reward, 0.0
+
+
 def rlhf_step(
     logits: list[float],
     ref_log_probs: Sequence[float],
@@ -147,15 +158,10 @@ def rlhf_step(
         penalty = KL_ESTIMATORS[params.kl_penalty](math.log(p_old[a]), ref_log_probs[a])
     reward = score - beta * penalty  # the KL enters the reward only
     baseline = params.vf_coef > 0.0
+    v_old = float(value)
+    advantage, value_loss = advantage_and_value_loss(reward, v_old, params)
     if baseline:
-        v_old = float(value)
-        advantage = reward - v_old
-        # TRL's value loss before any update, where the clipped and unclipped terms coincide
-        value_loss = 0.5 * ((v_old - reward) * (v_old - reward))
         value = v_old
-    else:
-        advantage = reward  # the reward is the return; no baseline
-        value_loss = 0.0
     clipped = 0
     for _ in range(ppo_epochs):
         p = softmax_row(logits)
@@ -169,4 +175,93 @@ def rlhf_step(
         if baseline:
             value = value_update(value, v_old, reward, params)
     outcome = StepOutcome(a, score, kl_t, reward, clipped / ppo_epochs, penalty, value_loss)
+    return outcome, value
+
+
+class BagOutcome(NamedTuple):
+    """What one PPO-RLHF step on a bag of ``L`` tokens did (Rust's ``BagOutcome`` and the tokens)."""
+
+    tokens: tuple[int, ...]
+    score: float
+    kl: float  # L * KL(p_old || pi_ref): the exact KL of the response before the step
+    reward: float
+    clip_frac: float
+    kl_penalty: float  # the KL term that entered the reward
+    value_loss: float
+
+
+def _log(v: float) -> float:
+    """libm ``log``: ``-inf`` at 0 where Python's ``math.log`` raises."""
+    return math.log(v) if v > 0.0 else -math.inf
+
+
+def _ratio(p: float, p_old: float) -> float:
+    """IEEE's ``p / p_old``, where Python raises at 0: a token the draw fell through to at the
+    end of a row whose last probability underflowed (its ratio is NaN, and the step diverges)."""
+    if p_old == 0.0:
+        return math.nan if p == 0.0 else math.inf
+    return p / p_old
+
+
+def bag_rlhf_step(
+    logits: list[float],
+    ref_log_probs: Sequence[float],
+    weights: Sequence[float],
+    uniforms: Sequence[float],
+    beta: float,
+    params: PpoParams,
+    value: float,
+) -> tuple[BagOutcome, float]:
+    """One PPO-RLHF step whose response is a bag of ``L = len(uniforms)`` i.i.d. tokens; mutates
+    ``logits``, returns ``(outcome, value)``.
+
+    Token ``i`` is ``sample_index(p_old, uniforms[i])``, ``p_old = softmax(logits)``; the
+    response scores ``sum_i weights[y_i]`` (from 0.0, as the lesson scores one token) and
+    pays ``beta`` times the penalty: ``L * KL(p_old || pi_ref)`` exactly (``"full"``), or
+    Schulman's estimator summed over the tokens (TRL sums the per-token KL over the
+    response). Each epoch the ratio is ``prod_i pi(y_i) / p_old(y_i)`` and an unclipped epoch
+    moves logit ``j`` by ``lr * A * ratio * (count_j - L * p_j)``, the gradient of
+    ``A * ratio``. With ``L = 1`` every operation is :func:`rlhf_step`'s.
+    """
+    eps = params.eps
+    lr = params.lr
+    ppo_epochs = params.ppo_epochs
+    p_old = softmax_row(logits)
+    tokens = [sample_index(p_old, u) for u in uniforms]
+    length = len(tokens)
+    kl_t = length * kl_to_log(p_old, ref_log_probs)  # the monitor: the response's exact KL
+    score = 0.0
+    for a in tokens:
+        score += weights[a]
+    if params.kl_penalty == "full":
+        penalty = kl_t
+    else:  # summed from the first token's term: one token's penalty is rlhf_step's
+        estimator = KL_ESTIMATORS[params.kl_penalty]
+        penalty = estimator(_log(p_old[tokens[0]]), ref_log_probs[tokens[0]])
+        for a in tokens[1:]:
+            penalty += estimator(_log(p_old[a]), ref_log_probs[a])
+    reward = score - beta * penalty  # the KL enters the reward only
+    baseline = params.vf_coef > 0.0
+    v_old = float(value)
+    advantage, value_loss = advantage_and_value_loss(reward, v_old, params)
+    if baseline:
+        value = v_old
+    counts = [0.0] * len(logits)
+    for a in tokens:
+        counts[a] += 1.0
+    clipped = 0
+    for _ in range(ppo_epochs):
+        p = softmax_row(logits)
+        ratio = 1.0
+        for a in tokens:
+            ratio *= _ratio(p[a], p_old[a])
+        if is_clipped(advantage, ratio, eps):
+            clipped += 1  # the clipped surrogate is flat here: no gradient, no update
+        else:
+            step = lr * advantage * ratio
+            for j in range(len(logits)):
+                logits[j] += step * (counts[j] - length * p[j])
+        if baseline:
+            value = value_update(value, v_old, reward, params)
+    outcome = BagOutcome(tuple(tokens), score, kl_t, reward, clipped / ppo_epochs, penalty, value_loss)
     return outcome, value

@@ -1,0 +1,960 @@
+"""Worlds: a reference policy, a hidden gold reward and a labeller, for seeing reward hacking.
+
+The lesson's world (3 prompts, 8 words, one-word responses, a reward model that is exactly
+right) cannot over-optimise anything. A :class:`World` is larger and its reward model is
+learned: ``n_prompts`` prompts, a vocabulary of ``vocab`` tokens, responses of
+``response_len`` tokens drawn i.i.d. from the policy (the reward sees the bag), a reference
+(SFT) policy with Zipf-like token probabilities, and a hidden **gold** reward — per-token
+values plus a per-prompt part, counting a repeated token once (``gold="count_once"``, the
+default) so that a reward model linear in token counts is misspecified. The gold is what
+"human evaluation" would say; the proxy is what the pipeline learns from labelled pairs
+(:meth:`World.preferences`, :func:`train_reward_model`). ``../shared/SPEC.md`` section 6 and
+``docs/METHODS.md`` give the semantics.
+
+Everything a world computes for a policy is exact, not sampled: for a bag of ``L`` i.i.d.
+tokens, ``E[sum_i w(y_i)] = L * sum_a pi(a) w(a)``, ``E[gold] = sum_a g(a) (1 - (1 - pi(a))^L)``
+when each distinct token counts once, and ``KL(pi^L || ref^L) = L * KL(pi || ref)``.
+
+A world's tables come from NumPy's PCG64 stream of its ``seed`` (not CPython's): they are made
+once, by this one implementation, under either backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _checks as checks
+from .reference.lesson import BAD_WORDS, GOOD_WORDS, PROMPTS, VOCAB
+
+__all__ = [
+    "World",
+    "Labeller",
+    "Judge",
+    "WorldPairs",
+    "RewardModel",
+    "train_reward_model",
+    "Frontier",
+    "GaoFit",
+    "fit_gao",
+    "best_of_n_kl",
+]
+
+GOLD_KINDS = ("count_once", "linear")
+# A world's tables are [n_prompts, vocab] float64: bounded so a typo cannot ask for terabytes.
+MAX_VOCAB = 1 << 20
+MAX_PROMPTS = 1 << 16
+MAX_RESPONSE_LEN = 1 << 12
+# zipf, prompt_scale, repeat_penalty and a judge's bias are at most this: past it a world's
+# logits or values would overflow (zipf=1e308 makes -inf logits) or every sum over its tokens
+# would, and a world that extreme is no model of text.
+MAX_SCALE = 1e6
+# A reward model's weights are below this in magnitude (rlhf_fast._checks.OVERFLOW: a parameter
+# past 2**512 has overflowed), so that a response's score, a sum of them, is finite.
+MAX_WEIGHT = 2.0**512
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _scale(name: str, value: Any) -> float:
+    """A finite real in ``[0, MAX_SCALE]``."""
+    value = checks.non_negative(name, value)
+    if value > MAX_SCALE:
+        raise ValueError(f"{name} must be <= 1e6, got {value!r}")
+    return value
+
+
+def _shifted(logits: np.ndarray) -> np.ndarray:
+    """Each row less its maximum: ``-inf`` where a row spans more than the floats (1e308 and
+    -1e308), which is a probability of exactly 0."""
+    with np.errstate(over="ignore"):
+        return logits - logits.max(axis=-1, keepdims=True)
+
+
+def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log softmax``, stable (the row's maximum is subtracted first)."""
+    shifted = _shifted(logits)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable."""
+    shifted = np.exp(_shifted(logits))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _world(name: str, world: Any) -> World:
+    if not isinstance(world, World):
+        raise TypeError(f"{name} must be a World, got {type(world).__name__}")
+    return world
+
+
+def _rm_weights(name: str, rm: Any, world: World) -> np.ndarray:
+    """The weights of the reward model ``rm`` (the argument ``name``), one per token of ``world``."""
+    if not isinstance(rm, RewardModel):
+        raise TypeError(f"{name} must be a RewardModel, got {type(rm).__name__}")
+    if len(rm.weights) != world.vocab:
+        raise ValueError(f"{name} must weigh the world's {world.vocab} tokens, got {len(rm.weights)} weights")
+    return rm.weights
+
+
+def _pairs_of(name: str, pairs: Any, world: World) -> WorldPairs:
+    """``pairs`` (the argument ``name``), labelled pairs of responses of ``world``: its response
+    length, its prompts and its tokens."""
+    if not isinstance(pairs, WorldPairs):
+        raise TypeError(f"{name} must be a WorldPairs (World.preferences), got {type(pairs).__name__}")
+    length = pairs.first.shape[1]
+    if length != world.response_len:
+        raise ValueError(f"{name} must hold responses of the world's {world.response_len} tokens, got {length}")
+    if len(pairs) and pairs.prompts.max() >= world.n_prompts:
+        raise ValueError(f"{name} has prompt {int(pairs.prompts.max())}, past the world's {world.n_prompts} prompts")
+    top = max(int(pairs.first.max()), int(pairs.second.max())) if len(pairs) else 0
+    if top >= world.vocab:
+        raise ValueError(f"{name} has token {top}, past the world's {world.vocab} tokens")
+    return pairs
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class World:
+    """A seeded, immutable toy world: prompts, tokens, a reference policy and a gold reward.
+
+    Parameters
+    ----------
+    n_prompts : int, optional
+        Prompts, drawn uniformly by every method.
+    vocab : int, optional
+        Tokens (up to 2**20).
+    response_len : int, optional
+        Tokens per response, drawn i.i.d. from the policy's row for the prompt.
+    zipf : float, optional
+        The reference policy's token probabilities fall as ``rank ** -zipf``, each prompt
+        ranking the tokens in its own random order: a few common tokens, many rare ones.
+    prompt_scale : float, optional
+        The gold value of token ``a`` for prompt ``x`` is ``v[a] + prompt_scale * u[x, a]``,
+        ``v`` and ``u`` standard normal: a shared part and a per-prompt part.
+    gold : {"count_once", "linear"}, optional
+        ``"count_once"``: a response's gold is the sum of the values of its distinct tokens
+        (diminishing returns: a repeated token adds nothing), less ``repeat_penalty`` for
+        every repeated copy (degenerate, repetitive text), so a proxy linear in token counts
+        is misspecified and can be hacked by repetition. ``"linear"``: every copy counts,
+        and a linear proxy can be exactly right.
+    repeat_penalty : float, optional
+        What each repeated copy of a token costs a ``"count_once"`` gold (1.0 by default;
+        ``"linear"`` has none). Without it, repetition only stops paying; with it, the
+        proxy's favourite token repeated ``L`` times is a bad response, and a policy that
+        collapses onto it loses gold it had gained.
+    seed : int, optional
+        Seeds NumPy's PCG64 generator that draws the world's tables.
+
+    Attributes
+    ----------
+    ref_logits : numpy.ndarray
+        ``[n_prompts, vocab]``: the reference (SFT) policy's logits; a policy starts there.
+    gold_token : numpy.ndarray
+        ``[n_prompts, vocab]``: the gold value of each token for each prompt.
+    tokens : tuple of str or None
+        Token names where the world has them (the lesson's), else None.
+
+    Examples
+    --------
+    >>> world = rl.World(n_prompts=4, vocab=64, response_len=8, seed=0)
+    >>> world
+    World(n_prompts=4, vocab=64, response_len=8, zipf=1.1, gold='count_once', seed=0)
+    >>> float(world.kl(world.ref_logits))
+    0.0
+    """
+
+    n_prompts: int = 16
+    vocab: int = 1024
+    response_len: int = 8
+    zipf: float = 1.1
+    prompt_scale: float = 0.5
+    gold: str = "count_once"
+    repeat_penalty: float | None = None
+    seed: int = 0
+    ref_logits: np.ndarray = field(init=False)
+    gold_token: np.ndarray = field(init=False)
+    tokens: tuple[str, ...] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        n_prompts = checks.count("n_prompts", self.n_prompts, 1, MAX_PROMPTS)
+        vocab = checks.count("vocab", self.vocab, 2, MAX_VOCAB)
+        response_len = checks.count("response_len", self.response_len, 1, MAX_RESPONSE_LEN)
+        zipf = _scale("zipf", self.zipf)
+        prompt_scale = _scale("prompt_scale", self.prompt_scale)
+        gold = checks.option("gold", self.gold, GOLD_KINDS)
+        if self.repeat_penalty is None:
+            repeat_penalty = 1.0 if gold == "count_once" else 0.0
+        else:
+            repeat_penalty = _scale("repeat_penalty", self.repeat_penalty)
+            if gold == "linear" and repeat_penalty != 0.0:
+                raise ValueError(f"repeat_penalty applies to gold='count_once', got {repeat_penalty!r} with 'linear'")
+        seed = checks.count("seed", self.seed, 0)
+        checks.fits("vocab", vocab, 2 * 8 * n_prompts * vocab)
+        rng = np.random.default_rng(seed)
+        ranks = np.argsort(rng.random((n_prompts, vocab)), axis=1)
+        ref_logits = -zipf * np.log1p(ranks.astype(np.float64))
+        gold_token = rng.standard_normal(vocab)[None, :] + prompt_scale * rng.standard_normal((n_prompts, vocab))
+        for name, value in [("n_prompts", n_prompts), ("vocab", vocab), ("response_len", response_len),
+                            ("zipf", zipf), ("prompt_scale", prompt_scale), ("gold", gold),
+                            ("repeat_penalty", repeat_penalty), ("seed", seed),
+                            ("ref_logits", _read_only(ref_logits)), ("gold_token", _read_only(gold_token))]:
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def lesson(cls) -> World:
+        """The lesson's world: 3 prompts, its 8 words, one-word responses, a uniform reference.
+
+        The gold scores a good word +1 and a bad word -1, the same for every prompt; the
+        reward models the lesson trains (:func:`~rlhf_fast.train_rm`) learn it almost exactly.
+
+        Returns
+        -------
+        World
+
+        Examples
+        --------
+        >>> world = rl.World.lesson()
+        >>> world.tokens == rl.VOCAB, world.gold_token.shape
+        (True, (3, 8))
+        """
+        world = object.__new__(cls)
+        gold_row = [1.0 if tok in GOOD_WORDS else -1.0 if tok in BAD_WORDS else 0.0 for tok in VOCAB]
+        values = {"n_prompts": len(PROMPTS), "vocab": len(VOCAB), "response_len": 1, "zipf": 0.0,
+                  "prompt_scale": 0.0, "gold": "linear", "repeat_penalty": 0.0, "seed": 0, "tokens": VOCAB,
+                  "ref_logits": _read_only(np.zeros((len(PROMPTS), len(VOCAB)))),
+                  "gold_token": _read_only(np.tile(gold_row, (len(PROMPTS), 1)))}
+        for name, value in values.items():
+            object.__setattr__(world, name, value)
+        return world
+
+    def __repr__(self) -> str:
+        penalty = f", repeat_penalty={self.repeat_penalty:g}" if self.repeat_penalty else ""
+        return (f"World(n_prompts={self.n_prompts}, vocab={self.vocab}, response_len={self.response_len}, "
+                f"zipf={self.zipf:g}, gold={self.gold!r}{penalty}, seed={self.seed})")
+
+    # ------------------------------------------------------------------ the reference
+
+    @property
+    def ref_log_probs(self) -> np.ndarray:
+        """``[n_prompts, vocab]``: the reference policy's log-probabilities."""
+        return log_softmax_rows(self.ref_logits)
+
+    def _policy(self, name: str, logits: Any) -> np.ndarray:
+        shape = self.ref_logits.shape
+        logits = checks.real_array(name, logits, f"a {list(shape)} array of logits (n_prompts, vocab)", finite=False)
+        if logits.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} (n_prompts, vocab), got {logits.shape}")
+        return checks.real_array(name, logits)
+
+    # ------------------------------------------------------------ exact expectations
+
+    def kl(self, logits: Any) -> np.ndarray:
+        """``KL(pi^L || ref^L) = L * KL(pi || ref)`` of a response, per prompt.
+
+        Parameters
+        ----------
+        logits : array_like
+            ``[n_prompts, vocab]``: the policy's logits.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n_prompts]``, in nats (a mean over prompts is the KL a sweep records).
+        """
+        log_p = log_softmax_rows(self._policy("logits", logits))
+        p = np.exp(log_p)
+        with np.errstate(invalid="ignore"):  # 0 * -inf where a token has no probability: counted 0
+            per_token = np.where(p > 0.0, p * (log_p - self.ref_log_probs), 0.0).sum(axis=1)
+        return self.response_len * np.maximum(per_token, 0.0)
+
+    def expected_gold(self, logits: Any) -> np.ndarray:
+        """The gold's expectation over the policy's responses, per prompt (exact).
+
+        ``"count_once"``: ``sum_a (g(a) + lam) (1 - (1 - pi(a))^L) - lam L``, where
+        ``1 - (1 - pi(a))^L`` is the chance token ``a`` occurs at least once and ``lam`` is
+        ``repeat_penalty`` (a response has ``L`` minus its distinct tokens repeated copies);
+        ``"linear"``: ``L * sum_a pi(a) g(a)``.
+
+        Parameters
+        ----------
+        logits : array_like
+            ``[n_prompts, vocab]``: the policy's logits.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n_prompts]``.
+        """
+        p = softmax_rows(self._policy("logits", logits))
+        return self._gold_under(p)
+
+    def _gold_under(self, p: np.ndarray) -> np.ndarray:
+        if self.gold == "linear":
+            return self.response_len * (p * self.gold_token).sum(axis=1)
+        # 1 - (1 - p)^L without the cancellation of 1 - (1 - tiny p); p = 1 gives log1p(-1) =
+        # -inf and seen = 1, exactly right
+        with np.errstate(divide="ignore"):
+            seen = -np.expm1(self.response_len * np.log1p(-np.minimum(p, 1.0)))
+        return (seen * self.gold_seen).sum(axis=1) - self.repeat_penalty * self.response_len
+
+    @property
+    def gold_seen(self) -> np.ndarray:
+        """``[n_prompts, vocab]``: what a ``"count_once"`` gold gains when a token occurs at
+        least once, ``gold_token + repeat_penalty``; its gold is the sum of these over the
+        distinct tokens, minus ``repeat_penalty * response_len``."""
+        return self.gold_token + self.repeat_penalty
+
+    def expected_score(self, logits: Any, rm: RewardModel) -> np.ndarray:
+        """A reward model's expected score of the policy's responses, per prompt (exact).
+
+        Parameters
+        ----------
+        logits : array_like
+            ``[n_prompts, vocab]``: the policy's logits.
+        rm : RewardModel
+            A linear score of the response's token counts.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n_prompts]``: ``L * sum_a pi(a) w(a)``.
+        """
+        p = softmax_rows(self._policy("logits", logits))
+        return self.response_len * (p * _rm_weights("rm", rm, self)).sum(axis=1)
+
+    # ------------------------------------------------------------------ responses
+
+    def sample(self, n: int, seed: int, logits: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` prompts and responses from a policy (the reference by default).
+
+        Parameters
+        ----------
+        n : int
+            Responses.
+        seed : int
+            Seeds NumPy's PCG64 generator for the draws.
+        logits : array_like, optional
+            ``[n_prompts, vocab]``; the reference's by default.
+
+        Returns
+        -------
+        prompts : numpy.ndarray
+            ``[n]`` prompt indices, uniform.
+        responses : numpy.ndarray
+            ``[n, response_len]`` token indices.
+        """
+        n = checks.count("n", n, 0)
+        checks.fits("n", n, 8 * n * (self.response_len + 1))
+        rng = np.random.default_rng(checks.count("seed", seed, 0))
+        logits = self.ref_logits if logits is None else self._policy("logits", logits)
+        return self._draw(rng, n, softmax_rows(logits))
+
+    def _draw(self, rng: np.random.Generator, n: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prompts = rng.integers(self.n_prompts, size=n)
+        return prompts, self._respond(rng, prompts, p)
+
+    def _respond(self, rng: np.random.Generator, prompts: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """A response to each prompt from the policy ``p`` (``[n_prompts, vocab]`` probabilities)."""
+        responses = np.empty((len(prompts), self.response_len), dtype=np.int64)
+        for x in range(self.n_prompts):
+            rows = np.flatnonzero(prompts == x)
+            if rows.size:
+                cdf = np.cumsum(p[x])
+                u = rng.random((rows.size, self.response_len)) * cdf[-1]
+                responses[rows] = np.minimum(np.searchsorted(cdf, u, side="right"), self.vocab - 1)
+        return responses
+
+    def gold_score(self, prompts: Any, responses: Any) -> np.ndarray:
+        """The gold of given responses.
+
+        Parameters
+        ----------
+        prompts : array_like
+            ``[n]`` prompt indices.
+        responses : array_like
+            ``[n, response_len]`` token indices.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n]``.
+        """
+        prompts, responses = self._responses(prompts, responses)
+        if self.gold == "linear":
+            return _bag_score(self.gold_token, prompts, responses, count_once=False)
+        return _bag_score(self.gold_seen, prompts, responses, count_once=True) - self.repeat_penalty * self.response_len
+
+    def _responses(self, prompts: Any, responses: Any) -> tuple[np.ndarray, np.ndarray]:
+        prompts = checks.index_array("prompts", prompts, "a 1-D array of prompt indices", ndim=1)
+        shape = (len(prompts), self.response_len)
+        responses = checks.index_array("responses", responses, f"an {list(shape)} array of token indices", shape=shape)
+        if prompts.size and prompts.max() >= self.n_prompts:
+            raise ValueError(f"prompts must be prompt indices in [0, {self.n_prompts}), got {int(prompts.max())}")
+        if responses.size and responses.max() >= self.vocab:
+            raise ValueError(f"responses must be token indices in [0, {self.vocab}), got {int(responses.max())}")
+        return prompts, responses
+
+    # ------------------------------------------------------------------ labels
+
+    def preferences(self, n: int, seed: int, labeller: Labeller | Judge | None = None) -> WorldPairs:
+        """``n`` pairs of reference responses to one prompt each, labelled.
+
+        Parameters
+        ----------
+        n : int
+            Pairs.
+        seed : int
+            Seeds the draws of prompts, responses and labels (NumPy's PCG64).
+        labeller : Labeller or Judge, optional
+            Who labels: a human (Bradley-Terry on the gold, :class:`Labeller`, the default) or
+            an AI judge (:class:`Judge`).
+
+        Returns
+        -------
+        WorldPairs
+
+        Examples
+        --------
+        >>> world = rl.World(n_prompts=4, vocab=64, seed=0)
+        >>> pairs = world.preferences(100, seed=1)
+        >>> len(pairs), pairs.first.shape
+        (100, (100, 8))
+        """
+        labeller = Labeller() if labeller is None else labeller
+        if not isinstance(labeller, (Labeller, Judge)):
+            raise TypeError(f"labeller must be a Labeller or a Judge, got {type(labeller).__name__}")
+        n = checks.count("n", n, 0)
+        checks.fits("n", n, 8 * n * (2 * self.response_len + 2))
+        rng = np.random.default_rng(checks.count("seed", seed, 0))
+        p = softmax_rows(self.ref_logits)
+        prompts, first = self._draw(rng, n, p)
+        second = self._respond(rng, prompts, p)
+        target = labeller._label(self, prompts, first, second, rng)
+        cost = labeller.cost * n
+        if not math.isfinite(cost):
+            raise FloatingPointError(f"preferences overflowed: {n} labels at {labeller.cost!r} each cost {cost!r}")
+        return WorldPairs(prompts, first, second, target, cost)
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """A human labeller: Bradley-Terry on the gold, then a label flip.
+
+    ``P(first preferred) = sigmoid((g(first) - g(second)) / temperature)``; the label drawn
+    from it is then flipped with probability ``flip``. Labels are hard (0 or 1).
+
+    Parameters
+    ----------
+    temperature : float, optional
+        Noise of the judgement: 0+ is a labeller who always prefers the better gold.
+    flip : float, optional
+        Chance a label is flipped after it is drawn (careless or adversarial labels).
+    cost : float, optional
+        Cost of one label, in arbitrary units (an AI judge's is lower).
+    """
+
+    temperature: float = 1.0
+    flip: float = 0.0
+    cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks.positive("temperature", checks.finite("temperature", self.temperature))
+        flip = checks.non_negative("flip", self.flip)
+        if flip > 1.0:
+            raise ValueError(f"flip must be a probability in [0, 1], got {flip!r}")
+        checks.non_negative("cost", checks.finite("cost", self.cost))
+
+    def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
+        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
+            margin = (world.gold_score(prompts, first) - world.gold_score(prompts, second)) / self.temperature
+        prefer_first = rng.random(len(prompts)) < _sigmoid(margin)
+        flipped = rng.random(len(prompts)) < self.flip
+        return (prefer_first ^ flipped).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Judge:
+    """An AI judge (RLAIF, Lee et al. 2023): cheaper labels, correlated with the gold, biased.
+
+    The judge scores a response as the gold does but with its own token values: ``rho`` times
+    the gold value plus ``sqrt(1 - rho^2)`` independent noise (so the two correlate with
+    ``rho``), plus ``bias`` times a systematic preference for tokens the reference finds
+    likely (standardised reference log-probability: a judge that favours familiar text).
+    ``P(first preferred) = position_bias + (1 - position_bias) * sigmoid(margin / temperature)``:
+    with probability ``position_bias`` it prefers whichever response it is shown first, and
+    the order shown is a coin flip (``both_orders=True`` asks both ways and averages, the
+    standard fix). ``soft=True`` returns the judge's probability as the label.
+
+    Parameters
+    ----------
+    rho : float, optional
+        Correlation of the judge's token values with the gold's, in [-1, 1].
+    bias : float, optional
+        Weight of the systematic bias.
+    position_bias : float, optional
+        Chance of preferring the first-shown response regardless, in [0, 1].
+    soft : bool, optional
+        Labels are the judge's probabilities rather than draws from them.
+    both_orders : bool, optional
+        Ask with both orders and average the probabilities (cancels the position bias).
+    temperature : float, optional
+        Noise of the judgement, as for :class:`Labeller`.
+    seed : int, optional
+        Seeds the judge's own token values.
+    cost : float, optional
+        Cost of one label (a tenth of a human's by default; twice that with ``both_orders``).
+    """
+
+    rho: float = 0.8
+    bias: float = 0.5
+    position_bias: float = 0.1
+    soft: bool = True
+    both_orders: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    cost: float = 0.1
+
+    def __post_init__(self) -> None:
+        rho = checks.finite("rho", self.rho)
+        if not -1.0 <= rho <= 1.0:
+            raise ValueError(f"rho must be a correlation in [-1, 1], got {rho!r}")
+        bias = checks.finite("bias", self.bias)
+        if abs(bias) > MAX_SCALE:
+            raise ValueError(f"bias must be in [-1e6, 1e6], got {bias!r}")
+        position_bias = checks.non_negative("position_bias", self.position_bias)
+        if position_bias > 1.0:
+            raise ValueError(f"position_bias must be a probability in [0, 1], got {position_bias!r}")
+        checks.boolean("soft", self.soft)
+        checks.boolean("both_orders", self.both_orders)
+        checks.positive("temperature", checks.finite("temperature", self.temperature))
+        checks.count("seed", self.seed, 0)
+        checks.non_negative("cost", checks.finite("cost", self.cost))
+
+    def token_values(self, world: World) -> np.ndarray:
+        """``[n_prompts, vocab]``: the judge's value of each token for each prompt."""
+        world = _world("world", world)
+        rng = np.random.default_rng([self.seed, world.seed])
+        gold = world.gold_token
+        noise = rng.standard_normal(gold.shape) * gold.std()
+        familiar = world.ref_log_probs
+        familiar = (familiar - familiar.mean()) / max(familiar.std(), 1e-12) * gold.std()
+        return self.rho * gold + math.sqrt(1.0 - self.rho**2) * noise + self.bias * familiar
+
+    def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
+        # the judge dislikes repetition as the gold does (the constant part of the gold cancels)
+        count_once = world.gold == "count_once"
+        values = self.token_values(world) + (world.repeat_penalty if count_once else 0.0)
+        margin = _bag_score(values, prompts, first, count_once) - _bag_score(values, prompts, second, count_once)
+        with np.errstate(over="ignore"):  # a tiny temperature: an infinite margin, a certain preference
+            preference = _sigmoid(margin / self.temperature)
+        pb = self.position_bias
+        first_shown_first = pb + (1.0 - pb) * preference  # P(first preferred) when shown first
+        first_shown_second = (1.0 - pb) * preference  # ... when shown second
+        if self.both_orders:
+            p = 0.5 * (first_shown_first + first_shown_second)
+        else:
+            p = np.where(rng.random(len(prompts)) < 0.5, first_shown_first, first_shown_second)
+        if self.soft:
+            return p
+        return (rng.random(len(prompts)) < p).astype(np.float64)
+
+
+def _bag_score(values: np.ndarray, prompts: np.ndarray, responses: np.ndarray, count_once: bool) -> np.ndarray:
+    """``[n]``: the sum of ``values[prompt, token]`` over each response's tokens, each distinct
+    token once if ``count_once``."""
+    if count_once:
+        responses = np.sort(responses, axis=1)
+        first = np.ones_like(responses, dtype=bool)
+        first[:, 1:] = responses[:, 1:] != responses[:, :-1]
+        return np.where(first, values[prompts[:, None], responses], 0.0).sum(axis=1)
+    return values[prompts[:, None], responses].sum(axis=1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+@dataclass(frozen=True, eq=False)
+class WorldPairs:
+    """Labelled pairs of responses from a :class:`World`.
+
+    Attributes
+    ----------
+    prompts : numpy.ndarray
+        ``[n]`` prompt indices.
+    first, second : numpy.ndarray
+        ``[n, response_len]`` token indices of the two responses.
+    target : numpy.ndarray
+        ``[n]``: the probability that ``first`` is preferred (0 or 1 for hard labels).
+    cost : float
+        What the labels cost (:attr:`Labeller.cost` per pair).
+    """
+
+    prompts: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    target: np.ndarray
+    cost: float
+
+    def __post_init__(self) -> None:
+        """Copies of the arrays, checked and read-only: prompts and tokens indices (ints >= 0; a
+        world checks their upper bounds where the pairs are used), one target in [0, 1] per pair."""
+        prompts = checks.index_array("prompts", self.prompts, "a 1-D array of prompt indices", ndim=1)
+        n = len(prompts)
+        first = checks.index_array("first", self.first, "an [n, response_len] array of token indices", ndim=2)
+        if first.shape[0] != n:
+            raise ValueError(f"first must have {n} rows (one per pair), got {first.shape[0]}")
+        if first.shape[1] < 1:
+            raise ValueError("first must have at least one token per response, got 0")
+        second = checks.index_array("second", self.second, "an [n, response_len] array of token indices",
+                                    shape=first.shape)
+        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
+        if n and not ((target >= 0.0) & (target <= 1.0)).all():
+            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
+            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
+        cost = checks.non_negative("cost", self.cost)
+        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
+            object.__setattr__(self, name, _read_only(np.array(value)))
+        object.__setattr__(self, "cost", cost)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __repr__(self) -> str:
+        hard = bool(np.isin(self.target, (0.0, 1.0)).all())
+        return f"WorldPairs(n={len(self)}, response_len={self.first.shape[1]}, labels={'hard' if hard else 'soft'})"
+
+    def counts(self, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[n, vocab]`` token counts of the first and the second responses (dense)."""
+        return _counts(self.first, vocab), _counts(self.second, vocab)
+
+
+def _counts(responses: np.ndarray, vocab: int) -> np.ndarray:
+    out = np.zeros((len(responses), vocab))
+    np.add.at(out, (np.arange(len(responses))[:, None], responses), 1.0)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class RewardModel:
+    """A linear reward model on token counts: ``R(y) = sum_i weights[y_i]``.
+
+    Attributes
+    ----------
+    weights : numpy.ndarray
+        ``[vocab]``: one weight per token (the prompt is not a feature).
+    tokens : tuple of str or None
+        Token names, where the world has them.
+    """
+
+    weights: np.ndarray
+    tokens: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        weights = np.array(checks.real_array("weights", self.weights, "a 1-D array of token weights", ndim=1))
+        if not len(weights):
+            raise ValueError("weights must not be empty")
+        if (np.abs(weights) >= MAX_WEIGHT).any():
+            bad = int(np.flatnonzero(np.abs(weights) >= MAX_WEIGHT)[0])
+            raise ValueError(f"weights[{bad}] must be below 2**512 in magnitude, got {float(weights[bad])!r}")
+        tokens = self.tokens
+        if tokens is not None:
+            if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+                raise TypeError(f"tokens must be a sequence of token names or None, got {type(tokens).__name__}")
+            if len(tokens) != len(weights):
+                raise ValueError(f"tokens must name the {len(weights)} weights, got {len(tokens)} names")
+            for i, tok in enumerate(tokens):
+                if not isinstance(tok, str):
+                    raise TypeError(f"tokens[{i}] must be a str, got {type(tok).__name__}")
+            object.__setattr__(self, "tokens", tuple(tokens))
+        object.__setattr__(self, "weights", _read_only(weights))
+
+    def __repr__(self) -> str:
+        return f"RewardModel(vocab={len(self.weights)})"
+
+    def weights_for(self, world: World) -> np.ndarray:
+        """The weights, checked against the world's vocabulary."""
+        world = _world("world", world)
+        if len(self.weights) != world.vocab:
+            raise ValueError(f"world must have this reward model's {len(self.weights)} tokens, got {world.vocab}")
+        return self.weights
+
+    def score(self, responses: Any) -> np.ndarray:
+        """``[n]``: the score of each of ``[n, response_len]`` responses."""
+        responses = checks.index_array("responses", responses, "an [n, response_len] array of token indices", ndim=2)
+        if responses.size and responses.max() >= len(self.weights):
+            raise ValueError(f"responses must be token indices in [0, {len(self.weights)}), got {int(responses.max())}")
+        return self.weights[responses].sum(axis=1)
+
+    def as_dict(self) -> dict[str, float]:
+        """The weights as the lesson's dict (token name -> weight), for a world with names."""
+        if self.tokens is None:
+            raise ValueError("this reward model's world has no token names")
+        return {tok: float(w) for tok, w in zip(self.tokens, self.weights)}
+
+    def gold_accuracy(self, world: World, pairs: WorldPairs) -> float:
+        """Share of pairs whose gold order the model gets strictly right (gold ties skipped).
+
+        Parameters
+        ----------
+        world : World
+        pairs : WorldPairs
+            Their labels are ignored: the gold decides.
+
+        Returns
+        -------
+        float
+        """
+        self.weights_for(world)
+        pairs = _pairs_of("pairs", pairs, world)
+        gold = world.gold_score(pairs.prompts, pairs.first) - world.gold_score(pairs.prompts, pairs.second)
+        proxy = self.score(pairs.first) - self.score(pairs.second)
+        decided = gold != 0.0
+        if not decided.any():
+            raise ValueError("pairs has no pair whose gold differs")
+        return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
+
+
+def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: float = 0.1, margin: Any = None,
+                       center_rewards_coefficient: float = 0.0) -> RewardModel:
+    """A proxy reward model trained by Bradley-Terry SGD on labelled pairs, from zero weights.
+
+    Per pair, in order, for ``epochs`` passes: with ``m = R(first) - R(second)`` and target
+    ``t`` (the label), the loss is TRL's RewardTrainer's generalised to soft labels,
+    ``-t log sigmoid(m - margin) - (1 - t) log sigmoid(-m - margin) + c (R(first) + R(second))^2``
+    (``c = center_rewards_coefficient``); for a hard label ``t = 1`` it is TRL's exactly.
+
+    Parameters
+    ----------
+    world : World
+    pairs : WorldPairs
+    epochs : int, optional
+    lr : float, optional
+    margin : array_like, optional
+        ``[n]`` per-pair margins (TRL's ``margin`` column); none by default.
+    center_rewards_coefficient : float, optional
+        TRL's coefficient pulling rewards towards 0 (0.01 is its recommendation).
+
+    Returns
+    -------
+    RewardModel
+    """
+    world = _world("world", world)
+    pairs = _pairs_of("pairs", pairs, world)
+    epochs = checks.count("epochs", epochs, 0, 10_000)
+    lr = checks.positive("lr", checks.finite("lr", lr))
+    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
+                                                                         center_rewards_coefficient))
+    n = len(pairs)
+    if n == 0:
+        raise ValueError("pairs must not be empty")
+    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
+                                                                  shape=(n,))
+    w = [0.0] * world.vocab
+    first, second = pairs.first.tolist(), pairs.second.tolist()
+    target, margins_list = pairs.target.tolist(), margins.tolist()
+    for epoch in range(epochs):
+        for a, b, t, mu in zip(first, second, target, margins_list):
+            r_a = sum(w[tok] for tok in a)
+            r_b = sum(w[tok] for tok in b)
+            m = r_a - r_b
+            # d loss / d m, each sigmoid taken where it does not cancel
+            d_m = -t * _sigmoid_scalar(-(m - mu)) + (1.0 - t) * _sigmoid_scalar(m + mu)
+            d_sum = 2.0 * c * (r_a + r_b)
+            for tok in a:
+                w[tok] -= lr * (d_m + d_sum)
+            for tok in b:
+                w[tok] -= lr * (d_sum - d_m)
+        if checks.overflowed(w):
+            raise FloatingPointError(f"train_reward_model diverged in epoch {epoch}: weights overflowed (lr={lr!r})")
+    return RewardModel(np.array(w), world.tokens)
+
+
+def _sigmoid_scalar(x: float) -> float:
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+# ------------------------------------------------------------------ the frontier
+
+
+@dataclass(frozen=True, eq=False)
+class Frontier:
+    """The KL-regularised optima ``pi*_beta ∝ ref * exp(r / beta)`` of a reward, over beta.
+
+    Attributes
+    ----------
+    betas : numpy.ndarray
+    kl : numpy.ndarray
+        ``KL(pi*_beta || ref)`` of a response, mean over prompts.
+    proxy : numpy.ndarray
+        The reward model's expected score (NaN-free; 0 where no model was given).
+    gold : numpy.ndarray
+        The expected gold.
+    """
+
+    betas: np.ndarray
+    kl: np.ndarray
+    proxy: np.ndarray
+    gold: np.ndarray
+
+    @classmethod
+    def of(cls, world: World, reward: RewardModel | str, betas: Any) -> Frontier:
+        """Trace the optima of a reward model's score, or of the gold's per-token values.
+
+        For a linear reward ``R(y) = sum_i r(y_i)`` the optimum of
+        ``E[R] - beta KL(pi^L || ref^L)`` over i.i.d. responses is ``pi ∝ ref exp(r / beta)``
+        per token, exactly. For ``reward="gold"`` the tilt uses the gold's token values; with
+        ``gold="count_once"`` that is the best linear tilt rather than the exact optimum.
+
+        Parameters
+        ----------
+        world : World
+        reward : RewardModel or "gold"
+        betas : array_like
+            Positive KL coefficients.
+
+        Returns
+        -------
+        Frontier
+        """
+        world = _world("world", world)
+        if isinstance(reward, RewardModel):
+            r, rm = _rm_weights("reward", reward, world)[None, :], reward
+        elif isinstance(reward, str):
+            if reward != "gold":
+                raise ValueError(f"reward must be a RewardModel or 'gold', got {reward!r}")
+            r, rm = world.gold_token, None
+        else:
+            raise TypeError(f"reward must be a RewardModel or 'gold', got {type(reward).__name__}")
+        betas = checks.real_array("betas", betas, "a 1-D array of positive KL coefficients", ndim=1)
+        if not len(betas):
+            raise ValueError("betas must not be empty")
+        if (betas <= 0.0).any():
+            bad = int(np.flatnonzero(betas <= 0.0)[0])
+            raise ValueError(f"betas[{bad}] must be > 0, got {float(betas[bad])!r}")
+        # pi ∝ ref exp(r / beta) = ref exp((r - max r) / beta): the tilt is <= 0, and where it
+        # passes the floats (a tiny beta) its -inf is a probability of 0, held at -1e300
+        r = r - r.max(axis=-1, keepdims=True)
+        kl, proxy, gold = [], [], []
+        for beta in betas:
+            with np.errstate(over="ignore"):
+                logits = world.ref_logits + np.maximum(r / beta, -1e300)
+            kl.append(world.kl(logits).mean())
+            proxy.append(world.expected_score(logits, rm).mean() if rm is not None else 0.0)
+            gold.append(world.expected_gold(logits).mean())
+        return cls(betas, np.array(kl), np.array(proxy), np.array(gold))
+
+
+def best_of_n_kl(n: Any) -> np.ndarray:
+    """The KL of Best-of-N to the reference, ``log n - (n - 1) / n`` (an upper bound).
+
+    Parameters
+    ----------
+    n : array_like
+        Candidates per prompt, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    n = checks.real_array("n", n, "a count or an array of counts")
+    if n.size and n.min() < 1.0:
+        raise ValueError(f"n must be >= 1, got {float(n.min())!r}")
+    return np.log(n) - (n - 1.0) / n
+
+
+@dataclass(frozen=True)
+class GaoFit:
+    """Gao, Schulman & Hilton's functional form fitted to gold against ``d = sqrt(KL)``.
+
+    ``form="bon"``: ``R(d) = d (alpha - beta d)``, peak at ``d = alpha / (2 beta)``;
+    ``form="rl"``: ``R(d) = d (alpha - beta log d)``, peak at ``d = exp(alpha / beta - 1)``.
+    Scores are relative to the reference policy's.
+    """
+
+    form: str
+    alpha: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "form", checks.option("form", self.form, ("bon", "rl")))
+        object.__setattr__(self, "alpha", checks.finite("alpha", self.alpha))
+        object.__setattr__(self, "beta", checks.finite("beta", self.beta))
+
+    def __call__(self, d: Any) -> np.ndarray:
+        d = checks.real_array("d", d, "sqrt(KL), a number or an array of them")
+        if d.size and d.min() < 0.0:
+            raise ValueError(f"d must be >= 0 (a square root of a KL), got {float(d.min())!r}")
+        with np.errstate(all="ignore"):
+            if self.form == "bon":
+                out = d * (self.alpha - self.beta * d)
+            else:
+                out = np.where(d > 0, d * (self.alpha - self.beta * np.log(np.where(d > 0, d, 1.0))), 0.0)
+        if not np.isfinite(out).all():
+            raise FloatingPointError(f"GaoFit overflowed: its value at d={float(d.max())!r} is not a float")
+        return out
+
+    @property
+    def peak_d(self) -> float:
+        """The ``d >= 0`` where the fitted gold peaks (0 if it only falls, inf if it never turns down)."""
+        if self.beta <= 0:
+            return math.inf
+        if self.form == "bon":
+            return max(self.alpha / (2.0 * self.beta), 0.0)
+        try:
+            return math.exp(self.alpha / self.beta - 1.0)
+        except OverflowError:  # past the floats: it turns down too late to say
+            return math.inf
+
+    @property
+    def peak_kl(self) -> float:
+        """``peak_d ** 2``: the KL at which the fitted gold peaks."""
+        return self.peak_d * self.peak_d
+
+
+def fit_gao(d: Any, gold: Any, form: str) -> GaoFit:
+    """Least-squares fit of Gao et al.'s form (no intercept: ``R(0) = 0``).
+
+    Parameters
+    ----------
+    d : array_like
+        ``sqrt(KL)`` of each point.
+    gold : array_like
+        Gold score minus the reference policy's.
+    form : {"bon", "rl"}
+
+    Returns
+    -------
+    GaoFit
+    """
+    form = checks.option("form", form, ("bon", "rl"))
+    d = checks.real_array("d", d, "a 1-D array of sqrt(KL)", ndim=1, finite=False)
+    gold = checks.real_array("gold", gold, "a 1-D array of gold scores", shape=d.shape, finite=False)
+    keep = np.isfinite(d) & np.isfinite(gold) & (d > 0)
+    if keep.sum() < 2:
+        raise ValueError(f"d must hold at least two points with d > 0 and a finite gold, got {int(keep.sum())}")
+    d, gold = d[keep], gold[keep]
+    with np.errstate(all="ignore"):
+        second = -d * d if form == "bon" else -d * np.log(d)
+    design = np.stack([d, second], axis=1)
+    if not np.isfinite(design).all():
+        raise FloatingPointError(f"fit_gao overflowed: d={float(d.max())!r} is too large for the {form!r} form")
+    try:
+        with np.errstate(all="ignore"):
+            (alpha, beta), *_ = np.linalg.lstsq(design, gold, rcond=None)
+    except np.linalg.LinAlgError as err:
+        raise FloatingPointError(f"fit_gao did not converge: {err}") from None
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise FloatingPointError(f"fit_gao overflowed: alpha={float(alpha)!r}, beta={float(beta)!r}")
+    return GaoFit(form, float(alpha), float(beta))
