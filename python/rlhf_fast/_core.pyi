@@ -301,7 +301,7 @@ def rows_stream_add(
     out: npt.NDArray[np.float64],
     *,
     n_threads: int | None = None,
-) -> npt.NDArray[np.float64]: ...
+) -> bool: ...
 def bag_rlhf_step(
     logits: Sequence[float],
     ref_log_probs: Sequence[float],

@@ -16,11 +16,15 @@ take one ``exp`` per logit instead of two.
 
 Arguments are numpy arrays: tables 2-D, C-contiguous, float64 and finite; per-row arguments
 1-D with one entry per row. Anything else is refused with a ``TypeError`` or ``ValueError``
-naming the argument (``np.ascontiguousarray(x, dtype=np.float64)`` converts).
+naming the argument (``np.ascontiguousarray(x, dtype=np.float64)`` converts). Finite inputs
+whose results pass the floats (a log-softmax of a row spanning more than them, a KL, reward or
+gradient scale past them) raise ``FloatingPointError`` naming what overflowed; no result holds
+NaN or an infinity.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,6 +49,8 @@ __all__ = [
 ]
 
 _RUST = BACKEND == "rust"
+# More threads than this is a mistake, not a machine (the sweeps' bound).
+_MAX_THREADS = 1024
 
 
 class PpoBatchStep(NamedTuple):
@@ -73,7 +79,7 @@ def _table(name: str, x: Any) -> np.ndarray:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
     if x.size == 0:
         raise ValueError(f"{name} must not be empty, got shape ({x.shape[0]}, {x.shape[1]})")
-    return x
+    return x if type(x) is np.ndarray else x.view(np.ndarray)  # np.matrix: rows are rows
 
 
 def _same_shape(name: str, x: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -136,7 +142,21 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _threads(n_threads: Any) -> int | None:
-    return check.optional(check.counts(1))("n_threads", n_threads)
+    return check.optional(check.counts(1, _MAX_THREADS))("n_threads", n_threads)
+
+
+def _overflowed(function: str, name: str, values: np.ndarray) -> None:
+    """A ``FloatingPointError`` naming the first entry of ``values`` that is not finite (finite
+    inputs whose results pass the floats; the Rust kernels' message)."""
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        where = ", ".join(str(int(k)) for k in bad[0])
+        raise FloatingPointError(f"{function} overflowed: {name}[{where}] is {float(values[tuple(bad[0])])!r}")
+
+
+def _first_non_finite(names: tuple[str, ...], tables: tuple[np.ndarray, ...]) -> None:
+    for name, x in zip(names, tables):
+        _finite_table(name, x)
 
 
 def _log_probs(name: str, x: np.ndarray) -> None:
@@ -172,7 +192,7 @@ def softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.ndar
     logits : numpy.ndarray
         ``[rows, V]`` float64, C-contiguous, finite (±1e4 is fine: the max is subtracted).
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -211,7 +231,7 @@ def log_softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.
     logits : numpy.ndarray
         ``[rows, V]`` float64, C-contiguous, finite.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -225,6 +245,10 @@ def log_softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.
         ``logits`` is not a 2-D float64 array.
     ValueError
         ``logits`` is empty, not C-contiguous or has a non-finite entry.
+    FloatingPointError
+        A row spans more than the floats (``max - min`` overflows): its smallest entries'
+        log-probabilities are below every float (``"log_softmax_rows overflowed: result[1, 0]
+        is -inf"``).
 
     Examples
     --------
@@ -238,7 +262,9 @@ def log_softmax_rows(logits: np.ndarray, *, n_threads: int | None = None) -> np.
     if _RUST:
         return _core.rows_log_softmax(logits, n_threads=n_threads)
     _finite_table("logits", logits)
-    return np.array(_ref.log_softmax_rows(_lists(logits)), dtype=np.float64)
+    out = np.array(_ref.log_softmax_rows(_lists(logits)), dtype=np.float64)
+    _overflowed("log_softmax_rows", "result", out)
+    return out
 
 
 def kl_rows(
@@ -260,7 +286,7 @@ def kl_rows(
         instead of two. Passing logits that are not a log-softmax gives a wrong KL; a
         positive entry is refused.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -276,6 +302,9 @@ def kl_rows(
     ValueError
         Shapes differ, an entry is not finite (``"ref_logits[0, 7] must be finite, got inf"``),
         or, with ``ref_normalized``, a reference entry is positive.
+    FloatingPointError
+        A KL is past the floats (the reference gives a token the policy can draw a
+        log-probability of about -1e308): ``"kl_rows overflowed: result[0] is inf"``.
 
     Examples
     --------
@@ -298,8 +327,9 @@ def kl_rows(
     _finite_table("ref_logits", ref_logits)
     if ref_normalized:
         _log_probs("ref_logits", ref_logits)
-    kls = _ref.kl_rows(_lists(logits), _lists(ref_logits), ref_normalized)
-    return np.array(kls, dtype=np.float64)
+    kls = np.array(_ref.kl_rows(_lists(logits), _lists(ref_logits), ref_normalized), dtype=np.float64)
+    _overflowed("kl_rows", "result", kls)
+    return kls
 
 
 def sample_rows(logits: np.ndarray, u: np.ndarray, *, n_threads: int | None = None) -> np.ndarray:
@@ -313,7 +343,7 @@ def sample_rows(logits: np.ndarray, u: np.ndarray, *, n_threads: int | None = No
     u : numpy.ndarray
         ``[rows]`` float64 draws in ``[0, 1)``, e.g. ``rng.random()`` each.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -374,7 +404,7 @@ def ppo_grad_rows(
     eps : float, default 0.2
         The clip range, > 0.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -388,6 +418,9 @@ def ppo_grad_rows(
         An array argument is not of the right kind, or ``eps`` is not a real number.
     ValueError
         A length, a token, a probability, an advantage, ``eps`` or a logit is out of range.
+    FloatingPointError
+        An unclipped row's scale ``advantages[i] * ratio`` is past the floats (a ``p_old``
+        near the smallest float), named.
 
     Examples
     --------
@@ -413,7 +446,16 @@ def ppo_grad_rows(
     if _RUST:
         return _core.rows_ppo_grad(logits, tokens, p_old, advantages, eps, n_threads=n_threads)
     _finite_table("logits", logits)
-    grads = _ref.ppo_grad_rows(_lists(logits), tokens.tolist(), p_old.tolist(), advantages.tolist(), eps)
+    table = _lists(logits)
+    for i, (z, a, po, adv) in enumerate(zip(table, tokens.tolist(), p_old.tolist(), advantages.tolist())):
+        ratio = _ref.softmax_row(z)[a] / po
+        scale = adv * ratio
+        clipped = (adv >= 0.0 and ratio > 1.0 + eps) or (adv < 0.0 and ratio < 1.0 - eps)
+        if not math.isfinite(scale) and not clipped:
+            raise FloatingPointError(
+                f"ppo_grad_rows overflowed: row {i}'s gradient is scaled by advantages[{i}] * ratio = {scale!r}"
+            )
+    grads = _ref.ppo_grad_rows(table, tokens.tolist(), p_old.tolist(), advantages.tolist(), eps)
     return np.array(grads, dtype=np.float64)
 
 
@@ -458,7 +500,7 @@ def ppo_batch_step(
         fixed, and each call takes one ``exp`` per logit instead of two. Logits that are not
         a log-softmax give a wrong KL; a positive entry is refused.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``); the results do not
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``); the results do not
         depend on it. The reference backend runs serially and ignores it.
 
     Returns
@@ -472,6 +514,9 @@ def ppo_batch_step(
         An argument is not of the right kind (named).
     ValueError
         Shapes or lengths differ, or a draw, weight, ``beta`` or logit is out of range.
+    FloatingPointError
+        A KL, or a reward ``weights[a] - beta * kl``, is past the floats (named:
+        ``"ppo_batch_step overflowed: reward[3] is -inf"``).
 
     Examples
     --------
@@ -513,6 +558,8 @@ def ppo_batch_step(
     tokens, kl, reward, p_token, grad = _ref.ppo_batch_step(
         _lists(logits), _lists(ref_logits), u.tolist(), weights.tolist(), beta, ref_normalized
     )
+    _overflowed("ppo_batch_step", "kl", np.array(kl, dtype=np.float64))
+    _overflowed("ppo_batch_step", "reward", np.array(reward, dtype=np.float64))
     if out is None:
         out = np.array(grad, dtype=np.float64).reshape(logits.shape)
     else:
@@ -533,9 +580,9 @@ def stream_sum(a: np.ndarray, b: np.ndarray, *, n_threads: int | None = None) ->
     Parameters
     ----------
     a, b : numpy.ndarray
-        2-D, C-contiguous float64 tables (any shapes).
+        2-D, C-contiguous float64 tables (any shapes), finite.
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``). The reference
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``). The reference
         backend runs serially and ignores it.
 
     Returns
@@ -548,7 +595,10 @@ def stream_sum(a: np.ndarray, b: np.ndarray, *, n_threads: int | None = None) ->
     TypeError
         An argument is not a 2-D float64 array.
     ValueError
-        An argument is empty or not C-contiguous.
+        An argument is empty or not C-contiguous, or has a non-finite entry (named, found once
+        the sum is not finite).
+    FloatingPointError
+        The sum of finite entries is past the floats.
 
     Examples
     --------
@@ -560,9 +610,11 @@ def stream_sum(a: np.ndarray, b: np.ndarray, *, n_threads: int | None = None) ->
     a = _table("a", a)
     b = _table("b", b)
     n_threads = _threads(n_threads)
-    if _RUST:
-        return _core.rows_stream_sum(a, b, n_threads=n_threads)
-    return _ref.stream_sum(_lists(a), _lists(b))
+    total = _core.rows_stream_sum(a, b, n_threads=n_threads) if _RUST else _ref.stream_sum(_lists(a), _lists(b))
+    if not math.isfinite(total):
+        _first_non_finite(("a", "b"), (a, b))
+        raise FloatingPointError(f"stream_sum overflowed: the sum is {total!r}")
+    return total
 
 
 def stream_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, n_threads: int | None = None) -> np.ndarray:
@@ -576,12 +628,12 @@ def stream_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, n
     Parameters
     ----------
     a, b : numpy.ndarray
-        2-D, C-contiguous float64 tables of one shape.
+        2-D, C-contiguous float64 tables of one shape, finite.
     out : numpy.ndarray, optional
         A writeable C-contiguous float64 array of that shape, sharing no memory with ``a``
         or ``b`` (default: a fresh one).
     n_threads : int, optional
-        Worker threads (default: every core, or ``RAYON_NUM_THREADS``). The reference
+        Worker threads, 1 to 1,024 (default: every core, or ``RAYON_NUM_THREADS``). The reference
         backend runs serially and ignores it.
 
     Returns
@@ -594,8 +646,11 @@ def stream_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, n
     TypeError
         An argument is not a 2-D float64 array.
     ValueError
-        An argument is empty or not C-contiguous, shapes differ, or ``out`` shares memory
-        with an input.
+        An argument is empty or not C-contiguous, shapes differ, ``out`` shares memory with an
+        input, or an input has a non-finite entry (named; the Rust backend notes whether every
+        sum is finite as it writes them, and only then looks for the entry).
+    FloatingPointError
+        A sum of finite entries is past the floats (``out`` then holds it).
 
     Examples
     --------
@@ -614,7 +669,11 @@ def stream_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *, n
         _writeable_out(out, a.shape, "a", (a, b), "a or b")
     n_threads = _threads(n_threads)
     if _RUST:
-        _core.rows_stream_add(a, b, out, n_threads=n_threads)
-        return out
-    out[...] = _ref.stream_add(_lists(a), _lists(b))
+        finite = _core.rows_stream_add(a, b, out, n_threads=n_threads)
+    else:
+        out[...] = _ref.stream_add(_lists(a), _lists(b))
+        finite = bool(np.isfinite(out).all())
+    if not finite:
+        _first_non_finite(("a", "b"), (a, b))
+        _overflowed("stream_add", "out", out)
     return out

@@ -45,7 +45,11 @@
 //!
 //! Inputs are not checked beforehand (a pass of its own would add a read of every table):
 //! pass A's sums, or pass B's, are finite exactly when a row's entries are, and the batch
-//! functions then name the first entry that is not.
+//! functions then name the first entry that is not. Finite entries whose results pass the
+//! floats (a row spanning more than them: `z − M` is −∞) cost nothing on the way either: a KL
+//! whose fast sums are not finite is taken again the reference's way (which skips `π = 0`),
+//! and what still overflows (a log-softmax, a KL, a reward, a gradient's scale) is a
+//! `Diverged` error naming it, the reference twin's message.
 
 use rayon::prelude::*;
 
@@ -55,7 +59,7 @@ use crate::kernels::sampling::sample_index;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::simd::{Avx2, Avx2Isa, Avx512, Avx512Isa};
 use crate::kernels::simd::{Portable, Simd, Vector, LANES};
-use crate::kernels::softmax::softmax_row;
+use crate::kernels::softmax::{log_softmax_row, softmax_row};
 
 /// Logits per chunk, the unit of sampling's running sums.
 pub const CHUNK: usize = 1024;
@@ -140,33 +144,42 @@ fn prefetch(x: &f64) {
 /// Pass A's findings on a row: its maximum `m` (NaNs skipped); without a reference, the
 /// row's plain sum, finite exactly when every entry is (or, harmlessly, when finite entries of
 /// ~1e308 add up past the largest double: the search for the culprit then finds none); with
-/// one, the reference's maximum `m_ref` (its finiteness, and the row's, show in pass B's `T`).
+/// one, the reference's maximum `m_ref` (its finiteness, and the row's, show in pass B's `T`);
+/// for log-softmax (`low`), the row's minimum: `min − M` is −∞ exactly when an output is.
 #[derive(Clone, Copy, Debug, Default)]
 struct Peek {
     m: f64,
     sum: f64,
     m_ref: f64,
+    low: f64,
 }
 
-/// Pass A's vector accumulators: the row's maximum, and its sum or the reference's maximum.
+/// Pass A's vector accumulators: the row's maximum, its sum or the reference's maximum, and
+/// (log-softmax only) its minimum.
 #[derive(Clone, Copy)]
 struct PeekAcc<V> {
     m: V,
     other: V,
+    minus_low: V,
 }
 
 impl<V: Vector> PeekAcc<V> {
     #[inline(always)]
     fn new<const REF: u8>(isa: V::Isa) -> Self {
         let low = V::splat(isa, f64::NEG_INFINITY);
-        PeekAcc { m: low, other: if REF == NO_REF { V::zero(isa) } else { low } }
+        PeekAcc { m: low, other: if REF == NO_REF { V::zero(isa) } else { low }, minus_low: low }
     }
 
-    /// One whole vector of the row at `j` (and of the reference, unless `REF` is `NO_REF`).
+    /// One whole vector of the row at `j` (and of the reference, unless `REF` is `NO_REF`;
+    /// with `track_low`, the minimum too).
     #[inline(always)]
-    fn add<const REF: u8>(&mut self, isa: V::Isa, z: &[f64], r: &[f64], j: usize) {
+    fn add<const REF: u8>(&mut self, isa: V::Isa, z: &[f64], r: &[f64], j: usize, track_low: bool) {
         let zv = load::<V>(isa, &z[j..j + LANES]);
         self.m = zv.max_or_rhs(self.m);
+        if track_low {
+            // min(z) = −max(−z); NaNs are pass A's sum's to find.
+            self.minus_low = (V::zero(isa) - zv).max_or_rhs(self.minus_low);
+        }
         if REF == NO_REF {
             self.other = self.other + zv;
         } else {
@@ -176,10 +189,16 @@ impl<V: Vector> PeekAcc<V> {
 
     /// The findings, with the row's last `len % LANES` entries (from `start`) added one by one.
     #[inline(always)]
-    fn finish<const REF: u8>(&self, z: &[f64], r: &[f64], start: usize) -> Peek {
-        let mut peek = Peek { m: lanes_max(self.m), sum: 0.0, m_ref: 0.0 };
+    fn finish<const REF: u8>(&self, z: &[f64], r: &[f64], start: usize, track_low: bool) -> Peek {
+        let mut peek = Peek { m: lanes_max(self.m), sum: 0.0, m_ref: 0.0, low: 0.0 };
         for &x in &z[start..] {
             peek.m = if x > peek.m { x } else { peek.m };
+        }
+        if track_low {
+            peek.low = -lanes_max(self.minus_low);
+            for &x in &z[start..] {
+                peek.low = if x < peek.low { x } else { peek.low };
+            }
         }
         if REF == NO_REF {
             peek.sum = lanes_sum(self.other) + z[start..].iter().fold(0.0, |acc, &x| acc + x);
@@ -195,13 +214,13 @@ impl<V: Vector> PeekAcc<V> {
 
 /// Pass A alone: a task's first row.
 #[inline(always)]
-fn peek_row<V: Vector, const REF: u8>(isa: V::Isa, z: &[f64], r: &[f64]) -> Peek {
+fn peek_row<V: Vector, const REF: u8>(isa: V::Isa, z: &[f64], r: &[f64], track_low: bool) -> Peek {
     let whole = z.len() / LANES * LANES;
     let mut acc = PeekAcc::<V>::new::<REF>(isa);
     for j in (0..whole).step_by(LANES) {
-        acc.add::<REF>(isa, z, r, j);
+        acc.add::<REF>(isa, z, r, j, track_low);
     }
-    acc.finish::<REF>(z, r, whole)
+    acc.finish::<REF>(z, r, whole, track_low)
 }
 
 /// Pass B's totals.
@@ -324,7 +343,7 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
                     prefetch(x);
                 }
             }
-            ahead.add::<REF>(isa, next.0, next.1, j);
+            ahead.add::<REF>(isa, next.0, next.1, j, W == W_SHIFTED);
             let ez = exp_nonpositive_fused(load::<V>(isa, &z[j..j + LANES]) - m);
             s = s + ez;
             if keep {
@@ -387,7 +406,7 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
     if W != W_NONE && !w_out.is_empty() {
         write_ends::<V, W>(isa, w_src, w_out, spec, head, head + n_w * LANES);
     }
-    (ahead.finish::<REF>(next.0, next.1, whole * LANES), sums)
+    (ahead.finish::<REF>(next.0, next.1, whole * LANES, W == W_SHIFTED), sums)
 }
 
 /// Chunks of a row of `v` logits.
@@ -446,6 +465,28 @@ fn probability_exactly(z: &[f64], a: usize) -> f64 {
     let mut p = vec![0.0; z.len()];
     softmax_row(z, &mut p);
     p[a]
+}
+
+/// The reference's `KL(softmax z ‖ softmax r)` (`r` itself as log-probabilities when
+/// `normalized`), computed the reference's way: terms with `π_j = 0` skipped.
+fn kl_exactly(z: &[f64], r: &[f64], normalized: bool) -> f64 {
+    let (mut p, mut log_p) = (vec![0.0; z.len()], vec![0.0; z.len()]);
+    softmax_row(z, &mut p);
+    log_softmax_row(z, &mut log_p);
+    let log_q = if normalized {
+        r.to_vec()
+    } else {
+        let mut log_q = vec![0.0; r.len()];
+        log_softmax_row(r, &mut log_q);
+        log_q
+    };
+    let mut total = 0.0;
+    for ((&pj, &lpj), &lqj) in p.iter().zip(&log_p).zip(&log_q) {
+        if pj > 0.0 {
+            total += pj * (lpj - lqj);
+        }
+    }
+    total
 }
 
 /// Whether PPO's clipped surrogate is flat at this ratio (`reference/methods/ppo.py`).
@@ -524,6 +565,9 @@ pub struct RowOut {
     sum_ref: f64,
     /// The largest reference entry (given log-probabilities, which must be `<= 0`).
     top_ref: f64,
+    /// What may overflow with finite inputs: log-softmax's `min − M` (−∞ when an output is),
+    /// the gradient's scale `A·π(a)/π_old(a)`; 0 for the other kernels.
+    overflow: f64,
 }
 
 /// A row's results, how pass W writes it, and the one entry written after (the gradient at
@@ -543,12 +587,24 @@ fn finish(job: RowJob<'_>, i: usize, z: &[f64], peek: &Peek, sums: &Sums, e: &[f
         Some(_) => (sums.s + sums.t, sums.t),
     };
     let base = RowOut { sum, sum_ref, top_ref: peek.m_ref, ..RowOut::default() };
-    let kl = || sums.t / sums.s - sums.s.ln() + sums.s_ref.ln();
+    // Finite logits whose shifted values overflow (a row spanning more than the floats: e = 0
+    // times −∞ in T) are left to the reference's arithmetic, which skips terms with π = 0.
+    let kl = || {
+        let fast = sums.t / sums.s - sums.s.ln() + sums.s_ref.ln();
+        match job.reference() {
+            Some((r, normalized)) if !fast.is_finite() => kl_exactly(z, &r[i * z.len()..(i + 1) * z.len()], normalized),
+            _ => fast,
+        }
+    };
     let inv_s = 1.0 / sums.s;
     let plain = |out: RowOut, a: f64| Finished { out, spec: WriteSpec { a, b: 0.0 }, fix: None };
     match job {
         RowJob::Softmax => plain(base, inv_s),
-        RowJob::LogSoftmax => Finished { out: base, spec: WriteSpec { a: peek.m, b: sums.s.ln() }, fix: None },
+        RowJob::LogSoftmax => Finished {
+            out: RowOut { overflow: peek.low - peek.m, ..base },
+            spec: WriteSpec { a: peek.m, b: sums.s.ln() },
+            fix: None,
+        },
         RowJob::Kl { .. } => plain(RowOut { kl: kl(), ..base }, 0.0),
         RowJob::Sample { u } => {
             let token = locate(e, chunk_sums, sums.s, u[i]).unwrap_or_else(|| sample_exactly(z, u[i]));
@@ -568,7 +624,11 @@ fn finish(job: RowJob<'_>, i: usize, z: &[f64], peek: &Peek, sums: &Sums, e: &[f
             }
             let scale = advantage * ratio;
             // grad_j = scale (1[j = a] − π_j) = −(scale π_j) off the token.
-            Finished { out: base, spec: WriteSpec { a: -scale * inv_s, b: 0.0 }, fix: Some((a, scale * (1.0 - p_a))) }
+            Finished {
+                out: RowOut { overflow: scale, ..base },
+                spec: WriteSpec { a: -scale * inv_s, b: 0.0 },
+                fix: Some((a, scale * (1.0 - p_a))),
+            }
         }
         RowJob::PpoStep { u, weights, beta, .. } => {
             let a = locate(e, chunk_sums, sums.s, u[i]).unwrap_or_else(|| sample_exactly(z, u[i]));
@@ -616,7 +676,7 @@ fn run_task<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
     let mut e_prev = vec![0.0; if STORE && W == W_SCALED { v } else { 0 }];
     let mut chunk_sums = vec![0.0; n_chunks(v)];
     let mut results = Vec::with_capacity(n);
-    let mut peek = peek_row::<V, REF>(isa, row(0), ref_row(0));
+    let mut peek = peek_row::<V, REF>(isa, row(0), ref_row(0), W == W_SHIFTED);
     // The previous row's write.
     let mut pending: Option<Pending> = None;
     for k in 0..n {
@@ -850,7 +910,41 @@ pub fn run_rows(
             not_log_probs(&results, ref_logits, v)?;
         }
     }
+    overflowed(job, &results, logits, v)?;
     Ok(results)
+}
+
+/// Finite inputs whose results overflow, as a `Diverged` error naming the function and the
+/// first result that is not finite (the reference twin's message): a log-softmax of a row
+/// spanning more than the floats, a KL past them, a reward `w[a] − β KL` past them, a
+/// gradient scaled by `A·π(a)/π_old(a)` past them.
+fn overflowed(job: RowJob<'_>, rows: &[RowOut], logits: &[f64], v: usize) -> Result<()> {
+    let first = |value: fn(&RowOut) -> f64| rows.iter().map(value).enumerate().find(|(_, x)| !x.is_finite());
+    let message = match job {
+        RowJob::LogSoftmax => first(|row| row.overflow).map(|(i, _)| {
+            let z = &logits[i * v..(i + 1) * v];
+            let m = z.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+            let j = z.iter().position(|&x| x - m == f64::NEG_INFINITY).unwrap_or(0);
+            format!("log_softmax_rows overflowed: result[{i}, {j}] is -inf")
+        }),
+        RowJob::Kl { .. } => {
+            first(|row| row.kl).map(|(i, kl)| format!("kl_rows overflowed: result[{i}] is {}", py_float(kl)))
+        }
+        RowJob::PpoStep { .. } => first(|row| row.kl)
+            .map(|(i, kl)| format!("ppo_batch_step overflowed: kl[{i}] is {}", py_float(kl)))
+            .or_else(|| {
+                first(|row| row.reward)
+                    .map(|(i, reward)| format!("ppo_batch_step overflowed: reward[{i}] is {}", py_float(reward)))
+            }),
+        RowJob::PpoGrad { .. } => first(|row| row.overflow).map(|(i, scale)| {
+            format!(
+                "ppo_grad_rows overflowed: row {i}'s gradient is scaled by advantages[{i}] * ratio = {}",
+                py_float(scale)
+            )
+        }),
+        RowJob::Softmax | RowJob::Sample { .. } => None,
+    };
+    message.map_or(Ok(()), |message| Err(Error::Diverged(message)))
 }
 
 // --------------------------------------------------------------------------- ceilings
@@ -883,21 +977,27 @@ pub fn stream_sum(simd: Simd, a: &[f64], b: &[f64]) -> f64 {
 /// `out = a + b` element by element, in parallel, written the way the row kernels write
 /// their output rows (non-temporal stores where aligned): how fast this machine moves the
 /// bytes a row kernel that reads two tables and writes a third moves — the memory ceiling of
-/// benchmark B3. The caller has checked that the three have one length.
-pub fn stream_add(simd: Simd, a: &[f64], b: &[f64], out: &mut [f64]) {
-    out.par_chunks_mut(PIECE).zip(a.par_chunks(PIECE)).zip(b.par_chunks(PIECE)).for_each(|((o, a), b)| match simd {
-        Simd::Portable => add_piece::<Portable>((), a, b, o),
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(isa) => {
-            // SAFETY: `isa` proves AVX2 and FMA were detected on this CPU (only `Simd::available` mints one).
-            unsafe { add_piece_avx2(isa, a, b, o) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(isa) => {
-            // SAFETY: `isa` proves AVX-512F was detected on this CPU (only `Simd::available` mints one).
-            unsafe { add_piece_avx512(isa, a, b, o) }
-        }
-    });
+/// benchmark B3. Whether every entry of `out` is finite (a NaN or an infinity in an input, or
+/// a sum past the floats, makes one that is not). The caller has checked that the three have
+/// one length.
+pub fn stream_add(simd: Simd, a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
+    // Every piece is written, whatever the others find (no short cut).
+    let pieces = out.par_chunks_mut(PIECE).zip(a.par_chunks(PIECE)).zip(b.par_chunks(PIECE));
+    pieces
+        .map(|((o, a), b)| match simd {
+            Simd::Portable => add_piece::<Portable>((), a, b, o),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2(isa) => {
+                // SAFETY: `isa` proves AVX2 and FMA were detected on this CPU (only `Simd::available` mints one).
+                unsafe { add_piece_avx2(isa, a, b, o) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512(isa) => {
+                // SAFETY: `isa` proves AVX-512F was detected on this CPU (only `Simd::available` mints one).
+                unsafe { add_piece_avx512(isa, a, b, o) }
+            }
+        })
+        .reduce(|| true, |x, y| x & y)
 }
 
 #[inline(always)]
@@ -914,23 +1014,33 @@ fn sum_piece<V: Vector>(isa: V::Isa, xs: &[f64]) -> f64 {
     acc.iter().fold(tail, |s, &a| s + lanes_sum(a))
 }
 
+/// `out = a + b`, and whether every entry of `out` is finite.
 #[inline(always)]
-fn add_piece<V: Vector>(isa: V::Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+fn add_piece<V: Vector>(isa: V::Isa, a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
     let (head, n) = aligned(out);
     let sum = |lo: usize, hi: usize| load::<V>(isa, &a[lo..hi]) + load::<V>(isa, &b[lo..hi]);
+    // Σ x·0: 0 while every x is finite, NaN from the first that is not.
+    let zero = V::zero(isa);
+    let mut check = zero;
     for g in 0..n {
         let j = head + g * LANES;
-        (load::<V>(isa, &a[j..j + LANES]) + load::<V>(isa, &b[j..j + LANES])).stream(&mut out[j..j + LANES]);
+        let x = load::<V>(isa, &a[j..j + LANES]) + load::<V>(isa, &b[j..j + LANES]);
+        check = x.mul_add(zero, check);
+        x.stream(&mut out[j..j + LANES]);
     }
+    let mut ends_finite = true;
     for (lo, hi) in [(0, head), (head + n * LANES, out.len())] {
         let mut j = lo;
         while j < hi {
             let end = (j + LANES).min(hi);
             store(sum(j, end), &mut out[j..end]);
+            // (a partial vector's padded lanes are not the output's)
+            ends_finite &= out[j..end].iter().all(|x| x.is_finite());
             j = end;
         }
     }
     V::stream_fence(isa);
+    ends_finite && lanes_sum(check) == 0.0
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -947,21 +1057,19 @@ fn sum_piece_avx512(isa: Avx512Isa, xs: &[f64]) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn add_piece_avx2(isa: Avx2Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+fn add_piece_avx2(isa: Avx2Isa, a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
     add_piece::<Avx2>(isa, a, b, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn add_piece_avx512(isa: Avx512Isa, a: &[f64], b: &[f64], out: &mut [f64]) {
+fn add_piece_avx512(isa: Avx512Isa, a: &[f64], b: &[f64], out: &mut [f64]) -> bool {
     add_piece::<Avx512>(isa, a, b, out)
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::softmax::log_softmax_row;
     use crate::rng::Mt19937;
 
     fn never() -> bool {
@@ -1204,6 +1312,69 @@ mod tests {
         }
     }
 
+    fn diverged(result: Result<Vec<RowOut>>) -> String {
+        match result {
+            Err(Error::Diverged(message)) => message,
+            other => panic!("expected an overflow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rows_spanning_more_than_the_floats_give_finite_results_or_say_what_overflowed() {
+        let v = 3;
+        let wide = [0.5, 0.5, 0.0, 1.7e308, -1.7e308, 0.0];
+        let flat = [0.0; 6];
+        for simd in Simd::available() {
+            let (_, p) = rows_of(RowJob::Softmax, simd, &wide, v, true);
+            assert_eq!(&p[3..], &[1.0, 0.0, 0.0]);
+            let mut out = vec![0.0; 6];
+            let message = diverged(run_rows(simd, RowJob::LogSoftmax, &wide, v, &mut out, &never));
+            assert_eq!(message, "log_softmax_rows overflowed: result[1, 1] is -inf");
+            // The policy spans the floats: terms with π = 0 count 0, as in the reference.
+            let (rows, _) = rows_of(RowJob::Kl { ref_logits: &flat, ref_normalized: false }, simd, &wide, v, false);
+            assert_eq!(rows[1].kl, kl_exactly(&wide[3..], &flat[3..], false));
+            assert!(rows[1].kl.is_finite() && rows[1].kl > 0.0);
+            // The reference does, where the policy has mass: the KL is past the floats.
+            let job = RowJob::Kl { ref_logits: &wide, ref_normalized: false };
+            let message = diverged(run_rows(simd, job, &flat, v, &mut [], &never));
+            assert_eq!(message, "kl_rows overflowed: result[1] is inf");
+            let (u, w) = ([0.5, 0.5], [0.0; 3]);
+            let job = RowJob::PpoStep { ref_logits: &wide, ref_normalized: false, u: &u, weights: &w, beta: 0.1 };
+            let message = diverged(run_rows(simd, job, &flat, v, &mut out, &never));
+            assert_eq!(message, "ppo_batch_step overflowed: kl[1] is inf");
+            let w = [-1.7e308; 3];
+            let job = RowJob::PpoStep { ref_logits: &flat, ref_normalized: false, u: &u, weights: &w, beta: 1.7e308 };
+            let message = diverged(run_rows(simd, job, &wide, v, &mut out, &never));
+            assert_eq!(message, "ppo_batch_step overflowed: reward[1] is -inf");
+        }
+    }
+
+    #[test]
+    fn a_gradient_scaled_past_the_floats_is_an_overflow() {
+        let z = [0.0, 0.0, 0.0, 0.0];
+        let (tokens, p_old, advantages) = ([0, 1], [0.5, 5e-324], [1.0, -1.0]);
+        for simd in Simd::available() {
+            let job = RowJob::PpoGrad { tokens: &tokens, p_old: &p_old, advantages: &advantages, eps: 0.2 };
+            let mut out = vec![0.0; 4];
+            let message = diverged(run_rows(simd, job, &z, 2, &mut out, &never));
+            assert_eq!(message, "ppo_grad_rows overflowed: row 1's gradient is scaled by advantages[1] * ratio = -inf");
+        }
+    }
+
+    #[test]
+    fn the_stream_add_says_whether_its_sums_are_finite() {
+        let n = PIECE + 5;
+        let a = vec![1e308; n];
+        for simd in Simd::available() {
+            let mut out = vec![0.0; n];
+            assert!(stream_add(simd, &a, &vec![-1e308; n], &mut out));
+            assert!(!stream_add(simd, &a, &a, &mut out));
+            let mut b = vec![0.0; n];
+            b[n - 1] = f64::NAN;
+            assert!(!stream_add(simd, &a, &b, &mut out));
+        }
+    }
+
     #[test]
     fn the_stream_add_adds_them_entry_by_entry() {
         let n = 3 * PIECE + 13;
@@ -1213,7 +1384,7 @@ mod tests {
         for simd in Simd::available() {
             for offset in [0, 3] {
                 let out = &mut buffer[offset..offset + n];
-                stream_add(simd, &a, &b, out);
+                assert!(stream_add(simd, &a, &b, out));
                 assert!(out.iter().enumerate().all(|(i, &x)| x == 1.5 * i as f64), "{} {offset}", simd.name());
             }
         }

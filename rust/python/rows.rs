@@ -291,7 +291,8 @@ fn rows_stream_sum(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, n_threads: Option
 }
 
 /// `out = a + b` as fast as memory moves the bytes, off the GIL on `n_threads` threads: the
-/// memory ceiling of benchmark B3 (see `rlhf_fast.rows.stream_add`). Returns `out`.
+/// memory ceiling of benchmark B3 (see `rlhf_fast.rows.stream_add`). Returns whether every
+/// entry of `out` is finite (the front end names the culprit when one is not).
 #[pyfunction]
 #[pyo3(signature = (a, b, out, *, n_threads=None))]
 fn rows_stream_add<'py>(
@@ -299,7 +300,7 @@ fn rows_stream_add<'py>(
     b: &Bound<'py, PyAny>,
     out: &Bound<'py, PyAny>,
     n_threads: Option<usize>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<bool> {
     let py = a.py();
     let ta = table("a", a)?;
     let tb = same_shape_as("b", b, "a", ta.shape())?;
@@ -319,12 +320,8 @@ fn rows_stream_add<'py>(
         let (sa, sb, so) = (ta.as_slice()?, tb.as_slice()?, dst.as_slice_mut()?);
         let simd = Simd::detect();
         let monitor = Monitor::default();
-        run_detached(py, &monitor, n_threads, None, || {
-            rows::stream_add(simd, sa, sb, so);
-            Ok(())
-        })??;
+        Ok(run_detached(py, &monitor, n_threads, None, || Ok(rows::stream_add(simd, sa, sb, so)))??)
     }
-    Ok(out.clone())
 }
 
 /// A table of the shape of `other` (named `other_name`).
