@@ -22,10 +22,19 @@
 //!   go to memory without being read first.
 //!
 //! Benchmark B3 (`benches/b3_large_vocab.py`) measures this against a pass that moves the same
-//! bytes (`stream_add`). On the 2-core development machine (Zen 3, AVX2) the kernel is bound
-//! by arithmetic, not memory: the step with reference logits reaches about 40–50 % of that
-//! ceiling (its two `exp` per logit alone take ~2 ns of a core per logit, where the ceiling
-//! leaves ~2.5 ns for everything), the step given the reference's log-softmax about 50–60 %.
+//! bytes (`stream_add`). On the 2-core development machine (Zen 3 at 2.45 GHz, AVX2) the
+//! kernel is bound by arithmetic, not memory: one thread takes 3.4–3.6 ns per logit for the
+//! step with reference logits (~8.5 cycles; each `exp` ~0.75 ns of it) and 2.3–2.8 ns given
+//! the reference's log-softmax, while `stream_add` moves the batch at 20–26 GB/s on two
+//! threads (one thread alone reaches ~18 GB/s). 60 % of that ceiling needs 3.1–4.0 ns of a
+//! core per logit with both threads perfectly overlapped, so the step reaches 34–53 % of it
+//! (four runs) and the step given the log-softmax 49–81 %, as the ceiling and the machine's
+//! other load vary between runs. The loop is bound by the instructions issued (~130 per 8 logits, a fifth of them
+//! constants broadcast again because an AVX2 vector of [`LANES`] is two of the sixteen
+//! registers), not by one unit. Measured and kept out: Horner's scheme in `r²` for the
+//! polynomial (fewer multiplications, 2 % slower), pass A in a loop of its own after the
+//! reference's, with the next row prefetched by the exp loop (3–8 % slower), prefetching a
+//! whole chunk ahead (no change).
 //!
 //! Memory traffic per row is thus the inputs read once and the output written once, the least
 //! the kernel can do; the scratch rows (two of `V` doubles per thread) stay in L2/L3.
