@@ -2,9 +2,11 @@
 
 Every public function of ``rlhf_fast.reference.__all__`` (the controllers' ``update`` and
 ``PreferenceSet.make_dataset`` included), the five sweep front ends, ``sweep_rlhf``,
-``sweep_dpo``, ``sweep_grpo`` and ``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ...)
-and the world API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance
-an argument named by ``INSTANCES``; ``rlhf_fast.overopt``) has a spec here: per argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
+``sweep_dpo``, ``sweep_grpo`` and ``sweep_best_of_n`` in a world (``"sweep_rlhf[world]"``, ...),
+the world API (``rlhf_fast.worlds``: constructors, functions and methods, a method's instance an
+argument named by ``INSTANCES``; ``rlhf_fast.overopt``) and the large-vocabulary rows of
+``rlhf_fast.rows`` (``"rows.<name>"``) has a spec here: per
+argument, a kind (a policy, a reward model, a positive float, a count, ...) with the values
 that argument may take (``valid``) and the junk it may meet (``junk``: wrong types, NaN and
 infinities, negative, zero and huge counts, wrong shapes and dtypes, non-contiguous and
 read-only arrays, empty inputs, unknown prompts and tokens, dicts with missing keys; a world's
@@ -39,6 +41,7 @@ import numpy as np
 
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
+from rlhf_fast import rows as rows_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
@@ -1272,6 +1275,174 @@ WORLD_SPECS: dict[str, list[Param]] = {
 SPECS.update(WORLD_SPECS)
 
 
+# ------------------------------------------------------------------------------ rows
+#
+# rlhf_fast.rows ("rows.<name>"): NumPy tables in, the backend's kernels (the Rust core's or
+# the reference twin's) chosen per call (ROW_CALLS). Tables are small (a few rows of up to
+# 2,049 logits: past a chunk of 1,024, so that sampling's chunk sums are crossed); a table that
+# must fit the logits (the reference's, ``out``, ``u``, ``tokens``) is a ``Later``.
+
+ROW_VOCABS = (1, 2, 3, 5, 8, 17, 64, 1025, 2049)
+
+
+def _row_table(r: Draws, scale: float = 3.0) -> np.ndarray:
+    shape = (1 + r.integers(4), ROW_VOCABS[r.integers(len(ROW_VOCABS))])
+    return scale * r.standard_normal(shape)
+
+
+def _row_shape(kw: dict) -> tuple[int, int]:
+    """The shape of the call's logits (``a`` for the streams), or (2, 3) for junk."""
+    x = kw.get("logits", kw.get("a"))
+    return x.shape if isinstance(x, np.ndarray) and x.ndim == 2 and 0 < x.size <= 1 << 16 else (2, 3)
+
+
+def _row_extreme(r: Draws, values: list[float]) -> np.ndarray:
+    shape = (1 + r.integers(3), ROW_VOCABS[r.integers(6)])
+    return r.choice(values, shape).astype(np.float64)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)
+    return np.minimum(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), 0.0)
+
+
+def _table_junk(shape_of: Callable[[dict], tuple[int, int]]) -> list[Value]:
+    def shaped(f: Callable[[tuple[int, int]], Any]) -> Callable[[Any, dict], Any]:
+        return lambda r, kw: f(shape_of(kw))
+
+    return [
+        val("none", None), val("float", 0.5), val("str", "logits"), fresh("list", lambda: [[0.0, 1.0]]),
+        fresh("1d", lambda: np.zeros(3)), fresh("3d", lambda: np.zeros((2, 3, 1))), fresh("0d", lambda: np.array(0.0)),
+        fresh("no-rows", lambda: np.zeros((0, 3))), fresh("no-columns", lambda: np.zeros((2, 0))),
+        later("float32", shaped(lambda s: np.zeros(s, dtype=np.float32))),
+        later("int64", shaped(lambda s: np.zeros(s, dtype=np.int64))),
+        later("complex", shaped(lambda s: np.zeros(s, dtype=complex))),
+        later("object", shaped(lambda s: np.zeros(s, dtype=object))),
+        later("bool", shaped(lambda s: np.zeros(s, dtype=bool))),
+        later("big-endian", shaped(lambda s: np.zeros(s, dtype=">f8"))),
+        later("str-array", shaped(lambda s: np.full(s, "a"))),
+        later("strided", shaped(lambda s: np.zeros((s[0], 2 * s[1]))[:, ::2] if s[1] > 1 else np.zeros((2, 4))[:, ::2])),
+        later("fortran", shaped(lambda s: np.asfortranarray(np.zeros((max(s[0], 2), max(s[1], 2)))))),
+        fresh("broadcast-huge", lambda: np.broadcast_to(np.zeros(1), (1 << 30, 1 << 20))),
+        later("nan", shaped(lambda s: np.where(np.eye(*s) > 0, NAN, 0.0))),
+        later("inf", shaped(lambda s: np.full(s, INF))),
+        later("-inf-one", shaped(lambda s: np.where(np.eye(*s)[::-1] > 0, -INF, 0.0))),
+        later("one-column-more", shaped(lambda s: np.zeros((s[0], s[1] + 1)))),
+        later("one-row-more", shaped(lambda s: np.zeros((s[0] + 1, s[1])))),
+    ]
+
+
+ROW_LOGITS = Kind(
+    [
+        later("random", lambda r, kw: _row_table(r)),
+        later("random", lambda r, kw: _row_table(r, 30.0)),
+        later("extreme", lambda r, kw: _row_extreme(r, [1e4, -1e4, 1e300, -1e300, 1.7e308, -1.7e308, 0.0])),
+        later("ties", lambda r, kw: _row_extreme(r, [0.0, 1.0])),
+        later("tiny", lambda r, kw: _row_extreme(r, [TINY, -TINY, 0.0, 1e-300])),
+        later("readonly", lambda r, kw: _frozen(_row_table(r))),
+        fresh("matrix", _matrix),
+        fresh("one-logit", lambda: np.zeros((3, 1))),
+    ],
+    _table_junk(lambda kw: (2, 3)),
+)
+ROW_REF = Kind(
+    [
+        later("random", lambda r, kw: 3.0 * r.standard_normal(_row_shape(kw))),
+        later("same", lambda r, kw: kw["logits"].copy() if isinstance(kw.get("logits"), np.ndarray)
+              and kw["logits"].dtype == np.float64 and kw["logits"].shape == _row_shape(kw) else np.zeros(_row_shape(kw))),
+        later("extreme", lambda r, kw: r.choice([1e4, -1e4, 1e300, -1.7e308, 1.7e308, 0.0], _row_shape(kw)).astype(float)),
+        later("log-softmax", lambda r, kw: _log_softmax(3.0 * r.standard_normal(_row_shape(kw)))),
+        later("log-softmax-extreme", lambda r, kw: _log_softmax(r.choice([1e4, -1e4, 0.0, -1e300], _row_shape(kw)).astype(float))),
+    ],
+    [*_table_junk(_row_shape), later("shares-logits", lambda r, kw: kw.get("logits"))],
+)
+ROW_U = Kind(
+    [later("random", lambda r, kw: r.random(_row_shape(kw)[0])),
+     later("edges", lambda r, kw: r.choice([0.0, -0.0, 1.0 - 2.0**-53, 0.5, TINY], _row_shape(kw)[0]).astype(float))],
+    [later("one", lambda r, kw: np.ones(_row_shape(kw)[0])), later("nan", lambda r, kw: np.full(_row_shape(kw)[0], NAN)),
+     later("negative", lambda r, kw: np.full(_row_shape(kw)[0], -TINY)),
+     later("one-short", lambda r, kw: np.zeros(_row_shape(kw)[0] - 1)),
+     later("list", lambda r, kw: [0.5] * _row_shape(kw)[0]), later("float32", lambda r, kw: np.zeros(_row_shape(kw)[0], np.float32)),
+     later("2d", lambda r, kw: np.zeros((_row_shape(kw)[0], 1))), val("none", None), val("float", 0.5)],
+)
+ROW_WEIGHTS = Kind(
+    [later("random", lambda r, kw: r.standard_normal(_row_shape(kw)[1])),
+     later("extreme", lambda r, kw: r.choice([1e300, -1e300, 1.7e308, -1.7e308, 0.0], _row_shape(kw)[1]).astype(float))],
+    [later("nan", lambda r, kw: np.full(_row_shape(kw)[1], NAN)), later("inf", lambda r, kw: np.full(_row_shape(kw)[1], -INF)),
+     later("one-more", lambda r, kw: np.zeros(_row_shape(kw)[1] + 1)), later("list", lambda r, kw: [0.0] * _row_shape(kw)[1]),
+     later("int64", lambda r, kw: np.zeros(_row_shape(kw)[1], np.int64)), val("none", None), val("float", 1.0)],
+)
+ROW_TOKENS = Kind(
+    [later("random", lambda r, kw: r.integers(0, _row_shape(kw)[1], _row_shape(kw)[0])),
+     later("last", lambda r, kw: np.full(_row_shape(kw)[0], _row_shape(kw)[1] - 1, dtype=np.int64))],
+    [later("past-vocab", lambda r, kw: np.full(_row_shape(kw)[0], _row_shape(kw)[1], dtype=np.int64)),
+     later("negative", lambda r, kw: np.full(_row_shape(kw)[0], -1, dtype=np.int64)),
+     later("huge", lambda r, kw: np.full(_row_shape(kw)[0], 2**62, dtype=np.int64)),
+     later("int32", lambda r, kw: np.zeros(_row_shape(kw)[0], np.int32)),
+     later("uint64", lambda r, kw: np.zeros(_row_shape(kw)[0], np.uint64)),
+     later("float", lambda r, kw: np.zeros(_row_shape(kw)[0])), later("list", lambda r, kw: [0] * _row_shape(kw)[0]),
+     later("one-more", lambda r, kw: np.zeros(_row_shape(kw)[0] + 1, np.int64)), val("none", None), val("int", 0)],
+)
+ROW_P_OLD = Kind(
+    [later("random", lambda r, kw: 0.01 + 0.99 * r.random(_row_shape(kw)[0])),
+     later("edges", lambda r, kw: r.choice([1.0, TINY, 1e-300, 1e-8, 0.5], _row_shape(kw)[0]).astype(float))],
+    [later("zero", lambda r, kw: np.zeros(_row_shape(kw)[0])), later("above-one", lambda r, kw: np.full(_row_shape(kw)[0], 1.5)),
+     later("nan", lambda r, kw: np.full(_row_shape(kw)[0], NAN)), later("inf", lambda r, kw: np.full(_row_shape(kw)[0], INF)),
+     later("one-short", lambda r, kw: np.ones(_row_shape(kw)[0] - 1)), later("list", lambda r, kw: [0.5] * _row_shape(kw)[0]),
+     val("none", None)],
+)
+ROW_ADVANTAGES = Kind(
+    [later("random", lambda r, kw: r.standard_normal(_row_shape(kw)[0])),
+     later("extreme", lambda r, kw: r.choice([1e300, -1e300, 1.7e308, -1.7e308, 0.0, TINY], _row_shape(kw)[0]).astype(float))],
+    [later("nan", lambda r, kw: np.full(_row_shape(kw)[0], NAN)), later("inf", lambda r, kw: np.full(_row_shape(kw)[0], INF)),
+     later("one-more", lambda r, kw: np.zeros(_row_shape(kw)[0] + 1)), later("int64", lambda r, kw: np.zeros(_row_shape(kw)[0], np.int64)),
+     val("none", None), val("float", 1.0)],
+)
+ROW_OUT = Kind(
+    [val("none", None), later("fresh", lambda r, kw: np.full(_row_shape(kw), NAN)),
+     later("fresh", lambda r, kw: np.empty(_row_shape(kw)))],
+    [later("wrong-shape", lambda r, kw: np.zeros((_row_shape(kw)[0], _row_shape(kw)[1] + 1))),
+     later("float32", lambda r, kw: np.zeros(_row_shape(kw), np.float32)),
+     later("readonly", lambda r, kw: np.broadcast_to(np.zeros(1), _row_shape(kw))),
+     later("read-only-flag", lambda r, kw: _frozen(np.zeros(_row_shape(kw)))),
+     later("fortran", lambda r, kw: np.asfortranarray(np.zeros((max(2, _row_shape(kw)[0]), max(2, _row_shape(kw)[1]))))),
+     later("is-logits", lambda r, kw: kw.get("logits", kw.get("a"))),
+     later("overlaps-ref", lambda r, kw: kw.get("ref_logits", kw.get("b"))),
+     val("list", lambda s: [[0.0]]), val("str", "out")],
+)
+ROW_THREADS = Kind(THREADS.valid, [*THREADS.junk, val("huge-valid-int", 10**6), val("past-u64", 2**70),
+                                   val("bool", True), val("numpy-float", np.float64(2.0))])
+ROW_FLAG = Kind([val("false", False), val("true", True), val("numpy-bool", np.bool_(True))],
+                [val("str", "yes"), val("int", 1), val("none", None)])
+
+
+def _frozen(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+ROW_SPECS: dict[str, list[Param]] = {
+    "rows.softmax_rows": [req("logits", ROW_LOGITS), opt("n_threads", ROW_THREADS)],
+    "rows.log_softmax_rows": [req("logits", ROW_LOGITS), opt("n_threads", ROW_THREADS)],
+    "rows.kl_rows": [req("logits", ROW_LOGITS), req("ref_logits", ROW_REF), opt("ref_normalized", ROW_FLAG),
+                     opt("n_threads", ROW_THREADS)],
+    "rows.sample_rows": [req("logits", ROW_LOGITS), req("u", ROW_U), opt("n_threads", ROW_THREADS)],
+    "rows.ppo_grad_rows": [req("logits", ROW_LOGITS), req("tokens", ROW_TOKENS), req("p_old", ROW_P_OLD),
+                           req("advantages", ROW_ADVANTAGES), opt("eps", positive(0.05, 0.5)),
+                           opt("n_threads", ROW_THREADS)],
+    "rows.ppo_batch_step": [req("logits", ROW_LOGITS), req("ref_logits", ROW_REF), req("u", ROW_U),
+                            req("weights", ROW_WEIGHTS), opt("beta", non_negative()), opt("out", ROW_OUT),
+                            opt("ref_normalized", ROW_FLAG), opt("n_threads", ROW_THREADS)],
+    "rows.stream_sum": [req("a", ROW_LOGITS), req("b", Kind([*ROW_LOGITS.valid, *ROW_REF.valid[:3]], ROW_LOGITS.junk)),
+                        opt("n_threads", ROW_THREADS)],
+    "rows.stream_add": [req("a", ROW_LOGITS),
+                        req("b", Kind(ROW_REF.valid[:3], [*_table_junk(_row_shape),
+                                                          later("is-a", lambda r, kw: kw.get("a"))])),
+                        opt("out", Kind(ROW_OUT.valid, ROW_OUT.junk)), opt("n_threads", ROW_THREADS)],
+}
+SPECS.update(ROW_SPECS)
+
+
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
     (the exact law alone), so that a valid call stays cheap."""
@@ -1351,6 +1522,26 @@ def with_engines(front_end: Callable[..., Any], engines: Any) -> Callable[..., A
     return on_these_engines
 
 
+def on_row_kernels(name: str, rust: bool) -> Callable[..., Any]:
+    """``rlhf_fast.rows.<name>`` run on the Rust core's kernels or the reference twin's,
+    whatever ``RLHF_FAST_BACKEND`` chose at import."""
+    front_end = getattr(rows_module, name.split(".")[1])
+
+    def on_these_kernels(*args, **kwargs):
+        saved = rows_module._RUST, vars(rows_module).get("_core")
+        rows_module._RUST = rust
+        if rust:
+            from rlhf_fast import _core
+
+            rows_module._core = _core
+        try:
+            return front_end(*args, **kwargs)
+        finally:
+            rows_module._RUST, rows_module._core = saved
+
+    return on_these_kernels
+
+
 # The world functions: NumPy under either backend, but for the sweep's engine (ON_ENGINES).
 # A method is called on its instance, the argument INSTANCES names.
 INSTANCES = {"World": "world", "RewardModel": "rm", "Judge": "judge", "GaoFit": "fit"}
@@ -1405,6 +1596,8 @@ class Backend:
             return with_engines(fn, self.engines) if name in ON_ENGINES else fn
         if name.startswith("sweep_"):
             return on_engines(name, self.engines)
+        if name.startswith("rows."):
+            return on_row_kernels(name, self.name == "rust")
         if name == "KLController.update":
             return lambda controller, **kwargs: (controller.update(**kwargs), controller.value)[1]
         target: Any = self.functions

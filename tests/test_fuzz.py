@@ -3,7 +3,7 @@
 Hypothesis draws a call of each public function (``fuzzing.SPECS``: every name of
 ``rlhf_fast.reference.__all__``, the controllers' ``update``, ``PreferenceSet.make_dataset``,
 the five sweeps, ``sweep_rlhf`` in a world, and the world API of ``rlhf_fast.worlds`` and
-``rlhf_fast.overopt``), each argument valid, junk or left out, and runs it on the Rust-backed
+``rlhf_fast.overopt``, and the large-vocabulary rows of ``rlhf_fast.rows``), each argument valid, junk or left out, and runs it on the Rust-backed
 API and on the reference, whatever ``RLHF_FAST_BACKEND`` says. The outcome must be a result
 whose every float is finite, or ``ValueError``/``TypeError``/``MemoryError``/
 ``FloatingPointError`` with a message, and no warning but ``KLWarning`` (issue 9). A call
@@ -132,6 +132,9 @@ def test_every_public_function_is_fuzzed():
     lab = {"overoptimization", "guard_stop", "best_of_n_curve"}
     assert worlds | lab | {"sweep_rlhf[world]"} <= set(fuzzing.SPECS), sorted(worlds | lab - set(fuzzing.SPECS))
     assert set(fuzzing.SPECS) == set(fuzzing.FUNCTIONS) | fuzzing.SLOW
+    # the large-vocabulary rows: every public function
+    rows = {f"rows.{name}" for name in fuzzing.rows_module.__all__ if name != "PpoBatchStep"}
+    assert rows <= set(fuzzing.FUNCTIONS), sorted(rows - set(fuzzing.FUNCTIONS))
 
 
 def test_the_outcome_rule_refuses_nan_and_other_errors():

@@ -26,8 +26,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from fuzzing import on_engines
+from fuzzing import on_engines, on_row_kernels
 from rlhf_fast import reference as ref
+from rlhf_fast import rows as rows_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast.worlds import Judge, RewardModel, World
 from sandbox import forked, outcome_of
@@ -713,6 +714,105 @@ DIVERGING = [
 ROWS = _rows() + DIVERGING
 
 
+# The large-vocabulary rows (rlhf_fast.rows): the Rust core's kernels or the reference twin's
+# behind the one front end, whatever RLHF_FAST_BACKEND chose.
+def _z() -> np.ndarray:
+    return np.log(np.array([[0.25, 0.5, 0.25], [0.1, 0.1, 0.8]]))
+
+
+def table_junk(name: str) -> list[Junk]:
+    return [
+        junk("list", lambda: [[0.0, 1.0, 2.0]] * 2, TypeError), junk("none", None, TypeError),
+        junk("1d", lambda: np.zeros(3), TypeError), junk("float32", lambda: np.zeros((2, 3), np.float32), TypeError),
+        junk("int64", lambda: np.zeros((2, 3), np.int64), TypeError),
+        junk("strided", lambda: np.zeros((2, 6))[:, ::2], ValueError),
+        junk("fortran", lambda: np.asfortranarray(np.zeros((2, 3))), ValueError),
+        junk("empty", lambda: np.zeros((0, 3)), ValueError),
+        junk("nan", lambda: np.array([[0.0, 0.0, 0.0], [0.0, NAN, 0.0]]), ValueError),
+        junk("-inf", lambda: np.array([[0.0, -INF, 0.0], [0.0, 0.0, 0.0]]), ValueError),
+    ]
+
+
+ROW_THREADS = [*THREADS, junk("above", 1025, ValueError), junk("2**64", 2**64, ValueError)]
+ROW_LOGITS = table_junk("logits")
+ROW_REF = [*table_junk("ref_logits"), junk("other-shape", lambda: np.zeros((2, 4)), ValueError)]
+ROW_U = [junk("list", lambda: [0.1, 0.2], TypeError), junk("short", lambda: np.array([0.1]), ValueError),
+         junk("one", lambda: np.array([0.1, 1.0]), ValueError), junk("nan", lambda: np.array([NAN, 0.1]), ValueError)]
+ROW_FLAG = [junk("str", "yes", TypeError), junk("int", 1, TypeError)]
+ROW_KERNELS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
+    "softmax_rows": (lambda: dict(logits=_z()), {"logits": ROW_LOGITS, "n_threads": ROW_THREADS}),
+    "log_softmax_rows": (lambda: dict(logits=_z()), {"logits": ROW_LOGITS, "n_threads": ROW_THREADS}),
+    "kl_rows": (lambda: dict(logits=_z(), ref_logits=np.zeros((2, 3))),
+                {"logits": ROW_LOGITS, "ref_logits": ROW_REF, "ref_normalized": ROW_FLAG, "n_threads": ROW_THREADS}),
+    "sample_rows": (lambda: dict(logits=_z(), u=np.array([0.3, 0.95])),
+                    {"logits": ROW_LOGITS, "u": ROW_U, "n_threads": ROW_THREADS}),
+    "ppo_grad_rows": (
+        lambda: dict(logits=_z(), tokens=np.array([1, 2]), p_old=np.array([0.5, 0.7]), advantages=np.array([1.0, -1.0]),
+                     eps=0.2),
+        {"logits": ROW_LOGITS, "tokens": [junk("past-vocab", lambda: np.array([0, 3]), ValueError),
+                                          junk("float", lambda: np.zeros(2), TypeError)],
+         "p_old": [junk("zero", lambda: np.array([0.0, 0.5]), ValueError),
+                   junk("above-one", lambda: np.array([0.5, 1.5]), ValueError)],
+         "advantages": [junk("inf", lambda: np.array([0.0, INF]), ValueError),
+                        junk("short", lambda: np.zeros(1), ValueError)],
+         "eps": reals("positive"), "n_threads": ROW_THREADS}),
+    "ppo_batch_step": (
+        lambda: dict(logits=_z(), ref_logits=np.zeros((2, 3)), u=np.array([0.3, 0.95]), weights=np.array([0.0, 1.0, 2.0]),
+                     beta=0.1),
+        {"logits": ROW_LOGITS, "ref_logits": [*ROW_REF, junk("positive-log-probs", lambda: np.ones((2, 3)), None)],
+         "u": ROW_U, "weights": [junk("nan", lambda: np.array([0.0, NAN, 0.0]), ValueError),
+                                 junk("long", lambda: np.zeros(4), ValueError)],
+         "beta": reals("non_negative"), "out": [junk("wrong-shape", lambda: np.zeros((2, 4)), ValueError),
+                                                junk("read-only", lambda: np.broadcast_to(np.zeros(1), (2, 3)), ValueError)],
+         "ref_normalized": ROW_FLAG, "n_threads": ROW_THREADS}),
+    "stream_sum": (lambda: dict(a=_z(), b=np.ones((1, 2))), {"a": table_junk("a"), "b": table_junk("b")}),
+    "stream_add": (lambda: dict(a=_z(), b=np.ones((2, 3))),
+                   {"a": table_junk("a")[:8], "b": [*table_junk("b"), junk("other-shape", lambda: np.zeros((3, 2)), ValueError)],
+                    "out": [junk("wrong-shape", lambda: np.zeros((2, 4)), ValueError)], "n_threads": ROW_THREADS}),
+}
+
+
+def row_kernel_call(name: str, base: Callable[[], dict], param: str | None = None, bad: Junk | None = None):
+    """``rlhf_fast.rows.<name>(**base())`` on a backend's kernels, ``param`` replaced by ``bad``."""
+
+    def call(backend: Backend) -> Any:
+        kwargs = base()
+        if param is not None:
+            kwargs[param] = bad.make()
+        return on_row_kernels(f"rows.{name}", backend is not REFERENCE)(**kwargs)
+
+    return call
+
+
+ROWS += [Row(f"rows.{name}-valid", row_kernel_call(name, base), "", None, False) for name, (base, _) in ROW_KERNELS.items()]
+ROWS += [Row(f"rows.{name}-{param}-{bad.label}", row_kernel_call(name, base, param, bad), param, bad.exc, False)
+         for name, (base, params) in ROW_KERNELS.items() for param, bads in params.items() for bad in bads]
+# Finite inputs whose results pass the floats: a FloatingPointError naming what overflowed.
+WIDE = lambda: np.array([[0.0, 0.0, 0.0], [1.7e308, -1.7e308, 0.0]])  # noqa: E731
+ROWS += [
+    Row("rows.log_softmax_rows-overflows", row_kernel_call("log_softmax_rows", lambda: dict(logits=WIDE())), "result",
+        FloatingPointError, False),
+    Row("rows.kl_rows-of-a-wide-policy", row_kernel_call("kl_rows", lambda: dict(logits=WIDE(), ref_logits=_z())), "",
+        None, False),
+    Row("rows.kl_rows-overflows", row_kernel_call("kl_rows", lambda: dict(logits=_z(), ref_logits=WIDE())), "result",
+        FloatingPointError, False),
+    Row("rows.ppo_batch_step-reward-overflows",
+        row_kernel_call("ppo_batch_step", lambda: dict(logits=_z(), ref_logits=np.zeros((2, 3)), u=np.array([0.1, 0.1]),
+                                                       weights=np.full(3, -1.7e308), beta=1e308)),
+        "reward", FloatingPointError, False),
+    Row("rows.ppo_grad_rows-overflows",
+        row_kernel_call("ppo_grad_rows", lambda: dict(logits=_z(), tokens=np.array([0, 2]), p_old=np.array([0.5, 5e-324]),
+                                                      advantages=np.array([1.0, -1.0]))),
+        "advantages", FloatingPointError, False),
+    Row("rows.stream_add-overflows",
+        row_kernel_call("stream_add", lambda: dict(a=np.full((2, 3), 1e308), b=np.full((2, 3), 1e308))), "out",
+        FloatingPointError, False),
+    Row("rows.stream_sum-overflows",
+        row_kernel_call("stream_sum", lambda: dict(a=np.full((2, 3), 1e308), b=np.ones((1, 1)))), "sum",
+        FloatingPointError, False),
+]
+
+
 def word(arg: str) -> str:
     """A regex matching the argument's name as a word (``n`` must not match ``num_generations``)."""
     return rf"(?<![A-Za-z0-9_]){re.escape(arg)}(?![A-Za-z0-9_])"
@@ -749,3 +849,5 @@ def test_every_public_function_and_sweep_has_rows():
     assert functions - covered == set()
     assert {name.split("[")[0] for name in SWEEPS} == set(sweep_module.__all__) - {"SweepResult"}
     assert "sweep_rlhf[world]" in SWEEPS
+    rows_public = {name for name in rows_module.__all__ if name != "PpoBatchStep"}
+    assert set(ROW_KERNELS) == rows_public

@@ -57,6 +57,14 @@ __all__ = [
     "train_rm",
     "train_world_dpo",
     "train_world_grpo",
+    "rows_kl",
+    "rows_log_softmax",
+    "rows_ppo_batch_step",
+    "rows_ppo_grad",
+    "rows_sample",
+    "rows_softmax",
+    "rows_stream_add",
+    "rows_stream_sum",
     "train_world_rlhf",
     "world_expectations",
     "world_frontier",
@@ -261,6 +269,54 @@ def sweep_best_of_n(
     progress: _Progress = None,
     max_memory: int | None = None,
 ) -> _SweepOutput: ...
+
+# Large-vocabulary rows (rust/python/rows.rs); the documented front end is rlhf_fast.rows.
+def rows_softmax(logits: npt.NDArray[np.float64], *, n_threads: int | None = None) -> npt.NDArray[np.float64]: ...
+def rows_log_softmax(logits: npt.NDArray[np.float64], *, n_threads: int | None = None) -> npt.NDArray[np.float64]: ...
+def rows_kl(
+    logits: npt.NDArray[np.float64],
+    ref_logits: npt.NDArray[np.float64],
+    *,
+    ref_normalized: bool = False,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.float64]: ...
+def rows_sample(
+    logits: npt.NDArray[np.float64], u: npt.NDArray[np.float64], *, n_threads: int | None = None
+) -> npt.NDArray[np.int64]: ...
+def rows_ppo_grad(
+    logits: npt.NDArray[np.float64],
+    tokens: npt.NDArray[np.int64],
+    p_old: npt.NDArray[np.float64],
+    advantages: npt.NDArray[np.float64],
+    eps: float = 0.2,
+    *,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.float64]: ...
+def rows_ppo_batch_step(
+    logits: npt.NDArray[np.float64],
+    ref_logits: npt.NDArray[np.float64],
+    u: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    beta: float = 0.1,
+    out: npt.NDArray[np.float64] | None = None,
+    *,
+    ref_normalized: bool = False,
+    n_threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]: ...
+def rows_stream_sum(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], *, n_threads: int | None = None) -> float: ...
+def rows_stream_add(
+    a: npt.NDArray[np.float64],
+    b: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float64],
+    *,
+    n_threads: int | None = None,
+) -> bool: ...
 def bag_rlhf_step(
     logits: Sequence[float],
     ref_log_probs: Sequence[float],

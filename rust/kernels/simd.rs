@@ -3,16 +3,18 @@
 //! The lane engine is written once, generic over [`Vector`]; it is instantiated with
 //! [`Portable`] (element-wise loops over an array: the target's baseline, SSE2 on x86-64),
 //! `Avx2` (two 256-bit registers) and `Avx512` (one 512-bit register). The three give
-//! bit-identical results: every operation is a single IEEE operation per lane, and no
-//! fused multiply-add is ever formed. Masks are per-lane all-ones/all-zeros patterns and
-//! selects are blends, so no per-lane branch survives.
+//! bit-identical results: every operation is a single IEEE operation per lane, and a fused
+//! multiply-add is formed only where [`Vector::mul_add`] asks for one, on every unit alike
+//! (one rounding: `f64::mul_add` on the portable unit, the FMA instructions on the others).
+//! Masks are per-lane all-ones/all-zeros patterns and selects are blends, so no per-lane
+//! branch survives.
 //!
 //! **Soundness.** Executing an AVX2 instruction on a CPU without AVX2 is undefined behaviour,
 //! so a value of an x86 vector type must not exist on such a CPU. Every such value is made
 //! from another one or from the unit's [`Vector::Isa`] token, and the only way to get a token
 //! is [`Simd::available`], which mints it after runtime feature detection. So an `Avx2` value
-//! is itself the proof that the CPU has AVX2, and each `unsafe` block below relies on exactly
-//! that.
+//! is itself the proof that the CPU has AVX2 and FMA (the `Avx2` unit is only offered where
+//! both are, as on every x86-64-v3 CPU), and each `unsafe` block below relies on exactly that.
 
 // Index loops over lanes are the shape LLVM turns into vector instructions.
 #![allow(clippy::needless_range_loop)]
@@ -45,9 +47,29 @@ pub(crate) trait Vector:
     /// `if mask { a } else { b }` per lane.
     fn select(mask: Self::Mask, a: Self, b: Self) -> Self;
     fn any(mask: Self::Mask) -> bool;
-    /// `2^k` for integral `k` in `[-1022, 1023]`: the low mantissa bits of
-    /// `k + 1023 + 1.5 * 2^52` shifted into the exponent field (AVX2 has no f64-to-i64).
-    fn pow2(self) -> Self;
+    /// `self * b + c` with one rounding (a fused multiply-add), the same bits on every unit.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Each lane's bit pattern shifted left by 52: its low 12 mantissa bits become the sign
+    /// and exponent fields (with `k + 1023 + 1.5 * 2^52`, integral `k` in `[-1022, 1023]`, that
+    /// is `2^k`: AVX2 has no f64-to-i64 conversion).
+    fn shift_to_exponent(self) -> Self;
+    /// `self` where `self > rhs`, else `rhs` (ties and NaNs give `rhs`): the rule of x86's
+    /// `maxpd`, one instruction where [`max`](Vector::max) takes two.
+    fn max_or_rhs(self, rhs: Self) -> Self;
+    /// 0 where `mask` is set, `self` elsewhere (one `andnot`, where a select takes more).
+    fn zero_where(self, mask: Self::Mask) -> Self;
+    /// Writes the lanes to `out` (`LANES` long): past the caches (a non-temporal store) where
+    /// `out` is 64-byte aligned and the unit has such stores, else an ordinary store. Call
+    /// [`stream_fence`](Vector::stream_fence) before anything else reads or writes `out`.
+    fn stream(self, out: &mut [f64]);
+    /// Orders the [`stream`](Vector::stream) stores made so far before every later store.
+    fn stream_fence(isa: Self::Isa);
+
+    /// `2^k` for integral `k` in `[-1022, 1023]`.
+    #[inline(always)]
+    fn pow2(self) -> Self {
+        (self + self.like(POW2_SHIFT)).shift_to_exponent()
+    }
 
     #[inline(always)]
     fn zero(isa: Self::Isa) -> Self {
@@ -196,13 +218,41 @@ impl Vector for Portable {
         mask.0.iter().fold(0, |acc, &m| acc | m) != 0
     }
     #[inline(always)]
-    fn pow2(self) -> Self {
+    fn mul_add(self, b: Self, c: Self) -> Self {
         let mut out = [0.0; LANES];
         for l in 0..LANES {
-            out[l] = f64::from_bits((self.0[l] + POW2_SHIFT).to_bits() << 52);
+            out[l] = self.0[l].mul_add(b.0[l], c.0[l]);
         }
         Portable(out)
     }
+    #[inline(always)]
+    fn shift_to_exponent(self) -> Self {
+        Portable(self.0.map(|x| f64::from_bits(x.to_bits() << 52)))
+    }
+    #[inline(always)]
+    fn max_or_rhs(self, rhs: Self) -> Self {
+        let mut out = rhs.0;
+        for l in 0..LANES {
+            if self.0[l] > rhs.0[l] {
+                out[l] = self.0[l];
+            }
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    fn zero_where(self, mask: PortableMask) -> Self {
+        let mut out = [0.0; LANES];
+        for l in 0..LANES {
+            out[l] = f64::from_bits(self.0[l].to_bits() & !mask.0[l]);
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    fn stream(self, out: &mut [f64]) {
+        out.copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn stream_fence((): ()) {}
 }
 
 /// Which vector unit the lane loops run on, with the proof that this CPU has it.
@@ -239,7 +289,7 @@ impl Simd {
         let mut units = vec![Simd::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 units.push(Simd::Avx2(x86::Avx2Isa(())));
             }
             if is_x86_feature_detected!("avx512f") {
@@ -271,15 +321,16 @@ pub use x86::{Avx2Isa, Avx512Isa};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Vector, LANES, POW2_SHIFT};
+    use super::{Vector, LANES};
     use std::arch::x86_64::*;
     use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};
 
-    /// Proof that this CPU has AVX2; minted only by `Simd::available` after detection.
+    /// Proof that this CPU has AVX2 and FMA; minted only by `Simd::available` after detection.
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2Isa(pub(super) ());
 
-    /// Proof that this CPU has AVX-512F; minted only by `Simd::available` after detection.
+    /// Proof that this CPU has AVX-512F (which includes 512-bit FMA); minted only by
+    /// `Simd::available` after detection.
     #[derive(Clone, Copy, Debug)]
     pub struct Avx512Isa(pub(super) ());
 
@@ -384,15 +435,49 @@ mod x86 {
             unsafe { (_mm256_movemask_pd(mask.0[0]) | _mm256_movemask_pd(mask.0[1])) != 0 }
         }
         #[inline(always)]
-        fn pow2(self) -> Self {
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2 and FMA.
+            unsafe { Avx2([_mm256_fmadd_pd(self.0[0], b.0[0], c.0[0]), _mm256_fmadd_pd(self.0[1], b.0[1], c.0[1])]) }
+        }
+        #[inline(always)]
+        fn shift_to_exponent(self) -> Self {
             // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
             unsafe {
-                let shift = _mm256_set1_pd(POW2_SHIFT);
-                let one = |k: __m256d| {
-                    _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(k, shift))))
-                };
+                let one = |x: __m256d| _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_castpd_si256(x)));
                 Avx2([one(self.0[0]), one(self.0[1])])
             }
+        }
+        #[inline(always)]
+        fn max_or_rhs(self, rhs: Self) -> Self {
+            // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
+            unsafe { Avx2([_mm256_max_pd(self.0[0], rhs.0[0]), _mm256_max_pd(self.0[1], rhs.0[1])]) }
+        }
+        #[inline(always)]
+        fn zero_where(self, mask: Avx2Mask) -> Self {
+            // SAFETY: `self` is an AVX2 value, and those exist only on CPUs with AVX2.
+            unsafe { Avx2([_mm256_andnot_pd(mask.0[0], self.0[0]), _mm256_andnot_pd(mask.0[1], self.0[1])]) }
+        }
+        #[inline(always)]
+        fn stream(self, out: &mut [f64]) {
+            assert_eq!(out.len(), LANES);
+            let ptr = out.as_mut_ptr();
+            // SAFETY: `self` is an AVX2 value (AVX2 was detected); `out` holds eight values,
+            // 0..4 and 4..8 are written, with the aligned streaming store only where `ptr` is
+            // 64-byte aligned (so both halves are 32-byte aligned, as it requires).
+            unsafe {
+                if (ptr as usize).is_multiple_of(64) {
+                    _mm256_stream_pd(ptr, self.0[0]);
+                    _mm256_stream_pd(ptr.add(4), self.0[1]);
+                } else {
+                    _mm256_storeu_pd(ptr, self.0[0]);
+                    _mm256_storeu_pd(ptr.add(4), self.0[1]);
+                }
+            }
+        }
+        #[inline(always)]
+        fn stream_fence(_: Avx2Isa) {
+            // SAFETY: `sfence` is SSE, which every x86-64 CPU has.
+            unsafe { _mm_sfence() }
         }
     }
 
@@ -498,12 +583,44 @@ mod x86 {
             mask.0 != 0
         }
         #[inline(always)]
-        fn pow2(self) -> Self {
+        fn mul_add(self, b: Self, c: Self) -> Self {
             // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
+            unsafe { Avx512(_mm512_fmadd_pd(self.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        fn shift_to_exponent(self) -> Self {
+            // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
+            unsafe { Avx512(_mm512_castsi512_pd(_mm512_slli_epi64::<52>(_mm512_castpd_si512(self.0)))) }
+        }
+        #[inline(always)]
+        fn max_or_rhs(self, rhs: Self) -> Self {
+            // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
+            unsafe { Avx512(_mm512_max_pd(self.0, rhs.0)) }
+        }
+        #[inline(always)]
+        fn zero_where(self, mask: Avx512Mask) -> Self {
+            // SAFETY: `self` is an AVX-512 value, and those exist only on CPUs with AVX-512F.
+            unsafe { Avx512(_mm512_maskz_mov_pd(!mask.0, self.0)) }
+        }
+        #[inline(always)]
+        fn stream(self, out: &mut [f64]) {
+            assert_eq!(out.len(), LANES);
+            let ptr = out.as_mut_ptr();
+            // SAFETY: `self` is an AVX-512 value (AVX-512F was detected); `out` holds eight
+            // values, written by the aligned streaming store only where `ptr` is 64-byte
+            // aligned, as it requires.
             unsafe {
-                let biased = _mm512_add_pd(self.0, _mm512_set1_pd(POW2_SHIFT));
-                Avx512(_mm512_castsi512_pd(_mm512_slli_epi64::<52>(_mm512_castpd_si512(biased))))
+                if (ptr as usize).is_multiple_of(64) {
+                    _mm512_stream_pd(ptr, self.0);
+                } else {
+                    _mm512_storeu_pd(ptr, self.0);
+                }
             }
+        }
+        #[inline(always)]
+        fn stream_fence(_: Avx512Isa) {
+            // SAFETY: `sfence` is SSE, which every x86-64 CPU has.
+            unsafe { _mm_sfence() }
         }
     }
 }
@@ -538,6 +655,16 @@ mod tests {
                 0.0,
             ],
             a.map(|x| x * x).to_array(),
+            a.mul_add(a.like(0.1), a.like(-0.3)).to_array(),
+            V::from_array(isa, [0.0, -0.0, 3.0, f64::NAN, 1.0, -2.0, 4.0, 3.5]).max_or_rhs(b).to_array(),
+            a.zero_where(a.lt(b)).to_array(),
+            {
+                let mut out = [0.0; 2 * LANES];
+                let start = out.as_ptr().align_offset(64).min(LANES);
+                (a + b).stream(&mut out[start..start + LANES]);
+                V::stream_fence(isa);
+                out[start..start + LANES].try_into().unwrap()
+            },
         ]
     }
 
@@ -554,6 +681,12 @@ mod tests {
         assert_eq!(out[9], powers);
         assert_eq!(&out[10][..2], &[1.0, 0.0]);
         assert_eq!(out[11][3], 9.0);
+        // 3 * 0.1 - 0.3 with one rounding is 2.78e-17; rounded twice, 5.55e-17.
+        assert_eq!(out[12][3], 3.0f64.mul_add(0.1, -0.3));
+        assert_ne!(out[12][3], 3.0 * 0.1 - 0.3);
+        assert_eq!(out[13].map(f64::to_bits), [3.5, 3.5, 3.5, 3.5, 3.5, 3.5, 4.0, 3.5].map(f64::to_bits));
+        assert_eq!(out[14], [0.0, 0.0, 0.0, 0.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(out[15], out[0]);
     }
 
     #[test]
@@ -564,11 +697,11 @@ mod tests {
                 Simd::Portable => exercise::<Portable>(()),
                 #[cfg(target_arch = "x86_64")]
                 Simd::Avx2(isa) => {
-                    #[target_feature(enable = "avx2")]
+                    #[target_feature(enable = "avx2,fma")]
                     fn run(isa: x86::Avx2Isa) -> Vec<[f64; LANES]> {
                         exercise::<Avx2>(isa)
                     }
-                    // SAFETY: `isa` was minted by `Simd::available` after detecting AVX2.
+                    // SAFETY: `isa` was minted by `Simd::available` after detecting AVX2 and FMA.
                     unsafe { run(isa) }
                 }
                 #[cfg(target_arch = "x86_64")]

@@ -8,6 +8,7 @@ mod detached;
 mod lesson;
 mod methods;
 mod preferences;
+mod rows;
 mod sweep;
 mod world;
 mod world_best_of_n;
@@ -39,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     lesson::register(m)?;
     preferences::register(m)?;
     methods::register(m)?;
+    rows::register(m)?;
     sweep::register(m)?;
     world::register(m)?;
     world_best_of_n::register(m)?;
