@@ -11,4 +11,5 @@ pub mod dpo;
 pub mod grpo;
 pub mod kl_control;
 pub mod ppo;
+pub mod ppo_rows;
 pub mod reward_checks;
