@@ -347,7 +347,7 @@ FRONT_END_ERRORS = [
     ({"theta": np.zeros((3, 8))}, "ValueError",
      "theta cannot be given with a world: its runs start at its reference, world.ref_logits"),
     ({"ref": np.zeros((3, 8))}, "ValueError", "ref cannot be given with a world: its reference is world.ref_logits"),
-    ({"simd": "portable"}, "ValueError", "simd cannot be given with a world: its engine is scalar"),
+    ({"simd": "portable"}, "ValueError", "simd cannot be given with a world: its engine picks the vector unit itself"),
     ({"kl_penalty": "k5"}, "ValueError", "kl_penalty must be one of ('full', 'k1', 'k2', 'k3'), got 'k5'"),
     ({"lr": 1e300}, "FloatingPointError", "sweep run 0 diverged at step 0: logits overflowed (lr=1e+300, beta=0.1)"),
 ]

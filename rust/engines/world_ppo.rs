@@ -11,8 +11,10 @@
 //! pi(a) g(a)` when every copy counts) and the response's KL `L KL(pi || pi_ref)`. A step
 //! changes one prompt's row, so only the rows changed since the last record are recomputed.
 //!
-//! One run is scalar code on one thread: runs are independent, the driver spreads them over
-//! the pool, and no result depends on the thread count.
+//! One run is on one thread, its steps and statistics vectorised along the row
+//! ([`bag_rlhf_step_rows`], [`stats_row_on`]: the reference's tokens, its floats within
+//! rounding): runs are independent, the driver spreads them over the pool, and no result
+//! depends on the thread count.
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
