@@ -21,11 +21,11 @@ use crate::error::{
     default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve,
     vec_with_capacity, Error, Result,
 };
-use crate::kernels::policy_row::stats_row_on;
+use crate::kernels::policy_row::{log_normaliser_on, stats_row_on};
 use crate::kernels::simd::Simd;
 use crate::kernels::softmax::log_softmax_row;
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
-use crate::methods::ppo_rows::{bag_rlhf_step_rows, RowBagScratch};
+use crate::methods::ppo_rows::{bag_rlhf_step_rows, RefRow, RowBagScratch};
 use crate::rng::Mt19937;
 
 /// Most prompts a world has (its tables are `[prompts, vocab]`).
@@ -116,6 +116,8 @@ pub struct WorldTables<'a> {
     pub vocab_size: usize,
     /// The reference's log-probabilities, once: it never changes.
     ref_log_probs: Vec<f64>,
+    /// Each prompt's reference logits' maximum and log-normaliser ([`log_normaliser_on`]).
+    ref_normalisers: Vec<(f64, f64)>,
     /// The vector unit the rows are computed on.
     simd: Simd,
 }
@@ -166,6 +168,13 @@ impl<'a> WorldTables<'a> {
         for (row, out) in ref_logits.values.chunks_exact(vocab_size).zip(ref_log_probs.chunks_exact_mut(vocab_size)) {
             log_softmax_row(row, out);
         }
+        let simd = Simd::detect();
+        let mut ref_normalisers = vec_with_capacity(n_prompts, "the reference's normalisers")?;
+        let mut scratch = vec_with_capacity(vocab_size, "a row of the vocabulary")?;
+        scratch.resize(vocab_size, 0.0);
+        for row in ref_logits.values.chunks_exact(vocab_size) {
+            ref_normalisers.push(log_normaliser_on(simd, row, &mut scratch));
+        }
         Ok(WorldTables {
             ref_logits: ref_logits.values,
             weights,
@@ -175,7 +184,8 @@ impl<'a> WorldTables<'a> {
             n_prompts,
             vocab_size,
             ref_log_probs,
-            simd: Simd::detect(),
+            ref_normalisers,
+            simd,
         })
     }
 
@@ -309,7 +319,9 @@ impl<'a> WorldRun<'a> {
                 bag_rlhf_step(logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
             }
             StepPath::Rows(simd, scratch) => {
-                bag_rlhf_step_rows(*simd, logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+                let (shift, log_sum) = self.world.ref_normalisers[x];
+                let reference = RefRow { logits: &self.world.ref_logits[row.clone()], shift, log_sum };
+                bag_rlhf_step_rows(*simd, logits, reference, weights, uniforms, beta, params, value, scratch)
             }
         };
         self.stale[x] = true;

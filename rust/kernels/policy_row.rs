@@ -5,8 +5,9 @@
 //!
 //! - [`exp_row`]: `e_j = e^(z_j − c)` for a shift `c >= max z`, `S = Σ e_j`, the sums of
 //!   blocks of [`BLOCK`] logits (sampling skips whole blocks by them) and, given the
-//!   reference's log-softmax `lq`, `T = Σ e_j ((z_j − c) − lq_j)`: with `c = max z`,
-//!   `KL(π‖π_ref) = T/S − ln S`, one `exp` per logit and no `ln`;
+//!   reference's logits `r` and their maximum, `T = Σ e_j ((z_j − c) − (r_j − max r))`: with
+//!   `c = max z`, `KL(π‖π_ref) = T/S − ln S + ln S_ref` ([`log_normaliser_on`] gives
+//!   `ln S_ref` once), one `exp` per logit and no `ln`;
 //! - [`update_row`]: PPO's update `z_j += step (count_j − L π_j)` with `π_j = e_j / S`, and
 //!   with it the next epoch's `e^(z_j − c')` and its sum: one pass per epoch instead of an
 //!   update and a softmax. The shift `c'` is the old maximum plus the most a logit can move,
@@ -92,18 +93,20 @@ pub(crate) fn row_max<V: Vector>(isa: V::Isa, z: &[f64]) -> f64 {
 
 /// `e_j = e^(z_j − shift)` into `e` (`shift >= max z`), each block's sum into `block_sums`
 /// ([`n_blocks`] of them); returns `(S, T)`: `S` the block sums added in order, and with `REF`
-/// `T = Σ e_j ((z_j − shift) − lq_j)` (else 0).
+/// `T = Σ e_j ((z_j − shift) − (r_j − ref_shift))` (else 0): given the reference's logits
+/// shifted by their maximum, `T` is exactly 0 where the row is the reference.
 #[inline(always)]
 pub(crate) fn exp_row<V: Vector, const REF: bool>(
     isa: V::Isa,
     z: &[f64],
     shift: f64,
-    lq: &[f64],
+    r: &[f64],
+    ref_shift: f64,
     e: &mut [f64],
     block_sums: &mut [f64],
 ) -> (f64, f64) {
     let v = z.len();
-    let c = V::splat(isa, shift);
+    let (c, c_ref) = (V::splat(isa, shift), V::splat(isa, ref_shift));
     let (mut total, mut t) = (0.0, V::zero(isa));
     for (b, block_sum) in block_sums.iter_mut().enumerate() {
         let mut s = V::zero(isa);
@@ -113,7 +116,7 @@ pub(crate) fn exp_row<V: Vector, const REF: bool>(
             s = s + ez;
             if REF {
                 // Padded lanes: e = 0 times a finite log-ratio.
-                t = ez.mul_add(x - load::<V>(isa, &lq[j..end], 0.0), t);
+                t = ez.mul_add(x - (load::<V>(isa, &r[j..end], 0.0) - c_ref), t);
             }
             store(ez, &mut e[j..end]);
         }
@@ -303,6 +306,42 @@ fn stats_row_avx512(
     stats_row::<Avx512>(isa, z, lq, w, g, count_once, length, e)
 }
 
+/// `(max z, ln S)` of a row, `S = Σ e^(z − max z)` summed as [`exp_row`] sums it (bit for
+/// bit), on `V`; `e` is scratch of a row.
+#[inline(always)]
+fn log_normaliser<V: Vector>(isa: V::Isa, z: &[f64], e: &mut [f64]) -> (f64, f64) {
+    let top = row_max::<V>(isa, z);
+    let mut block_sums = vec![0.0; n_blocks(z.len())];
+    (top, exp_row::<V, false>(isa, z, top, &[], 0.0, e, &mut block_sums).0.ln())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn log_normaliser_avx2(isa: Avx2Isa, z: &[f64], e: &mut [f64]) -> (f64, f64) {
+    log_normaliser::<Avx2>(isa, z, e)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn log_normaliser_avx512(isa: Avx512Isa, z: &[f64], e: &mut [f64]) -> (f64, f64) {
+    log_normaliser::<Avx512>(isa, z, e)
+}
+
+/// [`log_normaliser`] on `simd`'s vector unit (the same bits on every one).
+pub(crate) fn log_normaliser_on(simd: Simd, z: &[f64], e: &mut [f64]) -> (f64, f64) {
+    match simd {
+        Simd::Portable => log_normaliser::<Portable>((), z, e),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
+        // FMA on this CPU: `log_normaliser_avx2`'s code can run here.
+        Simd::Avx2(isa) => unsafe { log_normaliser_avx2(isa, z, e) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
+        // AVX-512F on this CPU: `log_normaliser_avx512`'s code can run here.
+        Simd::Avx512(isa) => unsafe { log_normaliser_avx512(isa, z, e) },
+    }
+}
+
 /// [`stats_row`] on `simd`'s vector unit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stats_row_on(
@@ -419,7 +458,7 @@ mod tests {
             z[v / 2] = 40.0; // one block holds most of the mass
             let (mut e, mut sums, mut p) = (vec![0.0; v], vec![0.0; n_blocks(v)], vec![0.0; v]);
             let top = row_max::<Portable>((), &z);
-            let (s, _) = exp_row::<Portable, false>((), &z, top, &[], &mut e, &mut sums);
+            let (s, _) = exp_row::<Portable, false>((), &z, top, &[], 0.0, &mut e, &mut sums);
             softmax_row(&z, &mut p);
             let margin = sample_margin(v);
             let mut running = 0.0;
@@ -450,7 +489,7 @@ mod tests {
             counts[v - 1] = 1.0;
             let (mut e, mut sums) = (vec![0.0; v], vec![0.0; n_blocks(v)]);
             let top = row_max::<Portable>((), &z);
-            let (s, _) = exp_row::<Portable, false>((), &z, top, &[], &mut e, &mut sums);
+            let (s, _) = exp_row::<Portable, false>((), &z, top, &[], 0.0, &mut e, &mut sums);
             let (step, length) = (0.3, 3.0);
             let shift = top + step * length;
             let mut moved = vec![0.0; v];

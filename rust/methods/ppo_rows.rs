@@ -2,8 +2,8 @@
 //! for a world's large vocabularies: the same step, within rounding of it, the same tokens.
 //!
 //! Per step, passes over the row of `V` logits ([`crate::kernels::policy_row`]): its maximum;
-//! `e^(z − max)` with the KL's sums (`KL = T/S − ln S` from the reference's log-softmax: no
-//! `ln` per logit) and block sums, which the `L` draws walk; then one pass per PPO epoch,
+//! `e^(z − max)` with the KL's sums (`KL = T/S − ln S + ln S_ref` against the reference's
+//! shifted logits, [`RefRow`]: no `ln` per logit) and block sums, which the `L` draws walk; then one pass per PPO epoch,
 //! the update fused with the next epoch's `e^(z − c)` (the last epoch's update alone). Against
 //! the libm step, a few passes instead of about a dozen, and one vectorised `exp` per logit
 //! and epoch instead of a libm `exp` (and a `ln` for the KL).
@@ -18,8 +18,8 @@
 //! draw decides by the reference's logits, not ours.
 //!
 //! Floats differ from the libm step's by rounding: `e^x` within two ulps, sums in another
-//! order, `π_j` as `e_j · (1/S)`; the KL from `T/S − ln S` (an absolute error of a few ulps of
-//! `max |log π − log π_ref|`).
+//! order, `π_j` as `e_j · (1/S)`; the KL from `T/S − ln S + ln S_ref` (an absolute error of a
+//! few ulps of `max |log π − log π_ref|`), exactly 0 where the policy is the reference.
 
 use crate::error::{vec_with_capacity, Result};
 use crate::kernels::kl::KlPenalty;
@@ -37,6 +37,17 @@ use crate::methods::ppo::{advantage_and_value_loss, is_clipped, value_update, Ba
 pub const DRIFT_MARGIN: f64 = 1e-10;
 /// Relative distance from a clip edge below which the ratio is recomputed with libm.
 pub const CLIP_MARGIN: f64 = 1e-9;
+
+/// A prompt's reference as [`bag_rlhf_step_rows`] reads it: its logits, their maximum and
+/// `ln Σ e^(r − max r)` as [`log_normaliser_on`](crate::kernels::policy_row::log_normaliser_on)
+/// sums it. The KL and the log-ratios then come from differences of shifted logits, exactly 0
+/// where the policy is the reference (as the reference's own arithmetic finds them there).
+#[derive(Clone, Copy, Debug)]
+pub struct RefRow<'a> {
+    pub logits: &'a [f64],
+    pub shift: f64,
+    pub log_sum: f64,
+}
 
 /// Scratch of [`bag_rlhf_step_rows`], allocated once per run (rows of up to 2^20 tokens are
 /// never allocated per step).
@@ -101,7 +112,7 @@ fn ratio_exactly(old: &[f64], current: &[f64], tokens: &[usize], exact: &mut [f6
 fn step_on<V: Vector>(
     isa: V::Isa,
     logits: &mut [f64],
-    ref_log_probs: &[f64],
+    reference: RefRow<'_>,
     weights: &[f64],
     uniforms: &[f64],
     beta: f64,
@@ -113,9 +124,11 @@ fn step_on<V: Vector>(
     let v = logits.len();
     let length = uniforms.len() as f64;
     let mut top = row_max::<V>(isa, logits);
-    let (sum, t) = exp_row::<V, true>(isa, logits, top, ref_log_probs, e, block_sums);
+    let (sum, t) = exp_row::<V, true>(isa, logits, top, reference.logits, reference.shift, e, block_sums);
     let mut inv_s = 1.0 / sum;
-    let kl = length * (t * inv_s - sum.ln());
+    // log π − log π_ref = ((z − max z) − (r − max r)) − (ln S − ln S_ref).
+    let log_gap = sum.ln() - reference.log_sum;
+    let kl = length * (t * inv_s - log_gap);
     let margin = sample_margin(v) + DRIFT_MARGIN;
     let mut exact_ready = false;
     tokens.clear();
@@ -135,7 +148,10 @@ fn step_on<V: Vector>(
     for &a in tokens.iter() {
         score += weights[a];
     }
-    let penalty_of = |i: usize| params.kl_penalty.value(kl, p_old[i].ln(), ref_log_probs[tokens[i]]);
+    let (first, ref_shift) = (&*logits, reference.shift);
+    let log_ratio = |a: usize| ((first[a] - top) - (reference.logits[a] - ref_shift)) - log_gap;
+    // `value(kl, logp, logq)` reads only `logp − logq`: the log-ratio, exact at the reference.
+    let penalty_of = |i: usize| params.kl_penalty.value(kl, log_ratio(tokens[i]), 0.0);
     let mut kl_penalty = penalty_of(0);
     if params.kl_penalty != KlPenalty::Full {
         for i in 1..tokens.len() {
@@ -193,7 +209,7 @@ fn step_on<V: Vector>(
                     top = new_top;
                     if !(top <= shift && top >= shift - SHIFT_SLACK) {
                         top = row_max::<V>(isa, work);
-                        sum = exp_row::<V, false>(isa, work, top, &[], e, block_sums).0;
+                        sum = exp_row::<V, false>(isa, work, top, &[], 0.0, e, block_sums).0;
                     }
                     inv_s = 1.0 / sum;
                 }
@@ -225,7 +241,7 @@ fn step_on<V: Vector>(
 fn step_avx2(
     isa: Avx2Isa,
     logits: &mut [f64],
-    ref_log_probs: &[f64],
+    reference: RefRow<'_>,
     weights: &[f64],
     uniforms: &[f64],
     beta: f64,
@@ -233,7 +249,7 @@ fn step_avx2(
     value: &mut f64,
     scratch: &mut RowBagScratch,
 ) -> BagOutcome {
-    step_on::<Avx2>(isa, logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+    step_on::<Avx2>(isa, logits, reference, weights, uniforms, beta, params, value, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -242,7 +258,7 @@ fn step_avx2(
 fn step_avx512(
     isa: Avx512Isa,
     logits: &mut [f64],
-    ref_log_probs: &[f64],
+    reference: RefRow<'_>,
     weights: &[f64],
     uniforms: &[f64],
     beta: f64,
@@ -250,7 +266,7 @@ fn step_avx512(
     value: &mut f64,
     scratch: &mut RowBagScratch,
 ) -> BagOutcome {
-    step_on::<Avx512>(isa, logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+    step_on::<Avx512>(isa, logits, reference, weights, uniforms, beta, params, value, scratch)
 }
 
 /// [`bag_rlhf_step`](super::ppo::bag_rlhf_step) vectorised along the row on `simd`'s unit,
@@ -260,7 +276,7 @@ fn step_avx512(
 pub fn bag_rlhf_step_rows(
     simd: Simd,
     logits: &mut [f64],
-    ref_log_probs: &[f64],
+    reference: RefRow<'_>,
     weights: &[f64],
     uniforms: &[f64],
     beta: f64,
@@ -269,20 +285,18 @@ pub fn bag_rlhf_step_rows(
     scratch: &mut RowBagScratch,
 ) -> BagOutcome {
     match simd {
-        Simd::Portable => {
-            step_on::<Portable>((), logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
-        }
+        Simd::Portable => step_on::<Portable>((), logits, reference, weights, uniforms, beta, params, value, scratch),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
         // FMA on this CPU: `step_avx2`'s code can run here.
         Simd::Avx2(isa) => unsafe {
-            step_avx2(isa, logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+            step_avx2(isa, logits, reference, weights, uniforms, beta, params, value, scratch)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
         // AVX-512F on this CPU: `step_avx512`'s code can run here.
         Simd::Avx512(isa) => unsafe {
-            step_avx512(isa, logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+            step_avx512(isa, logits, reference, weights, uniforms, beta, params, value, scratch)
         },
     }
 }
@@ -329,10 +343,12 @@ mod tests {
             for simd in Simd::available() {
                 let (mut row, mut value) = (logits.clone(), v0);
                 let mut rows = RowBagScratch::new(v, length).unwrap();
+                let (shift, log_sum) =
+                    crate::kernels::policy_row::log_normaliser_on(simd, &reference, &mut vec![0.0; v]);
                 let got = bag_rlhf_step_rows(
                     simd,
                     &mut row,
-                    &ref_log_probs,
+                    RefRow { logits: &reference, shift, log_sum },
                     &weights,
                     &uniforms,
                     beta,
