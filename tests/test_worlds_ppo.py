@@ -76,15 +76,28 @@ def tables(draw, max_prompts=4, max_vocab=64, max_len=8):
     return ref_logits, weights, gold, draw(st.booleans()), length
 
 
-ppo_settings = st.fixed_dictionaries({
-    "eps": floats(0.05, 0.5),
-    "lr": floats(1e-3, 0.5),
-    "ppo_epochs": st.integers(1, 6),
-    "beta": floats(0.0, 2.0),
-    "kl_penalty": st.sampled_from(KL_PENALTIES),
-    "vf_coef": st.one_of(st.just(0.0), floats(0.0, 2.0)),
-    "cliprange_value": floats(0.05, 1.0),
-})
+def settings_strategy(max_lr: float, max_beta: float):
+    """A PPO setting of a step or a run, with steps up to ``max_lr`` and ``beta`` up to ``max_beta``."""
+    return st.fixed_dictionaries({
+        "eps": floats(0.05, 0.5),
+        "lr": floats(1e-3, max_lr),
+        "ppo_epochs": st.integers(1, 6),
+        "beta": floats(0.0, max_beta),
+        "kl_penalty": st.sampled_from(KL_PENALTIES),
+        "vf_coef": st.one_of(st.just(0.0), floats(0.0, 2.0)),
+        "cliprange_value": floats(0.05, 1.0),
+    })
+
+
+ppo_settings = settings_strategy(0.5, 2.0)
+
+
+# A run's engine computes along the row with the vectorised exp (two ulps from libm's) and
+# sums in another order, so its floats follow the reference's only as far as the run is
+# well-conditioned. Large steps are not: lr=0.5, beta=2, L=6, 3 epochs on two tokens (found
+# by hypothesis) multiply a rounding difference by ~5 a step, 3e-15 after 2 steps, 1.4e-9 after
+# 11. Runs compared with the reference take smaller steps (a single step, above, takes any).
+run_settings = settings_strategy(0.1, 1.0)
 
 
 def params_of(s) -> PpoParams:
@@ -129,7 +142,7 @@ def test_bag_step_is_its_reference_twin(vocab, length, data, s, value):
 
 
 @rust_only
-@given(world=tables(), s=ppo_settings, seed=seeds(), steps=st.integers(1, 40))
+@given(world=tables(), s=run_settings, seed=seeds(), steps=st.integers(1, 40))
 def test_a_world_run_is_its_reference_twin(world, s, seed, steps):
     ref_logits, weights, gold, count_once, length = world
     status, got = outcome(_core.train_world_rlhf, ref_logits, weights, gold, count_once, length, steps, seed,
@@ -151,7 +164,7 @@ def test_a_world_run_is_its_reference_twin(world, s, seed, steps):
 @rust_only
 @given(
     world=tables(),
-    settings=st.lists(ppo_settings, min_size=1, max_size=4),
+    settings=st.lists(run_settings, min_size=1, max_size=4),
     seed=st.integers(0, 2**40),
     steps=st.integers(1, 30),
     record_every=st.integers(0, 4),
@@ -334,7 +347,7 @@ FRONT_END_ERRORS = [
     ({"theta": np.zeros((3, 8))}, "ValueError",
      "theta cannot be given with a world: its runs start at its reference, world.ref_logits"),
     ({"ref": np.zeros((3, 8))}, "ValueError", "ref cannot be given with a world: its reference is world.ref_logits"),
-    ({"simd": "portable"}, "ValueError", "simd cannot be given with a world: its engine is scalar"),
+    ({"simd": "portable"}, "ValueError", "simd cannot be given with a world: its engine picks the vector unit itself"),
     ({"kl_penalty": "k5"}, "ValueError", "kl_penalty must be one of ('full', 'k1', 'k2', 'k3'), got 'k5'"),
     ({"lr": 1e300}, "FloatingPointError", "sweep run 0 diverged at step 0: logits overflowed (lr=1e+300, beta=0.1)"),
 ]

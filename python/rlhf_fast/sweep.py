@@ -310,10 +310,12 @@ def sweep_rlhf(
         libm's ``exp``/``ln`` in every lane: every float bit-identical to ``train_rlhf``, a
         few times slower. The default's vectorised functions stay within 1e-9 of the
         reference unless a run is ill-conditioned (the doubling rule driving beta to
-        astronomic values). A world's engine always uses libm's: ignored there.
+        astronomic values). Ignored with a world: its engine computes along the row with
+        the vectorised ``exp`` (the reference's tokens, floats within 1e-9 of it while a run
+        is well-conditioned).
     simd : str, optional
         Force a vector path (``rlhf_fast.simd_paths()`` lists this CPU's); not with a world,
-        whose engine is scalar.
+        whose engine picks this CPU's best unit itself.
     max_memory : int, optional
         Bytes the outputs may take (default: half the machine's memory); a grid needing more
         is refused before any work.
@@ -462,7 +464,7 @@ def _refuse_in_world(grid: _Grid, **lesson_only: Any) -> None:
         if value is not None:
             why = {"theta": "its runs start at its reference, world.ref_logits",
                    "ref": "its reference is world.ref_logits",
-                   "simd": "its engine is scalar"}.get(name, "its runs are spread over this machine's threads")
+                   "simd": "its engine picks the vector unit itself"}.get(name, "its runs are spread over this machine's threads")
             raise ValueError(f"{name} cannot be given with a world: {why}")
 
 

@@ -17,7 +17,7 @@ use super::world_ppo::{Table, WorldStats, WorldTables};
 use crate::error::{
     finite, finite_slice, non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result,
 };
-use crate::kernels::softmax::log_softmax_row;
+use crate::kernels::softmax::{log_softmax_row, softmax_row};
 use crate::methods::world::reward_model::rm_pair_step;
 
 /// Most passes over the pairs a reward model's training takes.
@@ -175,9 +175,9 @@ impl Rows {
         if world.count_once {
             stats.gold_score -= penalty * world.response_len as f64;
         }
+        softmax_row(logits, &mut self.p);
         log_softmax_row(logits, &mut self.log_p);
         let ref_log_p = &self.ref_log_probs[x * v..(x + 1) * v];
-        // prompt_stats left the policy's probabilities in `p`
         stats.kl = world.response_len as f64 * kl_from_log_probs(&self.p, &self.log_p, ref_log_p);
         stats
     }

@@ -12,15 +12,19 @@
 //! ([`crate::methods::world_stats`], which every world engine shares). A step changes one
 //! prompt's row, so only the rows changed since the last record are recomputed.
 //!
-//! One run is scalar code on one thread: runs are independent, the driver spreads them over
-//! the pool, and no result depends on the thread count.
+//! One run is on one thread, its steps and statistics vectorised along the row
+//! ([`bag_rlhf_step_rows`], [`stats_row_on`]: the reference's tokens, its floats within
+//! rounding): runs are independent, the driver spreads them over the pool, and no result
+//! depends on the thread count.
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
     default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
     Result,
 };
+use crate::kernels::simd::Simd;
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
+use crate::methods::ppo_rows::{bag_rlhf_step_rows, RefRow, RowBagScratch};
 use crate::methods::world_stats::{check_theta, ExactMeans};
 pub use crate::methods::world_stats::{Table, WorldStats, WorldTables};
 use crate::rng::Mt19937;
@@ -39,6 +43,23 @@ pub const WORLD_PPO_HISTORY_FIELDS: [&str; 7] = [
 /// Per-run results of a world PPO sweep: the final policy's exact means over prompts.
 pub const WORLD_PPO_SUMMARY_FIELDS: [&str; 3] = ["final_proxy_score", "final_gold_score", "final_kl"];
 
+/// How a run takes its steps: libm's [`bag_rlhf_step`], or [`bag_rlhf_step_rows`]
+/// vectorised along the row (the same tokens, floats within rounding).
+enum StepPath {
+    Libm(BagScratch),
+    Rows(Simd, RowBagScratch),
+}
+
+impl StepPath {
+    /// The tokens the last step sampled.
+    fn tokens(&self) -> &[usize] {
+        match self {
+            StepPath::Libm(scratch) => scratch.tokens(),
+            StepPath::Rows(_, scratch) => scratch.tokens(),
+        }
+    }
+}
+
 /// A PPO run in a world on one stream: what [`train_world_rlhf`] and the sweep share.
 struct WorldRun<'a> {
     world: &'a WorldTables<'a>,
@@ -50,7 +71,7 @@ struct WorldRun<'a> {
     uniforms: Vec<f64>,
     /// Each prompt's value baseline (used when `params.vf_coef > 0`).
     values: Vec<f64>,
-    scratch: BagScratch,
+    path: StepPath,
     means: ExactMeans,
 }
 
@@ -61,8 +82,14 @@ impl<'a> WorldRun<'a> {
         params: &'a PpoParams,
         beta: f64,
         seed_key: &[u32],
+        libm: bool,
     ) -> Result<Self> {
         let (n_prompts, vocab_size) = (world.n_prompts, world.vocab_size);
+        let path = if libm {
+            StepPath::Libm(BagScratch::new(vocab_size, world.response_len)?)
+        } else {
+            StepPath::Rows(world.simd, RowBagScratch::new(vocab_size, world.response_len)?)
+        };
         let zeros = |len: usize, what: &str| -> Result<Vec<f64>> {
             let mut row = vec_with_capacity(len, what)?;
             row.resize(len, 0.0);
@@ -76,7 +103,7 @@ impl<'a> WorldRun<'a> {
             rng: Mt19937::from_key(seed_key),
             uniforms: zeros(world.response_len, "a response")?,
             values: zeros(n_prompts, "the value baselines")?,
-            scratch: BagScratch::new(vocab_size, world.response_len)?,
+            path,
             means: ExactMeans::new(world)?,
         })
     }
@@ -103,16 +130,19 @@ impl<'a> WorldRun<'a> {
             *u = self.rng.random();
         }
         let row = x * v..(x + 1) * v;
-        let out = bag_rlhf_step(
-            &mut self.theta[row.clone()],
-            &self.world.ref_log_probs[row.clone()],
-            self.world.weights,
-            &self.uniforms,
-            self.beta,
-            self.params,
-            &mut self.values[x],
-            &mut self.scratch,
-        );
+        let (logits, ref_log_probs) = (&mut self.theta[row.clone()], &self.world.ref_log_probs[row.clone()]);
+        let (weights, uniforms, beta, params, value) =
+            (self.world.weights, &self.uniforms, self.beta, self.params, &mut self.values[x]);
+        let out = match &mut self.path {
+            StepPath::Libm(scratch) => {
+                bag_rlhf_step(logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
+            }
+            StepPath::Rows(simd, scratch) => {
+                let (shift, log_sum) = self.world.ref_normalisers[x];
+                let reference = RefRow { logits: &self.world.ref_logits[row.clone()], shift, log_sum };
+                bag_rlhf_step_rows(*simd, logits, reference, weights, uniforms, beta, params, value, scratch)
+            }
+        };
         self.means.changed(x);
         if overflowed(&self.theta[row]) | overflowed(&self.values[x..=x]) {
             return Err(Error::Diverged(format!(
@@ -212,20 +242,37 @@ pub fn train_world_rlhf(
     history: &mut WorldHistory,
     monitor: &Monitor,
 ) -> Result<()> {
+    train_world_on(world, theta, steps, seed_key, params, beta, history, monitor, false)
+}
+
+/// [`train_world_rlhf`], its steps taken with libm's [`bag_rlhf_step`] when `libm` (the
+/// reference's arithmetic, bit for bit), else vectorised along the row.
+#[allow(clippy::too_many_arguments)]
+fn train_world_on(
+    world: &WorldTables<'_>,
+    theta: &mut [f64],
+    steps: usize,
+    seed_key: &[u32],
+    params: &PpoParams,
+    beta: f64,
+    history: &mut WorldHistory,
+    monitor: &Monitor,
+    libm: bool,
+) -> Result<()> {
     check_theta(world, theta)?;
     if steps == 0 {
         return Err(Error::invalid("steps must be >= 1, got 0"));
     }
     fits_in_memory("steps", steps as u64, world_bytes_per_step(world.response_len), default_max_memory())?;
     history.reserve(steps, world.response_len)?;
-    let mut run = WorldRun::new(world, theta, params, beta, seed_key)?;
+    let mut run = WorldRun::new(world, theta, params, beta, seed_key, libm)?;
     let mut ticker = Ticker::new(monitor);
     let work_per_step = run.work_per_step();
     for t in 0..steps {
         let (prompt, out) = run.step(t, "train_world_rlhf")?;
         let means = run.recorded_means(t, "train_world_rlhf")?;
         history.prompt.push(prompt);
-        history.tokens.extend(run.scratch.tokens().iter().map(|&a| a as u32));
+        history.tokens.extend(run.path.tokens().iter().map(|&a| a as u32));
         history.score.push(out.score);
         history.kl.push(out.kl);
         history.reward.push(out.reward);
@@ -299,7 +346,7 @@ impl Engine for WorldPpoEngine<'_> {
         let spec = &runs[0];
         let kept = out.history.len() / WORLD_PPO_HISTORY_FIELDS.len();
         out.params.copy_from_slice(self.world.ref_logits);
-        let mut run = WorldRun::new(&self.world, out.params, &spec.params, spec.beta, &spec.seed_key)?;
+        let mut run = WorldRun::new(&self.world, out.params, &spec.params, spec.beta, &spec.seed_key, false)?;
         let run_name = format!("sweep run {}", out.first_run);
         let mut ticker = Ticker::new(monitor);
         let work_per_step = run.work_per_step();
@@ -383,8 +430,23 @@ mod tests {
         (theta, history)
     }
 
+    /// [`train`] with libm's steps: the reference's arithmetic.
+    fn train_libm(
+        world: &WorldTables<'_>,
+        steps: usize,
+        seed: i128,
+        p: &PpoParams,
+        beta: f64,
+    ) -> (Vec<f64>, WorldHistory) {
+        let mut theta = world.ref_logits.to_vec();
+        let mut history = WorldHistory::default();
+        let key = seed_key(seed);
+        train_world_on(world, &mut theta, steps, &key, p, beta, &mut history, &Monitor::default(), true).unwrap();
+        (theta, history)
+    }
+
     #[test]
-    fn in_the_lessons_world_a_run_is_the_lessons_run_bit_for_bit() {
+    fn in_the_lessons_world_a_run_with_libm_is_the_lessons_run_bit_for_bit() {
         // The lesson's world: 3 prompts, 8 words, a uniform reference, one-word responses.
         let weights = [1.5, 1.5, -1.6, -0.0, 1.6, 1.6, -1.5, -1.5];
         let one_token_scores: Vec<f64> = weights.iter().map(|&w| 0.0 + w).collect();
@@ -399,7 +461,7 @@ mod tests {
         .unwrap();
         for (i, kl_penalty) in ["full", "k1", "k2", "k3"].into_iter().enumerate() {
             let p = params(kl_penalty, [0.0, 0.5][i % 2], 1 + i as i64);
-            let (theta, history) = train(&world, 500, 40 + i as i128, &p, 0.3);
+            let (theta, history) = train_libm(&world, 500, 40 + i as i128, &p, 0.3);
             let mut lesson_theta = zeros.to_vec();
             let mut lesson = RlhfHistory::default();
             let fixed = KlController::fixed(0.3).unwrap();
@@ -433,6 +495,32 @@ mod tests {
                 assert_eq!(bits(ours), bits(theirs), "{kl_penalty}");
             }
             assert_eq!(bits(&theta), bits(&lesson_theta), "{kl_penalty}");
+        }
+    }
+
+    #[test]
+    fn a_run_vectorised_along_the_row_takes_the_libm_runs_tokens_and_floats_within_1e_9() {
+        let tables = Tables::random(4, 700, 21);
+        for (i, kl_penalty) in ["k1", "full", "k3"].into_iter().enumerate() {
+            let world = tables.world(i != 1, 8);
+            let p = params(kl_penalty, [0.0, 0.5][i % 2], 4);
+            let (theta, history) = train(&world, 1500, 5 + i as i128, &p, 0.1);
+            let (libm_theta, libm) = train_libm(&world, 1500, 5 + i as i128, &p, 0.1);
+            assert_eq!(history.tokens, libm.tokens, "{kl_penalty}");
+            // The logits' drift from the reference's arithmetic: far inside ppo_rows::DRIFT_MARGIN.
+            let drift = theta.iter().zip(&libm_theta).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(drift < 1e-11, "{kl_penalty}: logits drifted by {drift}");
+            for (ours, theirs) in [
+                (&history.score, &libm.score),
+                (&history.reward, &libm.reward),
+                (&history.kl_penalty, &libm.kl_penalty),
+                (&history.proxy_score, &libm.proxy_score),
+                (&history.gold_score, &libm.gold_score),
+                (&history.mean_kl, &libm.mean_kl),
+            ] {
+                assert!(ours.iter().zip(theirs).all(|(a, b)| (a - b).abs() <= 1e-9 * (1.0 + b.abs())), "{kl_penalty}");
+            }
+            assert_eq!(history.clip_frac, libm.clip_frac, "{kl_penalty}");
         }
     }
 

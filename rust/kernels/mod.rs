@@ -9,6 +9,7 @@ pub mod fastmath;
 pub mod kl;
 pub mod logistic;
 pub mod policy;
+pub mod policy_row;
 pub mod rows;
 pub mod sampling;
 pub mod simd;

@@ -11,6 +11,7 @@ pub mod dpo;
 pub mod grpo;
 pub mod kl_control;
 pub mod ppo;
+pub mod ppo_rows;
 pub mod reward_checks;
 pub mod world;
 pub mod world_stats;

@@ -162,7 +162,7 @@ impl StepScratch {
 /// The step's advantage and TRL's value loss before any update (where the clipped and
 /// unclipped terms coincide): `reward - v_old` and `0.5 (v_old - reward)^2` with a value
 /// baseline (`vf_coef > 0`), else the reward itself (it is the return) and 0.
-fn advantage_and_value_loss(reward: f64, v_old: f64, params: &PpoParams) -> (f64, f64) {
+pub(crate) fn advantage_and_value_loss(reward: f64, v_old: f64, params: &PpoParams) -> (f64, f64) {
     if params.vf_coef > 0.0 {
         (reward - v_old, 0.5 * ((v_old - reward) * (v_old - reward)))
     } else {

@@ -9,8 +9,9 @@
 //! that they record the same numbers; built on the kernels only.
 
 use crate::error::{finite_slice, py_float, vec_with_capacity, Error, Result};
-use crate::kernels::kl::kl_to_log;
-use crate::kernels::softmax::{log_softmax_row, softmax_row};
+use crate::kernels::policy_row::{log_normaliser_on, stats_row_on};
+use crate::kernels::simd::Simd;
+use crate::kernels::softmax::log_softmax_row;
 
 /// Most prompts a world has (its tables are `[prompts, vocab]`).
 pub const MAX_PROMPTS: usize = 1 << 16;
@@ -86,6 +87,10 @@ pub struct WorldTables<'a> {
     pub vocab_size: usize,
     /// The reference's log-probabilities, once: it never changes.
     pub(crate) ref_log_probs: Vec<f64>,
+    /// Each prompt's reference logits' maximum and log-normaliser ([`log_normaliser_on`]).
+    pub(crate) ref_normalisers: Vec<(f64, f64)>,
+    /// The vector unit the rows are computed on.
+    pub(crate) simd: Simd,
 }
 
 impl<'a> WorldTables<'a> {
@@ -134,6 +139,13 @@ impl<'a> WorldTables<'a> {
         for (row, out) in ref_logits.values.chunks_exact(vocab_size).zip(ref_log_probs.chunks_exact_mut(vocab_size)) {
             log_softmax_row(row, out);
         }
+        let simd = Simd::detect();
+        let mut ref_normalisers = vec_with_capacity(n_prompts, "the reference's normalisers")?;
+        let mut scratch = vec_with_capacity(vocab_size, "a row of the vocabulary")?;
+        scratch.resize(vocab_size, 0.0);
+        for row in ref_logits.values.chunks_exact(vocab_size) {
+            ref_normalisers.push(log_normaliser_on(simd, row, &mut scratch));
+        }
         Ok(WorldTables {
             ref_logits: ref_logits.values,
             weights,
@@ -143,35 +155,32 @@ impl<'a> WorldTables<'a> {
             n_prompts,
             vocab_size,
             ref_log_probs,
+            ref_normalisers,
+            simd,
         })
     }
 
     /// Prompt `x`'s exact statistics under the policy row `logits`; `p` is scratch of a row.
+    /// Vectorised along the row ([`stats_row_on`]): within a few ulps of the reference's
+    /// libm arithmetic, relative to the sums' magnitudes.
     pub fn prompt_stats(&self, x: usize, logits: &[f64], p: &mut [f64]) -> WorldStats {
         let row = x * self.vocab_size..(x + 1) * self.vocab_size;
-        let length = self.response_len as f64;
-        softmax_row(logits, p);
-        let mut proxy = 0.0;
-        for (&pa, &wa) in p.iter().zip(self.weights) {
-            proxy += pa * wa;
-        }
-        let mut gold = 0.0;
-        if self.count_once {
-            for (&pa, &ga) in p.iter().zip(&self.gold_token[row.clone()]) {
-                // P(a among L draws) = 1 - (1 - p)^L, without the cancellation of 1 - (1 - tiny p)
-                let seen = if pa < 1.0 { -(length * (-pa).ln_1p()).exp_m1() } else { 1.0 };
-                gold += seen * ga;
-            }
-        } else {
-            for (&pa, &ga) in p.iter().zip(&self.gold_token[row.clone()]) {
-                gold += pa * ga;
-            }
-            gold *= length;
-        }
+        let length = self.response_len;
+        let stats = stats_row_on(
+            self.simd,
+            logits,
+            &self.ref_log_probs[row.clone()],
+            self.weights,
+            &self.gold_token[row],
+            self.count_once,
+            length,
+            p,
+        );
+        let l = length as f64;
         WorldStats {
-            proxy_score: length * proxy,
-            gold_score: gold,
-            kl: length * kl_to_log(p, &self.ref_log_probs[row]),
+            proxy_score: l * stats.proxy,
+            gold_score: if self.count_once { stats.gold } else { l * stats.gold },
+            kl: l * stats.kl,
         }
     }
 }
