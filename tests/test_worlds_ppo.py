@@ -186,6 +186,22 @@ def test_a_world_sweep_is_its_reference_twin(world, settings, seed, steps, recor
         assert_close(got[key], expected[key], err_msg=key)
 
 
+@rust_only
+@given(world=tables(), s=ppo_settings, seed=st.integers(0, 2**40), steps=st.integers(1, 30))
+def test_with_exact_a_world_sweep_is_its_reference_twin_bit_for_bit(world, s, seed, steps):
+    """``exact=True`` takes libm's steps: any step size, the reference's floats exactly."""
+    ref_logits, weights, gold, count_once, length = world
+    runs = [(seed, s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"],
+             s["cliprange_value"])]
+    args = (ref_logits, weights, gold, count_once, length, steps, runs)
+    status, got = outcome(_core.sweep_world_rlhf, *args, exact=True)
+    expected_status, expected = outcome(ref_world.sweep_world_rlhf, *args)
+    assert (status, expected_status) == ("ok", "ok") or (status, got) == (expected_status, expected)
+    if status == "ok":
+        np.testing.assert_array_equal(got["final_params"], expected["final_params"])
+        np.testing.assert_array_equal(got["history"][..., :4, :], expected["history"][..., :4, :])
+
+
 # ================================================================ 2. the lesson's world
 
 

@@ -356,6 +356,7 @@ def sweep_world_rlhf(
     steps: int,
     runs: Sequence[tuple[int, float, float, int, float, str, float, float]],
     record_every: int = 1,
+    exact: bool = False,
     n_threads: int | None = None,
     progress: _Progress = None,
     max_memory: int | None = None,

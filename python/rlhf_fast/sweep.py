@@ -310,9 +310,10 @@ def sweep_rlhf(
         libm's ``exp``/``ln`` in every lane: every float bit-identical to ``train_rlhf``, a
         few times slower. The default's vectorised functions stay within 1e-9 of the
         reference unless a run is ill-conditioned (the doubling rule driving beta to
-        astronomic values). Ignored with a world: its engine computes along the row with
-        the vectorised ``exp`` (the reference's tokens, floats within 1e-9 of it while a run
-        is well-conditioned).
+        astronomic values). With a world, likewise: by default its engine computes along the
+        row with the vectorised ``exp`` (the reference's tokens, floats within 1e-9 of it
+        while a run is well-conditioned), and ``exact=True`` takes libm's steps, bit for bit
+        the reference's.
     simd : str, optional
         Force a vector path (``rlhf_fast.simd_paths()`` lists this CPU's); not with a world,
         whose engine picks this CPU's best unit itself.
@@ -412,7 +413,8 @@ def sweep_rlhf(
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
     if in_world:
         _refuse_in_world(grid, theta=theta, ref=ref, executor=executor, shards=shards, simd=simd)
-        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory)._in_world(
+        return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory,
+                            exact=exact)._in_world(
             world, w)
 
     def make_run(s):
@@ -477,15 +479,16 @@ def _world_ppo_run(s: dict[str, Any]) -> tuple:
 def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, record_every: int,
                  n_threads: int | None, progress: Any, max_memory: int | None, *, method: str = "world_ppo",
                  make_run: Callable[[dict[str, Any]], tuple] = _world_ppo_run, engine: str = "sweep_world_rlhf",
-                 summaries: int = 3) -> SweepResult:
-    """A grid run in ``world`` by a world engine (``engine``, the name of the core's function):
-    :func:`sweep_rlhf`'s PPO grid by default, :func:`sweep_grpo`'s with ``method="world_grpo"``."""
+                 summaries: int = 3, **engine_options: Any) -> SweepResult:
+    """A grid run in ``world`` by a world engine (``engine``, the name of the core's function,
+    given ``engine_options`` too): :func:`sweep_rlhf`'s PPO grid by default, :func:`sweep_grpo`'s
+    with ``method="world_grpo"``."""
     gold, count_once, offset = _world_gold(world)
 
     def run_engine(runs, callback, limit):
         return getattr(_engines, engine)(world.ref_logits, weights, gold, count_once, world.response_len, steps, runs,
                                          record_every=record_every, n_threads=n_threads, progress=callback,
-                                         max_memory=limit)
+                                         max_memory=limit, **engine_options)
 
     result = _sweep(method, grid, make_run, run_engine, steps=steps, record_every=record_every, summaries=summaries,
                     params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,

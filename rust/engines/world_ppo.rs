@@ -311,15 +311,18 @@ pub struct WorldPpoEngine<'a> {
     pub steps: usize,
     /// Keep steps `k-1, 2k-1, ...` of each history; 0 keeps none (summaries only).
     pub record_every: usize,
+    /// Take the steps with libm's [`bag_rlhf_step`] (the reference's floats, bit for bit)
+    /// instead of vectorised along the row.
+    pub libm: bool,
 }
 
 impl<'a> WorldPpoEngine<'a> {
-    /// Checks what the runs share.
+    /// Checks what the runs share; the steps vectorised along the row.
     pub fn new(world: WorldTables<'a>, steps: usize, record_every: usize) -> Result<Self> {
         if steps == 0 {
             return Err(Error::invalid("steps must be >= 1, got 0"));
         }
-        Ok(WorldPpoEngine { world, steps, record_every })
+        Ok(WorldPpoEngine { world, steps, record_every, libm: false })
     }
 }
 
@@ -346,7 +349,7 @@ impl Engine for WorldPpoEngine<'_> {
         let spec = &runs[0];
         let kept = out.history.len() / WORLD_PPO_HISTORY_FIELDS.len();
         out.params.copy_from_slice(self.world.ref_logits);
-        let mut run = WorldRun::new(&self.world, out.params, &spec.params, spec.beta, &spec.seed_key, false)?;
+        let mut run = WorldRun::new(&self.world, out.params, &spec.params, spec.beta, &spec.seed_key, self.libm)?;
         let run_name = format!("sweep run {}", out.first_run);
         let mut ticker = Ticker::new(monitor);
         let work_per_step = run.work_per_step();

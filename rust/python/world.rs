@@ -234,8 +234,8 @@ type WorldRunTuple = (SeedKey, f64, f64, i64, f64, String, f64, f64);
 /// in parallel.
 #[pyfunction]
 #[pyo3(signature = (
-    ref_logits, weights, gold_token, count_once, response_len, steps, runs, record_every=1, n_threads=None,
-    progress=None, max_memory=None,
+    ref_logits, weights, gold_token, count_once, response_len, steps, runs, record_every=1, exact=false,
+    n_threads=None, progress=None, max_memory=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_world_rlhf<'py>(
@@ -248,11 +248,13 @@ pub fn sweep_world_rlhf<'py>(
     steps: &Bound<'py, PyAny>,
     runs: Vec<WorldRunTuple>,
     #[pyo3(from_py_with = args::record_every)] record_every: i64,
+    exact: bool,
     n_threads: Option<usize>,
     progress: Option<Bound<'py, PyAny>>,
     max_memory: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let tables = OwnedTables::convert(ref_logits, weights, gold_token, count_once, response_len)?;
+    let libm = exact;
     let steps = count("steps", int("steps", steps)?, 1)?;
     let record_every = count("record_every", record_every, 0)?;
     let world = tables.world()?;
@@ -263,9 +265,10 @@ pub fn sweep_world_rlhf<'py>(
             Ok(WorldPpoRun::new(seed.0, params, beta)?)
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let engine = WorldPpoEngine::new(world, steps, record_every)?;
+    let simd = if libm { "scalar" } else { world.simd.name() };
+    let engine = WorldPpoEngine { libm, ..WorldPpoEngine::new(world, steps, record_every)? };
     let options = SweepOptions { n_threads, progress, max_memory };
-    run_sweep(py, &engine, &runs, &options, "scalar")
+    run_sweep(py, &engine, &runs, &options, simd)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -180,6 +180,7 @@ def sweep_world_rlhf(
     steps: Any,
     runs: Sequence[tuple],
     record_every: Any = 1,
+    exact: bool = False,
     n_threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     max_memory: int | None = None,
@@ -191,8 +192,9 @@ def sweep_world_rlhf(
     tokens of a response. A run is ``(seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef,
     cliprange_value)``: :func:`train_world_rlhf` from a copy of ``ref_logits`` with that fixed
     ``beta``, keeping every ``record_every``-th step. Returns the sweep contract's dict
-    (:func:`~.driver.sweep`); the summary holds the final policy's exact means. ``n_threads``
-    chooses how Rust computes; the reference computes one way.
+    (:func:`~.driver.sweep`); the summary holds the final policy's exact means. ``exact`` and
+    ``n_threads`` choose how Rust computes (libm's arithmetic, the threads); the reference
+    computes one way, libm's.
     """
     record_every = checks.int64("record_every", record_every)  # the core converts it with the runs
     ref_logits = checks.float_array("ref_logits", ref_logits, 2)
