@@ -1236,7 +1236,8 @@ WORLD_SPECS: dict[str, list[Param]] = {
     "sweep_best_of_n[world]": [
         req("w", RM), req("world", WORLD), req("ns", first_axis(counts(1, 8, minimum=1, maximum=1_000_000_000))),
         opt("seeds", SEEDS),
-        opt("samples", Kind([val("none", None), *counts(2, 6).valid], counts(2, 6, minimum=2, sized=True).junk)),
+        # (a huge count is only a long run: it needs no memory, and Ctrl-C stops it)
+        opt("samples", Kind([val("none", None), *counts(2, 6).valid], counts(2, 6, minimum=2).junk)),
         opt("policy", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "policy")])),
         opt("n_threads", THREADS), opt("progress", PROGRESS), opt("max_memory", MAX_MEMORY)],
     # DPO in a world on the backend's engine: the world's labelled pairs, a RewardModel of it or none
