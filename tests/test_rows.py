@@ -392,3 +392,15 @@ def test_the_core_refuses_bad_inputs_by_itself():
         _core.rows_stream_add(Z, np.zeros((3, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="out must be writeable and share no memory with a or b"):
         _core.rows_stream_add(Z, Z, Z)
+
+
+@rust_only
+def test_the_core_log_softmax_and_stream_sum_are_the_reference_twins():
+    from rlhf_fast import _core
+    from rlhf_fast.reference.kernels import rows as ref_rows
+
+    z = np.random.default_rng(0).normal(scale=5.0, size=(3, 70))
+    np.testing.assert_allclose(_core.rows_log_softmax(z), ref_rows.log_softmax_rows(z.tolist()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_core.rows_stream_sum(z, 2 * z), ref_rows.stream_sum(z.tolist(), (2 * z).tolist()), rtol=1e-12)
+    with pytest.raises(TypeError, match="logits must be a 2-D numpy float64 array, got list"):
+        _core.rows_log_softmax([[1.0]])
