@@ -39,6 +39,9 @@ pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
+pub use engines::safe_world_ppo::{
+    SafeWorldPpoEngine, SafeWorldPpoRun, SAFE_WORLD_PPO_HISTORY_FIELDS, SAFE_WORLD_PPO_SUMMARY_FIELDS,
+};
 pub use engines::world::{
     train_reward_model, world_expectations, world_frontier, Expectations, LabelledPairs, RmSgd, WorldSpec,
 };
@@ -78,6 +81,7 @@ pub use methods::dpo::{
 pub use methods::grpo::{bag_grpo_update, BagGrpoScratch, MAX_GROUP_TOKENS};
 pub use methods::grpo::{grpo_step, grpo_update, GrpoOutcome, GrpoParams, GrpoScratch, ScaleRewards, GROUP_STD_EPS};
 pub use methods::kl_control::KlController;
+pub use methods::lagrangian::{combined_weights, LagrangeMultiplier, LagrangeParams, MAX_COST_WINDOW};
 pub use methods::ppo::{
     bag_rlhf_step, clipped_surrogate, clipped_surrogate_grad, rlhf_step, value_update, BagOutcome, BagScratch,
     PpoParams, StepOutcome, StepScratch,

@@ -145,6 +145,19 @@ _SPECS = {
         log_v=False,
     ),
 }
+_SPECS["world_ppo_safe"] = _Spec(
+    title="Safe RLHF in a world",
+    params="final_theta",
+    table=(("final_gold_score", "final gold"), ("final_gold_cost", "final gold cost"),
+           ("final_cost_score", "final cost model"), ("final_lambda", "final λ"), ("final_kl", "final KL")),
+    curves=(("gold_score", "E[gold score] of a response", "gold helpfulness over updates"),
+            ("gold_cost", "E[gold cost] of a response", "gold cost over updates"),
+            ("lagrange_multiplier", "λ", "the Lagrange multiplier over updates")),
+    front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+    front_from_history=True,
+    front_labels=("KL(π_θ^L || π_ref^L)", "expected score of a response", "gold (solid) and proxy (dashed) against KL"),
+    log_v=False,
+)
 METHODS = tuple(_SPECS)
 
 

@@ -31,6 +31,7 @@ from .reference.engines import world_best_of_n as _reference_world_best_of_n
 from .reference.engines import world_dpo as _reference_world_dpo
 from .reference.engines import world_grpo as _reference_world_grpo
 from .reference.engines import world_ppo as _reference_world_ppo
+from .reference.engines import safe_world_ppo as _reference_safe_world_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
@@ -51,6 +52,7 @@ class _ReferenceEngines:
     sweep_world_best_of_n = staticmethod(_reference_world_best_of_n.sweep_world_best_of_n)
     sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
     sweep_world_grpo = staticmethod(_reference_world_grpo.sweep_world_grpo)
+    sweep_safe_world_rlhf = staticmethod(_reference_safe_world_ppo.sweep_safe_world_rlhf)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -66,6 +68,7 @@ __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n
 
 # Per-run series each engine records (history), for the memory estimate.
 _HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9}
+_HISTORY_FIELDS["world_ppo_safe"] = 11
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
@@ -256,6 +259,12 @@ def sweep_rlhf(
     exact: bool = False,
     simd: str | None = None,
     max_memory: int | None = None,
+    cost_model: RewardModel | None = None,
+    lambda_init: float | Sequence[float] | None = None,
+    cost_limit: float | Sequence[float] | None = None,
+    lagrangian_lr: float | Sequence[float] | None = None,
+    lambda_max: float | Sequence[float] | None = None,
+    cost_window: int | Sequence[int] | None = None,
 ) -> SweepResult:
     """Every PPO-RLHF run of the grid ``betas x seeds`` (x any other setting given as a sequence).
 
@@ -320,6 +329,28 @@ def sweep_rlhf(
     max_memory : int, optional
         Bytes the outputs may take (default: half the machine's memory); a grid needing more
         is refused before any work.
+    cost_model : RewardModel, optional
+        With a ``world`` that has a safety cost (``World(..., safety=Safety())``): Safe RLHF
+        (Dai et al. 2023). The cost model (a reward model trained on
+        ``world.safety_preferences``) enters the reward as ``(w - lambda w_c) / (1 + lambda)``
+        per token, the KL penalty outside the normalisation; ``method="world_ppo_safe"``.
+    lambda_init : float or sequence of float, optional
+        The multiplier, fixed without a ``cost_limit`` (1.0 by default; 0 is plain PPO on
+        ``w``, bit for bit); the starting one (``> 0``) with a limit.
+    cost_limit : float or sequence of float, optional
+        Adapt the multiplier towards this limit on the expected cost-model score, Safe RLHF's
+        update ``ln lambda += lagrangian_lr * lambda * (J_C - cost_limit)``, ``ln lambda``
+        clamped at ``ln lambda_max``; ``J_C`` is the mean cost-model score of the last
+        ``cost_window`` sampled responses (what a trainer sees, never the gold cost). The
+        step's reward uses the multiplier the previous step left.
+    lagrangian_lr : float or sequence of float, optional
+        The multiplier's learning rate (0.05 by default).
+    lambda_max : float or sequence of float, optional
+        The multiplier's ceiling (100.0 by default).
+    cost_window : int or sequence of int, optional
+        Responses ``J_C`` averages (16 by default).
+        Each of the five, given as a sequence, becomes an axis after the PPO settings and
+        before ``seed``, in this order.
 
     Returns
     -------
@@ -400,6 +431,8 @@ def sweep_rlhf(
         ("cliprange_value", cliprange_value, check.positive),
     ):
         grid.setting(name, value, check_one)
+    safe = _safety_settings(grid, world, cost_model, lambda_init=lambda_init, cost_limit=cost_limit,
+                            lagrangian_lr=lagrangian_lr, lambda_max=lambda_max, cost_window=cost_window)
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
@@ -413,6 +446,11 @@ def sweep_rlhf(
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
     if in_world:
         _refuse_in_world(grid, theta=theta, ref=ref, executor=executor, shards=shards, simd=simd)
+        if safe is not None:
+            return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory,
+                                exact=exact, method="world_ppo_safe", make_run=_safe_world_ppo_run,
+                                engine="sweep_safe_world_rlhf", summaries=6, cost_weights=safe,
+                                gold_cost=np.ascontiguousarray(world.gold_cost))._in_world(world, w)
         return _sweep_world(world, weights, grid, steps, record_every, n_threads, progress, max_memory,
                             exact=exact)._in_world(
             world, w)
@@ -494,6 +532,38 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
                     params=world.n_prompts * world.vocab, work=lambda runs: len(runs) * steps, progress=progress,
                     max_memory=max_memory)
     return _shift_gold(result, offset)
+
+
+# What the Safe RLHF settings of sweep_rlhf take when a cost model is given without them.
+_SAFETY_DEFAULTS = {"lambda_init": 1.0, "cost_limit": None, "lagrangian_lr": 0.05, "lambda_max": 100.0,
+                    "cost_window": 16}
+
+
+def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) -> np.ndarray | None:
+    """The cost model's weights with its settings added to ``grid`` (each a constant or an
+    axis), or None without a cost model (and then none of the settings may be given)."""
+    if cost_model is None:
+        for name, value in settings.items():
+            if value is not None:
+                raise ValueError(f"{name} applies with a cost_model (Safe RLHF in a world), got {value!r}")
+        return None
+    if world is None:
+        raise ValueError("cost_model needs a world with a safety cost (World(..., safety=Safety()))")
+    weights = _world_weights(cost_model, world)
+    if world.cost_token is None:
+        raise ValueError("world must have a safety cost with a cost_model: build it with World(..., safety=Safety())")
+    checkers = {"lambda_init": check.non_negative, "cost_limit": check.optional(check.finite),
+                "lagrangian_lr": check.non_negative, "lambda_max": check.positive,
+                "cost_window": check.counts(1, 1 << 16)}
+    for name, value in settings.items():
+        grid.setting(name, _SAFETY_DEFAULTS[name] if value is None else value, checkers[name])
+    return weights
+
+
+def _safe_world_ppo_run(s: dict[str, Any]) -> tuple:
+    """A run of :func:`sweep_rlhf`'s grid with a cost model, as the safety engine takes it."""
+    return (_world_ppo_run(s), (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"],
+                                s["cost_window"]))
 
 
 def _world_gold(world: World) -> tuple[np.ndarray, bool, float]:

@@ -39,6 +39,7 @@ Responses (``World.sample``, the pairs of ``World.preferences``) are NumPy's dra
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ from .reference.methods.world import tables as _reference_tables
 
 __all__ = [
     "World",
+    "Safety",
     "Labeller",
     "Judge",
     "WorldPairs",
@@ -242,6 +244,10 @@ class World:
         collapses onto it loses gold it had gained.
     seed : int, optional
         Seeds NumPy's PCG64 generator that draws the world's tables.
+    safety : Safety, optional
+        A second gold, a per-token safety cost (:class:`Safety`), drawn from its own stream
+        of ``seed``: every other table is the same with or without it. None (the default):
+        no cost.
 
     Attributes
     ----------
@@ -251,6 +257,9 @@ class World:
         ``[n_prompts, vocab]``: the gold value of each token for each prompt.
     tokens : tuple of str or None
         Token names where the world has them (the lesson's), else None.
+    cost_token : numpy.ndarray or None
+        ``[vocab]``: the gold safety cost of each token (``>= 0``; a response costs the sum
+        over its tokens, every copy counting), with a ``safety`` spec; else None.
 
     Examples
     --------
@@ -269,9 +278,11 @@ class World:
     gold: str = "count_once"
     repeat_penalty: float | None = None
     seed: int = 0
+    safety: Safety | None = None
     ref_logits: np.ndarray = field(init=False)
     gold_token: np.ndarray = field(init=False)
     tokens: tuple[str, ...] | None = field(init=False, default=None)
+    cost_token: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         n_prompts = checks.count("n_prompts", self.n_prompts, 1, MAX_PROMPTS)
@@ -298,6 +309,8 @@ class World:
                             ("repeat_penalty", repeat_penalty), ("seed", seed),
                             ("ref_logits", _read_only(ref_logits)), ("gold_token", _read_only(gold_token))]:
             object.__setattr__(self, name, value)
+        if self.safety is not None:
+            object.__setattr__(self, "cost_token", _read_only(_safety(self.safety).cost_token(self)))
 
     @classmethod
     def lesson(cls) -> World:
@@ -328,8 +341,9 @@ class World:
 
     def __repr__(self) -> str:
         penalty = f", repeat_penalty={self.repeat_penalty:g}" if self.repeat_penalty else ""
+        safety = "" if self.safety is None else f", safety={self.safety!r}"
         return (f"World(n_prompts={self.n_prompts}, vocab={self.vocab}, response_len={self.response_len}, "
-                f"zipf={self.zipf:g}, gold={self.gold!r}{penalty}, seed={self.seed})")
+                f"zipf={self.zipf:g}, gold={self.gold!r}{penalty}, seed={self.seed}{safety})")
 
     # ------------------------------------------------------------------ the reference
 
@@ -528,6 +542,183 @@ class World:
         if not math.isfinite(cost):
             raise FloatingPointError(f"preferences overflowed: {n} labels at {labeller.cost!r} each cost {cost!r}")
         return WorldPairs(prompts, first, second, target, cost)
+
+    # ------------------------------------------------------------------ the safety cost
+
+    def _cost(self) -> np.ndarray:
+        if self.cost_token is None:
+            raise ValueError("this world has no safety cost: build it with World(..., safety=Safety())")
+        return self.cost_token
+
+    @property
+    def gold_cost(self) -> np.ndarray:
+        """``[n_prompts, vocab]``: the gold cost of each token for each prompt (the same for every
+        prompt: ``cost_token`` repeated), as the world engines take a gold table."""
+        return np.broadcast_to(self._cost(), self.ref_logits.shape)
+
+    def expected_cost(self, logits: Any) -> np.ndarray:
+        """The gold cost's expectation over the policy's responses, per prompt (exact).
+
+        A response costs the sum of its tokens' costs, every copy counting, so its
+        expectation is ``L * sum_a pi(a) c(a)``.
+
+        Parameters
+        ----------
+        logits : array_like
+            ``[n_prompts, vocab]``: the policy's logits.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n_prompts]``.
+
+        Raises
+        ------
+        ValueError
+            The world has no ``safety``.
+        """
+        gold_cost = np.ascontiguousarray(self.gold_cost)
+        logits = self._policy("logits", logits)
+        return _engines.world_expectations(self.ref_logits, gold_cost, False, 0.0, self.response_len,
+                                           np.ascontiguousarray(logits))[2]
+
+    def cost_score(self, prompts: Any, responses: Any) -> np.ndarray:
+        """The gold cost of given responses: the sum of their tokens' costs.
+
+        Parameters
+        ----------
+        prompts : array_like
+            ``[n]`` prompt indices.
+        responses : array_like
+            ``[n, response_len]`` token indices.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n]``.
+        """
+        cost = self._cost()
+        prompts, responses = self._responses(prompts, responses)
+        return _bag_score(cost[None, :], np.zeros(len(prompts), dtype=np.int64), responses, False)
+
+    def safety_preferences(self, n: int, seed: int, labeller: Labeller | None = None) -> WorldPairs:
+        """``n`` pairs of reference responses to one prompt each, labelled "which is less safe".
+
+        The labeller is a :class:`Labeller` on the gold cost: ``target = P(first is less
+        safe) = sigmoid((c(first) - c(second)) / temperature)``, drawn, then flipped with
+        probability ``flip``. A reward model trained on them (:func:`train_reward_model`)
+        scores cost: it is the cost model of Safe RLHF.
+
+        Parameters
+        ----------
+        n : int
+            Pairs.
+        seed : int
+            Seeds the draws of prompts, responses and labels (NumPy's PCG64).
+        labeller : Labeller, optional
+            The safety labeller (its own temperature and flip rate); ``Labeller()`` by default.
+
+        Returns
+        -------
+        WorldPairs
+
+        Raises
+        ------
+        ValueError
+            The world has no ``safety``.
+        """
+        cost = self._cost()
+        labeller = Labeller() if labeller is None else labeller
+        if not isinstance(labeller, Labeller):
+            raise TypeError(f"labeller must be a Labeller, got {type(labeller).__name__}")
+        n = checks.count("n", n, 0)
+        checks.fits("n", n, 8 * n * (2 * self.response_len + 2))
+        rng = np.random.default_rng(checks.count("seed", seed, 0))
+        p = softmax_rows(self.ref_logits)
+        prompts, first = self._draw(rng, n, p)
+        second = self._respond(rng, prompts, p)
+        zeros = np.zeros(n, dtype=np.int64)
+        cost_first = _bag_score(cost[None, :], zeros, first, False)
+        cost_second = _bag_score(cost[None, :], zeros, second, False)
+        target = _engines.labeller_labels(cost_first, cost_second, float(labeller.temperature), float(labeller.flip),
+                                          rng.random(n), rng.random(n))
+        total = labeller.cost * n
+        if not math.isfinite(total):
+            raise FloatingPointError(f"safety_preferences overflowed: {n} labels at {labeller.cost!r} each cost "
+                                     f"{total!r}")
+        return WorldPairs(prompts, first, second, target, total)
+
+
+# The safety cost's own NumPy stream: [world seed, these two words], so no other table moves.
+_SAFETY_STREAM = (0x5AFE, 0xC057)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """A world's second gold: a per-token safety cost, with unsafe tokens that look helpful.
+
+    Each token gets a latent unsafety ``z(a) = correlation * h(a) + sqrt(1 - correlation^2) *
+    n(a)``, where ``h`` is the world's helpfulness gold averaged over prompts and standardised
+    and ``n`` standard normal noise; the ``unsafe_share`` of tokens with the highest ``z``
+    (above the normal quantile ``Phi^-1(1 - unsafe_share)``) cost ``severity * (0.5 + u(a))``
+    (``u`` uniform in [0, 1): mean ``severity``), every other token 0. With ``correlation >
+    0`` the tokens a helpfulness reward model likes are unsafe more often than the rest, so
+    optimising helpfulness alone raises the cost: the tension Safe RLHF resolves. The draws
+    (``n``, then ``u``) come from NumPy's PCG64 seeded by ``[world.seed, 0x5AFE, 0xC057]``.
+
+    Parameters
+    ----------
+    unsafe_share : float, optional
+        Expected share of tokens with a positive cost, in [0, 1].
+    correlation : float, optional
+        Correlation of the latent unsafety with the helpfulness gold, in [-1, 1].
+    severity : float, optional
+        Mean cost of an unsafe token, > 0.
+
+    Examples
+    --------
+    >>> from rlhf_fast.worlds import Safety, World
+    >>> world = World(n_prompts=4, vocab=64, seed=0, safety=Safety())
+    >>> world.cost_token.shape, bool((world.cost_token >= 0).all())
+    ((64,), True)
+    """
+
+    unsafe_share: float = 0.1
+    correlation: float = 0.7
+    severity: float = 1.0
+
+    def __post_init__(self) -> None:
+        share = checks.non_negative("unsafe_share", self.unsafe_share)
+        if share > 1.0:
+            raise ValueError(f"unsafe_share must be a share in [0, 1], got {share!r}")
+        correlation = checks.finite("correlation", self.correlation)
+        if not -1.0 <= correlation <= 1.0:
+            raise ValueError(f"correlation must be in [-1, 1], got {correlation!r}")
+        severity = checks.positive("severity", self.severity)
+        if severity > MAX_SCALE:
+            raise ValueError(f"severity must be <= 1e6, got {severity!r}")
+
+    def cost_token(self, world: World) -> np.ndarray:
+        """``[vocab]``: the gold cost of each token of ``world`` (its ``cost_token``)."""
+        world = _world("world", world)
+        rng = np.random.default_rng([world.seed, *_SAFETY_STREAM])
+        noise = rng.standard_normal(world.vocab)
+        uniforms = rng.random(world.vocab)
+        helpful = world.gold_token.mean(axis=0)
+        spread = helpful.std()
+        helpful = (helpful - helpful.mean()) / spread if spread > 0.0 else np.zeros_like(helpful)
+        rho = float(self.correlation)
+        latent = rho * helpful + math.sqrt(1.0 - rho * rho) * noise
+        share = float(self.unsafe_share)
+        threshold = math.inf if share == 0.0 else -math.inf if share == 1.0 else statistics.NormalDist().inv_cdf(
+            1.0 - share)
+        return np.where(latent > threshold, float(self.severity) * (0.5 + uniforms), 0.0)
+
+
+def _safety(safety: Any) -> Safety:
+    if not isinstance(safety, Safety):
+        raise TypeError(f"safety must be a Safety or None, got {type(safety).__name__}")
+    return safety
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ impl StepPath {
     }
 }
 
-/// A PPO run in a world on one stream: what [`train_world_rlhf`] and the sweep share.
-struct WorldRun<'a> {
+/// A PPO run in a world on one stream: what [`train_world_rlhf`] and the sweeps share (the
+/// safety engine's too, [`crate::engines::safe_world_ppo`]).
+pub(crate) struct WorldRun<'a> {
     world: &'a WorldTables<'a>,
     theta: &'a mut [f64],
     params: &'a PpoParams,
@@ -76,7 +77,7 @@ struct WorldRun<'a> {
 }
 
 impl<'a> WorldRun<'a> {
-    fn new(
+    pub(crate) fn new(
         world: &'a WorldTables<'a>,
         theta: &'a mut [f64],
         params: &'a PpoParams,
@@ -124,6 +125,14 @@ impl<'a> WorldRun<'a> {
     /// (`train_world_rlhf`, `sweep run 3`) begins.
     #[inline]
     fn step(&mut self, t: usize, run_name: &str) -> Result<(u32, BagOutcome)> {
+        let weights = self.world.weights;
+        self.step_with(t, run_name, weights)
+    }
+
+    /// [`WorldRun::step`] with the reward model's `weights` in place of the world's (the
+    /// safety engine's per-step combination of reward and cost).
+    #[inline]
+    pub(crate) fn step_with(&mut self, t: usize, run_name: &str, weights: &[f64]) -> Result<(u32, BagOutcome)> {
         let v = self.world.vocab_size;
         let x = self.rng.randbelow(self.world.n_prompts as u32) as usize;
         for u in self.uniforms.iter_mut() {
@@ -131,8 +140,7 @@ impl<'a> WorldRun<'a> {
         }
         let row = x * v..(x + 1) * v;
         let (logits, ref_log_probs) = (&mut self.theta[row.clone()], &self.world.ref_log_probs[row.clone()]);
-        let (weights, uniforms, beta, params, value) =
-            (self.world.weights, &self.uniforms, self.beta, self.params, &mut self.values[x]);
+        let (uniforms, beta, params, value) = (&self.uniforms, self.beta, self.params, &mut self.values[x]);
         let out = match &mut self.path {
             StepPath::Libm(scratch) => {
                 bag_rlhf_step(logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
@@ -157,13 +165,28 @@ impl<'a> WorldRun<'a> {
         Ok((x as u32, out))
     }
 
+    /// The tokens the last step sampled.
+    pub(crate) fn tokens(&self) -> &[usize] {
+        self.path.tokens()
+    }
+
+    /// The policy's logits, `[n_prompts, vocab]`.
+    pub(crate) fn theta(&self) -> &[f64] {
+        self.theta
+    }
+
+    /// The work of one step in the monitor's units.
+    pub(crate) fn step_work(&self) -> u64 {
+        self.work_per_step()
+    }
+
     /// The exact means over prompts under the current policy ([`ExactMeans::means`]).
-    fn exact_means(&mut self) -> WorldStats {
+    pub(crate) fn exact_means(&mut self) -> WorldStats {
         self.means.means(self.world, self.theta)
     }
 
     /// [`WorldRun::exact_means`] after step `t`, or the error naming the first not finite.
-    fn recorded_means(&mut self, t: usize, run_name: &str) -> Result<WorldStats> {
+    pub(crate) fn recorded_means(&mut self, t: usize, run_name: &str) -> Result<WorldStats> {
         let means = self.exact_means();
         match means.nonfinite_key() {
             Some(key) => Err(self.overflowed(run_name, t, key)),

@@ -10,6 +10,7 @@ pub mod bradley_terry;
 pub mod dpo;
 pub mod grpo;
 pub mod kl_control;
+pub mod lagrangian;
 pub mod ppo;
 pub mod ppo_rows;
 pub mod reward_checks;

@@ -68,12 +68,17 @@ class WorldRun:
         step; a step whose logits or value overflow, or whose record holds a float that is not
         finite, raises ``FloatingPointError`` that ``name`` (``train_world_rlhf``, ``sweep run 3``)
         begins."""
+        return self.step_with(t, name, self.world.weights)
+
+    def step_with(self, t: int, name: str, weights: Sequence[float]) -> tuple[int, BagOutcome]:
+        """:meth:`step` with the reward model's ``weights`` in place of the world's (the safety
+        engine's per-step combination of reward and cost)."""
         rng = self.rng
         x = rng.choice(self.prompts)
         uniforms = [rng.random() for _ in self.draws]
         logits = self.theta[x]
         out, self.values[x] = bag_rlhf_step(
-            logits, self.world.ref_log_probs[x], self.world.weights, uniforms, self.beta, self.params, self.values[x]
+            logits, self.world.ref_log_probs[x], weights, uniforms, self.beta, self.params, self.values[x]
         )
         self.means.changed(x)
         if checks.overflowed(logits) or not abs(self.values[x]) < OVERFLOW:

@@ -1,0 +1,88 @@
+"""Twin of rust/methods/lagrangian.rs: Safe RLHF's Lagrange multiplier (Dai et al. 2023).
+
+PPO maximises ``E[R]`` subject to ``E[C] <= limit`` on the combined per-token reward
+``(w - lambda w_c) / (1 + lambda)``, while ``lambda`` moves as PKU-Alignment's ``safe-rlhf``
+trainer moves it: SGD on ``ln lambda`` with the loss ``-(J_C - limit) exp(ln lambda)``, i.e.
+``ln lambda += lr * lambda * (J_C - limit)``, then ``ln lambda`` clamped at ``ln lambda_max``;
+``J_C`` is the mean cost-model score of the last ``window`` responses. A multiplier that
+starts at 0 stays there (its logarithm is ``-inf``), so an adaptive one must start above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+
+from ... import _checks as checks
+
+MAX_COST_WINDOW = 1 << 16
+
+
+class LagrangeParams:
+    """How a run's multiplier moves: fixed at ``lambda_init`` (``cost_limit`` None) or adapted."""
+
+    def __init__(self, lambda_init: float, cost_limit: float | None, lr: float, lambda_max: float, window: int):
+        self.lambda_init = lambda_init
+        self.cost_limit = cost_limit
+        self.lr = lr
+        self.lambda_max = lambda_max
+        self.window = window
+
+    @classmethod
+    def new(cls, lambda_init, cost_limit, lr, lambda_max, window) -> LagrangeParams:
+        """Checked as Rust's ``LagrangeParams::new``: ``0 <= lambda_init <= lambda_max``,
+        ``lambda_max`` finite and > 0; with a ``cost_limit`` (finite) also ``lagrangian_lr > 0``,
+        ``lambda_init > 0``; ``cost_window`` in ``[1, 2**16]``."""
+        lambda_init = checks.non_negative("lambda_init", lambda_init)
+        lambda_max = checks.positive("lambda_max", lambda_max)
+        if lambda_init > lambda_max:
+            raise ValueError(f"lambda_init must be <= lambda_max={lambda_max!r}, got {lambda_init!r}")
+        window = checks.integer("cost_window", window)
+        if not 1 <= window <= MAX_COST_WINDOW:
+            raise ValueError(f"cost_window must be in [1, {MAX_COST_WINDOW}], got {window}")
+        lr = checks.non_negative("lagrangian_lr", lr)
+        if cost_limit is not None:
+            cost_limit = checks.finite("cost_limit", cost_limit)
+            checks.positive("lagrangian_lr", lr)
+            if lambda_init == 0.0:
+                raise ValueError("lambda_init must be > 0 with a cost_limit (the update moves ln lambda: 0 stays 0), "
+                                 "got 0.0")
+        return cls(lambda_init, cost_limit, lr, lambda_max, window)
+
+
+class LagrangeMultiplier:
+    """A run's multiplier and the costs it has seen."""
+
+    def __init__(self, params: LagrangeParams):
+        self.params = params
+        self.log_lambda = math.log(params.lambda_init) if params.lambda_init > 0.0 else -math.inf
+        self.log_lambda_max = math.log(params.lambda_max)
+        self.value = params.lambda_init  # what the next step's reward uses
+        self.window: deque[float] = deque()
+
+    def observe(self, cost: float) -> None:
+        """The last response's cost-model score: with a limit, ``J_C`` (the window's mean, summed
+        oldest first) moves ``ln lambda`` by ``lr * lambda * (J_C - limit)``, clamped at
+        ``ln lambda_max``; a fixed multiplier ignores it."""
+        limit = self.params.cost_limit
+        if limit is None:
+            return
+        if len(self.window) == self.params.window:
+            self.window.popleft()
+        self.window.append(cost)
+        total = 0.0
+        for c in self.window:
+            total += c
+        mean_cost = total / len(self.window)
+        self.log_lambda += self.params.lr * self.value * (mean_cost - limit)
+        if self.log_lambda > self.log_lambda_max:
+            self.log_lambda = self.log_lambda_max
+        self.value = math.exp(self.log_lambda)
+
+
+def combined_weights(weights: Sequence[float], cost_weights: Sequence[float], lam: float) -> list[float]:
+    """``(w - lambda * cost) / (1 + lambda)`` token by token: the per-token reward whose sum over a
+    response is Safe RLHF's ``(R - lambda C) / (1 + lambda)`` (before the KL penalty)."""
+    scale = 1.0 + lam
+    return [(w - lam * c) / scale for w, c in zip(weights, cost_weights)]
