@@ -549,7 +549,12 @@ def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) 
         return None
     if world is None:
         raise ValueError("cost_model needs a world with a safety cost (World(..., safety=Safety()))")
-    weights = _world_weights(cost_model, world)
+    if not isinstance(cost_model, RewardModel):
+        raise TypeError(f"cost_model must be a rlhf_fast.worlds.RewardModel, got {type(cost_model).__name__}")
+    if len(cost_model.weights) != world.vocab:
+        raise ValueError(f"cost_model must weigh the world's {world.vocab} tokens, got {len(cost_model.weights)} "
+                         "weights")
+    weights = cost_model.weights
     if world.cost_token is None:
         raise ValueError("world must have a safety cost with a cost_model: build it with World(..., safety=Safety())")
     checkers = {"lambda_init": check.non_negative, "cost_limit": check.optional(check.finite),

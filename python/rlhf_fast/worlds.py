@@ -601,7 +601,8 @@ class World:
         prompts, responses = self._responses(prompts, responses)
         return _bag_score(cost[None, :], np.zeros(len(prompts), dtype=np.int64), responses, False)
 
-    def safety_preferences(self, n: int, seed: int, labeller: Labeller | None = None) -> WorldPairs:
+    def safety_preferences(self, n: int, seed: int, labeller: Labeller | None = None,
+                           logits: Any = None) -> WorldPairs:
         """``n`` pairs of reference responses to one prompt each, labelled "which is less safe".
 
         The labeller is a :class:`Labeller` on the gold cost: ``target = P(first is less
@@ -617,6 +618,10 @@ class World:
             Seeds the draws of prompts, responses and labels (NumPy's PCG64).
         labeller : Labeller, optional
             The safety labeller (its own temperature and flip rate); ``Labeller()`` by default.
+        logits : array_like, optional
+            ``[n_prompts, vocab]``: the policy the responses are drawn from, the reference's by
+            default. Red-teaming data is drawn wider than the reference (``np.zeros`` of the
+            shape: uniform tokens), so that rare unsafe tokens get labels too.
 
         Returns
         -------
@@ -634,7 +639,7 @@ class World:
         n = checks.count("n", n, 0)
         checks.fits("n", n, 8 * n * (2 * self.response_len + 2))
         rng = np.random.default_rng(checks.count("seed", seed, 0))
-        p = softmax_rows(self.ref_logits)
+        p = softmax_rows(self.ref_logits if logits is None else self._policy("logits", logits))
         prompts, first = self._draw(rng, n, p)
         second = self._respond(rng, prompts, p)
         zeros = np.zeros(n, dtype=np.int64)

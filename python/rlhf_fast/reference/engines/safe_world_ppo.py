@@ -60,6 +60,7 @@ class SafeWorldPpoEngine:
         self.cost = cost
         self.steps = steps
         self.record_every = record_every
+        self.kept = steps // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (world.n_prompts, world.vocab_size)
 
     def run(self, spec: SafeWorldPpoRun, index: int) -> RunOutput:

@@ -1,0 +1,267 @@
+"""The safety lab: Safe RLHF (Dai et al. 2023) in a world, the helpfulness/safety frontier.
+
+A world with a second gold, a per-token safety cost whose unsafe tokens tend to look
+helpful (:class:`~rlhf_fast.worlds.Safety`); a helpfulness reward model trained on the usual
+pairs and a cost model trained on its own "which is less safe" labels
+(:meth:`~rlhf_fast.worlds.World.safety_preferences`, drawn wide as red-teaming data is, and
+calibrated to the cost's units on a few absolutely rated responses, as Safe RLHF anchors its
+cost model's sign with safe/unsafe labels). PPO then optimises ``(R - lambda C) / (1 +
+lambda)``: at a sweep of fixed ``lambda`` (the frontier: more ``lambda``, less cost and less
+helpfulness) and with Safe RLHF's Lagrange multiplier adapting ``lambda`` towards a cost
+limit (:func:`rlhf_fast.sweep_rlhf` with ``cost_model`` and ``cost_limit``). Everything the
+table reports is exact: the expected gold helpfulness, gold cost and cost-model score of the
+final policy, mean over prompts, and over seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _checks as checks
+from .result import SweepResult, new_figure
+from .sweep import sweep_rlhf
+from .worlds import Labeller, RewardModel, Safety, World, train_reward_model
+
+__all__ = ["safety_lab", "SafetyLab", "calibrate_cost_model"]
+
+
+def calibrate_cost_model(world: World, cost_model: RewardModel, n: int = 400, seed: int = 0,
+                         logits: Any = None) -> RewardModel:
+    """The cost model in the gold cost's units: ``a * w_c + b / L``, least squares on ``n`` rated responses.
+
+    Bradley-Terry sets only differences: a linear cost model's weights are a scale and a
+    shift away from the cost's units (its gradient never moves their sum, so the shift is
+    arbitrary). A limit on the cost needs its zero and its unit; Safe RLHF gets the zero from
+    safe/unsafe labels. Here ``n`` responses (drawn from ``logits``, the reference's by
+    default) are rated with their gold cost, and ``cost ≈ a * score + b`` is fitted.
+
+    Parameters
+    ----------
+    world : World
+        A world with a safety cost.
+    cost_model : RewardModel
+    n : int, optional
+        Rated responses (at least 2).
+    seed : int, optional
+        Seeds their draws.
+    logits : array_like, optional
+        ``[n_prompts, vocab]``: the policy they are drawn from.
+
+    Returns
+    -------
+    RewardModel
+    """
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a World, got {type(world).__name__}")
+    if not isinstance(cost_model, RewardModel):
+        raise TypeError(f"cost_model must be a RewardModel, got {type(cost_model).__name__}")
+    cost_model.weights_for(world)
+    n = checks.count("n", n, 2, 1 << 24)
+    prompts, responses = world.sample(n, seed, logits)
+    score = cost_model.score(responses)
+    cost = world.cost_score(prompts, responses)
+    centred = score - score.mean()
+    spread = float(centred @ centred)
+    scale = float(centred @ (cost - cost.mean())) / spread if spread > 0.0 else 0.0
+    shift = float(cost.mean() - scale * score.mean())
+    return RewardModel(scale * cost_model.weights + shift / world.response_len, world.tokens)
+
+
+@dataclass
+class SafetyLab:
+    """What :func:`safety_lab` measured: the sweeps and one table row per setting.
+
+    Attributes
+    ----------
+    world : World
+    reward_model, cost_model : RewardModel
+        The helpfulness reward model and the (calibrated) cost model.
+    fixed : SweepResult
+        PPO at each fixed ``lambda`` (axes ``beta``, ``lambda_init``, ``seed``).
+    lagrangian : SweepResult
+        PPO with the multiplier adapted towards each limit (axes ``beta``, ``cost_limit``, ``seed``).
+    reference : dict
+        The reference policy's exact gold helpfulness and gold cost.
+    seconds : float
+    settings : dict
+    """
+
+    world: World
+    reward_model: RewardModel
+    cost_model: RewardModel
+    fixed: SweepResult
+    lagrangian: SweepResult
+    reference: dict[str, float]
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"SafetyLab({self.world!r}, {len(self.fixed.axes['lambda_init'])} fixed λ, "
+                f"{len(self.lagrangian.axes['cost_limit'])} limits, {self.seconds:.1f} s)")
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One record per setting, means and standard deviations over seeds (for a CSV).
+
+        Returns
+        -------
+        list of dict
+        """
+        rows = []
+        for kind, result, axis in (("fixed", self.fixed, "lambda_init"), ("lagrangian", self.lagrangian, "cost_limit")):
+            runs = result.runs
+            for i, value in enumerate(result.axes[axis]):
+                row: dict[str, Any] = {"run": kind, "lambda": value if kind == "fixed" else None,
+                                       "cost_limit": value if kind == "lagrangian" else None}
+                for name in ("final_gold_score", "final_gold_cost", "final_cost_score", "final_lambda", "final_kl"):
+                    per_seed = runs[name][0, i]
+                    row[name] = float(per_seed.mean())
+                    row[name + "_sd"] = float(per_seed.std())
+                row["seeds_within_limit"] = (int((runs["final_gold_cost"][0, i] <= value).sum())
+                                             if kind == "lagrangian" else None)
+                rows.append(row)
+        return rows
+
+    def table(self) -> str:
+        """One line per fixed ``lambda`` and per cost limit: gold helpfulness, gold cost, the cost
+        model's score, the final ``lambda`` and KL (mean ± sd over seeds).
+
+        Returns
+        -------
+        str
+        """
+        header = ["run", "λ / limit", "gold helpfulness", "gold cost", "cost model", "final λ", "KL",
+                  "within limit"]
+        seeds = len(self.fixed.axes["seed"])
+        lines = [["reference", "", f"{self.reference['gold']:+.3f}", f"{self.reference['cost']:.3f}", "", "", "0",
+                  ""]]
+        for row in self.to_rows():
+            fixed = row["run"] == "fixed"
+
+            def cell(name: str, fmt: str) -> str:
+                return f"{row[name]:{fmt}} ± {row[name + '_sd']:.3f}"
+
+            lines.append([f"fixed λ" if fixed else "Lagrangian",
+                          f"{row['lambda']:g}" if fixed else f"{row['cost_limit']:g}",
+                          cell("final_gold_score", "+.3f"), cell("final_gold_cost", ".3f"),
+                          cell("final_cost_score", ".3f"), cell("final_lambda", ".3f"), cell("final_kl", ".2f"),
+                          "" if fixed else f"{row['seeds_within_limit']}/{seeds}"])
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+        out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+        return "\n".join(out)
+
+    def plot(self, path: str | os.PathLike | None = None):
+        """The helpfulness/safety frontier: gold helpfulness against gold cost.
+
+        Each fixed ``lambda`` is a point (mean over seeds, its seeds faint), joined in order of
+        ``lambda``; each Lagrangian run's end point is a star in its limit's colour, and each
+        limit a vertical dashed line; the reference policy is a grey square.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there (PNG, PDF, ... by the suffix).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        fig = new_figure(path, figsize=(7.0, 5.2), layout="constrained")
+        ax = fig.subplots()
+        runs = self.fixed.runs
+        cost, gold = runs["final_gold_cost"][0], runs["final_gold_score"][0]
+        ax.plot(cost, gold, ".", color="tab:blue", alpha=0.3)
+        ax.plot(cost.mean(axis=-1), gold.mean(axis=-1), "o-", color="tab:blue", label="fixed λ (mean over seeds)")
+        for lam, c, g in zip(self.fixed.axes["lambda_init"], cost.mean(axis=-1), gold.mean(axis=-1)):
+            ax.annotate(f"λ={lam:g}", (c, g), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        colours = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
+        lag = self.lagrangian.runs
+        for i, limit in enumerate(self.lagrangian.axes["cost_limit"]):
+            colour = colours[i % len(colours)]
+            ax.plot(lag["final_gold_cost"][0, i], lag["final_gold_score"][0, i], "*", color=colour, markersize=11,
+                    label=f"Lagrangian, limit {limit:g}")
+            ax.axvline(limit, color=colour, linestyle="--", linewidth=1)
+        ax.plot(self.reference["cost"], self.reference["gold"], "s", color="grey", label="reference (SFT)")
+        ax.set(xlabel="E[gold cost] of a response", ylabel="E[gold helpfulness] of a response",
+               title="Helpfulness against safety cost: fixed λ and Safe RLHF's Lagrangian")
+        ax.legend(loc="lower right", fontsize=8)
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+
+def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+               cost_limits: Sequence[float] = (0.3, 0.5), seeds: int = 4, steps: int = 2000, beta: float = 0.2,
+               rm_pairs: int = 2000, cost_pairs: int = 2000, cost_labeller: Labeller | None = None,
+               cost_epochs: int = 5, calibration: int = 400, lambda_init: float = 1.0, lagrangian_lr: float = 0.03,
+               lambda_max: float = 10.0, cost_window: int = 64, n_threads: int | None = None) -> SafetyLab:
+    """Safe RLHF in a world: fixed ``lambda`` against the Lagrange multiplier, measured on the golds.
+
+    The helpfulness reward model is trained on ``rm_pairs`` human pairs of reference responses
+    (:func:`~rlhf_fast.worlds.train_reward_model`, one epoch); the cost model on ``cost_pairs``
+    "which is less safe" pairs drawn uniformly over the vocabulary (red-teaming data) and
+    labelled by ``cost_labeller`` (``cost_epochs`` epochs), then calibrated to the cost's units
+    on ``calibration`` rated responses (:func:`calibrate_cost_model`). PPO runs ``steps`` steps
+    at ``beta`` for each fixed ``lambda`` and, with the multiplier adapting from
+    ``lambda_init``, for each cost limit (on the calibrated cost model's mean score over the
+    last ``cost_window`` responses).
+
+    Parameters
+    ----------
+    world : World, optional
+        A world with a safety cost. Default: ``World(n_prompts=8, vocab=128, gold="linear",
+        safety=Safety())`` (a linear gold, so that the helpfulness reward model can be right
+        and the trade-off is the cost's alone: over-optimisation is the overopt lab's subject).
+    lambdas : sequence of float, optional
+        The fixed multipliers of the frontier.
+    cost_limits : sequence of float, optional
+        The Lagrangian runs' limits, in the gold cost's units.
+    seeds : int, optional
+    steps : int, optional
+    beta : float, optional
+        The KL coefficient (``"k1"`` penalty).
+    rm_pairs, cost_pairs : int, optional
+    cost_labeller : Labeller, optional
+        The safety labeller; ``Labeller(temperature=0.25)`` by default (a unit of cost is a
+        clear difference).
+    cost_epochs, calibration : int, optional
+    lambda_init, lagrangian_lr, lambda_max, cost_window : optional
+        The multiplier's settings (:func:`~rlhf_fast.sweep_rlhf`).
+    n_threads : int, optional
+
+    Returns
+    -------
+    SafetyLab
+    """
+    started = time.perf_counter()
+    world = World(n_prompts=8, vocab=128, gold="linear", safety=Safety()) if world is None else world
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a World, got {type(world).__name__}")
+    if world.cost_token is None:
+        raise ValueError("world must have a safety cost: build it with World(..., safety=Safety())")
+    cost_labeller = Labeller(temperature=0.25) if cost_labeller is None else cost_labeller
+    rm_pairs = checks.count("rm_pairs", rm_pairs, 1, 1 << 24)
+    cost_pairs = checks.count("cost_pairs", cost_pairs, 1, 1 << 24)
+    uniform = np.zeros(world.ref_logits.shape)
+    rm = train_reward_model(world, world.preferences(rm_pairs, seed=1))
+    raw = train_reward_model(world, world.safety_preferences(cost_pairs, 2, cost_labeller, logits=uniform),
+                             epochs=cost_epochs)
+    cm = calibrate_cost_model(world, raw, calibration, seed=3, logits=uniform)
+    common = dict(world=world, cost_model=cm, betas=[beta], seeds=seeds, steps=steps, record_every=0,
+                  n_threads=n_threads)
+    fixed = sweep_rlhf(rm, lambda_init=list(lambdas), **common)
+    lagrangian = sweep_rlhf(rm, lambda_init=lambda_init, cost_limit=list(cost_limits), lagrangian_lr=lagrangian_lr,
+                            lambda_max=lambda_max, cost_window=cost_window, **common)
+    reference = {"gold": float(world.expected_gold(world.ref_logits).mean()),
+                 "cost": float(world.expected_cost(world.ref_logits).mean())}
+    settings = dict(lambdas=list(lambdas), cost_limits=list(cost_limits), seeds=seeds, steps=steps, beta=beta,
+                    rm_pairs=rm_pairs, cost_pairs=cost_pairs, cost_labeller=cost_labeller, cost_epochs=cost_epochs,
+                    calibration=calibration, lambda_init=lambda_init, lagrangian_lr=lagrangian_lr,
+                    lambda_max=lambda_max, cost_window=cost_window)
+    return SafetyLab(world, rm, cm, fixed, lagrangian, reference, time.perf_counter() - started, settings)
