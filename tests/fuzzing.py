@@ -42,6 +42,7 @@ import numpy as np
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
+from rlhf_fast import safety as safety_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
@@ -1276,6 +1277,60 @@ WORLD_SPECS: dict[str, list[Param]] = {
 SPECS.update(WORLD_SPECS)
 
 
+# Safe RLHF in a world (rlhf_fast.safety, and sweep_rlhf with a cost model): worlds with a
+# safety cost; a cost model is a RewardModel of the world's vocabulary.
+SAFE_WORLD_POOL = [World(n_prompts=1 + k % 3, vocab=2 + 5 * k, response_len=1 + k % 4, gold=("linear", "count_once")[k % 2],
+                         seed=k, safety=worlds_module.Safety(unsafe_share=(0.0, 0.1, 0.5, 1.0)[k % 4],
+                                                             correlation=(-1.0, 0.0, 0.7, 1.0)[k % 4]))
+                   for k in range(8)]
+SAFE_WORLD = Kind([val("pooled", lambda s: some(s, SAFE_WORLD_POOL)), val("first", SAFE_WORLD_POOL[0])],
+                  [*WORLD_JUNK, val("no-safety", SMALL_WORLD)])
+INSTANCE_SAFE_WORLD = Kind(SAFE_WORLD.valid, [])
+SAFETY = Kind([val("none", None), fresh("default", worlds_module.Safety),
+               val("random", lambda s: worlds_module.Safety(s.uniform(0.0, 1.0), s.uniform(-1.0, 1.0), s.uniform(0.1, 3.0)))],
+              [val("str", "yes"), val("int", 1), val("class", lambda s: worlds_module.Safety)])
+SAFETY_LABELLER = Kind([val("none", None), val("labeller", _labeller), fresh("default", Labeller)],
+                       [val("judge", _judge), val("str", "human"), val("int", 1)])
+LAMBDA_SETTING = Kind([val("none", None), *axis(non_negative(0.0, 3.0)).valid],
+                      [v for v in axis(non_negative(0.0, 3.0)).junk if v.label != "none"])
+COST_LIMIT = Kind([val("none", None), val("zero", 0.0), val("axis-with-none", [None, 0.5]), *axis(finite(-1.0, 3.0)).valid],
+                  [v for v in axis(finite(-1.0, 3.0)).junk if v.label != "none"])
+OPTIONAL_POSITIVE = Kind([val("none", None), *axis(positive(0.01, 1.0)).valid],
+                         [v for v in axis(positive(0.01, 1.0)).junk if v.label != "none"])
+COST_WINDOW = Kind([val("none", None), *axis(counts(1, 8, minimum=1, maximum=1 << 16)).valid],
+                   [v for v in axis(counts(1, 8, minimum=1, maximum=1 << 16)).junk if v.label != "none"])
+SAFETY_SPECS: dict[str, list[Param]] = {
+    "World[safety]": [opt("n_prompts", counts(1, 4, minimum=1, maximum=worlds_module.MAX_PROMPTS)),
+                      opt("vocab", counts(2, 32)), opt("response_len", counts(1, 4)), opt("seed", WORLD_SEED),
+                      opt("safety", SAFETY)],
+    "Safety": [opt("unsafe_share", PROBABILITY),
+               opt("correlation", bounded("finite", -1.0, 1.0, (-1.0, 1.0, 0.0), (1.0 + 1e-15, -1.5, 2.0))),
+               opt("severity", positive(0.1, 3.0))],
+    "World.expected_cost": [req("world", INSTANCE_SAFE_WORLD), req("logits", LOGITS_FOR_WORLD)],
+    "World.cost_score": [req("world", INSTANCE_SAFE_WORLD), req("prompts", GOLD_PROMPTS), req("responses", GOLD_RESPONSES)],
+    "World.safety_preferences": [req("world", INSTANCE_SAFE_WORLD), req("n", counts(0, 20, minimum=0, sized=True)),
+                                 req("seed", WORLD_SEED), opt("labeller", SAFETY_LABELLER), opt("logits", OPTIONAL_LOGITS)],
+    "calibrate_cost_model": [req("world", SAFE_WORLD), req("cost_model", RM), opt("n", counts(2, 20, minimum=2)),
+                             opt("seed", WORLD_SEED), opt("logits", OPTIONAL_LOGITS)],
+    # PPO in a world under a cost, on the backend's engine
+    "sweep_rlhf[safety]": [
+        req("w", RM), req("world", SAFE_WORLD), req("cost_model", RM), req("betas", first_axis(non_negative(0.0, 0.5))),
+        req("seeds", SEEDS), req("steps", counts(1, 3, minimum=1, sized=True)), opt("lr", axis(positive())),
+        opt("lambda_init", LAMBDA_SETTING), opt("cost_limit", COST_LIMIT), opt("lagrangian_lr", OPTIONAL_POSITIVE),
+        opt("lambda_max", Kind([val("none", None), *axis(positive(3.0, 100.0)).valid],
+                               [v for v in axis(positive(3.0, 100.0)).junk if v.label != "none"])),
+        opt("cost_window", COST_WINDOW), opt("record_every", RECORD_EVERY), opt("exact", BOOL),
+        opt("max_memory", MAX_MEMORY)],
+    # the lab, tiny (see SLOW)
+    "safety_lab": [req("world", SAFE_WORLD), opt("lambdas", Kind([fresh("two", lambda: (0.0, 1.0))], [val("str", "0")])),
+                   opt("cost_limits", Kind([fresh("one", lambda: [0.5])], [val("none", None)])),
+                   opt("seeds", counts(1, 2, minimum=1, maximum=10_000)), opt("steps", counts(1, 5, minimum=1)),
+                   opt("rm_pairs", counts(1, 20, minimum=1)), opt("cost_pairs", counts(1, 20, minimum=1)),
+                   opt("calibration", counts(2, 20, minimum=2))],
+}
+SPECS.update(SAFETY_SPECS)
+
+
 # ------------------------------------------------------------------------------ rows
 #
 # rlhf_fast.rows ("rows.<name>"): NumPy tables in, the backend's kernels (the Rust core's or
@@ -1494,7 +1549,7 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
-SLOW = {"overoptimization"}
+SLOW = {"overoptimization", "safety_lab"}
 FUNCTIONS = [name for name in SPECS if name not in SLOW]  # what benches/fuzz.py draws from
 ALL_FUNCTIONS = list(SPECS)  # what tests/test_fuzz.py runs
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
@@ -1575,6 +1630,22 @@ WORLD_CALLS: dict[str, Callable[..., Any]] = {
     "guard_stop": overopt_module.guard_stop, "best_of_n_curve": overopt_module.best_of_n_curve,
     "overoptimization": overopt_module.overoptimization,
 }
+
+
+def _cheap_safety_lab(kwargs: dict) -> None:
+    """The safety lab's defaults are a study (2,000 pairs, 2,000 steps, 4 seeds): a setting left
+    out gets a tiny one instead."""
+    for name, value in (("lambdas", [0.0]), ("cost_limits", [0.5]), ("seeds", 1), ("steps", 3), ("rm_pairs", 8),
+                        ("cost_pairs", 8), ("calibration", 4)):
+        kwargs.setdefault(name, value)
+
+
+FIXUPS.update({"sweep_rlhf[safety]": _recorded_steps, "safety_lab": _cheap_safety_lab})
+_SAFE_METHODS = ("World.expected_cost", "World.cost_score", "World.safety_preferences")
+WORLD_CALLS.update({**{name: _method(name) for name in _SAFE_METHODS}, "World[safety]": World,
+                    "Safety": worlds_module.Safety, "calibrate_cost_model": safety_module.calibrate_cost_model,
+                    "safety_lab": safety_module.safety_lab})
+ON_ENGINES.add("safety_lab")
 
 
 class Backend:

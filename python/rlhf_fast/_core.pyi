@@ -49,6 +49,7 @@ __all__ = [
     "sweep_world_dpo",
     "sweep_world_grpo",
     "sweep_world_rlhf",
+    "sweep_safe_world_rlhf",
     "sweep_world_best_of_n",
     "train_dpo",
     "train_grpo",
@@ -186,7 +187,7 @@ def grpo_step(
     lr: float = 0.05,
     scale_rewards: str = "group",
     num_iterations: int = 1,
-) -> dict[str, Any]: ...
+) -> _SweepOutput: ...
 def train_grpo(
     theta: _Policy,
     ref: _Policy,
@@ -330,7 +331,7 @@ def bag_rlhf_step(
     vf_coef: float = 0.0,
     cliprange_value: float = 0.2,
     value: float = 0.0,
-) -> dict[str, Any]: ...
+) -> _SweepOutput: ...
 def train_world_rlhf(
     ref_logits: npt.NDArray[np.float64],
     weights: npt.NDArray[np.float64],
@@ -417,7 +418,7 @@ def bag_grpo_step(
     lr: float = 0.05,
     scale_rewards: str = "group",
     num_iterations: int = 1,
-) -> dict[str, Any]: ...
+) -> _SweepOutput: ...
 def train_world_grpo(
     ref_logits: npt.NDArray[np.float64],
     weights: npt.NDArray[np.float64],
@@ -506,3 +507,23 @@ def world_frontier(
     weights: _Floats | None = None,
 ) -> _Series: ...
 def fit_gao(d: _Floats, gold: _Floats, form: str) -> tuple[float, float]: ...
+
+
+def sweep_safe_world_rlhf(
+    ref_logits: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    gold_token: npt.NDArray[np.float64],
+    count_once: bool,
+    response_len: int,
+    steps: int,
+    runs: Sequence[
+        tuple[tuple[int, float, float, int, float, str, float, float], tuple[float, float | None, float, float, int]]
+    ],
+    cost_weights: npt.NDArray[np.float64],
+    gold_cost: npt.NDArray[np.float64],
+    record_every: int = 1,
+    exact: bool = False,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
