@@ -146,7 +146,7 @@ class SafetyLab:
             def cell(name: str, fmt: str) -> str:
                 return f"{row[name]:{fmt}} ± {row[name + '_sd']:.3f}"
 
-            lines.append([f"fixed λ" if fixed else "Lagrangian",
+            lines.append(["fixed λ" if fixed else "Lagrangian",
                           f"{row['lambda']:g}" if fixed else f"{row['cost_limit']:g}",
                           cell("final_gold_score", "+.3f"), cell("final_gold_cost", ".3f"),
                           cell("final_cost_score", ".3f"), cell("final_lambda", ".3f"), cell("final_kl", ".2f"),
