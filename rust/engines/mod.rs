@@ -7,6 +7,7 @@
 //! [`crate::methods`] and [`crate::kernels`].
 
 pub mod best_of_n;
+pub mod distill;
 pub mod dpo;
 pub mod driver;
 pub mod grpo;

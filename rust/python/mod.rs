@@ -5,6 +5,7 @@
 mod args;
 mod convert;
 mod detached;
+mod distill;
 mod lesson;
 mod methods;
 mod preferences;
@@ -47,5 +48,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_dpo::register(m)?;
     world_grpo::register(m)?;
     world_tables::register(m)?;
+    distill::register(m)?;
     Ok(())
 }
