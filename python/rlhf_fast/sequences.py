@@ -196,7 +196,11 @@ def _stats(logits: np.ndarray, ref_log_probs: np.ndarray) -> SequenceStats:
     eos = p[:, :, EOS]
     alive = np.ones((n_prompts, max_len + 1))
     alive[:, 1:] = np.cumprod(1.0 - eos, axis=1)
-    per_position_kl = np.maximum(np.where(p > 0.0, p * (log_p - ref_log_probs), 0.0).sum(axis=2), 0.0)
+    # a token of probability 0 adds nothing (its log-probability may be -inf)
+    seen = p > 0.0
+    kl_terms = np.zeros_like(p)
+    kl_terms[seen] = p[seen] * (log_p[seen] - ref_log_probs[seen])
+    per_position_kl = np.maximum(kl_terms.sum(axis=2), 0.0)
     counts = (alive[:, :max_len, None] * p).sum(axis=1)
     # q_t: alive at t with no copy of v yet; a response never holds v if it stops (EOS) first or
     # runs out of positions
