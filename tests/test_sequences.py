@@ -360,3 +360,10 @@ def test_a_world_is_immutable_and_seeded():
     assert world.gold_token[0] == 0.0
     assert not np.array_equal(world.gold_token, SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=8).gold_token)
     assert RUST == (rl.BACKEND == "rust")
+
+
+def test_the_examples_run():
+    import doctest
+
+    failed, attempted = doctest.testmod(sequences, extraglobs={"rl": rl})
+    assert attempted >= 10 and failed == 0
