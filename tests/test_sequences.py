@@ -54,6 +54,73 @@ def padded(response, max_len):
 # ------------------------------------------------------------------ exact statistics
 
 
+def numpy_stats(logits, ref_log_probs):
+    """The statistics as NumPy computes them, vectorised over prompts (the oracle the twins
+    are held to)."""
+    log_p = rl.worlds.log_softmax_rows(logits)
+    p = np.exp(log_p)
+    n_prompts, max_len, _ = p.shape
+    eos = p[:, :, 0]
+    alive = np.ones((n_prompts, max_len + 1))
+    alive[:, 1:] = np.cumprod(1.0 - eos, axis=1)
+    # a token of probability 0 adds nothing (its log-probability may be -inf)
+    seen = p > 0.0
+    kl_terms = np.zeros_like(p)
+    kl_terms[seen] = p[seen] * (log_p[seen] - ref_log_probs[seen])
+    per_position_kl = np.maximum(kl_terms.sum(axis=2), 0.0)
+    counts = (alive[:, :max_len, None] * p).sum(axis=1)
+    # q_t: alive at t with no copy of v yet; a response never holds v if it stops (0) first or
+    # runs out of positions
+    stay = np.maximum(1.0 - eos[:, :, None] - p, 0.0)
+    q = np.ones((n_prompts, max_len + 1, p.shape[2]))
+    q[:, 1:] = np.cumprod(stay, axis=1)
+    never = (q[:, :max_len] * eos[:, :, None]).sum(axis=1) + q[:, max_len]
+    appears = np.clip(1.0 - never, 0.0, 1.0)
+    appears[:, 0] = counts[:, 0] = 1.0 - alive[:, max_len]
+    return sequences.SequenceStats(alive, alive[:, :max_len].sum(axis=1), alive[:, 1:].sum(axis=1),
+                         (alive[:, :max_len] * per_position_kl).sum(axis=1), counts, appears)
+
+
+world_shapes = st.tuples(st.integers(1, 3), st.integers(2, 7), st.integers(1, 5), st.integers(0, 2**16),
+                         st.sampled_from([0.0, 1.0, 5.0]))
+
+
+@given(world_shapes)
+def test_the_statistics_are_numpys(case):
+    n_prompts, vocab, max_len, seed, scale = case
+    world = SequenceWorld(n_prompts=n_prompts, vocab=vocab, max_len=max_len, seed=seed)
+    logits = random_policy(world, seed, scale)
+    if scale == 5.0:  # a row spanning more than the floats: tokens of probability exactly 0
+        logits[0, 0, 1] = 1e308
+        logits[0, 0, 0] = -1e308
+    for got, want in zip(world.stats(logits), numpy_stats(logits, world.ref_log_probs)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@rust_only
+@given(world_shapes)
+def test_the_core_statistics_are_their_twins(case):
+    n_prompts, vocab, max_len, seed, scale = case
+    world = SequenceWorld(n_prompts=n_prompts, vocab=vocab, max_len=max_len, seed=seed)
+    logits = random_policy(world, seed, scale)
+    core = rl._core.sequence_stats(logits, world.ref_logits)
+    for got, want in zip(core, REFERENCE.sequence_stats(logits, world.ref_logits)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@rust_only
+def test_the_core_statistics_refuse_bad_tables_by_name():
+    ok = np.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match="ref_logits must have the shape of logits"):
+        rl._core.sequence_stats(ok, np.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match="logits must be finite|logits.*finite"):
+        rl._core.sequence_stats(np.full((1, 2, 3), np.nan), ok)
+    with pytest.raises(TypeError, match="logits must be a 3-D float64 array"):
+        rl._core.sequence_stats(np.zeros((2, 3)), ok)
+    with pytest.raises(ValueError, match="at least 1 prompt, 1 position and 2 tokens"):
+        rl._core.sequence_stats(np.zeros((1, 2, 1)), np.zeros((1, 2, 1)))
+
+
 def test_the_reference_spreads_its_lengths_uniformly():
     for max_len in (1, 4, 9):
         world = SequenceWorld(n_prompts=3, vocab=10, max_len=max_len, seed=max_len)

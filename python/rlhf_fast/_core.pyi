@@ -66,6 +66,7 @@ __all__ = [
     "rows_stream_add",
     "rows_stream_sum",
     "train_reward_model_rows",
+    "sequence_stats",
     "train_world_rlhf",
     "world_expectations",
     "world_frontier",
@@ -500,6 +501,9 @@ def train_reward_model_rows(
     lr: float,
     center_rewards_coefficient: float,
 ) -> _Floats: ...
+def sequence_stats(
+    logits: _Floats, ref_logits: _Floats
+) -> tuple[_Floats, _Floats, _Floats, _Floats, _Floats, _Floats]: ...
 def world_expectations(
     ref_logits: _Floats,
     gold_token: _Floats,

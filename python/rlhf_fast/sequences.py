@@ -32,7 +32,8 @@ Every expectation under a policy is exact, O(n_prompts * max_len * vocab), from
 Random numbers come from NumPy's PCG64 stream of a seed, under either backend; the labels,
 scores and the reward model's SGD go through the backend as :mod:`rlhf_fast.worlds`'
 (the reward model's passes: ``rust/engines/sequence_world.rs`` and its twin
-``reference/engines/sequence_world.py``).
+``reference/engines/sequence_world.py``; a policy's statistics:
+``rust/methods/sequence_stats.rs`` and ``reference/methods/sequence_stats.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 from . import _checks as checks
 from ._backend import BACKEND
 from .reference.engines import sequence_world as _reference_sequence_world
+from .reference.methods import sequence_stats as _reference_sequence_stats
 from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _read_only
 from .worlds import _engines as _world_engines
 from .worlds import log_softmax_rows, softmax_rows
@@ -68,7 +70,13 @@ MAX_LEN = 1 << 10
 
 
 class _ReferenceEngines:
-    """The reference's twin of the reward model's passes, under the core's name."""
+    """The reference's twins of the reward model's passes and of a policy's statistics, under
+    the core's names."""
+
+    @staticmethod
+    def sequence_stats(logits, ref_logits):
+        series = _reference_sequence_stats.sequence_stats(logits.tolist(), ref_logits.tolist())
+        return tuple(np.array(values, dtype=np.float64) for values in series)
 
     @staticmethod
     def train_reward_model_rows(vocab, first, first_len, second, second_len, target, margin, epochs, lr,
@@ -186,32 +194,6 @@ class SequenceStats(NamedTuple):
     kl: np.ndarray
     counts: np.ndarray
     appears: np.ndarray
-
-
-def _stats(logits: np.ndarray, ref_log_probs: np.ndarray) -> SequenceStats:
-    """Exact statistics of the checked policy ``logits`` ``[P, L, V]``."""
-    log_p = log_softmax_rows(logits)
-    p = np.exp(log_p)
-    n_prompts, max_len, _ = p.shape
-    eos = p[:, :, EOS]
-    alive = np.ones((n_prompts, max_len + 1))
-    alive[:, 1:] = np.cumprod(1.0 - eos, axis=1)
-    # a token of probability 0 adds nothing (its log-probability may be -inf)
-    seen = p > 0.0
-    kl_terms = np.zeros_like(p)
-    kl_terms[seen] = p[seen] * (log_p[seen] - ref_log_probs[seen])
-    per_position_kl = np.maximum(kl_terms.sum(axis=2), 0.0)
-    counts = (alive[:, :max_len, None] * p).sum(axis=1)
-    # q_t: alive at t with no copy of v yet; a response never holds v if it stops (EOS) first or
-    # runs out of positions
-    stay = np.maximum(1.0 - eos[:, :, None] - p, 0.0)
-    q = np.ones((n_prompts, max_len + 1, p.shape[2]))
-    q[:, 1:] = np.cumprod(stay, axis=1)
-    never = (q[:, :max_len] * eos[:, :, None]).sum(axis=1) + q[:, max_len]
-    appears = np.clip(1.0 - never, 0.0, 1.0)
-    appears[:, EOS] = counts[:, EOS] = 1.0 - alive[:, max_len]
-    return SequenceStats(alive, alive[:, :max_len].sum(axis=1), alive[:, 1:].sum(axis=1),
-                         (alive[:, :max_len] * per_position_kl).sum(axis=1), counts, appears)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -344,7 +326,8 @@ class SequenceWorld:
         -------
         SequenceStats
         """
-        return _stats(self._policy("logits", logits), self.ref_log_probs)
+        return SequenceStats(*_engines.sequence_stats(np.ascontiguousarray(self._policy("logits", logits)),
+                                                      self.ref_logits))
 
     def kl(self, logits: Any) -> np.ndarray:
         """``KL(pi || ref)`` of a whole response, per prompt: ``sum_t alive_t KL(pi_t || ref_t)``.

@@ -1,18 +1,20 @@
 //! A sequence world's computations (`rlhf_fast.sequences`): the proxy reward model's SGD on
-//! rows of feature columns. Convert (int64 and float64 numpy arrays, as `rlhf_fast.sequences`
+//! rows of feature columns, and a policy's exact statistics. Convert (int64 and float64 numpy arrays, as `rlhf_fast.sequences`
 //! hands them), validate in the core (messages name the argument), run off the GIL, hand back
 //! numpy arrays. No numerics here.
 
-use numpy::IntoPyArray;
+use numpy::{IntoPyArray, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
-use super::convert::{int, real};
+use super::convert::{float_array, int, real};
 use super::detached::run_detached;
 use super::world_tables::{floats, index_array};
 use crate::engines::driver::Monitor;
 use crate::engines::sequence_world::{self, Rows};
 use crate::engines::world::RmSgd;
+use crate::methods::sequence_stats::{self as stats, PromptStats};
 
 /// A proxy reward model's ``[vocab]`` column weights after ``epochs`` passes of
 /// Bradley-Terry SGD over pairs of rows (``first`` and ``second`` ``[n, width]`` int64
@@ -58,7 +60,43 @@ pub fn train_reward_model_rows<'py>(
     Ok(weights.into_pyarray(py).into_any())
 }
 
+/// A policy's exact statistics per prompt, from ``logits`` and ``ref_logits`` (float64
+/// ``[n_prompts, max_len, vocab]``): ``(alive [P, L + 1], length [P], content_length [P],
+/// kl [P], counts [P, V], appears [P, V])``, ``rlhf_fast.SequenceWorld.stats``' arrays. Off
+/// the GIL.
+#[pyfunction]
+pub fn sequence_stats<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    ref_logits: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (logits, shape) = float_array("logits", logits, 3)?;
+    let (ref_logits, ref_shape) = float_array("ref_logits", ref_logits, 3)?;
+    if ref_shape != shape {
+        return Err(PyValueError::new_err(format!(
+            "ref_logits must have the shape of logits, {shape:?}, got {ref_shape:?}"
+        )));
+    }
+    let shape = [shape[0], shape[1], shape[2]];
+    let per_prompt = py.detach(|| stats::sequence_stats(&logits, &ref_logits, shape))?;
+    let [n_prompts, max_len, vocab] = shape;
+    let flat = |part: fn(&PromptStats) -> &[f64]| -> Vec<f64> {
+        per_prompt.iter().flat_map(|s| part(s).iter().copied()).collect()
+    };
+    let scalar = |part: fn(&PromptStats) -> f64| -> Vec<f64> { per_prompt.iter().map(part).collect() };
+    let out = [
+        flat(|s| &s.alive).into_pyarray(py).reshape([n_prompts, max_len + 1])?.into_any(),
+        scalar(|s| s.length).into_pyarray(py).into_any(),
+        scalar(|s| s.content_length).into_pyarray(py).into_any(),
+        scalar(|s| s.kl).into_pyarray(py).into_any(),
+        flat(|s| &s.counts).into_pyarray(py).reshape([n_prompts, vocab])?.into_any(),
+        flat(|s| &s.appears).into_pyarray(py).reshape([n_prompts, vocab])?.into_any(),
+    ];
+    PyTuple::new(py, out)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(train_reward_model_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(sequence_stats, m)?)?;
     Ok(())
 }
