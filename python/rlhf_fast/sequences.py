@@ -147,7 +147,7 @@ def response_lengths(responses: Any) -> tuple[np.ndarray, np.ndarray]:
 def _structure(name: str, responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, has_eos)`` of checked int64 ``[n, max_len]`` responses: padding only after
     the end, an EOS only as the last token, a response without one fills every position."""
-    n, width = responses.shape
+    width = responses.shape[1]
     if width < 1:
         raise ValueError(f"{name} must have at least one position (max_len >= 1), got 0")
     padded = responses == PAD
