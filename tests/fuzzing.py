@@ -42,6 +42,7 @@ import numpy as np
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
+from rlhf_fast import sequences as sequences_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
@@ -1444,6 +1445,171 @@ ROW_SPECS: dict[str, list[Param]] = {
 SPECS.update(ROW_SPECS)
 
 
+# ------------------------------------------------------------------------ sequence worlds
+#
+# rlhf_fast.sequences: a SequenceWorld's constructor and methods (called on the instance
+# named "world"), its pairs and proxy, the proxy's trainer; the labellers' length options.
+
+SequenceWorld = sequences_module.SequenceWorld
+SequencePairs = sequences_module.SequencePairs
+SequenceRewardModel = sequences_module.SequenceRewardModel
+SMALL_SEQUENCE_WORLD = SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=0)
+SEQUENCE_WORLD_POOL = [SMALL_SEQUENCE_WORLD, SequenceWorld(n_prompts=1, vocab=2, max_len=1, seed=1),
+                       SequenceWorld(n_prompts=3, vocab=9, max_len=4, zipf=3.0, prompt_scale=2.0, count_once=False,
+                                     seed=2),
+                       *[SequenceWorld(n_prompts=1 + k % 3, vocab=2 + k, max_len=1 + k % 4, seed=k) for k in range(8)]]
+
+
+def _sequence_world_of(kwargs: dict) -> SequenceWorld:
+    world = kwargs.get("world")
+    return world if isinstance(world, SequenceWorld) else SMALL_SEQUENCE_WORLD
+
+
+def _sequence_shape(kwargs: dict) -> tuple[int, int, int]:
+    return _sequence_world_of(kwargs).ref_logits.shape
+
+
+def _sequence_responses(r: Draws, world: SequenceWorld, n: int) -> np.ndarray:
+    """``n`` well-formed responses of ``world``: content tokens, an EOS where a draw stops them."""
+    tokens = r.integers(1, max(world.vocab, 2), (n, world.max_len)) if world.vocab > 1 else np.zeros((n, world.max_len))
+    lengths = 1 + r.integers(0, world.max_len, n)
+    ends = r.random(n) < 0.7
+    for i in range(n):
+        tokens[i, lengths[i]:] = -1
+        if ends[i] or lengths[i] < world.max_len:
+            tokens[i, lengths[i] - 1] = 0
+    return tokens.astype(np.int64)
+
+
+def _sequence_pairs(r: Draws, world: SequenceWorld, n: int) -> SequencePairs:
+    target = [r.random(n), np.floor(r.random(n) * 2.0), np.full(n, 0.5)][r.integers(3)]
+    return SequencePairs(r.integers(0, world.n_prompts, n), _sequence_responses(r, world, n),
+                         _sequence_responses(r, world, n), target, float(n))
+
+
+def _sequence_rm(r: Draws, vocab: int, scale: float = 1.0, n_prompts: int | None = None) -> SequenceRewardModel:
+    weights = scale * r.standard_normal(vocab)
+    weights[0] = 0.0
+    bias = None if n_prompts is None else r.standard_normal(n_prompts)
+    return SequenceRewardModel(weights, scale * r.standard_normal(), bias)
+
+
+SEQUENCE_WORLD = Kind([val("pooled", lambda s: some(s, SEQUENCE_WORLD_POOL)), val("fixed", SMALL_SEQUENCE_WORLD)],
+                      [val("none", None), val("bag-world", SMALL_WORLD), val("str", "world"), fresh("dict", dict)])
+SEQUENCE_INSTANCE_WORLD = Kind(SEQUENCE_WORLD.valid, [])
+SEQUENCE_LOGITS = Kind(
+    [later("reference", lambda r, kw: _sequence_world_of(kw).ref_logits),
+     later("random", lambda r, kw: _sequence_world_of(kw).ref_logits + 3.0 * r.standard_normal(_sequence_shape(kw))),
+     later("extreme", lambda r, kw: r.choice([1e300, -1e300, 1.7e308, -1.7e308, 0.0], _sequence_shape(kw))),
+     later("lists", lambda r, kw: r.standard_normal(_sequence_shape(kw)).tolist())],
+    [later("one-column-short", lambda r, kw: np.zeros(_sequence_shape(kw)[:2] + (_sequence_shape(kw)[2] - 1,))),
+     later("2d", lambda r, kw: np.zeros(_sequence_shape(kw)[::2])),
+     later("nan", lambda r, kw: np.full(_sequence_shape(kw), NAN)),
+     later("inf", lambda r, kw: np.full(_sequence_shape(kw), -INF)),
+     later("str-array", lambda r, kw: np.full(_sequence_shape(kw), "a")),
+     later("bool", lambda r, kw: np.zeros(_sequence_shape(kw), dtype=bool)),
+     val("none", None), val("str", "logits"), fresh("empty", list), val("range-huge", range(10**12), True)])
+SEQUENCE_OPTIONAL_LOGITS = Kind([val("none", None), *SEQUENCE_LOGITS.valid],
+                                [v for v in SEQUENCE_LOGITS.junk if v.label != "none"])
+SEQUENCE_RM = Kind(
+    [later("for-world", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab)),
+     later("with-bias", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab,
+                                                   n_prompts=_sequence_world_of(kw).n_prompts)),
+     later("extreme", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab, scale=1e150))],
+    [later("wrong-vocab", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab + 1)),
+     later("wrong-bias", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab,
+                                                    n_prompts=_sequence_world_of(kw).n_prompts + 1)),
+     fresh("bag-rm", lambda: RewardModel(np.zeros(5))), val("none", None), val("str", "rm")])
+SEQUENCE_INSTANCE_RM = Kind([later("rm", lambda r, kw: _sequence_rm(r, 5))], [])
+
+
+def _sequence_count(kw: dict) -> int:
+    prompts = kw.get("prompts")
+    return len(prompts) if isinstance(prompts, (list, np.ndarray)) and np.ndim(prompts) == 1 else 2
+
+
+SEQUENCE_PROMPTS = Kind(
+    [later("ints", lambda r, kw: r.integers(0, _sequence_world_of(kw).n_prompts, int(r.integers(5)))),
+     later("list", lambda r, kw: [0] * int(r.integers(1, 4)))],
+    [later("past-prompts", lambda r, kw: np.array([_sequence_world_of(kw).n_prompts])),
+     fresh("negative", lambda: np.array([-1])), fresh("float", lambda: np.zeros(2)), val("none", None)])
+SEQUENCE_RESPONSES = Kind(
+    [later("well-formed", lambda r, kw: _sequence_responses(r, _sequence_world_of(kw), _sequence_count(kw))),
+     later("lists", lambda r, kw: _sequence_responses(r, _sequence_world_of(kw), _sequence_count(kw)).tolist())],
+    [later("past-vocab", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len),
+                                               _sequence_world_of(kw).vocab)),
+     later("eos-then-token", lambda r, kw: np.tile([0, 1] + [1] * _sequence_world_of(kw).max_len,
+                                                   (_sequence_count(kw), 1))[:, :_sequence_world_of(kw).max_len]),
+     later("padding-first", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len), -1)),
+     later("below-padding", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len), -2)),
+     later("float", lambda r, kw: np.zeros((_sequence_count(kw), _sequence_world_of(kw).max_len))),
+     later("1d", lambda r, kw: np.zeros(_sequence_count(kw), dtype=int)), val("none", None), val("str", "clear"),
+     later("ragged", lambda r, kw: [[1, 0], [0]]), fresh("huge-int", lambda: [[2**64, 0]])])
+SEQUENCE_PAIRS = Kind(
+    [later("pairs", lambda r, kw: _sequence_pairs(r, _sequence_world_of(kw), 1 + int(r.integers(6))))],
+    [later("empty", lambda r, kw: _sequence_pairs(r, _sequence_world_of(kw), 0)),
+     later("longer", lambda r, kw: _sequence_pairs(r, SequenceWorld(n_prompts=_sequence_world_of(kw).n_prompts,
+                                                                    vocab=_sequence_world_of(kw).vocab,
+                                                                    max_len=_sequence_world_of(kw).max_len + 1), 3)),
+     later("bag-pairs", lambda r, kw: _pairs(r, SMALL_WORLD, 3)), val("none", None), val("str", "pairs")])
+LENGTH_BIAS = bounded("finite", -2.0, 2.0, (0.0, 1e6, -1e6), (1e6 * (1 + 1e-15), -1e7, 1e300))
+
+
+def _sequence_labeller(s: Any) -> Labeller | Judge:
+    if s.index(2):
+        return Labeller(temperature=some(s, [1.0, 1e-300, 1e300]), flip=some(s, [0.0, 0.2]),
+                        length_bias=some(s, [0.0, 1.0, -1e6, 1e6]))
+    return Judge(soft=some(s, [True, False]), both_orders=some(s, [True, False]),
+                 length_bias=some(s, [0.0, 1.0, 1e6]), length_aware=some(s, [0.0, 0.5, 1.0]))
+
+
+SEQUENCE_LABELLER = Kind([val("none", None), val("labeller", _sequence_labeller)], LABELLER.junk)
+SEQUENCE_COUNT = counts(0, 12, minimum=0, sized=True)
+
+SEQUENCE_SPECS: dict[str, list[Param]] = {
+    "SequenceWorld": [opt("n_prompts", counts(1, 3, minimum=1, maximum=worlds_module.MAX_PROMPTS)),
+                      opt("vocab", counts(2, 12, minimum=2, maximum=worlds_module.MAX_VOCAB)),
+                      opt("max_len", counts(1, 4, minimum=1, maximum=sequences_module.MAX_LEN)),
+                      opt("zipf", SCALE), opt("prompt_scale", SCALE), opt("count_once", BOOL), opt("seed", WORLD_SEED)],
+    **{f"SequenceWorld.{name}": [req("world", SEQUENCE_INSTANCE_WORLD), req("logits", SEQUENCE_LOGITS)]
+       for name in ("stats", "kl", "expected_length", "expected_content_length", "expected_gold")},
+    "SequenceWorld.expected_score": [req("world", SEQUENCE_INSTANCE_WORLD), req("logits", SEQUENCE_LOGITS),
+                                     req("rm", SEQUENCE_RM)],
+    "SequenceWorld.sample": [req("world", SEQUENCE_INSTANCE_WORLD), req("n", SEQUENCE_COUNT), req("seed", WORLD_SEED),
+                             opt("logits", SEQUENCE_OPTIONAL_LOGITS)],
+    "SequenceWorld.gold_score": [req("world", SEQUENCE_INSTANCE_WORLD), req("prompts", SEQUENCE_PROMPTS),
+                                 req("responses", SEQUENCE_RESPONSES)],
+    "SequenceWorld.preferences": [req("world", SEQUENCE_INSTANCE_WORLD), req("n", SEQUENCE_COUNT),
+                                  req("seed", WORLD_SEED), opt("labeller", SEQUENCE_LABELLER)],
+    "SequenceWorld.judge_values": [req("world", SEQUENCE_INSTANCE_WORLD),
+                                   req("judge", Kind(JUDGE.valid, [fresh("labeller", Labeller), val("none", None)]))],
+    "SequencePairs": [req("prompts", PAIR_PROMPTS), req("first", SEQUENCE_RESPONSES), req("second", SEQUENCE_RESPONSES),
+                      req("target", PAIR_TARGET), req("cost", COST)],
+    "SequenceRewardModel": [req("weights", Kind([later("eos-zero", lambda r, kw: np.concatenate([[0.0], r.standard_normal(
+        1 + int(r.integers(8)))]))], [fresh("eos-weighed", lambda: np.ones(4)), fresh("one", lambda: np.zeros(1)),
+                                      *RM_WEIGHTS.junk])),
+                            opt("length_weight", bounded("finite", -2.0, 2.0, (0.0, 1e150), (2.0**512, 1e300, -1.7e308))),
+                            opt("bias", Kind([val("none", None), fresh("zeros", lambda: np.zeros(3))],
+                                             [fresh("nan", lambda: np.full(3, NAN)), fresh("2d", lambda: np.zeros((1, 1))),
+                                              fresh("huge", lambda: np.full(2, 1e300)), val("str", "0")]))],
+    "SequenceRewardModel.score": [req("rm", SEQUENCE_INSTANCE_RM), req("prompts", SEQUENCE_PROMPTS),
+                                  req("responses", SEQUENCE_RESPONSES)],
+    "SequenceRewardModel.debiased": [req("rm", SEQUENCE_INSTANCE_RM)],
+    "SequenceRewardModel.gold_accuracy": [req("rm", Kind(SEQUENCE_RM.valid[:1], SEQUENCE_RM.junk[:1])),
+                                          req("world", SEQUENCE_WORLD), req("pairs", SEQUENCE_PAIRS)],
+    "train_sequence_reward_model": [req("world", SEQUENCE_WORLD), req("pairs", SEQUENCE_PAIRS),
+                                    opt("epochs", counts(0, 3, minimum=0, maximum=10_000)), opt("lr", positive()),
+                                    opt("margin", Kind([val("none", None)], [val("str", "0"), val("float", 0.5),
+                                                                               fresh("nan", lambda: [NAN])])),
+                                    opt("center_rewards_coefficient", non_negative(0.0, 0.1)),
+                                    opt("length_feature", BOOL)],
+    "response_lengths": [req("responses", SEQUENCE_RESPONSES)],
+}
+SPECS.update(SEQUENCE_SPECS)
+WORLD_SPECS["Labeller"].append(opt("length_bias", LENGTH_BIAS))
+WORLD_SPECS["Judge"] += [opt("length_bias", LENGTH_BIAS), opt("length_aware", PROBABILITY)]
+
+
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
     (the exact law alone), so that a valid call stays cheap."""
@@ -1575,6 +1741,12 @@ WORLD_CALLS: dict[str, Callable[..., Any]] = {
     "guard_stop": overopt_module.guard_stop, "best_of_n_curve": overopt_module.best_of_n_curve,
     "overoptimization": overopt_module.overoptimization,
 }
+INSTANCES.update({"SequenceWorld": "world", "SequenceRewardModel": "rm"})
+WORLD_CALLS.update({name: _method(name) for name in SEQUENCE_SPECS if "." in name})
+WORLD_CALLS.update({"SequenceWorld": SequenceWorld, "SequencePairs": SequencePairs,
+                    "SequenceRewardModel": SequenceRewardModel,
+                    "train_sequence_reward_model": sequences_module.train_sequence_reward_model,
+                    "response_lengths": sequences_module.response_lengths})
 
 
 class Backend:

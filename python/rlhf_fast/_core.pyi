@@ -65,6 +65,8 @@ __all__ = [
     "rows_softmax",
     "rows_stream_add",
     "rows_stream_sum",
+    "train_reward_model_rows",
+    "sequence_stats",
     "train_world_rlhf",
     "world_expectations",
     "world_frontier",
@@ -486,6 +488,22 @@ def train_reward_model(
     lr: float,
     center_rewards_coefficient: float,
 ) -> _Floats: ...
+# A sequence world's proxy (rust/python/sequences.rs); the front end is rlhf_fast.sequences.
+def train_reward_model_rows(
+    vocab: int,
+    first: _Indices,
+    first_len: _Indices,
+    second: _Indices,
+    second_len: _Indices,
+    target: _Floats,
+    margin: _Floats,
+    epochs: int,
+    lr: float,
+    center_rewards_coefficient: float,
+) -> _Floats: ...
+def sequence_stats(
+    logits: _Floats, ref_logits: _Floats
+) -> tuple[_Floats, _Floats, _Floats, _Floats, _Floats, _Floats]: ...
 def world_expectations(
     ref_logits: _Floats,
     gold_token: _Floats,

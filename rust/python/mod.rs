@@ -10,6 +10,7 @@ mod lesson;
 mod methods;
 mod preferences;
 mod rows;
+mod sequences;
 mod sweep;
 mod world;
 mod world_best_of_n;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     preferences::register(m)?;
     methods::register(m)?;
     rows::register(m)?;
+    sequences::register(m)?;
     sweep::register(m)?;
     world::register(m)?;
     world_best_of_n::register(m)?;

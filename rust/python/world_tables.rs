@@ -37,7 +37,7 @@ pub(super) fn index_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> Py
     Ok((values, array.shape().to_vec()))
 }
 
-fn floats(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+pub(super) fn floats(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     Ok(float_array(name, obj, 1)?.0)
 }
 
