@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rlhf_fast import distill as distill_module
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
@@ -1609,6 +1610,24 @@ SPECS.update(SEQUENCE_SPECS)
 WORLD_SPECS["Labeller"].append(opt("length_bias", LENGTH_BIAS))
 WORLD_SPECS["Judge"] += [opt("length_bias", LENGTH_BIAS), opt("length_aware", PROBABILITY)]
 
+# Reward distillation (rlhf_fast.distill): a student head fitted to a RewardModel of the world
+DISTILL_SPECS: dict[str, list[Param]] = {
+    "distill_reward_model": [
+        req("world", WORLD), req("teacher", RM), req("dim", counts(1, 6, minimum=1, maximum=distill_module.MAX_FEATURES)),
+        opt("samples", counts(1, 30, minimum=1, sized=True)), opt("epochs", counts(0, 3, minimum=0, maximum=10_000)),
+        opt("lr", Kind([val("none", None), *positive(0.001, 0.05).valid], positive().junk)), opt("seed", WORLD_SEED)],
+    # the lab, tiny (see SLOW)
+    "distillation": [
+        req("world", LAB_WORLD), req("teacher_pairs", counts(2, 40, minimum=2, maximum=10**7)),
+        req("dims", Kind([fresh("two", lambda: [1, 3])], [val("int", 3), fresh("zero", lambda: [0]), val("str", "3")])),
+        req("seeds", counts(1, 1, minimum=1, maximum=1000)), req("samples", counts(1, 20, minimum=1)),
+        opt("epochs", counts(0, 2, minimum=0, maximum=10_000)),
+        req("steps", Kind(counts(2, 3).valid, counts(2, 3, minimum=1, sized=True).junk + [val("one", 1)])),
+        opt("lr", positive()), req("record_every", Kind(counts(1, 1).valid, counts(1, 1, minimum=1, sized=True).junk)),
+        opt("progress", Kind(BOOL.valid[:1], BOOL.junk))],
+}
+SPECS.update(DISTILL_SPECS)
+
 
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
@@ -1660,7 +1679,7 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
-SLOW = {"overoptimization"}
+SLOW = {"overoptimization", "distillation"}
 FUNCTIONS = [name for name in SPECS if name not in SLOW]  # what benches/fuzz.py draws from
 ALL_FUNCTIONS = list(SPECS)  # what tests/test_fuzz.py runs
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
@@ -1712,7 +1731,7 @@ def on_row_kernels(name: str, rust: bool) -> Callable[..., Any]:
 # The world functions: NumPy under either backend, but for the sweep's engine (ON_ENGINES).
 # A method is called on its instance, the argument INSTANCES names.
 INSTANCES = {"World": "world", "RewardModel": "rm", "Judge": "judge", "GaoFit": "fit"}
-ON_ENGINES = {"overoptimization"}
+ON_ENGINES = {"overoptimization", "distillation"}
 
 
 def _method(name: str) -> Callable[..., Any]:
@@ -1747,6 +1766,8 @@ WORLD_CALLS.update({"SequenceWorld": SequenceWorld, "SequencePairs": SequencePai
                     "SequenceRewardModel": SequenceRewardModel,
                     "train_sequence_reward_model": sequences_module.train_sequence_reward_model,
                     "response_lengths": sequences_module.response_lengths})
+WORLD_CALLS.update({"distill_reward_model": distill_module.distill_reward_model,
+                    "distillation": distill_module.distillation})
 
 
 class Backend:

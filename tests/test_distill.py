@@ -86,7 +86,7 @@ def test_distillation_refuses_what_it_cannot_fit():
     teacher = rl.RewardModel(np.arange(8.0))
     with pytest.raises(ValueError, match="dim must be >= 1, got 0"):
         distill_reward_model(world, teacher, 0)
-    with pytest.raises(ValueError, match="world must have this reward model's 9 tokens, got 8"):
+    with pytest.raises(ValueError, match="teacher must weigh the world's 8 tokens, got 9 weights"):
         distill_reward_model(world, rl.RewardModel(np.zeros(9)), 2)
     with pytest.raises(TypeError, match="teacher must be a RewardModel, got dict"):
         distill_reward_model(world, {"a": 1.0}, 2)
@@ -115,3 +115,21 @@ def test_a_smaller_student_over_optimises_sooner_and_peaks_lower():
     for row in lab.rows:  # and then each is hacked: the gold ends below its peak
         assert row.ppo_final_gold < row.ppo_peak_gold - 0.3
     assert "dim 16" in lab.table() and len(lab.to_rows()) == 4
+
+
+def test_the_lab_command_writes_its_table_and_plot(tmp_path, capsys):
+    from rlhf_fast.__main__ import main
+
+    args = ["lab", "distill", "--dims", "2", "8", "--seeds", "1", "--samples", "200", "--steps", "40",
+            "--record-every", "20", "--teacher-pairs", "500", "--vocab", "32", "--prompts", "2", "--quiet",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "dim 2" in out and "teacher" in out
+    lines = (tmp_path / "distill.csv").read_text().splitlines()
+    assert lines[0].startswith("reward_model,dim,teacher_pairs,heldout_r2") and len(lines) == 4
+    assert (tmp_path / "distill.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit) as stop:
+        main(["lab", "distill", "--dims", "0"])
+    assert stop.value.code == 2
+    assert "argument --dims: must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -47,6 +47,8 @@ from .worlds import Judge, Labeller, RewardModel, World, WorldPairs, train_rewar
 from . import sequences
 from .sequences import (SequencePairs, SequenceRewardModel, SequenceStats, SequenceWorld, response_lengths,
                         train_sequence_reward_model)
+from . import distill
+from .distill import Distilled, distill_reward_model, distillation
 
 __all__ = [
     "BACKEND",
@@ -73,5 +75,9 @@ __all__ = [
     "SequenceRewardModel",
     "train_sequence_reward_model",
     "response_lengths",
+    "distill",
+    "Distilled",
+    "distill_reward_model",
+    "distillation",
 ]
 __version__ = "0.1.0"

@@ -67,6 +67,7 @@ __all__ = [
     "rows_stream_sum",
     "train_reward_model_rows",
     "sequence_stats",
+    "distill_reward_model",
     "train_world_rlhf",
     "world_expectations",
     "world_frontier",
@@ -504,6 +505,10 @@ def train_reward_model_rows(
 def sequence_stats(
     logits: _Floats, ref_logits: _Floats
 ) -> tuple[_Floats, _Floats, _Floats, _Floats, _Floats, _Floats]: ...
+# Reward distillation's SGD (rust/python/distill.rs); the front end is rlhf_fast.distill.
+def distill_reward_model(
+    phi: _Floats, responses: _Indices, targets: _Floats, epochs: int, lr: float
+) -> tuple[_Floats, float, _Floats]: ...
 def world_expectations(
     ref_logits: _Floats,
     gold_token: _Floats,

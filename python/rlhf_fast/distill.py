@@ -69,7 +69,8 @@ class Distilled:
     epoch_mse : numpy.ndarray
         Mean squared error to the teacher in each pass (before each response's step).
     heldout_r2 : float
-        ``1 - MSE / Var`` of the teacher's scores on fresh reference responses.
+        ``1 - MSE / Var`` of the teacher's scores on fresh reference responses (where those do
+        not vary: 1 if the student matches them, 0 if not).
     """
 
     rm: RewardModel
@@ -125,7 +126,9 @@ def distill_reward_model(world: World, teacher: RewardModel, dim: int, *, sample
         raise TypeError(f"world must be a World, got {type(world).__name__}")
     if not isinstance(teacher, RewardModel):
         raise TypeError(f"teacher must be a RewardModel, got {type(teacher).__name__}")
-    weights = teacher.weights_for(world)
+    if len(teacher.weights) != world.vocab:
+        raise ValueError(f"teacher must weigh the world's {world.vocab} tokens, got {len(teacher.weights)} weights")
+    weights = teacher.weights
     dim = checks.count("dim", dim, 1, MAX_FEATURES)
     samples = checks.count("samples", samples, 1)
     checks.fits("samples", samples, 16 * samples * (world.response_len + 2))
@@ -140,8 +143,9 @@ def distill_reward_model(world: World, teacher: RewardModel, dim: int, *, sample
     rm = RewardModel(phi @ theta + bias / world.response_len, world.tokens)
     _, fresh = world.sample(samples, seed=seed + 1)
     truth = weights[fresh].sum(axis=1)
-    spread = float(np.var(truth))
-    r2 = 1.0 - float(np.mean((rm.score(fresh) - truth) ** 2)) / spread if spread > 0.0 else float("nan")
+    spread, mse = float(np.var(truth)), float(np.mean((rm.score(fresh) - truth) ** 2))
+    # A teacher whose held-out scores do not vary leaves nothing to explain: 1 if matched, else 0.
+    r2 = 1.0 - mse / spread if spread > 0.0 else float(mse == 0.0)
     return Distilled(rm, dim, phi, theta, float(bias), epoch_mse, r2)
 
 
@@ -165,6 +169,9 @@ class StudentRow:
     kl: np.ndarray = field(repr=False)
     gold: np.ndarray = field(repr=False)
     proxy: np.ndarray = field(repr=False)
+    # The gold along the model's optima pi ∝ ref exp(r / beta) over FRONTIER_BETAS, mean over seeds.
+    frontier_kl: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    frontier_gold: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
     @property
     def name(self) -> str:
@@ -217,9 +224,10 @@ class Distillation:
                  "ppo_final_kl": row.ppo_final_kl} for row in self.rows]
 
     def plot(self, path: str | os.PathLike | None = None):
-        """Gold (solid) and the optimised reward model's own score (dashed) of PPO at beta = 0
-        against ``d = sqrt(KL)``, one colour per student size, the teacher in black; each
-        curve's gold peak marked.
+        """Gold against ``d = sqrt(KL)`` for each reward model, one colour per student size,
+        the teacher in black: along the model's exact optima ``pi ∝ pi_ref exp(r / beta)``
+        (left), and under PPO at beta = 0 with the model's own score dashed (right); each
+        gold curve's peak marked.
 
         Parameters
         ----------
@@ -232,22 +240,26 @@ class Distillation:
         """
         import matplotlib
 
-        fig = new_figure(path, figsize=(7.2, 5.2), layout="constrained")
-        ax = fig.subplots()
+        fig = new_figure(path, figsize=(12.0, 5.0), layout="constrained")
+        optima, ppo = fig.subplots(1, 2)
         students = [row for row in self.rows if row.dim is not None]
         cmap = matplotlib.colormaps["viridis"]
         for i, row in enumerate(self.rows):
             c = "black" if row.dim is None else cmap(0.1 + 0.8 * i / max(1, len(students) - 1))
-            d = np.sqrt(np.maximum(row.kl, 0.0))
-            ax.plot(d, row.gold, color=c, linewidth=2, label=f"{row.name}: gold")
-            ax.plot(d, row.proxy, color=c, linewidth=1, linestyle="--")
-            peak = int(np.argmax(row.gold))
-            ax.plot(d[peak], row.gold[peak], "o", color=c, markersize=7)
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set(xlabel="d = sqrt(KL(π || π_ref))", ylabel="score relative to the reference policy",
-               title=f"PPO β=0 against distilled reward models (teacher: {self.teacher_pairs:,} pairs)\n"
-                     "solid: gold, dashed: the optimised model's own score, ●: gold's peak")
-        ax.legend(loc="upper left", fontsize=8)
+            for ax, kl, gold in ((optima, row.frontier_kl, row.frontier_gold), (ppo, row.kl, row.gold)):
+                d = np.sqrt(np.maximum(kl, 0.0))
+                ax.plot(d, gold, color=c, linewidth=2, label=f"{row.name}: gold")
+                peak = int(np.argmax(gold))
+                ax.plot(d[peak], gold[peak], "o", color=c, markersize=7)
+            ppo.plot(np.sqrt(np.maximum(row.kl, 0.0)), row.proxy, color=c, linewidth=1, linestyle="--")
+        for ax, title in ((optima, "along each model's optima π ∝ π_ref exp(r/β)"),
+                          (ppo, "PPO β=0 (dashed: the optimised model's own score)")):
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+            ax.set(xlabel="d = sqrt(KL(π || π_ref))", title=title)
+            ax.legend(loc="upper left", fontsize=8)
+        optima.set_ylabel("gold relative to the reference policy")
+        fig.suptitle(f"Distilled reward models (teacher: {self.teacher_pairs:,} pairs): the smaller the student, the "
+                     "lower and earlier the gold peaks (●)", fontsize=11)
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
@@ -322,7 +334,7 @@ def distillation(
 
     def optimise(rm: RewardModel, ppo_seeds: Any) -> dict[str, Any]:
         frontier = Frontier.of(world, rm, FRONTIER_BETAS)
-        peak = int(np.argmax(frontier.gold))
+        peak = int(np.argmax(frontier.gold))  # FRONTIER_BETAS fall: the KL grows along them
         base_proxy = float(world.expected_score(world.ref_logits, rm).mean())
         result = rl.sweep_rlhf(rm, world=world, betas=[0.0], seeds=ppo_seeds, steps=steps, lr=lr, vf_coef=1.0,
                                kl_penalty="k1", record_every=record_every)
@@ -332,13 +344,15 @@ def distillation(
         return {"accuracy": rm.gold_accuracy(world, heldout), "frontier_gold": frontier.gold[peak] - base_gold,
                 "frontier_kl": frontier.kl[peak], "ppo_gold": gold[runs, at].mean(), "ppo_kl": kl[runs, at].mean(),
                 "final_gold": gold[:, -1].mean(), "final_kl": kl[:, -1].mean(), "kl": kl.mean(0),
-                "gold": gold.mean(0), "proxy": (result.proxy_score[0] - base_proxy).mean(0)}
+                "gold": gold.mean(0), "proxy": (result.proxy_score[0] - base_proxy).mean(0),
+                "frontier_kls": frontier.kl, "frontier_golds": frontier.gold - base_gold}
 
     def row(dim: int | None, r2: float, runs: list[dict[str, Any]]) -> StudentRow:
         mean = {key: np.mean([run[key] for run in runs], axis=0) for key in runs[0]}
         return StudentRow(dim, r2, float(mean["accuracy"]), float(mean["frontier_gold"]), float(mean["frontier_kl"]),
                           float(mean["ppo_gold"]), float(mean["ppo_kl"]), float(mean["final_gold"]),
-                          float(mean["final_kl"]), mean["kl"], mean["gold"], mean["proxy"])
+                          float(mean["final_kl"]), mean["kl"], mean["gold"], mean["proxy"], mean["frontier_kls"],
+                          mean["frontier_golds"])
 
     rows = []
     with tqdm(total=len(dims) * seeds + 1, desc="distill", unit="RM", disable=not progress, leave=False) as bar:
