@@ -89,6 +89,14 @@ _POSITIVE = _real(0.0, strict=True)
 _NON_NEGATIVE = _real(0.0, strict=False)
 
 
+def _world_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a command's world (:func:`_world`)."""
+    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
+    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
+    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
+    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="python -m rlhf_fast", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,10 +194,7 @@ def _parser() -> _Parser:
     p.add_argument("--record-every", type=_count(1), default=50,
                    help="evaluate gold, proxy and KL every k steps: the curves' points and the guard's "
                    "evaluations (default: 50)")
-    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
-    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
-    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
-    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+    _world_arguments(p)
     p.add_argument("--out", type=_directory, default=Path("."),
                    help="directory for overopt.csv and overopt.png (default: .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -218,10 +223,7 @@ def _parser() -> _Parser:
     p.add_argument("--steps", type=_count(1), default=1500, help="PPO steps per run (default: 1500)")
     p.add_argument("--record-every", type=_count(1), default=50, help="record gold, score and KL every k steps "
                    "(default: 50)")
-    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
-    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
-    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
-    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+    _world_arguments(p)
     p.add_argument("--out", type=_directory, default=Path("."),
                    help="directory for distill.csv and distill.png (default: .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -461,12 +463,26 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _world(args: argparse.Namespace) -> rl.World:
+    """The world of ``--prompts``, ``--vocab``, ``--response-len`` and ``--world-seed``."""
+    return rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+
+
+def _write_lab(args: argparse.Namespace, result: Any, stem: str) -> int:
+    """A lab's table as ``<stem>.csv`` and its plot as ``<stem>.png`` in ``--out``."""
+    with _Staged(args.out) as staged:
+        _write_csv(staged.path(f"{stem}.csv"), result.to_rows())
+        _close(result.plot(staged.path(f"{stem}.png")))
+    print(f"wrote {staged.written} in {result.seconds:.1f} s")
+    return 0
+
+
 def overopt(args: argparse.Namespace) -> int:
     """Reward over-optimisation in a world: one table row per reward model and the plot."""
     from .overopt import overoptimization
 
     _make_directory(args)
-    world = rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+    world = _world(args)
     result = overoptimization(world, rm_pairs=args.rm_pairs, labellers=args.labellers, betas=args.betas, ns=args.ns,
                               seeds=args.seeds, steps=args.steps, record_every=args.record_every,
                               progress=not args.quiet)
@@ -477,11 +493,7 @@ def overopt(args: argparse.Namespace) -> int:
           "it stops a run (gold fell 3 evaluations in a row while the proxy rose); beta=b: a run's final gold, and in "
           "brackets the beta=0 runs' gold at the same KL (equal if beta only moves a run along the curve, as Gao "
           "et al. found); fit peak KL: Gao's R_RL and R_bon forms fitted.")
-    with _Staged(args.out) as staged:
-        _write_csv(staged.path("overopt.csv"), result.to_rows())
-        _close(result.plot(staged.path("overopt.png")))
-    print(f"wrote {staged.written} in {result.seconds:.1f} s")
-    return 0
+    return _write_lab(args, result, "overopt")
 
 
 def lab_distill(args: argparse.Namespace) -> int:
@@ -489,7 +501,7 @@ def lab_distill(args: argparse.Namespace) -> int:
     from .distill import distillation
 
     _make_directory(args)
-    world = rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+    world = _world(args)
     result = distillation(world, teacher_pairs=args.teacher_pairs, dims=args.dims, seeds=args.seeds,
                           samples=args.samples, epochs=args.epochs, steps=args.steps, record_every=args.record_every,
                           progress=not args.quiet)
@@ -499,11 +511,7 @@ def lab_distill(args: argparse.Namespace) -> int:
     print("R² to teacher: on fresh reference responses; optimum: the gold along the reward model's optima "
           "pi ~ pi_ref exp(r/beta), at its highest; PPO: the runs' gold at its highest and after the last step. "
           "Means over the projections (students) or the PPO seeds (teacher).")
-    with _Staged(args.out) as staged:
-        _write_csv(staged.path("distill.csv"), result.to_rows())
-        _close(result.plot(staged.path("distill.png")))
-    print(f"wrote {staged.written} in {result.seconds:.1f} s")
-    return 0
+    return _write_lab(args, result, "distill")
 
 
 def main(argv: list[str] | None = None) -> int:

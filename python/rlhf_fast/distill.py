@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._backend import BACKEND
-from .result import new_figure
+from .result import new_figure, text_table
 from .worlds import Frontier, RewardModel, World, train_reward_model
 
 __all__ = ["Distilled", "distill_reward_model", "Distillation", "distillation"]
@@ -204,10 +204,7 @@ class Distillation:
         lines = [[row.name, f"{row.heldout_r2:.3f}", f"{row.gold_accuracy:.3f}", f"{row.frontier_peak_gold:+.2f}",
                   f"{row.frontier_peak_kl:.1f}", f"{row.ppo_peak_gold:+.2f}", f"{row.ppo_peak_kl:.1f}",
                   f"{row.ppo_final_gold:+.2f}", f"{row.ppo_final_kl:.1f}"] for row in self.rows]
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-        out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
-        return "\n".join(out)
+        return text_table(header, lines)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """The table as flat records (for a CSV).

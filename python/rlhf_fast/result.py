@@ -619,10 +619,7 @@ class SweepResult:
             for name, _ in columns:
                 cells.append(f"{row[name]:.3f} ± {row[name + '_std']:.3f}" if pooled else f"{row[name]:.3f}")
             lines.append(cells)
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-        out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
-        return "\n".join(out)
+        return text_table(header, lines)
 
     def _long_columns(self, runs: range | None = None) -> dict[str, np.ndarray]:
         """The long table of :meth:`to_pandas` and :meth:`to_arrow` as numpy columns, in order;
@@ -1178,6 +1175,15 @@ def _size(n: int) -> str:
             break
         size, unit = size / 1024, bigger
     return f"{size:.1f} {unit}"
+
+
+def text_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """``lines`` of cells under ``header``, each column right-aligned to its widest cell, with a
+    rule of dashes under the header."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
 
 
 def new_figure(path: str | os.PathLike | None, **figure):
