@@ -13,6 +13,7 @@ pub mod grpo;
 pub mod ppo;
 mod ppo_lanes;
 pub mod reward_model;
+pub mod token_ppo;
 pub mod world;
 pub mod world_best_of_n;
 pub mod world_dpo;

@@ -13,5 +13,6 @@ pub mod kl_control;
 pub mod ppo;
 pub mod ppo_rows;
 pub mod reward_checks;
+pub mod token_ppo;
 pub mod world;
 pub mod world_stats;

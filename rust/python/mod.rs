@@ -10,6 +10,7 @@ mod methods;
 mod preferences;
 mod rows;
 mod sweep;
+mod token_ppo;
 mod world;
 mod world_best_of_n;
 mod world_dpo;
@@ -47,5 +48,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_dpo::register(m)?;
     world_grpo::register(m)?;
     world_tables::register(m)?;
+    token_ppo::register(m)?;
     Ok(())
 }
