@@ -370,6 +370,7 @@ pub fn minibatch_loss_and_grads(
 
 /// The lengths of stored responses `tokens [B, L]` (the contract's layout: tokens, the first
 /// EOS ends a response, -1 after its end), each checked, or an error naming `tokens[b, t]`.
+#[cfg_attr(not(feature = "python"), allow(dead_code))] // the bindings' input
 pub fn response_lengths(tokens: &[i64], max_len: usize, vocab_size: usize) -> Result<Vec<usize>> {
     let mut lengths = Vec::with_capacity(tokens.len() / max_len.max(1));
     for (b, response) in tokens.chunks_exact(max_len).enumerate() {
@@ -392,6 +393,7 @@ pub fn response_lengths(tokens: &[i64], max_len: usize, vocab_size: usize) -> Re
 
 /// Per-token terms of a batch, `[B, L]` (zero past each response's end), and the loss.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(not(feature = "python"), allow(dead_code))] // the bindings' output
 pub struct BatchTerms {
     pub kl: Vec<f64>,
     pub rewards: Vec<f64>,
@@ -406,6 +408,7 @@ pub struct BatchTerms {
 /// rewards (with the responses' given `scores`), GAE, returns and whitened advantages; the
 /// loss over the whole batch is then taken under `theta` and `values`, its gradients added
 /// into `grad_theta` and `grad_values`. The arguments' sizes are the caller's to check.
+#[cfg_attr(not(feature = "python"), allow(dead_code))] // a binding, for the differential tests
 #[allow(clippy::too_many_arguments)]
 pub fn batch_loss_and_grads(
     world: &TokenWorld<'_>,
