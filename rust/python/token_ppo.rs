@@ -15,6 +15,23 @@ use crate::methods::token_ppo::{
     batch_loss_and_grads, response_lengths, KlEstimator, TokenPpoParams, TokenWorld, MAX_PPO_EPOCHS,
 };
 
+/// The int arguments, converted as `_checks.int64` converts them (a ValueError past 64 bits).
+fn batch_size_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int("batch_size", obj)
+}
+fn num_ppo_epochs_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int("num_ppo_epochs", obj)
+}
+fn num_mini_batches_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int("num_mini_batches", obj)
+}
+fn record_every_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int("record_every", obj)
+}
+
+/// Worker threads a sweep may ask for (as the front ends' `_MAX_THREADS`).
+const MAX_THREADS: usize = 1024;
+
 /// A sequence world's arrays as the bindings receive them, copied out with their shapes.
 struct OwnedWorld {
     ref_logits: (Vec<f64>, Vec<usize>),
@@ -269,23 +286,30 @@ pub fn sweep_token_ppo<'py>(
     count_once: &Bound<'py, PyAny>,
     steps: &Bound<'py, PyAny>,
     runs: Vec<(SeedKey, f64, f64)>,
-    batch_size: i64,
+    #[pyo3(from_py_with = batch_size_arg)] batch_size: i64,
     gamma: f64,
     lam: f64,
     cliprange: f64,
     cliprange_value: f64,
     vf_coef: f64,
     kl_estimator: &str,
-    num_ppo_epochs: i64,
-    num_mini_batches: i64,
+    #[pyo3(from_py_with = num_ppo_epochs_arg)] num_ppo_epochs: i64,
+    #[pyo3(from_py_with = num_mini_batches_arg)] num_mini_batches: i64,
     missing_eos_penalty: Option<f64>,
     length_normalize: bool,
     length_penalty: f64,
-    record_every: i64,
-    n_threads: Option<usize>,
+    #[pyo3(from_py_with = record_every_arg)] record_every: i64,
+    n_threads: Option<Bound<'py, PyAny>>,
     progress: Option<Bound<'py, PyAny>>,
-    max_memory: Option<u64>,
+    max_memory: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    // Checked here too, not only by the front end: this function is public in `_core`.
+    let n_threads = n_threads.map(|n| count("n_threads", int("n_threads", &n)?, 1)).transpose()?;
+    if let Some(n) = n_threads.filter(|&n| n > MAX_THREADS) {
+        return Err(Error::invalid(format!("n_threads must be <= {MAX_THREADS}, got {n}")).into());
+    }
+    let max_memory =
+        max_memory.map(|m| Ok::<_, PyErr>(count("max_memory", int("max_memory", &m)?, 1)? as u64)).transpose()?;
     let owned = OwnedWorld::convert(ref_logits, w, bias, w_len, g, offset, count_once)?;
     let steps = count("steps", int("steps", steps)?, 1)?;
     let batch_size = count("batch_size", batch_size, 2)?;
