@@ -103,7 +103,7 @@ impl TokenPpoParams {
         if self.num_mini_batches == 0 {
             return Err(Error::invalid("num_mini_batches must be >= 1, got 0"));
         }
-        if batch_size % self.num_mini_batches != 0 {
+        if !batch_size.is_multiple_of(self.num_mini_batches) {
             return Err(Error::invalid(format!(
                 "num_mini_batches must divide batch_size={batch_size}, got {}",
                 self.num_mini_batches
@@ -689,9 +689,8 @@ mod tests {
         gae(&rewards, &values, gamma, lam, &mut adv, &mut ret);
         let next = |t: usize| if t + 1 < 5 { values[t + 1] } else { 0.0 };
         for t in 0..5 {
-            let direct: f64 = (t..5)
-                .map(|k| (gamma * lam as f64).powi((k - t) as i32) * (rewards[k] + gamma * next(k) - values[k]))
-                .sum();
+            let direct: f64 =
+                (t..5).map(|k| (gamma * lam).powi((k - t) as i32) * (rewards[k] + gamma * next(k) - values[k])).sum();
             assert!((adv[t] - direct).abs() < 1e-12, "{t}: {} vs {direct}", adv[t]);
             assert_eq!(ret[t], adv[t] + values[t]);
         }
@@ -726,10 +725,12 @@ mod tests {
         assert_eq!((loss, slope, clipped), (-1.2, 0.0, true));
         let (loss, slope, clipped) = clipped_policy_term(-1.0, 0.5, 0.0, 0.2);
         assert_eq!((loss, slope, clipped), (0.5f64.exp(), 0.5f64.exp(), false));
+        // V = 1 left its clip range [-0.2, 0.2]: towards R = 2 the clipped value is worse (binds),
+        // away from R = -1 the unclipped one is, and its gradient passes.
         let (loss, slope, clipped) = clipped_value_term(1.0, 0.0, 2.0, 0.2);
-        assert_eq!((loss, slope, clipped), (1.0, -2.0, false));
+        assert!((loss - 3.24).abs() < 1e-15 && slope == 0.0 && clipped);
         let (loss, slope, clipped) = clipped_value_term(1.0, 0.0, -1.0, 0.2);
-        assert!((loss - 1.44).abs() < 1e-15 && slope == 0.0 && clipped);
+        assert_eq!((loss, slope, clipped), (4.0, 4.0, false));
     }
 
     #[test]
