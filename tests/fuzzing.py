@@ -46,6 +46,7 @@ from rlhf_fast import rows as rows_module
 from rlhf_fast import sequences as sequences_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
+from rlhf_fast.reference.engines import token_ppo as token_ppo_reference
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
 
 NAN, INF = math.nan, math.inf
@@ -1445,6 +1446,54 @@ ROW_SPECS: dict[str, list[Param]] = {
 }
 SPECS.update(ROW_SPECS)
 
+# The token PPO engine (issue 11, "core.sweep_token_ppo"): the Rust core's sweep_token_ppo or its
+# reference twin, on a tiny sequence world's arrays; arrays that must fit ref_logits are Laters.
+
+
+def _token_shape(kw: dict) -> tuple[int, int, int]:
+    x = kw.get("ref_logits")
+    return x.shape if isinstance(x, np.ndarray) and x.ndim == 3 and 0 < x.size <= 1 << 12 else (2, 3, 4)
+
+
+def _token_vector(axis: int) -> Kind:
+    """A float64 vector of ref_logits' prompts (axis 0) or tokens (axis 2)."""
+    return Kind(
+        [later("fits", lambda r, kw: r.standard_normal(_token_shape(kw)[axis]))],
+        [later("short", lambda r, kw: np.zeros(max(_token_shape(kw)[axis] - 1, 0))),
+         later("nan", lambda r, kw: np.full(_token_shape(kw)[axis], NAN)),
+         later("int", lambda r, kw: np.zeros(_token_shape(kw)[axis], dtype=np.int64)),
+         val("list", [0.0, 1.0]), val("none", None)],
+    )
+
+
+TOKEN_REF = Kind(
+    [val("small", lambda s: Draws(s.index(1 << 16)).standard_normal((1 + s.index(3), 1 + s.index(4), 2 + s.index(4)))),
+     val("extreme", lambda s: np.tile(np.array([1e4, -1e4, 0.0]), (2, 2, 1)))],
+    [val("nan", lambda s: np.full((2, 2, 3), NAN)), val("2-D", lambda s: np.zeros((2, 3))),
+     val("one-token", lambda s: np.zeros((2, 2, 1))), val("empty", lambda s: np.zeros((0, 2, 3))),
+     val("list", [[[0.0, 1.0]]]), val("int", lambda s: np.zeros((2, 2, 3), dtype=np.int64))],
+)
+TOKEN_RUNS = Kind(
+    [val("two", lambda s: [(s.index(100), 0.05, 0.1), (s.index(100), 0.5, 1.0)])],
+    [val("empty", []), val("nan-lr", [(0, 0.05, NAN)]), val("negative-kl", [(0, -1.0, 0.1)]),
+     val("huge-lr", [(0, 0.05, 1e300)]), val("short-tuple", [(0, 0.05)]), val("str-seed", [("a", 0.05, 0.1)])],
+)
+TOKEN_BATCH = counts(2, 6, minimum=2, maximum=1 << 20)
+TOKEN_SPECS: dict[str, list[Param]] = {
+    "core.sweep_token_ppo": [
+        req("ref_logits", TOKEN_REF), req("w", _token_vector(2)), req("bias", _token_vector(0)),
+        req("w_len", finite()), req("g", _token_vector(2)), req("offset", _token_vector(0)), req("count_once", BOOL),
+        req("steps", counts(1, 3, minimum=1)), req("runs", TOKEN_RUNS), opt("batch_size", TOKEN_BATCH),
+        opt("gamma", reals("finite", 0.0, 1.0, (1.5, -0.1))), opt("lam", reals("finite", 0.0, 1.0, (2.0,))),
+        opt("cliprange", positive()), opt("cliprange_value", positive()), opt("vf_coef", non_negative()),
+        opt("kl_estimator", options(("k1", "k3"))), opt("num_ppo_epochs", counts(1, 3, minimum=1, maximum=1 << 10)),
+        opt("num_mini_batches", counts(1, 2, minimum=1)), opt("missing_eos_penalty", reals("finite", 0.0, 2.0, optional=True)),
+        opt("length_normalize", BOOL), opt("length_penalty", non_negative()), opt("record_every", RECORD_EVERY),
+        opt("n_threads", THREADS), opt("max_memory", MAX_MEMORY),
+    ],
+}
+SPECS.update(TOKEN_SPECS)
+
 
 # ------------------------------------------------------------------------ sequence worlds
 #
@@ -1676,7 +1725,8 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_dpo": _recorded_steps, "sweep_rlhf[world]": _recorded_steps,
                                               "sweep_dpo[world]": _recorded_steps, "overoptimization": _cheap_lab,
                                               "sweep_grpo[world]": _recorded_steps,
-                                              "sweep_best_of_n[world]": _cheap_world_best_of_n}
+                                              "sweep_best_of_n[world]": _cheap_world_best_of_n,
+                                              "core.sweep_token_ppo": _recorded_steps}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
 SLOW = {"overoptimization", "distillation"}
@@ -1792,6 +1842,8 @@ class Backend:
             return on_engines(name, self.engines)
         if name.startswith("rows."):
             return on_row_kernels(name, self.name == "rust")
+        if name == "core.sweep_token_ppo":
+            return self.engines.sweep_token_ppo if self.name == "rust" else token_ppo_reference.sweep_token_ppo
         if name == "KLController.update":
             return lambda controller, **kwargs: (controller.update(**kwargs), controller.value)[1]
         target: Any = self.functions

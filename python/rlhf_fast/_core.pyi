@@ -72,6 +72,8 @@ __all__ = [
     "world_expectations",
     "world_frontier",
     "world_tables",
+    "sweep_token_ppo",
+    "token_ppo_batch_terms",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -529,3 +531,47 @@ def world_frontier(
     weights: _Floats | None = None,
 ) -> _Series: ...
 def fit_gao(d: _Floats, gold: _Floats, form: str) -> tuple[float, float]: ...
+def token_ppo_batch_terms(
+    ref_logits: npt.NDArray[np.float64],
+    old_theta: npt.NDArray[np.float64],
+    theta: npt.NDArray[np.float64],
+    old_values: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    prompts: npt.NDArray[np.int64],
+    tokens: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float64],
+    kl_coef: float = 0.05,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    cliprange: float = 0.2,
+    cliprange_value: float = 0.2,
+    vf_coef: float = 0.1,
+    kl_estimator: str = "k1",
+) -> dict[str, Any]: ...
+def sweep_token_ppo(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    steps: int,
+    runs: Sequence[tuple[int, float, float]],
+    batch_size: int = 64,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    cliprange: float = 0.2,
+    cliprange_value: float = 0.2,
+    vf_coef: float = 0.1,
+    kl_estimator: str = "k1",
+    num_ppo_epochs: int = 4,
+    num_mini_batches: int = 1,
+    missing_eos_penalty: float | None = None,
+    length_normalize: bool = False,
+    length_penalty: float = 0.0,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...

@@ -144,6 +144,20 @@ _SPECS = {
                       "gold (solid) and proxy (dashed) against KL"),
         log_v=False,
     ),
+    "token_ppo": _Spec(
+        title="PPO on token sequences (TRL's layout)",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("final_length", "final length")),
+        curves=(("objective_scores", "mean score of the batch", "score over updates"),
+                ("gold_score", "mean gold of the batch", "gold over updates"),
+                ("mean_length", "content tokens", "response length over updates")),
+        front=(("gold_score", "objective_kl", "gold"), ("objective_scores", "objective_kl", "score")),
+        front_from_history=True,
+        front_labels=("KL(π_θ || π_ref) of a response (k1)", "mean of the batch",
+                      "gold (solid) and score (dashed) against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 

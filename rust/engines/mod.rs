@@ -15,6 +15,7 @@ pub mod ppo;
 mod ppo_lanes;
 pub mod reward_model;
 pub mod sequence_world;
+pub mod token_ppo;
 pub mod world;
 pub mod world_best_of_n;
 pub mod world_dpo;

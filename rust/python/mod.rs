@@ -12,6 +12,7 @@ mod preferences;
 mod rows;
 mod sequences;
 mod sweep;
+mod token_ppo;
 mod world;
 mod world_best_of_n;
 mod world_dpo;
@@ -51,5 +52,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_grpo::register(m)?;
     world_tables::register(m)?;
     distill::register(m)?;
+    token_ppo::register(m)?;
     Ok(())
 }
