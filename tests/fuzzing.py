@@ -39,12 +39,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rlhf_fast import distill as distill_module
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
 from rlhf_fast import safety as safety_module
+from rlhf_fast import sequences as sequences_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
+from rlhf_fast.reference.engines import token_ppo as token_ppo_reference
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
 
 NAN, INF = math.nan, math.inf
@@ -1498,6 +1501,237 @@ ROW_SPECS: dict[str, list[Param]] = {
 }
 SPECS.update(ROW_SPECS)
 
+# The token PPO engine (issue 11, "core.sweep_token_ppo"): the Rust core's sweep_token_ppo or its
+# reference twin, on a tiny sequence world's arrays; arrays that must fit ref_logits are Laters.
+
+
+def _token_shape(kw: dict) -> tuple[int, int, int]:
+    x = kw.get("ref_logits")
+    return x.shape if isinstance(x, np.ndarray) and x.ndim == 3 and 0 < x.size <= 1 << 12 else (2, 3, 4)
+
+
+def _token_vector(axis: int) -> Kind:
+    """A float64 vector of ref_logits' prompts (axis 0) or tokens (axis 2)."""
+    return Kind(
+        [later("fits", lambda r, kw: r.standard_normal(_token_shape(kw)[axis]))],
+        [later("short", lambda r, kw: np.zeros(max(_token_shape(kw)[axis] - 1, 0))),
+         later("nan", lambda r, kw: np.full(_token_shape(kw)[axis], NAN)),
+         later("int", lambda r, kw: np.zeros(_token_shape(kw)[axis], dtype=np.int64)),
+         val("list", [0.0, 1.0]), val("none", None)],
+    )
+
+
+TOKEN_REF = Kind(
+    [val("small", lambda s: Draws(s.index(1 << 16)).standard_normal((1 + s.index(3), 1 + s.index(4), 2 + s.index(4)))),
+     val("extreme", lambda s: np.tile(np.array([1e4, -1e4, 0.0]), (2, 2, 1)))],
+    [val("nan", lambda s: np.full((2, 2, 3), NAN)), val("2-D", lambda s: np.zeros((2, 3))),
+     val("one-token", lambda s: np.zeros((2, 2, 1))), val("empty", lambda s: np.zeros((0, 2, 3))),
+     val("list", [[[0.0, 1.0]]]), val("int", lambda s: np.zeros((2, 2, 3), dtype=np.int64))],
+)
+TOKEN_RUNS = Kind(
+    [val("two", lambda s: [(s.index(100), 0.05, 0.1), (s.index(100), 0.5, 1.0)])],
+    [val("empty", []), val("nan-lr", [(0, 0.05, NAN)]), val("negative-kl", [(0, -1.0, 0.1)]),
+     val("huge-lr", [(0, 0.05, 1e300)]), val("short-tuple", [(0, 0.05)]), val("str-seed", [("a", 0.05, 0.1)])],
+)
+TOKEN_BATCH = counts(2, 6, minimum=2, maximum=1 << 20)
+TOKEN_SPECS: dict[str, list[Param]] = {
+    "core.sweep_token_ppo": [
+        req("ref_logits", TOKEN_REF), req("w", _token_vector(2)), req("bias", _token_vector(0)),
+        req("w_len", finite()), req("g", _token_vector(2)), req("offset", _token_vector(0)), req("count_once", BOOL),
+        req("steps", counts(1, 3, minimum=1)), req("runs", TOKEN_RUNS), opt("batch_size", TOKEN_BATCH),
+        opt("gamma", reals("finite", 0.0, 1.0, (1.5, -0.1))), opt("lam", reals("finite", 0.0, 1.0, (2.0,))),
+        opt("cliprange", positive()), opt("cliprange_value", positive()), opt("vf_coef", non_negative()),
+        opt("kl_estimator", options(("k1", "k3"))), opt("num_ppo_epochs", counts(1, 3, minimum=1, maximum=1 << 10)),
+        opt("num_mini_batches", counts(1, 2, minimum=1)), opt("missing_eos_penalty", reals("finite", 0.0, 2.0, optional=True)),
+        opt("length_normalize", BOOL), opt("length_penalty", non_negative()), opt("record_every", RECORD_EVERY),
+        opt("n_threads", THREADS), opt("max_memory", MAX_MEMORY),
+    ],
+}
+SPECS.update(TOKEN_SPECS)
+
+
+# ------------------------------------------------------------------------ sequence worlds
+#
+# rlhf_fast.sequences: a SequenceWorld's constructor and methods (called on the instance
+# named "world"), its pairs and proxy, the proxy's trainer; the labellers' length options.
+
+SequenceWorld = sequences_module.SequenceWorld
+SequencePairs = sequences_module.SequencePairs
+SequenceRewardModel = sequences_module.SequenceRewardModel
+SMALL_SEQUENCE_WORLD = SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=0)
+SEQUENCE_WORLD_POOL = [SMALL_SEQUENCE_WORLD, SequenceWorld(n_prompts=1, vocab=2, max_len=1, seed=1),
+                       SequenceWorld(n_prompts=3, vocab=9, max_len=4, zipf=3.0, prompt_scale=2.0, count_once=False,
+                                     seed=2),
+                       *[SequenceWorld(n_prompts=1 + k % 3, vocab=2 + k, max_len=1 + k % 4, seed=k) for k in range(8)]]
+
+
+def _sequence_world_of(kwargs: dict) -> SequenceWorld:
+    world = kwargs.get("world")
+    return world if isinstance(world, SequenceWorld) else SMALL_SEQUENCE_WORLD
+
+
+def _sequence_shape(kwargs: dict) -> tuple[int, int, int]:
+    return _sequence_world_of(kwargs).ref_logits.shape
+
+
+def _sequence_responses(r: Draws, world: SequenceWorld, n: int) -> np.ndarray:
+    """``n`` well-formed responses of ``world``: content tokens, an EOS where a draw stops them."""
+    tokens = r.integers(1, max(world.vocab, 2), (n, world.max_len)) if world.vocab > 1 else np.zeros((n, world.max_len))
+    lengths = 1 + r.integers(0, world.max_len, n)
+    ends = r.random(n) < 0.7
+    for i in range(n):
+        tokens[i, lengths[i]:] = -1
+        if ends[i] or lengths[i] < world.max_len:
+            tokens[i, lengths[i] - 1] = 0
+    return tokens.astype(np.int64)
+
+
+def _sequence_pairs(r: Draws, world: SequenceWorld, n: int) -> SequencePairs:
+    target = [r.random(n), np.floor(r.random(n) * 2.0), np.full(n, 0.5)][r.integers(3)]
+    return SequencePairs(r.integers(0, world.n_prompts, n), _sequence_responses(r, world, n),
+                         _sequence_responses(r, world, n), target, float(n))
+
+
+def _sequence_rm(r: Draws, vocab: int, scale: float = 1.0, n_prompts: int | None = None) -> SequenceRewardModel:
+    weights = scale * r.standard_normal(vocab)
+    weights[0] = 0.0
+    bias = None if n_prompts is None else r.standard_normal(n_prompts)
+    return SequenceRewardModel(weights, scale * r.standard_normal(), bias)
+
+
+SEQUENCE_WORLD = Kind([val("pooled", lambda s: some(s, SEQUENCE_WORLD_POOL)), val("fixed", SMALL_SEQUENCE_WORLD)],
+                      [val("none", None), val("bag-world", SMALL_WORLD), val("str", "world"), fresh("dict", dict)])
+SEQUENCE_INSTANCE_WORLD = Kind(SEQUENCE_WORLD.valid, [])
+SEQUENCE_LOGITS = Kind(
+    [later("reference", lambda r, kw: _sequence_world_of(kw).ref_logits),
+     later("random", lambda r, kw: _sequence_world_of(kw).ref_logits + 3.0 * r.standard_normal(_sequence_shape(kw))),
+     later("extreme", lambda r, kw: r.choice([1e300, -1e300, 1.7e308, -1.7e308, 0.0], _sequence_shape(kw))),
+     later("lists", lambda r, kw: r.standard_normal(_sequence_shape(kw)).tolist())],
+    [later("one-column-short", lambda r, kw: np.zeros(_sequence_shape(kw)[:2] + (_sequence_shape(kw)[2] - 1,))),
+     later("2d", lambda r, kw: np.zeros(_sequence_shape(kw)[::2])),
+     later("nan", lambda r, kw: np.full(_sequence_shape(kw), NAN)),
+     later("inf", lambda r, kw: np.full(_sequence_shape(kw), -INF)),
+     later("str-array", lambda r, kw: np.full(_sequence_shape(kw), "a")),
+     later("bool", lambda r, kw: np.zeros(_sequence_shape(kw), dtype=bool)),
+     val("none", None), val("str", "logits"), fresh("empty", list), val("range-huge", range(10**12), True)])
+SEQUENCE_OPTIONAL_LOGITS = Kind([val("none", None), *SEQUENCE_LOGITS.valid],
+                                [v for v in SEQUENCE_LOGITS.junk if v.label != "none"])
+SEQUENCE_RM = Kind(
+    [later("for-world", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab)),
+     later("with-bias", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab,
+                                                   n_prompts=_sequence_world_of(kw).n_prompts)),
+     later("extreme", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab, scale=1e150))],
+    [later("wrong-vocab", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab + 1)),
+     later("wrong-bias", lambda r, kw: _sequence_rm(r, _sequence_world_of(kw).vocab,
+                                                    n_prompts=_sequence_world_of(kw).n_prompts + 1)),
+     fresh("bag-rm", lambda: RewardModel(np.zeros(5))), val("none", None), val("str", "rm")])
+SEQUENCE_INSTANCE_RM = Kind([later("rm", lambda r, kw: _sequence_rm(r, 5))], [])
+
+
+def _sequence_count(kw: dict) -> int:
+    prompts = kw.get("prompts")
+    return len(prompts) if isinstance(prompts, (list, np.ndarray)) and np.ndim(prompts) == 1 else 2
+
+
+SEQUENCE_PROMPTS = Kind(
+    [later("ints", lambda r, kw: r.integers(0, _sequence_world_of(kw).n_prompts, int(r.integers(5)))),
+     later("list", lambda r, kw: [0] * int(r.integers(1, 4)))],
+    [later("past-prompts", lambda r, kw: np.array([_sequence_world_of(kw).n_prompts])),
+     fresh("negative", lambda: np.array([-1])), fresh("float", lambda: np.zeros(2)), val("none", None)])
+SEQUENCE_RESPONSES = Kind(
+    [later("well-formed", lambda r, kw: _sequence_responses(r, _sequence_world_of(kw), _sequence_count(kw))),
+     later("lists", lambda r, kw: _sequence_responses(r, _sequence_world_of(kw), _sequence_count(kw)).tolist())],
+    [later("past-vocab", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len),
+                                               _sequence_world_of(kw).vocab)),
+     later("eos-then-token", lambda r, kw: np.tile([0, 1] + [1] * _sequence_world_of(kw).max_len,
+                                                   (_sequence_count(kw), 1))[:, :_sequence_world_of(kw).max_len]),
+     later("padding-first", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len), -1)),
+     later("below-padding", lambda r, kw: np.full((_sequence_count(kw), _sequence_world_of(kw).max_len), -2)),
+     later("float", lambda r, kw: np.zeros((_sequence_count(kw), _sequence_world_of(kw).max_len))),
+     later("1d", lambda r, kw: np.zeros(_sequence_count(kw), dtype=int)), val("none", None), val("str", "clear"),
+     later("ragged", lambda r, kw: [[1, 0], [0]]), fresh("huge-int", lambda: [[2**64, 0]])])
+SEQUENCE_PAIRS = Kind(
+    [later("pairs", lambda r, kw: _sequence_pairs(r, _sequence_world_of(kw), 1 + int(r.integers(6))))],
+    [later("empty", lambda r, kw: _sequence_pairs(r, _sequence_world_of(kw), 0)),
+     later("longer", lambda r, kw: _sequence_pairs(r, SequenceWorld(n_prompts=_sequence_world_of(kw).n_prompts,
+                                                                    vocab=_sequence_world_of(kw).vocab,
+                                                                    max_len=_sequence_world_of(kw).max_len + 1), 3)),
+     later("bag-pairs", lambda r, kw: _pairs(r, SMALL_WORLD, 3)), val("none", None), val("str", "pairs")])
+LENGTH_BIAS = bounded("finite", -2.0, 2.0, (0.0, 1e6, -1e6), (1e6 * (1 + 1e-15), -1e7, 1e300))
+
+
+def _sequence_labeller(s: Any) -> Labeller | Judge:
+    if s.index(2):
+        return Labeller(temperature=some(s, [1.0, 1e-300, 1e300]), flip=some(s, [0.0, 0.2]),
+                        length_bias=some(s, [0.0, 1.0, -1e6, 1e6]))
+    return Judge(soft=some(s, [True, False]), both_orders=some(s, [True, False]),
+                 length_bias=some(s, [0.0, 1.0, 1e6]), length_aware=some(s, [0.0, 0.5, 1.0]))
+
+
+SEQUENCE_LABELLER = Kind([val("none", None), val("labeller", _sequence_labeller)], LABELLER.junk)
+SEQUENCE_COUNT = counts(0, 12, minimum=0, sized=True)
+
+SEQUENCE_SPECS: dict[str, list[Param]] = {
+    "SequenceWorld": [opt("n_prompts", counts(1, 3, minimum=1, maximum=worlds_module.MAX_PROMPTS)),
+                      opt("vocab", counts(2, 12, minimum=2, maximum=worlds_module.MAX_VOCAB)),
+                      opt("max_len", counts(1, 4, minimum=1, maximum=sequences_module.MAX_LEN)),
+                      opt("zipf", SCALE), opt("prompt_scale", SCALE), opt("count_once", BOOL), opt("seed", WORLD_SEED)],
+    **{f"SequenceWorld.{name}": [req("world", SEQUENCE_INSTANCE_WORLD), req("logits", SEQUENCE_LOGITS)]
+       for name in ("stats", "kl", "expected_length", "expected_content_length", "expected_gold")},
+    "SequenceWorld.expected_score": [req("world", SEQUENCE_INSTANCE_WORLD), req("logits", SEQUENCE_LOGITS),
+                                     req("rm", SEQUENCE_RM)],
+    "SequenceWorld.sample": [req("world", SEQUENCE_INSTANCE_WORLD), req("n", SEQUENCE_COUNT), req("seed", WORLD_SEED),
+                             opt("logits", SEQUENCE_OPTIONAL_LOGITS)],
+    "SequenceWorld.gold_score": [req("world", SEQUENCE_INSTANCE_WORLD), req("prompts", SEQUENCE_PROMPTS),
+                                 req("responses", SEQUENCE_RESPONSES)],
+    "SequenceWorld.preferences": [req("world", SEQUENCE_INSTANCE_WORLD), req("n", SEQUENCE_COUNT),
+                                  req("seed", WORLD_SEED), opt("labeller", SEQUENCE_LABELLER)],
+    "SequenceWorld.judge_values": [req("world", SEQUENCE_INSTANCE_WORLD),
+                                   req("judge", Kind(JUDGE.valid, [fresh("labeller", Labeller), val("none", None)]))],
+    "SequencePairs": [req("prompts", PAIR_PROMPTS), req("first", SEQUENCE_RESPONSES), req("second", SEQUENCE_RESPONSES),
+                      req("target", PAIR_TARGET), req("cost", COST)],
+    "SequenceRewardModel": [req("weights", Kind([later("eos-zero", lambda r, kw: np.concatenate([[0.0], r.standard_normal(
+        1 + int(r.integers(8)))]))], [fresh("eos-weighed", lambda: np.ones(4)), fresh("one", lambda: np.zeros(1)),
+                                      *RM_WEIGHTS.junk])),
+                            opt("length_weight", bounded("finite", -2.0, 2.0, (0.0, 1e150), (2.0**512, 1e300, -1.7e308))),
+                            opt("bias", Kind([val("none", None), fresh("zeros", lambda: np.zeros(3))],
+                                             [fresh("nan", lambda: np.full(3, NAN)), fresh("2d", lambda: np.zeros((1, 1))),
+                                              fresh("huge", lambda: np.full(2, 1e300)), val("str", "0")]))],
+    "SequenceRewardModel.score": [req("rm", SEQUENCE_INSTANCE_RM), req("prompts", SEQUENCE_PROMPTS),
+                                  req("responses", SEQUENCE_RESPONSES)],
+    "SequenceRewardModel.debiased": [req("rm", SEQUENCE_INSTANCE_RM)],
+    "SequenceRewardModel.gold_accuracy": [req("rm", Kind(SEQUENCE_RM.valid[:1], SEQUENCE_RM.junk[:1])),
+                                          req("world", SEQUENCE_WORLD), req("pairs", SEQUENCE_PAIRS)],
+    "train_sequence_reward_model": [req("world", SEQUENCE_WORLD), req("pairs", SEQUENCE_PAIRS),
+                                    opt("epochs", counts(0, 3, minimum=0, maximum=10_000)), opt("lr", positive()),
+                                    opt("margin", Kind([val("none", None)], [val("str", "0"), val("float", 0.5),
+                                                                               fresh("nan", lambda: [NAN])])),
+                                    opt("center_rewards_coefficient", non_negative(0.0, 0.1)),
+                                    opt("length_feature", BOOL)],
+    "response_lengths": [req("responses", SEQUENCE_RESPONSES)],
+}
+SPECS.update(SEQUENCE_SPECS)
+WORLD_SPECS["Labeller"].append(opt("length_bias", LENGTH_BIAS))
+WORLD_SPECS["Judge"] += [opt("length_bias", LENGTH_BIAS), opt("length_aware", PROBABILITY)]
+
+# Reward distillation (rlhf_fast.distill): a student head fitted to a RewardModel of the world
+DISTILL_SPECS: dict[str, list[Param]] = {
+    "distill_reward_model": [
+        req("world", WORLD), req("teacher", RM), req("dim", counts(1, 6, minimum=1, maximum=distill_module.MAX_FEATURES)),
+        opt("samples", counts(1, 30, minimum=1, sized=True)), opt("epochs", counts(0, 3, minimum=0, maximum=10_000)),
+        opt("lr", Kind([val("none", None), *positive(0.001, 0.05).valid], positive().junk)), opt("seed", WORLD_SEED)],
+    # the lab, tiny (see SLOW)
+    "distillation": [
+        req("world", LAB_WORLD), req("teacher_pairs", counts(2, 40, minimum=2, maximum=10**7)),
+        req("dims", Kind([fresh("two", lambda: [1, 3])], [val("int", 3), fresh("zero", lambda: [0]), val("str", "3")])),
+        req("seeds", counts(1, 1, minimum=1, maximum=1000)), req("samples", counts(1, 20, minimum=1)),
+        opt("epochs", counts(0, 2, minimum=0, maximum=10_000)),
+        req("steps", Kind(counts(2, 3).valid, counts(2, 3, minimum=1, sized=True).junk + [val("one", 1)])),
+        opt("lr", positive()), req("record_every", Kind(counts(1, 1).valid, counts(1, 1, minimum=1, sized=True).junk)),
+        opt("progress", Kind(BOOL.valid[:1], BOOL.junk))],
+}
+SPECS.update(DISTILL_SPECS)
+
 
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
@@ -1546,10 +1780,11 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_dpo": _recorded_steps, "sweep_rlhf[world]": _recorded_steps,
                                               "sweep_dpo[world]": _recorded_steps, "overoptimization": _cheap_lab,
                                               "sweep_grpo[world]": _recorded_steps,
-                                              "sweep_best_of_n[world]": _cheap_world_best_of_n}
+                                              "sweep_best_of_n[world]": _cheap_world_best_of_n,
+                                              "core.sweep_token_ppo": _recorded_steps}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
-SLOW = {"overoptimization", "safety_lab"}
+SLOW = {"overoptimization", "distillation", "safety_lab"}
 FUNCTIONS = [name for name in SPECS if name not in SLOW]  # what benches/fuzz.py draws from
 ALL_FUNCTIONS = list(SPECS)  # what tests/test_fuzz.py runs
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
@@ -1601,7 +1836,7 @@ def on_row_kernels(name: str, rust: bool) -> Callable[..., Any]:
 # The world functions: NumPy under either backend, but for the sweep's engine (ON_ENGINES).
 # A method is called on its instance, the argument INSTANCES names.
 INSTANCES = {"World": "world", "RewardModel": "rm", "Judge": "judge", "GaoFit": "fit"}
-ON_ENGINES = {"overoptimization"}
+ON_ENGINES = {"overoptimization", "distillation"}
 
 
 def _method(name: str) -> Callable[..., Any]:
@@ -1630,6 +1865,14 @@ WORLD_CALLS: dict[str, Callable[..., Any]] = {
     "guard_stop": overopt_module.guard_stop, "best_of_n_curve": overopt_module.best_of_n_curve,
     "overoptimization": overopt_module.overoptimization,
 }
+INSTANCES.update({"SequenceWorld": "world", "SequenceRewardModel": "rm"})
+WORLD_CALLS.update({name: _method(name) for name in SEQUENCE_SPECS if "." in name})
+WORLD_CALLS.update({"SequenceWorld": SequenceWorld, "SequencePairs": SequencePairs,
+                    "SequenceRewardModel": SequenceRewardModel,
+                    "train_sequence_reward_model": sequences_module.train_sequence_reward_model,
+                    "response_lengths": sequences_module.response_lengths})
+WORLD_CALLS.update({"distill_reward_model": distill_module.distill_reward_model,
+                    "distillation": distill_module.distillation})
 
 
 def _cheap_safety_lab(kwargs: dict) -> None:
@@ -1670,6 +1913,8 @@ class Backend:
             return on_engines(name, self.engines)
         if name.startswith("rows."):
             return on_row_kernels(name, self.name == "rust")
+        if name == "core.sweep_token_ppo":
+            return self.engines.sweep_token_ppo if self.name == "rust" else token_ppo_reference.sweep_token_ppo
         if name == "KLController.update":
             return lambda controller, **kwargs: (controller.update(**kwargs), controller.value)[1]
         target: Any = self.functions

@@ -44,6 +44,11 @@ from .result import SweepResult
 from .sweep import sweep_best_of_n, sweep_dpo, sweep_grpo, sweep_rlhf, sweep_rm
 from . import worlds
 from .worlds import Judge, Labeller, RewardModel, World, WorldPairs, train_reward_model
+from . import sequences
+from .sequences import (SequencePairs, SequenceRewardModel, SequenceStats, SequenceWorld, response_lengths,
+                        train_sequence_reward_model)
+from . import distill
+from .distill import Distilled, distill_reward_model, distillation
 
 __all__ = [
     "BACKEND",
@@ -63,5 +68,16 @@ __all__ = [
     "WorldPairs",
     "RewardModel",
     "train_reward_model",
+    "sequences",
+    "SequenceWorld",
+    "SequenceStats",
+    "SequencePairs",
+    "SequenceRewardModel",
+    "train_sequence_reward_model",
+    "response_lengths",
+    "distill",
+    "Distilled",
+    "distill_reward_model",
+    "distillation",
 ]
 __version__ = "0.1.0"

@@ -1,6 +1,9 @@
 """Command line: ``python -m rlhf_fast demo`` runs the lesson end to end; ``sweep`` runs a grid;
 ``compare`` sets PPO, DPO, GRPO and Best-of-N side by side; ``overopt`` shows reward
-over-optimisation in a world (gold against proxy, Gao et al.'s fits).
+over-optimisation in a world (gold against proxy, Gao et al.'s fits); ``lab`` runs one of the
+labs of the token-level issue (``lab distill``: what a distilled reward model's size does to
+over-optimisation; ``lab safety``: a separate safety model under a fixed multiplier or Safe
+RLHF's Lagrangian).
 
 Bad arguments, and any argument the library refuses, give one line
 (``python -m rlhf_fast <command>: error: <message>``) and exit status 2; Ctrl-C gives one line
@@ -87,11 +90,19 @@ _POSITIVE = _real(0.0, strict=True)
 _NON_NEGATIVE = _real(0.0, strict=False)
 
 
+def _world_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a command's world (:func:`_world`)."""
+    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
+    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
+    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
+    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="python -m rlhf_fast", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rlhf_fast {rl.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare,overopt}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,sweep,compare,overopt,lab}")
 
     p = commands.add_parser(
         "demo",
@@ -184,14 +195,60 @@ def _parser() -> _Parser:
     p.add_argument("--record-every", type=_count(1), default=50,
                    help="evaluate gold, proxy and KL every k steps: the curves' points and the guard's "
                    "evaluations (default: 50)")
-    p.add_argument("--prompts", type=_count(1), default=16, help="the world's prompts (default: 16)")
-    p.add_argument("--vocab", type=_count(2), default=1024, help="the world's tokens (default: 1024)")
-    p.add_argument("--response-len", type=_count(1), default=8, help="tokens per response (default: 8)")
-    p.add_argument("--world-seed", type=_count(0), default=0, help="seed of the world's tables (default: 0)")
+    _world_arguments(p)
     p.add_argument("--out", type=_directory, default=Path("."),
                    help="directory for overopt.csv and overopt.png (default: .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=overopt, parser=p)
+
+    lab = commands.add_parser("lab", help="a lab of RLHF's phenomena, with a table and a plot: distill, safety",
+                              description="Each lab prints a table and writes <lab>.csv and <lab>.png to --out.")
+    labs = lab.add_subparsers(dest="lab", required=True, metavar="{distill,safety}")
+    p = labs.add_parser(
+        "distill",
+        help="reward distillation: how a distilled reward model's size moves the over-optimisation peak",
+        description="A teacher reward model is trained on --teacher-pairs labelled pairs in a world of --prompts "
+        "prompts, --vocab tokens and responses of --response-len tokens (gold counting a repeated token once). "
+        "Students of --dims features per token (a frozen random projection of the vocabulary, --seeds projections "
+        "each) are fitted to its scores on --samples reference responses. Each reward model is optimised along "
+        "its exact optima pi ~ pi_ref exp(r/beta) and by PPO at beta=0; the table gives each one's fit, held-out "
+        "gold accuracy, and where the gold peaks and ends. Writes distill.csv and distill.png to --out.",
+    )
+    p.add_argument("--teacher-pairs", type=_count(2), default=30000,
+                   help="labelled pairs the teacher is trained on (default: 30000)")
+    p.add_argument("--dims", type=_count(1), nargs="+", default=[16, 64, 256, 1024],
+                   help="student sizes, features per token (default: 16 64 256 1024)")
+    p.add_argument("--seeds", type=_count(1), default=3, help="projections per size (default: 3)")
+    p.add_argument("--samples", type=_count(1), default=20000, help="distillation responses (default: 20000)")
+    p.add_argument("--epochs", type=_count(0), default=5, help="distillation passes (default: 5)")
+    p.add_argument("--steps", type=_count(1), default=1500, help="PPO steps per run (default: 1500)")
+    p.add_argument("--record-every", type=_count(1), default=50, help="record gold, score and KL every k steps "
+                   "(default: 50)")
+    _world_arguments(p)
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for distill.csv and distill.png (default: .)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=lab_distill, parser=p)
+
+    p = labs.add_parser(
+        "safety",
+        help="Safe RLHF: a separate safety (cost) model, a fixed multiplier against the Lagrangian",
+        description="In a world of 8 prompts and 128 tokens where a tenth of the tokens are unsafe (and tend to "
+        "look helpful), a helpfulness reward model and a cost model are trained on their own labels; PPO "
+        "maximises helpfulness - lambda * cost for each fixed --lambdas (the helpfulness/safety frontier) and "
+        "with Safe RLHF's multiplier adapting towards each --cost-limits. The table gives each run's gold "
+        "helpfulness and gold cost; writes safety.csv and safety.png to --out.",
+    )
+    p.add_argument("--lambdas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
+                   help="fixed multipliers (default: 0 0.25 0.5 1 2 4)")
+    p.add_argument("--cost-limits", type=_POSITIVE, nargs="+", default=[0.3, 0.5],
+                   help="the Lagrangian runs' cost limits, in the gold cost's units (default: 0.3 0.5)")
+    p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")
+    p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
+    p.add_argument("--beta", type=_NON_NEGATIVE, default=0.2, help="the KL coefficient, k1 (default: 0.2)")
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for safety.csv and safety.png (default: .)")
+    p.set_defaults(run=lab_safety, parser=p)
     return parser
 
 
@@ -427,12 +484,26 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _world(args: argparse.Namespace) -> rl.World:
+    """The world of ``--prompts``, ``--vocab``, ``--response-len`` and ``--world-seed``."""
+    return rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+
+
+def _write_lab(args: argparse.Namespace, result: Any, stem: str) -> int:
+    """A lab's table as ``<stem>.csv`` and its plot as ``<stem>.png`` in ``--out``."""
+    with _Staged(args.out) as staged:
+        _write_csv(staged.path(f"{stem}.csv"), result.to_rows())
+        _close(result.plot(staged.path(f"{stem}.png")))
+    print(f"wrote {staged.written} in {result.seconds:.1f} s")
+    return 0
+
+
 def overopt(args: argparse.Namespace) -> int:
     """Reward over-optimisation in a world: one table row per reward model and the plot."""
     from .overopt import overoptimization
 
     _make_directory(args)
-    world = rl.World(n_prompts=args.prompts, vocab=args.vocab, response_len=args.response_len, seed=args.world_seed)
+    world = _world(args)
     result = overoptimization(world, rm_pairs=args.rm_pairs, labellers=args.labellers, betas=args.betas, ns=args.ns,
                               seeds=args.seeds, steps=args.steps, record_every=args.record_every,
                               progress=not args.quiet)
@@ -443,11 +514,38 @@ def overopt(args: argparse.Namespace) -> int:
           "it stops a run (gold fell 3 evaluations in a row while the proxy rose); beta=b: a run's final gold, and in "
           "brackets the beta=0 runs' gold at the same KL (equal if beta only moves a run along the curve, as Gao "
           "et al. found); fit peak KL: Gao's R_RL and R_bon forms fitted.")
-    with _Staged(args.out) as staged:
-        _write_csv(staged.path("overopt.csv"), result.to_rows())
-        _close(result.plot(staged.path("overopt.png")))
-    print(f"wrote {staged.written} in {result.seconds:.1f} s")
-    return 0
+    return _write_lab(args, result, "overopt")
+
+
+def lab_distill(args: argparse.Namespace) -> int:
+    """Reward distillation: one table row per student size and the teacher, and the plot."""
+    from .distill import distillation
+
+    _make_directory(args)
+    world = _world(args)
+    result = distillation(world, teacher_pairs=args.teacher_pairs, dims=args.dims, seeds=args.seeds,
+                          samples=args.samples, epochs=args.epochs, steps=args.steps, record_every=args.record_every,
+                          progress=not args.quiet)
+    print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {world!r}; teacher on {args.teacher_pairs} pairs; "
+          f"PPO beta=0, {args.steps} steps; scores relative to the reference policy's")
+    print(result.table())
+    print("R² to teacher: on fresh reference responses; optimum: the gold along the reward model's optima "
+          "pi ~ pi_ref exp(r/beta), at its highest; PPO: the runs' gold at its highest and after the last step. "
+          "Means over the projections (students) or the PPO seeds (teacher).")
+    return _write_lab(args, result, "distill")
+
+
+def lab_safety(args: argparse.Namespace) -> int:
+    """Safe RLHF: the frontier of fixed multipliers and the Lagrangian runs."""
+    from .safety import safety_lab
+
+    _make_directory(args)
+    result = safety_lab(lambdas=args.lambdas, cost_limits=args.cost_limits, seeds=args.seeds, steps=args.steps,
+                        beta=args.beta)
+    print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; PPO {args.steps} steps x "
+          f"{args.seeds} seeds, beta {args.beta:g}")
+    print(result.table())
+    return _write_lab(args, result, "safety")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,10 +66,15 @@ __all__ = [
     "rows_softmax",
     "rows_stream_add",
     "rows_stream_sum",
+    "train_reward_model_rows",
+    "sequence_stats",
+    "distill_reward_model",
     "train_world_rlhf",
     "world_expectations",
     "world_frontier",
     "world_tables",
+    "sweep_token_ppo",
+    "token_ppo_batch_terms",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -487,6 +492,26 @@ def train_reward_model(
     lr: float,
     center_rewards_coefficient: float,
 ) -> _Floats: ...
+# A sequence world's proxy (rust/python/sequences.rs); the front end is rlhf_fast.sequences.
+def train_reward_model_rows(
+    vocab: int,
+    first: _Indices,
+    first_len: _Indices,
+    second: _Indices,
+    second_len: _Indices,
+    target: _Floats,
+    margin: _Floats,
+    epochs: int,
+    lr: float,
+    center_rewards_coefficient: float,
+) -> _Floats: ...
+def sequence_stats(
+    logits: _Floats, ref_logits: _Floats
+) -> tuple[_Floats, _Floats, _Floats, _Floats, _Floats, _Floats]: ...
+# Reward distillation's SGD (rust/python/distill.rs); the front end is rlhf_fast.distill.
+def distill_reward_model(
+    phi: _Floats, responses: _Indices, targets: _Floats, epochs: int, lr: float
+) -> tuple[_Floats, float, _Floats]: ...
 def world_expectations(
     ref_logits: _Floats,
     gold_token: _Floats,
@@ -507,8 +532,50 @@ def world_frontier(
     weights: _Floats | None = None,
 ) -> _Series: ...
 def fit_gao(d: _Floats, gold: _Floats, form: str) -> tuple[float, float]: ...
-
-
+def token_ppo_batch_terms(
+    ref_logits: npt.NDArray[np.float64],
+    old_theta: npt.NDArray[np.float64],
+    theta: npt.NDArray[np.float64],
+    old_values: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    prompts: npt.NDArray[np.int64],
+    tokens: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float64],
+    kl_coef: float = 0.05,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    cliprange: float = 0.2,
+    cliprange_value: float = 0.2,
+    vf_coef: float = 0.1,
+    kl_estimator: str = "k1",
+) -> dict[str, Any]: ...
+def sweep_token_ppo(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    steps: int,
+    runs: Sequence[tuple[int, float, float]],
+    batch_size: int = 64,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    cliprange: float = 0.2,
+    cliprange_value: float = 0.2,
+    vf_coef: float = 0.1,
+    kl_estimator: str = "k1",
+    num_ppo_epochs: int = 4,
+    num_mini_batches: int = 1,
+    missing_eos_penalty: float | None = None,
+    length_normalize: bool = False,
+    length_penalty: float = 0.0,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
 def sweep_safe_world_rlhf(
     ref_logits: npt.NDArray[np.float64],
     weights: npt.NDArray[np.float64],

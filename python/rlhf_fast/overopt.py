@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _checks as checks
-from .result import new_figure
+from .result import new_figure, text_table
 from .worlds import (
     Frontier,
     GaoFit,
@@ -173,10 +173,7 @@ class Overoptimization:
                 kl, gold, along = row.beta_finals[b]
                 line.append(f"{gold:+.2f} ({along:+.2f}) at {kl:.1f}")
             lines.append(line)
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-        out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
-        return "\n".join(out)
+        return text_table(header, lines)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """The table as flat records (for a CSV).

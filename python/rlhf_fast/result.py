@@ -144,6 +144,20 @@ _SPECS = {
                       "gold (solid) and proxy (dashed) against KL"),
         log_v=False,
     ),
+    "token_ppo": _Spec(
+        title="PPO on token sequences (TRL's layout)",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("final_length", "final length")),
+        curves=(("objective_scores", "mean score of the batch", "score over updates"),
+                ("gold_score", "mean gold of the batch", "gold over updates"),
+                ("mean_length", "content tokens", "response length over updates")),
+        front=(("gold_score", "objective_kl", "gold"), ("objective_scores", "objective_kl", "score")),
+        front_from_history=True,
+        front_labels=("KL(π_θ || π_ref) of a response (k1)", "mean of the batch",
+                      "gold (solid) and score (dashed) against KL"),
+        log_v=False,
+    ),
 }
 _SPECS["world_ppo_safe"] = _Spec(
     title="Safe RLHF in a world",
@@ -632,10 +646,7 @@ class SweepResult:
             for name, _ in columns:
                 cells.append(f"{row[name]:.3f} ± {row[name + '_std']:.3f}" if pooled else f"{row[name]:.3f}")
             lines.append(cells)
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-        out.extend("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
-        return "\n".join(out)
+        return text_table(header, lines)
 
     def _long_columns(self, runs: range | None = None) -> dict[str, np.ndarray]:
         """The long table of :meth:`to_pandas` and :meth:`to_arrow` as numpy columns, in order;
@@ -1191,6 +1202,15 @@ def _size(n: int) -> str:
             break
         size, unit = size / 1024, bigger
     return f"{size:.1f} {unit}"
+
+
+def text_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """``lines`` of cells under ``header``, each column right-aligned to its widest cell, with a
+    rule of dashes under the header."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
 
 
 def new_figure(path: str | os.PathLike | None, **figure):

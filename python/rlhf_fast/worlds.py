@@ -726,6 +726,14 @@ def _safety(safety: Any) -> Safety:
     return safety
 
 
+def _length_bias(value: Any) -> float:
+    """A labeller's taste for length: a finite real in ``[-1e6, 1e6]``."""
+    value = checks.finite("length_bias", value)
+    if abs(value) > MAX_SCALE:
+        raise ValueError(f"length_bias must be in [-1e6, 1e6], got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Labeller:
     """A human labeller: Bradley-Terry on the gold, then a label flip.
@@ -741,11 +749,17 @@ class Labeller:
         Chance a label is flipped after it is drawn (careless or adversarial labels).
     cost : float, optional
         Cost of one label, in arbitrary units (an AI judge's is lower).
+    length_bias : float, optional
+        A taste for length the gold does not share (:class:`~rlhf_fast.sequences.SequenceWorld`):
+        ``P(first preferred) = sigmoid((g(first) - g(second) + length_bias * (n(first) -
+        n(second))) / temperature)``, ``n`` a response's content tokens. 0 by default; a bag
+        world's responses all have one length, so there it changes nothing.
     """
 
     temperature: float = 1.0
     flip: float = 0.0
     cost: float = 1.0
+    length_bias: float = 0.0
 
     def __post_init__(self) -> None:
         checks.positive("temperature", checks.finite("temperature", self.temperature))
@@ -753,6 +767,7 @@ class Labeller:
         if flip > 1.0:
             raise ValueError(f"flip must be a probability in [0, 1], got {flip!r}")
         checks.non_negative("cost", checks.finite("cost", self.cost))
+        _length_bias(self.length_bias)
 
     def _label(self, world: World, prompts, first, second, rng: np.random.Generator) -> np.ndarray:
         prefer_uniforms = rng.random(len(prompts))
@@ -792,6 +807,14 @@ class Judge:
         Seeds the judge's own token values.
     cost : float, optional
         Cost of one label (a tenth of a human's by default; twice that with ``both_orders``).
+    length_bias : float, optional
+        The judge's taste for length, which the gold does not share: ``length_bias`` times
+        the difference in content tokens is added to its margin in a
+        :class:`~rlhf_fast.sequences.SequenceWorld` (a bag world's responses have one length).
+    length_aware : float, optional
+        In [0, 1]: how far the judge is told to ignore length and does (the RLAIF remedy for
+        length hacking): its margin carries ``length_bias * (1 - length_aware)``. 0 by
+        default; 1 removes the bias.
     """
 
     rho: float = 0.8
@@ -802,6 +825,8 @@ class Judge:
     temperature: float = 1.0
     seed: int = 0
     cost: float = 0.1
+    length_bias: float = 0.0
+    length_aware: float = 0.0
 
     def __post_init__(self) -> None:
         rho = checks.finite("rho", self.rho)
@@ -818,6 +843,15 @@ class Judge:
         checks.positive("temperature", checks.finite("temperature", self.temperature))
         checks.count("seed", self.seed, 0)
         checks.non_negative("cost", checks.finite("cost", self.cost))
+        _length_bias(self.length_bias)
+        length_aware = checks.non_negative("length_aware", self.length_aware)
+        if length_aware > 1.0:
+            raise ValueError(f"length_aware must be in [0, 1], got {length_aware!r}")
+
+    @property
+    def effective_length_bias(self) -> float:
+        """The length bias left in the judge's margin: ``length_bias * (1 - length_aware)``."""
+        return float(self.length_bias) * (1.0 - float(self.length_aware))
 
     def token_values(self, world: World) -> np.ndarray:
         """``[n_prompts, vocab]``: the judge's value of each token for each prompt."""

@@ -7,6 +7,7 @@
 //! [`crate::methods`] and [`crate::kernels`].
 
 pub mod best_of_n;
+pub mod distill;
 pub mod dpo;
 pub mod driver;
 pub mod grpo;
@@ -14,6 +15,8 @@ pub mod ppo;
 mod ppo_lanes;
 pub mod reward_model;
 pub mod safe_world_ppo;
+pub mod sequence_world;
+pub mod token_ppo;
 pub mod world;
 pub mod world_best_of_n;
 pub mod world_dpo;

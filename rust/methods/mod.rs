@@ -14,5 +14,7 @@ pub mod lagrangian;
 pub mod ppo;
 pub mod ppo_rows;
 pub mod reward_checks;
+pub mod sequence_stats;
+pub mod token_ppo;
 pub mod world;
 pub mod world_stats;

@@ -5,12 +5,15 @@
 mod args;
 mod convert;
 mod detached;
+mod distill;
 mod lesson;
 mod methods;
 mod preferences;
 mod rows;
 mod safe_world;
+mod sequences;
 mod sweep;
+mod token_ppo;
 mod world;
 mod world_best_of_n;
 mod world_dpo;
@@ -43,11 +46,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     methods::register(m)?;
     rows::register(m)?;
     safe_world::register(m)?;
+    sequences::register(m)?;
     sweep::register(m)?;
     world::register(m)?;
     world_best_of_n::register(m)?;
     world_dpo::register(m)?;
     world_grpo::register(m)?;
     world_tables::register(m)?;
+    distill::register(m)?;
+    token_ppo::register(m)?;
     Ok(())
 }

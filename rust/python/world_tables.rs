@@ -17,7 +17,7 @@ use crate::error::vec_with_capacity;
 use crate::methods::world::{gao, labels, scores, tables};
 
 /// An int64 numpy array of `ndim` dimensions of indices >= 0, copied out with its shape.
-fn index_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<usize>, Vec<usize>)> {
+pub(super) fn index_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<usize>, Vec<usize>)> {
     let wrong = |what: String| PyTypeError::new_err(format!("{name} must be a {ndim}-D int64 array, got {what}"));
     let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
         return Err(wrong(type_name(obj)));
@@ -37,7 +37,7 @@ fn index_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec
     Ok((values, array.shape().to_vec()))
 }
 
-fn floats(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+pub(super) fn floats(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     Ok(float_array(name, obj, 1)?.0)
 }
 

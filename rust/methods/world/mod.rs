@@ -5,6 +5,7 @@
 //! policy and the frontier `pi ∝ pi_ref exp(r / beta)` need a world's checked tables and are
 //! an engine's: `engines::world_frontier`.
 
+pub mod distill;
 pub mod gao;
 pub mod labels;
 pub mod reward_model;
