@@ -49,6 +49,9 @@ from .sequences import (SequencePairs, SequenceRewardModel, SequenceStats, Seque
                         train_sequence_reward_model)
 from . import distill
 from .distill import Distilled, distill_reward_model, distillation
+from .worlds import Safety
+from . import safety
+from .safety import safety_lab
 
 __all__ = [
     "BACKEND",
@@ -79,5 +82,8 @@ __all__ = [
     "Distilled",
     "distill_reward_model",
     "distillation",
+    "Safety",
+    "safety",
+    "safety_lab",
 ]
 __version__ = "0.1.0"
