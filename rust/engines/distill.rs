@@ -122,8 +122,7 @@ mod tests {
             let s = student.bias + student.theta[y[0]] + student.theta[y[1]];
             assert!((s - t).abs() < 1e-9, "{y:?}: {s} vs {t}");
         }
-        assert!(student.epoch_mse.last().unwrap() < &1e-18);
-        assert!(student.epoch_mse.windows(2).all(|w| w[1] <= w[0]));
+        assert!(student.epoch_mse[0] > 0.1 && *student.epoch_mse.last().unwrap() < 1e-18);
     }
 
     #[test]
