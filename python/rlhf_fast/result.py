@@ -158,6 +158,31 @@ _SPECS = {
                       "gold (solid) and score (dashed) against KL"),
         log_v=False,
     ),
+    "sequence_dpo": _Spec(
+        title="DPO on token sequences",
+        params="final_theta",
+        table=(("final_proxy_score", "final proxy"), ("final_gold_score", "final gold"), ("final_kl", "final KL"),
+               ("final_length", "final length"), ("last_epoch_accuracy", "accuracy")),
+        curves=(("loss", "DPO loss", "loss over updates"),
+                ("gold_score", "E[gold score] of a response", "gold score over updates"),
+                ("mean_length", "E[content tokens]", "response length over updates")),
+        front=(("gold_score", "mean_kl", "gold"), ("proxy_score", "mean_kl", "proxy")),
+        front_from_history=True,
+        front_labels=("KL(π_θ || π_ref) of a response", "expected score of a response",
+                      "gold (solid) and proxy (dashed, with w) against KL"),
+        log_v=False,
+    ),
+    "sequence_best_of_n": _Spec(
+        title="Best-of-N on token sequences",
+        params=None,
+        table=(("sampled_proxy_score", "proxy"), ("sampled_gold_score", "gold"), ("sampled_length", "length"),
+               ("kl_analytic", "KL analytic"), ("ref_gold_score", "reference gold")),
+        front=(("sampled_gold_score", "kl_analytic", "gold"), ("sampled_proxy_score", "kl_analytic", "proxy")),
+        along=("expected score of a response", "proxy and gold", ("sampled_proxy_score", "sampled_gold_score")),
+        front_labels=("KL(π_BoN || π_ref), log n - (n-1)/n", "expected score of a response",
+                      "gold and proxy against KL"),
+        log_v=False,
+    ),
 }
 METHODS = tuple(_SPECS)
 

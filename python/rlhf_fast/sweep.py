@@ -37,6 +37,7 @@ from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
 from .worlds import RewardModel, World, WorldPairs, _pairs_of
+from .sequences import SequenceWorld
 
 
 class _ReferenceEngines:
@@ -782,6 +783,10 @@ def sweep_dpo(
                     "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
                     f"{ls!r} with loss_type={kind!r}: sweep those losses separately"
                 )
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sweep_sequence_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads,
+                                                  progress, max_memory)
     if world is not None:
         return _sweep_world_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads, progress, max_memory)
     if w is not None:
@@ -804,6 +809,9 @@ def sweep_dpo(
 
 def _world_pairs(pairs: Any, world: Any) -> WorldPairs:
     """``pairs`` for a world DPO sweep: labelled pairs of the world's responses, at least one."""
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sequence_pairs(pairs, world)
     if not isinstance(world, World):
         raise TypeError(f"world must be a rlhf_fast.worlds.World, got {type(world).__name__}")
     pairs = _pairs_of("pairs", pairs, world)
@@ -851,6 +859,7 @@ def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta
 # ---------------------------------------------------------------------------------- GRPO
 
 _HISTORY_FIELDS["world_grpo"] = 8
+_HISTORY_FIELDS["sequence_dpo"] = 10
 
 
 def sweep_grpo(
@@ -1094,6 +1103,10 @@ def sweep_best_of_n(
     >>> bool((result.sampled_proxy_score[1] > result.sampled_proxy_score[0]).all())
     True
     """
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sweep_sequence_best_of_n(w, world, ns, seeds, samples, policy, n_threads, progress,
+                                                        max_memory)
     if world is not None:
         return _sweep_world_best_of_n(w, world, ns, seeds, samples, policy, n_threads, progress, max_memory)
     check.scores_by_content(w)

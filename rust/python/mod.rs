@@ -11,6 +11,7 @@ mod methods;
 mod preferences;
 mod rows;
 mod sequences;
+mod sequence_methods;
 mod sweep;
 mod token_ppo;
 mod world;
@@ -53,5 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_tables::register(m)?;
     distill::register(m)?;
     token_ppo::register(m)?;
+    sequence_methods::register(m)?;
     Ok(())
 }
