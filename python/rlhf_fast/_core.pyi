@@ -74,6 +74,8 @@ __all__ = [
     "world_tables",
     "sweep_token_ppo",
     "token_ppo_batch_terms",
+    "sweep_sequence_dpo",
+    "sweep_sequence_best_of_n",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -571,6 +573,39 @@ def sweep_token_ppo(
     length_normalize: bool = False,
     length_penalty: float = 0.0,
     record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
+
+def sweep_sequence_dpo(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    prompts: npt.NDArray[np.int64],
+    first: npt.NDArray[np.int64],
+    second: npt.NDArray[np.int64],
+    target: npt.NDArray[np.float64],
+    runs: Sequence[tuple[float, float, str, float, int, int | None]],
+    with_proxy: bool = True,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
+def sweep_sequence_best_of_n(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    runs: Sequence[tuple[int, int, int]],
     n_threads: int | None = None,
     progress: _Progress = None,
     max_memory: int | None = None,

@@ -5,7 +5,7 @@
 A policy is a table of logits ``theta [n_prompts, max_len, vocab]`` (EOS is token 0), starting
 at the world's reference; a response is generated token by token until its first EOS or
 ``max_len`` tokens. The engines are ``rlhf_fast._core.sweep_sequence_*`` (Rust) and their twins
-in ``rlhf_fast.reference.engines`` (``RLHF_FAST_BACKEND=python``); docs/METHODS.md section 13
+in ``rlhf_fast.reference.engines`` (``RLHF_FAST_BACKEND=python``), picked by :mod:`rlhf_fast.sweep`; docs/METHODS.md section 13
 has the formulas as implemented.
 """
 
@@ -17,21 +17,9 @@ import numpy as np
 
 from . import _checks as check
 from . import sweep as _sweep_module
-from ._backend import BACKEND
 from .result import SweepResult
 from .reference.methods.best_of_n import MAX_N
 from .sequences import SequencePairs, SequenceRewardModel, SequenceWorld, _pairs_of, _rm_for
-
-if BACKEND == "rust":
-    from . import _core as _engines
-else:
-    from .reference.engines import sequence_best_of_n as _reference_best_of_n
-    from .reference.engines import sequence_dpo as _reference_dpo
-
-    class _engines:  # noqa: N801 - the reference's engines under the core's names
-        sweep_sequence_dpo = staticmethod(_reference_dpo.sweep_sequence_dpo)
-        sweep_sequence_best_of_n = staticmethod(_reference_best_of_n.sweep_sequence_best_of_n)
-
 
 def _world_arrays(world: SequenceWorld, rm: SequenceRewardModel | None) -> tuple:
     """The engines' world arguments: ``ref_logits, w, bias, w_len, g, offset, count_once``
@@ -84,7 +72,7 @@ def sweep_sequence_dpo(world: SequenceWorld, pairs: SequencePairs, w: Any, grid:
     target = np.asarray(pairs.target, dtype=np.float64)
 
     def engine(runs, callback, limit):
-        return _engines.sweep_sequence_dpo(*arrays, prompts, first, second, target, runs, with_proxy=rm is not None,
+        return _sweep_module._engines.sweep_sequence_dpo(*arrays, prompts, first, second, target, runs, with_proxy=rm is not None,
                                            record_every=record_every, n_threads=n_threads, progress=callback,
                                            max_memory=limit)
 
@@ -111,7 +99,7 @@ def sweep_sequence_best_of_n(w: Any, world: SequenceWorld, ns: Any, seeds: Any, 
     arrays = _world_arrays(world, rm)
 
     def engine(runs, callback, limit):
-        return _engines.sweep_sequence_best_of_n(*arrays, runs, n_threads=n_threads, progress=callback,
+        return _sweep_module._engines.sweep_sequence_best_of_n(*arrays, runs, n_threads=n_threads, progress=callback,
                                                  max_memory=limit)
 
     result = _sweep_module._sweep(

@@ -31,6 +31,8 @@ from .reference.engines import world_best_of_n as _reference_world_best_of_n
 from .reference.engines import world_dpo as _reference_world_dpo
 from .reference.engines import world_grpo as _reference_world_grpo
 from .reference.engines import world_ppo as _reference_world_ppo
+from .reference.engines import sequence_best_of_n as _reference_sequence_best_of_n
+from .reference.engines import sequence_dpo as _reference_sequence_dpo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
@@ -52,6 +54,8 @@ class _ReferenceEngines:
     sweep_world_best_of_n = staticmethod(_reference_world_best_of_n.sweep_world_best_of_n)
     sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
     sweep_world_grpo = staticmethod(_reference_world_grpo.sweep_world_grpo)
+    sweep_sequence_dpo = staticmethod(_reference_sequence_dpo.sweep_sequence_dpo)
+    sweep_sequence_best_of_n = staticmethod(_reference_sequence_best_of_n.sweep_sequence_best_of_n)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 

@@ -303,6 +303,8 @@ impl Engine for SequenceDpoEngine<'_> {
         let params = &run.params;
         let fields = self.history_fields().len();
         let kept = out.history.len() / fields;
+        // A run shorter than the longest is NaN past its end.
+        out.history.fill(f64::NAN);
         let theta = &mut *out.params;
         theta.copy_from_slice(world.ref_logits);
         let (l, v) = (world.max_len, world.vocab_size);
