@@ -78,7 +78,8 @@ impl<'a> SequenceBestOfNEngine<'a> {
         }
         let mut ref_probs = vec_with_capacity(world.ref_logits.len(), "the reference's probabilities")?;
         ref_probs.resize(world.ref_logits.len(), 0.0);
-        for (row, out) in world.ref_logits.chunks_exact(world.vocab_size).zip(ref_probs.chunks_exact_mut(world.vocab_size))
+        for (row, out) in
+            world.ref_logits.chunks_exact(world.vocab_size).zip(ref_probs.chunks_exact_mut(world.vocab_size))
         {
             softmax_row(row, out);
         }
@@ -110,8 +111,11 @@ impl Engine for SequenceBestOfNEngine<'_> {
         let (l, v) = (world.max_len, world.vocab_size);
         let mut rng = Mt19937::from_key(&run.seed_key);
         let what = "a Best-of-N run's samples";
-        let (mut proxies, mut golds, mut lengths) =
-            (vec_with_capacity(run.samples, what)?, vec_with_capacity(run.samples, what)?, vec_with_capacity(run.samples, what)?);
+        let (mut proxies, mut golds, mut lengths) = (
+            vec_with_capacity(run.samples, what)?,
+            vec_with_capacity(run.samples, what)?,
+            vec_with_capacity(run.samples, what)?,
+        );
         let (mut tokens, mut best) = (Vec::with_capacity(l), Vec::with_capacity(l));
         let mut seen = vec![false; v];
         let mut ticker = Ticker::new(monitor);
@@ -165,10 +169,8 @@ mod tests {
         let w = [0.0, 1.0, -0.5, 0.3, -1.0];
         let zeros = [0.0; 2];
         let world = TokenWorld::new(&ref_logits, [p, l, v], &w, &zeros, 0.2, &w, &zeros, true).unwrap();
-        let runs: Vec<SequenceBestOfNRun> = [1, 4, 16]
-            .iter()
-            .map(|&n| SequenceBestOfNRun { n, samples: 400, seed_key: seed_key(n as i128) })
-            .collect();
+        let runs: Vec<SequenceBestOfNRun> =
+            [1, 4, 16].iter().map(|&n| SequenceBestOfNRun { n, samples: 400, seed_key: seed_key(n as i128) }).collect();
         let engine = SequenceBestOfNEngine::new(world, &runs).unwrap();
         let out = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap();
         let proxy: Vec<f64> = (0..3).map(|r| out.summary[r * 10]).collect();

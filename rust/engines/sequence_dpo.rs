@@ -16,10 +16,10 @@
 
 use super::dpo::EpochOrder;
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
+use super::sequence_common::CachedStats;
 use crate::error::{overflowed, py_float, record_overflowed, Error, Result};
 use crate::kernels::softmax::softmax_and_log_softmax_row;
 use crate::methods::dpo::{pair_label, DpoOutcome, DpoParams, LossType};
-use super::sequence_common::CachedStats;
 use crate::methods::token_ppo::TokenWorld;
 
 /// The per-step series of a sequence DPO sweep with a reward model: the pair's prompt, TRL's
@@ -113,11 +113,15 @@ impl SequencePairRows {
                 world.n_prompts, self.prompts[i]
             )));
         }
-        for (name, tokens, lengths) in [("first", &self.first, &self.first_len), ("second", &self.second, &self.second_len)]
+        for (name, tokens, lengths) in
+            [("first", &self.first, &self.first_len), ("second", &self.second, &self.second_len)]
         {
             for (i, &len) in lengths.iter().enumerate() {
                 if !(1..=self.max_len).contains(&len) {
-                    return Err(Error::invalid(format!("{name}[{i}] must hold 1 to {} tokens, got {len}", self.max_len)));
+                    return Err(Error::invalid(format!(
+                        "{name}[{i}] must hold 1 to {} tokens, got {len}",
+                        self.max_len
+                    )));
                 }
                 let row = &tokens[i * self.max_len..i * self.max_len + len];
                 if let Some(t) = row.iter().position(|&a| a >= world.vocab_size) {
@@ -175,6 +179,7 @@ impl SequenceDpoScratch {
 /// (their tokens, EOS included, 1 to `L` each, ids below `V`: unchecked), against the
 /// reference's log-probabilities `ref_logp [L, V]`; `smoothing` is the pair's label
 /// smoothing ([`pair_label`]). Mutates `theta`; returns TRL's record before the step.
+#[allow(clippy::too_many_arguments)]
 pub fn sequence_dpo_update(
     theta: &mut [f64],
     ref_logp: &[f64],
@@ -485,7 +490,8 @@ mod tests {
         let out = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         assert_eq!(pool.install(|| sweep(&engine, &runs, u64::MAX, &Monitor::default())).unwrap(), out);
-        let hinge = [SequenceDpoRun { params: DpoParams::new(0.5, 0.3, LossType::Hinge, 0.0).unwrap(), ..runs[0].clone() }];
+        let hinge =
+            [SequenceDpoRun { params: DpoParams::new(0.5, 0.3, LossType::Hinge, 0.0).unwrap(), ..runs[0].clone() }];
         let world = engine.world.clone();
         let err = SequenceDpoEngine::new(world, &pairs, true, 2, &hinge).unwrap_err().to_string();
         assert!(err.starts_with("loss_type 'hinge' needs hard labels"), "{err}");

@@ -147,7 +147,11 @@ pub fn sweep_sequence_best_of_n<'py>(
     let runs = runs
         .into_iter()
         .map(|(n, samples, seed)| {
-            Ok(SequenceBestOfNRun { n: count("n", n, 1)? as u64, samples: count("samples", samples, 2)?, seed_key: seed.0 })
+            Ok(SequenceBestOfNRun {
+                n: count("n", n, 1)? as u64,
+                samples: count("samples", samples, 2)?,
+                seed_key: seed.0,
+            })
         })
         .collect::<PyResult<Vec<_>>>()?;
     let engine = SequenceBestOfNEngine::new(world, &runs)?;
