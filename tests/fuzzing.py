@@ -1711,6 +1711,25 @@ SEQUENCE_SPECS: dict[str, list[Param]] = {
     "response_lengths": [req("responses", SEQUENCE_RESPONSES)],
 }
 SPECS.update(SEQUENCE_SPECS)
+# DPO and Best-of-N in a sequence world on the backend's engine (issue 11)
+SEQUENCE_SWEEP_SPECS: dict[str, list[Param]] = {
+    "sweep_dpo[sequence]": [
+        req("pairs", SEQUENCE_PAIRS), req("world", SEQUENCE_WORLD), req("betas", first_axis(positive(0.01, 1.0))),
+        opt("seeds", DPO_SEEDS), opt("loss_type", axis(options(ref.DPO_LOSS_TYPES))),
+        opt("label_smoothing", axis(reals("finite", 0.0, 0.4, (0.0,)))), opt("lr", axis(positive())),
+        opt("epochs", axis(counts(1, 2, minimum=1, sized=True))),
+        opt("theta", Kind([val("none", None)], [fresh("array", lambda: np.zeros((2, 3, 5))), val("str", "theta")])),
+        opt("w", Kind([val("none", None), *SEQUENCE_RM.valid], [v for v in SEQUENCE_RM.junk if v.label != "none"])),
+        opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS),
+        opt("max_memory", MAX_MEMORY)],
+    "sweep_best_of_n[sequence]": [
+        req("w", SEQUENCE_RM), req("world", SEQUENCE_WORLD),
+        req("ns", first_axis(counts(1, 8, minimum=1, maximum=1_000_000_000))), opt("seeds", SEEDS),
+        opt("samples", Kind([val("none", None), *counts(2, 6).valid], counts(2, 6, minimum=2).junk)),
+        opt("policy", Kind([val("none", None)], [fresh("array", lambda: np.zeros((2, 3, 5))), val("str", "policy")])),
+        opt("n_threads", THREADS), opt("progress", PROGRESS), opt("max_memory", MAX_MEMORY)],
+}
+SPECS.update(SEQUENCE_SWEEP_SPECS)
 WORLD_SPECS["Labeller"].append(opt("length_bias", LENGTH_BIAS))
 WORLD_SPECS["Judge"] += [opt("length_bias", LENGTH_BIAS), opt("length_aware", PROBABILITY)]
 
@@ -1781,7 +1800,9 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_dpo[world]": _recorded_steps, "overoptimization": _cheap_lab,
                                               "sweep_grpo[world]": _recorded_steps,
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n,
-                                              "core.sweep_token_ppo": _recorded_steps}
+                                              "core.sweep_token_ppo": _recorded_steps,
+                                              "sweep_dpo[sequence]": _recorded_steps,
+                                              "sweep_best_of_n[sequence]": _cheap_world_best_of_n}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
 SLOW = {"overoptimization", "distillation", "safety_lab"}
@@ -1996,7 +2017,7 @@ def draw_call(source: Any, function: str | None = None, backend: Backend | None 
 
 # What a function is documented to hold as NaN: sweep_dpo's history past the end of a run
 # with fewer epochs than the longest (docstring of rlhf_fast.sweep_dpo).
-NAN_DOCUMENTED = {"sweep_dpo": "history", "sweep_dpo[world]": "history"}
+NAN_DOCUMENTED = {"sweep_dpo": "history", "sweep_dpo[world]": "history", "sweep_dpo[sequence]": "history"}
 # What is documented as +inf: where a Gao fit peaks when it never turns down (GaoFit.peak_d).
 INF_DOCUMENTED = {"GaoFit.peaks"}
 

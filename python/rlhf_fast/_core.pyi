@@ -75,6 +75,8 @@ __all__ = [
     "world_tables",
     "sweep_token_ppo",
     "token_ppo_batch_terms",
+    "sweep_sequence_dpo",
+    "sweep_sequence_best_of_n",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -590,6 +592,38 @@ def sweep_safe_world_rlhf(
     gold_cost: npt.NDArray[np.float64],
     record_every: int = 1,
     exact: bool = False,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
+def sweep_sequence_dpo(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    prompts: npt.NDArray[np.int64],
+    first: npt.NDArray[np.int64],
+    second: npt.NDArray[np.int64],
+    target: npt.NDArray[np.float64],
+    runs: Sequence[tuple[float, float, str, float, int, int | None]],
+    with_proxy: bool = True,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+) -> _SweepOutput: ...
+def sweep_sequence_best_of_n(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    runs: Sequence[tuple[int, int, int]],
     n_threads: int | None = None,
     progress: _Progress = None,
     max_memory: int | None = None,

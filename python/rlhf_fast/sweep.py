@@ -32,12 +32,15 @@ from .reference.engines import world_dpo as _reference_world_dpo
 from .reference.engines import world_grpo as _reference_world_grpo
 from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.engines import safe_world_ppo as _reference_safe_world_ppo
+from .reference.engines import sequence_best_of_n as _reference_sequence_best_of_n
+from .reference.engines import sequence_dpo as _reference_sequence_dpo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
 from .worlds import RewardModel, World, WorldPairs, _pairs_of
+from .sequences import SequenceWorld
 
 
 class _ReferenceEngines:
@@ -53,6 +56,8 @@ class _ReferenceEngines:
     sweep_world_dpo = staticmethod(_reference_world_dpo.sweep_world_dpo)
     sweep_world_grpo = staticmethod(_reference_world_grpo.sweep_world_grpo)
     sweep_safe_world_rlhf = staticmethod(_reference_safe_world_ppo.sweep_safe_world_rlhf)
+    sweep_sequence_dpo = staticmethod(_reference_sequence_dpo.sweep_sequence_dpo)
+    sweep_sequence_best_of_n = staticmethod(_reference_sequence_best_of_n.sweep_sequence_best_of_n)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -857,6 +862,10 @@ def sweep_dpo(
                     "label_smoothing is only defined for loss_type 'sigmoid' and 'robust', got "
                     f"{ls!r} with loss_type={kind!r}: sweep those losses separately"
                 )
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sweep_sequence_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads,
+                                                  progress, max_memory)
     if world is not None:
         return _sweep_world_dpo(world, pairs, w, grid, theta, ref, record_every, n_threads, progress, max_memory)
     if w is not None:
@@ -879,6 +888,9 @@ def sweep_dpo(
 
 def _world_pairs(pairs: Any, world: Any) -> WorldPairs:
     """``pairs`` for a world DPO sweep: labelled pairs of the world's responses, at least one."""
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sequence_pairs(pairs, world)
     if not isinstance(world, World):
         raise TypeError(f"world must be a rlhf_fast.worlds.World, got {type(world).__name__}")
     pairs = _pairs_of("pairs", pairs, world)
@@ -926,6 +938,7 @@ def _sweep_world_dpo(world: World, pairs: WorldPairs, w: Any, grid: _Grid, theta
 # ---------------------------------------------------------------------------------- GRPO
 
 _HISTORY_FIELDS["world_grpo"] = 8
+_HISTORY_FIELDS["sequence_dpo"] = 10
 
 
 def sweep_grpo(
@@ -1169,6 +1182,10 @@ def sweep_best_of_n(
     >>> bool((result.sampled_proxy_score[1] > result.sampled_proxy_score[0]).all())
     True
     """
+    if isinstance(world, SequenceWorld):
+        from . import sequence_sweeps
+        return sequence_sweeps.sweep_sequence_best_of_n(w, world, ns, seeds, samples, policy, n_threads, progress,
+                                                        max_memory)
     if world is not None:
         return _sweep_world_best_of_n(w, world, ns, seeds, samples, policy, n_threads, progress, max_memory)
     check.scores_by_content(w)

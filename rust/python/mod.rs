@@ -11,6 +11,7 @@ mod methods;
 mod preferences;
 mod rows;
 mod safe_world;
+mod sequence_methods;
 mod sequences;
 mod sweep;
 mod token_ppo;
@@ -55,5 +56,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_tables::register(m)?;
     distill::register(m)?;
     token_ppo::register(m)?;
+    sequence_methods::register(m)?;
     Ok(())
 }

@@ -30,10 +30,10 @@ fn record_every_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
 }
 
 /// Worker threads a sweep may ask for (as the front ends' `_MAX_THREADS`).
-const MAX_THREADS: usize = 1024;
+pub(super) const MAX_THREADS: usize = 1024;
 
 /// A sequence world's arrays as the bindings receive them, copied out with their shapes.
-struct OwnedWorld {
+pub(super) struct OwnedWorld {
     ref_logits: (Vec<f64>, Vec<usize>),
     w: Vec<f64>,
     bias: Vec<f64>,
@@ -44,7 +44,7 @@ struct OwnedWorld {
 }
 
 impl OwnedWorld {
-    fn convert(
+    pub(super) fn convert(
         ref_logits: &Bound<'_, PyAny>,
         w: &Bound<'_, PyAny>,
         bias: &Bound<'_, PyAny>,
@@ -64,7 +64,7 @@ impl OwnedWorld {
         })
     }
 
-    fn world(&self) -> PyResult<TokenWorld<'_>> {
+    pub(super) fn world(&self) -> PyResult<TokenWorld<'_>> {
         let shape = &self.ref_logits.1;
         Ok(TokenWorld::new(
             &self.ref_logits.0,
@@ -117,7 +117,7 @@ fn token_ppo_params(
 
 /// An int64 array of `ndim` dimensions (an int array is converted, as `np.asarray(x,
 /// dtype=np.int64)` would), copied out with its shape; a `TypeError` naming `name` otherwise.
-fn int_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
+pub(super) fn int_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
     let wrong = || PyTypeError::new_err(format!("{name} must be a {ndim}-D int64 array, got {}", type_name(obj)));
     if ndim == 1 {
         let array: PyReadonlyArray1<'_, i64> = obj.extract().map_err(|_| wrong())?;
