@@ -146,3 +146,12 @@ def test_the_lab_runs_on_the_reference():
                                           "unbiased"]
     np.testing.assert_array_equal(lab.steps, [2, 4])
     assert all(r.length_curve.shape == (2,) for r in lab.rows)
+
+
+def test_the_examples_run():
+    import doctest
+
+    from rlhf_fast import length
+
+    failed, attempted = doctest.testmod(length, extraglobs={"rl": rl, "np": np})
+    assert attempted and not failed
