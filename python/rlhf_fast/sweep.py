@@ -578,7 +578,7 @@ def _sweep_sequence_world(rm: Any, world: SequenceWorld, betas: Any, seeds: Any,
     for name, value, check_one in (
         ("eps", eps, check.positive),
         ("lr", lr, check.positive),
-        ("ppo_epochs", ppo_epochs, check.counts(1, MAX_PPO_EPOCHS)),
+        ("ppo_epochs", ppo_epochs, check.counts(1, _reference_token_ppo.MAX_PPO_EPOCHS)),
         ("kl_ctl", kl_ctl, check.one_of(KL_CONTROLLERS)),
         ("target", target, check.positive),
         ("horizon", horizon, check.positive),
@@ -597,6 +597,15 @@ def _sweep_sequence_world(rm: Any, world: SequenceWorld, betas: Any, seeds: Any,
     if not isinstance(lesson_only["exact"], bool):
         raise TypeError(f"exact must be a bool, got {type(lesson_only['exact']).__name__}")
     options = {name: _SEQUENCE_DEFAULTS[name] if value is None else value for name, value in sequence_options.items()}
+    # Checked here, as the reference checks them, so that both engines refuse with one message.
+    options["batch_size"] = check.count("batch_size", options["batch_size"], 2, _reference_token_ppo.MAX_BATCH_SIZE)
+    for name in ("gamma", "lam"):
+        options[name] = check.finite(name, options[name])
+    options["num_mini_batches"] = check.count("num_mini_batches", options["num_mini_batches"], 1)
+    if options["missing_eos_penalty"] is not None:
+        options["missing_eos_penalty"] = check.finite("missing_eos_penalty", options["missing_eos_penalty"])
+    options["length_normalize"] = check.boolean("length_normalize", options["length_normalize"])
+    options["length_penalty"] = check.non_negative("length_penalty", options["length_penalty"])
     constants = grid.constants
     bias = np.ascontiguousarray(rm.prompt_bias(world.n_prompts), dtype=np.float64)
 
