@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlhf_fast import distill as distill_module
+from rlhf_fast import length as length_module
 from rlhf_fast import overopt as overopt_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
@@ -542,6 +543,9 @@ RECORD_EVERY = Kind([val("0", 0), val("1", 1), val("2", 2), val("huge", 10**30)]
 BOOL = Kind([val("false", False), val("true", True)], [val("str", "yes"), val("int", 1), val("none", None)])
 SIMD = Kind([val("none", None), val("scalar", "scalar")], [val("int", 1), val("unknown", "avx9000"), fresh("list", list)])
 EPSILON_HIGH = reals("positive", 0.1, 0.5, (1e300,), optional=True)
+# sweep_rlhf's vf_coef: None is 0 (TRL's 0.1 in a SequenceWorld)
+OPTIONAL_VF_COEF = Kind([val("none", None), *axis(non_negative()).valid],
+                        [v for v in axis(non_negative()).junk if v.label != "none"])
 
 
 def _pset(s: Any, backend: Any) -> Any:
@@ -653,7 +657,7 @@ SPECS: dict[str, list[Param]] = {
                    opt("lr", axis(positive())), opt("ppo_epochs", axis(counts(1, 2, minimum=1, maximum=10_000))),
                    opt("kl_ctl", axis(options(ref.KL_CONTROLLERS))), opt("target", axis(positive(0.1, 2.0))),
                    opt("horizon", axis(positive(1.0, 1e4))), opt("kl_penalty", axis(options(ref.KL_PENALTIES))),
-                   opt("vf_coef", axis(non_negative())), opt("cliprange_value", axis(positive(0.05, 0.5))),
+                   opt("vf_coef", OPTIONAL_VF_COEF), opt("cliprange_value", axis(positive(0.05, 0.5))),
                    opt("theta", policies(False)), opt("ref", policies(False)), opt("record_every", RECORD_EVERY),
                    opt("n_threads", THREADS), opt("progress", PROGRESS), opt("exact", BOOL), opt("simd", SIMD),
                    opt("max_memory", MAX_MEMORY)],
@@ -1228,7 +1232,7 @@ WORLD_SPECS: dict[str, list[Param]] = {
         opt("target", axis(positive(0.1, 2.0))), opt("horizon", axis(positive(1.0, 1e4))),
         opt("kl_penalty", Kind([val("none", None), *axis(options(ref.KL_PENALTIES)).valid],
                                [v for v in axis(options(ref.KL_PENALTIES)).junk if v.label != "none"])),
-        opt("vf_coef", axis(non_negative())), opt("cliprange_value", axis(positive(0.05, 0.5))),
+        opt("vf_coef", OPTIONAL_VF_COEF), opt("cliprange_value", axis(positive(0.05, 0.5))),
         opt("theta", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "theta")])),
         opt("ref", Kind([val("none", None)], [fresh("init", ref.init_policy)])),
         opt("executor", Kind([val("none", None)], [val("str", "pool"), fresh("object", object)])),
@@ -1752,6 +1756,42 @@ DISTILL_SPECS: dict[str, list[Param]] = {
 SPECS.update(DISTILL_SPECS)
 
 
+def _optional(kind: Kind) -> Kind:
+    """``kind``, or None (a token PPO setting left at TRL's default)."""
+    return Kind([val("none", None), *kind.valid], [v for v in kind.junk if v.label != "none"])
+
+
+# Token PPO through sweep_rlhf (world=SequenceWorld) and the length-hacking lab (rlhf_fast.length)
+LENGTH_SPECS: dict[str, list[Param]] = {
+    "sweep_rlhf[sequence]": [
+        req("w", SEQUENCE_RM), req("world", SEQUENCE_WORLD), req("betas", first_axis(non_negative(0.0, 0.5))),
+        req("seeds", SEEDS), req("steps", counts(1, 3, minimum=1, sized=True)), opt("eps", positive(0.05, 0.5)),
+        opt("lr", axis(positive())), opt("ppo_epochs", counts(1, 2, minimum=1, maximum=1 << 10)),
+        opt("kl_penalty", Kind([val("none", None), *options(("k1", "k3")).valid],
+                               [*[v for v in options(("k1", "k3")).junk if v.label != "none"], val("full", "full")])),
+        opt("vf_coef", _optional(non_negative())), opt("cliprange_value", positive(0.05, 0.5)),
+        opt("batch_size", _optional(TOKEN_BATCH)), opt("gamma", _optional(reals("finite", 0.0, 1.0, (1.5, -0.1)))),
+        opt("lam", _optional(reals("finite", 0.0, 1.0, (2.0,)))), opt("num_mini_batches", _optional(counts(1, 2, minimum=1))),
+        opt("missing_eos_penalty", reals("finite", 0.0, 2.0, optional=True)), opt("length_normalize", _optional(BOOL)),
+        opt("length_penalty", _optional(non_negative())),
+        opt("executor", Kind([val("none", None)], [val("str", "pool")])),
+        opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS), opt("exact", BOOL),
+        opt("max_memory", MAX_MEMORY)],
+    "per_token_worth": [req("world", SEQUENCE_WORLD), req("rm", SEQUENCE_RM)],
+    # the lab, tiny (see SLOW)
+    "length_lab": [
+        req("world", SEQUENCE_WORLD), opt("length_bias", bounded("non_negative", 0.0, 3.0, (0.0,), (1e7, 1e300))),
+        req("pairs", counts(1, 30, minimum=1, maximum=10**7)), opt("rm_epochs", counts(1, 2, minimum=1, maximum=10_000)),
+        req("steps", Kind(counts(1, 3).valid, counts(1, 3, minimum=1, sized=True).junk)), opt("lr", positive()),
+        opt("beta", non_negative()), req("seeds", counts(1, 1, minimum=1, maximum=1000)),
+        opt("length_penalty", reals("non_negative", 0.0, 1.0, optional=True)), opt("judge_aware", PROBABILITY),
+        req("batch_size", Kind(TOKEN_BATCH.valid[:1], TOKEN_BATCH.junk)),
+        req("record_every", Kind(counts(1, 1).valid, counts(1, 1, minimum=1, sized=True).junk)),
+        opt("n_threads", THREADS), opt("progress", Kind(BOOL.valid[:1], BOOL.junk))],
+}
+SPECS.update(LENGTH_SPECS)
+
+
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
     (the exact law alone), so that a valid call stays cheap."""
@@ -1802,10 +1842,11 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_best_of_n[world]": _cheap_world_best_of_n,
                                               "core.sweep_token_ppo": _recorded_steps,
                                               "sweep_dpo[sequence]": _recorded_steps,
-                                              "sweep_best_of_n[sequence]": _cheap_world_best_of_n}
+                                              "sweep_best_of_n[sequence]": _cheap_world_best_of_n,
+                                              "sweep_rlhf[sequence]": _recorded_steps}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
-SLOW = {"overoptimization", "distillation", "safety_lab"}
+SLOW = {"overoptimization", "distillation", "safety_lab", "length_lab"}
 FUNCTIONS = [name for name in SPECS if name not in SLOW]  # what benches/fuzz.py draws from
 ALL_FUNCTIONS = list(SPECS)  # what tests/test_fuzz.py runs
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
@@ -1857,7 +1898,7 @@ def on_row_kernels(name: str, rust: bool) -> Callable[..., Any]:
 # The world functions: NumPy under either backend, but for the sweep's engine (ON_ENGINES).
 # A method is called on its instance, the argument INSTANCES names.
 INSTANCES = {"World": "world", "RewardModel": "rm", "Judge": "judge", "GaoFit": "fit"}
-ON_ENGINES = {"overoptimization", "distillation"}
+ON_ENGINES = {"overoptimization", "distillation", "length_lab"}
 
 
 def _method(name: str) -> Callable[..., Any]:
@@ -1894,6 +1935,7 @@ WORLD_CALLS.update({"SequenceWorld": SequenceWorld, "SequencePairs": SequencePai
                     "response_lengths": sequences_module.response_lengths})
 WORLD_CALLS.update({"distill_reward_model": distill_module.distill_reward_model,
                     "distillation": distill_module.distillation})
+WORLD_CALLS.update({"per_token_worth": length_module.per_token_worth, "length_lab": length_module.length_lab})
 
 
 def _cheap_safety_lab(kwargs: dict) -> None:

@@ -30,6 +30,7 @@ from fuzzing import on_engines, on_row_kernels
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
 from rlhf_fast import sweep as sweep_module
+from rlhf_fast.sequences import SequenceRewardModel, SequenceWorld
 from rlhf_fast.worlds import Judge, RewardModel, World
 from sandbox import forked, outcome_of
 
@@ -499,7 +500,7 @@ SWEEPS: dict[str, tuple[Callable[[], dict], dict[str, list[Junk]]]] = {
          "horizon": axis(reals("positive")),
          # None is kl_penalty's default: "full" without a world, "k1" in one
          "kl_penalty": [bad for bad in axis(options(ref.KL_PENALTIES)) if bad.label != "none"],
-         "vf_coef": axis(reals("non_negative")), "cliprange_value": axis(reals("positive")),
+         "vf_coef": axis(reals("non_negative", optional=True)), "cliprange_value": axis(reals("positive")),
          "theta": policies(False)[1:], "ref": policies(False)[1:],
          "world": [junk("str", "lesson", TypeError), junk("int", 1, TypeError)],
          "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
@@ -569,13 +570,41 @@ SWEEPS["sweep_rlhf[world]"] = (
                 junk("axis-doubling", lambda: ["fixed", "doubling"], ValueError)],
      "target": axis(reals("positive")), "horizon": axis(reals("positive")),
      "kl_penalty": [bad for bad in axis(options(ref.KL_PENALTIES)) if bad.label != "none"],
-     "vf_coef": axis(reals("non_negative")), "cliprange_value": axis(reals("positive")),
+     "vf_coef": axis(reals("non_negative", optional=True)), "cliprange_value": axis(reals("positive")),
      # the lesson's policies, an executor, shards and a vector path have no place in a world
      "theta": [junk("init", theta0, ValueError), junk("str", "theta", TypeError)],
      "ref": [junk("init", theta0, ValueError), junk("int", 3, TypeError)],
      "executor": [junk("submits", _Submits, ValueError), junk("str", "pool", TypeError)],
      "shards": [junk("two", 2, ValueError), junk("zero", 0, ValueError)],
      "simd": [junk("portable", "portable", ValueError), junk("int", 1, TypeError)],
+     "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
+     "exact": [junk("str", "yes", TypeError)]},
+)
+
+# Token PPO in a sequence world (world=SequenceWorld), each backend's engine behind the one front end.
+SEQUENCE_WORLD = SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=0)
+
+
+def sequence_rm(vocab: int = 5) -> SequenceRewardModel:
+    return SequenceRewardModel(np.r_[0.0, np.linspace(-1.0, 1.0, vocab - 1)], length_weight=0.5)
+
+
+SWEEPS["sweep_rlhf[sequence]"] = (
+    lambda: dict(w=sequence_rm(), world=SEQUENCE_WORLD, betas=[0.0, 0.1], seeds=2, steps=3, lr=[0.05, 0.1],
+                 batch_size=4),
+    {"w": [junk("dict", lambda: dict(W), TypeError), junk("none", None, TypeError),
+           junk("bag-rm", lambda: world_rm(5), TypeError), junk("wrong-vocab", lambda: sequence_rm(6), ValueError)],
+     "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
+     # the engine shares every setting but beta, lr and the seed between runs
+     "eps": [*axis(reals("positive")), junk("axis", lambda: [0.1, 0.2], ValueError)],
+     "lr": axis(reals("positive")), "ppo_epochs": [*axis(ints(1, 1 << 10)), junk("axis", lambda: [1, 2], ValueError)],
+     "kl_ctl": [junk("adaptive", "adaptive", ValueError), junk("int", 1, TypeError)],
+     "kl_penalty": [junk("full", "full", ValueError), junk("int", 1, TypeError)],
+     "vf_coef": axis(reals("non_negative", optional=True)), "cliprange_value": axis(reals("positive")),
+     "batch_size": [junk("one", 1, ValueError), junk("str", "4", TypeError)],
+     "length_normalize": [junk("str", "yes", TypeError)],
+     "length_penalty": [junk("negative", -1.0, ValueError), junk("nan", NAN, ValueError)],
+     "theta": [junk("init", theta0, ValueError)], "simd": [junk("portable", "portable", ValueError)],
      "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY,
      "exact": [junk("str", "yes", TypeError)]},
 )

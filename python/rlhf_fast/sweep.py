@@ -34,13 +34,14 @@ from .reference.engines import world_ppo as _reference_world_ppo
 from .reference.engines import safe_world_ppo as _reference_safe_world_ppo
 from .reference.engines import sequence_best_of_n as _reference_sequence_best_of_n
 from .reference.engines import sequence_dpo as _reference_sequence_dpo
+from .reference.engines import token_ppo as _reference_token_ppo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
 from .result import SweepResult
 from .worlds import RewardModel, World, WorldPairs, _pairs_of
-from .sequences import SequenceWorld
+from .sequences import SequenceRewardModel, SequenceWorld, _rm_for
 
 
 class _ReferenceEngines:
@@ -58,6 +59,7 @@ class _ReferenceEngines:
     sweep_safe_world_rlhf = staticmethod(_reference_safe_world_ppo.sweep_safe_world_rlhf)
     sweep_sequence_dpo = staticmethod(_reference_sequence_dpo.sweep_sequence_dpo)
     sweep_sequence_best_of_n = staticmethod(_reference_sequence_best_of_n.sweep_sequence_best_of_n)
+    sweep_token_ppo = staticmethod(_reference_token_ppo.sweep_token_ppo)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -72,7 +74,7 @@ else:
 __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n", "SweepResult"]
 
 # Per-run series each engine records (history), for the memory estimate.
-_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9, "token_ppo": 16}
+_HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9, "token_ppo": 20}
 _HISTORY_FIELDS["world_ppo_safe"] = 11
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
@@ -239,7 +241,7 @@ def _concat_shards(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def sweep_rlhf(
-    w: Mapping[str, float] | RewardModel,
+    w: Mapping[str, float] | RewardModel | SequenceRewardModel,
     *,
     betas: Sequence[float],
     seeds: int | Sequence[int],
@@ -251,11 +253,18 @@ def sweep_rlhf(
     target: float | Sequence[float] = KL_TARGET,
     horizon: float | Sequence[float] = 10000.0,
     kl_penalty: str | Sequence[str] | None = None,
-    vf_coef: float | Sequence[float] = 0.0,
+    vf_coef: float | Sequence[float] | None = None,
     cliprange_value: float | Sequence[float] = 0.2,
     theta: Any = None,
     ref: Any = None,
-    world: World | None = None,
+    world: World | SequenceWorld | None = None,
+    batch_size: int | None = None,
+    gamma: float | None = None,
+    lam: float | None = None,
+    num_mini_batches: int | None = None,
+    missing_eos_penalty: float | None = None,
+    length_normalize: bool | None = None,
+    length_penalty: float | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     executor: Executor | None = None,
@@ -284,6 +293,13 @@ def sweep_rlhf(
     each run starts at the world's reference policy with a fixed beta, and the history keeps
     the exact means over prompts of the proxy score, the hidden gold and the response's KL.
 
+    With a :class:`~rlhf_fast.sequences.SequenceWorld`, the runs are PPO on token sequences
+    as TRL runs it (``docs/METHODS.md``, section 11): ``w`` is a
+    :class:`~rlhf_fast.sequences.SequenceRewardModel`, ``betas`` are TRL's ``kl_coef``,
+    ``eps`` its ``cliprange``, ``ppo_epochs`` its ``num_ppo_epochs``, ``kl_penalty`` its
+    ``kl_estimator`` (``"k1"`` or ``"k3"``), ``vf_coef`` 0.1 by default (TRL's); the
+    optimiser is SGD with ``lr``. Only ``betas``, ``lr`` and ``seeds`` can be axes there.
+
     Parameters
     ----------
     w : Mapping[str, float] or RewardModel
@@ -308,9 +324,17 @@ def sweep_rlhf(
     theta, ref : policy, optional
         The starting policy and the frozen reference (dicts or ``[3, 8]`` arrays); not with
         a world, whose runs start at its reference ``world.ref_logits``.
-    world : World, optional
+    world : World or SequenceWorld, optional
         Run PPO in this world (``rlhf_fast.worlds.World``; ``World.lesson()`` is the
-        lesson's own) rather than the lesson's default one.
+        lesson's own) rather than the lesson's default one; in a
+        :class:`~rlhf_fast.sequences.SequenceWorld`, token PPO.
+    batch_size, gamma, lam, num_mini_batches, missing_eos_penalty : optional
+        Token PPO's settings, only with a ``SequenceWorld``: TRL's defaults 64 rollouts per
+        step, γ = 1, λ = 0.95, 1 minibatch, no penalty for a response without EOS.
+    length_normalize, length_penalty : optional
+        Only with a ``SequenceWorld``: the length-hacking remedies of issue 11, the RM score
+        divided by the content length (at least 1) and ``score - length_penalty *
+        n_content`` (:func:`rlhf_fast.length.length_lab` measures them). Off by default.
     record_every : int
         Keep every k-th step of the history (0: per-run summaries only).
     n_threads : int, optional
@@ -371,7 +395,13 @@ def sweep_rlhf(
         the exact means over prompts under the policy after the step, ``proxy_score``,
         ``gold_score`` and ``mean_kl`` (``L KL(pi || pi_ref)``); ``final_theta`` ``[*axes,
         n_prompts, vocab]``; the run summaries ``final_proxy_score``, ``final_gold_score``,
-        ``final_kl``.
+        ``final_kl``. In a ``SequenceWorld``, ``method="token_ppo"``: TRL's metrics per step
+        (``objective_kl``, ``objective_scores``, ..., ``val_num_eos_tokens``), the batch's
+        ``mean_length`` and ``gold_score``, and the exact expectations under the policy after
+        the step, ``expected_proxy_score``, ``expected_gold_score``, ``expected_kl`` and
+        ``expected_length`` (content tokens), means over prompts; ``final_theta`` ``[*axes,
+        n_prompts, max_len, vocab]``; the run summaries ``final_proxy_score``,
+        ``final_gold_score``, ``final_kl``, ``final_length``.
 
     Raises
     ------
@@ -412,7 +442,41 @@ def sweep_rlhf(
     >>> result.runs["final_kl"].round(3)
     array([[0.198, 0.458],
            [0.099, 0.288]])
+
+    On token sequences, against a proxy that learned a length bias from its labeller:
+
+    >>> from rlhf_fast.sequences import SequenceWorld, train_sequence_reward_model
+    >>> from rlhf_fast.worlds import Labeller
+    >>> world = SequenceWorld(n_prompts=4, vocab=16, max_len=6, seed=0)
+    >>> pairs = world.preferences(300, seed=1, labeller=Labeller(length_bias=1.0))
+    >>> rm = train_sequence_reward_model(world, pairs)
+    >>> result = rl.sweep_rlhf(rm, world=world, betas=[0.05], seeds=2, steps=50, lr=1.0,
+    ...                        batch_size=16)
+    >>> result.method, result.final_theta.shape
+    ('token_ppo', (1, 2, 4, 6, 16))
+    >>> start = world.expected_content_length(world.ref_logits).mean()
+    >>> bool((result.runs["final_length"] > start).all())
+    True
     """
+    sequence_options = {"batch_size": batch_size, "gamma": gamma, "lam": lam, "num_mini_batches": num_mini_batches,
+                        "missing_eos_penalty": missing_eos_penalty, "length_normalize": length_normalize,
+                        "length_penalty": length_penalty}
+    if isinstance(world, SequenceWorld):
+        safety = {"cost_model": cost_model, "lambda_init": lambda_init, "cost_limit": cost_limit,
+                  "lagrangian_lr": lagrangian_lr, "lambda_max": lambda_max, "cost_window": cost_window}
+        for name, value in safety.items():
+            if value is not None:
+                raise ValueError(f"{name} is a setting of Safe RLHF in a bag World; a SequenceWorld has no safety "
+                                 f"cost, got {name}={value!r}")
+        return _sweep_sequence_world(w, world, betas, seeds, steps, eps, lr, ppo_epochs, kl_ctl, target, horizon,
+                                     kl_penalty, vf_coef, cliprange_value, record_every, n_threads, progress,
+                                     max_memory, sequence_options, theta=theta, ref=ref, executor=executor,
+                                     shards=shards, simd=simd, exact=exact)
+    for name, value in sequence_options.items():
+        if value is not None:
+            raise ValueError(f"{name} is a setting of PPO on token sequences: it needs world=SequenceWorld(...)")
+    if vf_coef is None:
+        vf_coef = 0.0
     in_world = world is not None
     if in_world:
         weights = _world_weights(w, world)
@@ -574,6 +638,73 @@ def _safe_world_ppo_run(s: dict[str, Any]) -> tuple:
     """A run of :func:`sweep_rlhf`'s grid with a cost model, as the safety engine takes it."""
     return (_world_ppo_run(s), (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"],
                                 s["cost_window"]))
+
+
+# TRL's PPOConfig defaults for what only PPO on token sequences takes (and its vf_coef).
+_SEQUENCE_DEFAULTS = {"batch_size": 64, "gamma": 1.0, "lam": 0.95, "num_mini_batches": 1, "missing_eos_penalty": None,
+                      "length_normalize": False, "length_penalty": 0.0}
+_SEQUENCE_VF_COEF = 0.1
+# The grid axes a token PPO sweep can take: the engine shares every other setting between runs.
+_SEQUENCE_AXES = ("beta", "lr", "seed")
+
+
+def _sweep_sequence_world(rm: Any, world: SequenceWorld, betas: Any, seeds: Any, steps: Any, eps: Any, lr: Any,
+                          ppo_epochs: Any, kl_ctl: Any, target: Any, horizon: Any, kl_penalty: Any, vf_coef: Any,
+                          cliprange_value: Any, record_every: Any, n_threads: Any, progress: Any, max_memory: Any,
+                          sequence_options: dict[str, Any], **lesson_only: Any) -> SweepResult:
+    """:func:`sweep_rlhf` in a :class:`~rlhf_fast.sequences.SequenceWorld`: PPO on token
+    sequences as TRL runs it (the core's ``sweep_token_ppo``), ``rm`` a
+    :class:`~rlhf_fast.sequences.SequenceRewardModel` of the world."""
+    rm = _rm_for("w", rm, world)
+    grid = _Grid()
+    grid.axis("beta", _first_axis("betas", betas, check.non_negative, "floats"))
+    steps = check.count("steps", steps, 1)
+    record_every = _kept_every(check.count("record_every", record_every, 0), steps)
+    for name, value, check_one in (
+        ("eps", eps, check.positive),
+        ("lr", lr, check.positive),
+        ("ppo_epochs", ppo_epochs, check.counts(1, _reference_token_ppo.MAX_PPO_EPOCHS)),
+        ("kl_ctl", kl_ctl, check.one_of(KL_CONTROLLERS)),
+        ("target", target, check.positive),
+        ("horizon", horizon, check.positive),
+        ("kl_penalty", "k1" if kl_penalty is None else kl_penalty, check.one_of(_reference_token_ppo.KL_ESTIMATORS)),
+        ("vf_coef", _SEQUENCE_VF_COEF if vf_coef is None else vf_coef, check.non_negative),
+        ("cliprange_value", cliprange_value, check.positive),
+    ):
+        grid.setting(name, value, check_one)
+    grid.axis("seed", check.seed_axis(seeds, allow_none=False))
+    for name in grid.axes:
+        if name not in _SEQUENCE_AXES:
+            raise ValueError(f"{name} must be a single value with a SequenceWorld (only betas, lr and seeds can be "
+                             "swept: its engine shares every other setting between runs)")
+    n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    _refuse_in_world(grid, **{name: value for name, value in lesson_only.items() if name != "exact"})
+    if not isinstance(lesson_only["exact"], bool):
+        raise TypeError(f"exact must be a bool, got {type(lesson_only['exact']).__name__}")
+    options = {name: _SEQUENCE_DEFAULTS[name] if value is None else value for name, value in sequence_options.items()}
+    # Checked here, as the reference checks them, so that both engines refuse with one message.
+    options["batch_size"] = check.count("batch_size", options["batch_size"], 2, _reference_token_ppo.MAX_BATCH_SIZE)
+    for name in ("gamma", "lam"):
+        options[name] = check.finite(name, options[name])
+    options["num_mini_batches"] = check.count("num_mini_batches", options["num_mini_batches"], 1)
+    if options["missing_eos_penalty"] is not None:
+        options["missing_eos_penalty"] = check.finite("missing_eos_penalty", options["missing_eos_penalty"])
+    options["length_normalize"] = check.boolean("length_normalize", options["length_normalize"])
+    options["length_penalty"] = check.non_negative("length_penalty", options["length_penalty"])
+    constants = grid.constants
+    bias = np.ascontiguousarray(rm.prompt_bias(world.n_prompts), dtype=np.float64)
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_token_ppo(
+            world.ref_logits, rm.weights, bias, rm.length_weight, world.gold_token, world.gold_offset,
+            world.count_once, steps, runs, cliprange=constants["eps"], cliprange_value=constants["cliprange_value"],
+            vf_coef=constants["vf_coef"], kl_estimator=constants["kl_penalty"],
+            num_ppo_epochs=constants["ppo_epochs"], record_every=record_every, n_threads=n_threads, progress=callback,
+            max_memory=limit, **options)
+
+    return _sweep("token_ppo", grid, lambda s: (s["seed"], s["beta"], s["lr"]), engine, steps=steps,
+                  record_every=record_every, summaries=4, params=world.n_prompts * world.max_len * world.vocab,
+                  work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
 
 
 def _world_gold(world: World) -> tuple[np.ndarray, bool, float]:

@@ -15,7 +15,9 @@
 //!    AdamW) on `theta` and `V`.
 //!
 //! The step's history is TRL's metrics ('/' written '_'), the batch's mean content length and
-//! mean gold; a run's summary is the exact statistics of its final policy. The reference twin
+//! mean gold, and the exact expected proxy score, gold, KL and content length of the policy
+//! after the step (kept steps only); a run's summary is the exact statistics of its final
+//! policy. The reference twin
 //! (`python/rlhf_fast/reference/engines/token_ppo.py`) computes every float the same way, so
 //! the two agree bit for bit; a run is on one thread, so nothing depends on the thread count.
 
@@ -28,9 +30,10 @@ use crate::methods::token_ppo::{
 };
 use crate::rng::Mt19937;
 
-/// The per-step series of a token PPO sweep: TRL's metrics ('/' written '_'), then the
-/// batch's mean content length and mean gold.
-pub const TOKEN_PPO_HISTORY_FIELDS: [&str; 16] = [
+/// The per-step series of a token PPO sweep: TRL's metrics ('/' written '_'), the batch's
+/// mean content length and mean gold, then the exact expectations under the policy after the
+/// step ([`TokenWorld::stats`], means over prompts), computed only for the kept steps.
+pub const TOKEN_PPO_HISTORY_FIELDS: [&str; 20] = [
     "objective_kl",
     "objective_entropy",
     "objective_non_score_reward",
@@ -47,6 +50,10 @@ pub const TOKEN_PPO_HISTORY_FIELDS: [&str; 16] = [
     "val_num_eos_tokens",
     "mean_length",
     "gold_score",
+    "expected_proxy_score",
+    "expected_gold_score",
+    "expected_kl",
+    "expected_length",
 ];
 /// Per-run results: the exact statistics of the final policy, means over prompts.
 pub const TOKEN_PPO_SUMMARY_FIELDS: [&str; 4] = ["final_proxy_score", "final_gold_score", "final_kl", "final_length"];
@@ -434,7 +441,9 @@ impl Engine for TokenPpoEngine<'_> {
         for t in 0..self.steps {
             let record = run.step(t, &run_name)?;
             if let Some(slot) = keep.slot() {
-                for (f, value) in record.into_iter().enumerate() {
+                let exact = self.world.stats(run.theta);
+                let exact = [exact.proxy_score, exact.gold_score, exact.kl, exact.length];
+                for (f, value) in record.into_iter().chain(exact).enumerate() {
                     out.history[f * kept + slot] = value;
                 }
             }

@@ -28,6 +28,7 @@
 
 use crate::error::{finite, non_negative, positive, Error, Result};
 use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
+use crate::methods::sequence_stats;
 
 /// The end-of-sequence token.
 pub const EOS: usize = 0;
@@ -621,38 +622,25 @@ impl<'a> TokenWorld<'a> {
         gold
     }
 
-    /// One prompt's [`SequenceStats`] under the rows `rows [L, V]` of a policy, `O(L V)`:
-    /// `alive_t` = P(no EOS before t); the expected content length `sum_t alive_t (1 -
-    /// pi_t(EOS))`, the KL `sum_t alive_t KL(pi_t || ref_t)`, the expected count of `v` `sum_t
-    /// alive_t pi_t(v)` and, with `count_once`, P(v appears) `= 1 - (sum_t q_t pi_t(EOS) +
-    /// q_L)`, `q_{t+1} = q_t (1 - pi_t(EOS) - pi_t(v))`.
+    /// One prompt's [`SequenceStats`] under the rows `rows [L, V]` of a policy, `O(L V)`, from
+    /// [`sequence_stats::prompt_stats`] (the sequence world's one implementation of the
+    /// `alive_t` recursions): the proxy weighs the expected copies of each token, the gold the
+    /// chance each appears (`count_once`) or its copies.
     pub fn prompt_stats(&self, p: usize, rows: &[f64]) -> SequenceStats {
-        let v_size = self.vocab_size;
-        let (mut alive, mut length, mut kl, mut counted_w) = (1.0, 0.0, 0.0, 0.0);
-        let mut counts = vec![0.0; v_size];
-        let mut q = vec![1.0; v_size];
-        let mut never = vec![0.0; v_size];
-        let (mut probs, mut logp) = (vec![0.0; v_size], vec![0.0; v_size]);
-        for t in 0..self.max_len {
-            let row = &rows[t * v_size..(t + 1) * v_size];
-            softmax_and_log_softmax_row(row, &mut probs, &mut logp);
-            let ref_logp = &self.ref_logp[(p * self.max_len + t) * v_size..(p * self.max_len + t + 1) * v_size];
-            let step_kl = (0..v_size).fold(0.0, |total, v| total + probs[v] * (logp[v] - ref_logp[v]));
-            kl += alive * step_kl;
-            length += alive * (1.0 - probs[EOS]);
-            for v in 1..v_size {
-                counts[v] += alive * probs[v];
-                counted_w += alive * probs[v] * self.w[v];
-                never[v] += q[v] * probs[EOS];
-                q[v] *= 1.0 - probs[EOS] - probs[v];
-            }
-            alive *= 1.0 - probs[EOS];
+        let per_prompt = self.max_len * self.vocab_size;
+        let ref_logp = &self.ref_logp[p * per_prompt..(p + 1) * per_prompt];
+        let stats = sequence_stats::prompt_stats(rows, ref_logp, self.vocab_size);
+        let (mut counted_w, mut gold) = (0.0, self.offset[p]);
+        for v in 1..self.vocab_size {
+            counted_w += self.w[v] * stats.counts[v];
+            gold += self.g[v] * if self.count_once { stats.appears[v] } else { stats.counts[v] };
         }
-        let mut gold = self.offset[p];
-        for v in 1..v_size {
-            gold += self.g[v] * (if self.count_once { 1.0 - (never[v] + q[v]) } else { counts[v] });
+        SequenceStats {
+            proxy_score: self.bias[p] + counted_w + self.w_len * stats.content_length,
+            gold_score: gold,
+            kl: stats.kl,
+            length: stats.content_length,
         }
-        SequenceStats { proxy_score: self.bias[p] + counted_w + self.w_len * length, gold_score: gold, kl, length }
     }
 
     /// [`TokenWorld::prompt_stats`] of every prompt under `theta [P, L, V]`, means over prompts.

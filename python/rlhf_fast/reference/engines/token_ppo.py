@@ -14,7 +14,8 @@ value head ``V [P][L]`` and owns its stream ``random.Random(seed)``. Each step:
    AdamW) on ``theta`` and ``V``.
 
 The step's history is TRL's metrics ('/' written '_'), the batch's mean content length and
-its mean gold; a run's summary is the exact statistics of its final policy.
+its mean gold, and the exact expected proxy score, gold, KL and content length of the policy
+after the step (kept steps only); a run's summary is the exact statistics of its final policy.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ TOKEN_PPO_HISTORY_FIELDS = (
     "val_num_eos_tokens",
     "mean_length",
     "gold_score",
+    "expected_proxy_score",
+    "expected_gold_score",
+    "expected_kl",
+    "expected_length",
 )
 TOKEN_PPO_SUMMARY_FIELDS = ("final_proxy_score", "final_gold_score", "final_kl", "final_length")
 MAX_BATCH_SIZE = 1 << 20
@@ -235,7 +240,11 @@ class TokenPpoEngine:
         name = f"sweep run {index}"
         history: dict[str, list[float]] = {field: [] for field in self.history_fields}
         for t in range(self.steps):
-            for field, value in zip(self.history_fields, run.step(t, name)):
+            record = run.step(t, name)
+            # the exact expectations cost a pass over the policy: only for the steps kept
+            kept = self.record_every and (t + 1) % self.record_every == 0
+            record.extend(self.world.stats(theta) if kept else [math.nan] * 4)
+            for field, value in zip(self.history_fields, record):
                 history[field].append(value)
         summary = list(self.world.stats(theta))
         check_summary(self.summary_fields, summary, index, spec.lr, spec.kl_coef)

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels.softmax import log_softmax_row, softmax_row
+from .sequence_stats import prompt_stats
 
 KL_ESTIMATORS = ("k1", "k3")
 # TRL's masked_whiten: rsqrt(var + 1e-8).
@@ -312,34 +313,16 @@ def prompt_sequence_stats(
     offset: float,
     count_once: bool,
 ) -> SequenceStats:
-    """One prompt's :class:`SequenceStats`, ``O(L V)``: ``alive_t`` = P(no EOS before t); expected
-    content length ``sum_t alive_t (1 - pi_t(EOS))``, KL ``sum_t alive_t KL(pi_t || ref_t)``, the
-    expected count of ``v`` ``sum_t alive_t pi_t(v)``, and with ``count_once`` P(v appears) ``= 1 -
-    (sum_t q_t pi_t(EOS) + q_L)``, ``q_{t+1} = q_t (1 - pi_t(EOS) - pi_t(v))``."""
-    vocab = len(w)
-    alive = 1.0
-    length = kl = counted_w = 0.0
-    counts = [0.0] * vocab
-    q = [1.0] * vocab
-    never = [0.0] * vocab
-    for row, ref_logp in zip(rows, ref_logp_rows):
-        probs = softmax_row(row)
-        logp = log_softmax_row(row)
-        step_kl = 0.0
-        for v in range(vocab):
-            step_kl += probs[v] * (logp[v] - ref_logp[v])
-        kl += alive * step_kl
-        length += alive * (1.0 - probs[EOS])
-        for v in range(1, vocab):
-            counts[v] += alive * probs[v]
-            counted_w += alive * probs[v] * w[v]
-            never[v] += q[v] * probs[EOS]
-            q[v] *= 1.0 - probs[EOS] - probs[v]
-        alive *= 1.0 - probs[EOS]
-    gold = offset
-    for v in range(1, vocab):
-        gold += g[v] * ((1.0 - (never[v] + q[v])) if count_once else counts[v])
-    return SequenceStats(bias + counted_w + w_len * length, gold, kl, length)
+    """One prompt's :class:`SequenceStats`, ``O(L V)``, from
+    :func:`~rlhf_fast.reference.methods.sequence_stats.prompt_stats` (the sequence world's one
+    implementation of the ``alive_t`` recursions): the proxy weighs the expected copies of each
+    token, the gold the chance each appears (``count_once``) or its copies."""
+    _, _, content_length, kl, counts, appears = prompt_stats(rows, ref_logp_rows)
+    counted_w, gold = 0.0, offset
+    for v in range(1, len(w)):
+        counted_w += w[v] * counts[v]
+        gold += g[v] * (appears[v] if count_once else counts[v])
+    return SequenceStats(bias + counted_w + w_len * content_length, gold, kl, content_length)
 
 
 MAX_PROMPTS = 1 << 16
