@@ -21,3 +21,5 @@ pub mod world_best_of_n;
 pub mod world_dpo;
 pub mod world_grpo;
 pub mod world_ppo;
+pub mod process_reward;
+pub mod verifier_grpo;

@@ -17,3 +17,5 @@ pub mod sequence_stats;
 pub mod token_ppo;
 pub mod world;
 pub mod world_stats;
+pub mod process_reward;
+pub mod verifier_grpo;

@@ -9,6 +9,7 @@ mod distill;
 mod lesson;
 mod methods;
 mod preferences;
+mod process;
 mod rows;
 mod sequences;
 mod sweep;
@@ -53,5 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     world_tables::register(m)?;
     distill::register(m)?;
     token_ppo::register(m)?;
+    process::register(m)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::{boolean, count, float_array, int, real, type_name, SeedKey};
+use super::process::ProcessTables;
 use super::sweep::{run_sweep, SweepOptions};
 use crate::engines::token_ppo::{TokenPpoEngine, TokenPpoRun, MAX_BATCH_SIZE};
 use crate::error::{non_negative, Error};
@@ -33,7 +34,7 @@ fn record_every_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
 const MAX_THREADS: usize = 1024;
 
 /// A sequence world's arrays as the bindings receive them, copied out with their shapes.
-struct OwnedWorld {
+pub(super) struct OwnedWorld {
     ref_logits: (Vec<f64>, Vec<usize>),
     w: Vec<f64>,
     bias: Vec<f64>,
@@ -44,7 +45,7 @@ struct OwnedWorld {
 }
 
 impl OwnedWorld {
-    fn convert(
+    pub(super) fn convert(
         ref_logits: &Bound<'_, PyAny>,
         w: &Bound<'_, PyAny>,
         bias: &Bound<'_, PyAny>,
@@ -64,7 +65,7 @@ impl OwnedWorld {
         })
     }
 
-    fn world(&self) -> PyResult<TokenWorld<'_>> {
+    pub(super) fn world(&self) -> PyResult<TokenWorld<'_>> {
         let shape = &self.ref_logits.1;
         Ok(TokenWorld::new(
             &self.ref_logits.0,
@@ -117,7 +118,7 @@ fn token_ppo_params(
 
 /// An int64 array of `ndim` dimensions (an int array is converted, as `np.asarray(x,
 /// dtype=np.int64)` would), copied out with its shape; a `TypeError` naming `name` otherwise.
-fn int_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
+pub(super) fn int_array(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
     let wrong = || PyTypeError::new_err(format!("{name} must be a {ndim}-D int64 array, got {}", type_name(obj)));
     if ndim == 1 {
         let array: PyReadonlyArray1<'_, i64> = obj.extract().map_err(|_| wrong())?;
@@ -272,7 +273,7 @@ pub fn token_ppo_batch_terms<'py>(
     ref_logits, w, bias, w_len, g, offset, count_once, steps, runs, batch_size=64, gamma=1.0, lam=0.95,
     cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, kl_estimator="k1", num_ppo_epochs=4, num_mini_batches=1,
     missing_eos_penalty=None, length_normalize=false, length_penalty=0.0, record_every=1, n_threads=None,
-    progress=None, max_memory=None,
+    progress=None, max_memory=None, step_rewards=None, outcome_factors=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_token_ppo<'py>(
@@ -302,6 +303,8 @@ pub fn sweep_token_ppo<'py>(
     n_threads: Option<Bound<'py, PyAny>>,
     progress: Option<Bound<'py, PyAny>>,
     max_memory: Option<Bound<'py, PyAny>>,
+    step_rewards: Option<Bound<'py, PyAny>>,
+    outcome_factors: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Checked here too, not only by the front end: this function is public in `_core`.
     let n_threads = n_threads.map(|n| count("n_threads", int("n_threads", &n)?, 1)).transpose()?;
@@ -331,7 +334,8 @@ pub fn sweep_token_ppo<'py>(
         length_penalty,
     )?;
     let record_every = count("record_every", record_every, 0)?;
-    let world = owned.world()?;
+    let process = ProcessTables::convert(step_rewards.as_ref(), outcome_factors.as_ref())?;
+    let world = process.apply(owned.world()?)?;
     let runs = runs
         .into_iter()
         .map(|(seed, kl_coef, lr)| Ok(TokenPpoRun::new(seed.0, kl_coef, lr)?))
