@@ -265,7 +265,7 @@ def train_process_reward_model(world: ReasoningWorld, n_responses: int = 256, la
 
 
 def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRewardModel | None = None,
-               seeds: Any = 4, lr: float = 5.0, batch_size: int = 32, num_generations: int = 8,
+               seeds: Any = 4, lr: float = 10.0, batch_size: int = 32, num_generations: int = 8,
                kl_coef: float = 0.05, beta: float = 0.0, num_ppo_epochs: int = 4) -> np.ndarray:
     """The final policies of RL runs in a reasoning world, one per seed.
 
@@ -343,6 +343,12 @@ class ProcessLab:
         first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
         return np.where(first >= 0, self.samples[method][np.maximum(first, 0)], np.inf)
 
+    def compute_to_target(self, method: str) -> np.ndarray:
+        """Per seed, the compute at that checkpoint (``inf`` if never)."""
+        hit = self.success[method] >= self.target
+        first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        return np.where(first >= 0, self.compute[method][np.maximum(first, 0)], np.inf)
+
     def table(self) -> str:
         """One line per method: success at each checkpoint (mean over seeds), samples and
         compute to reach the target, then the Best-of-N lines.
@@ -351,18 +357,16 @@ class ProcessLab:
         -------
         str
         """
-        header = ["method", "start", *[f"@{c} steps" for c in self.checkpoints], f"samples to {self.target:.2f}",
-                  "compute to it", "seeds reaching it"]
+        header = ["method", "start", *[f"@{c}" for c in self.checkpoints], f"samples to {self.target:.2f}",
+                  "compute to it", "seeds"]
         lines = []
         for m in _METHODS:
-            to = self.samples_to_target(m)
-            reached = np.isfinite(to)
-            per_sample = self.compute[m][-1] / self.samples[m][-1]
-            med = float(np.median(to))
+            to, cost = self.samples_to_target(m), self.compute_to_target(m)
+            med, med_cost = float(np.median(to)), float(np.median(cost))
             lines.append([_LABELS[m], f"{self.settings['start']:.3f}",
                           *[f"{x:.3f}" for x in self.success[m].mean(axis=0)],
-                          f"{med:,.0f}" if np.isfinite(med) else "never", f"{med * per_sample:,.0f}"
-                          if np.isfinite(med) else "-", f"{reached.sum()}/{len(to)}"])
+                          f"{med:,.0f}" if np.isfinite(med) else "never",
+                          f"{med_cost:,.0f}" if np.isfinite(med_cost) else "-", f"{np.isfinite(to).sum()}/{len(to)}"])
         out = text_table(header, lines)
         bon = text_table(["Best-of-N ranking", *[f"N={n}" for n in self.n_values]],
                          [[name, *[f"{x:.3f}" for x in rates]] for name, rates in self.best_of_n.items()])
@@ -399,7 +403,7 @@ class ProcessLab:
                 ax.plot(x, self.success[m].T, color=colour, alpha=0.2, linewidth=0.8)
                 ax.plot(x, self.success[m].mean(axis=0), color=colour, linewidth=2, marker="o", label=_LABELS[m])
         for ax, xlabel in ((left, "responses sampled (PRM: its labelled responses included)"),
-                           (right, "compute (token-row passes: rollouts, updates, PRM fit)")):
+                           (right, "compute (policy token-row passes: rollouts and updates)")):
             ax.axhline(self.target, color="grey", linestyle=":", linewidth=1)
             ax.set(xscale="log", xlabel=xlabel, ylabel="exact success rate", ylim=(0, 1))
             ax.legend(loc="upper left", fontsize=8)
@@ -409,8 +413,8 @@ class ProcessLab:
         return fig
 
 
-def process_lab(world: ReasoningWorld | None = None, *, checkpoints: Any = (5, 10, 20, 40, 80, 160), seeds: int = 4,
-                lr: float = 5.0, batch_size: int = 32, num_generations: int = 8, prm_responses: int = 256,
+def process_lab(world: ReasoningWorld | None = None, *,
+                checkpoints: Any = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160), seeds: int = 4, lr: float = 10.0, batch_size: int = 32, num_generations: int = 8, prm_responses: int = 256,
                 label_noise: float = 0.1, target: float = 0.5, n_values: Any = (1, 4, 16, 64),
                 seed: int = 0) -> ProcessLab:
     """Process vs outcome rewards: PPO + verifier, PPO + PRM per-step rewards, GRPO + verifier.
@@ -418,9 +422,10 @@ def process_lab(world: ReasoningWorld | None = None, *, checkpoints: Any = (5, 1
     Each method runs ``seeds`` seeds to every checkpoint (a run to ``c`` steps is the first ``c``
     steps of a longer one: each run owns its stream), and the exact success rate of each final
     policy is recorded against the responses sampled (``steps * batch_size``, plus the PRM's
-    labelled ones) and the compute (token-row passes: ``K`` per response sampled, ``K *
-    num_ppo_epochs`` per PPO update, ``K`` per GRPO update, ``epochs * K`` per labelled
-    response for the PRM fit). Best-of-N under the reference policy ranks ``N`` samples by the
+    labelled ones) and the compute (the policy's token-row passes: ``K`` per response sampled,
+    ``K * num_ppo_epochs`` per PPO update, ``K`` per GRPO update; the PRM's fit, ``300`` epochs
+    of ``K`` scalar terms per labelled response, is not counted). The table's "samples to" and
+    "compute to it" are medians over seeds of the first checkpoint at ``target``. Best-of-N under the reference policy ranks ``N`` samples by the
     PRM's product, its minimum, and the verifier (an oracle), 4,000 draws per ``N``.
 
     Parameters
@@ -455,8 +460,7 @@ def process_lab(world: ReasoningWorld | None = None, *, checkpoints: Any = (5, 1
         raise TypeError(f"world must be a ReasoningWorld, got {type(world).__name__}")
     checkpoints = np.array(sorted({check.count("checkpoint", c, 1) for c in checkpoints}))
     seeds = check.count("seeds", seeds, 1)
-    prm_epochs = 300
-    prm = train_process_reward_model(world, prm_responses, label_noise, epochs=prm_epochs, seed=seed)
+    prm = train_process_reward_model(world, prm_responses, label_noise, epochs=300, seed=seed)
     k = world.n_steps
     num_ppo_epochs = 4
     samples, compute, success = {}, {}, {}
@@ -471,7 +475,7 @@ def process_lab(world: ReasoningWorld | None = None, *, checkpoints: Any = (5, 1
         per_step = batch_size if m != "grpo_verifier" else max(1, batch_size // num_generations) * num_generations
         passes = 1 + (num_ppo_epochs if m != "grpo_verifier" else 1)
         samples[m] = checkpoints * per_step + (prm_responses if m == "ppo_prm" else 0)
-        compute[m] = checkpoints * per_step * k * passes + (prm_responses * k * prm_epochs if m == "ppo_prm" else 0)
+        compute[m] = checkpoints * per_step * k * passes
     n_values = tuple(check.count("n", n, 1) for n in n_values)
     rng_seed = seed + 12345
     best: dict[str, list[float]] = {"PRM product": [], "PRM min": [], "verifier (oracle)": []}
