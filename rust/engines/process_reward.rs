@@ -66,6 +66,9 @@ mod tests {
         assert!(fit.losses.windows(2).all(|w| w[1] <= w[0]));
         let err = train_process_reward_model(&data, 5, 1e300, 0.0).unwrap_err();
         assert!(err.to_string().starts_with("the process reward model diverged at epoch"), "{err}");
-        assert_eq!(train_process_reward_model(&data, 0, 0.1, 0.0).unwrap_err().to_string(), "epochs must be in [1, 1048576], got 0");
+        assert_eq!(
+            train_process_reward_model(&data, 0, 0.1, 0.0).unwrap_err().to_string(),
+            "epochs must be in [1, 1048576], got 0"
+        );
     }
 }

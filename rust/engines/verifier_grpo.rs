@@ -120,7 +120,12 @@ struct GrpoRun<'a> {
 }
 
 impl<'a> GrpoRun<'a> {
-    fn new(world: &'a TokenWorld<'a>, theta: &'a mut [f64], spec: &VerifierGrpoRun, params: &'a VerifierGrpoParams) -> Result<Self> {
+    fn new(
+        world: &'a TokenWorld<'a>,
+        theta: &'a mut [f64],
+        spec: &VerifierGrpoRun,
+        params: &'a VerifierGrpoParams,
+    ) -> Result<Self> {
         let (n_states, batch) = (world.n_prompts * world.max_len, params.batch());
         let cells = batch * world.max_len; // fits: the engine checked it
         let what = "a GRPO run's batch";
@@ -384,8 +389,7 @@ mod tests {
         let start = world.stats(&ref_logits).proxy_score;
         assert!((start - (1.0f64 / 3.0).powi(3)).abs() < 1e-12, "{start}");
         let engine = VerifierGrpoEngine::new(world, 60, params(), 10).unwrap();
-        let runs: Vec<VerifierGrpoRun> =
-            (0..3).map(|i| VerifierGrpoRun::new(seed_key(i), 0.0, 1.0).unwrap()).collect();
+        let runs: Vec<VerifierGrpoRun> = (0..3).map(|i| VerifierGrpoRun::new(seed_key(i), 0.0, 1.0).unwrap()).collect();
         let out = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap();
         for run in 0..3 {
             assert!(out.summary[run * 4] > 0.5, "run {run}: success {}", out.summary[run * 4]);

@@ -77,7 +77,9 @@ impl OwnedLabels {
         }
         if let Some(i) = tokens.iter().position(|&a| a < 0) {
             let (b, k) = (i / shape[1], i % shape[1]);
-            return Err(Error::invalid(format!("tokens[{b}, {k}] must be in [0, {}), got {}", shape[2], tokens[i])).into());
+            return Err(
+                Error::invalid(format!("tokens[{b}, {k}] must be in [0, {}), got {}", shape[2], tokens[i])).into()
+            );
         }
         Ok(OwnedLabels {
             shape,
