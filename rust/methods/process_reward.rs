@@ -96,7 +96,7 @@ mod tests {
             let at = |h: f64| {
                 let mut moved = z.clone();
                 moved[c] += h;
-                prm_loss_and_grad(&moved, &data, 0.3, &mut vec![0.0; 12])
+                prm_loss_and_grad(&moved, &data, 0.3, &mut [0.0; 12])
             };
             let slope = (at(1e-6) - at(-1e-6)) / 2e-6;
             assert!((slope - grad[c]).abs() < 1e-7, "{c}: {slope} vs {}", grad[c]);

@@ -126,6 +126,7 @@ pub fn prm_loss_and_grad<'py>(
 /// ``shape`` is ``(P, K, V)``. Returns ``{"logits": [P, K, V], "losses": [epochs]}``.
 #[pyfunction]
 #[pyo3(signature = (prompts, tokens, labels, shape, epochs=300, lr=0.1, l2=1.0))]
+#[allow(clippy::too_many_arguments)]
 pub fn train_process_reward_model<'py>(
     py: Python<'py>,
     prompts: &Bound<'py, PyAny>,
