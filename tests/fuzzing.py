@@ -49,6 +49,9 @@ from rlhf_fast import sequences as sequences_module
 from rlhf_fast import sweep as sweep_module
 from rlhf_fast import worlds as worlds_module
 from rlhf_fast.reference.engines import token_ppo as token_ppo_reference
+from rlhf_fast.reference.engines import process_reward as process_reward_reference
+from rlhf_fast.reference.engines import verifier_grpo as verifier_grpo_reference
+from rlhf_fast.reference.methods import process_reward as process_reward_methods
 from rlhf_fast.worlds import GaoFit, Judge, Labeller, RewardModel, World, WorldPairs
 
 NAN, INF = math.nan, math.inf
@@ -1553,6 +1556,89 @@ TOKEN_SPECS: dict[str, list[Param]] = {
 }
 SPECS.update(TOKEN_SPECS)
 
+# Process vs outcome rewards (issue 11 item 4): the token PPO engine's process-reward tables,
+# GRPO on sequences with a per-sequence reward, and the process reward model's loss and fit
+# ("core.*": the Rust core's functions or their reference twins).
+
+
+def _token_table() -> Kind:
+    """An optional float64 table of ref_logits' shape."""
+    return Kind(
+        [later("fits", lambda r, kw: r.standard_normal(_token_shape(kw))), val("none", None)],
+        [val("wrong-shape", lambda s: np.zeros((1, 1, 1))), later("nan", lambda r, kw: np.full(_token_shape(kw), NAN)),
+         later("int", lambda r, kw: np.zeros(_token_shape(kw), dtype=np.int64)), val("list", [[[0.0, 1.0]]])],
+    )
+
+
+TOKEN_SPECS["core.sweep_token_ppo"] += [opt("step_rewards", _token_table()), opt("outcome_factors", _token_table())]
+
+
+def _prm_shape(kw: dict) -> tuple[int, int, int]:
+    x = kw.get("logits")
+    if isinstance(x, np.ndarray) and x.ndim == 3 and 0 < x.size <= 1 << 12:
+        return x.shape
+    shape = kw.get("shape")
+    return tuple(shape) if isinstance(shape, tuple) and len(shape) == 3 and all(  # type: ignore[return-value]
+        isinstance(d, int) and 0 < d < 8 for d in shape) else (2, 3, 4)
+
+
+def _prm_n(kw: dict) -> int:
+    x = kw.get("prompts")
+    return len(x) if isinstance(x, np.ndarray) and x.ndim == 1 and 0 < len(x) < 64 else 3
+
+
+PRM_LOGITS = Kind(
+    [val("small", lambda s: Draws(s.index(1 << 16)).standard_normal((1 + s.index(3), 1 + s.index(4), 1 + s.index(4))))],
+    [val("nan", lambda s: np.full((2, 2, 3), NAN)), val("2-D", lambda s: np.zeros((2, 3))),
+     val("empty", lambda s: np.zeros((0, 2, 3))), val("list", [[[0.0, 1.0]]]),
+     val("int", lambda s: np.zeros((2, 2, 3), dtype=np.int64))],
+)
+PRM_PROMPTS = Kind(
+    [later("fits", lambda r, kw: r.integers(_prm_shape(kw)[0], size=3).astype(np.int64))],
+    [val("empty", lambda s: np.zeros(0, dtype=np.int64)), val("negative", lambda s: np.array([-1, 0, 0])),
+     val("too-big", lambda s: np.array([9, 0, 0])), val("float", lambda s: np.zeros(3)), val("list", [0, 0, 0])],
+)
+PRM_TOKENS = Kind(
+    [later("fits", lambda r, kw: r.integers(_prm_shape(kw)[2], size=(_prm_n(kw), _prm_shape(kw)[1])).astype(np.int64))],
+    [later("negative", lambda r, kw: np.full((_prm_n(kw), _prm_shape(kw)[1]), -1, dtype=np.int64)),
+     later("too-big", lambda r, kw: np.full((_prm_n(kw), _prm_shape(kw)[1]), 9, dtype=np.int64)),
+     val("1-D", lambda s: np.zeros(3, dtype=np.int64)), val("float", lambda s: np.zeros((3, 2)))],
+)
+PRM_LABELS = Kind(
+    [later("fits", lambda r, kw: (r.random((_prm_n(kw), _prm_shape(kw)[1])) < 0.5).astype(np.float64))],
+    [later("above-1", lambda r, kw: np.full((_prm_n(kw), _prm_shape(kw)[1]), 2.0)),
+     later("nan", lambda r, kw: np.full((_prm_n(kw), _prm_shape(kw)[1]), NAN)),
+     val("wrong-shape", lambda s: np.zeros((1, 1))), val("int", lambda s: np.zeros((3, 2), dtype=np.int64))],
+)
+PRM_SHAPE = Kind(
+    [val("small", lambda s: (1 + s.index(3), 1 + s.index(4), 1 + s.index(4)))],
+    [val("two", (2, 3)), val("zero", (0, 2, 3)), val("str", "abc"), val("none", None), val("float", (2.0, 3, 4))],
+)
+PROCESS_SPECS: dict[str, list[Param]] = {
+    "core.sweep_verifier_grpo": [
+        req("ref_logits", TOKEN_REF), req("w", _token_vector(2)), req("bias", _token_vector(0)),
+        req("w_len", finite()), req("g", _token_vector(2)), req("offset", _token_vector(0)), req("count_once", BOOL),
+        req("steps", counts(1, 3, minimum=1)), req("runs", TOKEN_RUNS),
+        opt("num_generations", counts(2, 4, minimum=2)), opt("prompts_per_step", counts(1, 2, minimum=1)),
+        opt("epsilon", positive()), opt("epsilon_high", reals("positive", 0.1, 0.5, optional=True)),
+        opt("scale_rewards", options(("group", "none"))), opt("num_iterations", counts(1, 2, minimum=1, maximum=1024)),
+        opt("outcome_factors", _token_table()), opt("record_every", RECORD_EVERY), opt("n_threads", THREADS),
+        opt("max_memory", MAX_MEMORY),
+    ],
+    "core.prm_loss_and_grad": [req("logits", PRM_LOGITS), req("prompts", PRM_PROMPTS), req("tokens", PRM_TOKENS),
+                               req("labels", PRM_LABELS), opt("l2", non_negative())],
+    "core.train_process_reward_model": [req("prompts", PRM_PROMPTS), req("tokens", PRM_TOKENS),
+                                        req("labels", PRM_LABELS), req("shape", PRM_SHAPE),
+                                        opt("epochs", counts(1, 3, minimum=1, maximum=1 << 20)),
+                                        opt("lr", positive()), opt("l2", non_negative())],
+}
+SPECS.update(PROCESS_SPECS)
+PROCESS_REFERENCE: dict[str, Callable[..., Any]] = {
+    "core.sweep_verifier_grpo": verifier_grpo_reference.sweep_verifier_grpo,
+    "core.prm_loss_and_grad": process_reward_methods.prm_loss_and_grad,
+    "core.train_process_reward_model": process_reward_reference.train_process_reward_model,
+}
+
 
 # ------------------------------------------------------------------------ sequence worlds
 #
@@ -1843,7 +1929,8 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "core.sweep_token_ppo": _recorded_steps,
                                               "sweep_dpo[sequence]": _recorded_steps,
                                               "sweep_best_of_n[sequence]": _cheap_world_best_of_n,
-                                              "sweep_rlhf[sequence]": _recorded_steps}
+                                              "sweep_rlhf[sequence]": _recorded_steps,
+                                              "core.sweep_verifier_grpo": _recorded_steps}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
 SLOW = {"overoptimization", "distillation", "safety_lab", "length_lab"}
@@ -1978,6 +2065,8 @@ class Backend:
             return on_row_kernels(name, self.name == "rust")
         if name == "core.sweep_token_ppo":
             return self.engines.sweep_token_ppo if self.name == "rust" else token_ppo_reference.sweep_token_ppo
+        if name in PROCESS_SPECS:
+            return getattr(self.engines, name[5:]) if self.name == "rust" else PROCESS_REFERENCE[name]
         if name == "KLController.update":
             return lambda controller, **kwargs: (controller.update(**kwargs), controller.value)[1]
         target: Any = self.functions

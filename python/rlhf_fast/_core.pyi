@@ -77,6 +77,9 @@ __all__ = [
     "token_ppo_batch_terms",
     "sweep_sequence_dpo",
     "sweep_sequence_best_of_n",
+    "prm_loss_and_grad",
+    "train_process_reward_model",
+    "sweep_verifier_grpo",
 ]
 
 _Policy: TypeAlias = Mapping[str, Sequence[float]] | npt.NDArray[np.float64]
@@ -573,6 +576,46 @@ def sweep_token_ppo(
     missing_eos_penalty: float | None = None,
     length_normalize: bool = False,
     length_penalty: float = 0.0,
+    record_every: int = 1,
+    n_threads: int | None = None,
+    progress: _Progress = None,
+    max_memory: int | None = None,
+    step_rewards: npt.NDArray[np.float64] | None = None,
+    outcome_factors: npt.NDArray[np.float64] | None = None,
+) -> _SweepOutput: ...
+def prm_loss_and_grad(
+    logits: npt.NDArray[np.float64],
+    prompts: npt.NDArray[np.int64],
+    tokens: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.float64],
+    l2: float = 0.0,
+) -> tuple[float, npt.NDArray[np.float64]]: ...
+def train_process_reward_model(
+    prompts: npt.NDArray[np.int64],
+    tokens: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.float64],
+    shape: tuple[int, int, int],
+    epochs: int = 300,
+    lr: float = 0.1,
+    l2: float = 1.0,
+) -> dict[str, npt.NDArray[np.float64]]: ...
+def sweep_verifier_grpo(
+    ref_logits: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    bias: npt.NDArray[np.float64],
+    w_len: float,
+    g: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    count_once: bool,
+    steps: int,
+    runs: Sequence[tuple[int, float, float]],
+    num_generations: int = 8,
+    prompts_per_step: int = 4,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    scale_rewards: str = "group",
+    num_iterations: int = 1,
+    outcome_factors: npt.NDArray[np.float64] | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: _Progress = None,

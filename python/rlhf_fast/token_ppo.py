@@ -58,6 +58,8 @@ def sweep_token_ppo_arrays(
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] | None = None,
     max_memory: int | None = None,
+    step_rewards: np.ndarray | None = None,
+    outcome_factors: np.ndarray | None = None,
 ) -> SweepResult:
     """A grid of token PPO runs in the sequence world of these arrays.
 
@@ -83,6 +85,12 @@ def sweep_token_ppo_arrays(
         and ``score - length_penalty * n_content``.
     record_every, n_threads, progress, max_memory
         As every sweep takes them.
+    step_rewards, outcome_factors : numpy.ndarray or None
+        Process rewards (issue 11 item 4), float64 ``[P, L, V]`` like ``ref_logits``:
+        ``step_rewards[p, t, a_t]`` is added to the reward of token ``t`` (and to
+        ``objective_scores``), and the score gains the product of a response's
+        ``outcome_factors`` (0/1 factors: a verifier's reward). ``final_proxy_score`` includes
+        the expected product.
 
     Returns
     -------
@@ -118,7 +126,8 @@ def sweep_token_ppo_arrays(
                        kl_estimator=kl_estimator, num_ppo_epochs=num_ppo_epochs, num_mini_batches=num_mini_batches,
                        missing_eos_penalty=missing_eos_penalty, length_normalize=length_normalize,
                        length_penalty=length_penalty, record_every=record_every, n_threads=n_threads,
-                       progress=callback, max_memory=limit)
+                       progress=callback, max_memory=limit, step_rewards=step_rewards,
+                       outcome_factors=outcome_factors)
 
     return _sweep_module._sweep(
         "token_ppo", grid, lambda s: (s["seed"], s["kl_coef"], s["lr"]), engine, steps=steps,

@@ -228,6 +228,7 @@ impl<'a> TokenRun<'a> {
             let logp = &self.rollouts.old_logp[cells.clone()];
             per_token_kl(logp, &self.ref_logp[..n], params.kl_estimator, &mut self.kl[..n]);
             per_token_rewards(&self.kl[..n], score, kl_coef, &mut self.rewards[..n]);
+            score_sum += world.add_step_rewards(p, tokens, &mut self.rewards[..n]);
             gae(
                 &self.rewards[..n],
                 &self.rollouts.old_values[cells.clone()],

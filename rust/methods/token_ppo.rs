@@ -27,7 +27,7 @@
 //! and `exp`/`ln` are libm's, so the twins agree bit for bit.
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
+use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row, softmax_row};
 use crate::methods::sequence_stats;
 
 /// The end-of-sequence token.
@@ -457,6 +457,7 @@ pub fn batch_loss_and_grads(
             &mut terms.kl[range.clone()],
         );
         per_token_rewards(&terms.kl[range.clone()], scores[b], kl_coef, &mut terms.rewards[range.clone()]);
+        world.add_step_rewards(p, &tokens[range.clone()], &mut terms.rewards[range.clone()]);
         gae(
             &terms.rewards[range.clone()],
             &rollouts.old_values[range.clone()],
@@ -513,6 +514,12 @@ pub struct TokenWorld<'a> {
     pub vocab_size: usize,
     /// The frozen reference's log-probabilities, `[P, L, V]`.
     pub ref_logp: Vec<f64>,
+    /// Process rewards `[P, L, V]` (issue 11 item 4): `step_rewards[p, t, a_t]` is added to
+    /// the reward of token `t`; `None` adds none ([`TokenWorld::with_process_rewards`]).
+    pub step_rewards: Option<&'a [f64]>,
+    /// Outcome factors `[P, L, V]`: the score gains the product of a response's factors, so
+    /// 0/1 factors are a verifier's "1 if every step is right"; `None` adds nothing.
+    pub outcome_factors: Option<&'a [f64]>,
 }
 
 fn first_nonfinite_at(name: &str, values: &[f64], shape: &[usize]) -> Result<()> {
@@ -592,7 +599,82 @@ impl<'a> TokenWorld<'a> {
         for (row, out) in ref_logits.chunks_exact(vocab_size).zip(ref_logp.chunks_exact_mut(vocab_size)) {
             log_softmax_row(row, out);
         }
-        Ok(TokenWorld { ref_logits, w, bias, w_len, g, offset, count_once, n_prompts, max_len, vocab_size, ref_logp })
+        Ok(TokenWorld {
+            ref_logits,
+            w,
+            bias,
+            w_len,
+            g,
+            offset,
+            count_once,
+            n_prompts,
+            max_len,
+            vocab_size,
+            ref_logp,
+            step_rewards: None,
+            outcome_factors: None,
+        })
+    }
+
+    /// The world with process rewards and outcome factors (each `[P, L, V]` like
+    /// `ref_logits`, finite), each error naming its argument.
+    pub fn with_process_rewards(
+        mut self,
+        step_rewards: Option<&'a [f64]>,
+        outcome_factors: Option<&'a [f64]>,
+    ) -> Result<Self> {
+        let shape = [self.n_prompts, self.max_len, self.vocab_size];
+        for (name, table) in [("step_rewards", step_rewards), ("outcome_factors", outcome_factors)] {
+            if let Some(values) = table {
+                if values.len() != self.ref_logits.len() {
+                    return Err(Error::invalid(format!(
+                        "{name} must have the shape of ref_logits, {shape:?}: got {} values",
+                        values.len()
+                    )));
+                }
+                first_nonfinite_at(name, values, &shape)?;
+            }
+        }
+        self.step_rewards = step_rewards;
+        self.outcome_factors = outcome_factors;
+        Ok(self)
+    }
+
+    /// The product of a response's outcome factors (EOS's included), 0 without them.
+    pub fn outcome(&self, p: usize, tokens: &[usize]) -> f64 {
+        let Some(factors) = self.outcome_factors else { return 0.0 };
+        let (l, v) = (self.max_len, self.vocab_size);
+        tokens.iter().enumerate().fold(1.0, |product, (t, &a)| product * factors[(p * l + t) * v + a])
+    }
+
+    /// Adds each token's process reward to `rewards` (one per token); returns their sum.
+    pub fn add_step_rewards(&self, p: usize, tokens: &[usize], rewards: &mut [f64]) -> f64 {
+        let Some(table) = self.step_rewards else { return 0.0 };
+        let (l, v) = (self.max_len, self.vocab_size);
+        let mut total = 0.0;
+        for ((t, &a), r) in tokens.iter().enumerate().zip(rewards.iter_mut()) {
+            let step = table[(p * l + t) * v + a];
+            *r += step;
+            total += step;
+        }
+        total
+    }
+
+    /// The exact expected [`TokenWorld::outcome`] of prompt `p` under `rows [L, V]`, `O(L V)`:
+    /// `sum_t (prod_{s<t} m_s) e_t + prod_s m_s`, with `m_s = sum_{v != EOS} pi_s(v) f_s(v)`
+    /// (going on) and `e_t = pi_t(EOS) f_t(EOS)` (ending at `t`).
+    pub fn expected_outcome(&self, p: usize, rows: &[f64]) -> f64 {
+        let Some(factors) = self.outcome_factors else { return 0.0 };
+        let v_size = self.vocab_size;
+        let (mut going, mut ended) = (1.0, 0.0);
+        let mut probs = vec![0.0; v_size];
+        for t in 0..self.max_len {
+            softmax_row(&rows[t * v_size..(t + 1) * v_size], &mut probs);
+            let f = &factors[(p * self.max_len + t) * v_size..(p * self.max_len + t + 1) * v_size];
+            ended += going * (probs[EOS] * f[EOS]);
+            going *= (1..v_size).fold(0.0, |total, v| total + probs[v] * f[v]);
+        }
+        ended + going
     }
 
     /// The reward model's score of a response: `bias[p] + sum of content w + w_len n_content`.
@@ -603,7 +685,7 @@ impl<'a> TokenWorld<'a> {
             score += self.w[a];
             n_content += 1;
         }
-        score + self.w_len * n_content as f64
+        score + self.w_len * n_content as f64 + self.outcome(p, tokens)
     }
 
     /// The gold of a response: `offset[p] + sum of content g`, each distinct token once when
@@ -649,7 +731,7 @@ impl<'a> TokenWorld<'a> {
         let mut total = SequenceStats::default();
         for p in 0..self.n_prompts {
             let s = self.prompt_stats(p, &theta[p * per_prompt..(p + 1) * per_prompt]);
-            total.proxy_score += s.proxy_score;
+            total.proxy_score += s.proxy_score + self.expected_outcome(p, &theta[p * per_prompt..(p + 1) * per_prompt]);
             total.gold_score += s.gold_score;
             total.kl += s.kl;
             total.length += s.length;

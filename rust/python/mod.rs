@@ -9,6 +9,7 @@ mod distill;
 mod lesson;
 mod methods;
 mod preferences;
+mod process;
 mod rows;
 mod safe_world;
 mod sequence_methods;
@@ -57,5 +58,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     distill::register(m)?;
     token_ppo::register(m)?;
     sequence_methods::register(m)?;
+    process::register(m)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::{boolean, count, float_array, int, real, type_name, SeedKey};
+use super::process::ProcessTables;
 use super::sweep::{run_sweep, SweepOptions};
 use crate::engines::token_ppo::{TokenPpoEngine, TokenPpoRun, MAX_BATCH_SIZE};
 use crate::error::{non_negative, Error};
@@ -272,7 +273,7 @@ pub fn token_ppo_batch_terms<'py>(
     ref_logits, w, bias, w_len, g, offset, count_once, steps, runs, batch_size=64, gamma=1.0, lam=0.95,
     cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, kl_estimator="k1", num_ppo_epochs=4, num_mini_batches=1,
     missing_eos_penalty=None, length_normalize=false, length_penalty=0.0, record_every=1, n_threads=None,
-    progress=None, max_memory=None,
+    progress=None, max_memory=None, step_rewards=None, outcome_factors=None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_token_ppo<'py>(
@@ -302,6 +303,8 @@ pub fn sweep_token_ppo<'py>(
     n_threads: Option<Bound<'py, PyAny>>,
     progress: Option<Bound<'py, PyAny>>,
     max_memory: Option<Bound<'py, PyAny>>,
+    step_rewards: Option<Bound<'py, PyAny>>,
+    outcome_factors: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // Checked here too, not only by the front end: this function is public in `_core`.
     let n_threads = n_threads.map(|n| count("n_threads", int("n_threads", &n)?, 1)).transpose()?;
@@ -331,7 +334,8 @@ pub fn sweep_token_ppo<'py>(
         length_penalty,
     )?;
     let record_every = count("record_every", record_every, 0)?;
-    let world = owned.world()?;
+    let process = ProcessTables::convert(step_rewards.as_ref(), outcome_factors.as_ref())?;
+    let world = process.apply(owned.world()?)?;
     let runs = runs
         .into_iter()
         .map(|(seed, kl_coef, lr)| Ok(TokenPpoRun::new(seed.0, kl_coef, lr)?))

@@ -136,6 +136,7 @@ class TokenPpoRun:
             score = shaped_score(world.rm_score(p, response), n_content, has_eos, params)
             kl = per_token_kl(logp, ref_logp, params.kl_estimator)
             rewards = per_token_rewards(kl, score, kl_coef)
+            score_sum += world.add_step_rewards(p, response, rewards)
             advantages, rets = gae(rewards, values, params.gamma, params.lam)
             prompts.append(p)
             tokens.append(response)
@@ -312,11 +313,15 @@ def sweep_token_ppo(
     n_threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     max_memory: int | None = None,
+    step_rewards: Any = None,
+    outcome_factors: Any = None,
 ) -> dict[str, Any]:
     """Every token PPO run of ``runs`` (``(seed, kl_coef, lr)`` each) in the sequence world of
     these arrays (``ref_logits [P, L, V]``, ``w [V]``, ``bias [P]``, ``g [V]``, ``offset [P]``
     float64; ``w_len`` a float, ``count_once`` a bool), from its reference policy. Returns the
-    sweep contract's dict (:func:`~.driver.sweep`); ``n_threads`` is Rust's (ignored here)."""
+    sweep contract's dict (:func:`~.driver.sweep`); ``n_threads`` is Rust's (ignored here).
+    ``step_rewards`` and ``outcome_factors`` (``[P, L, V]`` or None) are the world's process
+    rewards (:meth:`TokenWorld.with_process_rewards`)."""
     ref_logits = checks.float_array("ref_logits", ref_logits, 3)
     w = checks.float_array("w", w, 1)
     bias = checks.float_array("bias", bias, 1)
@@ -329,7 +334,12 @@ def sweep_token_ppo(
     params = token_ppo_params(gamma, lam, cliprange, cliprange_value, vf_coef, kl_estimator, num_ppo_epochs,
                               num_mini_batches, missing_eos_penalty, length_normalize, length_penalty, batch_size)
     record_every = checks.count("record_every", record_every, 0)
-    world = TokenWorld.new(ref_logits, w, bias, w_len, g, offset, count_once)
+    if step_rewards is not None:
+        step_rewards = checks.float_array("step_rewards", step_rewards, 3)
+    if outcome_factors is not None:
+        outcome_factors = checks.float_array("outcome_factors", outcome_factors, 3)
+    world = TokenWorld.new(ref_logits, w, bias, w_len, g, offset, count_once).with_process_rewards(step_rewards,
+                                                                                                  outcome_factors)
     specs = [
         TokenPpoSpec(seed_key(checks.integer("seed", seed)), checks.non_negative("kl_coef", kl_coef),
                      checks.positive("lr", lr))

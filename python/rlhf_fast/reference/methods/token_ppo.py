@@ -277,6 +277,7 @@ def batch_loss_and_grads(world: TokenWorld, old_theta, theta, old_values, values
         old = [old_values[p][t] for t in range(len(response))]
         kl = per_token_kl(old_logp, ref_logp, params.kl_estimator)
         rewards = per_token_rewards(kl, score, kl_coef)
+        world.add_step_rewards(p, response, rewards)
         advantages, returns = gae(rewards, old, params.gamma, params.lam)
         kls.append(kl)
         rewards_all.append(rewards)
@@ -354,6 +355,60 @@ class TokenWorld:
         self.max_len = len(ref_logits[0])
         self.vocab_size = len(w)
         self.ref_logp = [[log_softmax_row(row) for row in rows] for rows in ref_logits]
+        self.step_rewards: list[list[list[float]]] | None = None
+        self.outcome_factors: list[list[list[float]]] | None = None
+
+    def with_process_rewards(self, step_rewards: np.ndarray | None, outcome_factors: np.ndarray | None) -> TokenWorld:
+        """The world with process rewards and outcome factors (each ``[P, L, V]`` like
+        ``ref_logits``, finite; float64 arrays or None), each error naming its argument (Rust's
+        ``TokenWorld::with_process_rewards``)."""
+        shape = [self.n_prompts, self.max_len, self.vocab_size]
+        for name, table in (("step_rewards", step_rewards), ("outcome_factors", outcome_factors)):
+            if table is not None:
+                if table.size != self.n_prompts * self.max_len * self.vocab_size:
+                    raise ValueError(f"{name} must have the shape of ref_logits, {shape}: got {table.size} values")
+                _finite(name, table.reshape(shape))
+        self.step_rewards = None if step_rewards is None else step_rewards.reshape(shape).tolist()
+        self.outcome_factors = None if outcome_factors is None else outcome_factors.reshape(shape).tolist()
+        return self
+
+    def outcome(self, p: int, tokens: Sequence[int]) -> float:
+        """The product of a response's outcome factors (EOS's included), 0 without them."""
+        if self.outcome_factors is None:
+            return 0.0
+        product = 1.0
+        for t, a in enumerate(tokens):
+            product *= self.outcome_factors[p][t][a]
+        return product
+
+    def add_step_rewards(self, p: int, tokens: Sequence[int], rewards: list[float]) -> float:
+        """Adds each token's process reward to ``rewards`` in place; returns their sum."""
+        if self.step_rewards is None:
+            return 0.0
+        total = 0.0
+        for t, a in enumerate(tokens):
+            step = self.step_rewards[p][t][a]
+            rewards[t] += step
+            total += step
+        return total
+
+    def expected_outcome(self, p: int, rows: Sequence[Sequence[float]]) -> float:
+        """The exact expected :meth:`outcome` of prompt ``p`` under ``rows [L][V]``: ``sum_t
+        (prod_{s<t} m_s) e_t + prod_s m_s``, ``m_s = sum_{v != EOS} pi_s(v) f_s(v)``, ``e_t =
+        pi_t(EOS) f_t(EOS)``."""
+        if self.outcome_factors is None:
+            return 0.0
+        going = 1.0
+        ended = 0.0
+        for t in range(self.max_len):
+            probs = softmax_row(rows[t])
+            f = self.outcome_factors[p][t]
+            ended += going * (probs[EOS] * f[EOS])
+            total = 0.0
+            for v in range(1, self.vocab_size):
+                total += probs[v] * f[v]
+            going *= total
+        return ended + going
 
     @classmethod
     def new(cls, ref_logits: np.ndarray, w: np.ndarray, bias: np.ndarray, w_len: float, g: np.ndarray,
@@ -386,7 +441,7 @@ class TokenWorld:
             if a != EOS:
                 score += self.w[a]
                 n_content += 1
-        return score + self.w_len * n_content
+        return score + self.w_len * n_content + self.outcome(p, tokens)
 
     def gold(self, p: int, tokens: Sequence[int]) -> float:
         """The gold of a response: ``offset[p] + sum of content g``, each distinct token once when ``count_once``."""
@@ -404,7 +459,7 @@ class TokenWorld:
         for p in range(self.n_prompts):
             s = prompt_sequence_stats(theta[p], self.ref_logp[p], self.w, self.bias[p], self.w_len, self.g,
                                       self.offset[p], self.count_once)
-            proxy += s.proxy_score
+            proxy += s.proxy_score + self.expected_outcome(p, theta[p])
             gold += s.gold_score
             kl += s.kl
             length += s.length
