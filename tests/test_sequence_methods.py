@@ -11,7 +11,7 @@ reference twins, against mathematics, and the phenomena over seeds.
    first argmax, enumerated over every response of a ``V = 3``, ``L = 2`` world.
 3. Phenomena over seeds: DPO on length-biased labels lengthens the responses, whether the
    loss is the sigmoid or IPO's length-normalised one (measured: IPO's normalisation does not
-   stop it, METHODS section 13), while fair labels do not; Best-of-N's proxy rises with ``n``.
+   stop it, METHODS section 12), while fair labels do not; Best-of-N's proxy rises with ``n``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 A policy is a table of logits ``theta [n_prompts, max_len, vocab]`` (EOS is token 0), starting
 at the world's reference; a response is generated token by token until its first EOS or
 ``max_len`` tokens. The engines are ``rlhf_fast._core.sweep_sequence_*`` (Rust) and their twins
-in ``rlhf_fast.reference.engines`` (``RLHF_FAST_BACKEND=python``), picked by :mod:`rlhf_fast.sweep`; docs/METHODS.md section 13
+in ``rlhf_fast.reference.engines`` (``RLHF_FAST_BACKEND=python``), picked by :mod:`rlhf_fast.sweep`; docs/METHODS.md section 12
 has the formulas as implemented.
 """
 
