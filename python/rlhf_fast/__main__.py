@@ -1,7 +1,8 @@
 """Command line: ``python -m rlhf_fast demo`` runs the lesson end to end; ``sweep`` runs a grid;
 ``compare`` sets PPO, DPO, GRPO and Best-of-N side by side; ``overopt`` shows reward
 over-optimisation in a world (gold against proxy, Gao et al.'s fits); ``lab`` runs one of the
-labs of the token-level issue (``lab distill``: what a distilled reward model's size does to
+labs of the token-level issue (``lab length``: length hacking and its remedies; ``lab process``:
+process against outcome rewards; ``lab distill``: what a distilled reward model's size does to
 over-optimisation; ``lab safety``: a separate safety model under a fixed multiplier or Safe
 RLHF's Lagrangian).
 
@@ -201,9 +202,44 @@ def _parser() -> _Parser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=overopt, parser=p)
 
-    lab = commands.add_parser("lab", help="a lab of RLHF's phenomena, with a table and a plot: distill, safety",
+    lab = commands.add_parser("lab", help="a lab of RLHF's phenomena, with a table and a plot: length, process, distill, safety",
                               description="Each lab prints a table and writes <lab>.csv and <lab>.png to --out.")
-    labs = lab.add_subparsers(dest="lab", required=True, metavar="{distill,safety}")
+    labs = lab.add_subparsers(dest="lab", required=True, metavar="{length,process,distill,safety}")
+    p = labs.add_parser(
+        "length",
+        help="length hacking: a length-biased labeller's proxy grows responses; the remedies, each measured",
+        description="In a sequence world (8 prompts, 128 tokens, responses of up to 8 tokens ended by an EOS), a "
+        "proxy is trained on pairs from a labeller who prefers longer answers by --length-bias (the gold does not). "
+        "Token PPO (TRL's layout) optimises it, and each remedy the lesson names in turn: a length-normalised "
+        "reward, a length penalty (at the proxy's worth of a token, and twice it), a length-aware RM with its "
+        "length weight dropped, RLAIF with a length-aware judge; and an unbiased control. The table gives each "
+        "one's exact final length, gold, proxy and KL; writes length.csv and length.png to --out.",
+    )
+    p.add_argument("--length-bias", type=_NON_NEGATIVE, default=2.0,
+                   help="the labeller's preference per extra token, in gold units (default: 2)")
+    p.add_argument("--pairs", type=_count(2), default=400, help="labelled pairs per proxy (default: 400)")
+    p.add_argument("--steps", type=_count(1), default=400, help="PPO steps per run (default: 400)")
+    p.add_argument("--seeds", type=_count(1), default=3, help="PPO runs per remedy (default: 3)")
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for length.csv and length.png (default: .)")
+    p.set_defaults(run=lab_length, parser=p)
+
+    p = labs.add_parser(
+        "process",
+        help="process vs outcome rewards in a reasoning world: success against samples and compute",
+        description="In a reasoning world (8 prompts, chains of 6 steps of 6 candidates, one right each; the "
+        "reference solves 1.6%), PPO with the outcome reward (a verifier), PPO with a process reward model's "
+        "per-step rewards, and GRPO with the verifier are run to each checkpoint; the table gives the exact success "
+        "rate against the responses sampled and the compute, and Best-of-N ranked by the PRM; writes process.csv "
+        "and process.png to --out.",
+    )
+    p.add_argument("--seeds", type=_count(1), default=4, help="runs per method (default: 4)")
+    p.add_argument("--target", type=_POSITIVE, default=0.5,
+                   help="the success rate the 'samples to' column waits for (default: 0.5)")
+    p.add_argument("--out", type=_directory, default=Path("."),
+                   help="directory for process.csv and process.png (default: .)")
+    p.set_defaults(run=lab_process, parser=p)
+
     p = labs.add_parser(
         "distill",
         help="reward distillation: how a distilled reward model's size moves the over-optimisation peak",
@@ -515,6 +551,29 @@ def overopt(args: argparse.Namespace) -> int:
           "brackets the beta=0 runs' gold at the same KL (equal if beta only moves a run along the curve, as Gao "
           "et al. found); fit peak KL: Gao's R_RL and R_bon forms fitted.")
     return _write_lab(args, result, "overopt")
+
+
+def lab_length(args: argparse.Namespace) -> int:
+    """Length hacking and its remedies: one table row per remedy, and the plot."""
+    from .length import length_lab
+
+    _make_directory(args)
+    result = length_lab(length_bias=args.length_bias, pairs=args.pairs, steps=args.steps, seeds=args.seeds)
+    print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; token PPO {args.steps} steps x "
+          f"{args.seeds} seeds per remedy; exact expectations of the final policies")
+    print(result.table())
+    return _write_lab(args, result, "length")
+
+
+def lab_process(args: argparse.Namespace) -> int:
+    """Process vs outcome rewards: success against samples and compute, and the plot."""
+    from .reasoning import process_lab
+
+    _make_directory(args)
+    result = process_lab(seeds=args.seeds, target=args.target)
+    print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; {args.seeds} seeds per method")
+    print(result.table())
+    return _write_lab(args, result, "process")
 
 
 def lab_distill(args: argparse.Namespace) -> int:

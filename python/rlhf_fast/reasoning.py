@@ -414,9 +414,9 @@ class ProcessLab:
 
 
 def process_lab(world: ReasoningWorld | None = None, *,
-                checkpoints: Any = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160), seeds: int = 4, lr: float = 10.0, batch_size: int = 32, num_generations: int = 8, prm_responses: int = 256,
-                label_noise: float = 0.1, target: float = 0.5, n_values: Any = (1, 4, 16, 64),
-                seed: int = 0) -> ProcessLab:
+                checkpoints: Any = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160), seeds: int = 4, lr: float = 10.0,
+                batch_size: int = 32, num_generations: int = 8, prm_responses: int = 256, label_noise: float = 0.1,
+                target: float = 0.5, n_values: Any = (1, 4, 16, 64), seed: int = 0) -> ProcessLab:
     """Process vs outcome rewards: PPO + verifier, PPO + PRM per-step rewards, GRPO + verifier.
 
     Each method runs ``seeds`` seeds to every checkpoint (a run to ``c`` steps is the first ``c``
@@ -425,8 +425,9 @@ def process_lab(world: ReasoningWorld | None = None, *,
     labelled ones) and the compute (the policy's token-row passes: ``K`` per response sampled,
     ``K * num_ppo_epochs`` per PPO update, ``K`` per GRPO update; the PRM's fit, ``300`` epochs
     of ``K`` scalar terms per labelled response, is not counted). The table's "samples to" and
-    "compute to it" are medians over seeds of the first checkpoint at ``target``. Best-of-N under the reference policy ranks ``N`` samples by the
-    PRM's product, its minimum, and the verifier (an oracle), 4,000 draws per ``N``.
+    "compute to it" are medians over seeds of the first checkpoint at ``target``. Best-of-N under
+    the reference policy ranks ``N`` samples by the PRM's product, its minimum, and the verifier
+    (an oracle), 4,000 draws per ``N``.
 
     Parameters
     ----------
@@ -458,8 +459,15 @@ def process_lab(world: ReasoningWorld | None = None, *,
     world = ReasoningWorld(seed=seed) if world is None else world
     if not isinstance(world, ReasoningWorld):
         raise TypeError(f"world must be a ReasoningWorld, got {type(world).__name__}")
-    checkpoints = np.array(sorted({check.count("checkpoint", c, 1) for c in checkpoints}))
-    seeds = check.count("seeds", seeds, 1)
+    checkpoints = np.array(sorted(set(check.sequence_of("checkpoints", checkpoints, check.counts(1, 10**6), "ints"))))
+    if not len(checkpoints):
+        raise ValueError("checkpoints must not be empty")
+    seeds = check.count("seeds", seeds, 1, 1000)
+    target = check.finite("target", target)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target must be a success rate in (0, 1], got {target!r}")
+    # Best-of-N draws 4,000 groups of n responses: n is bounded so that they fit in memory.
+    n_values = tuple(check.sequence_of("n_values", n_values, check.counts(1, 4096), "ints"))
     prm = train_process_reward_model(world, prm_responses, label_noise, epochs=300, seed=seed)
     k = world.n_steps
     num_ppo_epochs = 4
@@ -476,7 +484,6 @@ def process_lab(world: ReasoningWorld | None = None, *,
         passes = 1 + (num_ppo_epochs if m != "grpo_verifier" else 1)
         samples[m] = checkpoints * per_step + (prm_responses if m == "ppo_prm" else 0)
         compute[m] = checkpoints * per_step * k * passes
-    n_values = tuple(check.count("n", n, 1) for n in n_values)
     rng_seed = seed + 12345
     best: dict[str, list[float]] = {"PRM product": [], "PRM min": [], "verifier (oracle)": []}
     draws = 4000
