@@ -52,6 +52,9 @@ from .distill import Distilled, distill_reward_model, distillation
 from .worlds import Safety
 from . import safety
 from .safety import safety_lab
+from . import length, reasoning
+from .length import length_lab
+from .reasoning import ReasoningWorld, process_lab
 
 __all__ = [
     "BACKEND",
@@ -85,5 +88,10 @@ __all__ = [
     "Safety",
     "safety",
     "safety_lab",
+    "length",
+    "length_lab",
+    "reasoning",
+    "ReasoningWorld",
+    "process_lab",
 ]
 __version__ = "0.1.0"
