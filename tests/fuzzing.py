@@ -1863,6 +1863,16 @@ LENGTH_SPECS: dict[str, list[Param]] = {
         opt("executor", Kind([val("none", None)], [val("str", "pool")])),
         opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS), opt("exact", BOOL),
         opt("max_memory", MAX_MEMORY)],
+    # GRPO against a proxy on sequences: the engine shares every setting but beta, lr and the seed
+    "sweep_grpo[sequence]": [
+        req("w", SEQUENCE_RM), req("world", SEQUENCE_WORLD), req("betas", first_axis(non_negative(0.0, 0.5))),
+        req("seeds", SEEDS), req("steps", counts(1, 3, minimum=1, sized=True)),
+        opt("num_generations", counts(2, 4, minimum=2, maximum=65_536)), opt("epsilon", positive(0.05, 0.5)),
+        opt("epsilon_high", EPSILON_HIGH), opt("lr", axis(positive())), opt("scale_rewards", options(ref.SCALE_REWARDS)),
+        opt("num_iterations", counts(1, 2, minimum=1, maximum=10_000)),
+        opt("theta", Kind([val("none", None)], [fresh("array", lambda: np.zeros((P, V))), val("str", "theta")])),
+        opt("record_every", RECORD_EVERY), opt("n_threads", THREADS), opt("progress", PROGRESS),
+        opt("max_memory", MAX_MEMORY)],
     "per_token_worth": [req("world", SEQUENCE_WORLD), req("rm", SEQUENCE_RM)],
     # the lab, tiny (see SLOW)
     "length_lab": [
@@ -1930,6 +1940,7 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
                                               "sweep_dpo[sequence]": _recorded_steps,
                                               "sweep_best_of_n[sequence]": _cheap_world_best_of_n,
                                               "sweep_rlhf[sequence]": _recorded_steps,
+                                              "sweep_grpo[sequence]": _recorded_steps,
                                               "core.sweep_verifier_grpo": _recorded_steps}
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.

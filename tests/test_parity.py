@@ -880,3 +880,18 @@ def test_every_public_function_and_sweep_has_rows():
     assert "sweep_rlhf[world]" in SWEEPS
     rows_public = {name for name in rows_module.__all__ if name != "PpoBatchStep"}
     assert set(ROW_KERNELS) == rows_public
+
+
+SWEEPS["sweep_grpo[sequence]"] = (
+    lambda: dict(w=sequence_rm(), world=SEQUENCE_WORLD, betas=[0.0, 0.1], seeds=2, steps=3, lr=[0.05, 0.1],
+                 num_generations=3),
+    {"w": [junk("dict", lambda: dict(W), TypeError), junk("none", None, TypeError),
+           junk("bag-rm", lambda: world_rm(5), TypeError), junk("wrong-vocab", lambda: sequence_rm(6), ValueError)],
+     "betas": AXIS_OF_REALS, "seeds": SEEDS, "steps": ints(1, sized=True),
+     # the engine shares every setting but beta, lr and the seed between runs
+     "num_generations": [junk("one", 1, ValueError), junk("axis", lambda: [2, 3], ValueError)],
+     "epsilon": [*axis(reals("positive")), junk("axis", lambda: [0.1, 0.2], ValueError)],
+     "lr": axis(reals("positive")), "scale_rewards": [junk("batch", "batch", ValueError), junk("int", 1, TypeError)],
+     "theta": [junk("init", theta0, ValueError)],
+     "record_every": ints(0), "n_threads": THREADS, "progress": PROGRESS, "max_memory": MAX_MEMORY},
+)

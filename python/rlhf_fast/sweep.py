@@ -35,6 +35,7 @@ from .reference.engines import safe_world_ppo as _reference_safe_world_ppo
 from .reference.engines import sequence_best_of_n as _reference_sequence_best_of_n
 from .reference.engines import sequence_dpo as _reference_sequence_dpo
 from .reference.engines import token_ppo as _reference_token_ppo
+from .reference.engines import verifier_grpo as _reference_verifier_grpo
 from .reference.methods.best_of_n import MAX_N
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
@@ -60,6 +61,7 @@ class _ReferenceEngines:
     sweep_sequence_dpo = staticmethod(_reference_sequence_dpo.sweep_sequence_dpo)
     sweep_sequence_best_of_n = staticmethod(_reference_sequence_best_of_n.sweep_sequence_best_of_n)
     sweep_token_ppo = staticmethod(_reference_token_ppo.sweep_token_ppo)
+    sweep_verifier_grpo = staticmethod(_reference_verifier_grpo.sweep_verifier_grpo)
     PreferenceSet = _reference.PreferenceSet
     pairwise_accuracy = staticmethod(_reference.pairwise_accuracy)
 
@@ -76,6 +78,7 @@ __all__ = ["sweep_rlhf", "sweep_rm", "sweep_dpo", "sweep_grpo", "sweep_best_of_n
 # Per-run series each engine records (history), for the memory estimate.
 _HISTORY_FIELDS = {"ppo": 10, "dpo": 6, "grpo": 7, "world_ppo": 7, "world_dpo": 9, "token_ppo": 20}
 _HISTORY_FIELDS["world_ppo_safe"] = 11
+_HISTORY_FIELDS["sequence_grpo"] = len(_reference_verifier_grpo.VERIFIER_GRPO_HISTORY_FIELDS)
 _TABLE = len(PROMPTS) * len(VOCAB)
 # Bytes a run costs beyond its outputs: its tuple of settings, its spec in the engine, its
 # row of the result's bookkeeping. Counted so that a grid of a billion tiny runs is refused.
@@ -1086,7 +1089,7 @@ def sweep_grpo(
     num_iterations: int | Sequence[int] = 1,
     theta: Any = None,
     ref: Any = None,
-    world: World | None = None,
+    world: World | SequenceWorld | None = None,
     record_every: int = 1,
     n_threads: int | None = None,
     progress: bool | Callable[[int], None] = False,
@@ -1126,8 +1129,13 @@ def sweep_grpo(
         ``train_grpo``'s, the same for every run.
     theta, ref, record_every, n_threads, progress, max_memory
         As :func:`sweep_rlhf`; ``theta`` and ``ref`` not with a world.
-    world : World, optional
-        Run GRPO in this world (``rlhf_fast.worlds.World``) rather than the lesson's.
+    world : World or SequenceWorld, optional
+        Run GRPO in this world (``rlhf_fast.worlds.World``) rather than the lesson's. In a
+        :class:`~rlhf_fast.sequences.SequenceWorld` (``w`` a
+        :class:`~rlhf_fast.sequences.SequenceRewardModel`), each step draws one prompt and
+        ``num_generations`` completions of it token by token, and ``method="sequence_grpo"``:
+        the history has the batch's statistics and the exact expected proxy score, gold, KL and
+        length of each kept step's policy; only ``betas``, ``lr`` and ``seeds`` can be axes.
 
     Returns
     -------
@@ -1184,7 +1192,9 @@ def sweep_grpo(
            [0.136, 0.143]])
     """
     in_world = world is not None
-    if in_world:
+    if isinstance(world, SequenceWorld):
+        w = _rm_for("w", w, world)
+    elif in_world:
         weights = _world_weights(w, world)
     else:
         check.scores_by_content(w)
@@ -1205,6 +1215,10 @@ def sweep_grpo(
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
     n_threads, progress, max_memory = _options(n_threads, progress, max_memory)
+    if isinstance(world, SequenceWorld):
+        _refuse_in_world(grid, theta=theta, ref=ref)
+        return _sweep_sequence_grpo(w, world, grid, steps, epsilon_high, scale_rewards, record_every, n_threads,
+                                    progress, max_memory)
 
     def make_run(s):
         return (s["seed"], s["num_generations"], s["beta"], s["epsilon"], epsilon_high, s["lr"], scale_rewards,
@@ -1223,6 +1237,32 @@ def sweep_grpo(
                                    progress=callback, max_memory=limit)
 
     return _sweep("grpo", grid, make_run, engine, steps=steps, record_every=record_every, summaries=7, params=_TABLE,
+                  work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
+
+
+def _sweep_sequence_grpo(rm: SequenceRewardModel, world: SequenceWorld, grid: _Grid, steps: int,
+                         epsilon_high: float | None, scale_rewards: str, record_every: int, n_threads: Any,
+                         progress: Any, max_memory: Any) -> SweepResult:
+    """:func:`sweep_grpo` in a :class:`~rlhf_fast.sequences.SequenceWorld`: each step one prompt
+    and ``num_generations`` completions of it sampled token by token, scored by ``rm`` (the
+    core's ``sweep_verifier_grpo``, which takes any per-sequence reward)."""
+    for name in grid.axes:
+        if name not in _SEQUENCE_AXES:
+            raise ValueError(f"{name} must be a single value with a SequenceWorld (only betas, lr and seeds can be "
+                             "swept: its engine shares every other setting between runs)")
+    constants = grid.constants
+    bias = np.ascontiguousarray(rm.prompt_bias(world.n_prompts), dtype=np.float64)
+
+    def engine(runs, callback, limit):
+        return _engines.sweep_verifier_grpo(
+            world.ref_logits, rm.weights, bias, rm.length_weight, world.gold_token, world.gold_offset,
+            world.count_once, steps, runs, num_generations=constants["num_generations"], prompts_per_step=1,
+            epsilon=constants["epsilon"], epsilon_high=epsilon_high, scale_rewards=scale_rewards,
+            num_iterations=constants["num_iterations"], record_every=record_every, n_threads=n_threads,
+            progress=callback, max_memory=limit)
+
+    return _sweep("sequence_grpo", grid, lambda s: (s["seed"], s["beta"], s["lr"]), engine, steps=steps,
+                  record_every=record_every, summaries=4, params=world.n_prompts * world.max_len * world.vocab,
                   work=lambda runs: len(runs) * steps, progress=progress, max_memory=max_memory)
 
 

@@ -25,8 +25,23 @@ use crate::rng::Mt19937;
 /// `reward_std`), the share of groups whose rewards are all equal (`frac_reward_zero_std`: no
 /// signal), the batch's sampled sequence KL `sum_t log(pi_old / pi_ref)`, the clipped share of
 /// token terms, the loss of the first iteration and the mean content length.
-pub const VERIFIER_GRPO_HISTORY_FIELDS: [&str; 7] =
-    ["reward", "reward_std", "frac_reward_zero_std", "kl", "clip_ratio", "loss", "mean_length"];
+/// The batch's statistics (TRL's names), then the exact expectations of the step's policy (the
+/// token PPO engine's, computed only for the steps kept: they cost a pass over the policy).
+pub const VERIFIER_GRPO_HISTORY_FIELDS: [&str; 11] = [
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "clip_ratio",
+    "loss",
+    "mean_length",
+    "expected_proxy_score",
+    "expected_gold_score",
+    "expected_kl",
+    "expected_length",
+];
+/// How many of the history's fields a step's batch gives.
+const BATCH_FIELDS: usize = 7;
 /// Per-run results: the final policy's exact statistics (the token PPO engine's), means over
 /// prompts; `final_proxy_score` includes the expected outcome (a verifier's: the success rate).
 pub const VERIFIER_GRPO_SUMMARY_FIELDS: [&str; 4] =
@@ -180,8 +195,8 @@ impl<'a> GrpoRun<'a> {
         self.rewards[b] = world.rm_score(p, &self.tokens[b * l..b * l + length]);
     }
 
-    /// Step `t`; its record in [`VERIFIER_GRPO_HISTORY_FIELDS`]' order.
-    fn step(&mut self, t: usize, name: &str) -> Result<[f64; 7]> {
+    /// Step `t`; its batch's record in [`VERIFIER_GRPO_HISTORY_FIELDS`]' order.
+    fn step(&mut self, t: usize, name: &str) -> Result<[f64; BATCH_FIELDS]> {
         let (l, v, params) = (self.world.max_len, self.world.vocab_size, self.params);
         let g = params.num_generations;
         let (mut reward_sum, mut std_sum, mut zero_std, mut kl_sum, mut length_sum) = (0.0, 0.0, 0usize, 0.0, 0usize);
@@ -334,7 +349,9 @@ impl Engine for VerifierGrpoEngine<'_> {
         for t in 0..self.steps {
             let record = run.step(t, &run_name)?;
             if let Some(slot) = keep.slot() {
-                for (f, value) in record.into_iter().enumerate() {
+                let stats = self.world.stats(run.theta);
+                let exact = [stats.proxy_score, stats.gold_score, stats.kl, stats.length];
+                for (f, value) in record.into_iter().chain(exact).enumerate() {
                     out.history[f * kept + slot] = value;
                 }
             }

@@ -9,6 +9,8 @@ advantages; then ``num_iterations`` plain SGD steps on TRL's per-token loss over
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -21,8 +23,11 @@ from ..methods.verifier_grpo import group_advantages, grpo_token_term
 from ..rng import from_key, seed_key
 from .driver import RunOutput, check_summary, sweep
 
+# The batch's statistics (TRL's names), then the exact expectations of the step's policy (only
+# for the steps kept: they cost a pass over the policy).
 VERIFIER_GRPO_HISTORY_FIELDS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "clip_ratio", "loss",
-                                "mean_length")
+                                "mean_length", "expected_proxy_score", "expected_gold_score", "expected_kl",
+                                "expected_length")
 VERIFIER_GRPO_SUMMARY_FIELDS = ("final_proxy_score", "final_gold_score", "final_kl", "final_length")
 MAX_GRPO_BATCH = 1 << 20
 
@@ -154,7 +159,10 @@ class VerifierGrpoEngine:
         name = f"sweep run {index}"
         history: dict[str, list[float]] = {field: [] for field in self.history_fields}
         for t in range(self.steps):
-            for field, value in zip(self.history_fields, run.step(t, name)):
+            record = run.step(t, name)
+            kept = self.record_every and (t + 1) % self.record_every == 0
+            record.extend(self.world.stats(theta) if kept else [math.nan] * 4)
+            for field, value in zip(self.history_fields, record):
                 history[field].append(value)
         summary = list(self.world.stats(theta))
         check_summary(self.summary_fields, summary, index, spec.lr, spec.beta)
