@@ -132,6 +132,13 @@ def test_every_public_function_is_fuzzed():
     lab = {"overoptimization", "guard_stop", "best_of_n_curve"}
     assert worlds | lab | {"sweep_rlhf[world]"} <= set(fuzzing.SPECS), sorted(worlds | lab - set(fuzzing.SPECS))
     assert set(fuzzing.SPECS) == set(fuzzing.FUNCTIONS) | fuzzing.SLOW
+    # the reasoning world (rlhf_fast.reasoning): every public class, function and method
+    reasoning = fuzzing.reasoning_module
+    process = {name for name in reasoning.__all__ if callable(getattr(reasoning, name)) and name != "ProcessLab"}
+    process |= {f"{cls}.{method}" for cls in ("ReasoningWorld", "ProcessRewardModel")
+                for method in vars(getattr(reasoning, cls))
+                if not method.startswith("_") and callable(vars(getattr(reasoning, cls))[method])}
+    assert process <= set(fuzzing.SPECS), sorted(process - set(fuzzing.SPECS))
     # the large-vocabulary rows: every public function
     rows = {f"rows.{name}" for name in fuzzing.rows_module.__all__ if name != "PpoBatchStep"}
     assert rows <= set(fuzzing.FUNCTIONS), sorted(rows - set(fuzzing.FUNCTIONS))
