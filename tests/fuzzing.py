@@ -1929,7 +1929,7 @@ def _huge_stack(r: Draws, kwargs: dict) -> np.ndarray:
 REASONING_WORLD = Kind(
     [val("pooled", lambda s: some(s, REASONING_WORLD_POOL)), val("fixed", SMALL_REASONING_WORLD)],
     [val("none", None), val("bag-world", SMALL_WORLD), val("sequence-world", SMALL_SEQUENCE_WORLD),
-     val("str", "world"), fresh("dict", dict), val("class", ReasoningWorld)])
+     val("str", "world"), fresh("dict", dict), val("class", lambda s: ReasoningWorld)])
 REASONING_INSTANCE_WORLD = Kind(REASONING_WORLD.valid, [])
 REASONING_THETA = Kind(
     [later("reference", lambda r, kw: _reasoning_world_of(kw).ref_logits),
