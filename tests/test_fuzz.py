@@ -141,6 +141,9 @@ REGRESSIONS = [
      lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="grpo_verifier", steps=1, seeds=np.int64(1))),
     ("process-rl-10**13-steps", "process_rl",  # no history kept: a run of 10**13 steps (hangs)
      lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_outcome", steps=10**13, seeds=1)),
+    ("prm-loss-at-the-top-of-the-floats", "core.prm_loss_and_grad",  # inf returned (the prior's term)
+     lambda: dict(logits=np.ones((1, 2, 2)), prompts=np.array([0]), tokens=np.array([[0, 1]]),
+                  labels=np.array([[0.0, 1.0]]), l2=1.7e308)),
     ("process-rl-prm-of-another-world", "process_rl",  # the engine's error, naming step_rewards
      lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_prm", steps=1, seeds=1,
                   prm=fuzzing.ProcessRewardModel(np.zeros((3, 3, 4)), np.zeros(1), 1, 0.0))),
