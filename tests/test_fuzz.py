@@ -137,6 +137,8 @@ REGRESSIONS = [
      lambda: dict(prm=fuzzing.ProcessRewardModel(np.full((2, 3, 4), -1e300), np.zeros(1), 1, 0.0))),
     ("process-rl-10**12-seeds", "process_rl",  # a list of 10**12 runs built (hangs)
      lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="grpo_verifier", steps=1, seeds=10**12)),
+    ("process-rl-2**63-seeds", "process_rl",  # OverflowError (len of the range)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_outcome", steps=1, seeds=2**63)),
     ("process-rl-numpy-seed-count", "process_rl",  # 'numpy.int64' object is not iterable
      lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="grpo_verifier", steps=1, seeds=np.int64(1))),
     ("process-rl-10**13-steps", "process_rl",  # no history kept: a run of 10**13 steps (hangs)

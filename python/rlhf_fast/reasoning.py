@@ -336,6 +336,7 @@ def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRe
         (``num_generations`` completions per prompt, ``batch_size // num_generations`` prompts
         per step).
     steps : int
+        At most :data:`MAX_STEPS`.
     seeds : int or sequence of int
     lr, batch_size, num_generations, kl_coef, beta, num_ppo_epochs
         SGD's learning rate (one for every method), completions per step, GRPO's group size,
@@ -352,8 +353,9 @@ def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRe
     steps = check.count("steps", steps, 1, MAX_STEPS)
     lr, kl_coef, beta = check.positive("lr", lr), check.non_negative("kl_coef", kl_coef), check.non_negative("beta", beta)
     seed_axis = check.seed_axis(seeds, False)
-    # each run keeps its final [P, K, V + 1] policy
-    check.fits("seeds", len(seed_axis), 8 * len(seed_axis) * world.n_prompts * world.n_steps * (world.n_candidates + 1))
+    # each run keeps its final [P, K, V + 1] policy (len() of a range past 2**63 raises: 2**64 then)
+    n_runs = check._sequence_length(seed_axis)
+    check.fits("seeds", n_runs, 8 * n_runs * world.n_prompts * world.n_steps * (world.n_candidates + 1))
     p, v = world.n_prompts, world.n_candidates + 1
     zeros_v, zeros_p = np.zeros(v), np.zeros(p)
     ref = world.engine_logits()
