@@ -42,6 +42,7 @@ import numpy as np
 from rlhf_fast import distill as distill_module
 from rlhf_fast import length as length_module
 from rlhf_fast import overopt as overopt_module
+from rlhf_fast import reasoning as reasoning_module
 from rlhf_fast import reference as ref
 from rlhf_fast import rows as rows_module
 from rlhf_fast import safety as safety_module
@@ -1888,6 +1889,174 @@ LENGTH_SPECS: dict[str, list[Param]] = {
 SPECS.update(LENGTH_SPECS)
 
 
+# ------------------------------------------------------------------------ reasoning worlds
+#
+# rlhf_fast.reasoning (issue 11's process-vs-outcome lab): a ReasoningWorld's constructor and
+# methods (called on "world"), a ProcessRewardModel's (called on "prm"), its trainer, the RL
+# runs and the lab. Their engines are module globals of reasoning.py and token_ppo.py, chosen
+# at import: on_reasoning_engines swaps them for the backend's.
+
+ReasoningWorld = reasoning_module.ReasoningWorld
+ProcessRewardModel = reasoning_module.ProcessRewardModel
+SMALL_REASONING_WORLD = ReasoningWorld(n_prompts=2, n_steps=3, n_candidates=4, seed=0)
+REASONING_WORLD_POOL = [SMALL_REASONING_WORLD, ReasoningWorld(n_prompts=1, n_steps=1, n_candidates=2, seed=1),
+                        ReasoningWorld(n_prompts=3, n_steps=4, n_candidates=5, n_correct=2, ref_correct=0.9, seed=2),
+                        ReasoningWorld(n_prompts=2, n_steps=2, n_candidates=3, ref_correct=1e-300, seed=3)]
+
+
+def _reasoning_prm(world: ReasoningWorld, scale: float = 1.0) -> ProcessRewardModel:
+    """A PRM of ``world``'s shape without a fit (the fit is fuzzed on its own)."""
+    shape = world.correct.shape
+    logits = scale * Draws(world.seed).standard_normal(shape)
+    return ProcessRewardModel(logits, np.zeros(3), 10, 0.1)
+
+
+REASONING_PRM_POOL = [_reasoning_prm(w) for w in REASONING_WORLD_POOL] + [_reasoning_prm(SMALL_REASONING_WORLD, 1e300)]
+
+
+def _reasoning_world_of(kwargs: dict) -> ReasoningWorld:
+    world = kwargs.get("world")
+    return world if isinstance(world, ReasoningWorld) else SMALL_REASONING_WORLD
+
+
+def _reasoning_shape(kwargs: dict) -> tuple[int, int, int]:
+    prm = kwargs.get("prm")
+    if "world" not in kwargs and isinstance(prm, ProcessRewardModel) and np.ndim(prm.logits) == 3:
+        return prm.logits.shape
+    return _reasoning_world_of(kwargs).correct.shape
+
+
+def _reasoning_n(kwargs: dict) -> int:
+    prompts = kwargs.get("prompts")
+    return len(prompts) if isinstance(prompts, (list, np.ndarray)) and np.ndim(prompts) == 1 and len(prompts) < 64 else 3
+
+
+def _huge_stack(r: Draws, kwargs: dict) -> np.ndarray:
+    """10**12 policies in a view of one (no memory), which the functions would materialise."""
+    return np.broadcast_to(np.zeros(_reasoning_shape(kwargs)), (10**12, *_reasoning_shape(kwargs)))
+
+
+REASONING_WORLD = Kind(
+    [val("pooled", lambda s: some(s, REASONING_WORLD_POOL)), val("fixed", SMALL_REASONING_WORLD)],
+    [val("none", None), val("bag-world", SMALL_WORLD), val("sequence-world", SMALL_SEQUENCE_WORLD),
+     val("str", "world"), fresh("dict", dict), val("class", lambda s: ReasoningWorld)])
+REASONING_INSTANCE_WORLD = Kind(REASONING_WORLD.valid, [])
+REASONING_THETA = Kind(
+    [later("reference", lambda r, kw: _reasoning_world_of(kw).ref_logits),
+     later("random", lambda r, kw: _reasoning_world_of(kw).ref_logits + 3.0 * r.standard_normal(_reasoning_shape(kw))),
+     later("stacked", lambda r, kw: r.standard_normal((2, *_reasoning_shape(kw)))),
+     later("extreme", lambda r, kw: r.choice([1e300, -1e300, 1.7e308, -1.7e308, 0.0], _reasoning_shape(kw))),
+     later("lists", lambda r, kw: r.standard_normal(_reasoning_shape(kw)).tolist()),
+     later("int", lambda r, kw: np.zeros(_reasoning_shape(kw), dtype=np.int64))],
+    [later("one-column-short", lambda r, kw: np.zeros(_reasoning_shape(kw)[:2] + (_reasoning_shape(kw)[2] - 1,))),
+     later("engine-table", lambda r, kw: _reasoning_world_of(kw).engine_logits()),
+     later("2d", lambda r, kw: np.zeros(_reasoning_shape(kw)[1:])),
+     later("nan", lambda r, kw: np.full(_reasoning_shape(kw), NAN)),
+     later("inf", lambda r, kw: np.full(_reasoning_shape(kw), INF)),
+     later("-inf", lambda r, kw: np.full(_reasoning_shape(kw), -INF)),
+     later("str-array", lambda r, kw: np.full(_reasoning_shape(kw), "a")),
+     later("bool", lambda r, kw: np.zeros(_reasoning_shape(kw), dtype=bool)),
+     later("complex", lambda r, kw: np.zeros(_reasoning_shape(kw), dtype=complex)),
+     later("int-past-floats", lambda r, kw: np.full(_reasoning_shape(kw), 10**400, dtype=object).tolist()),
+     Value("huge-stack", later("", _huge_stack).make, True),
+     val("none", None), val("str", "theta"), fresh("empty", list), fresh("dict", dict),
+     val("range-huge", range(10**12), True)])
+REASONING_OPTIONAL_THETA = Kind([val("none", None), *REASONING_THETA.valid],
+                                [v for v in REASONING_THETA.junk if v.label != "none"])
+REASONING_PROMPTS = Kind(
+    [later("ints", lambda r, kw: r.integers(0, _reasoning_shape(kw)[0], 1 + int(r.integers(5)))),
+     later("list", lambda r, kw: [0] * int(r.integers(1, 4))), fresh("empty", lambda: np.zeros(0, dtype=np.int64))],
+    [later("past-prompts", lambda r, kw: np.array([_reasoning_shape(kw)[0]])), fresh("negative", lambda: np.array([-1])),
+     fresh("float", lambda: np.zeros(2)), fresh("bool", lambda: np.zeros(2, dtype=bool)),
+     fresh("2d", lambda: np.zeros((1, 1), dtype=np.int64)), fresh("huge-int", lambda: [2**64]),
+     val("none", None), val("str", "prompts"), val("int", 0), val("range-huge", range(10**12), True)])
+REASONING_TOKENS = Kind(
+    [later("fits", lambda r, kw: r.integers(0, _reasoning_shape(kw)[2], (_reasoning_n(kw), _reasoning_shape(kw)[1]))),
+     later("lists", lambda r, kw: r.integers(0, _reasoning_shape(kw)[2],
+                                             (_reasoning_n(kw), _reasoning_shape(kw)[1])).tolist())],
+    [later("past-candidates", lambda r, kw: np.full((_reasoning_n(kw), _reasoning_shape(kw)[1]), _reasoning_shape(kw)[2])),
+     later("negative", lambda r, kw: np.full((_reasoning_n(kw), _reasoning_shape(kw)[1]), -1)),
+     later("one-step-more", lambda r, kw: np.zeros((_reasoning_n(kw), _reasoning_shape(kw)[1] + 1), dtype=np.int64)),
+     later("one-response-more", lambda r, kw: np.zeros((_reasoning_n(kw) + 1, _reasoning_shape(kw)[1]), dtype=np.int64)),
+     later("float", lambda r, kw: np.zeros((_reasoning_n(kw), _reasoning_shape(kw)[1]))),
+     later("1d", lambda r, kw: np.zeros(_reasoning_n(kw), dtype=np.int64)),
+     later("ragged", lambda r, kw: [[0], [0, 0]]), fresh("huge-int", lambda: [[2**64]]),
+     val("none", None), val("str", "tokens")])
+REASONING_PRM = Kind(
+    [later("for-world", lambda r, kw: _reasoning_prm(_reasoning_world_of(kw))),
+     later("extreme", lambda r, kw: _reasoning_prm(_reasoning_world_of(kw), 1e300))],
+    [later("other-world", lambda r, kw: _reasoning_prm(ReasoningWorld(n_prompts=_reasoning_world_of(kw).n_prompts + 1))),
+     fresh("bag-rm", lambda: RewardModel(np.zeros(5))), val("str", "prm"), fresh("dict", dict)])
+REASONING_INSTANCE_PRM = Kind([val("pooled", lambda s: some(s, REASONING_PRM_POOL))], [])
+REASONING_COUNT = counts(1, 12, minimum=1, sized=True)
+LABEL_NOISE = bounded("non_negative", 0.0, 0.4, (0.0, 0.49), (0.5, 1.0, 1e300))
+REASONING_SEEDS = Kind(
+    [val("count", lambda s: 1 + s.index(2)), val("list", lambda s: [s.index(100), s.index(100)]),
+     val("range", range(3, 4)), val("numpy-int", np.int64(1))],
+    [val("zero", 0), val("-1", -1), fresh("empty", list), val("str", "1"), val("float", 1.0), val("bool", True),
+     fresh("float-list", lambda: [1.0]), val("none", None), *[val(f"huge-{h}", h, True) for h in HUGE],
+     val("range-huge", range(10**12), True)])
+REASONING_STEPS = counts(1, 3, minimum=1, maximum=reasoning_module.MAX_STEPS)
+
+REASONING_SPECS: dict[str, list[Param]] = {
+    "ReasoningWorld": [opt("n_prompts", counts(1, 3, minimum=1, maximum=1 << 16)),
+                       opt("n_steps", counts(1, 4, minimum=1, maximum=1 << 12)),
+                       opt("n_candidates", counts(2, 6, minimum=2, maximum=1 << 16)),
+                       opt("n_correct", counts(1, 1, minimum=1, maximum=1 << 16)),
+                       opt("ref_correct", bounded("positive", 0.05, 0.95, (TINY, 1 - 1e-16), (1.0, 2.0, 1e300))),
+                       opt("seed", WORLD_SEED)],
+    **{f"ReasoningWorld.{name}": [req("world", REASONING_INSTANCE_WORLD), req("theta", REASONING_THETA)]
+       for name in ("success",)},
+    "ReasoningWorld.engine_logits": [req("world", REASONING_INSTANCE_WORLD), opt("theta", REASONING_OPTIONAL_THETA)],
+    "ReasoningWorld.verifier_factors": [req("world", REASONING_INSTANCE_WORLD)],
+    "ReasoningWorld.sample": [req("world", REASONING_INSTANCE_WORLD), req("theta", REASONING_THETA),
+                              req("n", REASONING_COUNT), req("seed", WORLD_SEED)],
+    **{f"ReasoningWorld.{name}": [req("world", REASONING_INSTANCE_WORLD), req("prompts", REASONING_PROMPTS),
+                                  req("tokens", REASONING_TOKENS)] for name in ("step_correct", "verify")},
+    "ProcessRewardModel": [
+        req("logits", Kind([later("for-world", lambda r, kw: r.standard_normal(SMALL_REASONING_WORLD.correct.shape))],
+                           [fresh("nan", lambda: np.full((2, 3, 4), NAN)), fresh("2d", lambda: np.zeros((2, 3))),
+                            fresh("empty", lambda: np.zeros((0, 3, 4))), val("str", "logits"), val("none", None),
+                            fresh("complex", lambda: np.zeros((2, 3, 4), dtype=complex)),
+                            fresh("huge", lambda: np.full((2, 3, 4), 1e300))])),
+        req("losses", Kind([fresh("few", lambda: np.ones(3)), fresh("none", lambda: np.zeros(0))],
+                           [fresh("nan", lambda: np.array([NAN])), fresh("2d", lambda: np.zeros((1, 1))),
+                            val("str", "losses"), val("none", None)])),
+        req("n_responses", counts(1, 100, minimum=1)), req("label_noise", LABEL_NOISE)],
+    "ProcessRewardModel.step_scores": [req("prm", REASONING_INSTANCE_PRM), req("prompts", REASONING_PROMPTS),
+                                       req("tokens", REASONING_TOKENS)],
+    "ProcessRewardModel.score": [req("prm", REASONING_INSTANCE_PRM), req("prompts", REASONING_PROMPTS),
+                                 req("tokens", REASONING_TOKENS), opt("aggregate", options(("product", "min")))],
+    "ProcessRewardModel.step_rewards": [req("prm", REASONING_INSTANCE_PRM)],
+    "train_process_reward_model": [
+        req("world", REASONING_WORLD), opt("n_responses", counts(1, 20, minimum=1, sized=True)),
+        opt("label_noise", LABEL_NOISE), opt("epochs", counts(1, 3, minimum=1, maximum=1 << 20)),
+        opt("lr", positive()), opt("l2", non_negative()), opt("seed", WORLD_SEED)],
+    "process_rl": [
+        req("world", REASONING_WORLD), req("method", options(("ppo_outcome", "ppo_prm", "grpo_verifier"))),
+        req("steps", REASONING_STEPS), opt("prm", REASONING_PRM), opt("seeds", REASONING_SEEDS),
+        opt("lr", positive()), opt("batch_size", counts(2, 6, minimum=2, maximum=1 << 20)),
+        opt("num_generations", counts(2, 4, minimum=2, maximum=1 << 20)), opt("kl_coef", non_negative()),
+        opt("beta", non_negative()), opt("num_ppo_epochs", counts(1, 2, minimum=1, maximum=1 << 10))],
+    # the lab, tiny (see SLOW and _cheap_process_lab)
+    "process_lab": [
+        opt("world", Kind([val("none", None), *REASONING_WORLD.valid], REASONING_WORLD.junk[1:])),
+        req("checkpoints", Kind([fresh("two", lambda: [1, 2])],
+                                [val("int", 3), fresh("zero", lambda: [0]), val("str", "3"), fresh("empty", list),
+                                 fresh("huge", lambda: [10**13]), val("range-huge", range(10**12), True)])),
+        req("seeds", counts(1, 1, minimum=1, maximum=1000)), opt("lr", positive()),
+        opt("batch_size", counts(2, 6, minimum=2, maximum=1 << 20)),
+        opt("num_generations", counts(2, 4, minimum=2, maximum=1 << 20)),
+        req("prm_responses", counts(1, 20, minimum=1, sized=True)), opt("label_noise", LABEL_NOISE),
+        opt("target", bounded("positive", 0.1, 1.0, (1.0,), (1.0 + 1e-15, 2.0))),
+        req("n_values", Kind([fresh("two", lambda: [1, 2])],
+                             [val("int", 2), fresh("zero", lambda: [0]), fresh("huge", lambda: [10**13]),
+                              fresh("empty", list), val("str", "2")])),
+        opt("seed", WORLD_SEED)],
+}
+SPECS.update(REASONING_SPECS)
+
+
 def _cheap_best_of_n(kwargs: dict) -> None:
     """Monte-Carlo Best-of-N costs ``samples * n`` draws: a valid huge ``n`` gets no samples
     (the exact law alone), so that a valid call stays cheap."""
@@ -1945,6 +2114,7 @@ FIXUPS: dict[str, Callable[[dict], None]] = {"best_of_n": _cheap_best_of_n, "swe
 # Too slow for the benchmark's 100,000 calls (a valid call trains reward models, labels 4,000
 # held-out pairs and traces an 80-point frontier: ~0.1 s): hypothesis' examples only.
 SLOW = {"overoptimization", "distillation", "safety_lab", "length_lab"}
+SLOW.add("process_lab")  # 3 methods x checkpoints x seeds, a PRM fit and Best-of-N
 FUNCTIONS = [name for name in SPECS if name not in SLOW]  # what benches/fuzz.py draws from
 ALL_FUNCTIONS = list(SPECS)  # what tests/test_fuzz.py runs
 SWEEPS = [name for name in FUNCTIONS if name.startswith("sweep_")]
@@ -2052,6 +2222,45 @@ WORLD_CALLS.update({**{name: _method(name) for name in _SAFE_METHODS}, "World[sa
 ON_ENGINES.add("safety_lab")
 
 
+def _cheap_process_lab(kwargs: dict) -> None:
+    """The lab's defaults are a study (10 checkpoints to 160 steps, 4 seeds, 256 PRM responses,
+    N up to 64): a setting left out gets a tiny one."""
+    for name, value in (("checkpoints", [1, 2]), ("seeds", 1), ("prm_responses", 8), ("n_values", [1, 2])):
+        kwargs.setdefault(name, value)
+
+
+def on_reasoning_engines(front_end: Callable[..., Any], rust: bool) -> Callable[..., Any]:
+    """``front_end`` of :mod:`rlhf_fast.reasoning` with the PRM trainer, the GRPO engine and
+    token PPO's engine of the Rust core or of the reference, whatever ``RLHF_FAST_BACKEND`` chose."""
+    from rlhf_fast import token_ppo as token_ppo_module
+
+    if rust:
+        from rlhf_fast import _core
+
+        engines = (_core.train_process_reward_model, _core.sweep_verifier_grpo, _core.sweep_token_ppo)
+    else:
+        engines = (process_reward_reference.train_process_reward_model, verifier_grpo_reference.sweep_verifier_grpo,
+                   token_ppo_reference.sweep_token_ppo)
+
+    def on_these_engines(*args, **kwargs):
+        saved = reasoning_module._train_prm, reasoning_module._grpo_engine, token_ppo_module._engine
+        reasoning_module._train_prm, reasoning_module._grpo_engine, token_ppo_module._engine = engines
+        try:
+            return front_end(*args, **kwargs)
+        finally:
+            reasoning_module._train_prm, reasoning_module._grpo_engine, token_ppo_module._engine = saved
+
+    return on_these_engines
+
+
+FIXUPS["process_lab"] = _cheap_process_lab
+INSTANCES.update({"ReasoningWorld": "world", "ProcessRewardModel": "prm"})
+WORLD_CALLS.update({name: _method(name) for name in REASONING_SPECS if "." in name})
+WORLD_CALLS.update({"ReasoningWorld": ReasoningWorld, "ProcessRewardModel": ProcessRewardModel})
+ON_REASONING_ENGINES = {"train_process_reward_model": reasoning_module.train_process_reward_model,
+                        "process_rl": reasoning_module.process_rl, "process_lab": reasoning_module.process_lab}
+
+
 class Backend:
     """A backend's public functions: the lesson functions of ``rlhf_fast._fast`` (Rust) or
     ``rlhf_fast.reference``, and the sweep front ends run on its engines."""
@@ -2067,6 +2276,8 @@ class Backend:
         self.PreferenceSet = self.functions.PreferenceSet
 
     def function(self, name: str) -> Callable[..., Any]:
+        if name in ON_REASONING_ENGINES:
+            return on_reasoning_engines(ON_REASONING_ENGINES[name], self.name == "rust")
         if name in WORLD_CALLS:
             fn = WORLD_CALLS[name]
             return with_engines(fn, self.engines) if name in ON_ENGINES else fn

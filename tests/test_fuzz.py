@@ -109,6 +109,46 @@ REGRESSIONS = [
     ("fit-gao-of-mismatched-shapes", "fit_gao", lambda: dict(d=[1.0, 2.0, 3.0], gold=[1.0], form="bon")),  # IndexError
     ("best-of-n-curve-of-no-draws", "best_of_n_curve",  # 'Mean of empty slice'
      lambda: dict(world=fuzzing.SMALL_WORLD, rm=fuzzing.RewardModel(np.zeros(8)), ns=[1, 2], draws=0, seed=0)),
+    # the reasoning world (rlhf_fast.reasoning), fuzzed after it landed
+    ("reasoning-theta-nan", "ReasoningWorld.success",  # NaN returned
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=np.full((2, 3, 4), np.nan))),
+    ("reasoning-theta-spanning-the-floats", "ReasoningWorld.success",  # RuntimeWarning (overflow in subtract)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=np.tile([1.7e308, -1.7e308, 0.0, 0.0], (2, 3, 1)))),
+    ("reasoning-theta-huge-stack", "ReasoningWorld.success",  # a softmax of 10**12 policies (a view of one)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=np.broadcast_to(np.zeros((2, 3, 4)), (10**12, 2, 3, 4)))),
+    ("reasoning-theta-complex", "ReasoningWorld.engine_logits",  # ComplexWarning
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=np.zeros((2, 3, 4), dtype=complex))),
+    ("reasoning-no-responses", "ReasoningWorld.step_correct",  # IndexError
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, prompts=np.zeros(0, dtype=np.int64), tokens=np.zeros(0, dtype=int))),
+    ("reasoning-token-past-candidates", "ReasoningWorld.verify",  # IndexError
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, prompts=[0], tokens=[[0, 0, 4]])),
+    ("reasoning-sample-10**12", "ReasoningWorld.sample",  # MemoryError with no message
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=fuzzing.SMALL_REASONING_WORLD.ref_logits, n=10**12,
+                  seed=0)),
+    ("reasoning-sample-negative-seed", "ReasoningWorld.sample",  # NumPy's error, not naming seed
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, theta=fuzzing.SMALL_REASONING_WORLD.ref_logits, n=2, seed=-1)),
+    ("reasoning-world-2**44-entries", "ReasoningWorld",  # each size in bounds, their product allocated
+     lambda: dict(n_prompts=1 << 16, n_steps=1 << 12, n_candidates=1 << 16)),
+    ("reasoning-ref-correct-underflows", "ReasoningWorld",  # RuntimeWarning (log of 0)
+     lambda: dict(n_candidates=4, n_correct=2, ref_correct=5e-324)),
+    ("prm-label-noise-complex", "ProcessRewardModel",  # kept in the model
+     lambda: dict(logits=np.zeros((2, 3, 4)), losses=np.zeros(1), n_responses=1, label_noise=1j)),
+    ("prm-logits-below-exp", "ProcessRewardModel.step_rewards",  # RuntimeWarning (overflow in exp)
+     lambda: dict(prm=fuzzing.ProcessRewardModel(np.full((2, 3, 4), -1e300), np.zeros(1), 1, 0.0))),
+    ("process-rl-10**12-seeds", "process_rl",  # a list of 10**12 runs built (hangs)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="grpo_verifier", steps=1, seeds=10**12)),
+    ("process-rl-2**63-seeds", "process_rl",  # OverflowError (len of the range)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_outcome", steps=1, seeds=2**63)),
+    ("process-rl-numpy-seed-count", "process_rl",  # 'numpy.int64' object is not iterable
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="grpo_verifier", steps=1, seeds=np.int64(1))),
+    ("process-rl-10**13-steps", "process_rl",  # no history kept: a run of 10**13 steps (hangs)
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_outcome", steps=10**13, seeds=1)),
+    ("prm-loss-at-the-top-of-the-floats", "core.prm_loss_and_grad",  # inf returned (the prior's term)
+     lambda: dict(logits=np.ones((1, 2, 2)), prompts=np.array([0]), tokens=np.array([[0, 1]]),
+                  labels=np.array([[0.0, 1.0]]), l2=1.7e308)),
+    ("process-rl-prm-of-another-world", "process_rl",  # the engine's error, naming step_rewards
+     lambda: dict(world=fuzzing.SMALL_REASONING_WORLD, method="ppo_prm", steps=1, seeds=1,
+                  prm=fuzzing.ProcessRewardModel(np.zeros((3, 3, 4)), np.zeros(1), 1, 0.0))),
 ]
 
 
@@ -132,6 +172,13 @@ def test_every_public_function_is_fuzzed():
     lab = {"overoptimization", "guard_stop", "best_of_n_curve"}
     assert worlds | lab | {"sweep_rlhf[world]"} <= set(fuzzing.SPECS), sorted(worlds | lab - set(fuzzing.SPECS))
     assert set(fuzzing.SPECS) == set(fuzzing.FUNCTIONS) | fuzzing.SLOW
+    # the reasoning world (rlhf_fast.reasoning): every public class, function and method
+    reasoning = fuzzing.reasoning_module
+    process = {name for name in reasoning.__all__ if callable(getattr(reasoning, name)) and name != "ProcessLab"}
+    process |= {f"{cls}.{method}" for cls in ("ReasoningWorld", "ProcessRewardModel")
+                for method in vars(getattr(reasoning, cls))
+                if not method.startswith("_") and callable(vars(getattr(reasoning, cls))[method])}
+    assert process <= set(fuzzing.SPECS), sorted(process - set(fuzzing.SPECS))
     # the large-vocabulary rows: every public function
     rows = {f"rows.{name}" for name in fuzzing.rows_module.__all__ if name != "PpoBatchStep"}
     assert rows <= set(fuzzing.FUNCTIONS), sorted(rows - set(fuzzing.FUNCTIONS))

@@ -47,6 +47,9 @@ __all__ = ["NO_EOS_LOGIT", "ReasoningWorld", "ProcessRewardModel", "train_proces
 
 #: The EOS logit of the engines' tables: ``exp(NO_EOS_LOGIT - max)`` is exactly 0.0 in float64.
 NO_EOS_LOGIT = -1.0e4
+#: The longest RL run :func:`process_rl` takes (as :func:`process_lab`'s checkpoints): it keeps
+#: no history, so nothing else would bound a run's time.
+MAX_STEPS = 10**6
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -55,8 +58,30 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def _softmax(theta: np.ndarray) -> np.ndarray:
-    e = np.exp(theta - theta.max(axis=-1, keepdims=True))
+    # logits a whole float range apart: their difference overflows to -inf, whose exp is the 0 it should be
+    with np.errstate(over="ignore"):
+        e = np.exp(theta - theta.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    # exp(-logit) overflows to inf for a logit below -709: the score is then the 0 it should be
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _responses(name: str, prompts: Any, tokens: Any, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``prompts [n]`` and ``tokens [n, K]`` checked against a ``(P, K, V)`` table."""
+    prompts = check.index_array("prompts", prompts, "a 1-D array of prompt indices", ndim=1)
+    tokens = check.index_array("tokens", tokens, "an [n, K] array of candidate indices", ndim=2)
+    if tokens.shape != (len(prompts), shape[1]):
+        raise ValueError(f"tokens must have shape (len(prompts), n_steps) = {(len(prompts), shape[1])}, "
+                         f"got {tokens.shape}")
+    if prompts.size and prompts.max() >= shape[0]:
+        raise ValueError(f"prompts must be < n_prompts={shape[0]} of the {name}, got {int(prompts.max())}")
+    if tokens.size and tokens.max() >= shape[2]:
+        raise ValueError(f"tokens must be < n_candidates={shape[2]} of the {name}, got {int(tokens.max())}")
+    return prompts, tokens
 
 
 class ReasoningWorld:
@@ -92,15 +117,20 @@ class ReasoningWorld:
         self.ref_correct = check.finite("ref_correct", ref_correct)
         if not 0.0 < self.ref_correct < 1.0:
             raise ValueError(f"ref_correct must be in (0, 1), got {ref_correct!r}")
-        self.seed = check.integer("seed", seed)
-        rng = np.random.default_rng(self.seed)
+        self.seed = check.count("seed", seed, 0)
         p, k, v = self.n_prompts, self.n_steps, self.n_candidates
+        # the tables: six float64 [P, K, V] arrays at the peak
+        check.fits("n_prompts * n_steps * n_candidates", p * k * v, 48 * p * k * v)
+        rng = np.random.default_rng(self.seed)
         order = np.argsort(rng.random((p, k, v)), axis=-1)
         correct = np.zeros((p, k, v), dtype=bool)
         np.put_along_axis(correct, order[..., : self.n_correct], True, axis=-1)
         wrong = np.exp(rng.normal(size=(p, k, v))) * ~correct
         probs = np.where(correct, self.ref_correct / self.n_correct,
                          (1.0 - self.ref_correct) * wrong / wrong.sum(axis=-1, keepdims=True))
+        if not probs.min() > 0.0:
+            raise ValueError(f"ref_correct={ref_correct!r} leaves a candidate a probability that underflows to 0 "
+                             f"(n_correct={self.n_correct}, n_candidates={v}): its logit would be -inf")
         self.correct = _frozen(correct)
         self.ref_logits = _frozen(np.log(probs))
 
@@ -109,11 +139,14 @@ class ReasoningWorld:
                 f"n_correct={self.n_correct}, ref_correct={self.ref_correct!r}, seed={self.seed})")
 
     def _theta(self, theta: Any) -> np.ndarray:
-        theta = np.asarray(theta, dtype=np.float64)
         shape = (self.n_prompts, self.n_steps, self.n_candidates)
+        what = f"logits [..., P, K, V] = [..., {shape[0]}, {shape[1]}, {shape[2]}]"
+        theta = check.as_array("theta", theta, what)
         if theta.shape[-3:] != shape:
             raise ValueError(f"theta must end with shape {shape}, got {theta.shape}")
-        return theta
+        # a stack of policies may be a strided view of far more than it holds: a softmax of it is not
+        check.fits("theta", theta.size, 4 * 8 * theta.size)
+        return check.real_array("theta", theta, what)
 
     def success(self, theta: Any) -> np.ndarray | float:
         """The exact success rate of a policy: ``mean_p prod_k P(step k right)``.
@@ -152,9 +185,15 @@ class ReasoningWorld:
         prompts, tokens : numpy.ndarray
             int64 ``[n]`` and ``[n, K]`` (candidate indices).
         """
-        probs = _softmax(self._theta(theta))
-        rng = np.random.default_rng(seed)
-        prompts = rng.integers(self.n_prompts, size=check.count("n", n, 1))
+        theta = self._theta(theta)
+        if theta.ndim != 3:
+            raise ValueError(f"theta must be one policy, shape {self.correct.shape}, got {theta.shape}")
+        n = check.count("n", n, 1)
+        # the cumulative probabilities of every response, and the comparison with its draws
+        check.fits("n", n, 2 * 8 * n * self.n_steps * self.n_candidates)
+        probs = _softmax(theta)
+        rng = np.random.default_rng(check.count("seed", seed, 0))
+        prompts = rng.integers(self.n_prompts, size=n)
         cumulative = probs[prompts].cumsum(axis=-1)
         u = rng.random((n, self.n_steps, 1))
         tokens = np.minimum((cumulative <= u).sum(axis=-1), self.n_candidates - 1)
@@ -162,6 +201,7 @@ class ReasoningWorld:
 
     def step_correct(self, prompts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """Whether each step of each response is right, bool ``[n, K]``."""
+        prompts, tokens = _responses("world", prompts, tokens, self.correct.shape)
         return self.correct[prompts[:, None], np.arange(self.n_steps), tokens]
 
     def verify(self, prompts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -188,10 +228,25 @@ class ProcessRewardModel:
     n_responses: int
     label_noise: float
 
+    def __post_init__(self) -> None:
+        logits = check.real_array("logits", self.logits, "a [P, K, V] array of logits", ndim=3)
+        if logits.size == 0:
+            raise ValueError(f"logits must not be empty, got shape {logits.shape}")
+        losses = check.real_array("losses", self.losses, "a 1-D array of losses", ndim=1)
+        label_noise = check.finite("label_noise", self.label_noise)
+        if not 0.0 <= label_noise < 0.5:
+            raise ValueError(f"label_noise must be in [0, 0.5), got {self.label_noise!r}")
+        # frozen: the checked values are set as the dataclass itself would
+        object.__setattr__(self, "logits", logits)
+        object.__setattr__(self, "losses", losses)
+        object.__setattr__(self, "n_responses", check.count("n_responses", self.n_responses, 1))
+        object.__setattr__(self, "label_noise", label_noise)
+
     def step_scores(self, prompts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """Each step's score, ``[n, K]``."""
+        prompts, tokens = _responses("process reward model", prompts, tokens, self.logits.shape)
         k = np.arange(self.logits.shape[1])
-        return 1.0 / (1.0 + np.exp(-self.logits[prompts[:, None], k, tokens]))
+        return _sigmoid(self.logits[prompts[:, None], k, tokens])
 
     def score(self, prompts: np.ndarray, tokens: np.ndarray, aggregate: str = "product") -> np.ndarray:
         """A solution's score: the product (Lightman et al. 2023) or the minimum (Math-Shepherd) of
@@ -214,7 +269,7 @@ class ProcessRewardModel:
 
     def step_rewards(self) -> np.ndarray:
         """The per-step rewards as the token PPO engine's ``step_rewards [P, K, V + 1]`` (EOS 0)."""
-        scores = 1.0 / (1.0 + np.exp(-self.logits))
+        scores = _sigmoid(self.logits)
         return np.concatenate([np.zeros(scores.shape[:-1] + (1,)), scores], axis=-1)
 
 
@@ -253,11 +308,14 @@ def train_process_reward_model(world: ReasoningWorld, n_responses: int = 256, la
     if not isinstance(world, ReasoningWorld):
         raise TypeError(f"world must be a ReasoningWorld, got {type(world).__name__}")
     n_responses = check.count("n_responses", n_responses, 1)
+    # the sample's tables and the fit's per-response arrays
+    check.fits("n_responses", n_responses, 2 * 8 * n_responses * world.n_steps * (world.n_candidates + 2))
     label_noise = check.finite("label_noise", label_noise)
     if not 0.0 <= label_noise < 0.5:
         raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise!r}")
-    prompts, tokens = world.sample(world.ref_logits, n_responses, check.integer("seed", seed))
-    flips = np.random.default_rng([check.integer("seed", seed), 1]).random(tokens.shape) < label_noise
+    seed = check.count("seed", seed, 0)
+    prompts, tokens = world.sample(world.ref_logits, n_responses, seed)
+    flips = np.random.default_rng([seed, 1]).random(tokens.shape) < label_noise
     labels = (world.step_correct(prompts, tokens) ^ flips).astype(np.float64)
     fit = _train_prm(prompts, tokens, labels, (world.n_prompts, world.n_steps, world.n_candidates), epochs=epochs,
                      lr=lr, l2=l2)
@@ -278,6 +336,7 @@ def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRe
         (``num_generations`` completions per prompt, ``batch_size // num_generations`` prompts
         per step).
     steps : int
+        At most :data:`MAX_STEPS`.
     seeds : int or sequence of int
     lr, batch_size, num_generations, kl_coef, beta, num_ppo_epochs
         SGD's learning rate (one for every method), completions per step, GRPO's group size,
@@ -288,26 +347,36 @@ def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRe
     numpy.ndarray
         float64 ``[seeds, P, K, V]``: each run's final logits (EOS dropped).
     """
+    if not isinstance(world, ReasoningWorld):
+        raise TypeError(f"world must be a ReasoningWorld, got {type(world).__name__}")
     method = check.option("method", method, ("ppo_outcome", "ppo_prm", "grpo_verifier"))
+    steps = check.count("steps", steps, 1, MAX_STEPS)
+    lr, kl_coef, beta = check.positive("lr", lr), check.non_negative("kl_coef", kl_coef), check.non_negative("beta", beta)
+    seed_axis = check.seed_axis(seeds, False)
+    # each run keeps its final [P, K, V + 1] policy (len() of a range past 2**63 raises: 2**64 then)
+    n_runs = check._sequence_length(seed_axis)
+    check.fits("seeds", n_runs, 8 * n_runs * world.n_prompts * world.n_steps * (world.n_candidates + 1))
     p, v = world.n_prompts, world.n_candidates + 1
     zeros_v, zeros_p = np.zeros(v), np.zeros(p)
     ref = world.engine_logits()
     if method == "grpo_verifier":
         num_generations = check.count("num_generations", num_generations, 2)
         groups = max(1, check.count("batch_size", batch_size, 2) // num_generations)
-        seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
         out = _grpo_engine(ref, zeros_v, zeros_p, 0.0, zeros_v, zeros_p, False, steps,
-                           [(s, beta, lr) for s in seed_list], num_generations=num_generations,
+                           [(s, beta, lr) for s in seed_axis], num_generations=num_generations,
                            prompts_per_step=groups, outcome_factors=world.verifier_factors(), record_every=0)
         return np.asarray(out["final_params"])[..., 1:]
     if method == "ppo_prm":
         if not isinstance(prm, ProcessRewardModel):
             raise TypeError(f"prm must be a ProcessRewardModel for method='ppo_prm', got {type(prm).__name__}")
+        if prm.logits.shape != world.correct.shape:
+            raise ValueError(f"prm must be fitted to a world of this shape {world.correct.shape}, "
+                             f"got one of {prm.logits.shape}")
         tables = {"step_rewards": prm.step_rewards()}
     else:
         tables = {"outcome_factors": world.verifier_factors()}
     result = sweep_token_ppo_arrays(ref, zeros_v, zeros_p, 0.0, zeros_v, zeros_p, False, steps=steps,
-                                    kl_coef=kl_coef, lr=lr, seeds=seeds, batch_size=batch_size,
+                                    kl_coef=kl_coef, lr=lr, seeds=seed_axis, batch_size=batch_size,
                                     num_ppo_epochs=num_ppo_epochs, record_every=0, progress=False, **tables)
     return np.asarray(result.final_theta).reshape(-1, *ref.shape)[..., 1:]
 

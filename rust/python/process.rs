@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use pyo3::exceptions::PyTypeError;
 
 use super::args;
-use super::convert::{count, float_array, int, real, type_name, SeedKey};
+use super::convert::{count, finite_result, finite_results, float_array, int, real, type_name, SeedKey};
 use super::sweep::{run_sweep, SweepOptions};
 use super::token_ppo::{int_array, OwnedWorld};
 use crate::engines::process_reward::train_process_reward_model as train;
@@ -118,6 +118,9 @@ pub fn prm_loss_and_grad<'py>(
     let l2 = non_negative("l2", l2)?;
     let mut grad = vec![0.0; z.len()];
     let loss = py.detach(|| loss_and_grad(&z, &data, l2, &mut grad));
+    // an l2 near the top of the floats overflows the prior's term: an inf is never handed back
+    let loss = finite_result("prm_loss_and_grad", loss)?;
+    let grad = finite_results("prm_loss_and_grad", grad)?;
     Ok((loss, grad.into_pyarray(py).reshape(shape)?.into_any()))
 }
 

@@ -97,4 +97,6 @@ def prm_loss_and_grad(logits: Any, prompts: Any, tokens: Any, labels: Any, l2: A
     data = step_labels(logits.shape, prompts, tokens, labels)
     l2 = checks.non_negative("l2", l2)
     loss, grad = loss_and_grad(logits.reshape(-1).tolist(), data, l2)
-    return loss, np.array(grad).reshape(logits.shape)
+    # an l2 near the top of the floats overflows the prior's term: an inf is never handed back
+    loss = checks.finite_result("prm_loss_and_grad", loss)
+    return loss, np.array(checks.finite_result("prm_loss_and_grad", grad)).reshape(logits.shape)
