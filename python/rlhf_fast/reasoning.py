@@ -535,8 +535,8 @@ def process_lab(world: ReasoningWorld | None = None, *,
     target = check.finite("target", target)
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target must be a success rate in (0, 1], got {target!r}")
-    # Best-of-N draws 4,000 groups of n responses: n is bounded so that they fit in memory.
-    n_values = tuple(check.sequence_of("n_values", n_values, check.counts(1, 4096), "ints"))
+    # Best-of-N draws 4,000 groups of n responses: n is bounded so that they take seconds, not minutes.
+    n_values = tuple(check.sequence_of("n_values", n_values, check.counts(1, 1024), "ints"))
     prm = train_process_reward_model(world, prm_responses, label_noise, epochs=300, seed=seed)
     k = world.n_steps
     num_ppo_epochs = 4
