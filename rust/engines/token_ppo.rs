@@ -21,7 +21,6 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
-use crate::kernels::sampling::sample_index;
 use crate::methods::token_ppo::{
     gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyRows, Rollouts,
     TokenPpoParams, TokenWorld, EOS,
@@ -187,8 +186,8 @@ impl<'a> TokenRun<'a> {
         let mut length = l;
         for t in 0..l {
             let s = p * l + t;
-            let (probs, logp, _) = self.rows.row(self.theta, s);
-            let a = sample_index(probs, self.rng.random());
+            let a = self.rows.sample(self.theta, s, self.rng.random());
+            let logp = self.rows.row(self.theta, s).1;
             let i = b * l + t;
             self.rollouts.tokens[i] = a;
             self.rollouts.old_logp[i] = logp[a];

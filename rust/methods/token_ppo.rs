@@ -27,7 +27,12 @@
 //! and `exp`/`ln` are libm's, so the twins agree bit for bit.
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row};
+use crate::kernels::policy_row::{locate, n_blocks, softmax_entropy_row_on};
+use crate::kernels::rows::sample_margin;
+use crate::kernels::sampling::sample_index;
+use crate::kernels::simd::Simd;
+use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row, softmax_row};
+use crate::methods::ppo_rows::DRIFT_MARGIN;
 
 /// The end-of-sequence token.
 pub const EOS: usize = 0;
@@ -240,14 +245,21 @@ pub struct Rollouts {
 }
 
 /// The softmax, log-softmax and entropy of every state's row of a policy, each computed when
-/// first asked for after the row last changed.
+/// first asked for after the row last changed, vectorised along the row
+/// ([`softmax_entropy_row_on`]: within a few ulps of the reference's libm floats), and the
+/// samples drawn from them: the reference's tokens (see [`PolicyRows::sample`]).
 #[derive(Clone, Debug)]
 pub struct PolicyRows {
     vocab_size: usize,
+    simd: Simd,
     probs: Vec<f64>,
     logp: Vec<f64>,
     entropy: Vec<f64>,
+    /// [`n_blocks`] sums of each row's `probs`, for [`locate`].
+    block_sums: Vec<f64>,
     fresh: Vec<bool>,
+    /// A row of libm's softmax, for the draws too close to call.
+    exact: Vec<f64>,
 }
 
 impl PolicyRows {
@@ -262,25 +274,53 @@ impl PolicyRows {
         };
         Ok(PolicyRows {
             vocab_size,
+            simd: Simd::detect(),
             probs: zeros(table)?,
             logp: zeros(table)?,
             entropy: zeros(n_states)?,
+            block_sums: zeros(n_states * n_blocks(vocab_size))?,
             fresh: vec![false; n_states],
+            exact: zeros(vocab_size)?,
         })
+    }
+
+    fn refresh(&mut self, theta: &[f64], s: usize) {
+        if !self.fresh[s] {
+            let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
+            let range = s * v..(s + 1) * v;
+            self.entropy[s] = softmax_entropy_row_on(
+                self.simd,
+                &theta[range.clone()],
+                &mut self.probs[range.clone()],
+                &mut self.logp[range],
+                &mut self.block_sums[s * blocks..(s + 1) * blocks],
+            );
+            self.fresh[s] = true;
+        }
     }
 
     /// State `s`'s `(probs, logp, entropy)` under `theta`.
     #[inline]
     pub fn row(&mut self, theta: &[f64], s: usize) -> (&[f64], &[f64], f64) {
-        let v = self.vocab_size;
-        let range = s * v..(s + 1) * v;
-        if !self.fresh[s] {
-            let (probs, logp) = (&mut self.probs[range.clone()], &mut self.logp[range.clone()]);
-            softmax_and_log_softmax_row(&theta[range.clone()], probs, logp);
-            self.entropy[s] = probs.iter().zip(logp.iter()).fold(0.0, |total, (&p, &lp)| total - p * lp);
-            self.fresh[s] = true;
-        }
+        self.refresh(theta, s);
+        let range = s * self.vocab_size..(s + 1) * self.vocab_size;
         (&self.probs[range.clone()], &self.logp[range], self.entropy[s])
+    }
+
+    /// `sample_index(softmax(theta[s]), u)` as the reference computes it (libm's softmax):
+    /// from the cached row when `u` lies farther than the two arithmetics' difference (and the
+    /// run's drift from the reference, [`DRIFT_MARGIN`]) from the running sums around the
+    /// token; else from libm's softmax of the row, as the reference samples.
+    #[inline]
+    pub fn sample(&mut self, theta: &[f64], s: usize, u: f64) -> usize {
+        self.refresh(theta, s);
+        let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
+        let margin = sample_margin(v) + DRIFT_MARGIN;
+        let probs = &self.probs[s * v..(s + 1) * v];
+        locate(probs, &self.block_sums[s * blocks..(s + 1) * blocks], 1.0, u, margin).unwrap_or_else(|| {
+            softmax_row(&theta[s * v..(s + 1) * v], &mut self.exact);
+            sample_index(&self.exact, u)
+        })
     }
 
     /// State `s`'s row changed.
@@ -342,10 +382,14 @@ pub fn minibatch_loss_and_grads(
             pg_sum += loss;
             pg_clipped += usize::from(clipped);
             let coef = slope / n_valid;
-            for (v, (g, &pv)) in grad_theta[s * vocab..(s + 1) * vocab].iter_mut().zip(probs).enumerate() {
-                let chosen = if v == a { 1.0 } else { 0.0 };
-                *g += coef * (chosen - pv);
+            let grad = &mut grad_theta[s * vocab..(s + 1) * vocab];
+            // `g += coef ([v = a] − π_v)`: the other tokens' `coef (0 − π_v)` is `−(coef π_v)`
+            // bit for bit, in a loop without a branch; the chosen one's as it is written.
+            let chosen = grad[a] + coef * (1.0 - probs[a]);
+            for (g, &pv) in grad.iter_mut().zip(probs) {
+                *g -= coef * pv;
             }
+            grad[a] = chosen;
             let (vloss, vslope, vclipped) =
                 clipped_value_term(values[s], rollouts.old_values[i], rollouts.returns[i], params.cliprange_value);
             vf_sum += vloss;
