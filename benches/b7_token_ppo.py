@@ -67,13 +67,14 @@ def check_numpy_update(arrays, seed: int = 0) -> None:
     _, _, _, advantages, returns = numpy_token_ppo.rollout_terms(
         old_logp[None], ref_logp[None], old_v[None], valid[None], scores[None], np.array([KL_COEF]), 1.0, 0.95, "k1")
     np.testing.assert_allclose(advantages[0], ours["advantages"], rtol=1e-9, atol=1e-9)
-    stats, grad_theta, grad_values = numpy_token_ppo.batch_update(
+    stats, policy_grad, grad_values = numpy_token_ppo.batch_update(
         theta[None], values[None], prompts[None], chosen[None], valid[None], old_logp[None], old_v[None], advantages,
         returns, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1)
     names = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy_mean", "ratio_mean")
     np.testing.assert_allclose([s[0] for s in stats], [ours[k] for k in names], rtol=1e-9, atol=1e-12)
     assert 0 < ours["pg_clipfrac"] < 1 and 0 < ours["vf_clipfrac"] < 1, "every clip branch taken"
-    np.testing.assert_allclose(grad_theta[0], ours["grad_theta"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(numpy_token_ppo.dense_gradient(*policy_grad)[0], ours["grad_theta"], rtol=1e-9,
+                               atol=1e-12)
     np.testing.assert_allclose(grad_values[0], ours["grad_values"], rtol=1e-9, atol=1e-12)
 
 
@@ -94,14 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=64, help="runs (default 64)")
     parser.add_argument("--steps", type=int, default=200, help="PPO steps per run (default 200)")
-    parser.add_argument("--lr", type=float, default=20.0, help="SGD learning rate (default 20)")
+    parser.add_argument("--lr", type=float, default=5.0, help="SGD learning rate (default 5)")
     parser.add_argument("--record-every", type=int, default=10, help="steps between records (default 10)")
     parser.add_argument("--ref-steps", type=int, default=3, help="steps of the reference's one run (default 3)")
+    parser.add_argument("--numpy-steps", type=int, default=None,
+                        help="steps of NumPy's runs, its steps/s extrapolated per step (default: --steps)")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many rounds (default 1)")
     parser.add_argument("--quick", action="store_true", help="8 runs, 10 steps, 1 reference step")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.steps, args.ref_steps, args.record_every = 8, 10, 1, 5
+    numpy_steps = args.steps if args.numpy_steps is None else args.numpy_steps
 
     world = rl.SequenceWorld(n_prompts=16, vocab=512, max_len=16, seed=0)
     rm = rl.train_sequence_reward_model(world, world.preferences(3000, seed=1))
@@ -117,7 +121,7 @@ def main() -> None:
         return reference_engine.sweep_token_ppo(*arrays, args.ref_steps, [(0, KL_COEF, args.lr)], record_every=1)
 
     def numpy():
-        return numpy_token_ppo.token_ppo(*arrays, steps=args.steps, kl_coef=np.full(args.runs, KL_COEF),
+        return numpy_token_ppo.token_ppo(*arrays, steps=numpy_steps, kl_coef=np.full(args.runs, KL_COEF),
                                          lr=np.full(args.runs, args.lr), record_every=args.record_every)
 
     best, results = interleaved({"rust": rust, "numpy": numpy, "reference": reference}, args.repeats)
@@ -127,13 +131,15 @@ def main() -> None:
     np.testing.assert_allclose(check.final_theta.reshape(-1), np.asarray(theirs["final_params"]).reshape(-1),
                                rtol=1e-9, atol=1e-9)
     fields = list(theirs["history_fields"])
-    ours_history = np.stack([check.history[f].reshape(-1) for f in fields], axis=-1)
+    ours_history = np.stack([getattr(check, f).reshape(-1) for f in fields], axis=-1)
     exact = [fields.index(f) for f in ("val_num_eos_tokens", "mean_length")]
-    np.testing.assert_array_equal(ours_history[:, exact], np.asarray(theirs["history"])[0][:, exact])
-    np.testing.assert_allclose(ours_history, np.asarray(theirs["history"])[0], rtol=1e-9, atol=1e-9)
-    lines = check_same_distribution(results["rust"], results["numpy"])
+    np.testing.assert_array_equal(ours_history[:, exact], np.asarray(theirs["history"])[0].T[:, exact])
+    np.testing.assert_allclose(ours_history, np.asarray(theirs["history"])[0].T, rtol=1e-9, atol=1e-9)
+    same_steps = results["rust"] if numpy_steps == args.steps else sweep_token_ppo_arrays(
+        *arrays, steps=numpy_steps, kl_coef=KL_COEF, lr=args.lr, seeds=args.runs, record_every=0)
+    lines = check_same_distribution(same_steps, results["numpy"])
 
-    steps = {"rust": args.runs * args.steps, "numpy": args.runs * args.steps, "reference": args.ref_steps}
+    steps = {"rust": args.runs * args.steps, "numpy": args.runs * numpy_steps, "reference": args.ref_steps}
     per_second = {name: steps[name] / best[name] for name in best}
     print(f"B7: {args.runs} runs x {args.steps} token PPO steps, 16 prompts x 512 tokens x max_len 16, batch 64, "
           f"lr {args.lr:g}, kl_coef {KL_COEF}; records every {args.record_every}; best of {args.repeats}; "
@@ -141,7 +147,8 @@ def main() -> None:
     table(["contender", "steps", "seconds", "steps/s", "rust is x faster"],
           [[name, f"{steps[name]:,}", f"{best[name]:.3f}", rate(per_second[name]),
             f"{per_second['rust'] / per_second[name]:.1f}"] for name in ("rust", "numpy", "reference")])
-    print("the final policies' exact statistics, means over runs (the same distribution: within 5 SE):")
+    print(f"after {numpy_steps} steps, the final policies' exact statistics, means over the {args.runs} runs "
+          "(the same distribution: within 5 SE):")
     print("\n".join(lines))
     print("targets: >= 100x the reference, >= 10x NumPy; the reference's run ends with the Rust run's logits and "
           "history (1e-9, the same tokens); NumPy's update is the engine's (1e-9)")

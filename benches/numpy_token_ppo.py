@@ -31,6 +31,16 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def softmax_and_log_softmax(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(softmax, log_softmax)`` over the last axis, one ``exp`` per entry, in place where it can."""
+    logp = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(logp)
+    total = p.sum(axis=-1, keepdims=True)
+    p /= total
+    logp -= np.log(total)
+    return p, logp
+
+
 def sample_rows(cdf: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Inverse-CDF sampling, ``sample_index``'s rule: for each draw ``u[i]`` the first index of
     ``cdf[rows[i]]`` (running sums, ``[n, V]``) above it, the last if none is; by bisection, all
@@ -81,15 +91,15 @@ def rollout_terms(old_logp, ref_logp, old_values, valid, score, kl_coef, gamma, 
 def batch_update(theta, values, prompts, tokens, valid, old_logp, old_values, advantages, returns, *, cliprange,
                  cliprange_value, vf_coef):
     """TRL's loss on the minibatch ``[R, M, L]`` under ``theta [R, P, L, V]`` and ``values
-    [R, P, L]``: ``(stats, grad_theta, grad_values)``, the stats per run in the engine's order
-    ``(approxkl, pg_clipfrac, pg_loss, vf_loss, vf_clipfrac, entropy, ratio)``."""
+    [R, P, L]``: ``(stats, policy_grad, grad_values)``, the stats per run in the engine's order
+    ``(approxkl, pg_clipfrac, pg_loss, vf_loss, vf_clipfrac, entropy, ratio)``, the policy's
+    gradient as ``(pi, coef_sum [R, P, L], flat_index, coef)``: ``-coef_sum pi`` plus each
+    token's ``coef`` at ``theta.flat[flat_index]`` (:func:`dense_gradient`)."""
     n_runs, n_prompts, max_len, vocab = theta.shape
-    logpi = log_softmax(theta)
-    pi = np.exp(logpi)
-    entropy = -(pi * logpi).sum(axis=-1)  # [R, P, L]
+    pi, logpi = softmax_and_log_softmax(theta)
+    entropy = -np.einsum("...v,...v->...", pi, logpi)  # [R, P, L]
     runs = np.arange(n_runs)[:, None, None]
     positions = np.arange(max_len)[None, None, :]
-    state = prompts[..., None] * max_len + positions  # [R, M, L]
     chosen = np.where(valid, tokens, 0)
     logp = logpi[runs, prompts[..., None], positions, chosen]
     n_valid = valid.sum(axis=(1, 2))[:, None, None]
@@ -108,11 +118,9 @@ def batch_update(theta, values, prompts, tokens, valid, old_logp, old_values, ad
     vf = np.where(vf_clipped, vf_clipped_loss, vf_unclipped) * valid
     v_slope = np.where(vf_clipped, 0.0, 2.0 * (v - returns)) * valid
     n_states = n_prompts * max_len
-    flat_state = (np.arange(n_runs)[:, None, None] * n_states + state).reshape(-1)
-    coef_sum = np.bincount(flat_state, coef.reshape(-1), n_runs * n_states).reshape(n_runs, n_prompts, max_len)
-    grad_theta = -coef_sum[..., None] * pi
-    spikes = np.bincount(flat_state * vocab + chosen.reshape(-1), coef.reshape(-1), theta.size)
-    grad_theta += spikes.reshape(theta.shape)
+    flat_state = (runs * n_states + prompts[..., None] * max_len + positions).reshape(-1)
+    coef = coef.reshape(-1)
+    coef_sum = np.bincount(flat_state, coef, n_runs * n_states).reshape(n_runs, n_prompts, max_len)
     grad_values = np.bincount(flat_state, (vf_coef * 0.5 * v_slope / n_valid).reshape(-1),
                               n_runs * n_states).reshape(values.shape)
     n_valid = n_valid[:, 0, 0]
@@ -125,7 +133,14 @@ def batch_update(theta, values, prompts, tokens, valid, old_logp, old_values, ad
         entropy[runs, prompts[..., None], positions].mean(axis=(1, 2)),
         ratio.mean(axis=(1, 2)),
     )
-    return stats, grad_theta, grad_values
+    return stats, (pi, coef_sum, flat_state * vocab + chosen.reshape(-1), coef), grad_values
+
+
+def dense_gradient(pi, coef_sum, flat_index, coef) -> np.ndarray:
+    """:func:`batch_update`'s policy gradient as an array of ``theta``'s shape."""
+    grad = -coef_sum[..., None] * pi
+    np.add.at(grad.reshape(-1), flat_index, coef)
+    return grad
 
 
 def exact_stats(theta, ref_logp, w, bias, w_len, g, offset, count_once):
@@ -173,8 +188,8 @@ def token_ppo(ref_logits, w, bias, w_len, g, offset, count_once, *, steps, kl_co
     history = []
     for step in range(steps):
         prompts = rng.integers(n_prompts, size=(n_runs, batch_size))
-        logpi = log_softmax(theta)
-        cdf = np.cumsum(np.exp(logpi), axis=-1).reshape(-1, vocab)
+        pi, logpi = softmax_and_log_softmax(theta)
+        cdf = np.cumsum(pi, axis=-1, out=pi).reshape(-1, vocab)
         rows = (runs * n_prompts + prompts[..., None]) * max_len + positions
         tokens = sample_rows(cdf, rows, rng.random(rows.shape))
         is_eos = tokens == 0
@@ -201,11 +216,14 @@ def token_ppo(ref_logits, w, bias, w_len, g, offset, count_once, *, steps, kl_co
             for m in range(num_mini_batches):
                 pick = order[:, m * size:(m + 1) * size]
                 take = lambda x: x[runs2, pick]  # noqa: E731
-                out, grad_theta, grad_values = batch_update(
+                out, (pi, coef_sum, flat_index, coef), grad_values = batch_update(
                     theta, values, take(prompts), take(tokens), take(valid), take(old_logp), take(old_values),
                     take(advantages), take(returns), cliprange=cliprange, cliprange_value=cliprange_value,
                     vf_coef=vf_coef)
-                theta -= lr[:, None, None, None] * grad_theta
+                # theta -= lr * dense_gradient(...), without the dense array
+                pi *= (lr[:, None, None] * coef_sum)[..., None]
+                theta += pi
+                np.subtract.at(theta.reshape(-1), flat_index, np.repeat(lr, len(coef) // n_runs) * coef)
                 values -= lr[:, None, None] * grad_values
                 stats.append(out)
         if record_every and (step + 1) % record_every == 0:
