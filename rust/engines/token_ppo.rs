@@ -22,8 +22,8 @@
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
 use crate::methods::token_ppo::{
-    gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyRows, Rollouts,
-    TokenPpoParams, TokenWorld, EOS,
+    gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyGradient,
+    PolicyRows, Rollouts, TokenPpoParams, TokenWorld, EOS,
 };
 use crate::rng::Mt19937;
 
@@ -108,7 +108,7 @@ struct TokenRun<'a> {
     batch_size: usize,
     rng: Mt19937,
     rows: PolicyRows,
-    grad_theta: Vec<f64>,
+    grad_theta: PolicyGradient,
     grad_values: Vec<f64>,
     rollouts: Rollouts,
     /// The batch's raw advantages of valid tokens, in order, to whiten.
@@ -145,7 +145,7 @@ impl<'a> TokenRun<'a> {
             batch_size,
             rng: Mt19937::from_key(&spec.seed_key),
             rows: PolicyRows::new(n_states, world.vocab_size)?,
-            grad_theta: zeros(n_states * world.vocab_size, "the policy's gradient")?,
+            grad_theta: PolicyGradient::new(n_states, cells)?,
             grad_values: zeros(n_states, "the value head's gradient")?,
             rollouts: Rollouts {
                 max_len: l,
@@ -187,10 +187,10 @@ impl<'a> TokenRun<'a> {
         for t in 0..l {
             let s = p * l + t;
             let a = self.rows.sample(self.theta, s, self.rng.random());
-            let logp = self.rows.row(self.theta, s).1;
+            let logp = self.rows.cached(s).logp(self.theta[s * world.vocab_size + a]);
             let i = b * l + t;
             self.rollouts.tokens[i] = a;
-            self.rollouts.old_logp[i] = logp[a];
+            self.rollouts.old_logp[i] = logp;
             self.rollouts.old_values[i] = self.values[s];
             self.ref_logp[t] = world.ref_logp[s * world.vocab_size + a];
             if a == EOS {
@@ -294,15 +294,22 @@ impl<'a> TokenRun<'a> {
                         }
                     }
                 }
+                // The chosen tokens' part of the gradient, then each row's `−coef_sums[s] π_s`
+                // and the row's softmax for the next pass, while the row is in cache.
+                for &(s, a, coef) in &self.grad_theta.tokens {
+                    self.theta[s * v + a] -= self.lr * coef;
+                }
+                self.grad_theta.tokens.clear();
                 for &s in &self.touched {
-                    let (row, grad) = (&mut self.theta[s * v..(s + 1) * v], &mut self.grad_theta[s * v..(s + 1) * v]);
-                    for (x, g) in row.iter_mut().zip(grad.iter_mut()) {
-                        *x -= self.lr * *g;
-                        *g = 0.0;
+                    let row = self.rows.cached(s);
+                    let c = std::mem::take(&mut self.grad_theta.coef_sums[s]);
+                    for (x, &e) in self.theta[s * v..(s + 1) * v].iter_mut().zip(row.e) {
+                        *x -= self.lr * -(c * (e * row.inv_sum));
                     }
                     self.values[s] -= self.lr * self.grad_values[s];
                     self.grad_values[s] = 0.0;
                     self.rows.changed(s);
+                    self.rows.refresh(self.theta, s);
                     self.marked[s] = false;
                 }
                 self.touched.clear();

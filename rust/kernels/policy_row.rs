@@ -367,74 +367,65 @@ pub(crate) fn stats_row_on(
     }
 }
 
-/// A row's softmax `p_j = e_j (1/S)` (`e_j = e^(z_j − max z)` by [`exp_row`]), its
-/// log-softmax `(z_j − max z) − ln S` and its entropy `−Σ p_j log p_j`, returned; `block_sums`
-/// receive the sums of `p` by [`BLOCK`], for [`locate`] with `inv_s = 1`. Against libm's
-/// `softmax_and_log_softmax_row` (the reference twin's): `e_j` within two ulps, `S` summed in
-/// another order, so `p` and `log p` within a few ulps, the entropy summed lane by lane.
+/// A row's `e_j = e^(z_j − max z)` into `e` (by [`exp_row`], its block sums into
+/// `block_sums`); returns `(max z, S, T)`, `S = Σ e_j`, `T = Σ e_j (z_j − max z)` (`zeros`: a
+/// row of zeros, [`exp_row`]'s reference): `π_j = e_j / S`, `log π_j = (z_j − max z) − ln S`
+/// and the entropy `−Σ π log π = ln S − T / S`, with no pass to normalise the row.
 #[inline(always)]
-pub(crate) fn softmax_entropy_row<V: Vector>(
+pub(crate) fn exp_entropy_row<V: Vector>(
     isa: V::Isa,
     z: &[f64],
-    p: &mut [f64],
-    logp: &mut [f64],
+    zeros: &[f64],
+    e: &mut [f64],
     block_sums: &mut [f64],
-) -> f64 {
+) -> (f64, f64, f64) {
     let top = row_max::<V>(isa, z);
-    let (sum, _) = exp_row::<V, false>(isa, z, top, &[], 0.0, p, block_sums);
-    let inv_s = 1.0 / sum;
-    let (scale, shift, log_sum) = (V::splat(isa, inv_s), V::splat(isa, top), V::splat(isa, sum.ln()));
-    let mut plogp = V::zero(isa);
-    for (j, end) in spans(0, z.len()) {
-        // Padded lanes: p = 0 times a finite log-probability.
-        let pj = load::<V>(isa, &p[j..end], 0.0) * scale;
-        let lj = (load::<V>(isa, &z[j..end], top) - shift) - log_sum;
-        plogp = pj.mul_add(lj, plogp);
-        store(pj, &mut p[j..end]);
-        store(lj, &mut logp[j..end]);
-    }
-    for block_sum in block_sums.iter_mut() {
-        *block_sum *= inv_s;
-    }
-    -lanes_sum(plogp)
+    let (sum, t) = exp_row::<V, true>(isa, z, top, zeros, 0.0, e, block_sums);
+    (top, sum, t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn softmax_entropy_row_avx2(isa: Avx2Isa, z: &[f64], p: &mut [f64], logp: &mut [f64], block_sums: &mut [f64]) -> f64 {
-    softmax_entropy_row::<Avx2>(isa, z, p, logp, block_sums)
+fn exp_entropy_row_avx2(
+    isa: Avx2Isa,
+    z: &[f64],
+    zeros: &[f64],
+    e: &mut [f64],
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    exp_entropy_row::<Avx2>(isa, z, zeros, e, block_sums)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn softmax_entropy_row_avx512(
+fn exp_entropy_row_avx512(
     isa: Avx512Isa,
     z: &[f64],
-    p: &mut [f64],
-    logp: &mut [f64],
+    zeros: &[f64],
+    e: &mut [f64],
     block_sums: &mut [f64],
-) -> f64 {
-    softmax_entropy_row::<Avx512>(isa, z, p, logp, block_sums)
+) -> (f64, f64, f64) {
+    exp_entropy_row::<Avx512>(isa, z, zeros, e, block_sums)
 }
 
-/// [`softmax_entropy_row`] on `simd`'s vector unit (the same bits on every one).
-pub(crate) fn softmax_entropy_row_on(
+/// [`exp_entropy_row`] on `simd`'s vector unit (the same bits on every one).
+pub(crate) fn exp_entropy_row_on(
     simd: Simd,
     z: &[f64],
-    p: &mut [f64],
-    logp: &mut [f64],
+    zeros: &[f64],
+    e: &mut [f64],
     block_sums: &mut [f64],
-) -> f64 {
+) -> (f64, f64, f64) {
     match simd {
-        Simd::Portable => softmax_entropy_row::<Portable>((), z, p, logp, block_sums),
+        Simd::Portable => exp_entropy_row::<Portable>((), z, zeros, e, block_sums),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
-        // FMA on this CPU: `softmax_entropy_row_avx2`'s code can run here.
-        Simd::Avx2(isa) => unsafe { softmax_entropy_row_avx2(isa, z, p, logp, block_sums) },
+        // FMA on this CPU: `exp_entropy_row_avx2`'s code can run here.
+        Simd::Avx2(isa) => unsafe { exp_entropy_row_avx2(isa, z, zeros, e, block_sums) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
-        // AVX-512F on this CPU: `softmax_entropy_row_avx512`'s code can run here.
-        Simd::Avx512(isa) => unsafe { softmax_entropy_row_avx512(isa, z, p, logp, block_sums) },
+        // AVX-512F on this CPU: `exp_entropy_row_avx512`'s code can run here.
+        Simd::Avx512(isa) => unsafe { exp_entropy_row_avx512(isa, z, zeros, e, block_sums) },
     }
 }
 

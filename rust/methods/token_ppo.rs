@@ -27,7 +27,7 @@
 //! and `exp`/`ln` are libm's, so the twins agree bit for bit.
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::policy_row::{locate, n_blocks, softmax_entropy_row_on};
+use crate::kernels::policy_row::{exp_entropy_row_on, locate, n_blocks};
 use crate::kernels::rows::sample_margin;
 use crate::kernels::sampling::sample_index;
 use crate::kernels::simd::Simd;
@@ -244,22 +244,47 @@ pub struct Rollouts {
     pub returns: Vec<f64>,
 }
 
-/// The softmax, log-softmax and entropy of every state's row of a policy, each computed when
-/// first asked for after the row last changed, vectorised along the row
-/// ([`softmax_entropy_row_on`]: within a few ulps of the reference's libm floats), and the
-/// samples drawn from them: the reference's tokens (see [`PolicyRows::sample`]).
+/// The softmax of every state's row of a policy, kept as `e_j = e^(z_j − max z)` with the
+/// row's maximum, `1/S` and `ln S` (`π_j = e_j (1/S)`, `log π_j = (z_j − max z) − ln S`, as the
+/// reference computes them, `S` within rounding), and its entropy, each computed when first
+/// asked for after the row last changed, vectorised along the row ([`exp_entropy_row_on`]:
+/// within a few ulps of the reference's libm floats); and the samples drawn from them: the
+/// reference's tokens (see [`PolicyRows::sample`]).
 #[derive(Clone, Debug)]
 pub struct PolicyRows {
     vocab_size: usize,
     simd: Simd,
-    probs: Vec<f64>,
-    logp: Vec<f64>,
-    entropy: Vec<f64>,
-    /// [`n_blocks`] sums of each row's `probs`, for [`locate`].
+    e: Vec<f64>,
+    /// [`n_blocks`] sums of each row's `e`, for [`locate`].
     block_sums: Vec<f64>,
+    top: Vec<f64>,
+    inv_sum: Vec<f64>,
+    log_sum: Vec<f64>,
+    entropy: Vec<f64>,
     fresh: Vec<bool>,
+    /// A row of zeros: [`exp_entropy_row_on`]'s reference, so that its `T` is `Σ e (z − max z)`.
+    zeros: Vec<f64>,
     /// A row of libm's softmax, for the draws too close to call.
     exact: Vec<f64>,
+}
+
+/// One state's row of [`PolicyRows`].
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'r> {
+    /// `e^(z_j − max z)`.
+    pub e: &'r [f64],
+    pub top: f64,
+    pub inv_sum: f64,
+    pub log_sum: f64,
+    pub entropy: f64,
+}
+
+impl Row<'_> {
+    /// `log π_a` of the row whose logit `a` is `z_a`.
+    #[inline]
+    pub fn logp(&self, z_a: f64) -> f64 {
+        (z_a - self.top) - self.log_sum
+    }
 }
 
 impl PolicyRows {
@@ -275,36 +300,57 @@ impl PolicyRows {
         Ok(PolicyRows {
             vocab_size,
             simd: Simd::detect(),
-            probs: zeros(table)?,
-            logp: zeros(table)?,
-            entropy: zeros(n_states)?,
+            e: zeros(table)?,
             block_sums: zeros(n_states * n_blocks(vocab_size))?,
+            top: zeros(n_states)?,
+            inv_sum: zeros(n_states)?,
+            log_sum: zeros(n_states)?,
+            entropy: zeros(n_states)?,
             fresh: vec![false; n_states],
+            zeros: zeros(vocab_size)?,
             exact: zeros(vocab_size)?,
         })
     }
 
-    fn refresh(&mut self, theta: &[f64], s: usize) {
+    /// Computes state `s`'s row under `theta` unless it is fresh.
+    #[inline]
+    pub fn refresh(&mut self, theta: &[f64], s: usize) {
         if !self.fresh[s] {
             let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
             let range = s * v..(s + 1) * v;
-            self.entropy[s] = softmax_entropy_row_on(
+            let (top, sum, t) = exp_entropy_row_on(
                 self.simd,
                 &theta[range.clone()],
-                &mut self.probs[range.clone()],
-                &mut self.logp[range],
+                &self.zeros,
+                &mut self.e[range],
                 &mut self.block_sums[s * blocks..(s + 1) * blocks],
             );
+            let log_sum = sum.ln();
+            self.top[s] = top;
+            self.inv_sum[s] = 1.0 / sum;
+            self.log_sum[s] = log_sum;
+            self.entropy[s] = log_sum - t / sum;
             self.fresh[s] = true;
         }
     }
 
-    /// State `s`'s `(probs, logp, entropy)` under `theta`.
+    /// State `s`'s row under `theta`.
     #[inline]
-    pub fn row(&mut self, theta: &[f64], s: usize) -> (&[f64], &[f64], f64) {
+    pub fn row(&mut self, theta: &[f64], s: usize) -> Row<'_> {
         self.refresh(theta, s);
-        let range = s * self.vocab_size..(s + 1) * self.vocab_size;
-        (&self.probs[range.clone()], &self.logp[range], self.entropy[s])
+        self.cached(s)
+    }
+
+    /// State `s`'s row as last computed.
+    #[inline]
+    pub fn cached(&self, s: usize) -> Row<'_> {
+        Row {
+            e: &self.e[s * self.vocab_size..(s + 1) * self.vocab_size],
+            top: self.top[s],
+            inv_sum: self.inv_sum[s],
+            log_sum: self.log_sum[s],
+            entropy: self.entropy[s],
+        }
     }
 
     /// `sample_index(softmax(theta[s]), u)` as the reference computes it (libm's softmax):
@@ -316,8 +362,8 @@ impl PolicyRows {
         self.refresh(theta, s);
         let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
         let margin = sample_margin(v) + DRIFT_MARGIN;
-        let probs = &self.probs[s * v..(s + 1) * v];
-        locate(probs, &self.block_sums[s * blocks..(s + 1) * blocks], 1.0, u, margin).unwrap_or_else(|| {
+        let e = &self.e[s * v..(s + 1) * v];
+        locate(e, &self.block_sums[s * blocks..(s + 1) * blocks], self.inv_sum[s], u, margin).unwrap_or_else(|| {
             softmax_row(&theta[s * v..(s + 1) * v], &mut self.exact);
             sample_index(&self.exact, u)
         })
@@ -327,6 +373,40 @@ impl PolicyRows {
     #[inline]
     pub fn changed(&mut self, s: usize) {
         self.fresh[s] = false;
+    }
+}
+
+/// The policy's gradient of a minibatch's loss, sparse: a token `a` of state `s` with
+/// coefficient `coef` adds `coef ([v = a] − π_v)` to the row, so a state's row is
+/// `−coef_sums[s] π_s` plus each of its tokens' `coef` at its `a` ([`PolicyGradient::add_to`]).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyGradient {
+    /// Per state, the sum of its tokens' coefficients.
+    pub coef_sums: Vec<f64>,
+    /// `(state, token, coef)` of every token of the minibatch.
+    pub tokens: Vec<(usize, usize, f64)>,
+}
+
+impl PolicyGradient {
+    /// Empty, for `n_states` states and minibatches of up to `cells` tokens.
+    pub fn new(n_states: usize, cells: usize) -> Result<Self> {
+        let mut coef_sums = crate::error::vec_with_capacity(n_states, "the policy's gradient")?;
+        coef_sums.resize(n_states, 0.0);
+        Ok(PolicyGradient { coef_sums, tokens: crate::error::vec_with_capacity(cells, "the policy's gradient")? })
+    }
+
+    /// Adds the gradient into the dense `grad [P, L, V]`, under the rows it was taken at.
+    pub fn add_to(&self, rows: &PolicyRows, grad: &mut [f64]) {
+        let v = rows.vocab_size;
+        for (s, &c) in self.coef_sums.iter().enumerate() {
+            let row = rows.cached(s);
+            for (g, &e) in grad[s * v..(s + 1) * v].iter_mut().zip(row.e) {
+                *g -= c * (e * row.inv_sum);
+            }
+        }
+        for &(s, a, coef) in &self.tokens {
+            grad[s * v + a] += coef;
+        }
     }
 }
 
@@ -345,8 +425,8 @@ pub struct MinibatchOutcome {
 
 /// TRL's loss `pg + vf_coef vf` on the responses `indices` of `rollouts` under the current
 /// `theta [P, L, V]` (its rows through `rows`) and `values [P, L]`, adding its gradients into
-/// `grad_theta` and `grad_values` (`d log pi(a) / d theta_v = [v = a] - pi_v`); the statistics
-/// as TRL logs them. `indices` is not empty.
+/// `grad_theta` (sparse, `d log pi(a) / d theta_v = [v = a] - pi_v`) and `grad_values`; the
+/// statistics as TRL logs them. `indices` is not empty.
 #[allow(clippy::too_many_arguments)]
 pub fn minibatch_loss_and_grads(
     theta: &[f64],
@@ -355,7 +435,7 @@ pub fn minibatch_loss_and_grads(
     indices: &[usize],
     params: &TokenPpoParams,
     rows: &mut PolicyRows,
-    grad_theta: &mut [f64],
+    grad_theta: &mut PolicyGradient,
     grad_values: &mut [f64],
 ) -> MinibatchOutcome {
     let (max_len, vocab) = (rollouts.max_len, rows.vocab_size);
@@ -366,30 +446,25 @@ pub fn minibatch_loss_and_grads(
         let p = rollouts.prompts[b];
         for t in 0..max_len {
             let s = p * max_len + t;
-            let (probs, logp, entropy) = rows.row(theta, s);
-            entropies += entropy;
+            let row = rows.row(theta, s);
+            entropies += row.entropy;
             if t >= rollouts.lengths[b] {
                 ratios += 1.0; // a padded position: log-ratio 0
                 continue;
             }
             let i = b * max_len + t;
             let a = rollouts.tokens[i];
-            let logratio = logp[a] - rollouts.old_logp[i];
+            let logp = row.logp(theta[s * vocab + a]);
+            let logratio = logp - rollouts.old_logp[i];
             squares += logratio * logratio;
             ratios += logratio.exp();
             let (loss, slope, clipped) =
-                clipped_policy_term(rollouts.advantages[i], logp[a], rollouts.old_logp[i], params.cliprange);
+                clipped_policy_term(rollouts.advantages[i], logp, rollouts.old_logp[i], params.cliprange);
             pg_sum += loss;
             pg_clipped += usize::from(clipped);
             let coef = slope / n_valid;
-            let grad = &mut grad_theta[s * vocab..(s + 1) * vocab];
-            // `g += coef ([v = a] − π_v)`: the other tokens' `coef (0 − π_v)` is `−(coef π_v)`
-            // bit for bit, in a loop without a branch; the chosen one's as it is written.
-            let chosen = grad[a] + coef * (1.0 - probs[a]);
-            for (g, &pv) in grad.iter_mut().zip(probs) {
-                *g -= coef * pv;
-            }
-            grad[a] = chosen;
+            grad_theta.coef_sums[s] += coef;
+            grad_theta.tokens.push((s, a, coef));
             let (vloss, vslope, vclipped) =
                 clipped_value_term(values[s], rollouts.old_values[i], rollouts.returns[i], params.cliprange_value);
             vf_sum += vloss;
@@ -489,7 +564,7 @@ pub fn batch_loss_and_grads(
         let range = b * l..b * l + n;
         for t in 0..n {
             let (s, a) = (p * l + t, tokens[b * l + t]);
-            rollouts.old_logp[b * l + t] = old_rows.row(old_theta, s).1[a];
+            rollouts.old_logp[b * l + t] = old_rows.row(old_theta, s).logp(old_theta[s * v + a]);
             rollouts.old_values[b * l + t] = old_values[s];
             ref_logp[t] = world.ref_logp[s * v + a];
         }
@@ -519,8 +594,13 @@ pub fn batch_loss_and_grads(
     }
     let indices: Vec<usize> = (0..prompts.len()).collect();
     let mut rows = PolicyRows::new(n_states, v)?;
+    let mut gradient = PolicyGradient::new(n_states, cells)?;
     terms.outcome =
-        minibatch_loss_and_grads(theta, values, &rollouts, &indices, params, &mut rows, grad_theta, grad_values);
+        minibatch_loss_and_grads(theta, values, &rollouts, &indices, params, &mut rows, &mut gradient, grad_values);
+    for s in 0..n_states {
+        rows.refresh(theta, s);
+    }
+    gradient.add_to(&rows, grad_theta);
     terms.advantages = rollouts.advantages;
     terms.returns = rollouts.returns;
     Ok(terms)
