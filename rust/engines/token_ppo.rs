@@ -264,7 +264,6 @@ impl<'a> TokenRun<'a> {
             series.clear();
         }
         let size = self.batch_size / params.num_mini_batches;
-        let v = world.vocab_size;
         for _ in 0..params.num_ppo_epochs {
             // A fresh permutation per epoch, as TRL's `np.random.permutation`.
             for (i, slot) in self.order.iter_mut().enumerate() {
@@ -294,22 +293,19 @@ impl<'a> TokenRun<'a> {
                         }
                     }
                 }
-                // The chosen tokens' part of the gradient, then each row's `−coef_sums[s] π_s`
-                // and the row's softmax for the next pass, while the row is in cache.
-                for &(s, a, coef) in &self.grad_theta.tokens {
-                    self.theta[s * v + a] -= self.lr * coef;
+                // State by state (each state's tokens together, in their order), the row's step
+                // and its next softmax while it is in cache.
+                let gradient = &mut self.grad_theta;
+                gradient.tokens.sort_by_key(|&(s, _, _)| s);
+                for group in gradient.tokens.chunk_by(|x, y| x.0 == y.0) {
+                    let s = group[0].0;
+                    let c = std::mem::take(&mut gradient.coef_sums[s]);
+                    self.rows.descend(self.theta, s, c, group, self.lr);
                 }
-                self.grad_theta.tokens.clear();
+                gradient.tokens.clear();
                 for &s in &self.touched {
-                    let row = self.rows.cached(s);
-                    let c = std::mem::take(&mut self.grad_theta.coef_sums[s]);
-                    for (x, &e) in self.theta[s * v..(s + 1) * v].iter_mut().zip(row.e) {
-                        *x -= self.lr * -(c * (e * row.inv_sum));
-                    }
                     self.values[s] -= self.lr * self.grad_values[s];
                     self.grad_values[s] = 0.0;
-                    self.rows.changed(s);
-                    self.rows.refresh(self.theta, s);
                     self.marked[s] = false;
                 }
                 self.touched.clear();

@@ -429,6 +429,46 @@ pub(crate) fn exp_entropy_row_on(
     }
 }
 
+/// `z_j −= lr g_j` with `g_j = −(c (e_j inv_s))`: a row's step along `−c π` (`π = e inv_s`),
+/// the part of a policy gradient `Σ_i coef_i ([v = a_i] − π_v)` that is not at a chosen token
+/// (`c = Σ_i coef_i`), lane by lane as the scalar expression rounds it.
+#[inline(always)]
+pub(crate) fn descend_row<V: Vector>(isa: V::Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
+    let (inv_s, c, lr, zero) = (V::splat(isa, inv_s), V::splat(isa, c), V::splat(isa, lr), V::zero(isa));
+    for (j, end) in spans(0, z.len()) {
+        let g = zero - c * (load::<V>(isa, &e[j..end], 0.0) * inv_s);
+        let updated = load::<V>(isa, &z[j..end], 0.0) - lr * g;
+        store(updated, &mut z[j..end]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn descend_row_avx2(isa: Avx2Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
+    descend_row::<Avx2>(isa, z, e, inv_s, c, lr)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn descend_row_avx512(isa: Avx512Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
+    descend_row::<Avx512>(isa, z, e, inv_s, c, lr)
+}
+
+/// [`descend_row`] on `simd`'s vector unit (the same bits on every one).
+pub(crate) fn descend_row_on(simd: Simd, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
+    match simd {
+        Simd::Portable => descend_row::<Portable>((), z, e, inv_s, c, lr),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
+        // FMA on this CPU: `descend_row_avx2`'s code can run here.
+        Simd::Avx2(isa) => unsafe { descend_row_avx2(isa, z, e, inv_s, c, lr) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
+        // AVX-512F on this CPU: `descend_row_avx512`'s code can run here.
+        Simd::Avx512(isa) => unsafe { descend_row_avx512(isa, z, e, inv_s, c, lr) },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

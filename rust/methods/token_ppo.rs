@@ -27,7 +27,7 @@
 //! and `exp`/`ln` are libm's, so the twins agree bit for bit.
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::policy_row::{exp_entropy_row_on, locate, n_blocks};
+use crate::kernels::policy_row::{descend_row_on, exp_entropy_row_on, locate, n_blocks};
 use crate::kernels::rows::sample_margin;
 use crate::kernels::sampling::sample_index;
 use crate::kernels::simd::Simd;
@@ -373,6 +373,21 @@ impl PolicyRows {
     #[inline]
     pub fn changed(&mut self, s: usize) {
         self.fresh[s] = false;
+    }
+
+    /// One SGD step of learning rate `lr` on state `s`'s row of `theta` along `gradient` (taken
+    /// at the current rows): `−coef_sums[s] π_s` ([`descend_row_on`]), then `tokens`' `coef`
+    /// at their chosen tokens, in order (`tokens`: the gradient's tokens of state `s`); the row's
+    /// softmax computed again at once, while it is in cache.
+    pub fn descend(&mut self, theta: &mut [f64], s: usize, coef_sum: f64, tokens: &[(usize, usize, f64)], lr: f64) {
+        let v = self.vocab_size;
+        let row = &mut theta[s * v..(s + 1) * v];
+        descend_row_on(self.simd, row, &self.e[s * v..(s + 1) * v], self.inv_sum[s], coef_sum, lr);
+        for &(_, a, coef) in tokens {
+            row[a] -= lr * coef;
+        }
+        self.fresh[s] = false;
+        self.refresh(theta, s);
     }
 }
 
