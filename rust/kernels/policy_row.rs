@@ -541,6 +541,63 @@ mod tests {
     }
 
     #[test]
+    fn a_rows_softmax_and_entropy_are_libms_within_rounding_and_the_same_on_every_unit() {
+        let mut rng = Mt19937::from_seed(11);
+        for v in [2, 3, 7, 8, 9, 64, 65, 200, 512, 4096] {
+            for scale in [0.5, 12.0, 80.0, 2000.0] {
+                let z = draws(&mut rng, v, scale);
+                let zeros = vec![0.0; v];
+                type Unit = (f64, f64, f64, Vec<f64>, Vec<f64>);
+                let units: Vec<Unit> = Simd::available()
+                    .into_iter()
+                    .map(|simd| {
+                        let (mut e, mut block_sums) = (vec![0.0; v], vec![0.0; n_blocks(v)]);
+                        let (top, sum, t) = exp_entropy_row_on(simd, &z, &zeros, &mut e, &mut block_sums);
+                        (top, sum, t, e, block_sums)
+                    })
+                    .collect();
+                let bits = |u: &Unit| {
+                    let mut all = vec![u.0, u.1, u.2];
+                    all.extend(&u.3);
+                    all.extend(&u.4);
+                    all.into_iter().map(f64::to_bits).collect::<Vec<_>>()
+                };
+                assert!(units.iter().all(|u| bits(u) == bits(&units[0])), "V={v} scale={scale}");
+                let (top, sum, t, e, block_sums) = &units[0];
+                let (mut p, mut logp) = (vec![0.0; v], vec![0.0; v]);
+                softmax_row(&z, &mut p);
+                log_softmax_row(&z, &mut logp);
+                let entropy = p.iter().zip(&logp).fold(0.0, |acc, (&pj, &lj)| acc - pj * lj);
+                let (inv_s, log_sum) = (1.0 / sum, sum.ln());
+                for j in 0..v {
+                    assert!((e[j] * inv_s - p[j]).abs() <= 1e-14 * p[j] + 1e-300, "V={v} p[{j}]");
+                    let lj = (z[j] - top) - log_sum;
+                    assert!((lj - logp[j]).abs() <= 1e-14 * (1.0 + logp[j].abs()), "V={v} logp[{j}]");
+                }
+                assert!(((log_sum - t / sum) - entropy).abs() <= 1e-13 * (1.0 + scale), "V={v} entropy");
+                let blocks: f64 = block_sums.iter().sum();
+                assert!((blocks - sum).abs() <= 1e-15 * v as f64 * sum);
+            }
+        }
+    }
+
+    #[test]
+    fn a_descent_is_the_scalar_step_bit_for_bit_on_every_unit() {
+        let mut rng = Mt19937::from_seed(12);
+        for v in [2, 5, 8, 9, 512, 1001] {
+            let z = draws(&mut rng, v, 10.0);
+            let e: Vec<f64> = draws(&mut rng, v, 1.0).iter().map(|x| x.abs()).collect();
+            let (inv_s, c, lr) = (0.37, -0.021, 4.5);
+            let scalar: Vec<f64> = z.iter().zip(&e).map(|(&x, &ej)| x - lr * -(c * (ej * inv_s))).collect();
+            for simd in Simd::available() {
+                let mut row = z.clone();
+                descend_row_on(simd, &mut row, &e, inv_s, c, lr);
+                assert_eq!(row, scalar, "{} V={v}", simd.name());
+            }
+        }
+    }
+
+    #[test]
     fn a_geometric_sum_is_the_sum_of_its_powers() {
         let isa = ();
         for length in [1usize, 2, 3, 7, 8, 13, 64, 100] {

@@ -369,12 +369,6 @@ impl PolicyRows {
         })
     }
 
-    /// State `s`'s row changed.
-    #[inline]
-    pub fn changed(&mut self, s: usize) {
-        self.fresh[s] = false;
-    }
-
     /// One SGD step of learning rate `lr` on state `s`'s row of `theta` along `gradient` (taken
     /// at the current rows): `−coef_sums[s] π_s` ([`descend_row_on`]), then `tokens`' `coef`
     /// at their chosen tokens, in order (`tokens`: the gradient's tokens of state `s`); the row's
