@@ -431,41 +431,101 @@ pub(crate) fn exp_entropy_row_on(
 
 /// `z_j −= lr g_j` with `g_j = −(c (e_j inv_s))`: a row's step along `−c π` (`π = e inv_s`),
 /// the part of a policy gradient `Σ_i coef_i ([v = a_i] − π_v)` that is not at a chosen token
-/// (`c = Σ_i coef_i`), lane by lane as the scalar expression rounds it.
+/// (`c = Σ_i coef_i`), lane by lane as the scalar expression rounds it; fused with the next
+/// softmax of the updated row, as [`exp_row`] computes it with `shift` (which must be at
+/// least the updated row's maximum): `e` receives `e^(z_j − shift)` (it held the old row's
+/// `e`), `block_sums` their block sums. Returns `(S, T, max z)` of the updated row, `T = Σ e_j
+/// (z_j − shift)`; the caller checks `max z <= shift` and starts over if not.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn descend_row<V: Vector>(isa: V::Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
-    let (inv_s, c, lr, zero) = (V::splat(isa, inv_s), V::splat(isa, c), V::splat(isa, lr), V::zero(isa));
-    for (j, end) in spans(0, z.len()) {
-        let g = zero - c * (load::<V>(isa, &e[j..end], 0.0) * inv_s);
-        let updated = load::<V>(isa, &z[j..end], 0.0) - lr * g;
-        store(updated, &mut z[j..end]);
+pub(crate) fn descend_row<V: Vector>(
+    isa: V::Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    let v = z.len();
+    let (inv_s, c, lr, zero, shift) =
+        (V::splat(isa, inv_s), V::splat(isa, c), V::splat(isa, lr), V::zero(isa), V::splat(isa, shift));
+    let (mut total, mut t, mut top) = (0.0, V::zero(isa), V::splat(isa, f64::NEG_INFINITY));
+    for (b, block_sum) in block_sums.iter_mut().enumerate() {
+        let mut s = V::zero(isa);
+        for (j, end) in spans(b * BLOCK, ((b + 1) * BLOCK).min(v)) {
+            let g = zero - c * (load::<V>(isa, &e[j..end], 0.0) * inv_s);
+            let updated = load::<V>(isa, &z[j..end], PAD) - lr * g;
+            top = updated.max_or_rhs(top);
+            let x = updated - shift;
+            let ez = exp_nonpositive_fused(x);
+            s = s + ez;
+            // Padded lanes: e = 0 times a finite (z − shift).
+            t = ez.mul_add(x, t);
+            store(updated, &mut z[j..end]);
+            store(ez, &mut e[j..end]);
+        }
+        *block_sum = lanes_sum(s);
+        total += *block_sum;
     }
+    (total, lanes_sum(t), lanes_max(top))
 }
 
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn descend_row_avx2(isa: Avx2Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
-    descend_row::<Avx2>(isa, z, e, inv_s, c, lr)
+fn descend_row_avx2(
+    isa: Avx2Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    descend_row::<Avx2>(isa, z, e, inv_s, c, lr, shift, block_sums)
 }
 
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn descend_row_avx512(isa: Avx512Isa, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
-    descend_row::<Avx512>(isa, z, e, inv_s, c, lr)
+fn descend_row_avx512(
+    isa: Avx512Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    descend_row::<Avx512>(isa, z, e, inv_s, c, lr, shift, block_sums)
 }
 
 /// [`descend_row`] on `simd`'s vector unit (the same bits on every one).
-pub(crate) fn descend_row_on(simd: Simd, z: &mut [f64], e: &[f64], inv_s: f64, c: f64, lr: f64) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn descend_row_on(
+    simd: Simd,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
     match simd {
-        Simd::Portable => descend_row::<Portable>((), z, e, inv_s, c, lr),
+        Simd::Portable => descend_row::<Portable>((), z, e, inv_s, c, lr, shift, block_sums),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
         // FMA on this CPU: `descend_row_avx2`'s code can run here.
-        Simd::Avx2(isa) => unsafe { descend_row_avx2(isa, z, e, inv_s, c, lr) },
+        Simd::Avx2(isa) => unsafe { descend_row_avx2(isa, z, e, inv_s, c, lr, shift, block_sums) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
         // AVX-512F on this CPU: `descend_row_avx512`'s code can run here.
-        Simd::Avx512(isa) => unsafe { descend_row_avx512(isa, z, e, inv_s, c, lr) },
+        Simd::Avx512(isa) => unsafe { descend_row_avx512(isa, z, e, inv_s, c, lr, shift, block_sums) },
     }
 }
 
@@ -582,17 +642,24 @@ mod tests {
     }
 
     #[test]
-    fn a_descent_is_the_scalar_step_bit_for_bit_on_every_unit() {
+    fn a_descent_is_the_scalar_step_and_its_softmax_exp_rows_the_same_on_every_unit() {
         let mut rng = Mt19937::from_seed(12);
         for v in [2, 5, 8, 9, 512, 1001] {
             let z = draws(&mut rng, v, 10.0);
-            let e: Vec<f64> = draws(&mut rng, v, 1.0).iter().map(|x| x.abs()).collect();
+            let e_old: Vec<f64> = draws(&mut rng, v, 1.0).iter().map(|x| x.abs()).collect();
             let (inv_s, c, lr) = (0.37, -0.021, 4.5);
-            let scalar: Vec<f64> = z.iter().zip(&e).map(|(&x, &ej)| x - lr * -(c * (ej * inv_s))).collect();
+            let scalar: Vec<f64> = z.iter().zip(&e_old).map(|(&x, &ej)| x - lr * -(c * (ej * inv_s))).collect();
+            let top = scalar.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let shift = top + 0.25;
+            let zeros = vec![0.0; v];
+            let (mut e_want, mut blocks_want) = (vec![0.0; v], vec![0.0; n_blocks(v)]);
+            let (s_want, t_want) =
+                exp_row::<Portable, true>((), &scalar, shift, &zeros, 0.0, &mut e_want, &mut blocks_want);
             for simd in Simd::available() {
-                let mut row = z.clone();
-                descend_row_on(simd, &mut row, &e, inv_s, c, lr);
-                assert_eq!(row, scalar, "{} V={v}", simd.name());
+                let (mut row, mut e, mut block_sums) = (z.clone(), e_old.clone(), vec![0.0; n_blocks(v)]);
+                let (s, t, max) = descend_row_on(simd, &mut row, &mut e, inv_s, c, lr, shift, &mut block_sums);
+                assert_eq!((row, max), (scalar.clone(), top), "{} V={v}", simd.name());
+                assert_eq!((e, block_sums, s, t), (e_want.clone(), blocks_want.clone(), s_want, t_want));
             }
         }
     }

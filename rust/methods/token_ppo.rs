@@ -27,7 +27,7 @@
 //! and `exp`/`ln` are libm's, so the twins agree bit for bit.
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::policy_row::{descend_row_on, exp_entropy_row_on, locate, n_blocks};
+use crate::kernels::policy_row::{descend_row_on, exp_entropy_row_on, locate, n_blocks, SHIFT_SLACK};
 use crate::kernels::rows::sample_margin;
 use crate::kernels::sampling::sample_index;
 use crate::kernels::simd::Simd;
@@ -244,12 +244,13 @@ pub struct Rollouts {
     pub returns: Vec<f64>,
 }
 
-/// The softmax of every state's row of a policy, kept as `e_j = e^(z_j − max z)` with the
-/// row's maximum, `1/S` and `ln S` (`π_j = e_j (1/S)`, `log π_j = (z_j − max z) − ln S`, as the
-/// reference computes them, `S` within rounding), and its entropy, each computed when first
-/// asked for after the row last changed, vectorised along the row ([`exp_entropy_row_on`]:
-/// within a few ulps of the reference's libm floats); and the samples drawn from them: the
-/// reference's tokens (see [`PolicyRows::sample`]).
+/// The softmax of every state's row of a policy, kept as `e_j = e^(z_j − c)` with its shift `c`
+/// (the row's maximum, as the reference shifts, or a little above it after
+/// [`PolicyRows::descend`]), `1/S` and `ln S` (`π_j = e_j (1/S)`, `log π_j = (z_j − c) − ln S`,
+/// within rounding of the reference's), and its entropy `ln S − Σ e_j (z_j − c) / S`, each
+/// computed when first asked for after the row last changed (or with the step that changed
+/// it), vectorised along the row: within a few ulps of the reference's libm floats; and the
+/// samples drawn from them: the reference's tokens (see [`PolicyRows::sample`]).
 #[derive(Clone, Debug)]
 pub struct PolicyRows {
     vocab_size: usize,
@@ -257,7 +258,10 @@ pub struct PolicyRows {
     e: Vec<f64>,
     /// [`n_blocks`] sums of each row's `e`, for [`locate`].
     block_sums: Vec<f64>,
+    /// The shift of each row's `e` (its maximum, or above it after [`PolicyRows::descend`]).
     top: Vec<f64>,
+    /// Each row's maximum.
+    max: Vec<f64>,
     inv_sum: Vec<f64>,
     log_sum: Vec<f64>,
     entropy: Vec<f64>,
@@ -271,8 +275,9 @@ pub struct PolicyRows {
 /// One state's row of [`PolicyRows`].
 #[derive(Clone, Copy, Debug)]
 pub struct Row<'r> {
-    /// `e^(z_j − max z)`.
+    /// `e^(z_j − top)`.
     pub e: &'r [f64],
+    /// The shift: the row's maximum, or above it by at most [`SHIFT_SLACK`].
     pub top: f64,
     pub inv_sum: f64,
     pub log_sum: f64,
@@ -303,6 +308,7 @@ impl PolicyRows {
             e: zeros(table)?,
             block_sums: zeros(n_states * n_blocks(vocab_size))?,
             top: zeros(n_states)?,
+            max: zeros(n_states)?,
             inv_sum: zeros(n_states)?,
             log_sum: zeros(n_states)?,
             entropy: zeros(n_states)?,
@@ -325,12 +331,7 @@ impl PolicyRows {
                 &mut self.e[range],
                 &mut self.block_sums[s * blocks..(s + 1) * blocks],
             );
-            let log_sum = sum.ln();
-            self.top[s] = top;
-            self.inv_sum[s] = 1.0 / sum;
-            self.log_sum[s] = log_sum;
-            self.entropy[s] = log_sum - t / sum;
-            self.fresh[s] = true;
+            self.set(s, top, top, sum, t);
         }
     }
 
@@ -369,19 +370,48 @@ impl PolicyRows {
         })
     }
 
-    /// One SGD step of learning rate `lr` on state `s`'s row of `theta` along `gradient` (taken
-    /// at the current rows): `−coef_sums[s] π_s` ([`descend_row_on`]), then `tokens`' `coef`
-    /// at their chosen tokens, in order (`tokens`: the gradient's tokens of state `s`); the row's
-    /// softmax computed again at once, while it is in cache.
+    /// One SGD step of learning rate `lr` on state `s`'s row of `theta` along the gradient
+    /// taken at its current row: `tokens`' `coef` at their chosen tokens, in order (the
+    /// gradient's tokens of state `s`), then `−coef_sum π_s` ([`descend_row_on`]), fused with
+    /// the row's next softmax. Its `e` are taken against a shift above the new maximum by
+    /// construction (the old maximum plus the most a logit can move: `lr (|coef_sum| + Σ
+    /// |coef|)`), so the pass needs no maximum first; where rounding breaks the bound, or it
+    /// lies more than [`SHIFT_SLACK`] above, the row is computed again from its maximum.
     pub fn descend(&mut self, theta: &mut [f64], s: usize, coef_sum: f64, tokens: &[(usize, usize, f64)], lr: f64) {
-        let v = self.vocab_size;
+        let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
         let row = &mut theta[s * v..(s + 1) * v];
-        descend_row_on(self.simd, row, &self.e[s * v..(s + 1) * v], self.inv_sum[s], coef_sum, lr);
+        let mut moved = coef_sum.abs();
         for &(_, a, coef) in tokens {
             row[a] -= lr * coef;
+            moved += coef.abs();
         }
-        self.fresh[s] = false;
-        self.refresh(theta, s);
+        let shift = self.max[s] + lr * moved;
+        let (sum, t, max) = descend_row_on(
+            self.simd,
+            row,
+            &mut self.e[s * v..(s + 1) * v],
+            self.inv_sum[s],
+            coef_sum,
+            lr,
+            shift,
+            &mut self.block_sums[s * blocks..(s + 1) * blocks],
+        );
+        if max <= shift && shift - max <= SHIFT_SLACK && sum.is_finite() {
+            self.set(s, shift, max, sum, t);
+        } else {
+            self.fresh[s] = false;
+            self.refresh(theta, s);
+        }
+    }
+
+    fn set(&mut self, s: usize, shift: f64, max: f64, sum: f64, t: f64) {
+        let log_sum = sum.ln();
+        self.top[s] = shift;
+        self.max[s] = max;
+        self.inv_sum[s] = 1.0 / sum;
+        self.log_sum[s] = log_sum;
+        self.entropy[s] = log_sum - t / sum;
+        self.fresh[s] = true;
     }
 }
 
