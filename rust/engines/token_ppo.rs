@@ -15,9 +15,11 @@
 //!    AdamW) on `theta` and `V`.
 //!
 //! The step's history is TRL's metrics ('/' written '_'), the batch's mean content length and
-//! mean gold; a run's summary is the exact statistics of its final policy. The reference twin
-//! (`python/rlhf_fast/reference/engines/token_ppo.py`) computes every float the same way, so
-//! the two agree bit for bit; a run is on one thread, so nothing depends on the thread count.
+//! mean gold; a run's summary is the exact statistics of its final policy. The policy's rows are
+//! vectorised ([`PolicyRows`]: floats within rounding of the reference twin's,
+//! `python/rlhf_fast/reference/engines/token_ppo.py`, and its sampled tokens); a run is on one
+//! thread and the row kernels give the same bits on every vector unit, so nothing depends on
+//! the thread count or the CPU.
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};

@@ -22,9 +22,11 @@
 //!   `entropy.mean()` over every position of the minibatch, padding included (a padded
 //!   position's log-ratio is 0, its ratio 1, its entropy that of the state's row).
 //!
-//! The optimiser is the engine's (plain SGD, the lesson's; TRL's is AdamW). Every sum runs left
-//! to right, as the reference twin (`python/rlhf_fast/reference/methods/token_ppo.py`) sums,
-//! and `exp`/`ln` are libm's, so the twins agree bit for bit.
+//! The optimiser is the engine's (plain SGD, the lesson's; TRL's is AdamW). The per-token sums
+//! run left to right, as the reference twin (`python/rlhf_fast/reference/methods/token_ppo.py`)
+//! sums, with libm's `exp`/`ln`; the policy's rows ([`PolicyRows`]) and their SGD steps are
+//! vectorised along the row, within a few ulps of the twin's floats, and sample the twin's
+//! tokens (a draw too close to a running sum is decided by libm's softmax).
 
 use crate::error::{finite, non_negative, positive, Error, Result};
 use crate::kernels::policy_row::{descend_row_on, exp_entropy_row_on, locate, n_blocks, SHIFT_SLACK};
