@@ -6,7 +6,8 @@
 //! - `kernels/`: softmax, log-softmax, KL and its estimators, sampling, the logistic
 //!   function, a policy table's statistics, vectorisable `exp`/`ln` and the SIMD vector types;
 //! - `methods/`: one step of each method on one prompt's row (Bradley-Terry, PPO, the KL
-//!   controllers, DPO, GRPO, Best-of-N) and the reward checks; no method uses another;
+//!   controllers, DPO, GRPO, Best-of-N; on token sequences, token PPO's rewards, GAE and
+//!   losses, a process reward model, the Lagrangian) and the reward checks;
 //! - `engines/`: whole runs, and the one sweep driver that runs any engine over a grid;
 //! - `python/` (feature `python`): the PyO3 bindings, which convert and validate only.
 //!
@@ -34,13 +35,30 @@ mod rng;
 mod python;
 
 pub use engines::best_of_n::{best_of_n, BonEngine, BonOutcome, BonRun, BON_SUMMARY_FIELDS};
+pub use engines::distill::{distill_reward_model, Features, Scored, Student, MAX_FEATURES};
 pub use engines::dpo::{train_dpo, DpoEngine, DpoHistory, DpoRun, DPO_HISTORY_FIELDS, DPO_SUMMARY_FIELDS};
 pub use engines::driver::{sweep, Engine, Monitor, RunsOut, SweepOutput};
 pub use engines::grpo::{train_grpo, GrpoEngine, GrpoHistory, GrpoRunSpec, GRPO_HISTORY_FIELDS, GRPO_SUMMARY_FIELDS};
 pub use engines::ppo::{train_rlhf, PpoEngine, PpoRun, RlhfHistory, PPO_HISTORY_FIELDS, PPO_SUMMARY_FIELDS};
+pub use engines::process_reward::{train_process_reward_model, ProcessRewardFit, MAX_PRM_EPOCHS};
 pub use engines::reward_model::{train_rm, RmEngine, RmRun};
 pub use engines::safe_world_ppo::{
     SafeWorldPpoEngine, SafeWorldPpoRun, SAFE_WORLD_PPO_HISTORY_FIELDS, SAFE_WORLD_PPO_SUMMARY_FIELDS,
+};
+pub use engines::sequence_best_of_n::{
+    SequenceBestOfNEngine, SequenceBestOfNRun, MAX_DRAWS, SEQUENCE_BON_SUMMARY_FIELDS,
+};
+pub use engines::sequence_dpo::{
+    sequence_dpo_update, SequenceDpoEngine, SequenceDpoRun, SequenceDpoScratch, SequencePairRows,
+    SEQUENCE_DPO_HISTORY_FIELDS, SEQUENCE_DPO_HISTORY_FIELDS_GOLD, SEQUENCE_DPO_SUMMARY_FIELDS,
+};
+pub use engines::sequence_world::{train_reward_model_rows, Rows};
+pub use engines::token_ppo::{
+    TokenPpoEngine, TokenPpoRun, MAX_BATCH_SIZE, TOKEN_PPO_HISTORY_FIELDS, TOKEN_PPO_SUMMARY_FIELDS,
+};
+pub use engines::verifier_grpo::{
+    VerifierGrpoEngine, VerifierGrpoParams, VerifierGrpoRun, MAX_GRPO_BATCH, VERIFIER_GRPO_HISTORY_FIELDS,
+    VERIFIER_GRPO_SUMMARY_FIELDS,
 };
 pub use engines::world::{
     train_reward_model, world_expectations, world_frontier, Expectations, LabelledPairs, RmSgd, WorldSpec,
@@ -87,6 +105,7 @@ pub use methods::ppo::{
     PpoParams, StepOutcome, StepScratch,
 };
 pub use methods::reward_checks::check_not_length_only;
+pub use methods::sequence_stats::{prompt_stats, sequence_stats, PromptStats};
 pub use methods::world::gao::fit_gao;
 pub use methods::world::labels::{judge_labels, labeller_labels, JudgeParams};
 pub use methods::world::reward_model::rm_pair_step;

@@ -17,16 +17,16 @@
 //! The step's history is TRL's metrics ('/' written '_'), the batch's mean content length and
 //! mean gold, and the exact expected proxy score, gold, KL and content length of the policy
 //! after the step (kept steps only); a run's summary is the exact statistics of its final
-//! policy. The reference twin
-//! (`python/rlhf_fast/reference/engines/token_ppo.py`) computes every float the same way, so
-//! the two agree bit for bit; a run is on one thread, so nothing depends on the thread count.
+//! policy. The policy's rows are vectorised ([`PolicyRows`]: floats within rounding of the
+//! reference twin's, `python/rlhf_fast/reference/engines/token_ppo.py`, and its sampled tokens);
+//! a run is on one thread and the row kernels give the same bits on every vector unit, so
+//! nothing depends on the thread count or the CPU.
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
-use crate::kernels::sampling::sample_index;
 use crate::methods::token_ppo::{
-    gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyRows, Rollouts,
-    TokenPpoParams, TokenWorld, EOS,
+    gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyGradient,
+    PolicyRows, Rollouts, TokenPpoParams, TokenWorld, EOS,
 };
 use crate::rng::Mt19937;
 
@@ -116,7 +116,7 @@ struct TokenRun<'a> {
     batch_size: usize,
     rng: Mt19937,
     rows: PolicyRows,
-    grad_theta: Vec<f64>,
+    grad_theta: PolicyGradient,
     grad_values: Vec<f64>,
     rollouts: Rollouts,
     /// The batch's raw advantages of valid tokens, in order, to whiten.
@@ -153,7 +153,7 @@ impl<'a> TokenRun<'a> {
             batch_size,
             rng: Mt19937::from_key(&spec.seed_key),
             rows: PolicyRows::new(n_states, world.vocab_size)?,
-            grad_theta: zeros(n_states * world.vocab_size, "the policy's gradient")?,
+            grad_theta: PolicyGradient::new(n_states, cells)?,
             grad_values: zeros(n_states, "the value head's gradient")?,
             rollouts: Rollouts {
                 max_len: l,
@@ -194,11 +194,11 @@ impl<'a> TokenRun<'a> {
         let mut length = l;
         for t in 0..l {
             let s = p * l + t;
-            let (probs, logp, _) = self.rows.row(self.theta, s);
-            let a = sample_index(probs, self.rng.random());
+            let a = self.rows.sample(self.theta, s, self.rng.random());
+            let logp = self.rows.cached(s).logp(self.theta[s * world.vocab_size + a]);
             let i = b * l + t;
             self.rollouts.tokens[i] = a;
-            self.rollouts.old_logp[i] = logp[a];
+            self.rollouts.old_logp[i] = logp;
             self.rollouts.old_values[i] = self.values[s];
             self.ref_logp[t] = world.ref_logp[s * world.vocab_size + a];
             if a == EOS {
@@ -273,7 +273,6 @@ impl<'a> TokenRun<'a> {
             series.clear();
         }
         let size = self.batch_size / params.num_mini_batches;
-        let v = world.vocab_size;
         for _ in 0..params.num_ppo_epochs {
             // A fresh permutation per epoch, as TRL's `np.random.permutation`.
             for (i, slot) in self.order.iter_mut().enumerate() {
@@ -303,15 +302,19 @@ impl<'a> TokenRun<'a> {
                         }
                     }
                 }
+                // State by state (each state's tokens together, in their order), the row's step
+                // and its next softmax while it is in cache.
+                let gradient = &mut self.grad_theta;
+                gradient.tokens.sort_by_key(|&(s, _, _)| s);
+                for group in gradient.tokens.chunk_by(|x, y| x.0 == y.0) {
+                    let s = group[0].0;
+                    let c = std::mem::take(&mut gradient.coef_sums[s]);
+                    self.rows.descend(self.theta, s, c, group, self.lr);
+                }
+                gradient.tokens.clear();
                 for &s in &self.touched {
-                    let (row, grad) = (&mut self.theta[s * v..(s + 1) * v], &mut self.grad_theta[s * v..(s + 1) * v]);
-                    for (x, g) in row.iter_mut().zip(grad.iter_mut()) {
-                        *x -= self.lr * *g;
-                        *g = 0.0;
-                    }
                     self.values[s] -= self.lr * self.grad_values[s];
                     self.grad_values[s] = 0.0;
-                    self.rows.changed(s);
                     self.marked[s] = false;
                 }
                 self.touched.clear();

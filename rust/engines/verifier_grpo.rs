@@ -17,8 +17,8 @@ use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
 use crate::kernels::sampling::sample_index;
 use crate::methods::grpo::ScaleRewards;
-use crate::methods::token_ppo::{PolicyRows, TokenWorld, EOS};
-use crate::methods::verifier_grpo::{group_advantages, grpo_token_term};
+use crate::methods::token_ppo::{TokenWorld, EOS};
+use crate::methods::verifier_grpo::{group_advantages, grpo_token_term, ExactRows};
 use crate::rng::Mt19937;
 
 /// The per-step series: the mean of the groups' mean reward and std (TRL's `reward`,
@@ -121,7 +121,7 @@ struct GrpoRun<'a> {
     beta: f64,
     lr: f64,
     rng: Mt19937,
-    rows: PolicyRows,
+    rows: ExactRows,
     grad_theta: Vec<f64>,
     prompts: Vec<usize>,
     lengths: Vec<usize>,
@@ -151,7 +151,7 @@ impl<'a> GrpoRun<'a> {
             beta: spec.beta,
             lr: spec.lr,
             rng: Mt19937::from_key(&spec.seed_key),
-            rows: PolicyRows::new(n_states, world.vocab_size)?,
+            rows: ExactRows::new(n_states, world.vocab_size)?,
             grad_theta: zeros(n_states * world.vocab_size, "the policy's gradient")?,
             prompts: vec![0; batch],
             lengths: vec![0; batch],
@@ -180,7 +180,7 @@ impl<'a> GrpoRun<'a> {
         let mut length = l;
         for t in 0..l {
             let s = p * l + t;
-            let (probs, logp, _) = self.rows.row(self.theta, s);
+            let (probs, logp) = self.rows.row(self.theta, s);
             let a = sample_index(probs, self.rng.random());
             let i = b * l + t;
             self.tokens[i] = a;
@@ -235,7 +235,7 @@ impl<'a> GrpoRun<'a> {
                 let p = self.prompts[b];
                 for (t, i) in (b * l..b * l + self.lengths[b]).enumerate() {
                     let (s, a) = (p * l + t, self.tokens[i]);
-                    let (probs, logp, _) = self.rows.row(self.theta, s);
+                    let (probs, logp) = self.rows.row(self.theta, s);
                     let (term, slope, flat) = grpo_token_term(
                         self.advantages[b],
                         logp[a],

@@ -367,6 +367,168 @@ pub(crate) fn stats_row_on(
     }
 }
 
+/// A row's `e_j = e^(z_j − max z)` into `e` (by [`exp_row`], its block sums into
+/// `block_sums`); returns `(max z, S, T)`, `S = Σ e_j`, `T = Σ e_j (z_j − max z)` (`zeros`: a
+/// row of zeros, [`exp_row`]'s reference): `π_j = e_j / S`, `log π_j = (z_j − max z) − ln S`
+/// and the entropy `−Σ π log π = ln S − T / S`, with no pass to normalise the row.
+#[inline(always)]
+pub(crate) fn exp_entropy_row<V: Vector>(
+    isa: V::Isa,
+    z: &[f64],
+    zeros: &[f64],
+    e: &mut [f64],
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    let top = row_max::<V>(isa, z);
+    let (sum, t) = exp_row::<V, true>(isa, z, top, zeros, 0.0, e, block_sums);
+    (top, sum, t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_entropy_row_avx2(
+    isa: Avx2Isa,
+    z: &[f64],
+    zeros: &[f64],
+    e: &mut [f64],
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    exp_entropy_row::<Avx2>(isa, z, zeros, e, block_sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_entropy_row_avx512(
+    isa: Avx512Isa,
+    z: &[f64],
+    zeros: &[f64],
+    e: &mut [f64],
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    exp_entropy_row::<Avx512>(isa, z, zeros, e, block_sums)
+}
+
+/// [`exp_entropy_row`] on `simd`'s vector unit (the same bits on every one).
+pub(crate) fn exp_entropy_row_on(
+    simd: Simd,
+    z: &[f64],
+    zeros: &[f64],
+    e: &mut [f64],
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    match simd {
+        Simd::Portable => exp_entropy_row::<Portable>((), z, zeros, e, block_sums),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
+        // FMA on this CPU: `exp_entropy_row_avx2`'s code can run here.
+        Simd::Avx2(isa) => unsafe { exp_entropy_row_avx2(isa, z, zeros, e, block_sums) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
+        // AVX-512F on this CPU: `exp_entropy_row_avx512`'s code can run here.
+        Simd::Avx512(isa) => unsafe { exp_entropy_row_avx512(isa, z, zeros, e, block_sums) },
+    }
+}
+
+/// `z_j −= lr g_j` with `g_j = −(c (e_j inv_s))`: a row's step along `−c π` (`π = e inv_s`),
+/// the part of a policy gradient `Σ_i coef_i ([v = a_i] − π_v)` that is not at a chosen token
+/// (`c = Σ_i coef_i`), lane by lane as the scalar expression rounds it; fused with the next
+/// softmax of the updated row, as [`exp_row`] computes it with `shift` (which must be at
+/// least the updated row's maximum): `e` receives `e^(z_j − shift)` (it held the old row's
+/// `e`), `block_sums` their block sums. Returns `(S, T, max z)` of the updated row, `T = Σ e_j
+/// (z_j − shift)`; the caller checks `max z <= shift` and starts over if not.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn descend_row<V: Vector>(
+    isa: V::Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    let v = z.len();
+    let (inv_s, c, lr, zero, shift) =
+        (V::splat(isa, inv_s), V::splat(isa, c), V::splat(isa, lr), V::zero(isa), V::splat(isa, shift));
+    let (mut total, mut t, mut top) = (0.0, V::zero(isa), V::splat(isa, f64::NEG_INFINITY));
+    for (b, block_sum) in block_sums.iter_mut().enumerate() {
+        let mut s = V::zero(isa);
+        for (j, end) in spans(b * BLOCK, ((b + 1) * BLOCK).min(v)) {
+            let g = zero - c * (load::<V>(isa, &e[j..end], 0.0) * inv_s);
+            let updated = load::<V>(isa, &z[j..end], PAD) - lr * g;
+            top = updated.max_or_rhs(top);
+            let x = updated - shift;
+            let ez = exp_nonpositive_fused(x);
+            s = s + ez;
+            // Padded lanes: e = 0 times a finite (z − shift).
+            t = ez.mul_add(x, t);
+            store(updated, &mut z[j..end]);
+            store(ez, &mut e[j..end]);
+        }
+        *block_sum = lanes_sum(s);
+        total += *block_sum;
+    }
+    (total, lanes_sum(t), lanes_max(top))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn descend_row_avx2(
+    isa: Avx2Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    descend_row::<Avx2>(isa, z, e, inv_s, c, lr, shift, block_sums)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn descend_row_avx512(
+    isa: Avx512Isa,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    descend_row::<Avx512>(isa, z, e, inv_s, c, lr, shift, block_sums)
+}
+
+/// [`descend_row`] on `simd`'s vector unit (the same bits on every one).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn descend_row_on(
+    simd: Simd,
+    z: &mut [f64],
+    e: &mut [f64],
+    inv_s: f64,
+    c: f64,
+    lr: f64,
+    shift: f64,
+    block_sums: &mut [f64],
+) -> (f64, f64, f64) {
+    match simd {
+        Simd::Portable => descend_row::<Portable>((), z, e, inv_s, c, lr, shift, block_sums),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx2Isa` is minted only by `Simd::available`, after detecting AVX2 and
+        // FMA on this CPU: `descend_row_avx2`'s code can run here.
+        Simd::Avx2(isa) => unsafe { descend_row_avx2(isa, z, e, inv_s, c, lr, shift, block_sums) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512Isa` is minted only by `Simd::available`, after detecting
+        // AVX-512F on this CPU: `descend_row_avx512`'s code can run here.
+        Simd::Avx512(isa) => unsafe { descend_row_avx512(isa, z, e, inv_s, c, lr, shift, block_sums) },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +598,70 @@ mod tests {
         let z = [0.0, -800.0, -900.0];
         let stats = stats_on_every_unit(&z, &[0.0, -800.0, -900.0], &[1.0, 2.0, 3.0], &[5.0, 7.0, 9.0], true, 8);
         assert_eq!((stats.proxy, stats.gold, stats.kl), (1.0, 5.0, 0.0));
+    }
+
+    #[test]
+    fn a_rows_softmax_and_entropy_are_libms_within_rounding_and_the_same_on_every_unit() {
+        let mut rng = Mt19937::from_seed(11);
+        for v in [2, 3, 7, 8, 9, 64, 65, 200, 512, 4096] {
+            for scale in [0.5, 12.0, 80.0, 2000.0] {
+                let z = draws(&mut rng, v, scale);
+                let zeros = vec![0.0; v];
+                type Unit = (f64, f64, f64, Vec<f64>, Vec<f64>);
+                let units: Vec<Unit> = Simd::available()
+                    .into_iter()
+                    .map(|simd| {
+                        let (mut e, mut block_sums) = (vec![0.0; v], vec![0.0; n_blocks(v)]);
+                        let (top, sum, t) = exp_entropy_row_on(simd, &z, &zeros, &mut e, &mut block_sums);
+                        (top, sum, t, e, block_sums)
+                    })
+                    .collect();
+                let bits = |u: &Unit| {
+                    let mut all = vec![u.0, u.1, u.2];
+                    all.extend(&u.3);
+                    all.extend(&u.4);
+                    all.into_iter().map(f64::to_bits).collect::<Vec<_>>()
+                };
+                assert!(units.iter().all(|u| bits(u) == bits(&units[0])), "V={v} scale={scale}");
+                let (top, sum, t, e, block_sums) = &units[0];
+                let (mut p, mut logp) = (vec![0.0; v], vec![0.0; v]);
+                softmax_row(&z, &mut p);
+                log_softmax_row(&z, &mut logp);
+                let entropy = p.iter().zip(&logp).fold(0.0, |acc, (&pj, &lj)| acc - pj * lj);
+                let (inv_s, log_sum) = (1.0 / sum, sum.ln());
+                for j in 0..v {
+                    assert!((e[j] * inv_s - p[j]).abs() <= 1e-14 * p[j] + 1e-300, "V={v} p[{j}]");
+                    let lj = (z[j] - top) - log_sum;
+                    assert!((lj - logp[j]).abs() <= 1e-14 * (1.0 + logp[j].abs()), "V={v} logp[{j}]");
+                }
+                assert!(((log_sum - t / sum) - entropy).abs() <= 1e-13 * (1.0 + scale), "V={v} entropy");
+                let blocks: f64 = block_sums.iter().sum();
+                assert!((blocks - sum).abs() <= 1e-15 * v as f64 * sum);
+            }
+        }
+    }
+
+    #[test]
+    fn a_descent_is_the_scalar_step_and_its_softmax_exp_rows_the_same_on_every_unit() {
+        let mut rng = Mt19937::from_seed(12);
+        for v in [2, 5, 8, 9, 512, 1001] {
+            let z = draws(&mut rng, v, 10.0);
+            let e_old: Vec<f64> = draws(&mut rng, v, 1.0).iter().map(|x| x.abs()).collect();
+            let (inv_s, c, lr) = (0.37, -0.021, 4.5);
+            let scalar: Vec<f64> = z.iter().zip(&e_old).map(|(&x, &ej)| x - lr * -(c * (ej * inv_s))).collect();
+            let top = scalar.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let shift = top + 0.25;
+            let zeros = vec![0.0; v];
+            let (mut e_want, mut blocks_want) = (vec![0.0; v], vec![0.0; n_blocks(v)]);
+            let (s_want, t_want) =
+                exp_row::<Portable, true>((), &scalar, shift, &zeros, 0.0, &mut e_want, &mut blocks_want);
+            for simd in Simd::available() {
+                let (mut row, mut e, mut block_sums) = (z.clone(), e_old.clone(), vec![0.0; n_blocks(v)]);
+                let (s, t, max) = descend_row_on(simd, &mut row, &mut e, inv_s, c, lr, shift, &mut block_sums);
+                assert_eq!((row, max), (scalar.clone(), top), "{} V={v}", simd.name());
+                assert_eq!((e, block_sums, s, t), (e_want.clone(), blocks_want.clone(), s_want, t_want));
+            }
+        }
     }
 
     #[test]

@@ -22,12 +22,19 @@
 //!   `entropy.mean()` over every position of the minibatch, padding included (a padded
 //!   position's log-ratio is 0, its ratio 1, its entropy that of the state's row).
 //!
-//! The optimiser is the engine's (plain SGD, the lesson's; TRL's is AdamW). Every sum runs left
-//! to right, as the reference twin (`python/rlhf_fast/reference/methods/token_ppo.py`) sums,
-//! and `exp`/`ln` are libm's, so the twins agree bit for bit.
+//! The optimiser is the engine's (plain SGD, the lesson's; TRL's is AdamW). The per-token sums
+//! run left to right, as the reference twin (`python/rlhf_fast/reference/methods/token_ppo.py`)
+//! sums, with libm's `exp`/`ln`; the policy's rows ([`PolicyRows`]) and their SGD steps are
+//! vectorised along the row, within a few ulps of the twin's floats, and sample the twin's
+//! tokens (a draw too close to a running sum is decided by libm's softmax).
 
 use crate::error::{finite, non_negative, positive, Error, Result};
-use crate::kernels::softmax::{log_softmax_row, softmax_and_log_softmax_row, softmax_row};
+use crate::kernels::policy_row::{descend_row_on, exp_entropy_row_on, locate, n_blocks, SHIFT_SLACK};
+use crate::kernels::rows::sample_margin;
+use crate::kernels::sampling::sample_index;
+use crate::kernels::simd::Simd;
+use crate::kernels::softmax::{log_softmax_row, softmax_row};
+use crate::methods::ppo_rows::DRIFT_MARGIN;
 use crate::methods::sequence_stats;
 
 /// The end-of-sequence token.
@@ -240,15 +247,52 @@ pub struct Rollouts {
     pub returns: Vec<f64>,
 }
 
-/// The softmax, log-softmax and entropy of every state's row of a policy, each computed when
-/// first asked for after the row last changed.
+/// The softmax of every state's row of a policy, kept as `e_j = e^(z_j − c)` with its shift `c`
+/// (the row's maximum, as the reference shifts, or a little above it after
+/// [`PolicyRows::descend`]), `1/S` and `ln S` (`π_j = e_j (1/S)`, `log π_j = (z_j − c) − ln S`,
+/// within rounding of the reference's), and its entropy `ln S − Σ e_j (z_j − c) / S`, each
+/// computed when first asked for after the row last changed (or with the step that changed
+/// it), vectorised along the row: within a few ulps of the reference's libm floats; and the
+/// samples drawn from them: the reference's tokens (see [`PolicyRows::sample`]).
 #[derive(Clone, Debug)]
 pub struct PolicyRows {
     vocab_size: usize,
-    probs: Vec<f64>,
-    logp: Vec<f64>,
+    simd: Simd,
+    e: Vec<f64>,
+    /// [`n_blocks`] sums of each row's `e`, for [`locate`].
+    block_sums: Vec<f64>,
+    /// The shift of each row's `e` (its maximum, or above it after [`PolicyRows::descend`]).
+    top: Vec<f64>,
+    /// Each row's maximum.
+    max: Vec<f64>,
+    inv_sum: Vec<f64>,
+    log_sum: Vec<f64>,
     entropy: Vec<f64>,
     fresh: Vec<bool>,
+    /// A row of zeros: [`exp_entropy_row_on`]'s reference, so that its `T` is `Σ e (z − max z)`.
+    zeros: Vec<f64>,
+    /// A row of libm's softmax, for the draws too close to call.
+    exact: Vec<f64>,
+}
+
+/// One state's row of [`PolicyRows`].
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'r> {
+    /// `e^(z_j − top)`.
+    pub e: &'r [f64],
+    /// The shift: the row's maximum, or above it by at most [`SHIFT_SLACK`].
+    pub top: f64,
+    pub inv_sum: f64,
+    pub log_sum: f64,
+    pub entropy: f64,
+}
+
+impl Row<'_> {
+    /// `log π_a` of the row whose logit `a` is `z_a`.
+    #[inline]
+    pub fn logp(&self, z_a: f64) -> f64 {
+        (z_a - self.top) - self.log_sum
+    }
 }
 
 impl PolicyRows {
@@ -263,31 +307,148 @@ impl PolicyRows {
         };
         Ok(PolicyRows {
             vocab_size,
-            probs: zeros(table)?,
-            logp: zeros(table)?,
+            simd: Simd::detect(),
+            e: zeros(table)?,
+            block_sums: zeros(n_states * n_blocks(vocab_size))?,
+            top: zeros(n_states)?,
+            max: zeros(n_states)?,
+            inv_sum: zeros(n_states)?,
+            log_sum: zeros(n_states)?,
             entropy: zeros(n_states)?,
             fresh: vec![false; n_states],
+            zeros: zeros(vocab_size)?,
+            exact: zeros(vocab_size)?,
         })
     }
 
-    /// State `s`'s `(probs, logp, entropy)` under `theta`.
+    /// Computes state `s`'s row under `theta` unless it is fresh.
     #[inline]
-    pub fn row(&mut self, theta: &[f64], s: usize) -> (&[f64], &[f64], f64) {
-        let v = self.vocab_size;
-        let range = s * v..(s + 1) * v;
+    pub fn refresh(&mut self, theta: &[f64], s: usize) {
         if !self.fresh[s] {
-            let (probs, logp) = (&mut self.probs[range.clone()], &mut self.logp[range.clone()]);
-            softmax_and_log_softmax_row(&theta[range.clone()], probs, logp);
-            self.entropy[s] = probs.iter().zip(logp.iter()).fold(0.0, |total, (&p, &lp)| total - p * lp);
-            self.fresh[s] = true;
+            let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
+            let range = s * v..(s + 1) * v;
+            let (top, sum, t) = exp_entropy_row_on(
+                self.simd,
+                &theta[range.clone()],
+                &self.zeros,
+                &mut self.e[range],
+                &mut self.block_sums[s * blocks..(s + 1) * blocks],
+            );
+            self.set(s, top, top, sum, t);
         }
-        (&self.probs[range.clone()], &self.logp[range], self.entropy[s])
     }
 
-    /// State `s`'s row changed.
+    /// State `s`'s row under `theta`.
     #[inline]
-    pub fn changed(&mut self, s: usize) {
-        self.fresh[s] = false;
+    pub fn row(&mut self, theta: &[f64], s: usize) -> Row<'_> {
+        self.refresh(theta, s);
+        self.cached(s)
+    }
+
+    /// State `s`'s row as last computed.
+    #[inline]
+    pub fn cached(&self, s: usize) -> Row<'_> {
+        Row {
+            e: &self.e[s * self.vocab_size..(s + 1) * self.vocab_size],
+            top: self.top[s],
+            inv_sum: self.inv_sum[s],
+            log_sum: self.log_sum[s],
+            entropy: self.entropy[s],
+        }
+    }
+
+    /// `sample_index(softmax(theta[s]), u)` as the reference computes it (libm's softmax):
+    /// from the cached row when `u` lies farther than the two arithmetics' difference (and the
+    /// run's drift from the reference, [`DRIFT_MARGIN`]) from the running sums around the
+    /// token; else from libm's softmax of the row, as the reference samples.
+    #[inline]
+    pub fn sample(&mut self, theta: &[f64], s: usize, u: f64) -> usize {
+        self.refresh(theta, s);
+        let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
+        let margin = sample_margin(v) + DRIFT_MARGIN;
+        let e = &self.e[s * v..(s + 1) * v];
+        locate(e, &self.block_sums[s * blocks..(s + 1) * blocks], self.inv_sum[s], u, margin).unwrap_or_else(|| {
+            softmax_row(&theta[s * v..(s + 1) * v], &mut self.exact);
+            sample_index(&self.exact, u)
+        })
+    }
+
+    /// One SGD step of learning rate `lr` on state `s`'s row of `theta` along the gradient
+    /// taken at its current row: `tokens`' `coef` at their chosen tokens, in order (the
+    /// gradient's tokens of state `s`), then `−coef_sum π_s` ([`descend_row_on`]), fused with
+    /// the row's next softmax. Its `e` are taken against a shift above the new maximum by
+    /// construction (the old maximum plus the most a logit can move: `lr (|coef_sum| + Σ
+    /// |coef|)`), so the pass needs no maximum first; where rounding breaks the bound, or it
+    /// lies more than [`SHIFT_SLACK`] above, the row is computed again from its maximum.
+    pub fn descend(&mut self, theta: &mut [f64], s: usize, coef_sum: f64, tokens: &[(usize, usize, f64)], lr: f64) {
+        let (v, blocks) = (self.vocab_size, n_blocks(self.vocab_size));
+        let row = &mut theta[s * v..(s + 1) * v];
+        let mut moved = coef_sum.abs();
+        for &(_, a, coef) in tokens {
+            row[a] -= lr * coef;
+            moved += coef.abs();
+        }
+        let shift = self.max[s] + lr * moved;
+        let (sum, t, max) = descend_row_on(
+            self.simd,
+            row,
+            &mut self.e[s * v..(s + 1) * v],
+            self.inv_sum[s],
+            coef_sum,
+            lr,
+            shift,
+            &mut self.block_sums[s * blocks..(s + 1) * blocks],
+        );
+        if max <= shift && shift - max <= SHIFT_SLACK && sum.is_finite() {
+            self.set(s, shift, max, sum, t);
+        } else {
+            self.fresh[s] = false;
+            self.refresh(theta, s);
+        }
+    }
+
+    fn set(&mut self, s: usize, shift: f64, max: f64, sum: f64, t: f64) {
+        let log_sum = sum.ln();
+        self.top[s] = shift;
+        self.max[s] = max;
+        self.inv_sum[s] = 1.0 / sum;
+        self.log_sum[s] = log_sum;
+        self.entropy[s] = log_sum - t / sum;
+        self.fresh[s] = true;
+    }
+}
+
+/// The policy's gradient of a minibatch's loss, sparse: a token `a` of state `s` with
+/// coefficient `coef` adds `coef ([v = a] − π_v)` to the row, so a state's row is
+/// `−coef_sums[s] π_s` plus each of its tokens' `coef` at its `a` ([`PolicyGradient::add_to`]).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyGradient {
+    /// Per state, the sum of its tokens' coefficients.
+    pub coef_sums: Vec<f64>,
+    /// `(state, token, coef)` of every token of the minibatch.
+    pub tokens: Vec<(usize, usize, f64)>,
+}
+
+impl PolicyGradient {
+    /// Empty, for `n_states` states and minibatches of up to `cells` tokens.
+    pub fn new(n_states: usize, cells: usize) -> Result<Self> {
+        let mut coef_sums = crate::error::vec_with_capacity(n_states, "the policy's gradient")?;
+        coef_sums.resize(n_states, 0.0);
+        Ok(PolicyGradient { coef_sums, tokens: crate::error::vec_with_capacity(cells, "the policy's gradient")? })
+    }
+
+    /// Adds the gradient into the dense `grad [P, L, V]`, under the rows it was taken at.
+    pub fn add_to(&self, rows: &PolicyRows, grad: &mut [f64]) {
+        let v = rows.vocab_size;
+        for (s, &c) in self.coef_sums.iter().enumerate() {
+            let row = rows.cached(s);
+            for (g, &e) in grad[s * v..(s + 1) * v].iter_mut().zip(row.e) {
+                *g -= c * (e * row.inv_sum);
+            }
+        }
+        for &(s, a, coef) in &self.tokens {
+            grad[s * v + a] += coef;
+        }
     }
 }
 
@@ -306,8 +467,8 @@ pub struct MinibatchOutcome {
 
 /// TRL's loss `pg + vf_coef vf` on the responses `indices` of `rollouts` under the current
 /// `theta [P, L, V]` (its rows through `rows`) and `values [P, L]`, adding its gradients into
-/// `grad_theta` and `grad_values` (`d log pi(a) / d theta_v = [v = a] - pi_v`); the statistics
-/// as TRL logs them. `indices` is not empty.
+/// `grad_theta` (sparse, `d log pi(a) / d theta_v = [v = a] - pi_v`) and `grad_values`; the
+/// statistics as TRL logs them. `indices` is not empty.
 #[allow(clippy::too_many_arguments)]
 pub fn minibatch_loss_and_grads(
     theta: &[f64],
@@ -316,7 +477,7 @@ pub fn minibatch_loss_and_grads(
     indices: &[usize],
     params: &TokenPpoParams,
     rows: &mut PolicyRows,
-    grad_theta: &mut [f64],
+    grad_theta: &mut PolicyGradient,
     grad_values: &mut [f64],
 ) -> MinibatchOutcome {
     let (max_len, vocab) = (rollouts.max_len, rows.vocab_size);
@@ -327,26 +488,25 @@ pub fn minibatch_loss_and_grads(
         let p = rollouts.prompts[b];
         for t in 0..max_len {
             let s = p * max_len + t;
-            let (probs, logp, entropy) = rows.row(theta, s);
-            entropies += entropy;
+            let row = rows.row(theta, s);
+            entropies += row.entropy;
             if t >= rollouts.lengths[b] {
                 ratios += 1.0; // a padded position: log-ratio 0
                 continue;
             }
             let i = b * max_len + t;
             let a = rollouts.tokens[i];
-            let logratio = logp[a] - rollouts.old_logp[i];
+            let logp = row.logp(theta[s * vocab + a]);
+            let logratio = logp - rollouts.old_logp[i];
             squares += logratio * logratio;
             ratios += logratio.exp();
             let (loss, slope, clipped) =
-                clipped_policy_term(rollouts.advantages[i], logp[a], rollouts.old_logp[i], params.cliprange);
+                clipped_policy_term(rollouts.advantages[i], logp, rollouts.old_logp[i], params.cliprange);
             pg_sum += loss;
             pg_clipped += usize::from(clipped);
             let coef = slope / n_valid;
-            for (v, (g, &pv)) in grad_theta[s * vocab..(s + 1) * vocab].iter_mut().zip(probs).enumerate() {
-                let chosen = if v == a { 1.0 } else { 0.0 };
-                *g += coef * (chosen - pv);
-            }
+            grad_theta.coef_sums[s] += coef;
+            grad_theta.tokens.push((s, a, coef));
             let (vloss, vslope, vclipped) =
                 clipped_value_term(values[s], rollouts.old_values[i], rollouts.returns[i], params.cliprange_value);
             vf_sum += vloss;
@@ -446,7 +606,7 @@ pub fn batch_loss_and_grads(
         let range = b * l..b * l + n;
         for t in 0..n {
             let (s, a) = (p * l + t, tokens[b * l + t]);
-            rollouts.old_logp[b * l + t] = old_rows.row(old_theta, s).1[a];
+            rollouts.old_logp[b * l + t] = old_rows.row(old_theta, s).logp(old_theta[s * v + a]);
             rollouts.old_values[b * l + t] = old_values[s];
             ref_logp[t] = world.ref_logp[s * v + a];
         }
@@ -477,8 +637,13 @@ pub fn batch_loss_and_grads(
     }
     let indices: Vec<usize> = (0..prompts.len()).collect();
     let mut rows = PolicyRows::new(n_states, v)?;
+    let mut gradient = PolicyGradient::new(n_states, cells)?;
     terms.outcome =
-        minibatch_loss_and_grads(theta, values, &rollouts, &indices, params, &mut rows, grad_theta, grad_values);
+        minibatch_loss_and_grads(theta, values, &rollouts, &indices, params, &mut rows, &mut gradient, grad_values);
+    for s in 0..n_states {
+        rows.refresh(theta, s);
+    }
+    gradient.add_to(&rows, grad_theta);
     terms.advantages = rollouts.advantages;
     terms.returns = rollouts.returns;
     Ok(terms)

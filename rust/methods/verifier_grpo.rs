@@ -14,6 +14,9 @@
 //! (0 where it does) plus `beta (1 - exp(log pi_ref - log pi))`. Twin:
 //! `python/rlhf_fast/reference/methods/verifier_grpo.py`.
 
+use crate::error::{Error, Result};
+use crate::kernels::softmax::softmax_and_log_softmax_row;
+
 /// Added to a group's std before dividing by it (TRL's `1e-4`).
 pub const GROUP_STD_EPS: f64 = 1e-4;
 
@@ -51,6 +54,49 @@ pub fn grpo_token_term(
     let loss = -(ratio * advantage).min(clipped_ratio * advantage) + beta * k3;
     let slope = if flat { 0.0 } else { -advantage * ratio } + beta * (1.0 - ratio_ref);
     (loss, slope, flat)
+}
+
+/// The softmax and log-softmax of every state's row of a policy, computed the reference's way
+/// (libm) when first asked for after the row last changed: GRPO's engine follows its twin bit
+/// for bit, where token PPO's vectorised `PolicyRows` follows it within rounding.
+#[derive(Clone, Debug)]
+pub struct ExactRows {
+    vocab_size: usize,
+    probs: Vec<f64>,
+    logp: Vec<f64>,
+    fresh: Vec<bool>,
+}
+
+impl ExactRows {
+    /// Room for `n_states` rows of `vocab_size` (sizes checked by the caller).
+    pub fn new(n_states: usize, vocab_size: usize) -> Result<Self> {
+        let table =
+            n_states.checked_mul(vocab_size).ok_or_else(|| Error::invalid("the policy does not fit in memory"))?;
+        let zeros = |len: usize| -> Result<Vec<f64>> {
+            let mut v = crate::error::vec_with_capacity(len, "the policy's rows")?;
+            v.resize(len, 0.0);
+            Ok(v)
+        };
+        Ok(ExactRows { vocab_size, probs: zeros(table)?, logp: zeros(table)?, fresh: vec![false; n_states] })
+    }
+
+    /// State `s`'s `(probs, logp)` under `theta`.
+    #[inline]
+    pub fn row(&mut self, theta: &[f64], s: usize) -> (&[f64], &[f64]) {
+        let range = s * self.vocab_size..(s + 1) * self.vocab_size;
+        if !self.fresh[s] {
+            let (probs, logp) = (&mut self.probs[range.clone()], &mut self.logp[range.clone()]);
+            softmax_and_log_softmax_row(&theta[range.clone()], probs, logp);
+            self.fresh[s] = true;
+        }
+        (&self.probs[range.clone()], &self.logp[range])
+    }
+
+    /// State `s`'s row changed.
+    #[inline]
+    pub fn changed(&mut self, s: usize) {
+        self.fresh[s] = false;
+    }
 }
 
 #[cfg(test)]
