@@ -63,6 +63,12 @@ def test_slow_functions_too(backend, function, data):
 
 # Bugs the fuzzer found, kept as explicit cases: (id, function, arguments).
 REGRESSIONS = [
+    # GRPO on sequences, reference: a huge reward sent a ratio past the floats, and math.exp raised
+    # OverflowError where the core's exp gives inf (then a named divergence on both backends)
+    ("sequence-grpo-ratio-past-the-floats", "sweep_grpo[sequence]", lambda: dict(
+        w=fuzzing.SequenceRewardModel(np.r_[0.0, np.linspace(-1.0, 1.0, 4)], length_weight=4.464e149),
+        world=fuzzing.SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=0), betas=[0.0], seeds=1, steps=1,
+        scale_rewards="none", num_iterations=2)),
     # float(10**400) raised OverflowError (both backends): now a ValueError naming the entry
     ("weights-int-past-floats", "expected_score", lambda: dict(theta=fuzzing.ref.init_policy(),
                                                               w={**fuzzing.W, "clear": 10**400})),

@@ -10,6 +10,15 @@ import math
 from collections.abc import Sequence
 
 
+def libm_exp(v: float) -> float:
+    """libm's ``exp``, as the core calls it: ``inf`` past the floats where Python's ``math.exp``
+    raises ``OverflowError``."""
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
 def softmax_row(z: Sequence[float]) -> list[float]:
     """``exp(z - max z)`` normalised."""
     m = max(z)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..kernels.softmax import libm_exp
+
 GROUP_STD_EPS = 1e-4
 
 
@@ -31,10 +33,10 @@ def grpo_token_term(advantage: float, logp: float, old_logp: float, ref_logp: fl
                     epsilon_high: float, beta: float) -> tuple[float, float, bool]:
     """One token's ``(loss, d loss / d log pi(a), clipped)``."""
     lower, upper = 1.0 - epsilon, 1.0 + epsilon_high
-    ratio = math.exp(logp - old_logp)
+    ratio = libm_exp(logp - old_logp)
     flat = (advantage >= 0.0 and ratio > upper) or (advantage < 0.0 and ratio < lower)
     log_ratio_ref = ref_logp - logp
-    ratio_ref = math.exp(log_ratio_ref)
+    ratio_ref = libm_exp(log_ratio_ref)
     k3 = ratio_ref - log_ratio_ref - 1.0
     clipped_ratio = min(max(ratio, lower), upper)
     loss = -min(ratio * advantage, clipped_ratio * advantage) + beta * k3
