@@ -33,6 +33,7 @@ import numpy as np
 from . import _checks as check
 from ._backend import BACKEND
 from .result import new_figure, text_table
+from .reference.engines.token_ppo import MAX_BATCH_SIZE
 from .token_ppo import sweep_token_ppo_arrays
 
 if BACKEND == "rust":
@@ -361,7 +362,8 @@ def process_rl(world: ReasoningWorld, method: str, steps: int, *, prm: ProcessRe
     ref = world.engine_logits()
     if method == "grpo_verifier":
         num_generations = check.count("num_generations", num_generations, 2)
-        groups = max(1, check.count("batch_size", batch_size, 2) // num_generations)
+        # the completions a step samples, as token PPO's batch_size is bounded
+        groups = max(1, check.count("batch_size", batch_size, 2, MAX_BATCH_SIZE) // num_generations)
         out = _grpo_engine(ref, zeros_v, zeros_p, 0.0, zeros_v, zeros_p, False, steps,
                            [(s, beta, lr) for s in seed_axis], num_generations=num_generations,
                            prompts_per_step=groups, outcome_factors=world.verifier_factors(), record_every=0)
