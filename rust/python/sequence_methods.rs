@@ -44,8 +44,7 @@ fn sequence_pairs(
     if let Some(i) = prompts.iter().position(|&p| !(0..n_prompts as i64).contains(&p)) {
         return Err(Error::invalid(format!("prompts[{i}] must be in [0, {n_prompts}), got {}", prompts[i])).into());
     }
-    let mut sides = Vec::with_capacity(2);
-    for (name, obj) in [("first", first), ("second", second)] {
+    let side = |name: &str, obj| -> PyResult<(Vec<usize>, Vec<usize>)> {
         let (tokens, token_shape) = int_array(name, obj, 2)?;
         if token_shape != [n, max_len] {
             return Err(Error::invalid(format!("{name} must have shape [{n}, {max_len}], got {token_shape:?}")).into());
@@ -53,11 +52,10 @@ fn sequence_pairs(
         let lengths = response_lengths(&tokens, max_len, vocab)
             .map_err(|e| Error::invalid(e.to_string().replacen("tokens", name, 1)))?;
         // Past a response's end the token is unused: 0 stands in for the -1.
-        let tokens: Vec<usize> = tokens.iter().map(|&a| a.max(0) as usize).collect();
-        sides.push((tokens, lengths));
-    }
-    let (second, second_len) = sides.pop().expect("two sides");
-    let (first, first_len) = sides.pop().expect("two sides");
+        Ok((tokens.iter().map(|&a| a.max(0) as usize).collect(), lengths))
+    };
+    let (first, first_len) = side("first", first)?;
+    let (second, second_len) = side("second", second)?;
     let (target, _) = super::convert::float_array("target", target, 1)?;
     if target.len() != n {
         return Err(Error::invalid(format!("target must have {n} entries (one per pair), got {}", target.len())).into());
