@@ -1310,6 +1310,10 @@ OPTIONAL_POSITIVE = Kind([val("none", None), *axis(positive(0.01, 1.0)).valid],
                          [v for v in axis(positive(0.01, 1.0)).junk if v.label != "none"])
 COST_WINDOW = Kind([val("none", None), *axis(counts(1, 8, minimum=1, maximum=1 << 16)).valid],
                    [v for v in axis(counts(1, 8, minimum=1, maximum=1 << 16)).junk if v.label != "none"])
+OPTIONAL_GAIN = Kind([val("none", None), *axis(non_negative(0.0, 20.0)).valid],
+                     [v for v in axis(non_negative(0.0, 20.0)).junk if v.label != "none"])
+OPTIONAL_BOOL_AXIS = Kind([val("none", None), *BOOL.valid, val("axis", [False, True])],
+                          [v for v in BOOL.junk if v.label != "none"] + [val("axis-of-ints", [0, 1])])
 SAFETY_SPECS: dict[str, list[Param]] = {
     "World[safety]": [opt("n_prompts", counts(1, 4, minimum=1, maximum=worlds_module.MAX_PROMPTS)),
                       opt("vocab", counts(2, 32)), opt("response_len", counts(1, 4)), opt("seed", WORLD_SEED),
@@ -1330,14 +1334,15 @@ SAFETY_SPECS: dict[str, list[Param]] = {
         opt("lambda_init", LAMBDA_SETTING), opt("cost_limit", COST_LIMIT), opt("lagrangian_lr", OPTIONAL_POSITIVE),
         opt("lambda_max", Kind([val("none", None), *axis(positive(3.0, 100.0)).valid],
                                [v for v in axis(positive(3.0, 100.0)).junk if v.label != "none"])),
-        opt("cost_window", COST_WINDOW), opt("record_every", RECORD_EVERY), opt("exact", BOOL),
-        opt("max_memory", MAX_MEMORY)],
+        opt("cost_window", COST_WINDOW), opt("lagrangian_kp", OPTIONAL_GAIN), opt("lr_decay", OPTIONAL_BOOL_AXIS),
+        opt("record_every", RECORD_EVERY), opt("exact", BOOL), opt("max_memory", MAX_MEMORY)],
     # the lab, tiny (see SLOW)
     "safety_lab": [req("world", SAFE_WORLD), opt("lambdas", Kind([fresh("two", lambda: (0.0, 1.0))], [val("str", "0")])),
                    opt("cost_limits", Kind([fresh("one", lambda: [0.5])], [val("none", None)])),
                    opt("seeds", counts(1, 2, minimum=1, maximum=10_000)), opt("steps", counts(1, 5, minimum=1)),
                    opt("rm_pairs", counts(1, 20, minimum=1)), opt("cost_pairs", counts(1, 20, minimum=1)),
-                   opt("calibration", counts(2, 20, minimum=2))],
+                   opt("calibration", counts(2, 20, minimum=2)), opt("lagrangian_kp", non_negative(0.0, 20.0)),
+                   opt("lr_decay", BOOL)],
 }
 SPECS.update(SAFETY_SPECS)
 
@@ -2207,10 +2212,10 @@ WORLD_CALLS.update({"per_token_worth": length_module.per_token_worth, "length_la
 
 
 def _cheap_safety_lab(kwargs: dict) -> None:
-    """The safety lab's defaults are a study (2,000 pairs, 2,000 steps, 4 seeds): a setting left
-    out gets a tiny one instead."""
+    """The safety lab's defaults are a study (8,000 cost pairs, 2,000 steps, 8 seeds, two
+    controllers): a setting left out gets a tiny one instead."""
     for name, value in (("lambdas", [0.0]), ("cost_limits", [0.5]), ("seeds", 1), ("steps", 3), ("rm_pairs", 8),
-                        ("cost_pairs", 8), ("calibration", 4)):
+                        ("cost_pairs", 8), ("calibration", 4), ("lagrangian_kp", 0.0)):
         kwargs.setdefault(name, value)
 
 

@@ -61,12 +61,14 @@ run_settings = st.fixed_dictionaries({
     "cliprange_value": floats(0.05, 1.0),
     "lambda_init": floats(0.01, 3.0), "cost_limit": st.one_of(st.none(), floats(-1.0, 3.0)),
     "lagrangian_lr": floats(1e-3, 0.5), "lambda_max": floats(3.0, 50.0), "cost_window": st.integers(1, 8),
+    "lagrangian_kp": st.one_of(st.just(0.0), floats(0.0, 20.0)), "lr_decay": st.booleans(),
 })
 
 
 def run_tuple(seed, s):
     return ((seed, s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"], s["cliprange_value"]),
-            (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"], s["cost_window"]))
+            (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"], s["cost_window"],
+             s["lagrangian_kp"], s["lr_decay"]))
 
 
 # ============================================================== 1. Rust against its twin
@@ -130,30 +132,35 @@ def test_both_engines_of_the_front_end_agree(small_world):
 # ============================================================== 2. mathematics
 
 
-def test_the_lagrange_update_is_its_formula_replayed_from_a_run(small_world):
-    """Every recorded multiplier is ``exp(ln lambda + lr lambda (J_C - limit))`` (clamped) of the
+@pytest.mark.parametrize("kp", [0.0, 2.0])
+def test_the_lagrange_update_is_its_formula_replayed_from_a_run(small_world, kp):
+    """Every recorded multiplier is ``exp(ln lambda) + kp (J_C - limit)`` (clamped to ``[0,
+    lambda_max]``) after ``ln lambda += lr exp(ln lambda) (J_C - limit)`` (clamped) of the
     sampled cost-model scores, ``J_C`` their mean over the window."""
     world, rm, cm = small_world
     limit, lr, window, lam_max = 0.5, 0.3, 3, 4.0
     result = rl.sweep_rlhf(rm, world=world, cost_model=cm, betas=[0.1], seeds=1, steps=80, lambda_init=1.5,
-                           cost_limit=limit, lagrangian_lr=lr, cost_window=window, lambda_max=lam_max)
+                           cost_limit=limit, lagrangian_lr=lr, cost_window=window, lambda_max=lam_max,
+                           lagrangian_kp=kp)
     costs = result.objective_costs[0, 0]
     recorded = result.lagrange_multiplier[0, 0]
-    log_lam, lam = math.log(1.5), 1.5
+    log_lam, integral = math.log(1.5), 1.5
     for t, cost in enumerate(costs):
         seen = costs[max(0, t - window + 1):t + 1]
-        log_lam = min(log_lam + lr * lam * (sum(seen) / len(seen) - limit), math.log(lam_max))
-        lam = math.exp(log_lam)
-        assert math.isclose(recorded[t], lam, rel_tol=1e-12), t
+        error = sum(seen) / len(seen) - limit
+        log_lam = min(log_lam + lr * integral * error, math.log(lam_max))
+        integral = math.exp(log_lam)
+        lam = min(max(integral + kp * error, 0.0), lam_max) if kp else integral
+        assert math.isclose(recorded[t], lam, rel_tol=1e-12, abs_tol=1e-15), t
     assert recorded.max() > 1.5 or recorded.min() < 1.5  # it moved
 
 
 def test_a_fixed_multiplier_stays_and_the_reference_update_clamps():
-    params = LagrangeParams.new(0.5, None, 0.1, 2.0, 4)
+    params = LagrangeParams.new(0.5, None, 0.1, 2.0, 4, 0.0)
     fixed = LagrangeMultiplier(params)
     fixed.observe(100.0)
     assert fixed.value == 0.5
-    adaptive = LagrangeMultiplier(LagrangeParams.new(0.5, 0.0, 0.1, 2.0, 1))
+    adaptive = LagrangeMultiplier(LagrangeParams.new(0.5, 0.0, 0.1, 2.0, 1, 0.0))
     adaptive.observe(1.0)
     assert adaptive.value == math.exp(math.log(0.5) + 0.1 * 0.5 * 1.0)
     adaptive.observe(1e9)
@@ -225,30 +232,37 @@ def test_refusals_name_the_argument(small_world):
 
 @rust_only
 def test_the_frontier_and_the_lagrangian_over_seeds():
-    """Fixed lambda 0 < 1 < 4: the gold cost and the gold helpfulness both fall (mean over six
-    seeds). The Lagrangian (limit 0.5, the reference costs 0.41) ends with a mean gold cost
-    within 0.15 of the limit — the calibrated cost model reads ~0.1 under the gold on the
-    policies PPO reaches, and the multiplier still oscillates at the end, so single seeds
-    can end above — while lambda = 0 ends above 1.5."""
-    lab = safety_lab(lambdas=[0.0, 1.0, 4.0], cost_limits=[0.5], seeds=6)
+    """Fixed lambda 0 < 1 < 4: the gold cost and the gold helpfulness both fall (mean over eight
+    seeds), and lambda = 0 ends above 1.5. The Lagrangian (limit 0.5; the reference costs 0.41)
+    by Safe RLHF's update alone rings, so its seeds end scattered around the limit; with the
+    PID Lagrangian's proportional term they end within a tighter band, centred on the limit (the
+    calibrated cost model reads a little under the gold on the policies PPO reaches)."""
+    lab = safety_lab(lambdas=[0.0, 1.0, 4.0], cost_limits=[0.5], seeds=8)
     rows = lab.to_rows()
-    fixed, lagrangian = rows[:3], rows[3]
+    fixed, (integral, pid) = rows[:3], rows[3:]
     costs = [row["final_gold_cost"] for row in fixed]
     golds = [row["final_gold_score"] for row in fixed]
     assert costs[0] > costs[1] > costs[2], costs
     assert golds[0] > golds[1] > golds[2], golds
     assert costs[0] > 1.5
-    assert lagrangian["final_gold_cost"] <= 0.5 + 0.15, lagrangian
-    assert lagrangian["final_gold_score"] > golds[2]  # cheaper in helpfulness than the safest fixed lambda
-    assert lab.lagrangian.runs["final_lambda"].min() > 0.0
+    assert (integral["lagrangian_kp"], pid["lagrangian_kp"]) == (0.0, 10.0)
+    assert pid["final_gold_cost_sd"] < 0.5 * integral["final_gold_cost_sd"], (pid, integral)
+    assert pid["max_gold_cost"] < integral["max_gold_cost"] - 0.1, (pid, integral)
+    assert abs(pid["final_gold_cost"] - 0.5) < 0.05, pid
+    assert pid["max_gold_cost"] < 0.5 + 0.15, pid
+    assert abs(pid["final_cost_score"] - 0.5) < 0.05, pid  # what the multiplier sees, on its limit
+    for row in (integral, pid):
+        assert row["final_gold_score"] > golds[2]  # cheaper in helpfulness than the safest fixed lambda
+    assert lab.lagrangian.runs["final_lambda"].min() >= 0.0
 
 
 def test_the_lab_reports(tmp_path, small_world):
     world, _, _ = small_world
     lab = safety_lab(world, lambdas=[0.0, 2.0], cost_limits=[0.8], seeds=2, steps=40, rm_pairs=100, cost_pairs=100,
                      calibration=50)
-    assert "Lagrangian" in lab.table() and "fixed λ" in lab.table()
+    assert "fixed λ" in lab.table()
     rows = lab.to_rows()
-    assert [row["run"] for row in rows] == ["fixed", "fixed", "lagrangian"]
+    assert [row["run"] for row in rows] == ["fixed", "fixed", "lagrangian", "lagrangian"]
+    assert "Safe RLHF" in lab.table() and "+ P (kp=10)" in lab.table()
     lab.plot(tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 1000

@@ -272,14 +272,18 @@ def _parser() -> _Parser:
         description="In a world of 8 prompts and 128 tokens where a tenth of the tokens are unsafe (and tend to "
         "look helpful), a helpfulness reward model and a cost model are trained on their own labels; PPO "
         "maximises helpfulness - lambda * cost for each fixed --lambdas (the helpfulness/safety frontier) and "
-        "with Safe RLHF's multiplier adapting towards each --cost-limits. The table gives each run's gold "
-        "helpfulness and gold cost; writes safety.csv and safety.png to --out.",
+        "with Safe RLHF's multiplier adapting towards each --cost-limits, by its own update and with a PID "
+        "Lagrangian's proportional term (--kp), which damps the ringing of the update alone. The table gives "
+        "each run's gold helpfulness and gold cost; writes safety.csv and safety.png to --out.",
     )
     p.add_argument("--lambdas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
                    help="fixed multipliers (default: 0 0.25 0.5 1 2 4)")
-    p.add_argument("--cost-limits", type=_POSITIVE, nargs="+", default=[0.3, 0.5],
-                   help="the Lagrangian runs' cost limits, in the gold cost's units (default: 0.3 0.5)")
-    p.add_argument("--seeds", type=_count(1), default=4, help="PPO runs per setting (default: 4)")
+    p.add_argument("--cost-limits", type=_POSITIVE, nargs="+", default=[0.5, 0.8],
+                   help="the Lagrangian runs' cost limits, in the gold cost's units; the reference policy costs "
+                   "0.41 (default: 0.5 0.8)")
+    p.add_argument("--kp", type=_NON_NEGATIVE, default=10.0,
+                   help="the proportional gain beside Safe RLHF's update; 0 runs the update alone (default: 10)")
+    p.add_argument("--seeds", type=_count(1), default=8, help="PPO runs per setting (default: 8)")
     p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
     p.add_argument("--beta", type=_NON_NEGATIVE, default=0.2, help="the KL coefficient, k1 (default: 0.2)")
     p.add_argument("--out", type=_directory, default=Path("."),
@@ -600,7 +604,7 @@ def lab_safety(args: argparse.Namespace) -> int:
 
     _make_directory(args)
     result = safety_lab(lambdas=args.lambdas, cost_limits=args.cost_limits, seeds=args.seeds, steps=args.steps,
-                        beta=args.beta)
+                        beta=args.beta, lagrangian_kp=args.kp)
     print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; PPO {args.steps} steps x "
           f"{args.seeds} seeds, beta {args.beta:g}")
     print(result.table())

@@ -629,7 +629,10 @@ def sweep_safe_world_rlhf(
     response_len: int,
     steps: int,
     runs: Sequence[
-        tuple[tuple[int, float, float, int, float, str, float, float], tuple[float, float | None, float, float, int]]
+        tuple[
+            tuple[int, float, float, int, float, str, float, float],
+            tuple[float, float | None, float, float, int, float, bool],
+        ]
     ],
     cost_weights: npt.NDArray[np.float64],
     gold_cost: npt.NDArray[np.float64],

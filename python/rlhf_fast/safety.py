@@ -8,9 +8,11 @@ calibrated to the cost's units on a few absolutely rated responses, as Safe RLHF
 cost model's sign with safe/unsafe labels). PPO then optimises ``(R - lambda C) / (1 +
 lambda)``: at a sweep of fixed ``lambda`` (the frontier: more ``lambda``, less cost and less
 helpfulness) and with Safe RLHF's Lagrange multiplier adapting ``lambda`` towards a cost
-limit (:func:`rlhf_fast.sweep_rlhf` with ``cost_model`` and ``cost_limit``). Everything the
-table reports is exact: the expected gold helpfulness, gold cost and cost-model score of the
-final policy, mean over prompts, and over seeds.
+limit (:func:`rlhf_fast.sweep_rlhf` with ``cost_model`` and ``cost_limit``), by its integral
+update alone and with the proportional term of a PID Lagrangian (Stooke et al. 2020), which
+damps the ringing that leaves single runs far over their limit. Everything the table reports
+is exact: the expected gold helpfulness, gold cost and cost-model score of the final policy,
+mean over prompts, and over seeds.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ class SafetyLab:
     fixed : SweepResult
         PPO at each fixed ``lambda`` (axes ``beta``, ``lambda_init``, ``seed``).
     lagrangian : SweepResult
-        PPO with the multiplier adapted towards each limit (axes ``beta``, ``cost_limit``, ``seed``).
+        PPO with the multiplier adapted towards each limit (axes ``beta``, ``cost_limit``,
+        ``lagrangian_kp``, ``seed``): Safe RLHF's update (``lagrangian_kp`` 0) and, unless the
+        lab's gain is 0, the update with the proportional term.
     reference : dict
         The reference policy's exact gold helpfulness and gold cost.
     seconds : float
@@ -105,6 +109,16 @@ class SafetyLab:
         return (f"SafetyLab({self.world!r}, {len(self.fixed.axes['lambda_init'])} fixed λ, "
                 f"{len(self.lagrangian.axes['cost_limit'])} limits, {self.seconds:.1f} s)")
 
+    def _settings(self):
+        '''Each table row's kind, its λ, its limit, its gain and its per-seed summaries.'''
+        runs = self.fixed.runs
+        for i, lam in enumerate(self.fixed.axes["lambda_init"]):
+            yield "fixed", lam, None, None, {name: values[0, i] for name, values in runs.items()}
+        runs = self.lagrangian.runs
+        for i, limit in enumerate(self.lagrangian.axes["cost_limit"]):
+            for j, kp in enumerate(self.lagrangian.axes["lagrangian_kp"]):
+                yield "lagrangian", None, limit, kp, {name: values[0, i, j] for name, values in runs.items()}
+
     def to_rows(self) -> list[dict[str, Any]]:
         """One record per setting, means and standard deviations over seeds (for a CSV).
 
@@ -113,42 +127,42 @@ class SafetyLab:
         list of dict
         """
         rows = []
-        for kind, result, axis in (("fixed", self.fixed, "lambda_init"), ("lagrangian", self.lagrangian, "cost_limit")):
-            runs = result.runs
-            for i, value in enumerate(result.axes[axis]):
-                row: dict[str, Any] = {"run": kind, "lambda": value if kind == "fixed" else None,
-                                       "cost_limit": value if kind == "lagrangian" else None}
-                for name in ("final_gold_score", "final_gold_cost", "final_cost_score", "final_lambda", "final_kl"):
-                    per_seed = runs[name][0, i]
-                    row[name] = float(per_seed.mean())
-                    row[name + "_sd"] = float(per_seed.std())
-                row["seeds_within_limit"] = (int((runs["final_gold_cost"][0, i] <= value).sum())
-                                             if kind == "lagrangian" else None)
-                rows.append(row)
+        for kind, lam, limit, kp, runs in self._settings():
+            row: dict[str, Any] = {"run": kind, "lambda": lam, "cost_limit": limit, "lagrangian_kp": kp}
+            for name in ("final_gold_score", "final_gold_cost", "final_cost_score", "final_lambda", "final_kl"):
+                row[name] = float(runs[name].mean())
+                row[name + "_sd"] = float(runs[name].std())
+            gold_cost = runs["final_gold_cost"]
+            row["max_gold_cost"] = float(gold_cost.max())
+            row["seeds_within_limit"] = None if limit is None else int((gold_cost <= limit).sum())
+            rows.append(row)
         return rows
 
     def table(self) -> str:
-        """One line per fixed ``lambda`` and per cost limit: gold helpfulness, gold cost, the cost
-        model's score, the final ``lambda`` and KL (mean ± sd over seeds).
+        """One line per fixed ``lambda`` and per cost limit and gain: gold helpfulness, gold cost,
+        the cost model's score, the final ``lambda`` and KL (mean ± sd over seeds), the worst
+        seed's gold cost and how many seeds end within the limit.
 
         Returns
         -------
         str
         """
-        header = ["run", "λ / limit", "gold helpfulness", "gold cost", "cost model", "final λ", "KL",
+        header = ["run", "λ / limit", "gold helpfulness", "gold cost", "worst seed", "cost model", "final λ", "KL",
                   "within limit"]
         seeds = len(self.fixed.axes["seed"])
-        lines = [["reference", "", f"{self.reference['gold']:+.3f}", f"{self.reference['cost']:.3f}", "", "", "0",
-                  ""]]
+        lines = [["reference", "", f"{self.reference['gold']:+.3f}", f"{self.reference['cost']:.3f}", "", "", "",
+                  "0", ""]]
         for row in self.to_rows():
             fixed = row["run"] == "fixed"
 
             def cell(name: str, fmt: str) -> str:
                 return f"{row[name]:{fmt}} ± {row[name + '_sd']:.3f}"
 
-            lines.append(["fixed λ" if fixed else "Lagrangian",
-                          f"{row['lambda']:g}" if fixed else f"{row['cost_limit']:g}",
+            kind = "fixed λ" if fixed else ("Safe RLHF" if row["lagrangian_kp"] == 0 else
+                                            f"+ P (kp={row['lagrangian_kp']:g})")
+            lines.append([kind, f"{row['lambda']:g}" if fixed else f"{row['cost_limit']:g}",
                           cell("final_gold_score", "+.3f"), cell("final_gold_cost", ".3f"),
+                          "" if fixed else f"{row['max_gold_cost']:.3f}",
                           cell("final_cost_score", ".3f"), cell("final_lambda", ".3f"), cell("final_kl", ".2f"),
                           "" if fixed else f"{row['seeds_within_limit']}/{seeds}"])
         widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
@@ -160,8 +174,9 @@ class SafetyLab:
         """The helpfulness/safety frontier: gold helpfulness against gold cost.
 
         Each fixed ``lambda`` is a point (mean over seeds, its seeds faint), joined in order of
-        ``lambda``; each Lagrangian run's end point is a star in its limit's colour, and each
-        limit a vertical dashed line; the reference policy is a grey square.
+        ``lambda``; each Lagrangian run's end point is a marker in its limit's colour (a hollow
+        circle for Safe RLHF's update alone, a star with the proportional term), and each limit
+        a vertical dashed line; the reference policy is a grey square.
 
         Parameters
         ----------
@@ -184,8 +199,12 @@ class SafetyLab:
         lag = self.lagrangian.runs
         for i, limit in enumerate(self.lagrangian.axes["cost_limit"]):
             colour = colours[i % len(colours)]
-            ax.plot(lag["final_gold_cost"][0, i], lag["final_gold_score"][0, i], "*", color=colour, markersize=11,
-                    label=f"Lagrangian, limit {limit:g}")
+            for j, kp in enumerate(self.lagrangian.axes["lagrangian_kp"]):
+                marker = {"marker": "o", "markerfacecolor": "none", "markersize": 7} if kp == 0 else {
+                    "marker": "*", "markersize": 11}
+                name = "Safe RLHF" if kp == 0 else f"+ P (kp={kp:g})"
+                ax.plot(lag["final_gold_cost"][0, i, j], lag["final_gold_score"][0, i, j], linestyle="none",
+                        color=colour, label=f"{name}, limit {limit:g}", **marker)
             ax.axvline(limit, color=colour, linestyle="--", linewidth=1)
         ax.plot(self.reference["cost"], self.reference["gold"], "s", color="grey", label="reference (SFT)")
         ax.set(xlabel="E[gold cost] of a response", ylabel="E[gold helpfulness] of a response",
@@ -197,10 +216,11 @@ class SafetyLab:
 
 
 def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-               cost_limits: Sequence[float] = (0.3, 0.5), seeds: int = 4, steps: int = 2000, beta: float = 0.2,
-               rm_pairs: int = 2000, cost_pairs: int = 2000, cost_labeller: Labeller | None = None,
+               cost_limits: Sequence[float] = (0.5, 0.8), seeds: int = 8, steps: int = 2000, beta: float = 0.2,
+               rm_pairs: int = 2000, cost_pairs: int = 8000, cost_labeller: Labeller | None = None,
                cost_epochs: int = 5, calibration: int = 400, lambda_init: float = 1.0, lagrangian_lr: float = 0.03,
-               lambda_max: float = 10.0, cost_window: int = 64, n_threads: int | None = None) -> SafetyLab:
+               lambda_max: float = 10.0, cost_window: int = 64, lagrangian_kp: float = 10.0, lr_decay: bool = True,
+               n_threads: int | None = None) -> SafetyLab:
     """Safe RLHF in a world: fixed ``lambda`` against the Lagrange multiplier, measured on the golds.
 
     The helpfulness reward model is trained on ``rm_pairs`` human pairs of reference responses
@@ -210,7 +230,8 @@ def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0
     on ``calibration`` rated responses (:func:`calibrate_cost_model`). PPO runs ``steps`` steps
     at ``beta`` for each fixed ``lambda`` and, with the multiplier adapting from
     ``lambda_init``, for each cost limit (on the calibrated cost model's mean score over the
-    last ``cost_window`` responses).
+    last ``cost_window`` responses), once with Safe RLHF's update alone and once with the
+    proportional gain ``lagrangian_kp``.
 
     Parameters
     ----------
@@ -221,8 +242,10 @@ def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0
     lambdas : sequence of float, optional
         The fixed multipliers of the frontier.
     cost_limits : sequence of float, optional
-        The Lagrangian runs' limits, in the gold cost's units.
+        The Lagrangian runs' limits, in the gold cost's units (in the default world the
+        reference policy costs about 0.41 and plain PPO's about 1.9).
     seeds : int, optional
+        PPO runs per setting (1 to 10,000).
     steps : int, optional
     beta : float, optional
         The KL coefficient (``"k1"`` penalty).
@@ -231,8 +254,12 @@ def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0
         The safety labeller; ``Labeller(temperature=0.25)`` by default (a unit of cost is a
         clear difference).
     cost_epochs, calibration : int, optional
-    lambda_init, lagrangian_lr, lambda_max, cost_window : optional
-        The multiplier's settings (:func:`~rlhf_fast.sweep_rlhf`).
+    lambda_init, lagrangian_lr, lambda_max, cost_window, lagrangian_kp : optional
+        The multiplier's settings (:func:`~rlhf_fast.sweep_rlhf`); the Lagrangian runs are made
+        at ``lagrangian_kp`` 0 (Safe RLHF's update) and at ``lagrangian_kp``.
+    lr_decay : bool, optional
+        Every run's learning rate falls linearly to 0 (:func:`~rlhf_fast.sweep_rlhf`), so that
+        each ends on a settled policy.
     n_threads : int, optional
 
     Returns
@@ -248,20 +275,24 @@ def safety_lab(world: World | None = None, *, lambdas: Sequence[float] = (0.0, 0
     cost_labeller = Labeller(temperature=0.25) if cost_labeller is None else cost_labeller
     rm_pairs = checks.count("rm_pairs", rm_pairs, 1, 1 << 24)
     cost_pairs = checks.count("cost_pairs", cost_pairs, 1, 1 << 24)
+    seeds = checks.count("seeds", seeds, 1, 10_000)
+    lagrangian_kp = checks.non_negative("lagrangian_kp", lagrangian_kp)
+    lr_decay = checks.boolean("lr_decay", lr_decay)
     uniform = np.zeros(world.ref_logits.shape)
     rm = train_reward_model(world, world.preferences(rm_pairs, seed=1))
     raw = train_reward_model(world, world.safety_preferences(cost_pairs, 2, cost_labeller, logits=uniform),
                              epochs=cost_epochs)
     cm = calibrate_cost_model(world, raw, calibration, seed=3, logits=uniform)
     common = dict(world=world, cost_model=cm, betas=[beta], seeds=seeds, steps=steps, record_every=0,
-                  n_threads=n_threads)
+                  lr_decay=lr_decay, n_threads=n_threads)
     fixed = sweep_rlhf(rm, lambda_init=list(lambdas), **common)
+    gains = [0.0] if lagrangian_kp == 0 else [0.0, lagrangian_kp]
     lagrangian = sweep_rlhf(rm, lambda_init=lambda_init, cost_limit=list(cost_limits), lagrangian_lr=lagrangian_lr,
-                            lambda_max=lambda_max, cost_window=cost_window, **common)
+                            lambda_max=lambda_max, cost_window=cost_window, lagrangian_kp=gains, **common)
     reference = {"gold": float(world.expected_gold(world.ref_logits).mean()),
                  "cost": float(world.expected_cost(world.ref_logits).mean())}
     settings = dict(lambdas=list(lambdas), cost_limits=list(cost_limits), seeds=seeds, steps=steps, beta=beta,
                     rm_pairs=rm_pairs, cost_pairs=cost_pairs, cost_labeller=cost_labeller, cost_epochs=cost_epochs,
                     calibration=calibration, lambda_init=lambda_init, lagrangian_lr=lagrangian_lr,
-                    lambda_max=lambda_max, cost_window=cost_window)
+                    lambda_max=lambda_max, cost_window=cost_window, lagrangian_kp=lagrangian_kp, lr_decay=lr_decay)
     return SafetyLab(world, rm, cm, fixed, lagrangian, reference, time.perf_counter() - started, settings)

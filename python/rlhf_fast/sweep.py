@@ -282,6 +282,8 @@ def sweep_rlhf(
     lagrangian_lr: float | Sequence[float] | None = None,
     lambda_max: float | Sequence[float] | None = None,
     cost_window: int | Sequence[int] | None = None,
+    lagrangian_kp: float | Sequence[float] | None = None,
+    lr_decay: bool | Sequence[bool] | None = None,
 ) -> SweepResult:
     """Every PPO-RLHF run of the grid ``betas x seeds`` (x any other setting given as a sequence).
 
@@ -381,7 +383,18 @@ def sweep_rlhf(
         The multiplier's ceiling (100.0 by default).
     cost_window : int or sequence of int, optional
         Responses ``J_C`` averages (16 by default).
-        Each of the five, given as a sequence, becomes an axis after the PPO settings and
+    lagrangian_kp : float or sequence of float, optional
+        The proportional gain of Stooke et al.'s PID Lagrangian (2020), 0.0 by default (Safe
+        RLHF's update alone): the reward uses ``exp(ln lambda) + lagrangian_kp * (J_C -
+        cost_limit)``, clamped to ``[0, lambda_max]``. The integral update alone answers an
+        over-limit cost only once it has summed, and PPO answers the multiplier only after many
+        steps, so the pair rings and a run can end far from its limit; the proportional term
+        damps that (``docs/METHODS.md``, section 16).
+    lr_decay : bool or sequence of bool, optional
+        Let the policy's learning rate fall linearly to 0 over the run, step ``t`` at ``lr *
+        (1 - t / steps)`` (the linear schedule of TRL's and safe-rlhf's trainers; False by
+        default), so that a run ends on a settled policy.
+        Each of the seven, given as a sequence, becomes an axis after the PPO settings and
         before ``seed``, in this order.
 
     Returns
@@ -466,7 +479,8 @@ def sweep_rlhf(
                         "length_penalty": length_penalty}
     if isinstance(world, SequenceWorld):
         safety = {"cost_model": cost_model, "lambda_init": lambda_init, "cost_limit": cost_limit,
-                  "lagrangian_lr": lagrangian_lr, "lambda_max": lambda_max, "cost_window": cost_window}
+                  "lagrangian_lr": lagrangian_lr, "lambda_max": lambda_max, "cost_window": cost_window,
+                  "lagrangian_kp": lagrangian_kp, "lr_decay": lr_decay}
         for name, value in safety.items():
             if value is not None:
                 raise ValueError(f"{name} is a setting of Safe RLHF in a bag World; a SequenceWorld has no safety "
@@ -504,7 +518,8 @@ def sweep_rlhf(
     ):
         grid.setting(name, value, check_one)
     safe = _safety_settings(grid, world, cost_model, lambda_init=lambda_init, cost_limit=cost_limit,
-                            lagrangian_lr=lagrangian_lr, lambda_max=lambda_max, cost_window=cost_window)
+                            lagrangian_lr=lagrangian_lr, lambda_max=lambda_max, cost_window=cost_window,
+                            lagrangian_kp=lagrangian_kp, lr_decay=lr_decay)
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
@@ -608,7 +623,7 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
 
 # What the Safe RLHF settings of sweep_rlhf take when a cost model is given without them.
 _SAFETY_DEFAULTS = {"lambda_init": 1.0, "cost_limit": None, "lagrangian_lr": 0.05, "lambda_max": 100.0,
-                    "cost_window": 16}
+                    "cost_window": 16, "lagrangian_kp": 0.0, "lr_decay": False}
 
 
 def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) -> np.ndarray | None:
@@ -631,7 +646,8 @@ def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) 
         raise ValueError("world must have a safety cost with a cost_model: build it with World(..., safety=Safety())")
     checkers = {"lambda_init": check.non_negative, "cost_limit": check.optional(check.finite),
                 "lagrangian_lr": check.non_negative, "lambda_max": check.positive,
-                "cost_window": check.counts(1, 1 << 16)}
+                "cost_window": check.counts(1, 1 << 16), "lagrangian_kp": check.non_negative,
+                "lr_decay": check.boolean}
     for name, value in settings.items():
         grid.setting(name, _SAFETY_DEFAULTS[name] if value is None else value, checkers[name])
     return weights
@@ -640,7 +656,7 @@ def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) 
 def _safe_world_ppo_run(s: dict[str, Any]) -> tuple:
     """A run of :func:`sweep_rlhf`'s grid with a cost model, as the safety engine takes it."""
     return (_world_ppo_run(s), (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"],
-                                s["cost_window"]))
+                                s["cost_window"], s["lagrangian_kp"], s["lr_decay"]))
 
 
 # TRL's PPOConfig defaults for what only PPO on token sequences takes (and its vf_coef).

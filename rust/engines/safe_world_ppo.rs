@@ -9,7 +9,10 @@
 //! out of the normalisation (as the `safe-rlhf` trainer does by giving half of it to the
 //! reward and half to the cost). After the step the response's cost-model score `C` is
 //! handed to the run's [`LagrangeMultiplier`] (fixed, or Safe RLHF's update towards a
-//! cost limit); the next step's reward uses the multiplier it leaves. What a run records
+//! cost limit); the next step's reward uses the multiplier it leaves. With `lr_decay` the
+//! policy's learning rate falls linearly to 0 over the run (step `t` of `T` at
+//! `lr * (1 - t / T)`, the linear schedule of TRL's and safe-rlhf's trainers), so a run ends
+//! on a settled policy rather than wherever its last steps' noise left it. What a run records
 //! besides world PPO's is exact: the means over prompts of the cost model's expected score
 //! `L sum_a pi(a) w_c(a)` and of the gold cost `L sum_a pi(a) c(x, a)`, computed as a second
 //! world's proxy and linear gold ([`ExactMeans`] on the cost tables).
@@ -40,11 +43,13 @@ pub const SAFE_WORLD_PPO_HISTORY_FIELDS: [&str; 11] = [
 pub const SAFE_WORLD_PPO_SUMMARY_FIELDS: [&str; 6] =
     ["final_proxy_score", "final_gold_score", "final_kl", "final_cost_score", "final_gold_cost", "final_lambda"];
 
-/// One run of a safety sweep: world PPO's run and its multiplier's settings.
+/// One run of a safety sweep: world PPO's run, its multiplier's settings and whether its
+/// learning rate decays linearly to 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SafeWorldPpoRun {
     pub ppo: WorldPpoRun,
     pub lagrange: LagrangeParams,
+    pub lr_decay: bool,
 }
 
 /// PPO runs in one world under a cost: each from the world's reference, keeping every
@@ -135,6 +140,9 @@ impl Engine for SafeWorldPpoEngine<'_> {
             if multiplier.value() != lambda {
                 lambda = multiplier.value();
                 combined_weights(self.world.weights, self.cost.weights, lambda, &mut combined);
+            }
+            if spec.lr_decay {
+                run.set_lr(ppo.params.lr * (1.0 - t as f64 / self.steps as f64));
             }
             let (x, step) = run.step_with(t, &run_name, &combined)?;
             cost_means.changed(x as usize);

@@ -65,7 +65,7 @@ impl StepPath {
 pub(crate) struct WorldRun<'a> {
     world: &'a WorldTables<'a>,
     theta: &'a mut [f64],
-    params: &'a PpoParams,
+    params: PpoParams,
     beta: f64,
     rng: Mt19937,
     /// The step's `L` draws, in order.
@@ -99,7 +99,7 @@ impl<'a> WorldRun<'a> {
         Ok(WorldRun {
             world,
             theta,
-            params,
+            params: *params,
             beta,
             rng: Mt19937::from_key(seed_key),
             uniforms: zeros(world.response_len, "a response")?,
@@ -140,7 +140,7 @@ impl<'a> WorldRun<'a> {
         }
         let row = x * v..(x + 1) * v;
         let (logits, ref_log_probs) = (&mut self.theta[row.clone()], &self.world.ref_log_probs[row.clone()]);
-        let (uniforms, beta, params, value) = (&self.uniforms, self.beta, self.params, &mut self.values[x]);
+        let (uniforms, beta, params, value) = (&self.uniforms, self.beta, &self.params, &mut self.values[x]);
         let out = match &mut self.path {
             StepPath::Libm(scratch) => {
                 bag_rlhf_step(logits, ref_log_probs, weights, uniforms, beta, params, value, scratch)
@@ -163,6 +163,11 @@ impl<'a> WorldRun<'a> {
             return Err(self.overflowed(run_name, t, key));
         }
         Ok((x as u32, out))
+    }
+
+    /// The learning rate of the steps from now on (a schedule's).
+    pub(crate) fn set_lr(&mut self, lr: f64) {
+        self.params.lr = lr;
     }
 
     /// The tokens the last step sampled.

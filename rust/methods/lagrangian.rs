@@ -8,6 +8,14 @@
 //! `window` responses (its `episode_cost_window_size`). Working in `ln lambda` keeps
 //! `lambda > 0`: a multiplier that starts at 0 stays there, so an adaptive one must start
 //! above it.
+//!
+//! That update is an integral controller: `lambda` answers the cost's error only once the
+//! error has summed, and a policy that answers `lambda` only after many steps makes the pair
+//! ring, so a run's last policy can sit well over or under its limit. `kp > 0` adds the
+//! proportional term of Stooke, Achiam & Abbeel's PID Lagrangian (2020): the multiplier the
+//! reward uses is `lambda_I + kp * (J_C - limit)`, clamped to `[0, lambda_max]`, where
+//! `lambda_I` is Safe RLHF's `exp(ln lambda)` above (moved by its own value, as before). At
+//! `kp = 0` it is Safe RLHF's update exactly.
 
 use std::collections::VecDeque;
 
@@ -25,13 +33,23 @@ pub struct LagrangeParams {
     pub lr: f64,
     pub lambda_max: f64,
     pub window: usize,
+    /// The proportional gain (0: Safe RLHF's integral update alone).
+    pub kp: f64,
 }
 
 impl LagrangeParams {
     /// Checked settings: `0 <= lambda_init <= lambda_max`, `lambda_max` finite and `> 0`;
     /// with a `cost_limit` (finite) also `lr > 0`, `lambda_init > 0` and a window of 1 to
-    /// [`MAX_COST_WINDOW`] responses. The names are the front end's arguments.
-    pub fn new(lambda_init: f64, cost_limit: Option<f64>, lr: f64, lambda_max: f64, window: i64) -> Result<Self> {
+    /// [`MAX_COST_WINDOW`] responses; `kp >= 0` and finite. The names are the front end's
+    /// arguments.
+    pub fn new(
+        lambda_init: f64,
+        cost_limit: Option<f64>,
+        lr: f64,
+        lambda_max: f64,
+        window: i64,
+        kp: f64,
+    ) -> Result<Self> {
         let lambda_init = non_negative("lambda_init", lambda_init)?;
         let lambda_max = positive("lambda_max", lambda_max)?;
         if lambda_init > lambda_max {
@@ -48,6 +66,7 @@ impl LagrangeParams {
             }
         };
         let lr = non_negative("lagrangian_lr", lr)?;
+        let kp = non_negative("lagrangian_kp", kp)?;
         if let Some(limit) = cost_limit {
             finite("cost_limit", limit)?;
             positive("lagrangian_lr", lr)?;
@@ -57,7 +76,7 @@ impl LagrangeParams {
                 ));
             }
         }
-        Ok(LagrangeParams { lambda_init, cost_limit, lr, lambda_max, window })
+        Ok(LagrangeParams { lambda_init, cost_limit, lr, lambda_max, window, kp })
     }
 }
 
@@ -67,6 +86,9 @@ pub struct LagrangeMultiplier {
     params: LagrangeParams,
     log_lambda: f64,
     log_lambda_max: f64,
+    /// Safe RLHF's `exp(ln lambda)`, the integral term.
+    integral: f64,
+    /// What the reward uses: the integral, plus the proportional term with `kp > 0`.
     lambda: f64,
     window: VecDeque<f64>,
 }
@@ -79,6 +101,7 @@ impl LagrangeMultiplier {
         Ok(LagrangeMultiplier {
             log_lambda: params.lambda_init.ln(),
             log_lambda_max: params.lambda_max.ln(),
+            integral: params.lambda_init,
             lambda: params.lambda_init,
             params: params.clone(),
             window,
@@ -92,7 +115,8 @@ impl LagrangeMultiplier {
 
     /// The last response's cost-model score: with a limit, `J_C` (the window's mean, summed
     /// oldest first) moves `ln lambda` by `lr * lambda * (J_C - limit)`, clamped at
-    /// `ln lambda_max`; a fixed multiplier ignores it.
+    /// `ln lambda_max`, and the multiplier becomes `exp(ln lambda) + kp * (J_C - limit)` in
+    /// `[0, lambda_max]`; a fixed multiplier ignores it.
     pub fn observe(&mut self, cost: f64) {
         let Some(limit) = self.params.cost_limit else { return };
         if self.window.len() == self.params.window {
@@ -104,11 +128,17 @@ impl LagrangeMultiplier {
             total += c;
         }
         let mean_cost = total / self.window.len() as f64;
-        self.log_lambda += self.params.lr * self.lambda * (mean_cost - limit);
+        let error = mean_cost - limit;
+        self.log_lambda += self.params.lr * self.integral * error;
         if self.log_lambda > self.log_lambda_max {
             self.log_lambda = self.log_lambda_max;
         }
-        self.lambda = self.log_lambda.exp();
+        self.integral = self.log_lambda.exp();
+        self.lambda = if self.params.kp > 0.0 {
+            (self.integral + self.params.kp * error).clamp(0.0, self.params.lambda_max)
+        } else {
+            self.integral
+        };
     }
 }
 
@@ -128,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_update_is_the_formula_and_clamps_at_lambda_max() {
-        let params = LagrangeParams::new(0.5, Some(1.0), 0.1, 2.0, 2).unwrap();
+        let params = LagrangeParams::new(0.5, Some(1.0), 0.1, 2.0, 2, 0.0).unwrap();
         let mut m = LagrangeMultiplier::new(&params).unwrap();
         m.observe(3.0); // J = 3
         let log1 = 0.5f64.ln() + 0.1 * 0.5 * 2.0;
@@ -141,15 +171,30 @@ mod tests {
 
     #[test]
     fn a_fixed_multiplier_never_moves_and_settings_are_checked() {
-        let mut m = LagrangeMultiplier::new(&LagrangeParams::new(0.0, None, 0.0, 1.0, 1).unwrap()).unwrap();
+        let mut m = LagrangeMultiplier::new(&LagrangeParams::new(0.0, None, 0.0, 1.0, 1, 0.0).unwrap()).unwrap();
         m.observe(5.0);
         assert_eq!(m.value(), 0.0);
-        assert!(LagrangeParams::new(0.0, Some(1.0), 0.1, 1.0, 1).is_err());
-        assert!(LagrangeParams::new(2.0, None, 0.1, 1.0, 1).is_err());
-        assert!(LagrangeParams::new(1.0, Some(f64::NAN), 0.1, 2.0, 1).is_err());
-        assert!(LagrangeParams::new(1.0, Some(1.0), 0.0, 2.0, 1).is_err());
-        assert!(LagrangeParams::new(1.0, Some(1.0), 0.1, 2.0, 0).is_err());
-        assert!(LagrangeParams::new(1.0, None, 0.1, f64::INFINITY, 1).is_err());
+        assert!(LagrangeParams::new(0.0, Some(1.0), 0.1, 1.0, 1, 0.0).is_err());
+        assert!(LagrangeParams::new(2.0, None, 0.1, 1.0, 1, 0.0).is_err());
+        assert!(LagrangeParams::new(1.0, Some(f64::NAN), 0.1, 2.0, 1, 0.0).is_err());
+        assert!(LagrangeParams::new(1.0, Some(1.0), 0.0, 2.0, 1, 0.0).is_err());
+        assert!(LagrangeParams::new(1.0, Some(1.0), 0.1, 2.0, 0, 0.0).is_err());
+        assert!(LagrangeParams::new(1.0, None, 0.1, f64::INFINITY, 1, 0.0).is_err());
+    }
+
+    #[test]
+    fn the_proportional_term_answers_the_error_now_and_stays_in_bounds() {
+        let params = LagrangeParams::new(1.0, Some(0.5), 0.1, 3.0, 1, 2.0).unwrap();
+        let mut m = LagrangeMultiplier::new(&params).unwrap();
+        m.observe(0.75); // error +0.25: the integral moves by 0.1 * 1 * 0.25
+        let integral = (0.1f64 * 0.25).exp();
+        assert_eq!(m.value(), integral + 2.0 * 0.25);
+        m.observe(-10.0); // window of one: error -10.5, far under: clamped at 0
+        assert_eq!(m.value(), 0.0);
+        m.observe(10.0); // far over: clamped at lambda_max
+        assert_eq!(m.value(), 3.0);
+        assert!(LagrangeParams::new(1.0, Some(0.5), 0.1, 3.0, 1, -1.0).is_err());
+        assert!(LagrangeParams::new(1.0, Some(0.5), 0.1, 3.0, 1, f64::NAN).is_err());
     }
 
     #[test]

@@ -7,13 +7,15 @@ cost-model score goes to the run's :class:`~..methods.lagrangian.LagrangeMultipl
 next step uses the multiplier it leaves. Besides world PPO's record a run records the exact
 means over prompts of the cost model's expected score and of the gold cost (a second world's
 proxy and linear gold, :class:`~..methods.world_stats.ExactMeans` on the cost tables) and the
-multiplier after the step.
+multiplier after the step. With ``lr_decay`` the policy's learning rate falls linearly to 0
+over the run (step ``t`` of ``T`` at ``lr * (1 - t / T)``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ... import _checks as checks
@@ -43,10 +45,12 @@ SAFE_WORLD_PPO_SUMMARY_FIELDS = (
 
 
 class SafeWorldPpoRun(NamedTuple):
-    """One run of a safety sweep: world PPO's run and its multiplier's settings."""
+    """One run of a safety sweep: world PPO's run, its multiplier's settings, whether its
+    learning rate decays linearly to 0."""
 
     ppo: WorldPpoRun
     lagrange: LagrangeParams
+    lr_decay: bool
 
 
 class SafeWorldPpoEngine:
@@ -79,6 +83,8 @@ class SafeWorldPpoEngine:
             if multiplier.value != lam:
                 lam = multiplier.value
                 combined = combined_weights(weights, cost_weights, lam)
+            if spec.lr_decay:
+                run.params = replace(ppo.params, lr=ppo.params.lr * (1.0 - t / self.steps))
             x, out = run.step_with(t, name, combined)
             cost_means.changed(x)
             helpful = cost = 0.0
@@ -132,7 +138,8 @@ def sweep_safe_world_rlhf(
     The world's tables are :func:`~.world_ppo.sweep_world_rlhf`'s; ``cost_weights`` the cost
     model's float64 ``[vocab]``, ``gold_cost`` the float64 ``[n_prompts, vocab]`` gold cost of
     each token. A run is ``(seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef,
-    cliprange_value, lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window)``,
+    cliprange_value, lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window,
+    lagrangian_kp, lr_decay)``,
     ``cost_limit`` None for a fixed multiplier. Returns the sweep contract's dict
     (:func:`~.driver.sweep`).
     """
@@ -158,9 +165,10 @@ def sweep_safe_world_rlhf(
                 PpoParams.new(eps, lr, ppo_epochs, kl_penalty, vf_coef, cliprange_value),
                 checks.non_negative("beta", beta),
             ),
-            LagrangeParams.new(lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window),
+            LagrangeParams.new(lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp),
+            checks.boolean("lr_decay", lr_decay),
         )
         for ((seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef, cliprange_value),
-             (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window)) in runs
+             (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp, lr_decay)) in runs
     ]
     return sweep(SafeWorldPpoEngine(world, cost, steps, record_every), specs, max_memory, progress)
