@@ -233,3 +233,7 @@ def test_process_rewards_reach_the_target_in_fewer_samples_than_the_outcome_rewa
     best = lab.best_of_n["PRM product"]
     assert best[1] > best[0] + 0.1
     assert "PPO + PRM" in lab.table() and len(lab.to_rows()) == 3 * 4 * 6
+    with pytest.raises(ValueError, match="method must be one of"):
+        lab.samples_to_target("ppo")
+    with pytest.raises(TypeError, match="method must be a str"):
+        lab.compute_to_target(0)

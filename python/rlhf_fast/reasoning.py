@@ -409,16 +409,34 @@ class ProcessLab:
 
     def samples_to_target(self, method: str) -> np.ndarray:
         """Per seed, the first checkpoint's samples at which the success rate reaches
-        ``target`` (``inf`` if never)."""
-        hit = self.success[method] >= self.target
-        first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-        return np.where(first >= 0, self.samples[method][np.maximum(first, 0)], np.inf)
+        ``target`` (``inf`` if never).
+
+        Parameters
+        ----------
+        method : str
+            One of ``"ppo_outcome"``, ``"ppo_prm"``, ``"grpo_verifier"`` (the keys of ``success``).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self._at_target(method, self.samples)
 
     def compute_to_target(self, method: str) -> np.ndarray:
-        """Per seed, the compute at that checkpoint (``inf`` if never)."""
+        """Per seed, the compute at that checkpoint (``inf`` if never); ``method`` as
+        :meth:`samples_to_target`'s.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self._at_target(method, self.compute)
+
+    def _at_target(self, method: str, cost: dict[str, np.ndarray]) -> np.ndarray:
+        method = check.option("method", method, tuple(self.success))
         hit = self.success[method] >= self.target
         first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-        return np.where(first >= 0, self.compute[method][np.maximum(first, 0)], np.inf)
+        return np.where(first >= 0, cost[method][np.maximum(first, 0)], np.inf)
 
     def table(self) -> str:
         """One line per method: success at each checkpoint (mean over seeds), samples and
