@@ -48,7 +48,7 @@ from . import _checks as checks
 from ._backend import BACKEND
 from .reference.engines import sequence_world as _reference_sequence_world
 from .reference.methods import sequence_stats as _reference_sequence_stats
-from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _read_only
+from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only
 from .worlds import _engines as _world_engines
 from .worlds import log_softmax_rows, softmax_rows
 
@@ -624,8 +624,8 @@ def _world(name: str, world: Any) -> SequenceWorld:
     return world
 
 
-@dataclass(frozen=True, eq=False)
-class SequencePairs:
+@dataclass(frozen=True, eq=False, repr=False)
+class SequencePairs(_Pairs):
     """Labelled pairs of responses from a :class:`SequenceWorld`.
 
     Attributes
@@ -640,11 +640,7 @@ class SequencePairs:
         What the labels cost.
     """
 
-    prompts: np.ndarray
-    first: np.ndarray
-    second: np.ndarray
-    target: np.ndarray
-    cost: float
+    _width_name = "max_len"
 
     def __post_init__(self) -> None:
         """Read-only copies, checked: well-formed responses (a world checks the bounds of the
@@ -659,21 +655,7 @@ class SequencePairs:
             raise ValueError(f"second must have shape {first.shape}, got {second.shape}")
         _structure("first", first)
         _structure("second", second)
-        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
-        if n and not ((target >= 0.0) & (target <= 1.0)).all():
-            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
-            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
-        cost = checks.non_negative("cost", self.cost)
-        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
-            object.__setattr__(self, name, _read_only(np.array(value)))
-        object.__setattr__(self, "cost", cost)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def __repr__(self) -> str:
-        hard = bool(np.isin(self.target, (0.0, 1.0)).all())
-        return f"SequencePairs(n={len(self)}, max_len={self.first.shape[1]}, labels={'hard' if hard else 'soft'})"
+        self._seal(prompts, first, second)
 
     def content_lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """``[n]`` content tokens of the first and of the second responses."""
@@ -686,11 +668,7 @@ def _pairs_of(name: str, pairs: Any, world: SequenceWorld) -> SequencePairs:
     if pairs.first.shape[1] != world.max_len:
         raise ValueError(f"{name} must hold responses of the world's max_len {world.max_len}, "
                          f"got {pairs.first.shape[1]}")
-    if len(pairs) and pairs.prompts.max() >= world.n_prompts:
-        raise ValueError(f"{name} has prompt {int(pairs.prompts.max())}, past the world's {world.n_prompts} prompts")
-    top = max(int(pairs.first.max()), int(pairs.second.max())) if len(pairs) else 0
-    if top >= world.vocab:
-        raise ValueError(f"{name} has token {top}, past the world's {world.vocab} tokens")
+    pairs._within(name, world.n_prompts, world.vocab)
     return pairs
 
 
