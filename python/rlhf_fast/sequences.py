@@ -50,7 +50,7 @@ from .reference.engines import sequence_world as _reference_sequence_world
 from .reference.methods import sequence_stats as _reference_sequence_stats
 from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only
 from .worlds import _engines as _world_engines
-from .worlds import log_softmax_rows, softmax_rows
+from .worlds import _margins, _sgd_settings, log_softmax_rows, softmax_rows
 
 __all__ = [
     "EOS",
@@ -826,16 +826,9 @@ def train_sequence_reward_model(world: SequenceWorld, pairs: SequencePairs, *, e
     """
     world = _world("world", world)
     pairs = _pairs_of("pairs", pairs, world)
-    epochs = checks.count("epochs", epochs, 0, 10_000)
-    lr = checks.positive("lr", checks.finite("lr", lr))
-    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
-                                                                         center_rewards_coefficient))
+    epochs, lr, c = _sgd_settings(epochs, lr, center_rewards_coefficient)
     length_feature = checks.boolean("length_feature", length_feature)
-    n = len(pairs)
-    if n == 0:
-        raise ValueError("pairs must not be empty")
-    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
-                                                                  shape=(n,))
+    margins = _margins(pairs, margin)
     first, first_len = _feature_rows(pairs.first, world.vocab, length_feature)
     second, second_len = _feature_rows(pairs.second, world.vocab, length_feature)
     columns = world.vocab + 1 if length_feature else world.vocab

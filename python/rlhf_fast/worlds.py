@@ -1072,19 +1072,31 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
     """
     world = _world("world", world)
     pairs = _pairs_of("pairs", pairs, world)
-    epochs = checks.count("epochs", epochs, 0, 10_000)
-    lr = checks.positive("lr", checks.finite("lr", lr))
-    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
-                                                                         center_rewards_coefficient))
-    n = len(pairs)
-    if n == 0:
-        raise ValueError("pairs must not be empty")
-    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
-                                                                  shape=(n,))
+    epochs, lr, c = _sgd_settings(epochs, lr, center_rewards_coefficient)
+    margins = _margins(pairs, margin)
     weights = _engines.train_reward_model(world.vocab, np.ascontiguousarray(pairs.first),
                                           np.ascontiguousarray(pairs.second), np.ascontiguousarray(pairs.target),
                                           np.ascontiguousarray(margins, dtype=np.float64), epochs, lr, c)
     return RewardModel(weights, world.tokens)
+
+
+def _sgd_settings(epochs: Any, lr: Any, center_rewards_coefficient: Any) -> tuple[int, float, float]:
+    """A reward model's training ``(epochs, lr, center_rewards_coefficient)``, checked."""
+    epochs = checks.count("epochs", epochs, 0, 10_000)
+    lr = checks.positive("lr", checks.finite("lr", lr))
+    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
+                                                                         center_rewards_coefficient))
+    return epochs, lr, c
+
+
+def _margins(pairs: _Pairs, margin: Any) -> np.ndarray:
+    """``[n]``: the checked per-pair ``margin`` of ``pairs``, which must not be empty (zeros
+    without one)."""
+    n = len(pairs)
+    if n == 0:
+        raise ValueError("pairs must not be empty")
+    return np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
+                                                               shape=(n,))
 
 
 # ------------------------------------------------------------------ the frontier
