@@ -48,7 +48,7 @@ from . import _checks as checks
 from ._backend import BACKEND
 from .reference.engines import sequence_world as _reference_sequence_world
 from .reference.methods import sequence_stats as _reference_sequence_stats
-from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only
+from .worlds import MAX_PROMPTS, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only, _scale
 from .worlds import _engines as _world_engines
 from .worlds import _margins, _sgd_settings, log_softmax_rows, softmax_rows
 
@@ -91,13 +91,6 @@ if BACKEND == "rust":
     from . import _core as _engines
 else:
     _engines = _ReferenceEngines
-
-
-def _scale(name: str, value: Any) -> float:
-    value = checks.non_negative(name, value)
-    if value > MAX_SCALE:
-        raise ValueError(f"{name} must be <= 1e6, got {value!r}")
-    return value
 
 
 def _token_array(name: str, value: Any, what: str) -> np.ndarray:
