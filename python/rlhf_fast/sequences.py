@@ -50,7 +50,7 @@ from .reference.engines import sequence_world as _reference_sequence_world
 from .reference.methods import sequence_stats as _reference_sequence_stats
 from .worlds import MAX_PROMPTS, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only, _scale
 from .worlds import _engines as _world_engines
-from .worlds import _margins, _sgd_settings, log_softmax_rows, softmax_rows
+from .worlds import _gold_accuracy, _margins, _sgd_settings, log_softmax_rows, softmax_rows
 
 __all__ = [
     "EOS",
@@ -764,10 +764,7 @@ class SequenceRewardModel:
         pairs = _pairs_of("pairs", pairs, world)
         gold = world._gold(pairs.prompts, pairs.first) - world._gold(pairs.prompts, pairs.second)
         proxy = self.score(pairs.prompts, pairs.first) - self.score(pairs.prompts, pairs.second)
-        decided = gold != 0.0
-        if not decided.any():
-            raise ValueError("pairs has no pair whose gold differs")
-        return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
+        return _gold_accuracy(gold, proxy)
 
 
 def _rm_for(name: str, rm: Any, world: SequenceWorld) -> SequenceRewardModel:

@@ -1040,10 +1040,16 @@ class RewardModel:
         pairs = _pairs_of("pairs", pairs, world)
         gold = world.gold_score(pairs.prompts, pairs.first) - world.gold_score(pairs.prompts, pairs.second)
         proxy = self.score(pairs.first) - self.score(pairs.second)
-        decided = gold != 0.0
-        if not decided.any():
-            raise ValueError("pairs has no pair whose gold differs")
-        return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
+        return _gold_accuracy(gold, proxy)
+
+
+def _gold_accuracy(gold: np.ndarray, proxy: np.ndarray) -> float:
+    """Share of pairs whose gold order a proxy gets strictly right, from the score differences
+    (first less second) of both: pairs the gold ties are skipped, a proxy tie counts as wrong."""
+    decided = gold != 0.0
+    if not decided.any():
+        raise ValueError("pairs has no pair whose gold differs")
+    return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
 
 
 def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: float = 0.1, margin: Any = None,
