@@ -48,9 +48,9 @@ from . import _checks as checks
 from ._backend import BACKEND
 from .reference.engines import sequence_world as _reference_sequence_world
 from .reference.methods import sequence_stats as _reference_sequence_stats
-from .worlds import MAX_PROMPTS, MAX_SCALE, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _read_only
+from .worlds import MAX_PROMPTS, MAX_VOCAB, MAX_WEIGHT, Judge, Labeller, _bag_score, _Pairs, _read_only, _scale
 from .worlds import _engines as _world_engines
-from .worlds import log_softmax_rows, softmax_rows
+from .worlds import _gold_accuracy, _margins, _sgd_settings, log_softmax_rows, softmax_rows
 
 __all__ = [
     "EOS",
@@ -91,13 +91,6 @@ if BACKEND == "rust":
     from . import _core as _engines
 else:
     _engines = _ReferenceEngines
-
-
-def _scale(name: str, value: Any) -> float:
-    value = checks.non_negative(name, value)
-    if value > MAX_SCALE:
-        raise ValueError(f"{name} must be <= 1e6, got {value!r}")
-    return value
 
 
 def _token_array(name: str, value: Any, what: str) -> np.ndarray:
@@ -624,8 +617,8 @@ def _world(name: str, world: Any) -> SequenceWorld:
     return world
 
 
-@dataclass(frozen=True, eq=False)
-class SequencePairs:
+@dataclass(frozen=True, eq=False, repr=False)
+class SequencePairs(_Pairs):
     """Labelled pairs of responses from a :class:`SequenceWorld`.
 
     Attributes
@@ -640,11 +633,7 @@ class SequencePairs:
         What the labels cost.
     """
 
-    prompts: np.ndarray
-    first: np.ndarray
-    second: np.ndarray
-    target: np.ndarray
-    cost: float
+    _width_name = "max_len"
 
     def __post_init__(self) -> None:
         """Read-only copies, checked: well-formed responses (a world checks the bounds of the
@@ -659,21 +648,7 @@ class SequencePairs:
             raise ValueError(f"second must have shape {first.shape}, got {second.shape}")
         _structure("first", first)
         _structure("second", second)
-        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
-        if n and not ((target >= 0.0) & (target <= 1.0)).all():
-            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
-            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
-        cost = checks.non_negative("cost", self.cost)
-        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
-            object.__setattr__(self, name, _read_only(np.array(value)))
-        object.__setattr__(self, "cost", cost)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def __repr__(self) -> str:
-        hard = bool(np.isin(self.target, (0.0, 1.0)).all())
-        return f"SequencePairs(n={len(self)}, max_len={self.first.shape[1]}, labels={'hard' if hard else 'soft'})"
+        self._seal(prompts, first, second)
 
     def content_lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """``[n]`` content tokens of the first and of the second responses."""
@@ -686,11 +661,7 @@ def _pairs_of(name: str, pairs: Any, world: SequenceWorld) -> SequencePairs:
     if pairs.first.shape[1] != world.max_len:
         raise ValueError(f"{name} must hold responses of the world's max_len {world.max_len}, "
                          f"got {pairs.first.shape[1]}")
-    if len(pairs) and pairs.prompts.max() >= world.n_prompts:
-        raise ValueError(f"{name} has prompt {int(pairs.prompts.max())}, past the world's {world.n_prompts} prompts")
-    top = max(int(pairs.first.max()), int(pairs.second.max())) if len(pairs) else 0
-    if top >= world.vocab:
-        raise ValueError(f"{name} has token {top}, past the world's {world.vocab} tokens")
+    pairs._within(name, world.n_prompts, world.vocab)
     return pairs
 
 
@@ -793,10 +764,7 @@ class SequenceRewardModel:
         pairs = _pairs_of("pairs", pairs, world)
         gold = world._gold(pairs.prompts, pairs.first) - world._gold(pairs.prompts, pairs.second)
         proxy = self.score(pairs.prompts, pairs.first) - self.score(pairs.prompts, pairs.second)
-        decided = gold != 0.0
-        if not decided.any():
-            raise ValueError("pairs has no pair whose gold differs")
-        return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
+        return _gold_accuracy(gold, proxy)
 
 
 def _rm_for(name: str, rm: Any, world: SequenceWorld) -> SequenceRewardModel:
@@ -848,16 +816,9 @@ def train_sequence_reward_model(world: SequenceWorld, pairs: SequencePairs, *, e
     """
     world = _world("world", world)
     pairs = _pairs_of("pairs", pairs, world)
-    epochs = checks.count("epochs", epochs, 0, 10_000)
-    lr = checks.positive("lr", checks.finite("lr", lr))
-    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
-                                                                         center_rewards_coefficient))
+    epochs, lr, c = _sgd_settings(epochs, lr, center_rewards_coefficient)
     length_feature = checks.boolean("length_feature", length_feature)
-    n = len(pairs)
-    if n == 0:
-        raise ValueError("pairs must not be empty")
-    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
-                                                                  shape=(n,))
+    margins = _margins(pairs, margin)
     first, first_len = _feature_rows(pairs.first, world.vocab, length_feature)
     second, second_len = _feature_rows(pairs.second, world.vocab, length_feature)
     columns = world.vocab + 1 if length_feature else world.vocab

@@ -42,7 +42,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -205,11 +205,7 @@ def _pairs_of(name: str, pairs: Any, world: World) -> WorldPairs:
     length = pairs.first.shape[1]
     if length != world.response_len:
         raise ValueError(f"{name} must hold responses of the world's {world.response_len} tokens, got {length}")
-    if len(pairs) and pairs.prompts.max() >= world.n_prompts:
-        raise ValueError(f"{name} has prompt {int(pairs.prompts.max())}, past the world's {world.n_prompts} prompts")
-    top = max(int(pairs.first.max()), int(pairs.second.max())) if len(pairs) else 0
-    if top >= world.vocab:
-        raise ValueError(f"{name} has token {top}, past the world's {world.vocab} tokens")
+    pairs._within(name, world.n_prompts, world.vocab)
     return pairs
 
 
@@ -882,8 +878,53 @@ def _bag_score(values: np.ndarray, prompts: np.ndarray, responses: np.ndarray, c
                               np.ascontiguousarray(responses, dtype=np.int64), count_once, float(offset))
 
 
-@dataclass(frozen=True, eq=False)
-class WorldPairs:
+@dataclass(frozen=True, eq=False, repr=False)
+class _Pairs:
+    """Labelled pairs of responses, of a :class:`World` or of a
+    :class:`~rlhf_fast.sequences.SequenceWorld`: the fields, the checks and the repr both share.
+    Each kind checks its own responses, then :meth:`_seal` checks the rest and freezes them."""
+
+    prompts: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    target: np.ndarray
+    cost: float
+    # what the repr calls the responses' width: the world's own name for it
+    _width_name: ClassVar[str]
+
+    def _seal(self, prompts: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+        """Checks one target in [0, 1] per pair and the cost, then stores read-only copies of
+        the checked ``prompts``, ``first`` and ``second`` and of the target."""
+        n = len(prompts)
+        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
+        if n and not ((target >= 0.0) & (target <= 1.0)).all():
+            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
+            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
+        cost = checks.non_negative("cost", self.cost)
+        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
+            object.__setattr__(self, name, _read_only(np.array(value)))
+        object.__setattr__(self, "cost", cost)
+
+    def _within(self, name: str, n_prompts: int, vocab: int) -> None:
+        """Checks that the pairs (the argument ``name``) hold only prompts below ``n_prompts``
+        and tokens below ``vocab``: a world's."""
+        if len(self) and self.prompts.max() >= n_prompts:
+            raise ValueError(f"{name} has prompt {int(self.prompts.max())}, past the world's {n_prompts} prompts")
+        top = max(int(self.first.max()), int(self.second.max())) if len(self) else 0
+        if top >= vocab:
+            raise ValueError(f"{name} has token {top}, past the world's {vocab} tokens")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __repr__(self) -> str:
+        hard = bool(np.isin(self.target, (0.0, 1.0)).all())
+        return (f"{type(self).__name__}(n={len(self)}, {self._width_name}={self.first.shape[1]}, "
+                f"labels={'hard' if hard else 'soft'})")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class WorldPairs(_Pairs):
     """Labelled pairs of responses from a :class:`World`.
 
     Attributes
@@ -898,11 +939,7 @@ class WorldPairs:
         What the labels cost (:attr:`Labeller.cost` per pair).
     """
 
-    prompts: np.ndarray
-    first: np.ndarray
-    second: np.ndarray
-    target: np.ndarray
-    cost: float
+    _width_name = "response_len"
 
     def __post_init__(self) -> None:
         """Copies of the arrays, checked and read-only: prompts and tokens indices (ints >= 0; a
@@ -916,21 +953,7 @@ class WorldPairs:
             raise ValueError("first must have at least one token per response, got 0")
         second = checks.index_array("second", self.second, "an [n, response_len] array of token indices",
                                     shape=first.shape)
-        target = checks.real_array("target", self.target, "a 1-D array of probabilities", shape=(n,))
-        if n and not ((target >= 0.0) & (target <= 1.0)).all():
-            bad = int(np.flatnonzero((target < 0.0) | (target > 1.0))[0])
-            raise ValueError(f"target[{bad}] must be a probability in [0, 1], got {float(target[bad])!r}")
-        cost = checks.non_negative("cost", self.cost)
-        for name, value in (("prompts", prompts), ("first", first), ("second", second), ("target", target)):
-            object.__setattr__(self, name, _read_only(np.array(value)))
-        object.__setattr__(self, "cost", cost)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def __repr__(self) -> str:
-        hard = bool(np.isin(self.target, (0.0, 1.0)).all())
-        return f"WorldPairs(n={len(self)}, response_len={self.first.shape[1]}, labels={'hard' if hard else 'soft'})"
+        self._seal(prompts, first, second)
 
     def counts(self, vocab: int) -> tuple[np.ndarray, np.ndarray]:
         """``[n, vocab]`` token counts of the first and the second responses (dense)."""
@@ -1017,10 +1040,16 @@ class RewardModel:
         pairs = _pairs_of("pairs", pairs, world)
         gold = world.gold_score(pairs.prompts, pairs.first) - world.gold_score(pairs.prompts, pairs.second)
         proxy = self.score(pairs.first) - self.score(pairs.second)
-        decided = gold != 0.0
-        if not decided.any():
-            raise ValueError("pairs has no pair whose gold differs")
-        return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
+        return _gold_accuracy(gold, proxy)
+
+
+def _gold_accuracy(gold: np.ndarray, proxy: np.ndarray) -> float:
+    """Share of pairs whose gold order a proxy gets strictly right, from the score differences
+    (first less second) of both: pairs the gold ties are skipped, a proxy tie counts as wrong."""
+    decided = gold != 0.0
+    if not decided.any():
+        raise ValueError("pairs has no pair whose gold differs")
+    return float(((proxy > 0) == (gold > 0))[decided & (proxy != 0.0)].sum() / decided.sum())
 
 
 def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: float = 0.1, margin: Any = None,
@@ -1049,19 +1078,31 @@ def train_reward_model(world: World, pairs: WorldPairs, *, epochs: int = 1, lr: 
     """
     world = _world("world", world)
     pairs = _pairs_of("pairs", pairs, world)
-    epochs = checks.count("epochs", epochs, 0, 10_000)
-    lr = checks.positive("lr", checks.finite("lr", lr))
-    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
-                                                                         center_rewards_coefficient))
-    n = len(pairs)
-    if n == 0:
-        raise ValueError("pairs must not be empty")
-    margins = np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
-                                                                  shape=(n,))
+    epochs, lr, c = _sgd_settings(epochs, lr, center_rewards_coefficient)
+    margins = _margins(pairs, margin)
     weights = _engines.train_reward_model(world.vocab, np.ascontiguousarray(pairs.first),
                                           np.ascontiguousarray(pairs.second), np.ascontiguousarray(pairs.target),
                                           np.ascontiguousarray(margins, dtype=np.float64), epochs, lr, c)
     return RewardModel(weights, world.tokens)
+
+
+def _sgd_settings(epochs: Any, lr: Any, center_rewards_coefficient: Any) -> tuple[int, float, float]:
+    """A reward model's training ``(epochs, lr, center_rewards_coefficient)``, checked."""
+    epochs = checks.count("epochs", epochs, 0, 10_000)
+    lr = checks.positive("lr", checks.finite("lr", lr))
+    c = checks.non_negative("center_rewards_coefficient", checks.finite("center_rewards_coefficient",
+                                                                         center_rewards_coefficient))
+    return epochs, lr, c
+
+
+def _margins(pairs: _Pairs, margin: Any) -> np.ndarray:
+    """``[n]``: the checked per-pair ``margin`` of ``pairs``, which must not be empty (zeros
+    without one)."""
+    n = len(pairs)
+    if n == 0:
+        raise ValueError("pairs must not be empty")
+    return np.zeros(n) if margin is None else checks.real_array("margin", margin, f"{n} floats, one per pair",
+                                                               shape=(n,))
 
 
 # ------------------------------------------------------------------ the frontier
