@@ -457,39 +457,8 @@ impl Engine for WorldDpoEngine<'_> {
 mod tests {
     use super::*;
     use crate::engines::driver::{sweep, SweepOutput};
-    use crate::methods::world_stats::Table;
+    use crate::engines::test_worlds::Tables;
     use crate::rng::{seed_key, Mt19937};
-
-    /// A small world drawn from a stream, and labelled pairs of random responses in it.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     /// `n` pairs of random responses, labelled by the gold's sign (hard) or softly.
     fn pairs(world: &WorldTables<'_>, n: usize, soft: bool, seed: i128) -> WorldPairs {

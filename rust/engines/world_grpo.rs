@@ -318,40 +318,10 @@ impl Engine for WorldGrpoEngine<'_> {
 mod tests {
     use super::*;
     use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::test_worlds::Tables;
+    use crate::error::py_float;
     use crate::methods::grpo::ScaleRewards;
-    use crate::methods::world_stats::Table;
     use crate::rng::seed_key;
-
-    /// A small world drawn from a stream: `[P, V]` reference logits and gold, `V` weights.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     fn params(g: i64, beta: f64, lr: f64, iterations: i64) -> GrpoParams {
         GrpoParams::new(g, beta, 0.2, None, lr, ScaleRewards::Group, iterations).unwrap()

@@ -415,39 +415,10 @@ mod tests {
     use super::*;
     use crate::engines::driver::{sweep, SweepOutput};
     use crate::engines::ppo::{train_rlhf, RlhfHistory};
+    use crate::engines::test_worlds::Tables;
+    use crate::error::py_float;
     use crate::methods::kl_control::KlController;
     use crate::rng::seed_key;
-
-    /// A small world drawn from a stream: `[P, V]` reference logits and gold, `V` weights.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     fn params(kl_penalty: &str, vf_coef: f64, ppo_epochs: i64) -> PpoParams {
         PpoParams::new(0.2, 0.05, ppo_epochs).and_then(|p| p.completed(kl_penalty, vf_coef, 0.2)).unwrap()
