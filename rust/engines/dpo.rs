@@ -2,8 +2,8 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed,
-    reserve, Error, Result,
+    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, record_overflowed, reserve,
+    Error, Result,
 };
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
@@ -85,20 +85,13 @@ fn dpo_epochs(
                 params,
                 &mut scratch,
             );
+            let diverged =
+                |key: &str| record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta);
             if overflowed(&theta[row]) {
-                return Err(Error::Diverged(format!(
-                    "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                    py_float(params.lr),
-                    py_float(params.beta)
-                )));
+                return Err(diverged("logits"));
             }
             if let Some(key) = out.nonfinite_key() {
-                return Err(record_overflowed(
-                    &format!("{run_name} diverged at step {t}"),
-                    key,
-                    params.lr,
-                    params.beta,
-                ));
+                return Err(diverged(key));
             }
             on_step(epoch, x as u32, &out);
             t += 1;

@@ -3,7 +3,7 @@
 
 use super::driver::{Monitor, Ticker};
 use crate::error::{
-    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+    default_max_memory, finite_slice, fits_in_memory, overflowed, record_overflowed, reserve, Error, Result,
 };
 use crate::kernels::policy::check_policy_pair;
 use crate::kernels::simd::Simd;
@@ -129,17 +129,14 @@ pub fn train_rlhf(
         let logits = &mut theta[row.clone()];
         let out =
             rlhf_step(logits, &ref_log_probs[row.clone()], weights, u, beta, params, &mut values[prompt], &mut scratch);
+        let diverged = |key: &str| record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta);
         if overflowed(&theta[row]) | overflowed(std::slice::from_ref(&values[prompt])) {
-            return Err(Error::Diverged(format!(
-                "train_rlhf diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(params.lr),
-                py_float(beta)
-            )));
+            return Err(diverged("logits"));
         }
         kl_sum += out.kl;
         let mean_kl = kl_sum / (t + 1) as f64;
         if let Some(key) = out.nonfinite_key(Some((beta, mean_kl))) {
-            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta));
+            return Err(diverged(key));
         }
         history.prompt.push(prompt as u32);
         history.token.push(out.token as u32);
@@ -228,6 +225,7 @@ impl PpoEngine<'_> {
 mod tests {
     use super::*;
     use crate::engines::driver::{sweep, SweepOutput};
+    use crate::error::py_float;
     use crate::kernels::policy::{expected_score, policy_kl};
     use crate::rng::seed_key;
 

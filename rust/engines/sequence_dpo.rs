@@ -341,16 +341,12 @@ impl Engine for SequenceDpoEngine<'_> {
                     &mut scratch,
                 );
                 stats.changed(x);
-                if overflowed(&theta[rows]) {
-                    return Err(Error::Diverged(format!(
-                        "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                        py_float(params.lr),
-                        py_float(params.beta)
-                    )));
-                }
                 let diverged = |key: &str| {
                     record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta)
                 };
+                if overflowed(&theta[rows]) {
+                    return Err(diverged("logits"));
+                }
                 if let Some(key) = outcome.nonfinite_key() {
                     return Err(diverged(key));
                 }

@@ -200,15 +200,11 @@ fn world_dpo_epochs(
                 &mut scratch,
             );
             exact.changed(x);
-            if overflowed(&theta[row]) {
-                return Err(Error::Diverged(format!(
-                    "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                    py_float(params.lr),
-                    py_float(params.beta)
-                )));
-            }
             let diverged =
                 |key: &str| record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta);
+            if overflowed(&theta[row]) {
+                return Err(diverged("logits"));
+            }
             if let Some(key) = outcome.nonfinite_key() {
                 return Err(diverged(key));
             }

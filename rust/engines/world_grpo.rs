@@ -14,8 +14,7 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
-    Result,
+    default_max_memory, fits_in_memory, overflowed, record_overflowed, reserve, vec_with_capacity, Error, Result,
 };
 use crate::methods::grpo::{bag_grpo_update, check_group_tokens, BagGrpoScratch, GrpoOutcome, GrpoParams};
 use crate::methods::world_stats::{check_theta, ExactMeans, WorldStats, WorldTables};
@@ -100,11 +99,7 @@ impl<'a> WorldGrpoRun<'a> {
         );
         self.exact.changed(x);
         if overflowed(&self.theta[row]) {
-            return Err(Error::Diverged(format!(
-                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(self.params.lr),
-                py_float(self.params.beta)
-            )));
+            return Err(self.overflowed(run_name, t, "logits"));
         }
         if let Some(key) = out.nonfinite_key(None) {
             return Err(self.overflowed(run_name, t, key));

@@ -19,8 +19,7 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
-    Result,
+    default_max_memory, fits_in_memory, overflowed, record_overflowed, reserve, vec_with_capacity, Error, Result,
 };
 use crate::kernels::simd::Simd;
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
@@ -153,11 +152,7 @@ impl<'a> WorldRun<'a> {
         };
         self.means.changed(x);
         if overflowed(&self.theta[row]) | overflowed(&self.values[x..=x]) {
-            return Err(Error::Diverged(format!(
-                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(self.params.lr),
-                py_float(self.beta)
-            )));
+            return Err(self.overflowed(run_name, t, "logits"));
         }
         if let Some(key) = out.nonfinite_key() {
             return Err(self.overflowed(run_name, t, key));
