@@ -374,12 +374,6 @@ mod tests {
             .collect()
     }
 
-    /// Run `r`'s history field `f`, all kept steps.
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        let kept = out.n_kept;
-        &out.history[(r * F + f) * kept..(r * F + f + 1) * kept]
-    }
-
     /// Every series of a single run, in `PPO_HISTORY_FIELDS` order.
     fn series(history: &RlhfHistory) -> [Vec<f64>; F] {
         let ids = |v: &[u32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
@@ -403,7 +397,7 @@ mod tests {
         let out = run_sweep(&engine(400, 1, true, Simd::detect()), &runs, &Monitor::default()).unwrap();
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             for (f, expected) in series(&history).iter().enumerate() {
-                assert_eq!(field(&out, r, f), &expected[..], "run {r} {}", PPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &expected[..], "run {r} {}", PPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 24..(r + 1) * 24], theta[..], "run {r}");
         }
@@ -422,9 +416,9 @@ mod tests {
         };
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             let expected = series(&history);
-            assert_eq!(field(&out, r, 1), &expected[1][..], "run {r}: tokens");
+            assert_eq!(out.kept(r, 1), &expected[1][..], "run {r}: tokens");
             for (f, values) in expected.iter().enumerate() {
-                close(field(&out, r, f), values, PPO_HISTORY_FIELDS[f]);
+                close(out.kept(r, f), values, PPO_HISTORY_FIELDS[f]);
             }
             close(&out.final_params[r * 24..(r + 1) * 24], &theta, "theta");
         }
@@ -453,7 +447,7 @@ mod tests {
         for r in 0..5 {
             for f in 0..F {
                 for k in 0..14 {
-                    assert_eq!(field(&thin, r, f)[k], field(&full, r, f)[7 * k + 6]);
+                    assert_eq!(thin.kept(r, f)[k], full.kept(r, f)[7 * k + 6]);
                 }
             }
         }
@@ -467,10 +461,10 @@ mod tests {
         let out = run_sweep(&engine(250, 1, false, Simd::detect()), &runs(3), &Monitor::default()).unwrap();
         let fields = PPO_SUMMARY_FIELDS.len();
         for r in 0..3 {
-            let mean = |f: usize| field(&out, r, f).iter().sum::<f64>() / 250.0;
+            let mean = |f: usize| out.kept(r, f).iter().sum::<f64>() / 250.0;
             let summary = &out.summary[r * fields..(r + 1) * fields];
             assert!((summary[2] - mean(2)).abs() < 1e-12);
-            assert!((summary[4] - field(&out, r, 7)[249]).abs() < 1e-12);
+            assert!((summary[4] - out.kept(r, 7)[249]).abs() < 1e-12);
             assert!((summary[5] - mean(5)).abs() < 1e-12);
             let theta = &out.final_params[r * 24..(r + 1) * 24];
             assert_eq!(summary[0], expected_score(theta, &SWEEP_WEIGHTS).unwrap());

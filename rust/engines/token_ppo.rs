@@ -515,7 +515,7 @@ mod tests {
             assert_eq!(again, out, "{threads} threads");
         }
         let clipfrac = TOKEN_PPO_HISTORY_FIELDS.iter().position(|&f| f == "policy_clipfrac_avg").unwrap();
-        let series = &out.history[clipfrac * 6..(clipfrac + 1) * 6];
+        let series = out.kept(0, clipfrac);
         assert!(series.iter().all(|c| (0.0..=1.0).contains(c)));
     }
 

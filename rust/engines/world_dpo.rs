@@ -452,7 +452,7 @@ impl Engine for WorldDpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::driver::sweep;
     use crate::engines::test_worlds::Tables;
     use crate::rng::{seed_key, Mt19937};
 
@@ -579,10 +579,6 @@ mod tests {
         runs
     }
 
-    fn field(out: &SweepOutput, fields: usize, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * fields + f) * out.n_kept..(r * fields + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 10, 5);
@@ -610,7 +606,7 @@ mod tests {
             ];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(2).step_by(3).copied().collect();
-                let got = field(&out, 9, r, f);
+                let got = out.kept(r, f);
                 assert_eq!(&got[..kept.len()], &kept[..], "run {r} {}", WORLD_DPO_HISTORY_FIELDS[f]);
                 assert!(got[kept.len()..].iter().all(|v| v.is_nan()));
             }
@@ -640,7 +636,7 @@ mod tests {
             for f in 0..8 {
                 let with = if f < 6 { f } else { f + 1 };
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(field(&none, 8, r, f)), bits(field(&out, 9, r, with)));
+                assert_eq!(bits(none.kept(r, f)), bits(out.kept(r, with)));
             }
         }
     }

@@ -312,7 +312,7 @@ impl Engine for WorldGrpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::driver::sweep;
     use crate::engines::test_worlds::Tables;
     use crate::error::py_float;
     use crate::methods::grpo::ScaleRewards;
@@ -347,12 +347,6 @@ mod tests {
             .collect()
     }
 
-    const F: usize = WORLD_GRPO_HISTORY_FIELDS.len();
-
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * F + f) * out.n_kept..(r * F + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 20, 5);
@@ -368,7 +362,7 @@ mod tests {
                 [&h.score, &h.reward_std, &h.kl, &h.clip_frac, &h.loss, &h.proxy_score, &h.gold_score, &h.mean_kl];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(2).step_by(3).copied().collect();
-                assert_eq!(field(&out, r, f), &kept[..], "run {r} {}", WORLD_GRPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &kept[..], "run {r} {}", WORLD_GRPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 60..(r + 1) * 60], theta[..], "run {r}");
             let mean = |v: &[f64]| v.iter().sum::<f64>() / 50.0;

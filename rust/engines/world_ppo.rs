@@ -408,7 +408,7 @@ impl Engine for WorldPpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::driver::sweep;
     use crate::engines::ppo::{train_rlhf, RlhfHistory};
     use crate::engines::test_worlds::Tables;
     use crate::error::py_float;
@@ -606,12 +606,6 @@ mod tests {
             .collect()
     }
 
-    const F: usize = WORLD_PPO_HISTORY_FIELDS.len();
-
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * F + f) * out.n_kept..(r * F + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 24, 5);
@@ -624,7 +618,7 @@ mod tests {
             let series = [&h.score, &h.reward, &h.clip_frac, &h.kl_penalty, &h.proxy_score, &h.gold_score, &h.mean_kl];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(3).step_by(4).copied().collect();
-                assert_eq!(field(&out, r, f), &kept[..], "run {r} {}", WORLD_PPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &kept[..], "run {r} {}", WORLD_PPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 72..(r + 1) * 72], theta[..], "run {r}");
             assert_eq!(out.summary[r * 3..(r + 1) * 3], [h.proxy_score[89], h.gold_score[89], h.mean_kl[89]]);
