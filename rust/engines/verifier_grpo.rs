@@ -15,7 +15,7 @@
 
 use super::driver::{check_summary, Engine, Monitor, RunsOut};
 use super::sequence_common::{sweep_batch_run, BatchRun};
-use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
+use crate::error::{non_negative, overflowed, positive, record_overflowed, vec_with_capacity, Error, Result};
 use crate::kernels::sampling::sample_index;
 use crate::methods::grpo::ScaleRewards;
 use crate::methods::token_ppo::{TokenWorld, EOS};
@@ -167,11 +167,7 @@ impl<'a> GrpoRun<'a> {
     }
 
     fn diverged(&self, name: &str, t: usize, key: &str) -> Error {
-        Error::Diverged(format!(
-            "{name} diverged at step {t}: {key} overflowed (lr={}, beta={})",
-            py_float(self.lr),
-            py_float(self.beta)
-        ))
+        record_overflowed(&format!("{name} diverged at step {t}"), key, self.lr, self.beta)
     }
 
     /// Completion `b` of prompt `p` with the current policy, and its reward.
