@@ -12,7 +12,7 @@
 //! of its score. A step changes one prompt's row, so only the rows changed since the last
 //! record are recomputed.
 
-use super::dpo::EpochOrder;
+use super::dpo::{longest_run_steps, EpochOrder};
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
     default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
@@ -354,16 +354,8 @@ impl<'a> WorldDpoEngine<'a> {
         runs: &[WorldDpoRun],
     ) -> Result<Self> {
         pairs.check(&world)?;
-        for run in runs {
-            if run.epochs == 0 {
-                return Err(Error::invalid(format!("epochs must be >= 1, got {}", run.epochs)));
-            }
-            pairs.check_labels_for(run.params.loss_type)?;
-        }
-        let max_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
-        let max_steps = max_epochs
-            .checked_mul(pairs.len())
-            .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {} pairs is too many steps", pairs.len())))?;
+        let labels = |r: &WorldDpoRun| pairs.check_labels_for(r.params.loss_type);
+        let max_steps = longest_run_steps(runs, |r| r.epochs, pairs.len(), labels)?;
         Ok(WorldDpoEngine { world, pairs, with_proxy, record_every, max_steps })
     }
 }
