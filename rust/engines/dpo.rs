@@ -2,8 +2,8 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed,
-    reserve, Error, Result,
+    default_max_memory, drop_in_background, finite_slice, fits_in_memory, overflowed, record_overflowed, reserve,
+    Error, Result,
 };
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
@@ -85,20 +85,13 @@ fn dpo_epochs(
                 params,
                 &mut scratch,
             );
+            let diverged =
+                |key: &str| record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta);
             if overflowed(&theta[row]) {
-                return Err(Error::Diverged(format!(
-                    "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                    py_float(params.lr),
-                    py_float(params.beta)
-                )));
+                return Err(diverged("logits"));
             }
             if let Some(key) = out.nonfinite_key() {
-                return Err(record_overflowed(
-                    &format!("{run_name} diverged at step {t}"),
-                    key,
-                    params.lr,
-                    params.beta,
-                ));
+                return Err(diverged(key));
             }
             on_step(epoch, x as u32, &out);
             t += 1;
@@ -197,6 +190,26 @@ pub struct DpoRun {
     pub shuffle_seed: Option<Vec<u32>>,
 }
 
+/// Steps of the longest of DPO sweep runs of `epochs(run)` passes over `n_pairs` pairs,
+/// after checking, run by run, that it has an epoch and passes `check`.
+pub(crate) fn longest_run_steps<R>(
+    runs: &[R],
+    epochs: impl Fn(&R) -> usize,
+    n_pairs: usize,
+    check: impl Fn(&R) -> Result<()>,
+) -> Result<usize> {
+    for run in runs {
+        if epochs(run) == 0 {
+            return Err(Error::invalid("epochs must be >= 1, got 0"));
+        }
+        check(run)?;
+    }
+    let max_epochs = runs.iter().map(epochs).max().unwrap_or(0);
+    max_epochs
+        .checked_mul(n_pairs)
+        .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {n_pairs} pairs is too many steps")))
+}
+
 /// DPO runs over one preference set from one starting policy: each run is [`train_dpo`]
 /// from `theta0`. A run of fewer steps than the longest is padded with NaN.
 #[derive(Clone, Debug)]
@@ -233,13 +246,7 @@ impl<'a> DpoEngine<'a> {
             finite_slice("w", w)?;
         }
         pairs.check(n_prompts, vocab_size)?;
-        if let Some(run) = runs.iter().find(|r| r.epochs == 0) {
-            return Err(Error::invalid(format!("epochs must be >= 1, got {}", run.epochs)));
-        }
-        let max_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
-        let max_steps = max_epochs
-            .checked_mul(pairs.len())
-            .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {} pairs is too many steps", pairs.len())))?;
+        let max_steps = longest_run_steps(runs, |r| r.epochs, pairs.len(), |_| Ok(()))?;
         let ref_log_probs = log_softmax_rows(reference, vocab_size);
         Ok(DpoEngine { theta0, reference, vocab_size, pairs, weights, record_every, ref_log_probs, max_steps })
     }

@@ -182,6 +182,15 @@ pub struct SweepOutput {
     pub summary: Vec<f64>,
 }
 
+#[cfg(test)]
+impl SweepOutput {
+    /// Run `run`'s history field `field` (in `history_fields` order), all kept steps.
+    pub(crate) fn kept(&self, run: usize, field: usize) -> &[f64] {
+        let start = (run * self.history_fields.len() + field) * self.n_kept;
+        &self.history[start..start + self.n_kept]
+    }
+}
+
 /// `n` consecutive pieces of `len` from `buf` (empty pieces when `len` is 0).
 fn pieces(buf: &mut [f64], len: usize, n: usize) -> Vec<&mut [f64]> {
     if len == 0 {

@@ -2,7 +2,7 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+    default_max_memory, finite_slice, fits_in_memory, overflowed, record_overflowed, reserve, Error, Result,
 };
 use crate::kernels::policy::{check_policy_pair, expected_score, policy_kl};
 use crate::kernels::softmax::log_softmax_rows;
@@ -98,18 +98,16 @@ impl<'a> GrpoRun<'a> {
             self.params,
             &mut self.scratch,
         );
+        let diverged = |key: &str| {
+            record_overflowed(&format!("{run_name} diverged at step {t}"), key, self.params.lr, self.params.beta)
+        };
         if overflowed(&self.theta[row]) {
-            return Err(Error::Diverged(format!(
-                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(self.params.lr),
-                py_float(self.params.beta)
-            )));
+            return Err(diverged("logits"));
         }
         self.kl_sum += out.kl;
         let mean_kl = self.kl_sum / (t + 1) as f64;
         if let Some(key) = out.nonfinite_key(Some(mean_kl)) {
-            let what = format!("{run_name} diverged at step {t}");
-            return Err(record_overflowed(&what, key, self.params.lr, self.params.beta));
+            return Err(diverged(key));
         }
         Ok((prompt, out, mean_kl))
     }

@@ -3,7 +3,7 @@
 
 use super::driver::{Monitor, Ticker};
 use crate::error::{
-    default_max_memory, finite_slice, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
+    default_max_memory, finite_slice, fits_in_memory, overflowed, record_overflowed, reserve, Error, Result,
 };
 use crate::kernels::policy::check_policy_pair;
 use crate::kernels::simd::Simd;
@@ -129,17 +129,14 @@ pub fn train_rlhf(
         let logits = &mut theta[row.clone()];
         let out =
             rlhf_step(logits, &ref_log_probs[row.clone()], weights, u, beta, params, &mut values[prompt], &mut scratch);
+        let diverged = |key: &str| record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta);
         if overflowed(&theta[row]) | overflowed(std::slice::from_ref(&values[prompt])) {
-            return Err(Error::Diverged(format!(
-                "train_rlhf diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(params.lr),
-                py_float(beta)
-            )));
+            return Err(diverged("logits"));
         }
         kl_sum += out.kl;
         let mean_kl = kl_sum / (t + 1) as f64;
         if let Some(key) = out.nonfinite_key(Some((beta, mean_kl))) {
-            return Err(record_overflowed(&format!("train_rlhf diverged at step {t}"), key, params.lr, beta));
+            return Err(diverged(key));
         }
         history.prompt.push(prompt as u32);
         history.token.push(out.token as u32);
@@ -228,6 +225,7 @@ impl PpoEngine<'_> {
 mod tests {
     use super::*;
     use crate::engines::driver::{sweep, SweepOutput};
+    use crate::error::py_float;
     use crate::kernels::policy::{expected_score, policy_kl};
     use crate::rng::seed_key;
 
@@ -376,12 +374,6 @@ mod tests {
             .collect()
     }
 
-    /// Run `r`'s history field `f`, all kept steps.
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        let kept = out.n_kept;
-        &out.history[(r * F + f) * kept..(r * F + f + 1) * kept]
-    }
-
     /// Every series of a single run, in `PPO_HISTORY_FIELDS` order.
     fn series(history: &RlhfHistory) -> [Vec<f64>; F] {
         let ids = |v: &[u32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
@@ -405,7 +397,7 @@ mod tests {
         let out = run_sweep(&engine(400, 1, true, Simd::detect()), &runs, &Monitor::default()).unwrap();
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             for (f, expected) in series(&history).iter().enumerate() {
-                assert_eq!(field(&out, r, f), &expected[..], "run {r} {}", PPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &expected[..], "run {r} {}", PPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 24..(r + 1) * 24], theta[..], "run {r}");
         }
@@ -424,9 +416,9 @@ mod tests {
         };
         for (r, (theta, history)) in single_runs(&runs, 400).into_iter().enumerate() {
             let expected = series(&history);
-            assert_eq!(field(&out, r, 1), &expected[1][..], "run {r}: tokens");
+            assert_eq!(out.kept(r, 1), &expected[1][..], "run {r}: tokens");
             for (f, values) in expected.iter().enumerate() {
-                close(field(&out, r, f), values, PPO_HISTORY_FIELDS[f]);
+                close(out.kept(r, f), values, PPO_HISTORY_FIELDS[f]);
             }
             close(&out.final_params[r * 24..(r + 1) * 24], &theta, "theta");
         }
@@ -455,7 +447,7 @@ mod tests {
         for r in 0..5 {
             for f in 0..F {
                 for k in 0..14 {
-                    assert_eq!(field(&thin, r, f)[k], field(&full, r, f)[7 * k + 6]);
+                    assert_eq!(thin.kept(r, f)[k], full.kept(r, f)[7 * k + 6]);
                 }
             }
         }
@@ -469,10 +461,10 @@ mod tests {
         let out = run_sweep(&engine(250, 1, false, Simd::detect()), &runs(3), &Monitor::default()).unwrap();
         let fields = PPO_SUMMARY_FIELDS.len();
         for r in 0..3 {
-            let mean = |f: usize| field(&out, r, f).iter().sum::<f64>() / 250.0;
+            let mean = |f: usize| out.kept(r, f).iter().sum::<f64>() / 250.0;
             let summary = &out.summary[r * fields..(r + 1) * fields];
             assert!((summary[2] - mean(2)).abs() < 1e-12);
-            assert!((summary[4] - field(&out, r, 7)[249]).abs() < 1e-12);
+            assert!((summary[4] - out.kept(r, 7)[249]).abs() < 1e-12);
             assert!((summary[5] - mean(5)).abs() < 1e-12);
             let theta = &out.final_params[r * 24..(r + 1) * 24];
             assert_eq!(summary[0], expected_score(theta, &SWEEP_WEIGHTS).unwrap());

@@ -14,7 +14,7 @@
 //! move. The reference twin (`python/rlhf_fast/reference/engines/sequence_dpo.py`) computes
 //! every float in the same order.
 
-use super::dpo::EpochOrder;
+use super::dpo::{longest_run_steps, EpochOrder};
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use super::sequence_common::CachedStats;
 use crate::error::{overflowed, py_float, record_overflowed, Error, Result};
@@ -262,16 +262,8 @@ impl<'a> SequenceDpoEngine<'a> {
         runs: &[SequenceDpoRun],
     ) -> Result<Self> {
         pairs.check(&world)?;
-        for run in runs {
-            if run.epochs == 0 {
-                return Err(Error::invalid("epochs must be >= 1, got 0"));
-            }
-            pairs.check_labels_for(run.params.loss_type)?;
-        }
-        let max_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
-        let max_steps = max_epochs
-            .checked_mul(pairs.len())
-            .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {} pairs is too many steps", pairs.len())))?;
+        let labels = |r: &SequenceDpoRun| pairs.check_labels_for(r.params.loss_type);
+        let max_steps = longest_run_steps(runs, |r| r.epochs, pairs.len(), labels)?;
         Ok(SequenceDpoEngine { world, pairs, with_proxy, record_every, max_steps })
     }
 }
@@ -341,16 +333,12 @@ impl Engine for SequenceDpoEngine<'_> {
                     &mut scratch,
                 );
                 stats.changed(x);
-                if overflowed(&theta[rows]) {
-                    return Err(Error::Diverged(format!(
-                        "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                        py_float(params.lr),
-                        py_float(params.beta)
-                    )));
-                }
                 let diverged = |key: &str| {
                     record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta)
                 };
+                if overflowed(&theta[rows]) {
+                    return Err(diverged("logits"));
+                }
                 if let Some(key) = outcome.nonfinite_key() {
                     return Err(diverged(key));
                 }

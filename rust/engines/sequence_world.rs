@@ -3,13 +3,12 @@
 //! response as a row of feature columns (its content tokens, then the length column once per
 //! content token when the length is a feature) with the row's length; a row is read up to its
 //! length only. Each pair's step is the bag world's [`rm_pair_step`] on the two rows.
+//!
+//! [`rm_pair_step`]: crate::methods::world::reward_model::rm_pair_step
 
 use super::driver::Monitor;
-use super::world::{RmSgd, MAX_EPOCHS, MAX_VOCAB};
-use crate::error::{
-    finite, finite_slice, non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result,
-};
-use crate::methods::world::reward_model::rm_pair_step;
+use super::world::{check_labels, reward_model_sgd, RmSgd, MAX_VOCAB};
+use crate::error::{Error, Result};
 
 /// One side of the labelled pairs: `[n, width]` feature columns, row-major, and how many of
 /// each row's columns are read.
@@ -54,6 +53,8 @@ impl Rows<'_> {
 /// pairs of rows (`first`'s row `i` against `second`'s, label `target[i]`, margin
 /// `margin[i]`), in order, from zero; the monitor is ticked with each pass's pairs. Weights
 /// that overflow (2^512 in magnitude, or NaN) after a pass stop the training.
+///
+/// [`rm_pair_step`]: crate::methods::world::reward_model::rm_pair_step
 pub fn train_reward_model_rows(
     vocab: usize,
     first: Rows<'_>,
@@ -72,35 +73,9 @@ pub fn train_reward_model_rows(
     }
     first.check("first", n, vocab)?;
     second.check("second", n, vocab)?;
-    if margin.len() != n {
-        return Err(Error::invalid(format!("margin must have {n} floats, one per pair, got {}", margin.len())));
-    }
-    if let Some(i) = target.iter().position(|t| !(0.0..=1.0).contains(t)) {
-        let message = format!("target[{i}] must be a probability in [0, 1], got {}", py_float(target[i]));
-        return Err(Error::invalid(message));
-    }
-    finite_slice("margin", margin)?;
-    if sgd.epochs > MAX_EPOCHS {
-        return Err(Error::invalid(format!("epochs must be <= {MAX_EPOCHS}, got {}", sgd.epochs)));
-    }
-    let lr = positive("lr", finite("lr", sgd.lr)?)?;
-    let c = non_negative("center_rewards_coefficient", sgd.center_rewards_coefficient)?;
-
-    let mut w = vec_with_capacity(vocab, "the reward model's weights")?;
-    w.resize(vocab, 0.0);
-    for epoch in 0..sgd.epochs {
-        for i in 0..n {
-            rm_pair_step(&mut w, first.row(i), second.row(i), target[i], margin[i], lr, c);
-        }
-        if overflowed(&w) {
-            return Err(Error::Diverged(format!(
-                "train_sequence_reward_model diverged in epoch {epoch}: weights overflowed (lr={})",
-                py_float(lr)
-            )));
-        }
-        monitor.tick(n as u64)?;
-    }
-    Ok(w)
+    check_labels(target, margin)?;
+    let pair = |i| (first.row(i), second.row(i));
+    reward_model_sgd(vocab, pair, target, margin, sgd, "train_sequence_reward_model", monitor)
 }
 
 #[cfg(test)]

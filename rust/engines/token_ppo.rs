@@ -22,7 +22,8 @@
 //! a run is on one thread and the row kernels give the same bits on every vector unit, so
 //! nothing depends on the thread count or the CPU.
 
-use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
+use super::driver::{check_summary, Engine, Monitor, RunsOut};
+use super::sequence_common::{sweep_batch_run, BatchRun};
 use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
 use crate::methods::token_ppo::{
     gae, masked_whiten, minibatch_loss_and_grads, per_token_kl, per_token_rewards, shaped_score, PolicyGradient,
@@ -208,7 +209,9 @@ impl<'a> TokenRun<'a> {
         }
         self.rollouts.lengths[b] = length;
     }
+}
 
+impl BatchRun<16> for TokenRun<'_> {
     /// Step `t`; its history record (in [`TOKEN_PPO_HISTORY_FIELDS`]' order), or the error
     /// naming `name` (`sweep run 3`) and the step.
     fn step(&mut self, t: usize, name: &str) -> Result<[f64; 16]> {
@@ -358,10 +361,14 @@ impl<'a> TokenRun<'a> {
         Ok(record)
     }
 
-    /// The work of one step in the monitor's units: each epoch's pass over the batch's rows.
+    /// Each epoch's pass over the batch's rows.
     fn work_per_step(&self) -> u64 {
         let cells = (self.batch_size * self.world.max_len * self.world.vocab_size) as u64;
         cells * (1 + self.params.num_ppo_epochs as u64)
+    }
+
+    fn theta(&self) -> &[f64] {
+        self.theta
     }
 }
 
@@ -435,27 +442,11 @@ impl Engine for TokenPpoEngine<'_> {
 
     fn run(&self, runs: &[TokenPpoRun], out: RunsOut<'_>, monitor: &Monitor) -> Result<()> {
         let spec = &runs[0];
-        let kept = out.history.len() / TOKEN_PPO_HISTORY_FIELDS.len();
         out.params.copy_from_slice(self.world.ref_logits);
         let mut run = TokenRun::new(&self.world, out.params, spec, &self.params, self.batch_size)?;
         let run_name = format!("sweep run {}", out.first_run);
-        let mut ticker = Ticker::new(monitor);
-        let work_per_step = run.work_per_step();
-        let mut keep = Keep::new(self.record_every);
-        for t in 0..self.steps {
-            let record = run.step(t, &run_name)?;
-            if let Some(slot) = keep.slot() {
-                let exact = self.world.stats(run.theta);
-                let exact = [exact.proxy_score, exact.gold_score, exact.kl, exact.length];
-                for (f, value) in record.into_iter().chain(exact).enumerate() {
-                    out.history[f * kept + slot] = value;
-                }
-            }
-            ticker.advance(1, work_per_step)?;
-        }
-        ticker.flush()?;
-        let stats = self.world.stats(run.theta);
-        let summary = [stats.proxy_score, stats.gold_score, stats.kl, stats.length];
+        let summary =
+            sweep_batch_run(&self.world, &mut run, self.steps, self.record_every, &run_name, out.history, monitor)?;
         check_summary(&run_name, &TOKEN_PPO_SUMMARY_FIELDS, &summary, spec.lr, spec.kl_coef)?;
         out.summary.copy_from_slice(&summary);
         Ok(())
@@ -515,7 +506,7 @@ mod tests {
             assert_eq!(again, out, "{threads} threads");
         }
         let clipfrac = TOKEN_PPO_HISTORY_FIELDS.iter().position(|&f| f == "policy_clipfrac_avg").unwrap();
-        let series = &out.history[clipfrac * 6..(clipfrac + 1) * 6];
+        let series = out.kept(0, clipfrac);
         assert!(series.iter().all(|c| (0.0..=1.0).contains(c)));
     }
 

@@ -13,8 +13,9 @@
 //! ([`crate::methods::verifier_grpo`]) over the whole batch. The twin is
 //! `python/rlhf_fast/reference/engines/verifier_grpo.py`; a run is on one thread.
 
-use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
-use crate::error::{non_negative, overflowed, positive, py_float, vec_with_capacity, Error, Result};
+use super::driver::{check_summary, Engine, Monitor, RunsOut};
+use super::sequence_common::{sweep_batch_run, BatchRun};
+use crate::error::{non_negative, overflowed, positive, record_overflowed, vec_with_capacity, Error, Result};
 use crate::kernels::sampling::sample_index;
 use crate::methods::grpo::ScaleRewards;
 use crate::methods::token_ppo::{TokenWorld, EOS};
@@ -166,11 +167,7 @@ impl<'a> GrpoRun<'a> {
     }
 
     fn diverged(&self, name: &str, t: usize, key: &str) -> Error {
-        Error::Diverged(format!(
-            "{name} diverged at step {t}: {key} overflowed (lr={}, beta={})",
-            py_float(self.lr),
-            py_float(self.beta)
-        ))
+        record_overflowed(&format!("{name} diverged at step {t}"), key, self.lr, self.beta)
     }
 
     /// Completion `b` of prompt `p` with the current policy, and its reward.
@@ -194,7 +191,9 @@ impl<'a> GrpoRun<'a> {
         self.lengths[b] = length;
         self.rewards[b] = world.rm_score(p, &self.tokens[b * l..b * l + length]);
     }
+}
 
+impl BatchRun<BATCH_FIELDS> for GrpoRun<'_> {
     /// Step `t`; its batch's record in [`VERIFIER_GRPO_HISTORY_FIELDS`]' order.
     fn step(&mut self, t: usize, name: &str) -> Result<[f64; BATCH_FIELDS]> {
         let (l, v, params) = (self.world.max_len, self.world.vocab_size, self.params);
@@ -290,6 +289,16 @@ impl<'a> GrpoRun<'a> {
         }
         Ok(record)
     }
+
+    /// Each completion's rows, sampled once and walked by every iteration.
+    fn work_per_step(&self) -> u64 {
+        (self.params.batch() * self.world.max_len * self.world.vocab_size) as u64
+            * (1 + self.params.num_iterations as u64)
+    }
+
+    fn theta(&self) -> &[f64] {
+        self.theta
+    }
 }
 
 /// GRPO runs in one sequence world, each from the world's reference policy, keeping every
@@ -338,28 +347,11 @@ impl Engine for VerifierGrpoEngine<'_> {
 
     fn run(&self, runs: &[VerifierGrpoRun], out: RunsOut<'_>, monitor: &Monitor) -> Result<()> {
         let spec = &runs[0];
-        let kept = out.history.len() / VERIFIER_GRPO_HISTORY_FIELDS.len();
         out.params.copy_from_slice(self.world.ref_logits);
         let mut run = GrpoRun::new(&self.world, out.params, spec, &self.params)?;
         let run_name = format!("sweep run {}", out.first_run);
-        let mut ticker = Ticker::new(monitor);
-        let work_per_step = (self.params.batch() * self.world.max_len * self.world.vocab_size) as u64
-            * (1 + self.params.num_iterations as u64);
-        let mut keep = Keep::new(self.record_every);
-        for t in 0..self.steps {
-            let record = run.step(t, &run_name)?;
-            if let Some(slot) = keep.slot() {
-                let stats = self.world.stats(run.theta);
-                let exact = [stats.proxy_score, stats.gold_score, stats.kl, stats.length];
-                for (f, value) in record.into_iter().chain(exact).enumerate() {
-                    out.history[f * kept + slot] = value;
-                }
-            }
-            ticker.advance(1, work_per_step)?;
-        }
-        ticker.flush()?;
-        let stats = self.world.stats(run.theta);
-        let summary = [stats.proxy_score, stats.gold_score, stats.kl, stats.length];
+        let summary =
+            sweep_batch_run(&self.world, &mut run, self.steps, self.record_every, &run_name, out.history, monitor)?;
         check_summary(&run_name, &VERIFIER_GRPO_SUMMARY_FIELDS, &summary, spec.lr, spec.beta)?;
         out.summary.copy_from_slice(&summary);
         Ok(())

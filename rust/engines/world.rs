@@ -63,6 +63,18 @@ pub fn train_reward_model(vocab: usize, pairs: LabelledPairs<'_>, sgd: RmSgd, mo
             return Err(Error::invalid(format!("{name} holds {} tokens, not {n} x {len}", tokens.len())));
         }
     }
+    check_labels(target, margin)?;
+    if let Some(&a) = first.iter().chain(second).find(|&&a| a >= vocab) {
+        return Err(Error::invalid(format!("pairs has token {a}, past the world's {vocab} tokens")));
+    }
+    let pair = |i: usize| (&first[i * len..(i + 1) * len], &second[i * len..(i + 1) * len]);
+    reward_model_sgd(vocab, pair, target, margin, sgd, "train_reward_model", monitor)
+}
+
+/// Checks a reward model's labels, one per pair: `margin` finite and as long as `target`,
+/// `target` probabilities.
+pub(crate) fn check_labels(target: &[f64], margin: &[f64]) -> Result<()> {
+    let n = target.len();
     if margin.len() != n {
         return Err(Error::invalid(format!("margin must have {n} floats, one per pair, got {}", margin.len())));
     }
@@ -70,26 +82,40 @@ pub fn train_reward_model(vocab: usize, pairs: LabelledPairs<'_>, sgd: RmSgd, mo
         let message = format!("target[{i}] must be a probability in [0, 1], got {}", py_float(target[i]));
         return Err(Error::invalid(message));
     }
-    finite_slice("margin", margin)?;
-    if let Some(&a) = first.iter().chain(second).find(|&&a| a >= vocab) {
-        return Err(Error::invalid(format!("pairs has token {a}, past the world's {vocab} tokens")));
-    }
+    finite_slice("margin", margin)
+}
+
+/// The weights of `vocab` columns after `sgd.epochs` passes of [`rm_pair_step`] over the
+/// pairs `pair(i)` (columns already checked below `vocab`) labelled `target[i]` and
+/// `margin[i]` ([`check_labels`]), in order, from zero, after checking `sgd`; the monitor is
+/// ticked with each pass's pairs. Weights that overflow after a pass stop the training:
+/// `{name} diverged in epoch k: weights overflowed (lr=...)`.
+pub(crate) fn reward_model_sgd<'p>(
+    vocab: usize,
+    pair: impl Fn(usize) -> (&'p [usize], &'p [usize]),
+    target: &[f64],
+    margin: &[f64],
+    sgd: RmSgd,
+    name: &str,
+    monitor: &Monitor,
+) -> Result<Vec<f64>> {
     if sgd.epochs > MAX_EPOCHS {
         return Err(Error::invalid(format!("epochs must be <= {MAX_EPOCHS}, got {}", sgd.epochs)));
     }
     let lr = positive("lr", finite("lr", sgd.lr)?)?;
     let c = non_negative("center_rewards_coefficient", sgd.center_rewards_coefficient)?;
 
+    let n = target.len();
     let mut w = vec_with_capacity(vocab, "the reward model's weights")?;
     w.resize(vocab, 0.0);
     for epoch in 0..sgd.epochs {
         for i in 0..n {
-            let pair = i * len..(i + 1) * len;
-            rm_pair_step(&mut w, &first[pair.clone()], &second[pair], target[i], margin[i], lr, c);
+            let (first, second) = pair(i);
+            rm_pair_step(&mut w, first, second, target[i], margin[i], lr, c);
         }
         if overflowed(&w) {
             return Err(Error::Diverged(format!(
-                "train_reward_model diverged in epoch {epoch}: weights overflowed (lr={})",
+                "{name} diverged in epoch {epoch}: weights overflowed (lr={})",
                 py_float(lr)
             )));
         }

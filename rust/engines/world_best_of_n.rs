@@ -194,41 +194,19 @@ impl Engine for WorldBonEngine<'_> {
 mod tests {
     use super::*;
     use crate::engines::driver::sweep;
+    use crate::engines::test_worlds::Tables;
     use crate::engines::world_ppo::Table;
     use crate::kernels::sampling::sample_index;
     use crate::rng::seed_key;
 
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-    }
-
+    /// A world of `n_prompts` prompts and `vocab_size` tokens, reference logits in `[-2, 2)`.
     fn tables(n_prompts: usize, vocab_size: usize, seed: i128) -> Tables {
-        let mut rng = Mt19937::from_key(&seed_key(seed));
-        let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-        Tables {
-            ref_logits: draw(n_prompts * vocab_size, 4.0),
-            weights: draw(vocab_size, 4.0),
-            gold: draw(n_prompts * vocab_size, 4.0),
-        }
-    }
-
-    fn world(t: &Tables, n_prompts: usize, count_once: bool, length: i64) -> WorldTables<'_> {
-        let cols = t.weights.len();
-        WorldTables::new(
-            Table { values: &t.ref_logits, rows: n_prompts, cols },
-            &t.weights,
-            Table { values: &t.gold, rows: n_prompts, cols },
-            count_once,
-            length,
-        )
-        .unwrap()
+        Tables::with_ref_scale(n_prompts, vocab_size, seed, 4.0)
     }
 
     /// One run by hand: `sample_index` on the softmax of the row, the first of the best kept.
-    fn by_hand(t: &Tables, n_prompts: usize, count_once: bool, length: usize, run: &WorldBonRun) -> (f64, f64) {
-        let v = t.weights.len();
+    fn by_hand(t: &Tables, count_once: bool, length: usize, run: &WorldBonRun) -> (f64, f64) {
+        let (n_prompts, v) = t.shape;
         let mut rng = Mt19937::from_key(&run.seed_key);
         let (mut proxy, mut gold) = (0.0, 0.0);
         for _ in 0..run.samples {
@@ -257,7 +235,7 @@ mod tests {
     fn a_run_keeps_the_first_of_the_best_of_n_reference_bags_whatever_the_threads() {
         let t = tables(3, 6, 1);
         for count_once in [true, false] {
-            let engine = WorldBonEngine::new(world(&t, 3, count_once, 4)).unwrap();
+            let engine = WorldBonEngine::new(t.world(count_once, 4)).unwrap();
             let runs: Vec<WorldBonRun> = [(1, 50, 0), (3, 40, 1), (8, 30, 2), (3, 40, 3)]
                 .into_iter()
                 .map(|(n, samples, seed)| WorldBonRun::new(n, samples, seed_key(seed)).unwrap())
@@ -267,7 +245,7 @@ mod tests {
             assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 160);
             let f = WORLD_BON_SUMMARY_FIELDS.len();
             for (r, run) in runs.iter().enumerate() {
-                let (proxy, gold) = by_hand(&t, 3, count_once, 4, run);
+                let (proxy, gold) = by_hand(&t, count_once, 4, run);
                 let summary = &out.summary[r * f..(r + 1) * f];
                 assert!((summary[0] - proxy).abs() < 1e-12, "run {r}: {} vs {proxy}", summary[0]);
                 assert!((summary[2] - gold).abs() < 1e-12, "run {r}: {} vs {gold}", summary[2]);
@@ -285,7 +263,7 @@ mod tests {
     #[test]
     fn more_candidates_raise_the_proxy_from_the_reference() {
         let t = tables(2, 16, 4);
-        let engine = WorldBonEngine::new(world(&t, 2, false, 3)).unwrap();
+        let engine = WorldBonEngine::new(t.world(false, 3)).unwrap();
         let runs: Vec<WorldBonRun> =
             [1, 16].into_iter().map(|n| WorldBonRun::new(n, 4000, seed_key(n as i128)).unwrap()).collect();
         let out = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap();
@@ -305,7 +283,7 @@ mod tests {
         );
         assert!(WorldBonRun::new(2, 1, vec![0]).unwrap_err().to_string().starts_with("samples must be >= 2"));
         let t = tables(2, 4, 0);
-        let engine = WorldBonEngine::new(world(&t, 2, true, 2)).unwrap();
+        let engine = WorldBonEngine::new(t.world(true, 2)).unwrap();
         let runs = [WorldBonRun::new(MAX_N, 3, vec![0]).unwrap()];
         let cancelled = Monitor::default();
         cancelled.cancel();

@@ -12,7 +12,7 @@
 //! of its score. A step changes one prompt's row, so only the rows changed since the last
 //! record are recomputed.
 
-use super::dpo::EpochOrder;
+use super::dpo::{longest_run_steps, EpochOrder};
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
     default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, Error, Result,
@@ -200,15 +200,11 @@ fn world_dpo_epochs(
                 &mut scratch,
             );
             exact.changed(x);
-            if overflowed(&theta[row]) {
-                return Err(Error::Diverged(format!(
-                    "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                    py_float(params.lr),
-                    py_float(params.beta)
-                )));
-            }
             let diverged =
                 |key: &str| record_overflowed(&format!("{run_name} diverged at step {t}"), key, params.lr, params.beta);
+            if overflowed(&theta[row]) {
+                return Err(diverged("logits"));
+            }
             if let Some(key) = outcome.nonfinite_key() {
                 return Err(diverged(key));
             }
@@ -358,16 +354,8 @@ impl<'a> WorldDpoEngine<'a> {
         runs: &[WorldDpoRun],
     ) -> Result<Self> {
         pairs.check(&world)?;
-        for run in runs {
-            if run.epochs == 0 {
-                return Err(Error::invalid(format!("epochs must be >= 1, got {}", run.epochs)));
-            }
-            pairs.check_labels_for(run.params.loss_type)?;
-        }
-        let max_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
-        let max_steps = max_epochs
-            .checked_mul(pairs.len())
-            .ok_or_else(|| Error::invalid(format!("{max_epochs} epochs of {} pairs is too many steps", pairs.len())))?;
+        let labels = |r: &WorldDpoRun| pairs.check_labels_for(r.params.loss_type);
+        let max_steps = longest_run_steps(runs, |r| r.epochs, pairs.len(), labels)?;
         Ok(WorldDpoEngine { world, pairs, with_proxy, record_every, max_steps })
     }
 }
@@ -456,40 +444,9 @@ impl Engine for WorldDpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
-    use crate::methods::world_stats::Table;
+    use crate::engines::driver::sweep;
+    use crate::engines::test_worlds::Tables;
     use crate::rng::{seed_key, Mt19937};
-
-    /// A small world drawn from a stream, and labelled pairs of random responses in it.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     /// `n` pairs of random responses, labelled by the gold's sign (hard) or softly.
     fn pairs(world: &WorldTables<'_>, n: usize, soft: bool, seed: i128) -> WorldPairs {
@@ -614,10 +571,6 @@ mod tests {
         runs
     }
 
-    fn field(out: &SweepOutput, fields: usize, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * fields + f) * out.n_kept..(r * fields + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 10, 5);
@@ -645,7 +598,7 @@ mod tests {
             ];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(2).step_by(3).copied().collect();
-                let got = field(&out, 9, r, f);
+                let got = out.kept(r, f);
                 assert_eq!(&got[..kept.len()], &kept[..], "run {r} {}", WORLD_DPO_HISTORY_FIELDS[f]);
                 assert!(got[kept.len()..].iter().all(|v| v.is_nan()));
             }
@@ -675,7 +628,7 @@ mod tests {
             for f in 0..8 {
                 let with = if f < 6 { f } else { f + 1 };
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(field(&none, 8, r, f)), bits(field(&out, 9, r, with)));
+                assert_eq!(bits(none.kept(r, f)), bits(out.kept(r, with)));
             }
         }
     }

@@ -14,8 +14,7 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
-    Result,
+    default_max_memory, fits_in_memory, overflowed, record_overflowed, reserve, vec_with_capacity, Error, Result,
 };
 use crate::methods::grpo::{bag_grpo_update, check_group_tokens, BagGrpoScratch, GrpoOutcome, GrpoParams};
 use crate::methods::world_stats::{check_theta, ExactMeans, WorldStats, WorldTables};
@@ -100,11 +99,7 @@ impl<'a> WorldGrpoRun<'a> {
         );
         self.exact.changed(x);
         if overflowed(&self.theta[row]) {
-            return Err(Error::Diverged(format!(
-                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(self.params.lr),
-                py_float(self.params.beta)
-            )));
+            return Err(self.overflowed(run_name, t, "logits"));
         }
         if let Some(key) = out.nonfinite_key(None) {
             return Err(self.overflowed(run_name, t, key));
@@ -317,41 +312,11 @@ impl Engine for WorldGrpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::driver::sweep;
+    use crate::engines::test_worlds::Tables;
+    use crate::error::py_float;
     use crate::methods::grpo::ScaleRewards;
-    use crate::methods::world_stats::Table;
     use crate::rng::seed_key;
-
-    /// A small world drawn from a stream: `[P, V]` reference logits and gold, `V` weights.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     fn params(g: i64, beta: f64, lr: f64, iterations: i64) -> GrpoParams {
         GrpoParams::new(g, beta, 0.2, None, lr, ScaleRewards::Group, iterations).unwrap()
@@ -382,12 +347,6 @@ mod tests {
             .collect()
     }
 
-    const F: usize = WORLD_GRPO_HISTORY_FIELDS.len();
-
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * F + f) * out.n_kept..(r * F + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 20, 5);
@@ -403,7 +362,7 @@ mod tests {
                 [&h.score, &h.reward_std, &h.kl, &h.clip_frac, &h.loss, &h.proxy_score, &h.gold_score, &h.mean_kl];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(2).step_by(3).copied().collect();
-                assert_eq!(field(&out, r, f), &kept[..], "run {r} {}", WORLD_GRPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &kept[..], "run {r} {}", WORLD_GRPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 60..(r + 1) * 60], theta[..], "run {r}");
             let mean = |v: &[f64]| v.iter().sum::<f64>() / 50.0;

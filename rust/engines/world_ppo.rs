@@ -19,8 +19,7 @@
 
 use super::driver::{check_summary, Engine, Keep, Monitor, RunsOut, Ticker};
 use crate::error::{
-    default_max_memory, fits_in_memory, overflowed, py_float, record_overflowed, reserve, vec_with_capacity, Error,
-    Result,
+    default_max_memory, fits_in_memory, overflowed, record_overflowed, reserve, vec_with_capacity, Error, Result,
 };
 use crate::kernels::simd::Simd;
 use crate::methods::ppo::{bag_rlhf_step, BagOutcome, BagScratch, PpoParams};
@@ -153,11 +152,7 @@ impl<'a> WorldRun<'a> {
         };
         self.means.changed(x);
         if overflowed(&self.theta[row]) | overflowed(&self.values[x..=x]) {
-            return Err(Error::Diverged(format!(
-                "{run_name} diverged at step {t}: logits overflowed (lr={}, beta={})",
-                py_float(self.params.lr),
-                py_float(self.beta)
-            )));
+            return Err(self.overflowed(run_name, t, "logits"));
         }
         if let Some(key) = out.nonfinite_key() {
             return Err(self.overflowed(run_name, t, key));
@@ -413,41 +408,12 @@ impl Engine for WorldPpoEngine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::driver::{sweep, SweepOutput};
+    use crate::engines::driver::sweep;
     use crate::engines::ppo::{train_rlhf, RlhfHistory};
+    use crate::engines::test_worlds::Tables;
+    use crate::error::py_float;
     use crate::methods::kl_control::KlController;
     use crate::rng::seed_key;
-
-    /// A small world drawn from a stream: `[P, V]` reference logits and gold, `V` weights.
-    struct Tables {
-        ref_logits: Vec<f64>,
-        weights: Vec<f64>,
-        gold: Vec<f64>,
-        shape: (usize, usize),
-    }
-
-    impl Tables {
-        fn random(n_prompts: usize, vocab_size: usize, seed: i128) -> Self {
-            let mut rng = Mt19937::from_key(&seed_key(seed));
-            let mut draw = |n: usize, scale: f64| (0..n).map(|_| scale * (rng.random() - 0.5)).collect::<Vec<_>>();
-            let ref_logits = draw(n_prompts * vocab_size, 6.0);
-            let weights = draw(vocab_size, 4.0);
-            let gold = draw(n_prompts * vocab_size, 4.0);
-            Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
-        }
-
-        fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
-            let (rows, cols) = self.shape;
-            WorldTables::new(
-                Table { values: &self.ref_logits, rows, cols },
-                &self.weights,
-                Table { values: &self.gold, rows, cols },
-                count_once,
-                response_len,
-            )
-            .unwrap()
-        }
-    }
 
     fn params(kl_penalty: &str, vf_coef: f64, ppo_epochs: i64) -> PpoParams {
         PpoParams::new(0.2, 0.05, ppo_epochs).and_then(|p| p.completed(kl_penalty, vf_coef, 0.2)).unwrap()
@@ -640,12 +606,6 @@ mod tests {
             .collect()
     }
 
-    const F: usize = WORLD_PPO_HISTORY_FIELDS.len();
-
-    fn field(out: &SweepOutput, r: usize, f: usize) -> &[f64] {
-        &out.history[(r * F + f) * out.n_kept..(r * F + f + 1) * out.n_kept]
-    }
-
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 24, 5);
@@ -658,7 +618,7 @@ mod tests {
             let series = [&h.score, &h.reward, &h.clip_frac, &h.kl_penalty, &h.proxy_score, &h.gold_score, &h.mean_kl];
             for (f, values) in series.iter().enumerate() {
                 let kept: Vec<f64> = values.iter().skip(3).step_by(4).copied().collect();
-                assert_eq!(field(&out, r, f), &kept[..], "run {r} {}", WORLD_PPO_HISTORY_FIELDS[f]);
+                assert_eq!(out.kept(r, f), &kept[..], "run {r} {}", WORLD_PPO_HISTORY_FIELDS[f]);
             }
             assert_eq!(out.final_params[r * 72..(r + 1) * 72], theta[..], "run {r}");
             assert_eq!(out.summary[r * 3..(r + 1) * 3], [h.proxy_score[89], h.gold_score[89], h.mean_kl[89]]);
