@@ -1887,6 +1887,7 @@ LENGTH_SPECS: dict[str, list[Param]] = {
         req("steps", Kind(counts(1, 3).valid, counts(1, 3, minimum=1, sized=True).junk)), opt("lr", positive()),
         opt("beta", non_negative()), req("seeds", counts(1, 1, minimum=1, maximum=1000)),
         opt("length_penalty", reals("non_negative", 0.0, 1.0, optional=True)), opt("judge_aware", PROBABILITY),
+        opt("reading_cost", non_negative(0.0, 0.5)),
         req("batch_size", Kind(TOKEN_BATCH.valid[:1], TOKEN_BATCH.junk)),
         req("record_every", Kind(counts(1, 1).valid, counts(1, 1, minimum=1, sized=True).junk)),
         opt("n_threads", THREADS), opt("progress", Kind(BOOL.valid[:1], BOOL.junk))],

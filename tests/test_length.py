@@ -135,7 +135,12 @@ def test_length_hacking_and_its_remedies_over_seeds(world_seed):
     assert abs(row["debiased"].rm_per_token) < 0.15 and row["debiased"].length > ref
     assert row["judge"].rm_per_token > 0.1 and row["judge"].length > ref + 1.0
     assert row["unbiased"].length > ref
+    # Where a reader pays 0.1 of a gold unit per token, the hacked run loses gold, the fair one gains.
+    assert row["baseline"].net_gold_change < 0.0 < row["unbiased"].net_gold_change, (row["baseline"], row["unbiased"])
+    for r in lab.rows:
+        assert r.net_gold_change == pytest.approx(r.gold_change - 0.1 * (r.length - ref), abs=1e-9)
     assert lab.table().count("\n") == len(lab.rows) + 1 and len(lab.to_rows()) == len(lab.rows)
+    assert "gold Δ − 0.1·Δlength" in lab.table()
 
 
 @pytest.mark.skipif(RUST, reason="the reference's half of the lab: the bookkeeping on a tiny world")

@@ -220,6 +220,9 @@ def _parser() -> _Parser:
     p.add_argument("--pairs", type=_count(2), default=400, help="labelled pairs per proxy (default: 400)")
     p.add_argument("--steps", type=_count(1), default=400, help="PPO steps per run (default: 400)")
     p.add_argument("--seeds", type=_count(1), default=3, help="PPO runs per remedy (default: 3)")
+    p.add_argument("--reading-cost", type=_NON_NEGATIVE, default=0.1,
+                   help="what a reader pays per token, in gold units: the table adds the gold's change net of it "
+                   "(0: no such column; default: 0.1)")
     p.add_argument("--out", type=_directory, default=Path("."),
                    help="directory for length.csv and length.png (default: .)")
     p.set_defaults(run=lab_length, parser=p)
@@ -562,7 +565,8 @@ def lab_length(args: argparse.Namespace) -> int:
     from .length import length_lab
 
     _make_directory(args)
-    result = length_lab(length_bias=args.length_bias, pairs=args.pairs, steps=args.steps, seeds=args.seeds)
+    result = length_lab(length_bias=args.length_bias, pairs=args.pairs, steps=args.steps, seeds=args.seeds,
+                        reading_cost=args.reading_cost)
     print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; token PPO {args.steps} steps x "
           f"{args.seeds} seeds per remedy; exact expectations of the final policies")
     print(result.table())

@@ -19,6 +19,11 @@ policies:
 
 Every number is an exact expectation under the policy (``SequenceWorld.stats``' recursions,
 computed in the engine), averaged over the world's prompts and then over PPO seeds.
+
+The world's gold has no length term, so the extra tokens of a hacked response are neutral to
+it, not harmful. A reader who pays for every token is the other view: with ``reading_cost=c``
+the table adds the gold's change net of ``c`` per content token, ``gold Δ - c Δlength``, under
+which the biased proxy's run loses gold while the unbiased labels' run gains.
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ class LengthRow:
         Final expected content length.
     gold_change, gold_change_std : float
         Final expected gold less the reference policy's.
+    net_gold_change, net_gold_change_std : float
+        The same net of the lab's ``reading_cost`` per content token: ``gold_change -
+        reading_cost * (length - the reference's length)``, per seed.
     proxy_change : float
         Final expected score of the proxy (unshaped) less the reference's.
     kl : float
@@ -101,6 +109,8 @@ class LengthRow:
     length_std: float
     gold_change: float
     gold_change_std: float
+    net_gold_change: float
+    net_gold_change_std: float
     proxy_change: float
     kl: float
     length_curve: np.ndarray
@@ -155,15 +165,21 @@ class LengthLab:
 
     def table(self) -> str:
         """One line per remedy: the proxy's taste for length, then the final policy's length
-        (the reference's in the header), gold and proxy changes and KL.
+        (the reference's in the header), gold change (and, with a ``reading_cost``, net of
+        it), proxy change and KL.
 
         Returns
         -------
         str
         """
-        header = ["remedy", "flag", "RM per token", f"length (ref {self.ref_length:.2f})", "gold Δ", "proxy Δ", "KL"]
+        cost = self.settings.get("reading_cost", 0.0)
+        net = [f"gold Δ − {cost:g}·Δlength"] if cost else []
+        header = ["remedy", "flag", "RM per token", f"length (ref {self.ref_length:.2f})", "gold Δ", *net, "proxy Δ",
+                  "KL"]
         lines = [[row.name, row.flag, f"{row.rm_per_token:+.3f}", f"{row.length:.2f} ± {row.length_std:.2f}",
-                  f"{row.gold_change:+.3f} ± {row.gold_change_std:.3f}", f"{row.proxy_change:+.2f}", f"{row.kl:.2f}"]
+                  f"{row.gold_change:+.3f} ± {row.gold_change_std:.3f}",
+                  *([f"{row.net_gold_change:+.3f} ± {row.net_gold_change_std:.3f}"] if cost else []),
+                  f"{row.proxy_change:+.2f}", f"{row.kl:.2f}"]
                  for row in self.rows]
         return text_table(header, lines)
 
@@ -177,7 +193,8 @@ class LengthLab:
         return [{"remedy": row.name, "flag": row.flag, "rm_per_token": row.rm_per_token,
                  "ref_length": self.ref_length, "length": row.length, "length_std": row.length_std,
                  "gold_change": row.gold_change, "gold_change_std": row.gold_change_std,
-                 "proxy_change": row.proxy_change, "kl": row.kl} for row in self.rows]
+                 "reading_cost": self.settings.get("reading_cost", 0.0), "net_gold_change": row.net_gold_change,
+                 "net_gold_change_std": row.net_gold_change_std, "proxy_change": row.proxy_change, "kl": row.kl} for row in self.rows]
 
     def plot(self, path: str | os.PathLike | None = None):
         """Expected content length (left) and gold change (right) over PPO steps, one line per
@@ -224,6 +241,7 @@ def length_lab(
     seeds: int = 3,
     length_penalty: float | None = None,
     judge_aware: float = 1.0,
+    reading_cost: float = 0.1,
     batch_size: int = 64,
     record_every: int = 20,
     n_threads: int | None = None,
@@ -257,6 +275,10 @@ def length_lab(
         remedy runs with ``c`` and with ``2 c`` (row ``"penalty x2"``).
     judge_aware : float
         The judge's ``length_aware``, in [0, 1].
+    reading_cost : float
+        What a reader pays per content token, in gold units (``>= 0``; 0 leaves the column
+        out): the table's "gold Δ − c·Δlength". The gold itself has no length term; at the
+        default 0.1, a token must be worth a tenth of a standard gold value to be worth reading.
     record_every : int
         Steps between the points of the curves.
     n_threads : int, optional
@@ -288,7 +310,8 @@ def length_lab(
                 "pairs": checks.count("pairs", pairs, 1, 10**7), "rm_epochs": checks.count("rm_epochs", rm_epochs, 1, 10_000),
                 "steps": checks.count("steps", steps, 1), "lr": lr, "beta": beta,
                 "seeds": checks.count("seeds", seeds, 1, 1000), "length_penalty": length_penalty,
-                "judge_aware": checks.finite("judge_aware", judge_aware), "batch_size": batch_size,
+                "judge_aware": checks.finite("judge_aware", judge_aware),
+                "reading_cost": checks.non_negative("reading_cost", reading_cost), "batch_size": batch_size,
                 "record_every": checks.count("record_every", record_every, 1)}
     if settings["steps"] // settings["record_every"] < 1:
         raise ValueError(f"record_every must leave at least one recorded step, got record_every={record_every} "
@@ -326,11 +349,13 @@ def length_lab(
         history = {key: result.history[0, :, result.fields.index(key), :] for key in
                    ("expected_length", "expected_gold_score")}
         steps_kept = result.steps + 1
+        net_gold = runs["final_gold_score"] - ref_gold - settings["reading_cost"] * (runs["final_length"] - ref_length)
         rows.append(LengthRow(
             name=name, flag=flag or "none", rm_per_token=per_token_worth(world, rm),
             length=float(runs["final_length"].mean()), length_std=float(runs["final_length"].std()),
             gold_change=float(runs["final_gold_score"].mean() - ref_gold),
             gold_change_std=float(runs["final_gold_score"].std()),
+            net_gold_change=float(net_gold.mean()), net_gold_change_std=float(net_gold.std()),
             proxy_change=float(runs["final_proxy_score"].mean() - world.expected_score(ref, rm).mean()),
             kl=float(runs["final_kl"].mean()),
             length_curve=history["expected_length"].mean(axis=0),
