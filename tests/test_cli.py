@@ -142,6 +142,16 @@ def test_a_shell_sees_one_line_status_2_and_no_traceback(tmp_path):
     assert done.stdout == ""
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """``... | head``: the pipe's reader closes before the command writes; no message, no
+    traceback, status 141 as for a tool that SIGPIPE stops."""
+    command = [sys.executable, "-m", "rlhf_fast", "demo", "--seeds", "1", "--steps", "10", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (141, "")
+
+
 def test_version():
     done = shell("--version")
     assert (done.returncode, done.stdout, done.stderr) == (0, f"rlhf_fast {rl.__version__}\n", "")

@@ -626,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 when the command succeeded.
+        0 when the command succeeded; 141, silently, when standard output's reader has gone
+        (``... | head``).
 
     Raises
     ------
@@ -638,11 +639,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.parser
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone is seen here, not as the interpreter exits
+        return status
     except KeyboardInterrupt:
         command.exit(130, f"{command.prog}: interrupted\n")
     except (ValueError, TypeError) as err:
         command.error(str(err))
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as a tool killed by SIGPIPE does,
+        # and send what is still buffered nowhere, so that exiting does not raise it again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ArithmeticError, MemoryError, OSError) as err:
         command.exit(1, f"{command.prog}: error: {err}\n")
 
