@@ -20,7 +20,6 @@ pub mod sequence_best_of_n;
 mod sequence_common;
 pub mod sequence_dpo;
 pub mod sequence_world;
-#[cfg(test)]
 mod test_worlds;
 pub mod token_ppo;
 pub mod verifier_grpo;

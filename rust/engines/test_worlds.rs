@@ -1,5 +1,6 @@
 //! The random worlds that the world engines' tests train in, drawn one way for all of them
 //! so that a test reads the same world whichever engine it checks.
+#![cfg(test)]
 
 use crate::methods::world_stats::{Table, WorldTables};
 use crate::rng::{seed_key, Mt19937};

@@ -101,6 +101,15 @@ class DpoRun(NamedTuple):
     shuffle_seed: list[int] | None
 
 
+def longest_run_steps(specs: Sequence, n_pairs: int, check: Callable[[Any], None] = lambda spec: None) -> int:
+    """Steps of the longest of DPO sweep runs of ``spec.epochs`` passes over ``n_pairs`` pairs,
+    after ``check`` run by run (Rust's ``dpo::longest_run_steps``; each run's epochs were
+    checked >= 1 as it was built)."""
+    for spec in specs:
+        check(spec)
+    return max((spec.epochs for spec in specs), default=0) * n_pairs
+
+
 class DpoEngine:
     """The DPO sweep engine: every run from the same starting policy, over the same pairs.
 

@@ -24,6 +24,7 @@ from ..kernels.softmax import log_softmax_row, softmax_row
 from ..methods.dpo import DpoOutcome, DpoParams, pair_label
 from ..methods.token_ppo import EOS, SequenceStats, TokenWorld, prompt_sequence_stats, response_lengths
 from ..rng import from_key, seed_key
+from .dpo import longest_run_steps
 from .driver import RunOutput, check_summary, mean, sweep
 
 SEQUENCE_DPO_HISTORY_FIELDS = (
@@ -152,15 +153,14 @@ class SequenceDpoEngine:
 
     def __init__(self, world: TokenWorld, pairs: SequencePairRows, with_proxy: bool, record_every: int,
                  specs: Sequence[SequenceDpoRun]):
-        for spec in specs:
-            pairs.check_labels_for(spec.params.loss_type)
         self.world = world
         self.pairs = pairs
         self.with_proxy = with_proxy
         self.history_fields = SEQUENCE_DPO_HISTORY_FIELDS if with_proxy else SEQUENCE_DPO_HISTORY_FIELDS_GOLD
         self.summary_fields = SEQUENCE_DPO_SUMMARY_FIELDS if with_proxy else SEQUENCE_DPO_SUMMARY_FIELDS[1:]
         self.record_every = record_every
-        max_steps = max((spec.epochs for spec in specs), default=0) * len(pairs.prompts)
+        max_steps = longest_run_steps(specs, len(pairs.prompts),
+                                      lambda spec: pairs.check_labels_for(spec.params.loss_type))
         self.kept = max_steps // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (world.n_prompts, world.max_len, world.vocab_size)
 

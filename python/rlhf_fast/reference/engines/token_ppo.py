@@ -20,7 +20,6 @@ after the step (kept steps only); a run's summary is the exact statistics of its
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ from ..methods.token_ppo import (
 )
 from ..rng import from_key, seed_key
 from .driver import RunOutput, check_summary, sweep
+from .sequence_common import sweep_batch_run
 
 TOKEN_PPO_HISTORY_FIELDS = (
     "objective_kl",
@@ -238,16 +238,8 @@ class TokenPpoEngine:
     def run(self, spec: TokenPpoSpec, index: int) -> RunOutput:
         theta = [[list(row) for row in rows] for rows in self.world.ref_logits]
         run = TokenPpoRun(self.world, theta, spec.kl_coef, spec.lr, self.params, self.batch_size, spec.seed_key)
-        name = f"sweep run {index}"
-        history: dict[str, list[float]] = {field: [] for field in self.history_fields}
-        for t in range(self.steps):
-            record = run.step(t, name)
-            # the exact expectations cost a pass over the policy: only for the steps kept
-            kept = self.record_every and (t + 1) % self.record_every == 0
-            record.extend(self.world.stats(theta) if kept else [math.nan] * 4)
-            for field, value in zip(self.history_fields, record):
-                history[field].append(value)
-        summary = list(self.world.stats(theta))
+        history, summary = sweep_batch_run(self.world, run, theta, self.steps, self.record_every,
+                                           self.history_fields, f"sweep run {index}")
         check_summary(self.summary_fields, summary, index, spec.lr, spec.kl_coef)
         return RunOutput(history, theta, summary)
 

@@ -9,7 +9,6 @@ advantages; then ``num_iterations`` plain SGD steps on TRL's per-token loss over
 
 from __future__ import annotations
 
-import math
 
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -22,6 +21,7 @@ from ..methods.token_ppo import EOS, TokenWorld
 from ..methods.verifier_grpo import group_advantages, grpo_token_term
 from ..rng import from_key, seed_key
 from .driver import RunOutput, check_summary, sweep
+from .sequence_common import sweep_batch_run
 
 # The batch's statistics (TRL's names), then the exact expectations of the step's policy (only
 # for the steps kept: they cost a pass over the policy).
@@ -156,15 +156,8 @@ class VerifierGrpoEngine:
     def run(self, spec: VerifierGrpoSpec, index: int) -> RunOutput:
         theta = [[list(row) for row in rows] for rows in self.world.ref_logits]
         run = VerifierGrpoRun(self.world, theta, spec, self.params)
-        name = f"sweep run {index}"
-        history: dict[str, list[float]] = {field: [] for field in self.history_fields}
-        for t in range(self.steps):
-            record = run.step(t, name)
-            kept = self.record_every and (t + 1) % self.record_every == 0
-            record.extend(self.world.stats(theta) if kept else [math.nan] * 4)
-            for field, value in zip(self.history_fields, record):
-                history[field].append(value)
-        summary = list(self.world.stats(theta))
+        history, summary = sweep_batch_run(self.world, run, theta, self.steps, self.record_every,
+                                           self.history_fields, f"sweep run {index}")
         check_summary(self.summary_fields, summary, index, spec.lr, spec.beta)
         return RunOutput(history, theta, summary)
 

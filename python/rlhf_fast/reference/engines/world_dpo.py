@@ -24,6 +24,7 @@ from ... import _checks as checks
 from ..methods.dpo import DpoOutcome, DpoParams, bag_dpo_update, pair_label
 from ..methods.world_stats import ExactMeans, WorldStats, WorldTables
 from ..rng import from_key, seed_key
+from .dpo import longest_run_steps
 from .driver import RunOutput, check_summary, mean, sweep
 
 # The lesson's DPO record (TRL's names, '/' written '_'; the pair's prompt as prompt_index,
@@ -255,15 +256,14 @@ class WorldDpoEngine:
 
     def __init__(self, world: WorldTables, pairs: WorldPairs, with_proxy: bool, record_every: int,
                  specs: Sequence[WorldDpoRun]):
-        for spec in specs:
-            pairs.check_labels_for(spec.params.loss_type)
         self.world = world
         self.pairs = pairs
         self.with_proxy = with_proxy
         self.history_fields = WORLD_DPO_HISTORY_FIELDS if with_proxy else WORLD_DPO_HISTORY_FIELDS_GOLD
         self.summary_fields = WORLD_DPO_SUMMARY_FIELDS if with_proxy else WORLD_DPO_SUMMARY_FIELDS[1:]
         self.record_every = record_every
-        max_steps = max((spec.epochs for spec in specs), default=0) * len(pairs.prompts)
+        max_steps = longest_run_steps(specs, len(pairs.prompts),
+                                      lambda spec: pairs.check_labels_for(spec.params.loss_type))
         self.kept = max_steps // record_every if record_every else 0
         self.param_shape: tuple[int, ...] = (world.n_prompts, world.vocab_size)
 
