@@ -1335,6 +1335,8 @@ SAFETY_SPECS: dict[str, list[Param]] = {
         opt("lambda_max", Kind([val("none", None), *axis(positive(3.0, 100.0)).valid],
                                [v for v in axis(positive(3.0, 100.0)).junk if v.label != "none"])),
         opt("cost_window", COST_WINDOW), opt("lagrangian_kp", OPTIONAL_GAIN), opt("lr_decay", OPTIONAL_BOOL_AXIS),
+        opt("cost_estimate", Kind([val("none", None), *axis(options(("sampled", "expected"))).valid],
+                                  [v for v in axis(options(("sampled", "expected"))).junk if v.label != "none"])),
         opt("record_every", RECORD_EVERY), opt("exact", BOOL), opt("max_memory", MAX_MEMORY)],
     # the lab, tiny (see SLOW)
     "safety_lab": [req("world", SAFE_WORLD), opt("lambdas", Kind([fresh("two", lambda: (0.0, 1.0))], [val("str", "0")])),
@@ -1342,7 +1344,7 @@ SAFETY_SPECS: dict[str, list[Param]] = {
                    opt("seeds", counts(1, 2, minimum=1, maximum=10_000)), opt("steps", counts(1, 5, minimum=1)),
                    opt("rm_pairs", counts(1, 20, minimum=1)), opt("cost_pairs", counts(1, 20, minimum=1)),
                    opt("calibration", counts(2, 20, minimum=2)), opt("lagrangian_kp", non_negative(0.0, 20.0)),
-                   opt("lr_decay", BOOL)],
+                   opt("lr_decay", BOOL), opt("margin_z", non_negative(0.0, 5.0))],
 }
 SPECS.update(SAFETY_SPECS)
 

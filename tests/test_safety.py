@@ -62,13 +62,14 @@ run_settings = st.fixed_dictionaries({
     "lambda_init": floats(0.01, 3.0), "cost_limit": st.one_of(st.none(), floats(-1.0, 3.0)),
     "lagrangian_lr": floats(1e-3, 0.5), "lambda_max": floats(3.0, 50.0), "cost_window": st.integers(1, 8),
     "lagrangian_kp": st.one_of(st.just(0.0), floats(0.0, 20.0)), "lr_decay": st.booleans(),
+    "cost_estimate": st.sampled_from(("sampled", "expected")),
 })
 
 
 def run_tuple(seed, s):
     return ((seed, s["eps"], s["lr"], s["ppo_epochs"], s["beta"], s["kl_penalty"], s["vf_coef"], s["cliprange_value"]),
             (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"], s["cost_window"],
-             s["lagrangian_kp"], s["lr_decay"]))
+             s["lagrangian_kp"], s["lr_decay"], s["cost_estimate"]))
 
 
 # ============================================================== 1. Rust against its twin
@@ -132,17 +133,18 @@ def test_both_engines_of_the_front_end_agree(small_world):
 # ============================================================== 2. mathematics
 
 
-@pytest.mark.parametrize("kp", [0.0, 2.0])
-def test_the_lagrange_update_is_its_formula_replayed_from_a_run(small_world, kp):
+@pytest.mark.parametrize("kp, estimate", [(0.0, "sampled"), (2.0, "sampled"), (2.0, "expected")])
+def test_the_lagrange_update_is_its_formula_replayed_from_a_run(small_world, kp, estimate):
     """Every recorded multiplier is ``exp(ln lambda) + kp (J_C - limit)`` (clamped to ``[0,
-    lambda_max]``) after ``ln lambda += lr exp(ln lambda) (J_C - limit)`` (clamped) of the
-    sampled cost-model scores, ``J_C`` their mean over the window."""
+    lambda_max]``) after ``ln lambda += lr exp(ln lambda) (J_C - limit)`` (clamped), ``J_C`` the
+    mean over the window of the sampled responses' cost-model scores or, with
+    ``cost_estimate="expected"``, of the cost model's exact expected scores after each step."""
     world, rm, cm = small_world
     limit, lr, window, lam_max = 0.5, 0.3, 3, 4.0
     result = rl.sweep_rlhf(rm, world=world, cost_model=cm, betas=[0.1], seeds=1, steps=80, lambda_init=1.5,
                            cost_limit=limit, lagrangian_lr=lr, cost_window=window, lambda_max=lam_max,
-                           lagrangian_kp=kp)
-    costs = result.objective_costs[0, 0]
+                           lagrangian_kp=kp, cost_estimate=estimate)
+    costs = (result.objective_costs if estimate == "sampled" else result.cost_score)[0, 0]
     recorded = result.lagrange_multiplier[0, 0]
     log_lam, integral = math.log(1.5), 1.5
     for t, cost in enumerate(costs):
@@ -239,7 +241,7 @@ def test_the_frontier_and_the_lagrangian_over_seeds():
     calibrated cost model reads a little under the gold on the policies PPO reaches)."""
     lab = safety_lab(lambdas=[0.0, 1.0, 4.0], cost_limits=[0.5], seeds=8)
     rows = lab.to_rows()
-    fixed, (integral, pid) = rows[:3], rows[3:]
+    fixed, (integral, pid) = rows[:3], rows[3:5]
     costs = [row["final_gold_cost"] for row in fixed]
     golds = [row["final_gold_score"] for row in fixed]
     assert costs[0] > costs[1] > costs[2], costs
@@ -256,13 +258,42 @@ def test_the_frontier_and_the_lagrangian_over_seeds():
     assert lab.lagrangian.runs["final_lambda"].min() >= 0.0
 
 
+@rust_only
+@pytest.mark.parametrize("world_seed", [0, 1])
+def test_every_seed_ends_within_its_limit_aimed_below_by_the_pilots_spread(world_seed):
+    """Observing the cost model's expected cost takes the sampled responses' noise out of the
+    multiplier's reading: the pilots' cost-model scores end in a band under half as wide as with
+    sampled costs. Their gold costs still straddle the limit (the cost model's error and PPO's
+    spread), and aimed below it by their mean overshoot and three standard deviations, fresh seeds
+    all end within it at both limits: sixteen runs per world, none over, each limit's runs still
+    more helpful than the reference policy."""
+    world = World(n_prompts=8, vocab=128, gold="linear", safety=Safety(), seed=world_seed)
+    lab = safety_lab(world, lambdas=[4.0], cost_limits=[0.5, 0.8], seeds=8)
+    rows = lab.to_rows()
+    pilots_within = 0
+    for i, limit in enumerate((0.5, 0.8)):
+        _, pid, pilot, aimed = rows[1 + 4 * i:5 + 4 * i]
+        assert (pid["run"], pilot["run"], aimed["run"]) == ("lagrangian", "expected", "aimed")
+        assert pilot["final_cost_score_sd"] < 0.5 * pid["final_cost_score_sd"], (pilot, pid)
+        pilots_within += pilot["seeds_within_limit"]
+        gold, read = lab.expected.runs["final_gold_cost"][0, i], lab.expected.runs["final_cost_score"][0, i]
+        overshoot = gold - read + np.maximum(read - limit, 0.0)
+        assert aimed["target"] == pytest.approx(limit - max(0.0, overshoot.mean() + 3.0 * overshoot.std(ddof=1)))
+        assert aimed["target"] < limit
+        assert aimed["seeds_within_limit"] == 8, aimed
+        assert aimed["final_gold_score"] > lab.reference["gold"] + 0.5, aimed  # still better than the SFT policy
+    assert pilots_within < 16  # the pilots end at their limits, some seeds over
+    assert lab.aimed.axes["seed"] == list(range(8, 16))  # fresh seeds, not the pilots'
+
+
 def test_the_lab_reports(tmp_path, small_world):
     world, _, _ = small_world
     lab = safety_lab(world, lambdas=[0.0, 2.0], cost_limits=[0.8], seeds=2, steps=40, rm_pairs=100, cost_pairs=100,
                      calibration=50)
     assert "fixed λ" in lab.table()
     rows = lab.to_rows()
-    assert [row["run"] for row in rows] == ["fixed", "fixed", "lagrangian", "lagrangian"]
+    assert [row["run"] for row in rows] == ["fixed", "fixed", "lagrangian", "lagrangian", "expected", "aimed"]
     assert "Safe RLHF" in lab.table() and "+ P (kp=10)" in lab.table()
+    assert f"+ P (kp=10), E[C], aim {lab.targets[0]:.3f}" in lab.table()
     lab.plot(tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 1000

@@ -276,8 +276,11 @@ def _parser() -> _Parser:
         "look helpful), a helpfulness reward model and a cost model are trained on their own labels; PPO "
         "maximises helpfulness - lambda * cost for each fixed --lambdas (the helpfulness/safety frontier) and "
         "with Safe RLHF's multiplier adapting towards each --cost-limits, by its own update and with a PID "
-        "Lagrangian's proportional term (--kp), which damps the ringing of the update alone. The table gives "
-        "each run's gold helpfulness and gold cost; writes safety.csv and safety.png to --out.",
+        "Lagrangian's proportional term (--kp), which damps the ringing of the update alone; then pilot runs "
+        "that observe the cost model's expected cost rather than sampled responses, and runs on fresh seeds "
+        "aimed below each limit by the pilots' overshoot and --margin-z standard deviations, which end "
+        "within it. The table gives each run's gold helpfulness and gold cost; writes safety.csv and "
+        "safety.png to --out.",
     )
     p.add_argument("--lambdas", type=_NON_NEGATIVE, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
                    help="fixed multipliers (default: 0 0.25 0.5 1 2 4)")
@@ -286,6 +289,9 @@ def _parser() -> _Parser:
                    "0.41 (default: 0.5 0.8)")
     p.add_argument("--kp", type=_NON_NEGATIVE, default=10.0,
                    help="the proportional gain beside Safe RLHF's update; 0 runs the update alone (default: 10)")
+    p.add_argument("--margin-z", type=_NON_NEGATIVE, default=3.0,
+                   help="the aimed runs' margin under each limit, in standard deviations of the pilots' gold "
+                   "cost over seeds (default: 3)")
     p.add_argument("--seeds", type=_count(1), default=8, help="PPO runs per setting (default: 8)")
     p.add_argument("--steps", type=_count(1), default=2000, help="PPO steps per run (default: 2000)")
     p.add_argument("--beta", type=_NON_NEGATIVE, default=0.2, help="the KL coefficient, k1 (default: 0.2)")
@@ -608,7 +614,7 @@ def lab_safety(args: argparse.Namespace) -> int:
 
     _make_directory(args)
     result = safety_lab(lambdas=args.lambdas, cost_limits=args.cost_limits, seeds=args.seeds, steps=args.steps,
-                        beta=args.beta, lagrangian_kp=args.kp)
+                        beta=args.beta, lagrangian_kp=args.kp, margin_z=args.margin_z)
     print(f"rlhf_fast {rl.__version__} (backend: {rl.BACKEND}): {result.world!r}; PPO {args.steps} steps x "
           f"{args.seeds} seeds, beta {args.beta:g}")
     print(result.table())

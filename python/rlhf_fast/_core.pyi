@@ -631,7 +631,7 @@ def sweep_safe_world_rlhf(
     runs: Sequence[
         tuple[
             tuple[int, float, float, int, float, str, float, float],
-            tuple[float, float | None, float, float, int, float, bool],
+            tuple[float, float | None, float, float, int, float, bool, str],
         ]
     ],
     cost_weights: npt.NDArray[np.float64],

@@ -37,6 +37,7 @@ from .reference.engines import sequence_dpo as _reference_sequence_dpo
 from .reference.engines import token_ppo as _reference_token_ppo
 from .reference.engines import verifier_grpo as _reference_verifier_grpo
 from .reference.methods.best_of_n import MAX_N
+from .reference.methods.lagrangian import COST_ESTIMATES
 from .reference.methods import grpo as _reference_grpo
 from .reference.methods.grpo import MAX_NUM_GENERATIONS, MAX_NUM_ITERATIONS
 from .reference.methods.ppo import MAX_PPO_EPOCHS
@@ -284,6 +285,7 @@ def sweep_rlhf(
     cost_window: int | Sequence[int] | None = None,
     lagrangian_kp: float | Sequence[float] | None = None,
     lr_decay: bool | Sequence[bool] | None = None,
+    cost_estimate: str | Sequence[str] | None = None,
 ) -> SweepResult:
     """Every PPO-RLHF run of the grid ``betas x seeds`` (x any other setting given as a sequence).
 
@@ -394,7 +396,13 @@ def sweep_rlhf(
         Let the policy's learning rate fall linearly to 0 over the run, step ``t`` at ``lr *
         (1 - t / steps)`` (the linear schedule of TRL's and safe-rlhf's trainers; False by
         default), so that a run ends on a settled policy.
-        Each of the seven, given as a sequence, becomes an axis after the PPO settings and
+    cost_estimate : str or sequence of str, optional
+        What ``J_C`` averages: ``"sampled"`` (the default, Safe RLHF's), each step's response's
+        cost-model score, or ``"expected"``, the cost model's expected score under the policy
+        after the step, mean over prompts, exact in a bag world: the limit of a step that
+        samples many responses. One response per step makes a window of them a noisy
+        reading, and the multiplier follows the noise.
+        Each of the eight, given as a sequence, becomes an axis after the PPO settings and
         before ``seed``, in this order.
 
     Returns
@@ -480,7 +488,7 @@ def sweep_rlhf(
     if isinstance(world, SequenceWorld):
         safety = {"cost_model": cost_model, "lambda_init": lambda_init, "cost_limit": cost_limit,
                   "lagrangian_lr": lagrangian_lr, "lambda_max": lambda_max, "cost_window": cost_window,
-                  "lagrangian_kp": lagrangian_kp, "lr_decay": lr_decay}
+                  "lagrangian_kp": lagrangian_kp, "lr_decay": lr_decay, "cost_estimate": cost_estimate}
         for name, value in safety.items():
             if value is not None:
                 raise ValueError(f"{name} is a setting of Safe RLHF in a bag World; a SequenceWorld has no safety "
@@ -519,7 +527,7 @@ def sweep_rlhf(
         grid.setting(name, value, check_one)
     safe = _safety_settings(grid, world, cost_model, lambda_init=lambda_init, cost_limit=cost_limit,
                             lagrangian_lr=lagrangian_lr, lambda_max=lambda_max, cost_window=cost_window,
-                            lagrangian_kp=lagrangian_kp, lr_decay=lr_decay)
+                            lagrangian_kp=lagrangian_kp, lr_decay=lr_decay, cost_estimate=cost_estimate)
     grid.axis("seed", check.seed_axis(seeds, allow_none=False))
     theta0 = check.policy_array("theta", theta)
     ref0 = check.policy_array("ref", ref)
@@ -623,7 +631,7 @@ def _sweep_world(world: World, weights: np.ndarray, grid: _Grid, steps: int, rec
 
 # What the Safe RLHF settings of sweep_rlhf take when a cost model is given without them.
 _SAFETY_DEFAULTS = {"lambda_init": 1.0, "cost_limit": None, "lagrangian_lr": 0.05, "lambda_max": 100.0,
-                    "cost_window": 16, "lagrangian_kp": 0.0, "lr_decay": False}
+                    "cost_window": 16, "lagrangian_kp": 0.0, "lr_decay": False, "cost_estimate": "sampled"}
 
 
 def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) -> np.ndarray | None:
@@ -647,7 +655,7 @@ def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) 
     checkers = {"lambda_init": check.non_negative, "cost_limit": check.optional(check.finite),
                 "lagrangian_lr": check.non_negative, "lambda_max": check.positive,
                 "cost_window": check.counts(1, 1 << 16), "lagrangian_kp": check.non_negative,
-                "lr_decay": check.boolean}
+                "lr_decay": check.boolean, "cost_estimate": check.one_of(COST_ESTIMATES)}
     for name, value in settings.items():
         grid.setting(name, _SAFETY_DEFAULTS[name] if value is None else value, checkers[name])
     return weights
@@ -656,7 +664,7 @@ def _safety_settings(grid: _Grid, world: Any, cost_model: Any, **settings: Any) 
 def _safe_world_ppo_run(s: dict[str, Any]) -> tuple:
     """A run of :func:`sweep_rlhf`'s grid with a cost model, as the safety engine takes it."""
     return (_world_ppo_run(s), (s["lambda_init"], s["cost_limit"], s["lagrangian_lr"], s["lambda_max"],
-                                s["cost_window"], s["lagrangian_kp"], s["lr_decay"]))
+                                s["cost_window"], s["lagrangian_kp"], s["lr_decay"], s["cost_estimate"]))
 
 
 # TRL's PPOConfig defaults for what only PPO on token sequences takes (and its vf_coef).

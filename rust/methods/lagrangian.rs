@@ -5,9 +5,9 @@
 //! The update is PKU-Alignment's `safe-rlhf` trainer's: SGD on `ln lambda` with the loss
 //! `-(J_C - limit) * exp(ln lambda)`, i.e. `ln lambda += lr * lambda * (J_C - limit)`, then
 //! `ln lambda` clamped at `ln lambda_max`; `J_C` is the mean cost-model score of the last
-//! `window` responses (its `episode_cost_window_size`). Working in `ln lambda` keeps
-//! `lambda > 0`: a multiplier that starts at 0 stays there, so an adaptive one must start
-//! above it.
+//! `window` responses (its `episode_cost_window_size`), or of the policy's last `window`
+//! expected scores ([`CostEstimate`]). Working in `ln lambda` keeps `lambda > 0`: a
+//! multiplier that starts at 0 stays there, so an adaptive one must start above it.
 //!
 //! That update is an integral controller: `lambda` answers the cost's error only once the
 //! error has summed, and a policy that answers `lambda` only after many steps makes the pair
@@ -20,6 +20,27 @@
 use std::collections::VecDeque;
 
 use crate::error::{finite, non_negative, positive, vec_with_capacity, Error, Result};
+
+/// What `J_C` averages: the cost-model score of each step's sampled response (Safe RLHF's,
+/// as noisy as one response), or the cost model's expected score under the policy, exact in a
+/// bag world: the limit of a step that samples many responses, as Safe RLHF's batches do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostEstimate {
+    Sampled,
+    Expected,
+}
+
+impl CostEstimate {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "sampled" => Ok(CostEstimate::Sampled),
+            "expected" => Ok(CostEstimate::Expected),
+            other => {
+                Err(Error::invalid(format!("cost_estimate must be one of ('sampled', 'expected'), got '{other}'")))
+            }
+        }
+    }
+}
 
 /// The most responses a cost window averages (a typo cannot ask for terabytes).
 pub const MAX_COST_WINDOW: usize = 1 << 16;
@@ -113,10 +134,11 @@ impl LagrangeMultiplier {
         self.lambda
     }
 
-    /// The last response's cost-model score: with a limit, `J_C` (the window's mean, summed
-    /// oldest first) moves `ln lambda` by `lr * lambda * (J_C - limit)`, clamped at
-    /// `ln lambda_max`, and the multiplier becomes `exp(ln lambda) + kp * (J_C - limit)` in
-    /// `[0, lambda_max]`; a fixed multiplier ignores it.
+    /// The step's cost (a response's cost-model score, or its expectation under the policy):
+    /// with a limit, `J_C` (the window's mean, summed oldest first) moves `ln lambda` by
+    /// `lr * lambda * (J_C - limit)`, clamped at `ln lambda_max`, and the multiplier becomes
+    /// `exp(ln lambda) + kp * (J_C - limit)` in `[0, lambda_max]`; a fixed multiplier ignores
+    /// it.
     pub fn observe(&mut self, cost: f64) {
         let Some(limit) = self.params.cost_limit else { return };
         if self.window.len() == self.params.window {

@@ -11,13 +11,14 @@ use super::sweep::{run_sweep, SweepOptions};
 use super::world::OwnedTables;
 use crate::engines::safe_world_ppo::{SafeWorldPpoEngine, SafeWorldPpoRun};
 use crate::engines::world_ppo::{Table, WorldPpoRun};
-use crate::methods::lagrangian::LagrangeParams;
+use crate::methods::lagrangian::{CostEstimate, LagrangeParams};
 use crate::methods::ppo::PpoParams;
 
 /// One safety sweep run: `((seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef,
 /// cliprange_value), (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window,
-/// lagrangian_kp, lr_decay))`, `cost_limit` None for a fixed multiplier.
-type SafeRunTuple = ((SeedKey, f64, f64, i64, f64, String, f64, f64), (f64, Option<f64>, f64, f64, i64, f64, bool));
+/// lagrangian_kp, lr_decay, cost_estimate))`, `cost_limit` None for a fixed multiplier.
+type SafeRunTuple =
+    ((SeedKey, f64, f64, i64, f64, String, f64, f64), (f64, Option<f64>, f64, f64, i64, f64, bool, String));
 
 /// Every PPO run of `runs` in the world of these tables (float64 `ref_logits [P, V]`,
 /// `weights [V]`, `gold_token [P, V]`) under the cost model `cost_weights [V]` and the gold
@@ -55,11 +56,21 @@ pub fn sweep_safe_world_rlhf<'py>(
     let runs = runs
         .into_iter()
         .map(|((seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef, cliprange_value), lagrange)| {
-            let (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp, lr_decay) = lagrange;
+            let (
+                lambda_init,
+                cost_limit,
+                lagrangian_lr,
+                lambda_max,
+                cost_window,
+                lagrangian_kp,
+                lr_decay,
+                cost_estimate,
+            ) = lagrange;
             let params = PpoParams::new(eps, lr, ppo_epochs)?.completed(&kl_penalty, vf_coef, cliprange_value)?;
             let lagrange =
                 LagrangeParams::new(lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp)?;
-            Ok(SafeWorldPpoRun { ppo: WorldPpoRun::new(seed.0, params, beta)?, lagrange, lr_decay })
+            let cost_estimate = CostEstimate::parse(&cost_estimate)?;
+            Ok(SafeWorldPpoRun { ppo: WorldPpoRun::new(seed.0, params, beta)?, lagrange, lr_decay, cost_estimate })
         })
         .collect::<PyResult<Vec<_>>>()?;
     let simd = if libm { "scalar" } else { world.simd.name() };

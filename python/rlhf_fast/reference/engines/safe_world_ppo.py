@@ -2,9 +2,10 @@
 
 Each step is world PPO's (:class:`~.world_ppo.WorldRun`) on the combined per-token reward
 ``(w - lambda w_c) / (1 + lambda)`` (:func:`~..methods.lagrangian.combined_weights`), so the
-response's reward is ``(R - lambda C) / (1 + lambda) - beta * penalty``; then the response's
-cost-model score goes to the run's :class:`~..methods.lagrangian.LagrangeMultiplier`, and the
-next step uses the multiplier it leaves. Besides world PPO's record a run records the exact
+response's reward is ``(R - lambda C) / (1 + lambda) - beta * penalty``; then the run's
+:class:`~..methods.lagrangian.LagrangeMultiplier` observes the cost (the response's cost-model
+score, or with ``cost_estimate="expected"`` the cost model's exact expected score under the
+updated policy, mean over prompts), and the next step uses the multiplier it leaves. Besides world PPO's record a run records the exact
 means over prompts of the cost model's expected score and of the gold cost (a second world's
 proxy and linear gold, :class:`~..methods.world_stats.ExactMeans` on the cost tables) and the
 multiplier after the step. With ``lr_decay`` the policy's learning rate falls linearly to 0
@@ -19,7 +20,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ... import _checks as checks
-from ..methods.lagrangian import LagrangeMultiplier, LagrangeParams, combined_weights
+from ..methods.lagrangian import COST_ESTIMATES, LagrangeMultiplier, LagrangeParams, combined_weights
 from ..methods.ppo import PpoParams
 from ..methods.world_stats import ExactMeans, WorldTables
 from ..rng import seed_key
@@ -46,11 +47,12 @@ SAFE_WORLD_PPO_SUMMARY_FIELDS = (
 
 class SafeWorldPpoRun(NamedTuple):
     """One run of a safety sweep: world PPO's run, its multiplier's settings, whether its
-    learning rate decays linearly to 0."""
+    learning rate decays linearly to 0 and what cost its multiplier observes."""
 
     ppo: WorldPpoRun
     lagrange: LagrangeParams
     lr_decay: bool
+    cost_estimate: str
 
 
 class SafeWorldPpoEngine:
@@ -91,7 +93,10 @@ class SafeWorldPpoEngine:
             for a in out.tokens:
                 helpful += weights[a]
                 cost += cost_weights[a]
-            multiplier.observe(cost)
+            if spec.cost_estimate == "sampled":
+                multiplier.observe(cost)
+            else:
+                multiplier.observe(cost_means.means(self.cost, theta).proxy_score)
             if every and (t + 1) % every == 0:
                 means = run.recorded_means(t, name)
                 costs = cost_means.means(self.cost, theta)
@@ -139,7 +144,7 @@ def sweep_safe_world_rlhf(
     model's float64 ``[vocab]``, ``gold_cost`` the float64 ``[n_prompts, vocab]`` gold cost of
     each token. A run is ``(seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef,
     cliprange_value, lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window,
-    lagrangian_kp, lr_decay)``,
+    lagrangian_kp, lr_decay, cost_estimate)``,
     ``cost_limit`` None for a fixed multiplier. Returns the sweep contract's dict
     (:func:`~.driver.sweep`).
     """
@@ -167,8 +172,10 @@ def sweep_safe_world_rlhf(
             ),
             LagrangeParams.new(lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp),
             checks.boolean("lr_decay", lr_decay),
+            checks.option("cost_estimate", cost_estimate, COST_ESTIMATES),
         )
         for ((seed, eps, lr, ppo_epochs, beta, kl_penalty, vf_coef, cliprange_value),
-             (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp, lr_decay)) in runs
+             (lambda_init, cost_limit, lagrangian_lr, lambda_max, cost_window, lagrangian_kp, lr_decay,
+              cost_estimate)) in runs
     ]
     return sweep(SafeWorldPpoEngine(world, cost, steps, record_every), specs, max_memory, progress)

@@ -4,7 +4,8 @@ PPO maximises ``E[R]`` subject to ``E[C] <= limit`` on the combined per-token re
 ``(w - lambda w_c) / (1 + lambda)``, while ``lambda`` moves as PKU-Alignment's ``safe-rlhf``
 trainer moves it: SGD on ``ln lambda`` with the loss ``-(J_C - limit) exp(ln lambda)``, i.e.
 ``ln lambda += lr * lambda * (J_C - limit)``, then ``ln lambda`` clamped at ``ln lambda_max``;
-``J_C`` is the mean cost-model score of the last ``window`` responses. A multiplier that
+``J_C`` is the mean cost-model score of the last ``window`` responses (or, with
+``cost_estimate="expected"``, of the policy's last ``window`` expected scores). A multiplier that
 starts at 0 stays there (its logarithm is ``-inf``), so an adaptive one must start above it.
 
 That update is an integral controller, and with a policy that answers ``lambda`` only after
@@ -23,6 +24,9 @@ from collections.abc import Sequence
 from ... import _checks as checks
 
 MAX_COST_WINDOW = 1 << 16
+# What J_C averages: each step's sampled response's cost-model score (Safe RLHF's), or the cost
+# model's expected score under the policy, exact in a bag world (Rust's CostEstimate).
+COST_ESTIMATES = ("sampled", "expected")
 
 
 class LagrangeParams:
@@ -72,10 +76,11 @@ class LagrangeMultiplier:
         self.window: deque[float] = deque()
 
     def observe(self, cost: float) -> None:
-        """The last response's cost-model score: with a limit, ``J_C`` (the window's mean, summed
-        oldest first) moves ``ln lambda`` by ``lr * lambda * (J_C - limit)``, clamped at
-        ``ln lambda_max``, and the multiplier becomes ``exp(ln lambda) + kp * (J_C - limit)`` in
-        ``[0, lambda_max]``; a fixed multiplier ignores it."""
+        """The step's cost (a response's cost-model score, or its expectation under the policy):
+        with a limit, ``J_C`` (the window's mean, summed oldest first) moves ``ln lambda`` by
+        ``lr * lambda * (J_C - limit)``, clamped at ``ln lambda_max``, and the multiplier becomes
+        ``exp(ln lambda) + kp * (J_C - limit)`` in ``[0, lambda_max]``; a fixed multiplier
+        ignores it."""
         limit = self.params.cost_limit
         if limit is None:
             return
