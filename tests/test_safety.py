@@ -297,3 +297,7 @@ def test_the_lab_reports(tmp_path, small_world):
     assert f"+ P (kp=10), E[C], aim {lab.targets[0]:.3f}" in lab.table()
     lab.plot(tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 1000
+    assert "one pilot seed" not in lab.table()
+    single = safety_lab(world, lambdas=[0.0], cost_limits=[0.8], seeds=1, steps=10, rm_pairs=100, cost_pairs=100,
+                        calibration=50)
+    assert "one pilot seed: no spread to measure" in single.table()

@@ -201,6 +201,8 @@ class SafetyLab:
                           "" if fixed else f"{row['max_gold_cost']:.3f}",
                           cell("final_cost_score", ".3f"), cell("final_lambda", ".3f"), cell("final_kl", ".2f"),
                           "" if fixed else f"{row['seeds_within_limit']}/{seeds}"])
+        if seeds == 1:
+            notes.append("one pilot seed: no spread to measure, so the aimed runs' margin is its overshoot alone")
         widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
         out = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
         out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
