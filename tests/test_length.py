@@ -153,6 +153,16 @@ def test_the_lab_runs_on_the_reference():
     assert all(r.length_curve.shape == (2,) for r in lab.rows)
 
 
+@pytest.mark.parametrize("name, value, error", [("lr", [0.1], TypeError), ("lr", 0.0, ValueError),
+                                               ("beta", [0.1], TypeError), ("beta", -1.0, ValueError)])
+def test_the_lab_takes_one_lr_and_one_beta(name, value, error):
+    """A sequence would become a sweep axis of the lab's runs (found by the fuzzer: an
+    IndexError)."""
+    with pytest.raises(error, match=f"^{name} must be"):
+        length_lab(SequenceWorld(n_prompts=2, vocab=5, max_len=3, seed=0), pairs=1, steps=1, seeds=1, batch_size=2,
+                   record_every=1, **{name: value})
+
+
 def test_the_examples_run():
     import doctest
 

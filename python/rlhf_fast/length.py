@@ -308,7 +308,8 @@ def length_lab(
         raise TypeError(f"world must be a SequenceWorld, got {type(world).__name__}")
     settings = {"length_bias": checks.non_negative("length_bias", checks.finite("length_bias", length_bias)),
                 "pairs": checks.count("pairs", pairs, 1, 10**7), "rm_epochs": checks.count("rm_epochs", rm_epochs, 1, 10_000),
-                "steps": checks.count("steps", steps, 1), "lr": lr, "beta": beta,
+                "steps": checks.count("steps", steps, 1), "lr": checks.positive("lr", lr),
+                "beta": checks.non_negative("beta", beta),
                 "seeds": checks.count("seeds", seeds, 1, 1000), "length_penalty": length_penalty,
                 "judge_aware": checks.finite("judge_aware", judge_aware),
                 "reading_cost": checks.non_negative("reading_cost", reading_cost), "batch_size": batch_size,
@@ -342,9 +343,9 @@ def length_lab(
     rows = []
     steps_kept = np.arange(0)
     for name, flag, rm, options in remedies:
-        result = sweep_rlhf(rm, world=world, betas=[beta], seeds=settings["seeds"], steps=settings["steps"], lr=lr,
-                            batch_size=batch_size, record_every=settings["record_every"], n_threads=n_threads,
-                            progress=progress, **options)
+        result = sweep_rlhf(rm, world=world, betas=[settings["beta"]], seeds=settings["seeds"], steps=settings["steps"],
+                            lr=settings["lr"], batch_size=batch_size, record_every=settings["record_every"],
+                            n_threads=n_threads, progress=progress, **options)
         runs = {key: value[0] for key, value in result.runs.items()}
         history = {key: result.history[0, :, result.fields.index(key), :] for key in
                    ("expected_length", "expected_gold_score")}
