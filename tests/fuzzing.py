@@ -1344,7 +1344,10 @@ SAFETY_SPECS: dict[str, list[Param]] = {
                    opt("seeds", counts(1, 2, minimum=1, maximum=10_000)), opt("steps", counts(1, 5, minimum=1)),
                    opt("rm_pairs", counts(1, 20, minimum=1)), opt("cost_pairs", counts(1, 20, minimum=1)),
                    opt("calibration", counts(2, 20, minimum=2)), opt("lagrangian_kp", non_negative(0.0, 20.0)),
-                   opt("lr_decay", BOOL), opt("margin_z", non_negative(0.0, 5.0))],
+                   opt("lr_decay", BOOL), opt("margin_z", non_negative(0.0, 5.0)), opt("beta", non_negative(0.0, 1.0)),
+                   opt("lambda_init", positive(0.1, 5.0)), opt("lagrangian_lr", positive(0.01, 0.5)),
+                   opt("lambda_max", positive(5.0, 50.0)), opt("cost_window", counts(1, 8, minimum=1, maximum=1 << 16)),
+                   opt("cost_epochs", counts(0, 2, minimum=0, maximum=10_000))],
 }
 SPECS.update(SAFETY_SPECS)
 

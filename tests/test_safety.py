@@ -286,6 +286,20 @@ def test_every_seed_ends_within_its_limit_aimed_below_by_the_pilots_spread(world
     assert lab.aimed.axes["seed"] == list(range(8, 16))  # fresh seeds, not the pilots'
 
 
+@pytest.mark.parametrize("name, value, error", [
+    ("lambda_init", [1.0, 2.0], TypeError), ("lagrangian_lr", [0.03], TypeError), ("lambda_max", [10.0], TypeError),
+    ("cost_window", [8, 16], TypeError), ("beta", [0.1], TypeError), ("steps", [5], TypeError),
+    ("lambdas", 1.0, TypeError), ("cost_limits", [], ValueError), ("cost_limits", [math.nan], ValueError),
+])
+def test_the_lab_takes_one_value_per_setting(small_world, name, value, error):
+    """A sequence where the lab takes one value would become a sweep axis that the table does not
+    show: refused, naming the lab's argument."""
+    world, _, _ = small_world
+    with pytest.raises(error, match=f"^{name} must"):
+        safety_lab(world, **{**dict(lambdas=[0.0], seeds=1, steps=2, rm_pairs=10, cost_pairs=10, calibration=4),
+                             name: value})
+
+
 def test_the_lab_reports(tmp_path, small_world):
     world, _, _ = small_world
     lab = safety_lab(world, lambdas=[0.0, 2.0], cost_limits=[0.8], seeds=2, steps=40, rm_pairs=100, cost_pairs=100,
