@@ -35,7 +35,7 @@ settings.register_profile(
 # CI runs the suite twice (once per backend) on 2 cores within a 15-minute budget.
 settings.register_profile(
     "ci",
-    max_examples=80,
+    max_examples=60,
     deadline=None,
     derandomize=False,
     print_blob=True,
