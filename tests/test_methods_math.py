@@ -637,7 +637,8 @@ def grpo_numpy(row, ref_row, tokens, adv, beta, eps, eps_high, lr, iterations, a
             flat = (A >= 0 and ratio > 1 + eps_high) or (A < 0 and ratio < 1 - eps)
             coef = 0.0 if flat else -A * ratio
             clipped += flat
-            coef += beta * (1 - math.exp(logq[a] - math.log(p[a])))
+            # np.log: a probability that underflowed to 0 (a diverging step) gives -inf, not an error
+            coef += beta * (1 - math.exp(logq[a] - float(np.log(p[a]))))
             grad += coef * (np.eye(V)[a] - p)
         z = z - lr * grad / G
     return z, clipped, first_loss
