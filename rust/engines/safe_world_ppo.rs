@@ -257,7 +257,7 @@ mod tests {
         for libm in [false, true] {
             let engine = SafeWorldPpoEngine {
                 libm,
-                ..SafeWorldPpoEngine::new(tables.world(false, 4), &cost_weights, gold_cost, 40, 1).unwrap()
+                ..SafeWorldPpoEngine::new(tables.world(false, 4).unwrap(), &cost_weights, gold_cost, 40, 1).unwrap()
             };
             let out = sweep(&engine, std::slice::from_ref(&run), u64::MAX, &Monitor::default()).unwrap();
             let field = |name: &str| {

@@ -2,6 +2,7 @@
 //! so that a test reads the same world whichever engine it checks.
 #![cfg(test)]
 
+use crate::error::Result;
 use crate::methods::world_stats::{Table, WorldTables};
 use crate::rng::{seed_key, Mt19937};
 
@@ -30,7 +31,8 @@ impl Tables {
         Tables { ref_logits, weights, gold, shape: (n_prompts, vocab_size) }
     }
 
-    pub(crate) fn world(&self, count_once: bool, response_len: i64) -> WorldTables<'_> {
+    /// The world of these tables (an error for a `response_len` the world refuses).
+    pub(crate) fn world(&self, count_once: bool, response_len: i64) -> Result<WorldTables<'_>> {
         let (rows, cols) = self.shape;
         WorldTables::new(
             Table { values: &self.ref_logits, rows, cols },
@@ -39,6 +41,5 @@ impl Tables {
             count_once,
             response_len,
         )
-        .unwrap()
     }
 }

@@ -235,7 +235,7 @@ mod tests {
     fn a_run_keeps_the_first_of_the_best_of_n_reference_bags_whatever_the_threads() {
         let t = tables(3, 6, 1);
         for count_once in [true, false] {
-            let engine = WorldBonEngine::new(t.world(count_once, 4)).unwrap();
+            let engine = WorldBonEngine::new(t.world(count_once, 4).unwrap()).unwrap();
             let runs: Vec<WorldBonRun> = [(1, 50, 0), (3, 40, 1), (8, 30, 2), (3, 40, 3)]
                 .into_iter()
                 .map(|(n, samples, seed)| WorldBonRun::new(n, samples, seed_key(seed)).unwrap())
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn more_candidates_raise_the_proxy_from_the_reference() {
         let t = tables(2, 16, 4);
-        let engine = WorldBonEngine::new(t.world(false, 3)).unwrap();
+        let engine = WorldBonEngine::new(t.world(false, 3).unwrap()).unwrap();
         let runs: Vec<WorldBonRun> =
             [1, 16].into_iter().map(|n| WorldBonRun::new(n, 4000, seed_key(n as i128)).unwrap()).collect();
         let out = sweep(&engine, &runs, u64::MAX, &Monitor::default()).unwrap();
@@ -283,7 +283,7 @@ mod tests {
         );
         assert!(WorldBonRun::new(2, 1, vec![0]).unwrap_err().to_string().starts_with("samples must be >= 2"));
         let t = tables(2, 4, 0);
-        let engine = WorldBonEngine::new(t.world(true, 2)).unwrap();
+        let engine = WorldBonEngine::new(t.world(true, 2).unwrap()).unwrap();
         let runs = [WorldBonRun::new(MAX_N, 3, vec![0]).unwrap()];
         let cancelled = Monitor::default();
         cancelled.cancel();

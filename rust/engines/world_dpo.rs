@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn a_run_is_the_bag_step_over_the_shuffled_pairs_and_records_the_exact_means() {
         let tables = Tables::random(3, 12, 4);
-        let world = tables.world(true, 5);
+        let world = tables.world(true, 5).unwrap();
         let pairs = pairs(&world, 40, true, 1);
         let p = params(LossType::Sigmoid, 0.3, 0.2, 0.1);
         let (theta, history) = train(&world, &pairs, 3, &p, Some(7));
@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn dpo_on_labelled_pairs_raises_the_gold() {
         let tables = Tables::random(2, 16, 9);
-        let world = tables.world(false, 4);
+        let world = tables.world(false, 4).unwrap();
         let pairs = pairs(&world, 300, false, 2);
         let (_, history) = train(&world, &pairs, 2, &params(LossType::Sigmoid, 0.5, 0.1, 0.0), Some(1));
         let start = ExactMeans::new(&world).unwrap().means(&world, world.ref_logits);
@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 10, 5);
-        let world = tables.world(true, 3);
+        let world = tables.world(true, 3).unwrap();
         let pairs = pairs(&world, 20, false, 3);
         let runs = runs();
         let engine = WorldDpoEngine::new(world.clone(), &pairs, true, 3, &runs).unwrap();
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn bad_pairs_and_labels_are_refused_naming_them() {
         let tables = Tables::random(2, 6, 1);
-        let world = tables.world(true, 3);
+        let world = tables.world(true, 3).unwrap();
         let good = pairs(&world, 5, true, 1);
         let check = |edit: &dyn Fn(&mut WorldPairs)| {
             let mut bad = good.clone();
@@ -675,7 +675,7 @@ mod tests {
     #[test]
     fn divergence_names_the_run_and_the_step_and_cancelling_stops() {
         let tables = Tables::random(2, 8, 2);
-        let world = tables.world(false, 3);
+        let world = tables.world(false, 3).unwrap();
         let hard = pairs(&world, 30, false, 4);
         let mut runs = runs();
         runs[4].params = params(LossType::Ipo, 1e-3, 1e6, 0.0);

@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 20, 5);
-        let world = tables.world(true, 4);
+        let world = tables.world(true, 4).unwrap();
         let runs = runs(6);
         let engine = |every| WorldGrpoEngine::new(world.clone(), 50, every).unwrap();
         let out = sweep(&engine(3), &runs, u64::MAX, &Monitor::default()).unwrap();
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn a_run_draws_the_prompt_then_the_group_and_climbs_the_proxy() {
         let tables = Tables::random(2, 16, 11);
-        let world = tables.world(false, 4);
+        let world = tables.world(false, 4).unwrap();
         let p = params(8, 0.0, 0.5, 1);
         let (theta, history) = train(&world, 400, 3, &p);
         let mut rng = Mt19937::from_key(&seed_key(3));
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn bad_inputs_and_divergence_are_errors_naming_what_failed() {
         let tables = Tables::random(2, 8, 2);
-        let world = tables.world(true, 3);
+        let world = tables.world(true, 3).unwrap();
         let mut history = WorldGrpoHistory::default();
         let monitor = Monitor::default();
         let p = params(4, 0.1, 0.05, 1);

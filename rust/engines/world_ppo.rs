@@ -499,7 +499,7 @@ mod tests {
     fn a_run_vectorised_along_the_row_takes_the_libm_runs_tokens_and_floats_within_1e_9() {
         let tables = Tables::random(4, 700, 21);
         for (i, kl_penalty) in ["k1", "full", "k3"].into_iter().enumerate() {
-            let world = tables.world(i != 1, 8);
+            let world = tables.world(i != 1, 8).unwrap();
             let p = params(kl_penalty, [0.0, 0.5][i % 2], 4);
             let (theta, history) = train(&world, 1500, 5 + i as i128, &p, 0.1);
             let (libm_theta, libm) = train_libm(&world, 1500, 5 + i as i128, &p, 0.1);
@@ -551,7 +551,7 @@ mod tests {
         let tables = Tables::random(2, 4, 7);
         for count_once in [true, false] {
             for length in [1, 3, 5] {
-                let world = tables.world(count_once, length);
+                let world = tables.world(count_once, length).unwrap();
                 let mut p = vec![0.0; 4];
                 for x in 0..2 {
                     let logits = [0.3, -1.2, 2.0, 0.0];
@@ -572,7 +572,7 @@ mod tests {
     #[test]
     fn the_means_recomputed_row_by_row_are_the_means_computed_afresh() {
         let tables = Tables::random(4, 16, 3);
-        let world = tables.world(true, 4);
+        let world = tables.world(true, 4).unwrap();
         let p = params("k1", 0.5, 4);
         let (theta, history) = train(&world, 60, 9, &p, 0.5);
         let mut scratch = vec![0.0; 16];
@@ -609,7 +609,7 @@ mod tests {
     #[test]
     fn a_sweep_keeps_every_kth_step_of_the_single_runs_whatever_the_threads() {
         let tables = Tables::random(3, 24, 5);
-        let world = tables.world(true, 6);
+        let world = tables.world(true, 6).unwrap();
         let runs = runs(7);
         let out = sweep(&engine(world.clone(), 90, 4), &runs, u64::MAX, &Monitor::default()).unwrap();
         assert_eq!((out.n_kept, out.params_shape.clone()), (22, vec![3, 24]));
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn with_k1_the_policy_climbs_the_proxy_and_pays_in_kl() {
         let tables = Tables::random(2, 16, 11);
-        let world = tables.world(false, 4);
+        let world = tables.world(false, 4).unwrap();
         let (_, history) = train(&world, 3000, 1, &params("k1", 0.5, 4), 0.5);
         assert!(
             history.proxy_score[2999] > history.proxy_score[0] + 0.5,
@@ -688,7 +688,7 @@ mod tests {
         assert_eq!(new(table(values, 2, 4), weights, table(&nan, 2, 4), 3), "gold_token[1, 2] must be finite, got nan");
         let short = Table { values: &values[..7], rows: 2, cols: 4 };
         assert_eq!(new(short, weights, table(gold, 2, 4), 3), "ref_logits holds 7 values, not 2 x 4");
-        let world = tables.world(true, 3);
+        let world = tables.world(true, 3).unwrap();
         let mut history = WorldHistory::default();
         let err = train_world_rlhf(
             &world,
@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn divergence_names_the_run_and_the_step() {
         let tables = Tables::random(2, 8, 2);
-        let world = tables.world(false, 3);
+        let world = tables.world(false, 3).unwrap();
         let mut runs = runs(4);
         runs[2].params.lr = 1e300;
         let err = sweep(&engine(world.clone(), 50, 1), &runs, u64::MAX, &Monitor::default()).unwrap_err();
@@ -747,11 +747,11 @@ mod tests {
     fn progress_counts_every_step_and_cancelling_stops_the_sweep() {
         let tables = Tables::random(2, 8, 2);
         let monitor = Monitor::default();
-        sweep(&engine(tables.world(true, 2), 40, 0), &runs(5), u64::MAX, &monitor).unwrap();
+        sweep(&engine(tables.world(true, 2).unwrap(), 40, 0), &runs(5), u64::MAX, &monitor).unwrap();
         assert_eq!(monitor.steps_done.load(std::sync::atomic::Ordering::Relaxed), 200);
         let cancelled = Monitor::default();
         cancelled.cancel();
-        let out = sweep(&engine(tables.world(true, 2), 40, 0), &runs(5), u64::MAX, &cancelled);
+        let out = sweep(&engine(tables.world(true, 2).unwrap(), 40, 0), &runs(5), u64::MAX, &cancelled);
         assert_eq!(out, Err(Error::Cancelled));
     }
 }
