@@ -5,10 +5,11 @@ Each step is world PPO's (:class:`~.world_ppo.WorldRun`) on the combined per-tok
 response's reward is ``(R - lambda C) / (1 + lambda) - beta * penalty``; then the run's
 :class:`~..methods.lagrangian.LagrangeMultiplier` observes the cost (the response's cost-model
 score, or with ``cost_estimate="expected"`` the cost model's exact expected score under the
-updated policy, mean over prompts), and the next step uses the multiplier it leaves. Besides world PPO's record a run records the exact
-means over prompts of the cost model's expected score and of the gold cost (a second world's
-proxy and linear gold, :class:`~..methods.world_stats.ExactMeans` on the cost tables) and the
-multiplier after the step. With ``lr_decay`` the policy's learning rate falls linearly to 0
+updated policy, mean over prompts), and the next step uses the multiplier it leaves. Besides
+world PPO's record a run records the exact means over prompts of the cost model's expected
+score and of the gold cost (a second world's proxy and linear gold,
+:class:`~..methods.world_stats.ExactMeans` on the cost tables) and the multiplier after the
+step. With ``lr_decay`` the policy's learning rate falls linearly to 0
 over the run (step ``t`` of ``T`` at ``lr * (1 - t / T)``).
 """
 
