@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import RUST, assert_close, floats, rust_only, seeds
+from conftest import NUDGE_FACTOR, RUST, assert_close, assert_run_close, floats, nudged, rust_only, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,6 +99,10 @@ ppo_settings = settings_strategy(0.5, 2.0)
 # 11. Runs compared with the reference take smaller steps (a single step, above, takes any),
 # and their floats are compared within 1e-9 absolute as well as relative: a KL near 0 is the
 # difference of O(1) sums (T/S - ln S), so a drift of 1e-13 in the logits shows as ~1e-11 in it.
+# Small steps can still be chaotic: lr=0.094, beta=1 with the full KL, L=7 on a row spanning 27
+# (CI found it) multiply it by ~2.4 a step, and the reference itself moves 2e-8 by step 22 when
+# its reference logits move by one ulp. Where a run misses 1e-9, the test measures that spread
+# and allows a thousand times it (``assert_run_close``).
 run_settings = settings_strategy(0.1, 1.0)
 RUN_ATOL = 1e-9
 
@@ -157,11 +161,28 @@ def test_a_world_run_is_its_reference_twin(world, s, seed, steps):
         assert got == expected
         return
     (history, theta), (expected_history, expected_theta) = got, expected
+    expected_tokens = np.array(expected_history["tokens"]).reshape(steps, length)
     np.testing.assert_array_equal(history["prompt"], expected_history["prompt"])
-    np.testing.assert_array_equal(history["tokens"], np.array(expected_history["tokens"]).reshape(steps, length))
-    for key in STEP_KEYS + MEAN_KEYS:
-        assert_close(history[key], expected_history[key], atol=RUN_ATOL, err_msg=key)
-    assert_close(theta, expected_theta, atol=RUN_ATOL, err_msg="theta")
+    try:
+        np.testing.assert_array_equal(history["tokens"], expected_tokens)
+        for key in STEP_KEYS + MEAN_KEYS:
+            assert_close(history[key], expected_history[key], atol=RUN_ATOL, err_msg=key)
+        assert_close(theta, expected_theta, atol=RUN_ATOL, err_msg="theta")
+    except AssertionError:
+        # Is the run itself that sensitive? The reference again, on reference logits one ulp away.
+        nudged_history, nudged_theta = reference_run(nudged(ref_logits), weights, gold, count_once, length, steps,
+                                                     seed, s)
+        nudged_tokens = np.array(nudged_history["tokens"]).reshape(steps, length)
+        # Past the first step where the nudge changes a token, the tokens too are rounding's.
+        differs = np.flatnonzero((nudged_tokens != expected_tokens).any(axis=1))
+        kept = differs[0] if differs.size else steps
+        np.testing.assert_array_equal(history["tokens"][:kept], expected_tokens[:kept])
+        for key in STEP_KEYS + MEAN_KEYS:
+            assert_run_close(np.asarray(history[key])[:kept], np.asarray(expected_history[key])[:kept],
+                             np.asarray(nudged_history[key])[:kept], RUN_ATOL, err_msg=key)
+        if kept == steps:
+            spread = np.max(np.abs(np.array(nudged_theta) - expected_theta))
+            assert_close(theta, expected_theta, atol=RUN_ATOL + NUDGE_FACTOR * spread, err_msg="theta")
 
 
 @rust_only
