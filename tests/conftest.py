@@ -79,9 +79,9 @@ def nudged(table):
     return np.nextafter(table, signs)
 
 
-def assert_run_close(actual, expected, nudged_run, atol, err_msg=""):
-    """A run's floats (steps along the first axis) against its reference twin's: within ``atol``
-    and the suite's ``rtol``, plus ``NUDGE_FACTOR`` times the reference's own distance from
+def assert_run_close(actual, expected, nudged_run, atol, err_msg="", axis=0):
+    """A run's floats (steps along ``axis``) against its reference twin's: within ``atol`` and
+    the suite's ``rtol``, plus ``NUDGE_FACTOR`` times the reference's own distance from
     ``nudged_run``, its run on inputs moved by one ulp (the largest so far at each step). A chaotic run (large
     steps on a wide row, hypothesis finds them) multiplies a rounding difference by a few each
     step, and the reference itself then moves more than 1e-9 under a one-ulp nudge: its floats
@@ -89,7 +89,7 @@ def assert_run_close(actual, expected, nudged_run, atol, err_msg=""):
     actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
     spread = np.abs(np.asarray(nudged_run, dtype=float) - expected)
     if spread.ndim:
-        spread = np.fmax.accumulate(spread, axis=0)
+        spread = np.fmax.accumulate(spread, axis=axis)
     tolerance = atol + RTOL * np.abs(expected) + NUDGE_FACTOR * np.nan_to_num(spread, nan=np.inf)
     same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
     bad = ~same & ~(np.abs(actual - expected) <= tolerance)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import RUST, assert_close, floats, rust_only
+from conftest import NUDGE_FACTOR, RUST, assert_close, assert_run_close, floats, nudged, rust_only
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,8 +93,21 @@ def test_a_safety_sweep_is_its_reference_twin(world, settings, seed, steps, reco
         assert got[key].shape == expected[key].shape, key
         if exact and key == "final_params":  # libm's steps: the reference's logits exactly
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
-        else:
+    try:
+        for key in ("history", "final_params", "summary"):
             assert_close(got[key], expected[key], atol=RUN_ATOL, err_msg=key)
+    except AssertionError:
+        if exact:
+            raise
+        # The vectorised steps on a chaotic run (tests/test_worlds_ppo.py): allowed a thousand
+        # times the reference's own spread when its reference logits move by one ulp.
+        spread = ref_safe.sweep_safe_world_rlhf(nudged(ref_logits), *args[1:], record_every=record_every)
+        assert_run_close(got["history"], expected["history"], spread["history"], RUN_ATOL, "history", axis=-1)
+        for key in ("final_params", "summary"):
+            # Per run: its largest spread anywhere.
+            far = np.abs(spread[key] - expected[key]).reshape(len(runs), -1).max(axis=1)
+            for run, (a, b) in enumerate(zip(got[key], expected[key])):
+                assert_close(a, b, atol=RUN_ATOL + NUDGE_FACTOR * far[run], err_msg=f"{key}, run {run}")
 
 
 @pytest.fixture(scope="module")
