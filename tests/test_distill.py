@@ -94,6 +94,12 @@ def test_distillation_refuses_what_it_cannot_fit():
         distill_reward_model(world, teacher, 2, lr=-1.0)
     with pytest.raises(FloatingPointError, match="distill_reward_model diverged in epoch 0"):
         distill_reward_model(world, rl.RewardModel(np.full(8, 1e150)), 2, lr=5.0, samples=50)
+    # The head swings past 1e154 and back within the pass: its loss overflows, the head does not
+    # (the fuzzer's find: epoch_mse came back [inf]).
+    world = rl.World(n_prompts=3, vocab=20, response_len=2, gold="count_once", repeat_penalty=1, seed=12)
+    teacher = rl.RewardModel(np.random.default_rng(0).standard_normal(20))
+    with pytest.raises(FloatingPointError, match="diverged in epoch 0: its squared error overflowed"):
+        distill_reward_model(world, teacher, 2, epochs=1, lr=1)
     with pytest.raises(ValueError, match="record_every must leave at least two recorded steps"):
         distillation(world, steps=10, record_every=10)
 

@@ -41,8 +41,8 @@ pub struct Student {
 /// epochs * n` steps (step `k` takes `lr * ((K - k) / K)`, transformers' default schedule: a
 /// constant step leaves SGD circling the least-squares fit at a distance set by the step; the
 /// decay lets it settle); the monitor ticked with each pass's responses. A head
-/// that overflows (2^512 in magnitude, or NaN) after a pass stops the training: `distill
-/// diverged in epoch k`.
+/// that overflows (2^512 in magnitude, or NaN) after a pass, or a pass whose squared error
+/// does, stops the training: `distill diverged in epoch k`.
 pub fn distill_reward_model(
     features: Features<'_>,
     scored: Scored<'_>,
@@ -89,9 +89,17 @@ pub fn distill_reward_model(
             let error = distill_step(&mut theta, &mut bias, &x, target, lr * (remaining / total));
             squared += error * error;
         }
-        if overflowed(&theta) || overflowed(&[bias]) {
+        let what = if overflowed(&theta) || overflowed(&[bias]) {
+            "the student's head"
+        } else if !squared.is_finite() {
+            // The head can swing past 1e154 and back within a pass as the step decays.
+            "its squared error"
+        } else {
+            ""
+        };
+        if !what.is_empty() {
             return Err(Error::Diverged(format!(
-                "distill_reward_model diverged in epoch {epoch}: the student's head overflowed (lr={})",
+                "distill_reward_model diverged in epoch {epoch}: {what} overflowed (lr={})",
                 py_float(lr)
             )));
         }
@@ -148,5 +156,14 @@ mod tests {
         let scored = Scored { responses: &[0, 0, 0, 0], response_len: 4, targets: &[1.0] };
         let err = distill_reward_model(features, scored, 10_000, 10.0, &Monitor::default()).unwrap_err();
         assert!(err.to_string().contains("distill_reward_model diverged in epoch"), "{err}");
+    }
+
+    #[test]
+    fn a_pass_whose_squared_error_overflows_diverges_though_its_head_does_not() {
+        // The first error is -1e155: its square passes the floats, the head moves by 1e145.
+        let features = Features { phi: &[1.0], vocab: 1, d: 1 };
+        let scored = Scored { responses: &[0], response_len: 1, targets: &[1e155] };
+        let err = distill_reward_model(features, scored, 1, 1e-10, &Monitor::default()).unwrap_err();
+        assert!(err.to_string().contains("diverged in epoch 0: its squared error overflowed"), "{err}");
     }
 }

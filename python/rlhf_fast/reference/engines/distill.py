@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ..._checks import overflowed
@@ -14,7 +15,8 @@ def distill_reward_model(phi: Sequence[Sequence[float]], responses: Sequence[Seq
     responses, in order, from ``theta = 0``, ``b = 0``, the step decaying linearly from ``lr``
     towards 0 over the ``K = epochs * n`` steps (step ``k`` takes ``lr * ((K - k) / K)``);
     ``epoch_mse`` is each pass's mean squared error, measured on each response before its step. A head that overflows
-    (2**512 in magnitude, or NaN) after a pass stops with a ``FloatingPointError``."""
+    (2**512 in magnitude, or NaN) after a pass, or a pass whose squared error does, stops with a
+    ``FloatingPointError``."""
     theta = [0.0] * len(phi[0])
     bias = 0.0
     epoch_mse = []
@@ -27,7 +29,12 @@ def distill_reward_model(phi: Sequence[Sequence[float]], responses: Sequence[Seq
             bias, error = distill_step(theta, bias, response_features(phi, response), target, lr * (remaining / total))
             squared += error * error
         if overflowed(theta) or overflowed([bias]):
-            raise FloatingPointError(f"distill_reward_model diverged in epoch {epoch}: the student's head "
-                                     f"overflowed (lr={lr!r})")
+            what = "the student's head"
+        elif not math.isfinite(squared):  # the head can swing past 1e154 and back as the step decays
+            what = "its squared error"
+        else:
+            what = ""
+        if what:
+            raise FloatingPointError(f"distill_reward_model diverged in epoch {epoch}: {what} overflowed (lr={lr!r})")
         epoch_mse.append(squared / len(targets))
     return theta, bias, epoch_mse
