@@ -22,19 +22,24 @@
 //!   go to memory without being read first.
 //!
 //! Benchmark B3 (`benches/b3_large_vocab.py`) measures this against a pass that moves the same
-//! bytes (`stream_add`). On the 2-core development machine (Zen 3 at 2.45 GHz, AVX2) the
-//! kernel is bound by arithmetic, not memory: one thread takes 3.4–3.6 ns per logit for the
-//! step with reference logits (~8.5 cycles; each `exp` ~0.75 ns of it) and 2.3–2.8 ns given
-//! the reference's log-softmax, while `stream_add` moves the batch at 20–26 GB/s on two
-//! threads (one thread alone reaches ~18 GB/s). 60 % of that ceiling needs 3.1–4.0 ns of a
-//! core per logit with both threads perfectly overlapped, so the step reaches 34–53 % of it
-//! (four runs) and the step given the log-softmax 49–81 %, as the ceiling and the machine's
-//! other load vary between runs. The loop is bound by the instructions issued (~130 per 8 logits, a fifth of them
-//! constants broadcast again because an AVX2 vector of [`LANES`] is two of the sixteen
-//! registers), not by one unit. Measured and kept out: Horner's scheme in `r²` for the
-//! polynomial (fewer multiplications, 2 % slower), pass A in a loop of its own after the
-//! reference's, with the next row prefetched by the exp loop (3–8 % slower), prefetching a
-//! whole chunk ahead (no change).
+//! bytes (`stream_add`). On the 2-core development machine (Zen 3, AVX2, about 3 GHz) the kernel is
+//! bound by arithmetic, not memory: one thread takes 3.2–3.6 ns per logit for the step with
+//! reference logits and 2.2–2.8 ns given the reference's log-softmax, while `stream_add` moves the
+//! batch at 20–30 GB/s on two threads (one thread alone reaches ~18 GB/s), so the step reaches
+//! 34–46 % of that ceiling and the step given the log-softmax 49–81 %, as the ceiling and the
+//! machine's other load vary between runs. Each `exp` alone, in a loop of nothing else, costs
+//! 1.0–1.2 ns a logit: 12–17 cycles a four-lane vector for 17 multiplies and FMAs, about 60 % of
+//! the FMA units' peak, and more vectors an iteration do not help (its chain of ~35 cycles, not the
+//! units, holds it back). Diagnostic builds (timing only, wrong results) bound what rearranging the
+//! passes could gain: with the reference's `exp` replaced by one FMA the step reached 43 % of the
+//! ceiling, with both `exp`s replaced 56 %. Measured and kept out: Horner's scheme in `r²` for the
+//! polynomial (fewer multiplications, 2 % slower); pass A in a loop of its own after the
+//! reference's, with the next row prefetched by the exp loop (3–8 % slower); prefetching a whole
+//! chunk ahead (no change); a degree-9 `exp` (within 1.4e-14 relative near 0) for the reference's
+//! normaliser alone (4–5 % faster, for KL errors of that size where there is only rounding now);
+//! the reference's maximum taken in the reference's loop (4 % faster on two threads, 9 % slower
+//! given the log-softmax); a maximum per chunk, each chunk read from memory once (about 10 % faster
+//! in one build, slower in a standalone prototype: neither near what the diagnostics leave).
 //!
 //! Memory traffic per row is thus the inputs read once and the output written once, the least
 //! the kernel can do; the scratch rows (two of `V` doubles per thread) stay in L2/L3.
