@@ -82,10 +82,11 @@ def nudged(table):
 def assert_run_close(actual, expected, nudged_run, atol, err_msg="", axis=0):
     """A run's floats (steps along ``axis``) against its reference twin's: within ``atol`` and
     the suite's ``rtol``, plus ``NUDGE_FACTOR`` times the reference's own distance from
-    ``nudged_run``, its run on inputs moved by one ulp (the largest so far at each step). A chaotic run (large
-    steps on a wide row, hypothesis finds them) multiplies a rounding difference by a few each
-    step, and the reference itself then moves more than 1e-9 under a one-ulp nudge: its floats
-    there are rounding, not the method."""
+    ``nudged_run``, its run on inputs moved by one ulp (the largest so far at each step).
+
+    A chaotic run (large steps on a wide row: hypothesis finds them) multiplies a rounding
+    difference by a few each step, and the reference itself then moves more than 1e-9 under a
+    one-ulp nudge: its floats there are rounding, not the method."""
     actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
     spread = np.abs(np.asarray(nudged_run, dtype=float) - expected)
     if spread.ndim:

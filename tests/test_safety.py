@@ -101,11 +101,11 @@ def test_a_safety_sweep_is_its_reference_twin(world, settings, seed, steps, reco
             raise
         # The vectorised steps on a chaotic run (tests/test_worlds_ppo.py): allowed a thousand
         # times the reference's own spread when its reference logits move by one ulp.
-        spread = ref_safe.sweep_safe_world_rlhf(nudged(ref_logits), *args[1:], record_every=record_every)
-        assert_run_close(got["history"], expected["history"], spread["history"], RUN_ATOL, "history", axis=-1)
+        nudged_sweep = ref_safe.sweep_safe_world_rlhf(nudged(ref_logits), *args[1:], record_every=record_every)
+        assert_run_close(got["history"], expected["history"], nudged_sweep["history"], RUN_ATOL, "history", axis=-1)
         for key in ("final_params", "summary"):
             # Per run: its largest spread anywhere.
-            far = np.abs(spread[key] - expected[key]).reshape(len(runs), -1).max(axis=1)
+            far = np.abs(nudged_sweep[key] - expected[key]).reshape(len(runs), -1).max(axis=1)
             for run, (a, b) in enumerate(zip(got[key], expected[key])):
                 assert_close(a, b, atol=RUN_ATOL + NUDGE_FACTOR * far[run], err_msg=f"{key}, run {run}")
 
