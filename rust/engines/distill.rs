@@ -89,15 +89,15 @@ pub fn distill_reward_model(
             let error = distill_step(&mut theta, &mut bias, &x, target, lr * (remaining / total));
             squared += error * error;
         }
-        let what = if overflowed(&theta) || overflowed(&[bias]) {
-            "the student's head"
+        let overflow = if overflowed(&theta) || overflowed(&[bias]) {
+            Some("the student's head")
         } else if !squared.is_finite() {
             // The head can swing past 1e154 and back within a pass as the step decays.
-            "its squared error"
+            Some("its squared error")
         } else {
-            ""
+            None
         };
-        if !what.is_empty() {
+        if let Some(what) = overflow {
             return Err(Error::Diverged(format!(
                 "distill_reward_model diverged in epoch {epoch}: {what} overflowed (lr={})",
                 py_float(lr)

@@ -28,13 +28,12 @@ def distill_reward_model(phi: Sequence[Sequence[float]], responses: Sequence[Seq
             remaining = total - float(epoch * n + i)
             bias, error = distill_step(theta, bias, response_features(phi, response), target, lr * (remaining / total))
             squared += error * error
+        what = None
         if overflowed(theta) or overflowed([bias]):
             what = "the student's head"
         elif not math.isfinite(squared):  # the head can swing past 1e154 and back as the step decays
             what = "its squared error"
-        else:
-            what = ""
-        if what:
+        if what is not None:
             raise FloatingPointError(f"distill_reward_model diverged in epoch {epoch}: {what} overflowed (lr={lr!r})")
         epoch_mse.append(squared / len(targets))
     return theta, bias, epoch_mse
