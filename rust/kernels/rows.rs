@@ -22,24 +22,20 @@
 //!   go to memory without being read first.
 //!
 //! Benchmark B3 (`benches/b3_large_vocab.py`) measures this against a pass that moves the same
-//! bytes (`stream_add`). On the 2-core development machine (Zen 3, AVX2, about 3 GHz) the kernel is
-//! bound by arithmetic, not memory: one thread takes 3.2–3.6 ns per logit for the step with
-//! reference logits and 2.2–2.8 ns given the reference's log-softmax, while `stream_add` moves the
-//! batch at 20–30 GB/s on two threads (one thread alone reaches ~18 GB/s), so the step reaches
-//! 34–46 % of that ceiling and the step given the log-softmax 49–81 %, as the ceiling and the
-//! machine's other load vary between runs. Each `exp` alone, in a loop of nothing else, costs
-//! 1.0–1.2 ns a logit: 12–17 cycles a four-lane vector for 17 multiplies and FMAs, about 60 % of
-//! the FMA units' peak, and more vectors an iteration do not help (its chain of ~35 cycles, not the
-//! units, holds it back). Diagnostic builds (timing only, wrong results) bound what rearranging the
-//! passes could gain: with the reference's `exp` replaced by one FMA the step reached 43 % of the
-//! ceiling, with both `exp`s replaced 56 %. Measured and kept out: Horner's scheme in `r²` for the
-//! polynomial (fewer multiplications, 2 % slower); pass A in a loop of its own after the
-//! reference's, with the next row prefetched by the exp loop (3–8 % slower); prefetching a whole
-//! chunk ahead (no change); a degree-9 `exp` (within 1.4e-14 relative near 0) for the reference's
-//! normaliser alone (4–5 % faster, for KL errors of that size where there is only rounding now);
-//! the reference's maximum taken in the reference's loop (4 % faster on two threads, 9 % slower
-//! given the log-softmax); a maximum per chunk, each chunk read from memory once (about 10 % faster
-//! in one build, slower in a standalone prototype: neither near what the diagnostics leave).
+//! bytes (`stream_add`). The kernel is bound by arithmetic (two `exp`s a logit with reference
+//! logits, each about 20 FMA-unit operations a vector) and by how well memory overlaps it, so
+//! pass B does all its `exp`s in one loop per chunk, with pass A's loads and pass W's stores
+//! beside them (see [`fused`]). On a 2-core Xeon with AVX-512 (about 3 GHz) that layout reaches
+//! 64–70 % of the ceiling (51 % with each pass in a loop of its own); the development machine
+//! before it (Zen 3, AVX2) reached 34–46 % with loops of their own. There, one `exp` alone, in a
+//! loop of nothing else, cost 1.0–1.2 ns a logit (about 60 % of the FMA units' peak: its chain of
+//! ~35 cycles holds it back), and diagnostic builds with the `exp`s replaced by one FMA reached
+//! only 56 %. Measured and kept out: Horner's scheme in `r²` for the polynomial (2 % slower); pass
+//! A in a loop of its own (3–8 % slower); prefetching a whole chunk ahead (no change); a degree-9
+//! `exp` for the reference's normaliser (4–5 % faster, for KL errors of 1.4e-14 where there is
+//! only rounding now); the reference's maximum taken in the reference's loop (slower on AVX-512);
+//! both `exp`s of a vector evaluated step by step together, `vscalefpd` for `2^k`, and the loop's
+//! slices walked as exact chunks without bounds checks (no change on AVX-512).
 //!
 //! Memory traffic per row is thus the inputs read once and the output written once, the least
 //! the kernel can do; the scratch rows (two of `V` doubles per thread) stay in L2/L3.
@@ -304,17 +300,36 @@ fn write_row<V: Vector, const W: u8>(isa: V::Isa, src: &[f64], out: &mut [f64], 
     write_ends::<V, W>(isa, src, out, spec, head, head + n * LANES);
 }
 
+/// Pass W's stores of the previous row's whole aligned vector `g` (of `n_w`), at `head + g·LANES`.
+#[inline(always)]
+fn write_vector<V: Vector, const W: u8>(
+    isa: V::Isa,
+    src: &[f64],
+    out: &mut [f64],
+    spec: WriteSpec,
+    (head, n_w): (usize, usize),
+    g: usize,
+) {
+    if W != W_NONE && g < n_w {
+        let k = head + g * LANES;
+        written::<V, W>(isa, src, spec, k, k + LANES).stream(&mut out[k..k + LANES]);
+    }
+}
+
 /// Pass B over row `z` (and `r`, as `REF` says), whose pass A found `peek`, fused with pass A
 /// over the next row `next` and pass W of the previous row into `w_out` (empty: none): the
 /// next row's [`Peek`] and this row's [`Sums`]; with `STORE`, every `e^(z−M)` in `e`; each
 /// chunk's `Σ e^(z−M)` in `chunk_sums`.
 ///
-/// Per chunk of [`CHUNK`] logits, three loops, each with few vectors live (an AVX2 vector is
-/// two of the sixteen registers; spilled accumulators and reloaded constants cost more
-/// instructions than the arithmetic): `e^(z−M)` with pass A of the next row alongside (its
-/// loads, prefetched [`PREFETCH`] logits ahead, overlap the arithmetic); what the reference
-/// adds; and pass W of the previous row. (Streaming stores inside the first loop, next to its
-/// spilled accumulators, made a thread running alone four times slower: measured, and kept out.)
+/// Per chunk of [`CHUNK`] logits, one loop does the arithmetic that needs an `exp` with all of
+/// the row's memory traffic beside it (pass A's loads, prefetched [`PREFETCH`] logits ahead,
+/// and, with reference logits, pass W's streamed stores), so that memory never waits on a loop
+/// of its own: `e^(z−M)`, and with reference logits `e^(r−M_r)` and `T` too. Given the
+/// reference's log-softmax, `T` and pass W follow in a second loop; without a reference, pass W
+/// alone. (The reference's `exp` in a loop of its own, then pass W in a third, as the AVX2
+/// development machine preferred, left the memory idle for most of a chunk: on a 2-core Xeon
+/// with AVX-512 the one loop took B3 from 44–50 % of the ceiling to 61–65 %, and on its AVX2
+/// unit from 28 % to 40 %.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
@@ -345,8 +360,7 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
         let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(v));
         let ec: &mut [f64] = if STORE { &mut e[lo..hi] } else { &mut local[..hi - lo] };
         let last = c + 1 == n_c && whole * LANES < v;
-        // e^(z−M), with the next row's first read and the previous row's write.
-        let mut s = zero;
+        let (mut s, mut s_ref, mut t) = (zero, zero, zero);
         for g in g0..g1 {
             let j = g * LANES;
             if let Some(x) = next.0.get(j + PREFETCH) {
@@ -358,10 +372,17 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
                 }
             }
             ahead.add::<REF>(isa, next.0, next.1, j, W == W_SHIFTED);
-            let ez = exp_nonpositive_fused(load::<V>(isa, &z[j..j + LANES]) - m);
+            let x = load::<V>(isa, &z[j..j + LANES]) - m;
+            let ez = exp_nonpositive_fused(x);
             s = s + ez;
             if keep {
                 store(ez, &mut ec[j - lo..j - lo + LANES]);
+            }
+            if REF == REF_LOGITS {
+                let y = load::<V>(isa, &r[j..j + LANES]) - m_ref;
+                s_ref = s_ref + exp_nonpositive_fused(y);
+                t = ez.mul_add(x - y, t);
+                write_vector::<V, W>(isa, w_src, w_out, spec, (head, n_w), g);
             }
         }
         if last {
@@ -376,21 +397,17 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
         }
         *chunk_sum = lanes_sum(s);
         sums.s += *chunk_sum;
-        // What the reference adds: `R` and `T`.
-        if REF != NO_REF {
-            let (mut s_ref, mut t) = (zero, zero);
+        if REF == REF_LOG_PROBS {
+            // T, given the reference's log-softmax, with the previous row's write.
             for g in g0..g1 {
                 let j = g * LANES;
                 let x = load::<V>(isa, &z[j..j + LANES]) - m;
                 let ez = load::<V>(isa, &ec[j - lo..j - lo + LANES]);
-                if REF == REF_LOGITS {
-                    let y = load::<V>(isa, &r[j..j + LANES]) - m_ref;
-                    s_ref = s_ref + exp_nonpositive_fused(y);
-                    t = ez.mul_add(x - y, t);
-                } else {
-                    t = ez.mul_add(x - load::<V>(isa, &r[j..j + LANES]), t);
-                }
+                t = ez.mul_add(x - load::<V>(isa, &r[j..j + LANES]), t);
+                write_vector::<V, W>(isa, w_src, w_out, spec, (head, n_w), g);
             }
+        }
+        if REF != NO_REF {
             if last {
                 let j = whole * LANES;
                 let x = load::<V>(isa, &z[j..]) - m;
@@ -408,12 +425,10 @@ fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
                 sums.s_ref += lanes_sum(s_ref);
             }
             sums.t += lanes_sum(t);
-        }
-        // W: the previous row's output over this chunk's span, past the caches.
-        if W != W_NONE {
-            for g in g0..g1.min(n_w) {
-                let k = head + g * LANES;
-                written::<V, W>(isa, w_src, spec, k, k + LANES).stream(&mut w_out[k..k + LANES]);
+        } else {
+            // Without a reference: the previous row's write, past the caches.
+            for g in g0..g1 {
+                write_vector::<V, W>(isa, w_src, w_out, spec, (head, n_w), g);
             }
         }
     }
