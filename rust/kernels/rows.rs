@@ -328,8 +328,8 @@ fn write_vector<V: Vector, const W: u8>(
 /// reference's log-softmax, `T` and pass W follow in a second loop; without a reference, pass W
 /// alone. (The reference's `exp` in a loop of its own, then pass W in a third, as the AVX2
 /// development machine preferred, left the memory idle for most of a chunk: on a 2-core Xeon
-/// with AVX-512 the one loop took B3 from 44–50 % of the ceiling to 61–65 %, and on its AVX2
-/// unit from 28 % to 40 %.)
+/// with AVX-512 the one loop took B3 from 51 % of the ceiling to 64–70 %, and on its AVX2 unit
+/// from 28 % to 40 % in paired runs.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
