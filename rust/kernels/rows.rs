@@ -329,7 +329,7 @@ fn write_vector<V: Vector, const W: u8>(
 /// alone. (The reference's `exp` in a loop of its own, then pass W in a third, as the AVX2
 /// development machine preferred, left the memory idle for most of a chunk: on a 2-core Xeon
 /// with AVX-512 the one loop took B3 from 51 % of the ceiling to 64–70 %, and on its AVX2 unit
-/// from 28 % to 40 % in paired runs.)
+/// from 30 % to 43 %.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn fused<V: Vector, const REF: u8, const STORE: bool, const W: u8>(
