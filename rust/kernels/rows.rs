@@ -294,13 +294,13 @@ fn aligned(out: &[f64]) -> (usize, usize) {
 fn write_row<V: Vector, const W: u8>(isa: V::Isa, src: &[f64], out: &mut [f64], spec: WriteSpec) {
     let (head, n) = aligned(out);
     for g in 0..n {
-        let j = head + g * LANES;
-        written::<V, W>(isa, src, spec, j, j + LANES).stream(&mut out[j..j + LANES]);
+        write_vector::<V, W>(isa, src, out, spec, (head, n), g);
     }
     write_ends::<V, W>(isa, src, out, spec, head, head + n * LANES);
 }
 
-/// Pass W's stores of the previous row's whole aligned vector `g` (of `n_w`), at `head + g·LANES`.
+/// Pass W's streamed store of whole aligned vector `g` of `n_w` (as [`aligned`] gives them), at
+/// `head + g·LANES`.
 #[inline(always)]
 fn write_vector<V: Vector, const W: u8>(
     isa: V::Isa,
